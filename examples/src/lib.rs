@@ -1,0 +1,1 @@
+//! Examples of embedding Vesemir; see the `examples/` folder of this crate.

@@ -1,0 +1,1 @@
+//! The Chef inventory adapter (not built yet: see issue 5).

@@ -1,0 +1,121 @@
+//! A fake [`Inventory`]: hosts with tags, roles, recipes and an environment, matched like a
+//! Chef search would match them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::lock;
+use crate::error::PortError;
+use crate::host::Host;
+use crate::name::EnvName;
+use crate::ports::{Inventory, Selector};
+
+/// A host as the fake inventory knows it.
+#[derive(Debug, Clone)]
+pub struct InventoryEntry {
+    /// The host.
+    pub host: Host,
+    /// Its tags.
+    pub tags: BTreeSet<String>,
+    /// Its roles.
+    pub roles: BTreeSet<String>,
+    /// Its recipes.
+    pub recipes: BTreeSet<String>,
+    /// Its environment.
+    pub environment: Option<EnvName>,
+}
+
+impl InventoryEntry {
+    /// A host with these tags and nothing else.
+    pub fn tagged(host: Host, tags: &[&str]) -> Self {
+        Self {
+            host,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            roles: BTreeSet::new(),
+            recipes: BTreeSet::new(),
+            environment: None,
+        }
+    }
+
+    /// The same entry in `environment`.
+    pub fn in_environment(mut self, environment: EnvName) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    fn matches(&self, selector: &Selector) -> bool {
+        let all = |wanted: &[crate::name::ChefTerm], have: &BTreeSet<String>| {
+            wanted.iter().all(|w| have.contains(w.as_str()))
+        };
+        all(&selector.tags, &self.tags)
+            && all(&selector.roles, &self.roles)
+            && all(&selector.recipes, &self.recipes)
+            && selector.environment.as_ref().is_none_or(|env| self.environment.as_ref() == Some(env))
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: BTreeMap<String, InventoryEntry>,
+    unreachable: bool,
+    searches: usize,
+}
+
+/// A fake inventory. Clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct FakeInventory {
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeInventory {
+    /// An empty inventory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An inventory of these entries.
+    pub fn with_entries(entries: impl IntoIterator<Item = InventoryEntry>) -> Self {
+        let inventory = Self::new();
+        for entry in entries {
+            inventory.add(entry);
+        }
+        inventory
+    }
+
+    /// Adds (or replaces) a host.
+    pub fn add(&self, entry: InventoryEntry) {
+        lock(&self.state).entries.insert(entry.host.name.to_string(), entry);
+    }
+
+    /// Makes every search fail as if the server were down (`true`) or work again (`false`).
+    pub fn set_unreachable(&self, unreachable: bool) {
+        lock(&self.state).unreachable = unreachable;
+    }
+
+    /// How many searches were made.
+    pub fn searches(&self) -> usize {
+        lock(&self.state).searches
+    }
+}
+
+#[async_trait]
+impl Inventory for FakeInventory {
+    async fn discover(&self, selector: &Selector) -> Result<Vec<Host>, PortError> {
+        let mut state = lock(&self.state);
+        state.searches += 1;
+        if state.unreachable {
+            return Err(PortError::unreachable("fake inventory", "injected fault: inventory down"));
+        }
+        if selector.raw_query.is_some() {
+            return Err(PortError::rejected("fake inventory", "raw queries are not supported by the fake"));
+        }
+        let hosts: Vec<Host> =
+            state.entries.values().filter(|e| e.matches(selector)).map(|e| e.host.clone()).collect();
+        if hosts.is_empty() {
+            return Err(PortError::not_found(format!("hosts matching {selector}")));
+        }
+        Ok(hosts)
+    }
+}

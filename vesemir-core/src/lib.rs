@@ -1,0 +1,16 @@
+//! Vesemir's core: the deployment request, the three ports, the sans-IO rollout state machine,
+//! its events, and the async driver that runs it over the ports.
+//!
+//! Nothing here opens a socket or spawns a process: adapters (`vesemir-chef`, `vesemir-haproxy`,
+//! `vesemir-ssh`) implement the ports, front ends compose them.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod fake;
+pub mod host;
+pub mod name;
+pub mod ports;
+pub mod request;
+
+pub use error::{BoxError, PortError};
+pub use host::Host;

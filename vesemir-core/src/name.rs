@@ -1,0 +1,235 @@
+//! Validated names: every string that reaches a protocol (HAProxy, Chef, a remote shell) is one of
+//! these newtypes, parsed once at the edge ("parse, don't validate").
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a string was refused as a name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a valid {kind}: {rule}")]
+pub struct NameError {
+    /// What kind of name was expected, e.g. "HAProxy server name".
+    pub kind: &'static str,
+    /// The refused value (names are never secrets).
+    pub value: String,
+    /// What is allowed.
+    pub rule: &'static str,
+}
+
+/// The character rules a name can follow.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Letters, digits, `-`, `_`, `.`; starts with a letter or digit.
+    Identifier,
+    /// HAProxy object names: letters, digits, `-`, `_`, `.`, `:`.
+    Haproxy,
+    /// Letters, digits and `-_.:+~`: package versions, release tags.
+    Version,
+    /// Lower-case letters, digits and `_`, starting with a letter or `_`.
+    Variable,
+    /// Any printable text without control characters (Chef tags, people).
+    Printable,
+}
+
+impl Rule {
+    fn describe(self) -> &'static str {
+        match self {
+            Rule::Identifier => {
+                "use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+            }
+            Rule::Haproxy => "use 1 to 64 letters, digits, '-', '_', '.' or ':' (HAProxy's legal characters)",
+            Rule::Version => {
+                "use 1 to 128 letters, digits, '-', '_', '.', ':', '+' or '~', starting with a letter or digit"
+            }
+            Rule::Variable => {
+                "use 1 to 64 lower-case letters, digits or '_', starting with a letter or '_'"
+            }
+            Rule::Printable => "use 1 to 255 characters with no control characters (newlines, tabs)",
+        }
+    }
+
+    fn max_len(self) -> usize {
+        match self {
+            Rule::Identifier | Rule::Haproxy | Rule::Variable => 64,
+            Rule::Version => 128,
+            Rule::Printable => 255,
+        }
+    }
+
+    fn accepts(self, value: &str) -> bool {
+        if value.is_empty() || value.len() > self.max_len() {
+            return false;
+        }
+        let first = value.chars().next().unwrap_or(' ');
+        match self {
+            Rule::Identifier => {
+                first.is_ascii_alphanumeric()
+                    && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            }
+            Rule::Haproxy => {
+                value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+            }
+            Rule::Version => {
+                first.is_ascii_alphanumeric()
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '+' | '~'))
+            }
+            Rule::Variable => {
+                (first.is_ascii_lowercase() || first == '_')
+                    && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            }
+            Rule::Printable => value.trim() == value && !value.chars().any(char::is_control),
+        }
+    }
+}
+
+macro_rules! validated_name {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $rule:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Parses `value`, refusing anything outside the allowed characters.
+            pub fn new(value: impl AsRef<str>) -> Result<Self, NameError> {
+                let value = value.as_ref();
+                if $rule.accepts(value) {
+                    Ok(Self(Arc::from(value)))
+                } else {
+                    Err(NameError { kind: $kind, value: value.to_owned(), rule: $rule.describe() })
+                }
+            }
+
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = NameError;
+            fn from_str(value: &str) -> Result<Self, NameError> {
+                Self::new(value)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                Self::new(raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+validated_name!(
+    /// An application's name, e.g. `shop-web`.
+    AppName, "application name", Rule::Identifier
+);
+validated_name!(
+    /// An environment's name, e.g. `production`.
+    EnvName, "environment name", Rule::Identifier
+);
+validated_name!(
+    /// A team's name, e.g. `payments`.
+    TeamName, "team name", Rule::Identifier
+);
+validated_name!(
+    /// A host's name as the inventory knows it, e.g. `web-01.example.com`.
+    HostName, "host name", Rule::Identifier
+);
+validated_name!(
+    /// A named playbook of changeset steps configured by the operator.
+    PlaybookName, "playbook name", Rule::Identifier
+);
+validated_name!(
+    /// An HAProxy backend's name.
+    BackendName, "HAProxy backend name", Rule::Haproxy
+);
+validated_name!(
+    /// An HAProxy server's name within a backend.
+    ServerName, "HAProxy server name", Rule::Haproxy
+);
+validated_name!(
+    /// The changeset's identity: the version being deployed, e.g. `2026.11.21-1`.
+    Version, "version", Rule::Version
+);
+validated_name!(
+    /// The name of a template variable, e.g. `version` in `{version}`.
+    VariableName, "variable name", Rule::Variable
+);
+validated_name!(
+    /// A Chef tag, role or recipe value. Any printable text: the Chef adapter escapes it for Lucene.
+    ChefTerm, "Chef tag, role or recipe", Rule::Printable
+);
+validated_name!(
+    /// Who asked for a deployment: a person or a pipeline.
+    Requester, "requester", Rule::Printable
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haproxy_names_refuse_command_separators() {
+        for bad in ["web;shutdown", "web\nshow", "web 1", "", "web/1", "web#"] {
+            let err = ServerName::new(bad).expect_err(bad);
+            assert_eq!(err.kind, "HAProxy server name");
+            assert!(err.to_string().contains("HAProxy's legal characters"), "{err}");
+        }
+        assert_eq!(ServerName::new("web-01.a:b_c").map(|n| n.to_string()).ok(), Some("web-01.a:b_c".into()));
+    }
+
+    #[test]
+    fn identifiers_must_start_with_alphanumeric() {
+        assert!(AppName::new("-shop").is_err());
+        assert!(AppName::new(".shop").is_err());
+        assert!(AppName::new("shop.web_2-x").is_ok());
+        assert!(AppName::new("a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn printable_refuses_control_characters() {
+        assert!(ChefTerm::new("web server").is_ok());
+        assert!(ChefTerm::new("a\nb").is_err());
+        assert!(ChefTerm::new(" padded").is_err());
+        assert!(Requester::new("alice@example.com").is_ok());
+    }
+
+    #[test]
+    fn deserializing_validates() {
+        let ok: Result<BackendName, _> = serde_json::from_str("\"be_web\"");
+        assert!(ok.is_ok());
+        let bad: Result<BackendName, _> = serde_json::from_str("\"be;web\"");
+        let message = bad.expect_err("must refuse").to_string();
+        assert!(message.contains("HAProxy backend name"), "{message}");
+    }
+}

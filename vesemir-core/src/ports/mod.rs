@@ -1,0 +1,19 @@
+//! The three ports the rollout talks through: where the hosts are ([`Inventory`]), how traffic
+//! reaches them ([`LoadBalancer`]) and how a changeset runs on them ([`Executor`]).
+//!
+//! All three are async, dyn-compatible (`async-trait`) and `Send + Sync + Debug`, because front
+//! ends choose adapters at run time. Forwarding impls for `&T`, `Box<T>` and `Arc<T>` let callers
+//! hold them however they like.
+
+mod executor;
+mod inventory;
+mod load_balancer;
+
+pub use executor::{
+    Executor, ExitStatus, FileUpload, OutputLine, OutputReceiver, OutputSink, OutputStream, RemoteCommand,
+};
+pub use inventory::{Inventory, Selector};
+pub use load_balancer::{
+    AdminState, Backend, InstanceState, LbEndpoint, LoadBalancer, LoadBalancerExt, ServerLookup,
+    ServerStatus, Weight,
+};

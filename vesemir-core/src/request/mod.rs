@@ -1,0 +1,237 @@
+//! The deployment request: what to deploy, where, through which load balancer, how many hosts at
+//! a time, and the changeset. Parsed from TOML or JSON ([`spec`]) and validated once into
+//! [`DeploymentRequest`], whose names are all validated newtypes.
+
+mod amount;
+mod errors;
+pub mod spec;
+mod template;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use amount::Amount;
+pub use errors::{FieldError, ValidationErrors};
+pub use template::{push_shell_quoted, shell_quote, Quoting, Template, TemplateError};
+pub use validate::{InlineChangesets, Playbooks, RawQueries, RequestPolicy, BUILTIN_VARIABLES};
+
+use crate::host::Host;
+use crate::name::{AppName, BackendName, EnvName, PlaybookName, Requester, TeamName, VariableName, Version};
+use crate::ports::{LbEndpoint, Selector, Weight};
+
+/// A validated deployment request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentRequest {
+    /// The application.
+    pub application: AppName,
+    /// The environment.
+    pub environment: EnvName,
+    /// The team that owns the application.
+    pub team: TeamName,
+    /// The version being deployed.
+    pub version: Version,
+    /// Who asked.
+    pub requested_by: Requester,
+    /// Which hosts.
+    pub targets: Targets,
+    /// The load balancer in front of them.
+    pub load_balancer: LoadBalancerConfig,
+    /// How many at a time, and when to stop.
+    pub strategy: Strategy,
+    /// The playbook the changeset came from, if it came from one.
+    pub playbook: Option<PlaybookName>,
+    /// What to do on each host.
+    pub changeset: Changeset,
+    /// Values of the request's own template variables.
+    pub variables: BTreeMap<VariableName, String>,
+}
+
+/// Which hosts to deploy to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Hosts found by the inventory.
+    Search(Selector),
+    /// Hosts listed in the request.
+    Hosts(Vec<Host>),
+}
+
+/// The load balancer in front of the hosts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadBalancerConfig {
+    /// The backend the hosts are servers of.
+    pub backend: BackendName,
+    /// Where the instances are.
+    pub instances: LbInstances,
+    /// How a host's server is found.
+    pub server: ServerMapping,
+    /// How long to wait for sessions to end after drain.
+    pub drain_timeout: Duration,
+    /// What to do when they do not.
+    pub on_drain_timeout: DrainTimeoutPolicy,
+    /// Weights to pass through before 100%.
+    pub ramp: Vec<RampStep>,
+}
+
+/// Where the load balancer instances are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LbInstances {
+    /// Listed in the request.
+    Listed(Vec<LbEndpoint>),
+    /// Found through the inventory: every host the selector finds, at this port.
+    Discover {
+        /// Which hosts are load balancers.
+        selector: Selector,
+        /// The runtime API's TCP port on each.
+        port: u16,
+    },
+}
+
+/// How a host's server is found in the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMapping {
+    /// The server's name is this template rendered for the host (`{host}`, `{address}`...).
+    Template(Template),
+    /// The server whose address is the host's address.
+    ByAddress,
+}
+
+/// What to do when a drained server still has sessions at the drain timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainTimeoutPolicy {
+    /// Put the host back into rotation untouched and report it failed.
+    Fail,
+    /// End the remaining sessions and go on.
+    Force,
+}
+
+/// One step of the weight ramp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RampStep {
+    /// The weight, below 100%.
+    pub weight: Weight,
+    /// How long to stay at it.
+    pub hold: Duration,
+}
+
+/// How many hosts at a time, and when to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Strategy {
+    /// Hosts out of rotation at once.
+    pub concurrency: Amount,
+    /// Failures tolerated over the whole fleet; one more and no new host starts.
+    pub max_failures: Amount,
+    /// A pause after each batch.
+    pub pause_between_batches: Duration,
+    /// A first small batch, then a wait.
+    pub canary: Option<Canary>,
+}
+
+/// The canary batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canary {
+    /// Hosts in the canary batch.
+    pub hosts: u32,
+    /// What to wait for after it.
+    pub gate: CanaryGate,
+}
+
+/// What the rollout waits for after the canary batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanaryGate {
+    /// A fixed time.
+    Hold(Duration),
+    /// Someone's confirmation.
+    Confirm,
+}
+
+/// What to do on each host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changeset {
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// How the host proves it is healthy.
+    pub health: HealthGate,
+}
+
+/// One changeset step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Its name in progress and logs.
+    pub name: String,
+    /// What it does.
+    pub action: StepAction,
+    /// How long it may take.
+    pub timeout: Duration,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepAction {
+    /// Runs a command.
+    Run(Template),
+    /// Uploads a local file.
+    Upload {
+        /// The local file.
+        source: PathBuf,
+        /// Where on the host (a template).
+        destination: Template,
+        /// Unix mode bits.
+        mode: u32,
+    },
+}
+
+/// How a host proves it is healthy before it takes traffic again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthGate {
+    /// A command on the host, retried until it exits 0 or the time is up.
+    pub command: Option<HealthCommand>,
+    /// Wait until every load balancer instance reports the server UP, for at most this long.
+    pub load_balancer_up: Option<Duration>,
+}
+
+/// The health gate's command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCommand {
+    /// The command template.
+    pub command: Template,
+    /// How long it may keep failing.
+    pub timeout: Duration,
+    /// The pause between attempts.
+    pub interval: Duration,
+}
+
+impl DeploymentRequest {
+    /// Parses and validates a TOML request.
+    pub fn from_toml(text: &str, policy: &RequestPolicy<'_>) -> Result<Self, ValidationErrors> {
+        spec::RequestSpec::from_toml(text)?.validate(policy)
+    }
+
+    /// Parses and validates a JSON request.
+    pub fn from_json(text: &str, policy: &RequestPolicy<'_>) -> Result<Self, ValidationErrors> {
+        spec::RequestSpec::from_json(text)?.validate(policy)
+    }
+
+    /// The value of a template variable for `host`: built-ins first, then the request's own.
+    pub fn variable<'a>(&'a self, name: &str, host: &'a Host) -> Option<&'a str> {
+        Some(match name {
+            "application" => self.application.as_str(),
+            "environment" => self.environment.as_str(),
+            "team" => self.team.as_str(),
+            "version" => self.version.as_str(),
+            "requested_by" => self.requested_by.as_str(),
+            "host" => host.name.as_str(),
+            "address" => host.address.as_str(),
+            other => {
+                return self.variables.iter().find(|(k, _)| k.as_str() == other).map(|(_, v)| v.as_str())
+            }
+        })
+    }
+
+    /// Renders `template` for `host`.
+    pub fn render(&self, template: &Template, quoting: Quoting, host: &Host) -> String {
+        template.render(quoting, |name| self.variable(name, host))
+    }
+}

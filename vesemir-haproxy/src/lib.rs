@@ -1,0 +1,1 @@
+//! The HAProxy load balancer adapter (not built yet: see issue 3).

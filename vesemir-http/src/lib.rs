@@ -1,0 +1,1 @@
+//! The HTTP server (not built yet: see issue 7).

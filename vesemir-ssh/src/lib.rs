@@ -1,0 +1,1 @@
+//! The SSH executor adapter (not built yet: see issue 4).
