@@ -1,0 +1,447 @@
+//! The async driver: prepares a deployment (finds hosts and load balancers, resolves servers,
+//! plans batches) and runs the [`Rollout`] state machine over the three ports, with bounded
+//! concurrency and a timeout on every call. Time comes from tokio's clock, so tests can pause
+//! and advance it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::error::PortError;
+use crate::event::EventSink;
+use crate::host::Host;
+use crate::name::ServerName;
+use crate::plan::{Plan, PlanError, PlannedHost};
+use crate::ports::{
+    Backend, Executor, FileUpload, Inventory, LbEndpoint, LoadBalancer, OutputSink, RemoteCommand,
+    ServerLookup,
+};
+use crate::report::DeploymentReport;
+use crate::request::{DeploymentRequest, LbInstances, Quoting, ServerMapping, StepAction, Targets};
+use crate::rollout::{Action, ActionResult, ErrorKind, HostError, HostId, Rollout, RolloutConfig};
+
+/// The three ports a deployment runs over.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    /// Finds hosts and load balancers.
+    pub inventory: Arc<dyn Inventory>,
+    /// Takes servers out of rotation and puts them back.
+    pub load_balancer: Arc<dyn LoadBalancer>,
+    /// Runs the changeset.
+    pub executor: Arc<dyn Executor>,
+}
+
+/// Bounds the driver puts around port calls.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Bound on one quick call: a connect, a load balancer state or weight change, a lookup.
+    pub call_timeout: Duration,
+    /// Added to the bound of calls that carry their own timeout (waits, steps), so the
+    /// adapter's own timeout fires first and says more.
+    pub grace: Duration,
+    /// Bytes of output streamed per command at most.
+    pub output_limit: usize,
+    /// Server lookups run at once while preparing.
+    pub resolve_concurrency: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(15),
+            output_limit: 1 << 20,
+            resolve_concurrency: 16,
+        }
+    }
+}
+
+/// A deployment ready to run: its hosts found, servers resolved, batches planned.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The request.
+    pub request: Arc<DeploymentRequest>,
+    /// The backend on every load balancer instance.
+    pub backend: Backend,
+    /// The plan.
+    pub plan: Arc<Plan>,
+}
+
+/// Why a deployment could not be prepared. Nothing was changed on any host or load balancer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrepareError {
+    /// The inventory could not find the hosts.
+    #[error("finding the hosts ({selector}) failed: {source}")]
+    Hosts {
+        /// What was searched for.
+        selector: String,
+        /// Why it failed.
+        #[source]
+        source: PortError,
+    },
+    /// The inventory could not find the load balancers.
+    #[error("finding the load balancers ({selector}) failed: {source}")]
+    LoadBalancers {
+        /// What was searched for.
+        selector: String,
+        /// Why it failed.
+        #[source]
+        source: PortError,
+    },
+    /// A host's server name template gave an invalid name.
+    #[error("host {host}: the server name template gives {rendered:?}, which is not a valid HAProxy server name: fix load_balancer.server_name")]
+    ServerName {
+        /// The host.
+        host: String,
+        /// What the template gave.
+        rendered: String,
+    },
+    /// A host's server could not be found in the backend.
+    #[error("host {host}: {source}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why.
+        #[source]
+        source: PortError,
+    },
+    /// No valid plan.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+impl PrepareError {
+    /// Whether the failure is infrastructure that could not be reached (an inventory or a load
+    /// balancer down), rather than a mistake in the request.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            PrepareError::Hosts { source, .. }
+            | PrepareError::LoadBalancers { source, .. }
+            | PrepareError::Resolve { source, .. } => {
+                matches!(source, PortError::Unreachable { .. } | PortError::Timeout { .. })
+            }
+            PrepareError::ServerName { .. } | PrepareError::Plan(_) => false,
+        }
+    }
+}
+
+/// What the operator can tell a running deployment. Clones share the same deployment.
+#[derive(Debug, Clone)]
+pub struct Control {
+    sender: Arc<watch::Sender<ControlState>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ControlState {
+    cancel: bool,
+    abort: bool,
+    confirmations: u64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Control {
+    /// A new control.
+    pub fn new() -> Self {
+        Self { sender: Arc::new(watch::channel(ControlState::default()).0) }
+    }
+
+    /// Cancel: no new host starts; hosts in flight finish.
+    pub fn cancel(&self) {
+        self.sender.send_modify(|s| s.cancel = true);
+    }
+
+    /// Abort: stop at once; hosts in flight are reported as possibly out of rotation.
+    pub fn abort(&self) {
+        self.sender.send_modify(|s| s.abort = true);
+    }
+
+    /// Confirm the canary.
+    pub fn confirm(&self) {
+        self.sender.send_modify(|s| s.confirmations += 1);
+    }
+
+    /// Whether cancel was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.sender.borrow().cancel
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn bounded<T>(
+    bound: Duration,
+    what: impl FnOnce() -> String,
+    call: impl std::future::Future<Output = Result<T, PortError>>,
+) -> Result<T, PortError> {
+    match tokio::time::timeout(bound, call).await {
+        Ok(result) => result,
+        Err(_) => Err(PortError::timeout(what(), bound)),
+    }
+}
+
+/// Finds the hosts and load balancers, resolves every host's server and plans the batches.
+/// Changes nothing anywhere.
+pub async fn prepare(
+    request: Arc<DeploymentRequest>,
+    ports: &Ports,
+    config: &DriverConfig,
+) -> Result<Prepared, PrepareError> {
+    let hosts = match &request.targets {
+        Targets::Hosts(hosts) => hosts.clone(),
+        Targets::Search(selector) => {
+            let found = bounded(
+                config.call_timeout,
+                || format!("search for {selector}"),
+                ports.inventory.discover(selector),
+            )
+            .await;
+            found.map_err(|source| PrepareError::Hosts { selector: selector.to_string(), source })?
+        }
+    };
+    let instances = match &request.load_balancer.instances {
+        LbInstances::Listed(endpoints) => endpoints.clone(),
+        LbInstances::Discover { selector, port } => {
+            let found = bounded(
+                config.call_timeout,
+                || format!("search for {selector}"),
+                ports.inventory.discover(selector),
+            )
+            .await;
+            let boxes = found
+                .map_err(|source| PrepareError::LoadBalancers { selector: selector.to_string(), source })?;
+            boxes.into_iter().map(|b| LbEndpoint::Tcp { address: b.address, port: *port }).collect()
+        }
+    };
+    let backend = Backend { name: request.load_balancer.backend.clone(), instances };
+
+    let mut planned = Vec::with_capacity(hosts.len());
+    let mut pending: JoinSet<(Host, Result<ServerName, PortError>)> = JoinSet::new();
+    let mut hosts = hosts.into_iter();
+    loop {
+        while pending.len() < config.resolve_concurrency.max(1) {
+            let Some(host) = hosts.next() else { break };
+            let lookup = match &request.load_balancer.server {
+                ServerMapping::ByAddress => ServerLookup::Address(host.address.clone()),
+                ServerMapping::Template(template) => {
+                    let rendered = request.render(template, Quoting::None, &host);
+                    let name = ServerName::new(&rendered)
+                        .map_err(|_| PrepareError::ServerName { host: host.name.to_string(), rendered })?;
+                    ServerLookup::Name(name)
+                }
+            };
+            let (lb, backend, bound) = (ports.load_balancer.clone(), backend.clone(), config.call_timeout);
+            pending.spawn(async move {
+                let what = || format!("lookup of {lookup} in backend {}", backend.name);
+                let result = bounded(bound, what, lb.resolve(&backend, &lookup)).await;
+                (host, result)
+            });
+        }
+        let Some(done) = pending.join_next().await else { break };
+        let (host, result) = done.map_err(|e| PrepareError::Resolve {
+            host: "(unknown)".into(),
+            source: PortError::Adapter { adapter: "load balancer", source: Box::new(e) },
+        })?;
+        let server =
+            result.map_err(|source| PrepareError::Resolve { host: host.name.to_string(), source })?;
+        planned.push(PlannedHost { host, server });
+    }
+    let plan = Plan::new(planned, &request.strategy)?;
+    Ok(Prepared { request, backend, plan: Arc::new(plan) })
+}
+
+/// Runs a prepared deployment to its end, sending every event to `sink`, and returns the report.
+pub async fn run(
+    prepared: &Prepared,
+    ports: &Ports,
+    sink: &dyn EventSink,
+    control: &Control,
+    config: &DriverConfig,
+) -> DeploymentReport {
+    let context = Arc::new(ActionContext {
+        request: prepared.request.clone(),
+        backend: prepared.backend.clone(),
+        plan: prepared.plan.clone(),
+        ports: ports.clone(),
+        config: config.clone(),
+    });
+    let mut machine =
+        Rollout::new(prepared.plan.clone(), RolloutConfig::from_request(&prepared.request), now());
+    let (output, mut output_lines) = OutputSink::channel();
+    let mut tasks: JoinSet<(HostId, ActionResult)> = JoinSet::new();
+    let mut task_hosts: HashMap<tokio::task::Id, HostId> = HashMap::new();
+    let mut control_changes = control.sender.subscribe();
+    let mut seen = ControlState::default();
+
+    loop {
+        while let Some(action) = machine.poll_action() {
+            let host = action.host();
+            let (context, output) = (context.clone(), output.tagged(host.0));
+            let handle = tasks.spawn(async move { (host, context.perform(action, output).await) });
+            task_hosts.insert(handle.id(), host);
+        }
+        while let Some(event) = machine.poll_event() {
+            sink.emit(&event);
+        }
+        if machine.is_finished() {
+            break;
+        }
+        let deadline = machine.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            biased;
+            changed = control_changes.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let state = *control_changes.borrow_and_update();
+                if state.abort && !seen.abort {
+                    tasks.abort_all();
+                    machine.handle_abort(now());
+                } else if state.cancel && !seen.cancel {
+                    machine.handle_cancel(now());
+                }
+                if state.confirmations > seen.confirmations {
+                    machine.handle_confirm(now());
+                }
+                seen = state;
+            }
+            Some((tag, line)) = output_lines.recv_tagged() => {
+                machine.handle_output(HostId(tag), line, now());
+            }
+            Some(joined) = tasks.join_next_with_id() => {
+                match joined {
+                    Ok((id, (host, result))) => {
+                        task_hosts.remove(&id);
+                        machine.handle_result(host, result, now());
+                    }
+                    Err(error) => {
+                        if let Some(host) = task_hosts.remove(&error.id()) {
+                            if error.is_panic() {
+                                let failure = HostError::new(ErrorKind::Other, "the adapter panicked during this call: a bug, please report it");
+                                machine.handle_result(host, ActionResult::Failed(failure), now());
+                            }
+                        }
+                    }
+                }
+            }
+            () = sleep_until(deadline) => {
+                machine.handle_timeout(now());
+            }
+        }
+    }
+    machine.report()
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What an action needs to become port calls.
+struct ActionContext {
+    request: Arc<DeploymentRequest>,
+    backend: Backend,
+    plan: Arc<Plan>,
+    ports: Ports,
+    config: DriverConfig,
+}
+
+impl ActionContext {
+    async fn perform(&self, action: Action, output: OutputSink) -> ActionResult {
+        let planned = &self.plan.hosts[action.host().0];
+        let (host, server, backend) = (&planned.host, &planned.server, &self.backend);
+        let (lb, executor) = (&self.ports.load_balancer, &self.ports.executor);
+        let quick = self.config.call_timeout;
+        let grace = self.config.grace;
+        let on = |what: &str| format!("{what} of {}/{server}", backend.name);
+        match action {
+            Action::Connect { .. } => {
+                bounded(quick, || format!("connect to {host}"), executor.connect(host)).await.into()
+            }
+            Action::SetState { state, .. } => {
+                bounded(quick, || on(&format!("set state {state}")), lb.set_state(backend, server, state))
+                    .await
+                    .into()
+            }
+            Action::SetWeight { weight, .. } => {
+                bounded(quick, || on(&format!("set weight {weight}")), lb.set_weight(backend, server, weight))
+                    .await
+                    .into()
+            }
+            Action::ShutdownSessions { .. } => {
+                bounded(quick, || on("shutdown sessions"), lb.shutdown_sessions(backend, server)).await.into()
+            }
+            Action::WaitDrained { timeout, .. } => {
+                bounded(timeout + grace, || on("drain"), lb.wait_drained(backend, server, timeout))
+                    .await
+                    .into()
+            }
+            Action::WaitUp { timeout, .. } => {
+                bounded(timeout + grace, || on("wait for UP"), lb.wait_up(backend, server, timeout))
+                    .await
+                    .into()
+            }
+            Action::RunStep { step, timeout, .. } => {
+                let Some(step) = self.request.changeset.steps.get(step) else {
+                    return ActionResult::Failed(HostError::new(ErrorKind::Other, format!("no step {step}")));
+                };
+                match &step.action {
+                    StepAction::Run(template) => {
+                        let command = self.command(template, host, timeout);
+                        let what = || format!("step {:?} on {}", step.name, host.name);
+                        bounded(timeout + grace, what, executor.run(host, &command, output)).await.into()
+                    }
+                    StepAction::Upload { source, destination, mode } => {
+                        let upload = FileUpload {
+                            source: source.clone(),
+                            destination: self.request.render(destination, Quoting::None, host),
+                            mode: *mode,
+                            timeout,
+                        };
+                        let what = || format!("upload {:?} to {}", step.name, host.name);
+                        bounded(timeout + grace, what, executor.upload(host, &upload)).await.into()
+                    }
+                }
+            }
+            Action::RunHealthCheck { timeout, .. } => {
+                let Some(health) = &self.request.changeset.health.command else {
+                    return ActionResult::Exited(crate::ports::ExitStatus::code(0));
+                };
+                let command = self.command(&health.command, host, timeout);
+                let what = || format!("health check on {}", host.name);
+                bounded(timeout + grace, what, executor.run(host, &command, output)).await.into()
+            }
+            Action::Close { .. } => {
+                let _ = tokio::time::timeout(quick, executor.close(host)).await;
+                ActionResult::Done
+            }
+        }
+    }
+
+    fn command(&self, template: &crate::request::Template, host: &Host, timeout: Duration) -> RemoteCommand {
+        let request = &self.request;
+        RemoteCommand {
+            script: request.render(template, Quoting::Shell, host),
+            env: vec![
+                ("VESEMIR_APPLICATION".into(), request.application.to_string()),
+                ("VESEMIR_ENVIRONMENT".into(), request.environment.to_string()),
+                ("VESEMIR_VERSION".into(), request.version.to_string()),
+                ("VESEMIR_HOST".into(), host.name.to_string()),
+            ],
+            timeout,
+            output_limit: self.config.output_limit,
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Events: every transition of a deployment, numbered without gaps, for terminals, logs,
+//! databases and live streams.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::name::HostName;
+use crate::ports::{OutputStream, Weight};
+
+/// One thing that happened, with its number (1, 2, 3... without gaps) and when, counted from
+/// the start of the deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The event's number within the deployment, from 1.
+    pub seq: u64,
+    /// Time since the deployment started.
+    #[serde(with = "humantime_serde")]
+    pub elapsed: Duration,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The rollout began.
+    DeploymentStarted {
+        /// Hosts in the plan.
+        hosts: usize,
+        /// Batches in the plan.
+        batches: usize,
+        /// Hosts out of rotation at once, at most.
+        concurrency: usize,
+        /// Failures tolerated.
+        max_failures: usize,
+    },
+    /// A batch began.
+    BatchStarted {
+        /// Its number, from 1.
+        batch: usize,
+        /// Its hosts.
+        hosts: Vec<HostName>,
+    },
+    /// A host entered a phase.
+    HostPhase {
+        /// The host.
+        host: HostName,
+        /// The phase.
+        phase: Phase,
+    },
+    /// A line of a command's output.
+    HostOutput {
+        /// The host.
+        host: HostName,
+        /// The step (or `health`).
+        step: String,
+        /// stdout or stderr.
+        stream: OutputStream,
+        /// The line.
+        line: String,
+    },
+    /// A host reached its end.
+    HostFinished {
+        /// The host.
+        host: HostName,
+        /// How it ended.
+        outcome: HostOutcome,
+        /// The phase it was in when it ended (where it failed, for a failure).
+        phase: Phase,
+        /// Why it failed, if it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Whether it is in rotation now.
+        rotation: Rotation,
+    },
+    /// A batch ended.
+    BatchFinished {
+        /// Its number, from 1.
+        batch: usize,
+        /// Hosts that succeeded in it.
+        succeeded: usize,
+        /// Hosts that failed or were unreachable in it.
+        failed: usize,
+    },
+    /// The rollout waits before the next batch.
+    Waiting {
+        /// What for.
+        reason: WaitReason,
+    },
+    /// Something worth a look that stops nothing.
+    Warning {
+        /// The host it concerns, if one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<HostName>,
+        /// What.
+        message: String,
+    },
+    /// The rollout stops starting hosts (too many failures, cancel, or no capacity left).
+    Stopping {
+        /// Why.
+        reason: String,
+    },
+    /// The rollout ended.
+    DeploymentFinished {
+        /// How.
+        outcome: DeploymentOutcome,
+        /// Host counts.
+        totals: Totals,
+    },
+}
+
+/// Where a host is in its deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Not started.
+    Pending,
+    /// Opening the SSH session.
+    Connecting,
+    /// Setting the server to drain on every load balancer.
+    Draining,
+    /// Waiting for its sessions to end.
+    WaitingForDrain,
+    /// Ending sessions that outlasted the drain timeout.
+    ClosingSessions,
+    /// Putting the server in maintenance.
+    Disabling,
+    /// Running a changeset step.
+    Step {
+        /// Its position, from 1.
+        number: usize,
+        /// Its name.
+        name: String,
+    },
+    /// Running the health check.
+    HealthCheck {
+        /// The attempt, from 1.
+        attempt: u32,
+    },
+    /// Waiting for the load balancers to report the server UP (at weight 0).
+    WaitingForUp,
+    /// Putting the server back into rotation at a weight.
+    Enabling {
+        /// The weight.
+        weight: Weight,
+    },
+    /// Holding at a weight before the next.
+    Holding {
+        /// The weight.
+        weight: Weight,
+    },
+    /// Putting the server back as it was after the host could not be deployed.
+    Restoring,
+    /// Taking a failed host back out of rotation.
+    Unwinding,
+    /// Closing the SSH session.
+    Closing,
+    /// Finished.
+    Done,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::Pending => f.write_str("pending"),
+            Phase::Connecting => f.write_str("connecting"),
+            Phase::Draining => f.write_str("draining"),
+            Phase::WaitingForDrain => f.write_str("waiting for sessions to end"),
+            Phase::ClosingSessions => f.write_str("closing remaining sessions"),
+            Phase::Disabling => f.write_str("entering maintenance"),
+            Phase::Step { number, name } => write!(f, "step {number} ({name})"),
+            Phase::HealthCheck { attempt } => write!(f, "health check (attempt {attempt})"),
+            Phase::WaitingForUp => f.write_str("waiting for load balancers to report UP"),
+            Phase::Enabling { weight } => write!(f, "enabling at {weight}"),
+            Phase::Holding { weight } => write!(f, "holding at {weight}"),
+            Phase::Restoring => f.write_str("restoring into rotation"),
+            Phase::Unwinding => f.write_str("taking out of rotation"),
+            Phase::Closing => f.write_str("closing session"),
+            Phase::Done => f.write_str("done"),
+        }
+    }
+}
+
+/// How a host ended. Every host ends in exactly one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostOutcome {
+    /// Deployed, healthy, back at full weight.
+    Succeeded,
+    /// Something failed; the error says what, the phase says where.
+    Failed,
+    /// Could not be reached; nothing was changed on it.
+    Unreachable,
+    /// Not started because the rollout stopped (too many failures, or no capacity left).
+    Skipped,
+    /// Not started, or stopped, because the deployment was cancelled.
+    Cancelled,
+}
+
+impl fmt::Display for HostOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HostOutcome::Succeeded => "succeeded",
+            HostOutcome::Failed => "failed",
+            HostOutcome::Unreachable => "unreachable",
+            HostOutcome::Skipped => "skipped",
+            HostOutcome::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// Whether a host takes traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rotation {
+    /// Ready with a weight above 0 on every load balancer (as far as Vesemir changed it).
+    InRotation,
+    /// Drained, in maintenance, or at weight 0.
+    OutOfRotation,
+    /// A load balancer call did not answer: check the host by hand.
+    Unknown,
+}
+
+impl fmt::Display for Rotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rotation::InRotation => "in rotation",
+            Rotation::OutOfRotation => "OUT OF ROTATION",
+            Rotation::Unknown => "rotation UNKNOWN",
+        })
+    }
+}
+
+/// Why the rollout waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "for", rename_all = "snake_case")]
+pub enum WaitReason {
+    /// Watching the canary for a while.
+    CanaryHold {
+        /// How long.
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+    },
+    /// Waiting for someone to confirm the canary.
+    CanaryConfirmation,
+    /// The pause between batches.
+    Pause {
+        /// How long.
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+    },
+}
+
+/// How a deployment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentOutcome {
+    /// Every host succeeded.
+    Succeeded,
+    /// Every host was tried; some failed or were unreachable, within `max_failures`.
+    CompletedWithFailures,
+    /// Failures exceeded `max_failures` (or left no capacity): the rest were skipped.
+    Stopped,
+    /// Cancelled: hosts not started were cancelled.
+    Cancelled,
+}
+
+impl fmt::Display for DeploymentOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeploymentOutcome::Succeeded => "succeeded",
+            DeploymentOutcome::CompletedWithFailures => "completed with failures",
+            DeploymentOutcome::Stopped => "stopped",
+            DeploymentOutcome::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// Hosts by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Succeeded.
+    pub succeeded: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Unreachable.
+    pub unreachable: usize,
+    /// Skipped.
+    pub skipped: usize,
+    /// Cancelled.
+    pub cancelled: usize,
+}
+
+impl Totals {
+    /// Adds one host's outcome.
+    pub fn count(&mut self, outcome: HostOutcome) {
+        match outcome {
+            HostOutcome::Succeeded => self.succeeded += 1,
+            HostOutcome::Failed => self.failed += 1,
+            HostOutcome::Unreachable => self.unreachable += 1,
+            HostOutcome::Skipped => self.skipped += 1,
+            HostOutcome::Cancelled => self.cancelled += 1,
+        }
+    }
+
+    /// Every host counted.
+    pub fn total(&self) -> usize {
+        self.succeeded + self.failed + self.unreachable + self.skipped + self.cancelled
+    }
+}
+
+/// Receives events as they happen. Called from the driver's task: an implementation that does
+/// slow IO should hand the event to its own task (a channel) rather than block.
+pub trait EventSink: Send + Sync {
+    /// One event.
+    fn emit(&self, event: &Event);
+}
+
+impl<T: EventSink + ?Sized> EventSink for std::sync::Arc<T> {
+    fn emit(&self, event: &Event) {
+        (**self).emit(event);
+    }
+}
+
+impl<T: EventSink + ?Sized> EventSink for &T {
+    fn emit(&self, event: &Event) {
+        (**self).emit(event);
+    }
+}
+
+/// Drops every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NullSink;
+
+impl EventSink for NullSink {
+    fn emit(&self, _event: &Event) {}
+}
+
+/// Keeps every event in memory (tests, small tools).
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    events: std::sync::Mutex<Vec<Event>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The events so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+impl EventSink for MemorySink {
+    fn emit(&self, event: &Event) {
+        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event.clone());
+    }
+}
+
+/// Sends every event to each of several sinks, in order.
+#[derive(Default)]
+pub struct FanOut(pub Vec<Box<dyn EventSink>>);
+
+impl EventSink for FanOut {
+    fn emit(&self, event: &Event) {
+        for sink in &self.0 {
+            sink.emit(event);
+        }
+    }
+}

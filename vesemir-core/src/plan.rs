@@ -1,0 +1,143 @@
+//! The plan: which hosts, in which batches, behind which servers. Pure: built from the hosts the
+//! inventory found and the servers the load balancer resolved.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::Host;
+use crate::name::ServerName;
+use crate::request::{Canary, Strategy};
+
+/// A host and its server in the backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedHost {
+    /// The host.
+    pub host: Host,
+    /// Its server in the load balancer backend.
+    pub server: ServerName,
+}
+
+/// The hosts of a deployment, in order, cut into batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Every host, sorted by name.
+    pub hosts: Vec<PlannedHost>,
+    /// The batches, as ranges of `hosts`, in order. The canary batch, if any, is first.
+    pub batches: Vec<Range<usize>>,
+    /// At most this many hosts out of rotation at once.
+    pub concurrency: usize,
+    /// Failures tolerated over the whole fleet.
+    pub max_failures: usize,
+    /// Whether the first batch is a canary.
+    pub canary: bool,
+}
+
+/// Why no plan could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// No hosts to deploy to.
+    #[error("no hosts to deploy to")]
+    NoHosts,
+    /// The same host twice.
+    #[error("host {0} appears twice: every host must be listed once")]
+    DuplicateHost(String),
+    /// Two hosts behind the same server.
+    #[error("hosts {0} and {1} both map to server {2}: each host needs its own server")]
+    SharedServer(String, String, String),
+}
+
+impl Plan {
+    /// Sorts the hosts by name and cuts them into batches: the canary batch first (if asked
+    /// for), then batches of `concurrency`.
+    pub fn new(mut hosts: Vec<PlannedHost>, strategy: &Strategy) -> Result<Self, PlanError> {
+        if hosts.is_empty() {
+            return Err(PlanError::NoHosts);
+        }
+        hosts.sort_by(|a, b| a.host.name.cmp(&b.host.name));
+        for pair in hosts.windows(2) {
+            if pair[0].host.name == pair[1].host.name {
+                return Err(PlanError::DuplicateHost(pair[0].host.name.to_string()));
+            }
+        }
+        let mut by_server: Vec<(&ServerName, &PlannedHost)> = hosts.iter().map(|h| (&h.server, h)).collect();
+        by_server.sort_by(|a, b| a.0.cmp(b.0));
+        for pair in by_server.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                return Err(PlanError::SharedServer(
+                    pair[0].1.host.name.to_string(),
+                    pair[1].1.host.name.to_string(),
+                    pair[0].0.to_string(),
+                ));
+            }
+        }
+        let n = hosts.len();
+        let concurrency = strategy.concurrency.of_rounding_up(n).clamp(1, n);
+        let max_failures = strategy.max_failures.of_rounding_down(n);
+        let mut batches = Vec::new();
+        let mut start = 0;
+        if let Some(Canary { hosts: canary_hosts, .. }) = strategy.canary {
+            let size = (canary_hosts as usize).clamp(1, concurrency);
+            batches.push(0..size);
+            start = size;
+        }
+        while start < n {
+            let end = (start + concurrency).min(n);
+            batches.push(start..end);
+            start = end;
+        }
+        Ok(Self { hosts, batches, concurrency, max_failures, canary: strategy.canary.is_some() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::name::HostName;
+    use crate::request::{Amount, CanaryGate};
+    use std::time::Duration;
+
+    fn host(i: usize) -> PlannedHost {
+        let name = HostName::new(format!("web-{i:02}")).expect("valid");
+        PlannedHost {
+            host: Host::new(name, format!("127.0.0.{}", i + 1)).expect("valid"),
+            server: ServerName::new(format!("s{i}")).expect("valid"),
+        }
+    }
+
+    fn strategy(concurrency: Amount, canary: Option<u32>) -> Strategy {
+        Strategy {
+            concurrency,
+            max_failures: Amount::Percent(10),
+            pause_between_batches: Duration::ZERO,
+            canary: canary.map(|hosts| Canary { hosts, gate: CanaryGate::Confirm }),
+        }
+    }
+
+    #[test]
+    fn batches_with_canary_and_percent() {
+        let plan = Plan::new((0..10).rev().map(host).collect(), &strategy(Amount::Percent(30), Some(1)))
+            .expect("plans");
+        assert_eq!(plan.concurrency, 3);
+        assert_eq!(plan.max_failures, 1);
+        assert_eq!(plan.batches, vec![0..1, 1..4, 4..7, 7..10]);
+        assert_eq!(plan.hosts[0].host.name.as_str(), "web-00", "sorted by name");
+    }
+
+    #[test]
+    fn refuses_duplicates() {
+        let mut twice = vec![host(1), host(1)];
+        assert_eq!(
+            Plan::new(twice.clone(), &strategy(Amount::Count(1), None)),
+            Err(PlanError::DuplicateHost("web-01".into()))
+        );
+        twice[1] = host(2);
+        twice[1].server = twice[0].server.clone();
+        assert!(matches!(
+            Plan::new(twice, &strategy(Amount::Count(1), None)),
+            Err(PlanError::SharedServer(..))
+        ));
+        assert_eq!(Plan::new(vec![], &strategy(Amount::Count(1), None)), Err(PlanError::NoHosts));
+    }
+}

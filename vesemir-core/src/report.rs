@@ -1,0 +1,64 @@
+//! The deployment report: how every host ended, where, why, and whether it takes traffic.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{DeploymentOutcome, HostOutcome, Phase, Rotation, Totals};
+use crate::name::{HostName, ServerName};
+use crate::ports::OutputLine;
+
+/// How a deployment went, host by host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentReport {
+    /// How it ended (`None` while it runs).
+    pub outcome: Option<DeploymentOutcome>,
+    /// Hosts by outcome.
+    pub totals: Totals,
+    /// Every host of the plan, in plan order.
+    pub hosts: Vec<HostReport>,
+    /// Wall time from start to end.
+    #[serde(with = "humantime_serde")]
+    pub elapsed: Duration,
+    /// The most hosts out of rotation at one moment.
+    pub max_out_of_rotation: usize,
+}
+
+/// How one host went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// The host.
+    pub name: HostName,
+    /// Its address.
+    pub address: String,
+    /// Its server in the backend.
+    pub server: ServerName,
+    /// How it ended (`None` while it runs).
+    pub outcome: Option<HostOutcome>,
+    /// Where it is, or where it failed.
+    pub phase: Phase,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Whether it takes traffic.
+    pub rotation: Rotation,
+    /// When it started, from the deployment's start.
+    #[serde(with = "humantime_serde")]
+    pub started: Option<Duration>,
+    /// When it ended, from the deployment's start.
+    #[serde(with = "humantime_serde")]
+    pub finished: Option<Duration>,
+    /// The last lines of its last command's output.
+    pub last_output: Vec<OutputLine>,
+}
+
+impl DeploymentReport {
+    /// Hosts that are not in rotation (or whose rotation is unknown) now.
+    pub fn out_of_rotation(&self) -> impl Iterator<Item = &HostReport> {
+        self.hosts.iter().filter(|h| h.rotation != Rotation::InRotation)
+    }
+
+    /// Whether every host succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.outcome == Some(DeploymentOutcome::Succeeded)
+    }
+}

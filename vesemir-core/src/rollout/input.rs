@@ -1,0 +1,181 @@
+//! What the rollout asks for ([`Action`]) and what it is told back ([`ActionResult`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PortError;
+use crate::ports::{AdminState, ExitStatus, Weight};
+
+/// A host's position in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostId(pub usize);
+
+/// Something the rollout wants done. Every action concerns one host; a host has at most one
+/// action outstanding, and its result comes back through
+/// [`Rollout::handle_result`](super::Rollout::handle_result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open the SSH session.
+    Connect {
+        /// The host.
+        host: HostId,
+    },
+    /// Set the server's administrative state on every load balancer instance.
+    SetState {
+        /// The host.
+        host: HostId,
+        /// The state.
+        state: AdminState,
+    },
+    /// Set the server's weight on every instance.
+    SetWeight {
+        /// The host.
+        host: HostId,
+        /// The weight.
+        weight: Weight,
+    },
+    /// Wait until the server has no sessions left, for at most `timeout`.
+    WaitDrained {
+        /// The host.
+        host: HostId,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// End the server's remaining sessions.
+    ShutdownSessions {
+        /// The host.
+        host: HostId,
+    },
+    /// Run changeset step `step` (0-based).
+    RunStep {
+        /// The host.
+        host: HostId,
+        /// The step's index.
+        step: usize,
+        /// Its timeout.
+        timeout: Duration,
+    },
+    /// Run the health check command once.
+    RunHealthCheck {
+        /// The host.
+        host: HostId,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// How long this attempt may take.
+        timeout: Duration,
+    },
+    /// Wait until every instance reports the server UP, for at most `timeout`.
+    WaitUp {
+        /// The host.
+        host: HostId,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// Close the SSH session. Its result is always [`ActionResult::Done`].
+    Close {
+        /// The host.
+        host: HostId,
+    },
+}
+
+impl Action {
+    /// The host the action concerns.
+    pub fn host(&self) -> HostId {
+        match self {
+            Action::Connect { host }
+            | Action::SetState { host, .. }
+            | Action::SetWeight { host, .. }
+            | Action::WaitDrained { host, .. }
+            | Action::ShutdownSessions { host }
+            | Action::RunStep { host, .. }
+            | Action::RunHealthCheck { host, .. }
+            | Action::WaitUp { host, .. }
+            | Action::Close { host } => *host,
+        }
+    }
+}
+
+/// How an action went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionResult {
+    /// It worked.
+    Done,
+    /// A command ran to its end with this status (0 or not).
+    Exited(ExitStatus),
+    /// It failed.
+    Failed(HostError),
+}
+
+impl From<Result<(), PortError>> for ActionResult {
+    fn from(result: Result<(), PortError>) -> Self {
+        match result {
+            Ok(()) => ActionResult::Done,
+            Err(e) => ActionResult::Failed(HostError::from(&e)),
+        }
+    }
+}
+
+impl From<Result<ExitStatus, PortError>> for ActionResult {
+    fn from(result: Result<ExitStatus, PortError>) -> Self {
+        match result {
+            Ok(status) => ActionResult::Exited(status),
+            Err(e) => ActionResult::Failed(HostError::from(&e)),
+        }
+    }
+}
+
+/// Why a host's action failed, kept as data the rollout can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// The whole message, sources included.
+    pub message: String,
+}
+
+/// The kind of a [`HostError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Could not be reached.
+    Unreachable,
+    /// Took too long.
+    Timeout,
+    /// Refused.
+    Rejected,
+    /// Credentials or host key refused.
+    Unauthorized,
+    /// Something named does not exist.
+    NotFound,
+    /// Anything else.
+    Other,
+}
+
+impl HostError {
+    /// An error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+impl From<&PortError> for HostError {
+    fn from(error: &PortError) -> Self {
+        let kind = match error {
+            PortError::Unreachable { .. } => ErrorKind::Unreachable,
+            PortError::Timeout { .. } => ErrorKind::Timeout,
+            PortError::Rejected { .. } => ErrorKind::Rejected,
+            PortError::Unauthorized { .. } => ErrorKind::Unauthorized,
+            PortError::NotFound { .. } => ErrorKind::NotFound,
+            _ => ErrorKind::Other,
+        };
+        Self { kind, message: error.chain() }
+    }
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}

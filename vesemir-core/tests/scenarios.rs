@@ -1,0 +1,288 @@
+//! The main stories of a rollout, driven end to end through the async driver over the fakes,
+//! on tokio's paused clock.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{check, check_with, host, server, Fleet};
+use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome, Phase, Rotation};
+use vesemir_core::ports::{AdminState, Weight};
+use vesemir_core::render;
+use vesemir_core::Control;
+
+#[tokio::test(start_paused = true)]
+async fn clean_deploy_updates_every_host_two_at_a_time() {
+    let fleet = Fleet::new(5);
+    let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 2\n")).await;
+
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    assert_eq!(out.report.totals.succeeded, 5);
+    assert!(out.report.hosts.iter().all(|h| h.rotation == Rotation::InRotation));
+    assert_eq!(fleet.lb.rotation_log().max_out_of_rotation, 2, "{}", out.log);
+    assert!(fleet.lb.out_of_rotation().is_empty());
+    assert!(fleet.executor.connected().is_empty(), "every session closed");
+    for i in 1..=5 {
+        let commands: Vec<String> = fleet.executor.commands(&host(i)).into_iter().map(|c| c.script).collect();
+        assert_eq!(commands, ["install-shop '2.0.0'", "check-shop"]);
+        let s = fleet.lb.server(&server(i)).expect("server");
+        assert_eq!((s.admin, s.weight), (AdminState::Ready, Weight::FULL));
+    }
+    assert!(out.log.contains("batch 3: web-05"), "{}", out.log);
+    assert!(out.log.contains("web-01: step 1 (install)"), "{}", out.log);
+    let seqs: Vec<u64> = out.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=out.events.len() as u64).collect::<Vec<_>>(), "events numbered without gaps");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ramp_holds_each_weight_and_waits_for_up_at_weight_zero() {
+    let fleet = Fleet::new(1);
+    let extra = "[load_balancer]\nbackend = \"be_web\"\ninstances = [{ address = \"127.0.0.1\", port = 9001 }, { address = \"127.0.0.1\", port = 9002 }]\nramp = [{ weight = \"10%\", hold = \"30s\" }, { weight = \"50%\", hold = \"1m\" }]\n";
+    let started = tokio::time::Instant::now();
+    let out = check(&fleet, fleet.request(extra)).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    assert!(started.elapsed() >= Duration::from_secs(90), "holds of 30s and 1m were waited");
+    let weights: Vec<(AdminState, Weight)> =
+        fleet.lb.rotation_log().changes.into_iter().map(|(_, a, w)| (a, w)).collect();
+    let pct = |p| Weight::percent(p).expect("weight");
+    assert_eq!(
+        weights,
+        [
+            (AdminState::Drain, Weight::FULL),
+            (AdminState::Maint, Weight::FULL),
+            (AdminState::Maint, Weight::ZERO),
+            (AdminState::Ready, Weight::ZERO),
+            (AdminState::Ready, pct(10)),
+            (AdminState::Ready, pct(50)),
+            (AdminState::Ready, Weight::FULL),
+        ]
+    );
+    assert!(out.log.contains("web-01: holding at 10%"), "{}", out.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_beyond_max_failures_stop_the_rollout() {
+    let fleet = Fleet::new(6);
+    fleet.executor.fail_command(&host(2), "install-shop", 3);
+    fleet.executor.fail_command(&host(3), "install-shop", 4);
+    let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 3\nmax_failures = 1\n")).await;
+
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Stopped), "{}", out.log);
+    let outcomes: Vec<_> = out.report.hosts.iter().map(|h| h.outcome).collect();
+    use HostOutcome::*;
+    assert_eq!(
+        outcomes,
+        [Some(Succeeded), Some(Failed), Some(Failed), Some(Skipped), Some(Skipped), Some(Skipped)]
+    );
+    let failed = out.host("web-02");
+    assert_eq!(failed.phase, Phase::Step { number: 1, name: "install".into() });
+    assert_eq!(failed.error.as_deref(), Some("step 1 (install) failed with exit code 3"));
+    assert_eq!(failed.rotation, Rotation::OutOfRotation);
+    assert_eq!(failed.last_output[0].text, "injected failure: exit 3");
+    assert!(fleet.executor.commands(&host(4)).is_empty(), "no host started after the threshold");
+    let summary = render::summary(&out.report);
+    assert!(summary.contains("web-02 (127.0.1.2) FAILED during step 1 (install)"), "{summary}");
+    assert!(summary.contains("Out of rotation now: web-02 (OUT OF ROTATION), web-03"), "{summary}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_hosts_keep_their_slot_so_capacity_never_drops_below_the_limit() {
+    let fleet = Fleet::new(4);
+    fleet.executor.fail_command(&host(1), "install-shop", 1);
+    let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 1\nmax_failures = 3\n")).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Stopped), "{}", out.log);
+    assert_eq!(fleet.lb.rotation_log().max_out_of_rotation, 1);
+    assert!(out.log.contains("uses all of the concurrency (1)"), "{}", out.log);
+    assert!(out.log.contains("warning: max_failures (3) is not below concurrency (1)"), "{}", out.log);
+    assert_eq!(out.report.totals.skipped, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreachable_host_is_reported_and_never_leaves_rotation() {
+    let fleet = Fleet::new(3);
+    fleet.executor.set_unreachable(&host(2));
+    let out = check(&fleet, fleet.request("[strategy]\nmax_failures = 1\n")).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::CompletedWithFailures), "{}", out.log);
+    let h = out.host("web-02");
+    assert_eq!(h.outcome, Some(HostOutcome::Unreachable));
+    assert_eq!(h.phase, Phase::Connecting);
+    assert_eq!(h.rotation, Rotation::InRotation);
+    assert!(h.error.as_deref().is_some_and(|e| e.contains("connection refused")), "{:?}", h.error);
+    assert!(fleet.lb.rotation_log().changes.iter().all(|(s, _, _)| s != &server(2)), "never drained");
+    assert_eq!(out.report.totals.succeeded, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_gate_that_never_passes_fails_the_host_out_of_rotation() {
+    let fleet = Fleet::new(2);
+    fleet.executor.fail_command(&host(1), "check-shop", 7);
+    let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 2\nmax_failures = 1\n")).await;
+    let h = out.host("web-01");
+    assert_eq!(h.outcome, Some(HostOutcome::Failed), "{}", out.log);
+    assert_eq!(h.rotation, Rotation::OutOfRotation);
+    let error = h.error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("health check did not pass within 10s (10 attempts; last: exit code 7)"),
+        "{error}"
+    );
+    assert_eq!(fleet.lb.server(&server(1)).map(|s| s.admin), Some(AdminState::Maint));
+    assert_eq!(out.host("web-02").outcome, Some(HostOutcome::Succeeded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn load_balancer_never_reporting_up_unwinds_the_host() {
+    let fleet = Fleet::new(1);
+    fleet.lb.set_healthy(&server(1), false);
+    let out = check(&fleet, fleet.request("")).await;
+    let h = out.host("web-01");
+    assert_eq!(h.outcome, Some(HostOutcome::Failed), "{}", out.log);
+    assert_eq!(h.phase, Phase::WaitingForUp);
+    assert_eq!(h.rotation, Rotation::OutOfRotation);
+    assert_eq!(fleet.lb.server(&server(1)).map(|s| s.admin), Some(AdminState::Maint));
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_timeout_with_fail_policy_puts_the_host_back_untouched() {
+    let fleet = Fleet::new(2);
+    fleet.lb.set_sessions(&server(1), 3, None);
+    let out = check(&fleet, fleet.request("[strategy]\nmax_failures = 1\n")).await;
+    let h = out.host("web-01");
+    assert_eq!(h.outcome, Some(HostOutcome::Failed), "{}", out.log);
+    assert_eq!(h.phase, Phase::WaitingForDrain);
+    assert_eq!(h.rotation, Rotation::InRotation);
+    assert!(h.error.as_deref().is_some_and(|e| e.contains("put back into rotation")), "{:?}", h.error);
+    assert!(fleet.executor.commands(&host(1)).is_empty(), "no step ran on it");
+    assert_eq!(fleet.lb.server(&server(1)).map(|s| s.admin), Some(AdminState::Ready));
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_timeout_with_force_policy_closes_sessions_and_deploys() {
+    let fleet = Fleet::new(1);
+    fleet.lb.set_sessions(&server(1), 3, None);
+    let extra = "[load_balancer]\nbackend = \"be_web\"\ninstances = [{ address = \"127.0.0.1\", port = 9001 }, { address = \"127.0.0.1\", port = 9002 }]\ndrain_timeout = \"5s\"\non_drain_timeout = \"force\"\n";
+    let out = check(&fleet, fleet.request(extra)).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    assert!(out.log.contains("closing the remaining sessions"), "{}", out.log);
+    assert_eq!(fleet.lb.server(&server(1)).map(|s| s.sessions), Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_drain_within_the_timeout_just_waits() {
+    let fleet = Fleet::new(1);
+    fleet.lb.set_sessions(&server(1), 2, Some(Duration::from_secs(20)));
+    let out = check(&fleet, fleet.request("")).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn load_balancer_instance_down_before_the_deploy_fails_the_preparation() {
+    let fleet = Fleet::new(2);
+    fleet.lb.set_instance_down(&support::instances()[1], true);
+    let request = std::sync::Arc::new(fleet.request(""));
+    let error = vesemir_core::prepare(request, &fleet.ports(), &Default::default())
+        .await
+        .expect_err("an instance is down");
+    assert!(error.is_unreachable());
+    assert!(error.to_string().contains("load balancer 127.0.0.1:9002 is unreachable"), "{error}");
+    assert!(fleet.lb.rotation_log().changes.is_empty(), "nothing changed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn load_balancer_instance_down_mid_deploy_fails_hosts_without_taking_them_out() {
+    let fleet = Fleet::new(3);
+    let ports = fleet.ports();
+    let request = std::sync::Arc::new(fleet.request("[strategy]\nmax_failures = 0\n"));
+    let prepared = vesemir_core::prepare(request, &ports, &Default::default()).await.expect("prepares");
+    fleet.lb.set_instance_down(&support::instances()[0], true);
+    let sink = vesemir_core::event::MemorySink::new();
+    let report = vesemir_core::run(&prepared, &ports, &sink, &Control::new(), &Default::default()).await;
+    assert_eq!(report.outcome, Some(DeploymentOutcome::Stopped));
+    let first = &report.hosts[0];
+    assert_eq!((first.outcome, first.phase.clone()), (Some(HostOutcome::Failed), Phase::Draining));
+    assert_eq!(first.rotation, Rotation::InRotation);
+    assert_eq!(report.totals.skipped, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn canary_waits_for_confirmation() {
+    let fleet = Fleet::new(4);
+    let control = Control::new();
+    let confirmer = control.clone();
+    let request = fleet.request("[strategy]\nconcurrency = 2\ncanary = { hosts = 1, confirm = true }\n");
+    let lb = fleet.lb.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(lb.rotation_log().changes.iter().filter(|(_, a, _)| *a == AdminState::Drain).count(), 1);
+        confirmer.confirm();
+    });
+    let out = check_with(&fleet, request, control).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    assert!(out.log.contains("batch 1: web-01\n"), "{}", out.log);
+    assert!(out.log.contains("canary deployed: waiting for confirmation"), "{}", out.log);
+    let batch2 = out.events.iter().find(|e| matches!(&e.kind, EventKind::BatchStarted { batch: 2, .. }));
+    assert!(batch2.is_some_and(|e| e.elapsed >= Duration::from_secs(600)), "{}", out.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn canary_hold_then_the_rest() {
+    let fleet = Fleet::new(3);
+    let out =
+        check(&fleet, fleet.request("[strategy]\nconcurrency = 2\ncanary = { hosts = 1, hold = \"5m\" }\n"))
+            .await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    assert!(out.log.contains("watching it for 5m"), "{}", out.log);
+    assert!(out.report.elapsed >= Duration::from_secs(300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_lets_hosts_in_flight_finish_and_starts_no_more() {
+    let fleet = Fleet::new(6);
+    fleet.executor.set_latency(Duration::from_secs(10));
+    let control = Control::new();
+    let canceller = control.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        canceller.cancel();
+    });
+    let out = check_with(&fleet, fleet.request("[strategy]\nconcurrency = 2\n"), control).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Cancelled), "{}", out.log);
+    assert_eq!(out.report.totals.succeeded, 2, "{}", out.log);
+    assert_eq!(out.report.totals.cancelled, 4);
+    assert!(out.report.hosts.iter().all(|h| h.rotation == Rotation::InRotation));
+    assert!(fleet.executor.commands(&host(3)).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_stops_at_once_and_names_hosts_that_may_be_out_of_rotation() {
+    let fleet = Fleet::new(4);
+    fleet.executor.set_latency(Duration::from_secs(10));
+    let control = Control::new();
+    let aborter = control.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        aborter.cancel();
+        aborter.abort();
+    });
+    let out = check_with(&fleet, fleet.request("[strategy]\nconcurrency = 2\n"), control).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Cancelled), "{}", out.log);
+    assert!(out.report.elapsed < Duration::from_secs(10), "did not wait for the steps");
+    let out_now: Vec<&str> = out.report.out_of_rotation().map(|h| h.name.as_str()).collect();
+    assert_eq!(out_now, ["web-01", "web-02"], "{}", out.log);
+    assert_eq!(out.report.totals.cancelled, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_variables_reach_the_command_as_one_quoted_word() {
+    let fleet = Fleet::new(1);
+    let extra = r#"[changeset]
+steps = [{ name = "announce", run = "echo {note}" }]
+[changeset.health]
+command = "true"
+[variables]
+note = "$(rm -rf /); `id` 'quoted' \n next"
+"#;
+    let out = check(&fleet, fleet.request(extra)).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    let script = &fleet.executor.commands(&host(1))[0].script;
+    assert_eq!(script, "echo '$(rm -rf /); `id` '\\''quoted'\\'' \n next'");
+}
