@@ -286,7 +286,9 @@ pub async fn run(
     loop {
         while let Some(action) = machine.poll_action() {
             let host = action.host();
-            let (context, output) = (context.clone(), output.tagged(host.0));
+            let output = matches!(action, Action::RunStep { .. } | Action::RunHealthCheck { .. })
+                .then(|| output.tagged(host.0));
+            let context = context.clone();
             let handle = tasks.spawn(async move { (host, context.perform(action, output).await) });
             task_hosts.insert(handle.id(), host);
         }
@@ -319,19 +321,11 @@ pub async fn run(
                 machine.handle_output(HostId(tag), line, now());
             }
             Some(joined) = tasks.join_next_with_id() => {
-                match joined {
-                    Ok((id, (host, result))) => {
-                        task_hosts.remove(&id);
-                        machine.handle_result(host, result, now());
-                    }
-                    Err(error) => {
-                        if let Some(host) = task_hosts.remove(&error.id()) {
-                            if error.is_panic() {
-                                let failure = HostError::new(ErrorKind::Other, "the adapter panicked during this call: a bug, please report it");
-                                machine.handle_result(host, ActionResult::Failed(failure), now());
-                            }
-                        }
-                    }
+                let now = now();
+                deliver(&mut machine, &mut task_hosts, joined, now);
+                // Take every other result already there before going round again.
+                while let Some(joined) = tasks.try_join_next_with_id() {
+                    deliver(&mut machine, &mut task_hosts, joined, now);
                 }
             }
             () = sleep_until(deadline) => {
@@ -340,6 +334,34 @@ pub async fn run(
         }
     }
     machine.report()
+}
+
+type Joined = Result<(tokio::task::Id, (HostId, ActionResult)), tokio::task::JoinError>;
+
+/// Hands a finished action's result to the machine. A panicking adapter fails the host.
+fn deliver(
+    machine: &mut Rollout,
+    task_hosts: &mut HashMap<tokio::task::Id, HostId>,
+    joined: Joined,
+    now: std::time::Instant,
+) {
+    match joined {
+        Ok((id, (host, result))) => {
+            task_hosts.remove(&id);
+            machine.handle_result(host, result, now);
+        }
+        Err(error) => {
+            if let Some(host) = task_hosts.remove(&error.id()) {
+                if error.is_panic() {
+                    let failure = HostError::new(
+                        ErrorKind::Other,
+                        "the adapter panicked during this call: a bug, please report it",
+                    );
+                    machine.handle_result(host, ActionResult::Failed(failure), now);
+                }
+            }
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -359,7 +381,7 @@ struct ActionContext {
 }
 
 impl ActionContext {
-    async fn perform(&self, action: Action, output: OutputSink) -> ActionResult {
+    async fn perform(&self, action: Action, output: Option<OutputSink>) -> ActionResult {
         let planned = &self.plan.hosts[action.host().0];
         let (host, server, backend) = (&planned.host, &planned.server, &self.backend);
         let (lb, executor) = (&self.ports.load_balancer, &self.ports.executor);
@@ -401,6 +423,7 @@ impl ActionContext {
                     StepAction::Run(template) => {
                         let command = self.command(template, host, timeout);
                         let what = || format!("step {:?} on {}", step.name, host.name);
+                        let output = output.unwrap_or_else(|| OutputSink::channel().0);
                         bounded(timeout + grace, what, executor.run(host, &command, output)).await.into()
                     }
                     StepAction::Upload { source, destination, mode } => {
@@ -421,6 +444,7 @@ impl ActionContext {
                 };
                 let command = self.command(&health.command, host, timeout);
                 let what = || format!("health check on {}", host.name);
+                let output = output.unwrap_or_else(|| OutputSink::channel().0);
                 bounded(timeout + grace, what, executor.run(host, &command, output)).await.into()
             }
             Action::Close { .. } => {

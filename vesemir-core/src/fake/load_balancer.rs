@@ -86,16 +86,27 @@ struct State {
     faults: Faults,
     log: RotationLog,
     initially_out: BTreeSet<ServerName>,
+    /// Servers out of rotation on any instance, kept up to date on every change.
+    out: BTreeSet<ServerName>,
 }
 
 impl State {
-    fn out_of_rotation(&self) -> BTreeSet<ServerName> {
+    fn compute_out_of_rotation(&self) -> BTreeSet<ServerName> {
         self.instances
             .values()
             .flat_map(|servers| servers.values())
             .filter(|s| !s.in_rotation())
             .map(|s| s.name.clone())
             .collect()
+    }
+
+    fn refresh(&mut self, server: &ServerName) {
+        let out = self.instances.values().filter_map(|servers| servers.get(server)).any(|s| !s.in_rotation());
+        if out {
+            self.out.insert(server.clone());
+        } else {
+            self.out.remove(server);
+        }
     }
 
     /// The instances of `backend` after checking each is known and up.
@@ -145,7 +156,12 @@ impl State {
             .map(|s| (s.admin, s.weight))
             .unwrap_or((AdminState::Ready, Weight::FULL));
         self.log.changes.push((server.clone(), admin, weight));
-        let out = self.out_of_rotation().difference(&self.initially_out).count();
+        self.refresh(server);
+        let out = if self.initially_out.is_empty() {
+            self.out.len()
+        } else {
+            self.out.difference(&self.initially_out).count()
+        };
         self.log.max_out_of_rotation = self.log.max_out_of_rotation.max(out);
         Ok(())
     }
@@ -170,8 +186,10 @@ impl FakeLoadBalancer {
             faults: Faults::default(),
             log: RotationLog::default(),
             initially_out: BTreeSet::new(),
+            out: BTreeSet::new(),
         };
-        state.initially_out = state.out_of_rotation();
+        state.initially_out = state.compute_out_of_rotation();
+        state.out = state.initially_out.clone();
         Self { state: Arc::new(Mutex::new(state)) }
     }
 
@@ -205,11 +223,13 @@ impl FakeLoadBalancer {
 
     /// Makes a server's health checks pass or fail.
     pub fn set_healthy(&self, server: &ServerName, healthy: bool) {
-        for servers in lock(&self.state).instances.values_mut() {
+        let mut state = lock(&self.state);
+        for servers in state.instances.values_mut() {
             if let Some(s) = servers.get_mut(server) {
                 s.healthy = healthy;
             }
         }
+        state.refresh(server);
     }
 
     /// Makes the backend refuse weight changes, like HAProxy with a static algorithm.
@@ -224,7 +244,7 @@ impl FakeLoadBalancer {
 
     /// Servers out of rotation on any instance now.
     pub fn out_of_rotation(&self) -> BTreeSet<ServerName> {
-        lock(&self.state).out_of_rotation()
+        lock(&self.state).out.clone()
     }
 
     /// What was seen so far.
@@ -240,11 +260,10 @@ impl LoadBalancer for FakeLoadBalancer {
         let instances = state.reachable(backend)?;
         let mut found = None;
         for instance in &instances {
-            let servers =
-                state.instances.get(instance).map(|s| s.values().collect::<Vec<_>>()).unwrap_or_default();
-            let hit = servers.into_iter().find(|s| match lookup {
-                ServerLookup::Name(name) => &s.name == name,
-                ServerLookup::Address(address) => &s.address == address,
+            let servers = state.instances.get(instance);
+            let hit = servers.and_then(|servers| match lookup {
+                ServerLookup::Name(name) => servers.get(name),
+                ServerLookup::Address(address) => servers.values().find(|s| &s.address == address),
             });
             match (hit, &found) {
                 (None, _) => {

@@ -127,14 +127,16 @@ impl RequestSpec {
         }
 
         let (playbook, changeset) = self.changeset(&mut p, policy);
-        if let (Some(changeset), Some(lb)) = (&changeset, &load_balancer) {
+        if let Some(changeset) = &changeset {
             let known: BTreeSet<&str> =
                 BUILTIN_VARIABLES.iter().copied().chain(variables.keys().map(VariableName::as_str)).collect();
             let source = match &playbook {
                 Some(name) => format!("playbook {name}"),
                 None => "changeset".to_owned(),
             };
-            for (field, template) in changeset.templates(&source).into_iter().chain(lb_templates(lb)) {
+            for (field, template) in
+                changeset.templates(&source).into_iter().chain(load_balancer.iter().flat_map(lb_templates))
+            {
                 for variable in template.variables() {
                     if !known.contains(variable.as_str()) {
                         p.add(

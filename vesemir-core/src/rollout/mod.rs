@@ -126,7 +126,10 @@ struct HostRun {
     outcome: Option<HostOutcome>,
     admin: AdminState,
     weight: Weight,
-    rotation_unknown: bool,
+    /// A state change timed out: the state may or may not have changed.
+    admin_unknown: bool,
+    /// A weight change timed out.
+    weight_unknown: bool,
     awaiting: bool,
     connected: bool,
     health_deadline: Option<Instant>,
@@ -140,12 +143,26 @@ struct HostRun {
 }
 
 impl HostRun {
+    fn set_admin(&mut self, admin: AdminState) {
+        self.admin = admin;
+        self.admin_unknown = false;
+    }
+
+    fn set_weight(&mut self, weight: Weight) {
+        self.weight = weight;
+        self.weight_unknown = false;
+    }
+
     fn in_rotation(&self) -> bool {
-        !self.rotation_unknown && self.admin == AdminState::Ready && self.weight > Weight::ZERO
+        !self.rotation_unknown() && self.admin == AdminState::Ready && self.weight > Weight::ZERO
+    }
+
+    fn rotation_unknown(&self) -> bool {
+        self.admin_unknown || self.weight_unknown
     }
 
     fn rotation(&self) -> Rotation {
-        if self.rotation_unknown {
+        if self.rotation_unknown() {
             Rotation::Unknown
         } else if self.in_rotation() {
             Rotation::InRotation
@@ -216,7 +233,8 @@ impl Rollout {
                 outcome: None,
                 admin: AdminState::Ready,
                 weight: Weight::FULL,
-                rotation_unknown: false,
+                admin_unknown: false,
+                weight_unknown: false,
                 awaiting: false,
                 connected: false,
                 health_deadline: None,
@@ -416,7 +434,7 @@ impl Rollout {
                 && !matches!(run.stage, Stage::Connect | Stage::Step(_) | Stage::Health | Stage::Close)
             {
                 // A load balancer call was in flight: its effect is unknown.
-                run.rotation_unknown = true;
+                run.admin_unknown = true;
             }
             let phase = run.phase.clone();
             let error = format!("aborted during {phase}");
@@ -718,7 +736,14 @@ impl Rollout {
     /// error left it as it was (the adapter puts back what it changed).
     fn lb_failed(&mut self, h: usize, error: &HostError) {
         if error.kind == ErrorKind::Timeout {
-            self.lb_changed(h, |run| run.rotation_unknown = true);
+            let weight = matches!(self.hosts[h].stage, Stage::PreWeight | Stage::Ramp(_) | Stage::Full);
+            self.lb_changed(h, |run| {
+                if weight {
+                    run.weight_unknown = true;
+                } else {
+                    run.admin_unknown = true;
+                }
+            });
         }
     }
 
@@ -742,7 +767,7 @@ impl Rollout {
                 self.fail(h, HostOutcome::Failed, e.message, now);
             }
             (Stage::Drain, _) => {
-                self.lb_changed(h, |run| run.admin = AdminState::Drain);
+                self.lb_changed(h, |run| run.set_admin(AdminState::Drain));
                 self.enter(h, Stage::WaitDrain, now);
             }
             (Stage::WaitDrain, ActionResult::Failed(e)) => {
@@ -777,7 +802,7 @@ impl Rollout {
                 self.restore(h, format!("{}; host not deployed", e.message), now);
             }
             (Stage::Maint, _) => {
-                self.lb_changed(h, |run| run.admin = AdminState::Maint);
+                self.lb_changed(h, |run| run.set_admin(AdminState::Maint));
                 self.after_steps(h, 0, now);
             }
             (Stage::Step(i), ActionResult::Exited(status)) if status.success() => {
@@ -824,7 +849,7 @@ impl Rollout {
             }
             (Stage::PreWeight, _) => {
                 let weight = self.first_weight();
-                self.lb_changed(h, |run| run.weight = weight);
+                self.lb_changed(h, |run| run.set_weight(weight));
                 self.enter(h, Stage::Ready, now);
             }
             (Stage::Ready, ActionResult::Failed(e)) => {
@@ -832,7 +857,7 @@ impl Rollout {
                 self.fail(h, HostOutcome::Failed, e.message, now);
             }
             (Stage::Ready, _) => {
-                self.lb_changed(h, |run| run.admin = AdminState::Ready);
+                self.lb_changed(h, |run| run.set_admin(AdminState::Ready));
                 if self.config.load_balancer_up.is_some() {
                     self.enter(h, Stage::WaitUp, now);
                 } else if self.config.ramp.is_empty() {
@@ -855,11 +880,11 @@ impl Rollout {
             }
             (Stage::Ramp(i), _) => {
                 let weight = self.config.ramp[i].weight;
-                self.lb_changed(h, |run| run.weight = weight);
+                self.lb_changed(h, |run| run.set_weight(weight));
                 self.hold(h, i, now);
             }
             (Stage::Full, _) => {
-                self.lb_changed(h, |run| run.weight = Weight::FULL);
+                self.lb_changed(h, |run| run.set_weight(Weight::FULL));
                 self.enter(h, Stage::Close, now);
             }
             (Stage::Restore, result) => {
@@ -871,7 +896,7 @@ impl Rollout {
                         failure.error =
                             format!("{}; putting it back failed too: {}", failure.error, e.message);
                     }
-                    _ => self.lb_changed(h, |run| run.admin = AdminState::Ready),
+                    _ => self.lb_changed(h, |run| run.set_admin(AdminState::Ready)),
                 }
                 self.hosts[h].failure = Some(failure);
                 self.enter(h, Stage::Close, now);
@@ -885,7 +910,7 @@ impl Rollout {
                         failure.error =
                             format!("{}; taking it out of rotation failed too: {}", failure.error, e.message);
                     }
-                    _ => self.lb_changed(h, |run| run.admin = AdminState::Maint),
+                    _ => self.lb_changed(h, |run| run.set_admin(AdminState::Maint)),
                 }
                 self.hosts[h].failure = Some(failure);
                 self.enter(h, Stage::Close, now);
