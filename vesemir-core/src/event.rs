@@ -176,6 +176,9 @@ impl fmt::Display for Phase {
             Phase::Step { number, name } => write!(f, "step {number} ({name})"),
             Phase::HealthCheck { attempt } => write!(f, "health check (attempt {attempt})"),
             Phase::WaitingForUp => f.write_str("waiting for load balancers to report UP"),
+            Phase::Enabling { weight } if *weight == Weight::ZERO => {
+                f.write_str("ready at weight 0% (health checks only, no traffic)")
+            }
             Phase::Enabling { weight } => write!(f, "enabling at {weight}"),
             Phase::Holding { weight } => write!(f, "holding at {weight}"),
             Phase::Restoring => f.write_str("restoring into rotation"),

@@ -76,7 +76,7 @@ async fn failures_beyond_max_failures_stop_the_rollout() {
     );
     let failed = out.host("web-02");
     assert_eq!(failed.phase, Phase::Step { number: 1, name: "install".into() });
-    assert_eq!(failed.error.as_deref(), Some("step 1 (install) failed with exit code 3"));
+    assert_eq!(failed.error.as_deref(), Some("the command ended with exit code 3"));
     assert_eq!(failed.rotation, Rotation::OutOfRotation);
     assert_eq!(failed.last_output[0].text, "injected failure: exit 3");
     assert!(fleet.executor.commands(&host(4)).is_empty(), "no host started after the threshold");

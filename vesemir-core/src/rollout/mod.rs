@@ -808,14 +808,12 @@ impl Rollout {
             (Stage::Step(i), ActionResult::Exited(status)) if status.success() => {
                 self.after_steps(h, i + 1, now)
             }
-            (Stage::Step(i), ActionResult::Exited(status)) => {
-                let name = &self.config.steps[i].0;
-                let message = format!("step {} ({name}) failed with {status}", i + 1);
+            (Stage::Step(_), ActionResult::Exited(status)) => {
+                let message = format!("the command ended with {status}");
                 self.fail(h, HostOutcome::Failed, message, now);
             }
-            (Stage::Step(i), ActionResult::Failed(e)) => {
-                let name = &self.config.steps[i].0;
-                let message = format!("step {} ({name}): {}", i + 1, e.message);
+            (Stage::Step(_), ActionResult::Failed(e)) => {
+                let message = e.message;
                 self.fail(h, HostOutcome::Failed, message, now);
             }
             (Stage::Step(i), _) => self.after_steps(h, i + 1, now),
