@@ -20,7 +20,16 @@ fn normal_dependencies(package: &str) -> Vec<String> {
 #[test]
 fn the_core_does_no_network_ssh_or_database_io() {
     let forbidden = [
-        "reqwest", "hyper", "axum", "ssh2", "libssh2-sys", "openssl", "sqlx", "rusqlite", "postgres", "tokio-postgres",
+        "reqwest",
+        "hyper",
+        "axum",
+        "ssh2",
+        "libssh2-sys",
+        "openssl",
+        "sqlx",
+        "rusqlite",
+        "postgres",
+        "tokio-postgres",
         "mio",
     ];
     let deps = normal_dependencies("vesemir-core");
@@ -36,7 +45,9 @@ fn adapters_never_depend_on_each_other_or_on_front_ends() {
         let deps = normal_dependencies(adapter);
         let found: Vec<&String> = deps
             .iter()
-            .filter(|d| d.as_str() != adapter && (adapters.contains(&d.as_str()) || d.as_str() == "vesemir-http"))
+            .filter(|d| {
+                d.as_str() != adapter && (adapters.contains(&d.as_str()) || d.as_str() == "vesemir-http")
+            })
             .collect();
         assert!(found.is_empty(), "{adapter} depends on {found:?}: adapters depend on the core only");
         assert!(deps.iter().any(|d| d == "vesemir-core"), "{adapter} builds on vesemir-core");

@@ -1,5 +1,5 @@
 //! The deployment request as written: TOML in files, JSON over HTTP. Every field is plain data
-//! here; [`validate`](super::validate) turns it into a [`DeploymentRequest`](super::DeploymentRequest)
+//! here; [`RequestSpec::validate`] turns it into a [`DeploymentRequest`](super::DeploymentRequest)
 //! and reports every problem at once, by field path. Unknown fields are errors.
 
 use std::collections::BTreeMap;
