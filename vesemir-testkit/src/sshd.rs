@@ -44,9 +44,13 @@ impl Sshd {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/ssh_host_ed25519_key\nPidFile {dir}/sshd.pid\n\
              AuthorizedKeysFile {dir}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
-             MaxStartups 1000\nMaxSessions 100\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n",
+             MaxStartups 1000\nMaxSessions 100\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n\
+             SetEnv HOME={dir}/home\n",
             dir = path.display()
         );
+        // Sessions get an empty HOME of their own: the machine user's shell rc files (which may
+        // be slow, or print) stay out of the tests.
+        std::fs::create_dir_all(path.join("home")).unwrap_or_else(|e| panic!("cannot create home: {e}"));
         let config_path = path.join("sshd_config");
         write(&config_path, &config);
         // sshd's privilege separation directory; Debian creates it only when the service starts.
