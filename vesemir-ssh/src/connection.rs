@@ -69,8 +69,8 @@ impl Connection {
             .map_err(Failure::Final)?;
         session.set_timeout(millis(deadline));
         authenticate(&session, &config.user, &config.auth)?;
-        let waiter =
-            SocketWaiter::new(fd).map_err(|e| Failure::Transient(format!("cannot watch the socket: {e}")))?;
+        let waiter = SocketWaiter::new(fd, session.clone())
+            .map_err(|e| Failure::Transient(format!("cannot watch the socket: {e}")))?;
         session.set_timeout(0);
         session.set_blocking(false);
         Ok(Self { session, waiter })

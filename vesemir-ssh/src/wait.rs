@@ -14,24 +14,40 @@ const LIBSSH2_ERROR_EAGAIN: i32 = -37;
 /// The longest single sleep on the socket: a missed readiness edge costs at most this much.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
-/// Sleeps until the SSH socket is readable or writable, or a bound passes.
+/// Sleeps until the SSH socket is ready for what libssh2 waits for, or a bound passes.
 pub(crate) struct SocketWaiter {
     poll: Poll,
     events: Events,
+    fd: RawFd,
+    session: ssh2::Session,
 }
 
 impl SocketWaiter {
-    /// Watches `fd`, the socket libssh2 owns. The waiter must not outlive the session.
-    pub(crate) fn new(fd: RawFd) -> std::io::Result<Self> {
+    /// Watches `fd`, the socket `session` owns (the waiter holds the session, so the socket
+    /// outlives it).
+    pub(crate) fn new(fd: RawFd, session: ssh2::Session) -> std::io::Result<Self> {
         let poll = Poll::new()?;
-        poll.registry().register(&mut SourceFd(&fd), Token(0), Interest::READABLE | Interest::WRITABLE)?;
-        Ok(Self { poll, events: Events::with_capacity(4) })
+        poll.registry().register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
+        Ok(Self { poll, events: Events::with_capacity(4), fd, session })
     }
 
-    /// Sleeps until the socket is ready, `deadline` or 50 ms, whichever comes first.
+    /// Sleeps until the socket is ready in the direction libssh2 last blocked on, `deadline`
+    /// or 50 ms, whichever comes first.
+    ///
+    /// mio's readiness is edge-triggered; re-registering before each sleep re-arms it, so data
+    /// already waiting in the socket wakes the sleep at once (level-triggered behaviour).
     pub(crate) fn wait(&mut self, deadline: Instant) {
+        let interest = match self.session.block_directions() {
+            ssh2::BlockDirections::Outbound => Interest::WRITABLE,
+            ssh2::BlockDirections::Both => Interest::READABLE | Interest::WRITABLE,
+            ssh2::BlockDirections::Inbound | ssh2::BlockDirections::None => Interest::READABLE,
+        };
         let left = deadline.saturating_duration_since(Instant::now()).min(MAX_SLEEP);
-        // An error here (EINTR) only ends this sleep early; the caller loops anyway.
+        // Errors here only end this sleep early (or make it the full 50 ms); callers loop.
+        if self.poll.registry().reregister(&mut SourceFd(&self.fd), Token(0), interest).is_err() {
+            std::thread::sleep(left.min(Duration::from_millis(5)));
+            return;
+        }
         let _ = self.poll.poll(&mut self.events, Some(left));
     }
 }

@@ -215,3 +215,38 @@ async fn one_session_is_reused_for_every_step() {
     assert_eq!(code, 0);
     assert_eq!(lab.sshd.log().matches("Accepted publickey").count(), 2, "a new session after close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_step_ends_the_remote_command() {
+    let lab = Lab::start();
+    let executor = lab.executor();
+    let host = lab.host();
+    let marker = lab.sshd.dir().join("still-running");
+    let cmd = command(&format!("sleep 3; touch {}", marker.display()));
+    let (sink, _receiver) = OutputSink::channel();
+    // The rollout gives up on the step: its future is dropped mid-run.
+    let gave_up = tokio::time::timeout(Duration::from_millis(800), executor.run(&host, &cmd, sink)).await;
+    assert!(gave_up.is_err(), "the step should still have been running");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!marker.exists(), "the command went on running after its step was cancelled");
+    let (code, _) = run(&executor, &host, &command("true")).await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_died_between_steps_is_replaced() {
+    let lab = Lab::start();
+    let executor = lab.executor();
+    let host = lab.host();
+    // The step leaves behind a job that kills this connection's sshd process after the step
+    // ended: $PPID is the wrapper shell, whose parent is sshd's session process.
+    let script = "sshd_pid=$(cut -d' ' -f4 /proc/$PPID/stat); \
+                  (sleep 0.5; kill -9 \"$sshd_pid\") </dev/null >/dev/null 2>&1 &";
+    let (code, _) = run(&executor, &host, &command(script)).await;
+    assert_eq!(code, 0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, lines) = run(&executor, &host, &command("echo again")).await;
+    assert_eq!(code, 0);
+    assert_eq!(text(&lines, OutputStream::Stdout), ["again"]);
+    assert_eq!(lab.sshd.log().matches("Accepted publickey").count(), 2, "{}", lab.sshd.log());
+}
