@@ -4,7 +4,9 @@
 //!   dir, on a free port, stopped when the guard drops, also on panic.
 //! - [`conformance`]: one suite per port, run against the core's fake and against the real
 //!   adapter, so the fake cannot drift from reality.
+//! - [`sshd`]: a real OpenSSH sshd with generated host and client keys, and an ssh-agent.
 #![warn(missing_docs)]
 
 pub mod conformance;
 pub mod process;
+pub mod sshd;

@@ -132,6 +132,13 @@ impl FakeExecutor {
     }
 }
 
+/// Whether `name` is `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_shell_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 #[async_trait]
 impl Executor for FakeExecutor {
     async fn connect(&self, host: &Host) -> Result<(), PortError> {
@@ -145,6 +152,13 @@ impl Executor for FakeExecutor {
         output: OutputSink,
     ) -> Result<ExitStatus, PortError> {
         self.ensure_connected(host)?;
+        // Like the SSH executor: names reach a remote shell, so only shell identifiers pass.
+        if let Some((name, _)) = command.env.iter().find(|(name, _)| !is_shell_identifier(name)) {
+            return Err(PortError::rejected(
+                host.to_string(),
+                format!("environment variable name {name:?} is not a shell identifier"),
+            ));
+        }
         let (fault, latency) = {
             let mut state = lock(&self.state);
             state

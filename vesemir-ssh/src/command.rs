@@ -1,0 +1,93 @@
+//! The exact text sent to the remote side: environment variables as shell-quoted `env`
+//! arguments, the script run by `/bin/sh` in its own process group, and a watchdog that kills
+//! that group when the SSH channel closes (how a timed-out command is ended).
+
+use vesemir_core::request::shell_quote;
+
+use crate::error::SshError;
+
+/// The wrapper `/bin/sh` runs with the step's script as `$1`.
+///
+/// - fd 3 keeps the channel's stdin; the script itself reads `/dev/null`.
+/// - `setsid` puts the script in a new session and process group whose id is `$!` (a
+///   background job of a non-interactive shell is no group leader, so `setsid` does not fork).
+/// - The watchdog waits for stdin to close, which happens when the executor closes the channel
+///   (timeout, cancellation) or the connection dies, then kills the whole group: TERM, then
+///   KILL a second later. Its own output goes to `/dev/null`, so it never holds the channel open.
+/// - When the script ends by itself the watchdog is killed and never touches the group, so
+///   daemons a step starts on purpose survive; the wrapper exits with the script's status.
+const WRAPPER: &str = r#"exec 3<&0
+setsid /bin/sh -c "$1" </dev/null 3<&- &
+pid=$!
+( while read -r _; do :; done; kill -TERM -"$pid"; sleep 1; kill -KILL -"$pid" ) <&3 >/dev/null 2>&1 &
+watchdog=$!
+exec 3<&-
+wait "$pid"
+status=$?
+kill "$watchdog" 2>/dev/null
+exit "$status""#;
+
+/// The command line for the channel's `exec` request: the environment, then the wrapper
+/// running `script`. Every value is one single-quoted shell word; names must be shell
+/// identifiers.
+pub(crate) fn wrap(script: &str, env: &[(String, String)]) -> Result<String, SshError> {
+    let mut line = String::from("exec env");
+    for (name, value) in env {
+        validate_env_name(name)?;
+        line.push(' ');
+        line.push_str(name);
+        line.push('=');
+        line.push_str(&shell_quote(value));
+    }
+    line.push_str(" /bin/sh -c ");
+    line.push_str(&shell_quote(WRAPPER));
+    line.push_str(" vesemir-step ");
+    line.push_str(&shell_quote(script));
+    Ok(line)
+}
+
+/// The command that writes the upload's bytes from stdin to a temporary file next to
+/// `destination`, checks the size, sets `mode` and renames it into place.
+pub(crate) fn upload(destination: &str, mode: u32, size: u64, nonce: &str) -> String {
+    let destination = shell_quote(destination);
+    format!(
+        "dest={destination}; tmp=\"$dest.vesemir-{nonce}.tmp\"; \
+         trap 'rm -f \"$tmp\"' EXIT; \
+         (umask 077 && cat > \"$tmp\") || exit 1; \
+         size=$(wc -c < \"$tmp\") || exit 1; \
+         if [ \"$size\" -ne {size} ]; then echo \"received $size of {size} bytes\" >&2; exit 1; fi; \
+         chmod {mode:o} \"$tmp\" && mv -f \"$tmp\" \"$dest\" && trap - EXIT"
+    )
+}
+
+/// Refuses environment variable names that are not `[A-Za-z_][A-Za-z0-9_]*`.
+fn validate_env_name(name: &str) -> Result<(), SshError> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(SshError::Invalid(format!(
+            "environment variable name {name:?} is not a shell identifier \
+             (letters, digits and '_', not starting with a digit): rename it in the changeset"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_are_quoted_and_names_checked() {
+        let env = vec![("A_1".to_owned(), "x'; rm -rf /".to_owned())];
+        let line = wrap("echo \"$A_1\"", &env).expect("valid");
+        assert!(line.starts_with("exec env A_1='x'\\''; rm -rf /' /bin/sh -c '"), "{line}");
+        assert!(line.ends_with(" vesemir-step 'echo \"$A_1\"'"), "{line}");
+        for bad in ["", "1A", "A B", "A=B", "A;B", "$(x)"] {
+            let env = vec![(bad.to_owned(), "v".to_owned())];
+            assert!(matches!(wrap("true", &env), Err(SshError::Invalid(_))), "{bad:?}");
+        }
+    }
+}

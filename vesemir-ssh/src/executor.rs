@@ -1,0 +1,182 @@
+//! [`SshExecutor`]: the [`Executor`] port over libssh2, one session per host, every libssh2 call
+//! on tokio's blocking pool so the async workers never wait on the network.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use vesemir_core::name::HostName;
+use vesemir_core::ports::{Executor, ExitStatus, FileUpload, OutputSink, RemoteCommand};
+use vesemir_core::{Host, PortError};
+
+use crate::config::{HostKeyMode, SshConfig};
+use crate::connection::Connection;
+use crate::error::SshError;
+use crate::remote::{self, StepError};
+
+/// Runs changeset steps over SSH. Cheap to clone; clones share the sessions.
+///
+/// Each host gets one SSH session, opened by [`connect`](Executor::connect) (or by the first
+/// step) and reused for all its steps until [`close`](Executor::close). Steps on one host run
+/// one at a time; steps on different hosts run in parallel, each on a thread of tokio's
+/// blocking pool (size it above the deployment's concurrency; tokio's default is 512).
+///
+/// Commands run under `/bin/sh` on the host, in their own process group, with the environment
+/// passed as shell-quoted `env NAME=value` arguments (so sshd's `AcceptEnv` does not matter);
+/// a command that outlives its timeout has its whole process group killed.
+#[derive(Clone)]
+pub struct SshExecutor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SshConfig,
+    slots: Mutex<HashMap<HostName, Arc<Mutex<Slot>>>>,
+}
+
+/// One host's session, if open, and the address it was opened to.
+#[derive(Default)]
+struct Slot {
+    connection: Option<(String, Connection)>,
+}
+
+impl SshExecutor {
+    /// An executor with `config`. Logs a warning when host key checking is off.
+    pub fn new(config: SshConfig) -> Self {
+        if config.host_key_mode == HostKeyMode::Off {
+            tracing::warn!(
+                "SSH host key checking is OFF (host_key_mode = off): connections can be intercepted; \
+                 use strict or accept-new in production"
+            );
+        }
+        Self { inner: Arc::new(Inner { config, slots: Mutex::new(HashMap::new()) }) }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &SshConfig {
+        &self.inner.config
+    }
+
+    /// How many hosts have a session slot now.
+    pub fn sessions(&self) -> usize {
+        lock(&self.inner.slots).len()
+    }
+
+    fn slot(&self, host: &HostName) -> Arc<Mutex<Slot>> {
+        lock(&self.inner.slots).entry(host.clone()).or_default().clone()
+    }
+
+    /// Runs `work` with `host`'s open connection on a blocking thread, opening it first if
+    /// needed. A stale reused connection is replaced once; a broken one is dropped after.
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        host: &Host,
+        work: impl Fn(&mut Connection, &AtomicBool) -> Result<T, StepError> + Send + 'static,
+    ) -> Result<T, PortError> {
+        let target = host.to_string();
+        let slot = self.slot(&host.name);
+        let inner = self.inner.clone();
+        let address = host.address.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancel.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let mut slot = lock(&slot);
+            let mut fresh = false;
+            for _ in 0..2 {
+                let connection = match &mut slot.connection {
+                    Some((open_to, connection)) if *open_to == address => connection,
+                    _ => {
+                        slot.connection = None;
+                        let connection = Connection::open(&address, &inner.config)?;
+                        fresh = true;
+                        &mut slot.connection.insert((address.clone(), connection)).1
+                    }
+                };
+                match work(connection, &cancel) {
+                    Ok(value) => return Ok(value),
+                    Err(StepError::Step(e)) => return Err(e),
+                    Err(StepError::Stale(e)) if !fresh => {
+                        tracing::debug!(%address, error = %e, "SSH session went stale, reconnecting");
+                        slot.connection = None;
+                    }
+                    Err(StepError::Broken(e) | StepError::Stale(e)) => {
+                        slot.connection = None;
+                        return Err(e);
+                    }
+                }
+            }
+            Err(SshError::Remote("the SSH session broke twice in a row".into()))
+        });
+        match task.await {
+            Ok(result) => result.map_err(|e| e.into_port(&target)),
+            Err(join) => Err(PortError::Adapter {
+                adapter: "ssh",
+                source: format!("{target}: the SSH worker thread failed: {join}").into(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for SshExecutor {
+    async fn connect(&self, host: &Host) -> Result<(), PortError> {
+        self.with_connection(host, |_, _| Ok(())).await
+    }
+
+    async fn run(
+        &self,
+        host: &Host,
+        command: &RemoteCommand,
+        output: OutputSink,
+    ) -> Result<ExitStatus, PortError> {
+        let command = command.clone();
+        self.with_connection(host, move |connection, cancel| {
+            remote::run(connection, &command, output.clone(), cancel)
+        })
+        .await
+    }
+
+    async fn upload(&self, host: &Host, upload: &FileUpload) -> Result<(), PortError> {
+        let upload = upload.clone();
+        self.with_connection(host, move |connection, cancel| remote::upload(connection, &upload, cancel))
+            .await
+    }
+
+    async fn close(&self, host: &Host) {
+        let slot = lock(&self.inner.slots).remove(&host.name);
+        let Some(slot) = slot else { return };
+        // Waits for a step still running on the host; its own deadline bounds that.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some((_, connection)) = lock(&slot).connection.take() {
+                connection.disconnect();
+            }
+        })
+        .await;
+    }
+}
+
+impl fmt::Debug for SshExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshExecutor")
+            .field("config", &self.inner.config)
+            .field("sessions", &self.sessions())
+            .finish()
+    }
+}
+
+/// Tells the blocking thread to stop when the step's future is dropped (cancelled).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Locks a mutex. It is only poisoned if a thread panicked while holding it; the map or slot
+/// is still consistent then (every update is a single insert or take).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

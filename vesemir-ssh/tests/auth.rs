@@ -1,0 +1,140 @@
+//! Authentication on a real sshd: ed25519 and RSA key files, an encrypted key, ssh-agent; wrong
+//! credentials are refused at once, unreachable ports are retried then reported unreachable.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use vesemir_core::ports::Executor;
+use vesemir_core::PortError;
+use vesemir_ssh::{Passphrase, SshAuth, SshExecutor};
+use vesemir_testkit::process::free_port;
+use vesemir_testkit::sshd::{SshAgent, KEY_PASSPHRASE};
+
+use common::{command, run, Lab};
+
+fn with_auth(lab: &Lab, auth: SshAuth) -> SshExecutor {
+    let mut config = lab.config();
+    config.auth = auth;
+    SshExecutor::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_and_rsa_key_files_log_in() {
+    let lab = Lab::start();
+    for key in [lab.sshd.ed25519_key(), lab.sshd.rsa_key()] {
+        let executor = with_auth(&lab, SshAuth::KeyFile { path: key.clone(), passphrase: None });
+        let (code, lines) = run(&executor, &lab.host(), &command("id -un")).await;
+        assert_eq!(code, 0, "{}", key.display());
+        assert_eq!(lines.first().map(|l| l.text.as_str()), Some(lab.sshd.user()));
+    }
+    assert!(lab.sshd.log().contains("Accepted publickey for") && lab.sshd.log().contains("RSA"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_key_logs_in_with_its_passphrase() {
+    let lab = Lab::start();
+    let auth = SshAuth::KeyFile {
+        path: lab.sshd.encrypted_key(),
+        passphrase: Some(Passphrase::new(KEY_PASSPHRASE)),
+    };
+    let (code, _) = run(&with_auth(&lab, auth), &lab.host(), &command("true")).await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_passphrase_is_unauthorized_and_never_shown() {
+    let lab = Lab::start();
+    let secret = "not-the-passphrase-4711";
+    let auth = SshAuth::KeyFile { path: lab.sshd.encrypted_key(), passphrase: Some(Passphrase::new(secret)) };
+    let executor = with_auth(&lab, auth);
+    let error = executor.connect(&lab.host()).await.expect_err("wrong passphrase");
+    assert!(matches!(error, PortError::Unauthorized { .. }), "{}", error.chain());
+    let shown = format!("{} {error:?} {executor:?}", error.chain());
+    assert!(!shown.contains(secret), "the passphrase leaked: {shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_unauthorized_and_not_retried() {
+    let lab = Lab::start();
+    let mut config = lab.config();
+    config.auth = SshAuth::KeyFile { path: lab.sshd.unauthorized_key(), passphrase: None };
+    config.connect_retries = 3;
+    config.retry_backoff = Duration::from_millis(300);
+    let executor = SshExecutor::new(config);
+    let started = Instant::now();
+    let error = executor.connect(&lab.host()).await.expect_err("wrong key");
+    assert!(started.elapsed() < Duration::from_millis(300), "waited for a retry");
+    match &error {
+        PortError::Unauthorized { reason, .. } => assert!(reason.contains("authorized_keys"), "{reason}"),
+        other => panic!("expected Unauthorized, got {}", other.chain()),
+    }
+    // sshd logs asynchronously; give it a moment, then count logins tried (the harness's own
+    // readiness probe connects too, but never gets to authentication).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let attempts = lab.sshd.log().matches("Failed publickey").count();
+    assert_eq!(attempts, 1, "one login attempt, no retry:\n{}", lab.sshd.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_file_is_unauthorized() {
+    let lab = Lab::start();
+    let auth = SshAuth::KeyFile { path: lab.sshd.dir().join("no-such-key"), passphrase: None };
+    let error = with_auth(&lab, auth).connect(&lab.host()).await.expect_err("missing key");
+    assert!(matches!(error, PortError::Unauthorized { .. }), "{}", error.chain());
+    assert!(error.to_string().contains("no-such-key"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_agent_logs_in() {
+    let lab = Lab::start();
+    let agent = SshAgent::start(&lab.sshd.ed25519_key());
+    let auth = SshAuth::Agent { socket: Some(agent.socket().to_path_buf()) };
+    let (code, _) = run(&with_auth(&lab, auth), &lab.host(), &command("true")).await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_the_right_key_is_unauthorized() {
+    let lab = Lab::start();
+    let agent = SshAgent::start(&lab.sshd.unauthorized_key());
+    let auth = SshAuth::Agent { socket: Some(agent.socket().to_path_buf()) };
+    let error = with_auth(&lab, auth).connect(&lab.host()).await.expect_err("refused");
+    assert!(matches!(error, PortError::Unauthorized { .. }), "{}", error.chain());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_port_is_retried_with_backoff_then_unreachable() {
+    let lab = Lab::start();
+    let mut config = lab.config();
+    config.port = free_port();
+    config.connect_retries = 2;
+    config.retry_backoff = Duration::from_millis(200);
+    let executor = SshExecutor::new(config);
+    let started = Instant::now();
+    let error = executor.connect(&lab.host()).await.expect_err("nothing listens");
+    let took = started.elapsed();
+    assert!(error.is_unreachable(), "{}", error.chain());
+    let text = error.chain();
+    assert!(text.contains("3 attempt(s)") && text.contains("refused"), "{text}");
+    // Backoff 200 ms then 400 ms.
+    assert!(took >= Duration::from_millis(600), "retried too fast: {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_times_out_as_unreachable() {
+    // Accepts TCP but never speaks SSH: the handshake must give up at the connect timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let lab = Lab::start();
+    let mut config = lab.config();
+    config.port = port;
+    config.connect_timeout = Duration::from_millis(500);
+    config.connect_retries = 0;
+    let started = Instant::now();
+    let error = SshExecutor::new(config).connect(&lab.host()).await.expect_err("silent");
+    assert!(error.is_unreachable(), "{}", error.chain());
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    drop(listener);
+}
