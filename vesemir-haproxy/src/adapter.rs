@@ -50,8 +50,8 @@ impl HaproxyLoadBalancer {
     ) -> Result<Vec<ServerRow>, HaproxyError> {
         let command = Command::ShowServersState(backend.name.clone());
         let text = transport::send(instance, &command, &self.config).await?;
-        if !text.starts_with('1') {
-            return Err(reply::classify(instance, &command, &text));
+        if !text.starts_with("1\n") {
+            return Err(reply::classify_read(instance, &command, &text));
         }
         servers_state::parse(&text).map_err(|what| HaproxyError::Malformed {
             instance: instance.clone(),
@@ -68,7 +68,7 @@ impl HaproxyLoadBalancer {
         let command = Command::ShowStat(backend.name.clone());
         let text = transport::send(instance, &command, &self.config).await?;
         if !text.starts_with('#') {
-            return Err(reply::classify(instance, &command, &text));
+            return Err(reply::classify_read(instance, &command, &text));
         }
         stat::parse(&text).map_err(|e| HaproxyError::Malformed {
             instance: instance.clone(),

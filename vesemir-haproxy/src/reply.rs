@@ -19,6 +19,17 @@ pub(crate) fn check_change(
     }
 }
 
+/// The error a reply to a `show` command that is not data stands for: a known error reply, or
+/// an unreadable reply (never guessed to be a refusal).
+pub(crate) fn classify_read(instance: &LbEndpoint, command: &Command, reply: &str) -> HaproxyError {
+    match classify(instance, command, reply) {
+        HaproxyError::Refused { instance, command, reply } => {
+            HaproxyError::Malformed { instance, command, what: format!("unexpected reply {reply:?}") }
+        }
+        known => known,
+    }
+}
+
 /// The error an error reply stands for.
 pub(crate) fn classify(instance: &LbEndpoint, command: &Command, reply: &str) -> HaproxyError {
     let text = reply.trim();
