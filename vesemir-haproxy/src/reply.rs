@@ -87,7 +87,8 @@ mod tests {
 
     #[test]
     fn error_replies_are_typed() {
-        let cases: [(&str, fn(&HaproxyError) -> bool); 6] = [
+        type Expect = fn(&HaproxyError) -> bool;
+        let cases: [(&str, Expect); 6] = [
             (
                 "No such server.\n",
                 |e| matches!(e, HaproxyError::NoSuchServer { server, .. } if server == "web1"),

@@ -1,5 +1,6 @@
 //! The shared `LoadBalancer` conformance suite, run against the core's fake and against this
 //! adapter on two real haproxy instances, over unix sockets and over TCP.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The adapter against two real haproxy instances fronting small HTTP servers: drain under live
 //! traffic, both drain-timeout policies, health-checked UP, weights, typed error replies, an
 //! instance that is down, and rollback when one instance refuses.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -310,5 +311,5 @@ async fn a_dead_endpoint_is_unreachable_within_the_connect_timeout() {
     let started = tokio::time::Instant::now();
     let outcome = lb.status(&backend(BACKEND, vec![dead_endpoint()]), &server_name("web0")).await;
     assert!(matches!(outcome, Err(ref e) if e.is_unreachable()), "{outcome:?}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }

@@ -1,6 +1,7 @@
 //! Command safety, proved on the wire: a scripted runtime API endpoint records every
 //! connection, so the tests can show that each command travels alone on one line and that a
 //! server name HAProxy reports but Vesemir refuses never makes it into a command.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -164,7 +165,7 @@ async fn an_instance_that_never_answers_times_out_within_the_read_timeout() {
     let outcome =
         lb().set_state(&haproxy.backend(), &ServerName::new("web0").unwrap(), AdminState::Drain).await;
     assert!(matches!(outcome, Err(ref e) if e.is_timeout()), "{outcome:?}");
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     assert_eq!(haproxy.lines(), vec!["show servers state be_web\n"], "the change itself was never sent");
 }
 
