@@ -53,6 +53,14 @@ async fn run(label: &str, lb: &HaproxyLoadBalancer, backend: &Backend) {
         samples.push(one.elapsed());
     }
     report(label, samples, started.elapsed());
+
+    // One status = `show stat` + `show servers state` on each instance: 4 round trips.
+    let started = Instant::now();
+    for name in &names {
+        lb.status(backend, name).await.unwrap();
+    }
+    let per_command = started.elapsed() / (4 * names.len() as u32);
+    println!("{label:<28} one runtime API round trip (100-server backend): {per_command:.2?}");
 }
 
 fn main() {

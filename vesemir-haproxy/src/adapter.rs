@@ -1,12 +1,14 @@
 //! [`HaproxyLoadBalancer`]: the [`LoadBalancer`] port over HAProxy's runtime API, applying every
 //! change to all instances of a backend, or to none.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use vesemir_core::name::ServerName;
+use vesemir_core::name::{BackendName, ServerName};
 use vesemir_core::ports::{
     AdminState, Backend, InstanceState, LbEndpoint, LoadBalancer, ServerLookup, Weight,
 };
@@ -27,15 +29,29 @@ use crate::{reply, transport};
 /// the change instance by instance; if one refuses, the instances already changed are put back
 /// as they were. Each command travels alone on its own connection, built only from validated
 /// names.
+///
+/// Polling (`status`, `wait_drained`, `wait_up`) asks each instance for the server's own
+/// `show stat` row by its numeric id once it is known, not for the whole backend; clones share
+/// what they learnt.
 #[derive(Debug, Clone, Default)]
 pub struct HaproxyLoadBalancer {
     config: HaproxyConfig,
+    server_ids: Arc<Mutex<HashMap<ServerKey, u32>>>,
 }
+
+/// A server on one instance: its id there can change when the instance reloads.
+type ServerKey = (LbEndpoint, BackendName, ServerName);
 
 impl HaproxyLoadBalancer {
     /// An adapter with these timeouts.
     pub fn new(config: HaproxyConfig) -> Self {
-        Self { config }
+        Self { config, server_ids: Arc::default() }
+    }
+
+    /// The cache of server ids. It holds plain numbers that are checked on every use, so the
+    /// state a panicking holder left is as good as any: a poisoned lock is taken over.
+    fn ids(&self) -> MutexGuard<'_, HashMap<ServerKey, u32>> {
+        self.server_ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Its settings.
@@ -60,12 +76,7 @@ impl HaproxyLoadBalancer {
         })
     }
 
-    async fn show_stat(
-        &self,
-        instance: &LbEndpoint,
-        backend: &Backend,
-    ) -> Result<Vec<StatRow>, HaproxyError> {
-        let command = Command::ShowStat(backend.name.clone());
+    async fn show_stat(&self, instance: &LbEndpoint, command: Command) -> Result<Vec<StatRow>, HaproxyError> {
         let text = transport::send(instance, &command, &self.config).await?;
         if !text.starts_with('#') {
             return Err(reply::classify_read(instance, &command, &text));
@@ -77,18 +88,53 @@ impl HaproxyLoadBalancer {
         })
     }
 
-    /// The server's `show stat` row on one instance.
+    /// The server's `show stat` row on one instance: its row alone when its id is known (and
+    /// still names it), else the whole backend's, learning the id.
     async fn stat_row(
         &self,
         instance: &LbEndpoint,
         backend: &Backend,
         server: &ServerName,
     ) -> Result<StatRow, HaproxyError> {
-        self.show_stat(instance, backend)
+        let key = (instance.clone(), backend.name.clone(), server.clone());
+        let is_it = |row: &StatRow| row.server == server.as_str() && row.backend == backend.name.as_str();
+        let known = self.ids().get(&key).copied();
+        if let Some(sid) = known {
+            let rows = self.show_stat(instance, Command::ShowStatServer(backend.name.clone(), sid)).await?;
+            if let Some(row) = rows.into_iter().find(is_it) {
+                return Ok(row);
+            }
+            self.ids().remove(&key);
+        }
+        let row = self
+            .show_stat(instance, Command::ShowStat(backend.name.clone()))
             .await?
             .into_iter()
-            .find(|row| row.server == server.as_str() && row.backend == backend.name.as_str())
-            .ok_or_else(|| no_such_server(instance, backend, server))
+            .find(is_it)
+            .ok_or_else(|| no_such_server(instance, backend, server))?;
+        if let Some(sid) = row.sid {
+            self.ids().insert(key, sid);
+        }
+        Ok(row)
+    }
+
+    /// The server's configured weight on one instance (`get weight`: `5 (initial 10)`).
+    async fn configured_weight(
+        &self,
+        instance: &LbEndpoint,
+        backend: &Backend,
+        server: &ServerName,
+    ) -> Result<u32, HaproxyError> {
+        let command = Command::GetWeight(backend.name.clone(), server.clone());
+        let text = transport::send(instance, &command, &self.config).await?;
+        let initial = text
+            .split_once("(initial ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .and_then(|(number, _)| number.trim().parse().ok());
+        match initial {
+            Some(weight) if text.starts_with(|c: char| c.is_ascii_digit()) => Ok(weight),
+            _ => Err(reply::classify_read(instance, &command, &text)),
+        }
     }
 
     /// The server's `show servers state` row on one instance.
@@ -318,19 +364,19 @@ impl LoadBalancer for HaproxyLoadBalancer {
         let mut states = Vec::new();
         for instance in instances(backend)? {
             let row = self.stat_row(instance, backend, server).await?;
-            let configured = self.state_row(instance, backend, server).await?;
+            let configured_weight = self.configured_weight(instance, backend, server).await?;
             states.push(InstanceState {
                 instance: instance.clone(),
                 status: row.status.status(),
                 weight: row.weight,
-                configured_weight: configured.configured_weight,
+                configured_weight,
                 sessions: row.sessions,
             });
         }
         Ok(states)
     }
 
-    /// Polls only `show stat` (one round trip per instance) until `scur` is 0 on every instance.
+    /// Polls only the server's `show stat` row (one round trip per instance) until `scur` is 0 on every instance.
     async fn wait_drained(
         &self,
         backend: &Backend,
@@ -351,7 +397,7 @@ impl LoadBalancer for HaproxyLoadBalancer {
         })
     }
 
-    /// Polls `show stat` until every instance reports plain `UP` (or `no check`). HAProxy puts
+    /// Polls the server's `show stat` row until every instance reports plain `UP` (or `no check`). HAProxy puts
     /// a server that leaves maintenance at `UP n/m` before any check has run, so the plain
     /// `UP` this waits for is proof of passing checks (unless the server has `fall 1`).
     async fn wait_up(

@@ -34,8 +34,11 @@ pub(crate) fn classify_read(instance: &LbEndpoint, command: &Command, reply: &st
 pub(crate) fn classify(instance: &LbEndpoint, command: &Command, reply: &str) -> HaproxyError {
     let text = reply.trim();
     let (backend, server) = match command {
-        Command::ShowStat(b) | Command::ShowServersState(b) => (b.to_string(), String::new()),
-        Command::SetState(b, s, _)
+        Command::ShowStat(b) | Command::ShowStatServer(b, _) | Command::ShowServersState(b) => {
+            (b.to_string(), String::new())
+        }
+        Command::GetWeight(b, s)
+        | Command::SetState(b, s, _)
         | Command::SetWeightPercent(b, s, _)
         | Command::SetWeightAbsolute(b, s, _)
         | Command::ShutdownSessions(b, s) => (b.to_string(), s.to_string()),

@@ -18,6 +18,8 @@ pub(crate) struct StatRow {
     pub(crate) status: Health,
     /// `weight`: the current effective weight.
     pub(crate) weight: u32,
+    /// `sid`: the server's numeric id, to ask for its row alone next time.
+    pub(crate) sid: Option<u32>,
 }
 
 /// What `show stat` could not read.
@@ -37,6 +39,7 @@ pub(crate) fn parse(reply: &str) -> Result<Vec<StatRow>, StatError> {
     };
     let (px, sv, scur, status, weight) =
         (column("pxname")?, column("svname")?, column("scur")?, column("status")?, column("weight")?);
+    let sid = columns.get("sid").copied();
     let mut rows = Vec::new();
     for line in lines {
         let fields = split_csv(line);
@@ -59,6 +62,7 @@ pub(crate) fn parse(reply: &str) -> Result<Vec<StatRow>, StatError> {
             status: Health::parse(field(status)),
             weight: u32::try_from(number(weight, "weight")?)
                 .map_err(|_| StatError(format!("`weight` of {server} is out of range")))?,
+            sid: sid.and_then(|i| field(i).parse().ok()),
         });
     }
     Ok(rows)
@@ -194,6 +198,7 @@ be,BACKEND,0,0,3,0,999,0,0,0,0,0,,0,0,0,0,UP,20,1,0,,0,0,0,,1,3,0,,0,,1,0,,0,,,,
         assert_eq!(rows[1].status.detail.as_deref(), Some("via be/web1"));
         assert_eq!(rows[2].status.status(), ServerStatus::Up);
         assert_eq!(rows[2].weight, 20);
+        assert_eq!(rows[2].sid, Some(2));
     }
 
     #[test]
@@ -203,6 +208,7 @@ be,BACKEND,0,0,3,0,999,0,0,0,0,0,,0,0,0,0,UP,20,1,0,,0,0,0,,1,3,0,,0,,1,0,,0,,,,
         assert_eq!(rows[0].backend, "be");
         assert_eq!(rows[0].sessions, 7);
         assert_eq!(rows[0].status.status(), ServerStatus::Drain);
+        assert_eq!(rows[0].sid, None);
     }
 
     #[test]

@@ -120,7 +120,14 @@ fn healthy_instance(line: &str) -> Option<String> {
     if line == "show servers state be_web" {
         Some(format!("{STATE_HEADER}3 be_web 1 web0 10.9.9.1 2 0 10 10 0 6 3 3 6 0 0 0 - 80 - 0 0 - - 0\n\n"))
     } else if line == "show stat be_web 4 -1" {
-        Some("# pxname,svname,scur,status,weight,\nbe_web,web0,0,UP,10,\nbe_web,BACKEND,0,UP,10,\n\n".into())
+        Some(
+            "# pxname,svname,scur,status,weight,sid,\nbe_web,web0,0,UP,10,1,\nbe_web,BACKEND,0,UP,10,0,\n\n"
+                .into(),
+        )
+    } else if line == "show stat be_web 4 1" {
+        Some("# pxname,svname,scur,status,weight,sid,\nbe_web,web0,0,UP,10,1,\n\n".into())
+    } else if line == "get weight be_web/web0" {
+        Some("10 (initial 10)\n\n".into())
     } else if line.starts_with("set server be_web/web0 ") || line == "shutdown sessions server be_web/web0" {
         Some("\n".into())
     } else {
@@ -143,11 +150,22 @@ async fn every_command_travels_alone_on_one_line_of_its_own_connection() {
     assert_eq!((states[0].weight, states[0].configured_weight), (10, 10));
 
     let lines = haproxy.lines();
+    let polls: Vec<&str> =
+        lines.iter().map(|l| l.trim_end()).filter(|l| l.starts_with("show stat")).collect();
+    assert_eq!(polls[0], "show stat be_web 4 -1", "the first poll learns the server's id");
+    assert!(
+        polls[1..].iter().all(|l| *l == "show stat be_web 4 1"),
+        "later polls ask for its row alone: {polls:?}"
+    );
     for line in &lines {
         assert_eq!(line.matches('\n').count(), 1, "one line per connection: {line:?}");
         assert!(line.ends_with('\n') && !line.contains(';'), "{line:?}");
     }
-    let changes: Vec<&str> = lines.iter().map(|l| l.trim_end()).filter(|l| !l.starts_with("show ")).collect();
+    let changes: Vec<&str> = lines
+        .iter()
+        .map(|l| l.trim_end())
+        .filter(|l| !l.starts_with("show ") && !l.starts_with("get "))
+        .collect();
     assert_eq!(
         changes,
         [
@@ -155,6 +173,40 @@ async fn every_command_travels_alone_on_one_line_of_its_own_connection() {
             "shutdown sessions server be_web/web0",
             "set server be_web/web0 weight 30%"
         ]
+    );
+}
+
+#[tokio::test]
+async fn a_server_id_that_names_another_server_after_a_reload_is_not_trusted() {
+    fn reloaded(line: &str) -> Option<String> {
+        match line {
+            "show stat be_web 4 -1" => {
+                Some("# pxname,svname,scur,status,weight,sid,\nbe_web,web0,3,UP,10,1,\n".into())
+            }
+            // After a reload, id 1 is another server.
+            "show stat be_web 4 1" => {
+                Some("# pxname,svname,scur,status,weight,sid,\nbe_web,web7,0,UP,10,1,\n".into())
+            }
+            _ => Some("Unknown command.\n".into()),
+        }
+    }
+    let haproxy = Scripted::start(reloaded).await;
+    let (lb, backend) = (lb(), haproxy.backend());
+    let web0 = ServerName::new("web0").unwrap();
+    for _ in 0..2 {
+        let outcome = lb.wait_drained(&backend, &web0, Duration::from_millis(100)).await;
+        match outcome {
+            Err(PortError::Timeout { ref operation, .. }) => {
+                assert!(operation.contains("3 sessions"), "{operation}")
+            }
+            other => panic!("web0's own sessions must be read: {other:?}"),
+        }
+    }
+    let lines = haproxy.lines();
+    assert!(lines.iter().any(|l| l == "show stat be_web 4 1\n"), "the id was tried");
+    assert!(
+        lines.iter().filter(|l| *l == "show stat be_web 4 -1\n").count() >= 2,
+        "and found stale: {lines:?}"
     );
 }
 
