@@ -210,7 +210,7 @@ impl HaproxyLoadBalancer {
         describe: impl Fn(&LbEndpoint, &StatRow) -> String + Send + Sync,
     ) -> Result<Result<(), String>, PortError> {
         let instances = instances(backend)?;
-        let mut waiting_for = String::new();
+        let mut waiting_for = String::from("no answer from the instances yet");
         let polling = async {
             loop {
                 let mut missing = Vec::new();
