@@ -313,3 +313,17 @@ async fn a_dead_endpoint_is_unreachable_within_the_connect_timeout() {
     assert!(matches!(outcome, Err(ref e) if e.is_unreachable()), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_instance_can_be_named_by_dns_name() {
+    let lab = Lab::start(2).await;
+    let port = match lab.instances[0].tcp_endpoint() {
+        vesemir_core::ports::LbEndpoint::Tcp { port, .. } => port,
+        other => panic!("not tcp: {other}"),
+    };
+    let by_name =
+        backend(BACKEND, vec![vesemir_core::ports::LbEndpoint::Tcp { address: "localhost".into(), port }]);
+    let web1 =
+        lb().resolve(&by_name, &ServerLookup::Address(lab.ip(1))).await.expect("resolve over localhost");
+    assert_eq!(web1, server_name("web1"));
+}

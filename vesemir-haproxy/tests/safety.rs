@@ -211,6 +211,40 @@ async fn a_server_id_that_names_another_server_after_a_reload_is_not_trusted() {
 }
 
 #[tokio::test]
+async fn when_putting_back_fails_too_the_error_says_so_and_what_to_fix() {
+    /// Obeys the drain, refuses to undo it.
+    fn stubborn(line: &str) -> Option<String> {
+        match line {
+            "set server be_web/web0 state drain" => Some("\n".into()),
+            "set server be_web/web0 state ready" => Some("Permission denied\n\n".into()),
+            other => healthy_instance(other),
+        }
+    }
+    /// Refuses every change.
+    fn read_only(line: &str) -> Option<String> {
+        if line.starts_with("set server") {
+            Some("Permission denied\n\n".into())
+        } else {
+            healthy_instance(line)
+        }
+    }
+    let (first, second) = (Scripted::start(stubborn).await, Scripted::start(read_only).await);
+    let backend = Backend {
+        name: BackendName::new("be_web").unwrap(),
+        instances: vec![first.endpoint.clone(), second.endpoint.clone()],
+    };
+    let outcome = lb().set_state(&backend, &ServerName::new("web0").unwrap(), AdminState::Drain).await;
+    let error = outcome.expect_err("the second instance refuses");
+    assert!(matches!(error, PortError::Adapter { .. }), "{error:?}");
+    let text = error.chain();
+    assert!(text.contains("permission denied"), "{text}");
+    assert!(text.contains("`set server be_web/web0 state ready`"), "names the undo that failed: {text}");
+    assert!(text.contains("fix them by hand"), "{text}");
+    let sent: Vec<String> = first.lines().into_iter().filter(|l| l.starts_with("set ")).collect();
+    assert_eq!(sent, ["set server be_web/web0 state drain\n", "set server be_web/web0 state ready\n"]);
+}
+
+#[tokio::test]
 async fn an_instance_that_never_answers_times_out_within_the_read_timeout() {
     let haproxy = Scripted::start(|_| None).await;
     let started = tokio::time::Instant::now();
