@@ -1,0 +1,478 @@
+//! [`HaproxyLoadBalancer`]: the [`LoadBalancer`] port over HAProxy's runtime API, applying every
+//! change to all instances of a backend, or to none.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use vesemir_core::name::{BackendName, ServerName};
+use vesemir_core::ports::{
+    AdminState, Backend, InstanceState, LbEndpoint, LoadBalancer, ServerLookup, Weight,
+};
+use vesemir_core::PortError;
+
+use crate::command::Command;
+use crate::config::HaproxyConfig;
+use crate::error::HaproxyError;
+use crate::servers_state::{self, ServerRow};
+use crate::stat::{self, StatRow};
+use crate::{reply, transport};
+
+/// The [`LoadBalancer`] port over HAProxy's runtime API (`stats socket ... level admin`), on
+/// unix sockets and TCP.
+///
+/// Every change first reads the server on every instance of the backend (so an unknown backend
+/// or server, or an instance that is down, is an error before anything changes), then applies
+/// the change instance by instance; if one refuses, the instances already changed are put back
+/// as they were. Each command travels alone on its own connection, built only from validated
+/// names.
+///
+/// Polling (`status`, `wait_drained`, `wait_up`) asks each instance for the server's own
+/// `show stat` row by its numeric id once it is known, not for the whole backend; clones share
+/// what they learnt.
+#[derive(Debug, Clone, Default)]
+pub struct HaproxyLoadBalancer {
+    config: HaproxyConfig,
+    server_ids: Arc<Mutex<HashMap<ServerKey, u32>>>,
+}
+
+/// A server on one instance: its id there can change when the instance reloads.
+type ServerKey = (LbEndpoint, BackendName, ServerName);
+
+impl HaproxyLoadBalancer {
+    /// An adapter with these timeouts.
+    pub fn new(config: HaproxyConfig) -> Self {
+        Self { config, server_ids: Arc::default() }
+    }
+
+    /// The cache of server ids. It holds plain numbers that are checked on every use, so the
+    /// state a panicking holder left is as good as any: a poisoned lock is taken over.
+    fn ids(&self) -> MutexGuard<'_, HashMap<ServerKey, u32>> {
+        self.server_ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &HaproxyConfig {
+        &self.config
+    }
+
+    async fn servers_state(
+        &self,
+        instance: &LbEndpoint,
+        backend: &Backend,
+    ) -> Result<Vec<ServerRow>, HaproxyError> {
+        let command = Command::ShowServersState(backend.name.clone());
+        let text = transport::send(instance, &command, &self.config).await?;
+        if !text.starts_with("1\n") {
+            return Err(reply::classify_read(instance, &command, &text));
+        }
+        servers_state::parse(&text).map_err(|what| HaproxyError::Malformed {
+            instance: instance.clone(),
+            command: command.to_string(),
+            what,
+        })
+    }
+
+    async fn show_stat(&self, instance: &LbEndpoint, command: Command) -> Result<Vec<StatRow>, HaproxyError> {
+        let text = transport::send(instance, &command, &self.config).await?;
+        if !text.starts_with('#') {
+            return Err(reply::classify_read(instance, &command, &text));
+        }
+        stat::parse(&text).map_err(|e| HaproxyError::Malformed {
+            instance: instance.clone(),
+            command: command.to_string(),
+            what: e.0,
+        })
+    }
+
+    /// The server's `show stat` row on one instance: its row alone when its id is known (and
+    /// still names it), else the whole backend's, learning the id.
+    async fn stat_row(
+        &self,
+        instance: &LbEndpoint,
+        backend: &Backend,
+        server: &ServerName,
+    ) -> Result<StatRow, HaproxyError> {
+        let key = (instance.clone(), backend.name.clone(), server.clone());
+        let is_it = |row: &StatRow| row.server == server.as_str() && row.backend == backend.name.as_str();
+        let known = self.ids().get(&key).copied();
+        if let Some(sid) = known {
+            let rows = self.show_stat(instance, Command::ShowStatServer(backend.name.clone(), sid)).await?;
+            if let Some(row) = rows.into_iter().find(is_it) {
+                return Ok(row);
+            }
+            self.ids().remove(&key);
+        }
+        let row = self
+            .show_stat(instance, Command::ShowStat(backend.name.clone()))
+            .await?
+            .into_iter()
+            .find(is_it)
+            .ok_or_else(|| no_such_server(instance, backend, server))?;
+        if let Some(sid) = row.sid {
+            self.ids().insert(key, sid);
+        }
+        Ok(row)
+    }
+
+    /// The server's configured weight on one instance (`get weight`: `5 (initial 10)`).
+    async fn configured_weight(
+        &self,
+        instance: &LbEndpoint,
+        backend: &Backend,
+        server: &ServerName,
+    ) -> Result<u32, HaproxyError> {
+        let command = Command::GetWeight(backend.name.clone(), server.clone());
+        let text = transport::send(instance, &command, &self.config).await?;
+        let initial = text
+            .split_once("(initial ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .and_then(|(number, _)| number.trim().parse().ok());
+        match initial {
+            Some(weight) if text.starts_with(|c: char| c.is_ascii_digit()) => Ok(weight),
+            _ => Err(reply::classify_read(instance, &command, &text)),
+        }
+    }
+
+    /// The server's `show servers state` row on one instance.
+    async fn state_row(
+        &self,
+        instance: &LbEndpoint,
+        backend: &Backend,
+        server: &ServerName,
+    ) -> Result<ServerRow, HaproxyError> {
+        self.servers_state(instance, backend)
+            .await?
+            .into_iter()
+            .find(|row| row.name == server.as_str())
+            .ok_or_else(|| no_such_server(instance, backend, server))
+    }
+
+    /// Reads the server on every instance: the check before any change, and what to put back.
+    async fn snapshot(&self, backend: &Backend, server: &ServerName) -> Result<Vec<ServerRow>, HaproxyError> {
+        let instances = instances(backend)?;
+        let mut rows = Vec::with_capacity(instances.len());
+        for instance in instances {
+            rows.push(self.state_row(instance, backend, server).await?);
+        }
+        Ok(rows)
+    }
+
+    async fn change(&self, instance: &LbEndpoint, command: &Command) -> Result<(), HaproxyError> {
+        debug_assert!(command.is_change());
+        let text = transport::send(instance, command, &self.config).await?;
+        reply::check_change(instance, command, &text)
+    }
+
+    /// Sends `command` to every instance after checking the server exists on all; when one
+    /// fails, sends `undo(row before)` to the instances already changed.
+    async fn change_everywhere(
+        &self,
+        backend: &Backend,
+        server: &ServerName,
+        command: Command,
+        undo: impl Fn(&ServerRow) -> Option<Command>,
+    ) -> Result<(), HaproxyError> {
+        let before = self.snapshot(backend, server).await?;
+        for (done, instance) in backend.instances.iter().enumerate() {
+            if let Err(cause) = self.change(instance, &command).await {
+                let mut failures = Vec::new();
+                for (instance, row) in backend.instances.iter().zip(&before).take(done) {
+                    let Some(undo) = undo(row) else { continue };
+                    if let Err(e) = self.change(instance, &undo).await {
+                        failures.push(format!("`{undo}` on {instance}: {e}"));
+                    }
+                }
+                tracing::warn!(%cause, put_back = done, "haproxy change failed; instances already changed put back");
+                if failures.is_empty() {
+                    return Err(cause);
+                }
+                return Err(HaproxyError::RollbackFailed {
+                    cause: Box::new(cause),
+                    failures: failures.join("; "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls `show stat` on every instance until `done` holds for the server on all of them,
+    /// for at most `timeout`. `describe` says what is still missing, for the timeout error.
+    async fn poll_stat(
+        &self,
+        backend: &Backend,
+        server: &ServerName,
+        timeout: Duration,
+        done: impl Fn(&StatRow) -> bool + Send + Sync,
+        describe: impl Fn(&LbEndpoint, &StatRow) -> String + Send + Sync,
+    ) -> Result<Result<(), String>, PortError> {
+        let instances = instances(backend)?;
+        let mut waiting_for = String::from("no answer from the instances yet");
+        let polling = async {
+            loop {
+                let mut missing = Vec::new();
+                for instance in instances {
+                    let row = self.stat_row(instance, backend, server).await?;
+                    if !done(&row) {
+                        missing.push(describe(instance, &row));
+                    }
+                }
+                if missing.is_empty() {
+                    return Ok::<(), HaproxyError>(());
+                }
+                waiting_for = missing.join(", ");
+                tokio::time::sleep(self.config.poll_interval).await;
+            }
+        };
+        match bounded(timeout, polling).await {
+            Some(result) => result.map(Ok).map_err(PortError::from),
+            None => Ok(Err(waiting_for)),
+        }
+    }
+}
+
+async fn bounded<T>(timeout: Duration, future: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(timeout, future).await.ok()
+}
+
+fn instances(backend: &Backend) -> Result<&[LbEndpoint], HaproxyError> {
+    if backend.instances.is_empty() {
+        Err(HaproxyError::NoInstances { backend: backend.name.to_string() })
+    } else {
+        Ok(&backend.instances)
+    }
+}
+
+fn no_such_server(instance: &LbEndpoint, backend: &Backend, server: &ServerName) -> HaproxyError {
+    HaproxyError::NoSuchServer {
+        instance: instance.clone(),
+        backend: backend.name.to_string(),
+        server: server.to_string(),
+    }
+}
+
+/// Whether a server row has the host's address (an IP, compared as an IP, or a DNS name).
+fn has_address(row: &ServerRow, address: &str) -> bool {
+    match (row.address.parse::<IpAddr>(), address.parse::<IpAddr>()) {
+        (Ok(a), Ok(b)) if a == b => return true,
+        _ => {}
+    }
+    let fqdn = row.fqdn.as_deref().map(|f| f.trim_end_matches('.'));
+    fqdn.is_some_and(|f| f.eq_ignore_ascii_case(address.trim_end_matches('.')))
+}
+
+/// Finds the server `lookup` names among one instance's rows.
+fn find_server(
+    instance: &LbEndpoint,
+    backend: &Backend,
+    rows: &[ServerRow],
+    lookup: &ServerLookup,
+) -> Result<ServerName, HaproxyError> {
+    match lookup {
+        ServerLookup::Name(name) => rows
+            .iter()
+            .any(|row| row.name == name.as_str())
+            .then(|| name.clone())
+            .ok_or_else(|| no_such_server(instance, backend, name)),
+        ServerLookup::Address(address) => {
+            let hits: Vec<&ServerRow> = rows.iter().filter(|row| has_address(row, address)).collect();
+            match hits.as_slice() {
+                [] => Err(HaproxyError::NoServerAtAddress {
+                    instance: instance.clone(),
+                    backend: backend.name.to_string(),
+                    address: address.clone(),
+                }),
+                [row] => ServerName::new(&row.name)
+                    .map_err(|source| HaproxyError::BadName { instance: instance.clone(), source }),
+                many => Err(HaproxyError::AmbiguousAddress {
+                    instance: instance.clone(),
+                    backend: backend.name.to_string(),
+                    address: address.clone(),
+                    servers: many
+                        .iter()
+                        .map(|r| r.name.escape_debug().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl LoadBalancer for HaproxyLoadBalancer {
+    async fn resolve(&self, backend: &Backend, lookup: &ServerLookup) -> Result<ServerName, PortError> {
+        let mut found: Option<(ServerName, &LbEndpoint)> = None;
+        for instance in instances(backend)? {
+            let rows = self.servers_state(instance, backend).await?;
+            let name = find_server(instance, backend, &rows, lookup)?;
+            match &found {
+                Some((elsewhere, elsewhere_instance)) if *elsewhere != name => {
+                    return Err(HaproxyError::Inconsistent {
+                        instance: instance.clone(),
+                        here: name.to_string(),
+                        elsewhere_instance: (*elsewhere_instance).clone(),
+                        elsewhere: elsewhere.to_string(),
+                    }
+                    .into())
+                }
+                Some(_) => {}
+                None => found = Some((name, instance)),
+            }
+        }
+        found
+            .map(|(name, _)| name)
+            .ok_or_else(|| PortError::not_found(format!("{lookup} in backend {}", backend.name)))
+    }
+
+    async fn set_state(
+        &self,
+        backend: &Backend,
+        server: &ServerName,
+        state: AdminState,
+    ) -> Result<(), PortError> {
+        let command = Command::SetState(backend.name.clone(), server.clone(), state);
+        let undo = |row: &ServerRow| {
+            Some(Command::SetState(backend.name.clone(), server.clone(), row.admin_state()))
+        };
+        Ok(self.change_everywhere(backend, server, command, undo).await?)
+    }
+
+    async fn set_weight(
+        &self,
+        backend: &Backend,
+        server: &ServerName,
+        weight: Weight,
+    ) -> Result<(), PortError> {
+        let command = Command::SetWeightPercent(backend.name.clone(), server.clone(), weight);
+        let undo = |row: &ServerRow| {
+            Some(Command::SetWeightAbsolute(backend.name.clone(), server.clone(), row.weight))
+        };
+        Ok(self.change_everywhere(backend, server, command, undo).await?)
+    }
+
+    async fn shutdown_sessions(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
+        // Ended sessions cannot be put back: nothing to undo.
+        let command = Command::ShutdownSessions(backend.name.clone(), server.clone());
+        Ok(self.change_everywhere(backend, server, command, |_| None).await?)
+    }
+
+    async fn status(&self, backend: &Backend, server: &ServerName) -> Result<Vec<InstanceState>, PortError> {
+        let mut states = Vec::new();
+        for instance in instances(backend)? {
+            let row = self.stat_row(instance, backend, server).await?;
+            let configured_weight = self.configured_weight(instance, backend, server).await?;
+            states.push(InstanceState {
+                instance: instance.clone(),
+                status: row.status.status(),
+                weight: row.weight,
+                configured_weight,
+                sessions: row.sessions,
+            });
+        }
+        Ok(states)
+    }
+
+    /// Polls only the server's `show stat` row (one round trip per instance) until `scur` is 0 on every instance.
+    async fn wait_drained(
+        &self,
+        backend: &Backend,
+        server: &ServerName,
+        timeout: Duration,
+    ) -> Result<(), PortError> {
+        let outcome = self
+            .poll_stat(
+                backend,
+                server,
+                timeout,
+                |row| row.sessions == 0,
+                |instance, row| format!("{} sessions on {instance}", row.sessions),
+            )
+            .await?;
+        outcome.map_err(|left| {
+            PortError::timeout(format!("drain of {}/{server} ({left} left)", backend.name), timeout)
+        })
+    }
+
+    /// Polls the server's `show stat` row until every instance reports plain `UP` (or `no check`). HAProxy puts
+    /// a server that leaves maintenance at `UP n/m` before any check has run, so the plain
+    /// `UP` this waits for is proof of passing checks (unless the server has `fall 1`).
+    async fn wait_up(
+        &self,
+        backend: &Backend,
+        server: &ServerName,
+        timeout: Duration,
+    ) -> Result<(), PortError> {
+        let outcome = self
+            .poll_stat(
+                backend,
+                server,
+                timeout,
+                |row| row.status.proven_up(),
+                |instance, row| format!("{} on {instance}", row.status.raw),
+            )
+            .await?;
+        outcome.map_err(|left| {
+            PortError::timeout(format!("wait for {}/{server} to be UP (still {left})", backend.name), timeout)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vesemir_core::name::BackendName;
+
+    fn row(name: &str, address: &str, fqdn: Option<&str>) -> ServerRow {
+        ServerRow {
+            name: name.into(),
+            address: address.into(),
+            fqdn: fqdn.map(Into::into),
+            admin_bits: 0,
+            weight: 1,
+            configured_weight: 1,
+        }
+    }
+
+    fn backend() -> Backend {
+        Backend { name: BackendName::new("be").unwrap(), instances: vec![instance()] }
+    }
+
+    fn instance() -> LbEndpoint {
+        LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 1 }
+    }
+
+    #[test]
+    fn addresses_match_as_ips_or_dns_names() {
+        assert!(has_address(&row("a", "::1", None), "0:0:0:0:0:0:0:1"));
+        assert!(has_address(&row("a", "10.0.0.1", Some("web-01.example.com")), "WEB-01.example.com"));
+        assert!(!has_address(&row("a", "10.0.0.1", None), "10.0.0.10"));
+    }
+
+    #[test]
+    fn a_server_name_from_a_reply_is_validated_before_use() {
+        for bad in ["web;shutdown", "web\u{b}x", &"w".repeat(65)] {
+            let rows = [row(bad, "10.0.0.1", None)];
+            let lookup = ServerLookup::Address("10.0.0.1".into());
+            let error = find_server(&instance(), &backend(), &rows, &lookup).expect_err(bad);
+            assert!(matches!(error, HaproxyError::BadName { .. }), "{bad:?}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn an_address_shared_by_two_servers_is_ambiguous() {
+        let rows = [row("a", "10.0.0.1", None), row("b", "10.0.0.1", None)];
+        let error = find_server(&instance(), &backend(), &rows, &ServerLookup::Address("10.0.0.1".into()))
+            .expect_err("ambiguous");
+        assert!(matches!(error, HaproxyError::AmbiguousAddress { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn no_instances_is_an_error() {
+        let empty = Backend { name: BackendName::new("be").unwrap(), instances: vec![] };
+        assert!(matches!(instances(&empty), Err(HaproxyError::NoInstances { .. })));
+    }
+}

@@ -1,0 +1,111 @@
+//! `show servers state <backend>` replies, read by header names: each server's name, address,
+//! administrative state and weights (the configured one included, which `show stat` lacks).
+
+use std::collections::HashMap;
+
+use vesemir_core::ports::AdminState;
+
+/// `srv_admin_state` bit: forced maintenance (`set server ... state maint`).
+const ADMIN_FORCED_MAINT: u32 = 0x01;
+/// `srv_admin_state` bit: forced drain (`set server ... state drain`).
+const ADMIN_FORCED_DRAIN: u32 = 0x08;
+
+/// One server's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServerRow {
+    /// `srv_name`, as HAProxy wrote it (validated before it is used in a command).
+    pub(crate) name: String,
+    /// `srv_addr`: the IP address.
+    pub(crate) address: String,
+    /// `srv_fqdn`, when the server was configured by DNS name.
+    pub(crate) fqdn: Option<String>,
+    /// `srv_admin_state`: the admin bit field.
+    pub(crate) admin_bits: u32,
+    /// `srv_uweight`: the weight now, absolute.
+    pub(crate) weight: u32,
+    /// `srv_iweight`: the configured weight.
+    pub(crate) configured_weight: u32,
+}
+
+impl ServerRow {
+    /// The administrative state Vesemir set (or the configuration forced), to put back later.
+    pub(crate) fn admin_state(&self) -> AdminState {
+        if self.admin_bits & ADMIN_FORCED_MAINT != 0 {
+            AdminState::Maint
+        } else if self.admin_bits & ADMIN_FORCED_DRAIN != 0 {
+            AdminState::Drain
+        } else {
+            AdminState::Ready
+        }
+    }
+}
+
+/// Parses the reply. Its first line is a format version, the second the `# ` header.
+pub(crate) fn parse(reply: &str) -> Result<Vec<ServerRow>, String> {
+    let mut lines = reply.lines().map(str::trim).filter(|line| !line.is_empty());
+    let version = lines.next().ok_or("an empty reply")?;
+    if version != "1" {
+        return Err(format!("format version {version:?} (this adapter reads version 1)"));
+    }
+    let header =
+        lines.next().and_then(|line| line.strip_prefix("# ")).ok_or("no `# be_id ...` header line")?;
+    let columns: HashMap<&str, usize> = header.split_whitespace().enumerate().map(|(i, n)| (n, i)).collect();
+    let column = |name: &str| columns.get(name).copied().ok_or_else(|| format!("no `{name}` column"));
+    let (name, addr, admin, uweight, iweight) = (
+        column("srv_name")?,
+        column("srv_addr")?,
+        column("srv_admin_state")?,
+        column("srv_uweight")?,
+        column("srv_iweight")?,
+    );
+    let fqdn = columns.get("srv_fqdn").copied();
+    lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let field = |i: usize| fields.get(i).copied().ok_or_else(|| format!("a short row: {line:?}"));
+            let number = |i: usize| -> Result<u32, String> {
+                let text = field(i)?;
+                text.parse().map_err(|_| format!("{text:?} is not a number in row {line:?}"))
+            };
+            Ok(ServerRow {
+                name: field(name)?.to_owned(),
+                address: field(addr)?.to_owned(),
+                fqdn: fqdn.and_then(|i| fields.get(i)).filter(|f| **f != "-").map(|f| (*f).to_owned()),
+                admin_bits: number(admin)?,
+                weight: number(uweight)?,
+                configured_weight: number(iweight)?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPLY: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n\
+3 be 1 web1 127.0.0.1 0 1 10 10 0 6 3 0 14 0 0 0 - 19101 - 0 0 - - 0\n\
+3 be 2 web2 127.0.0.2 2 8 5 20 2 8 2 0 6 0 0 0 web2.example.com 19102 - 0 0 - - 0\n\
+3 be 3 web3 127.0.0.1 0 2 1 1 0 1 0 0 0 0 0 0 - 19101 - 0 0 - - 0\n\n";
+
+    #[test]
+    fn rows_carry_names_addresses_states_and_weights() {
+        let rows = parse(REPLY).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].name, "web1");
+        assert_eq!(rows[0].admin_state(), AdminState::Maint);
+        assert_eq!(rows[1].admin_state(), AdminState::Drain);
+        assert_eq!((rows[1].weight, rows[1].configured_weight), (5, 20));
+        assert_eq!(rows[1].fqdn.as_deref(), Some("web2.example.com"));
+        assert_eq!(rows[0].fqdn, None);
+        // Maintenance inherited from a tracked server is not ours to put back.
+        assert_eq!(rows[2].admin_state(), AdminState::Ready);
+    }
+
+    #[test]
+    fn errors_and_other_versions_are_refused() {
+        assert!(parse("Can't find backend.\n").is_err());
+        assert!(parse("2\n# be_id be_name srv_name\n").is_err());
+        assert!(parse("1\n# be_id be_name srv_id srv_name srv_addr\n3 be 1 web1 127.0.0.1\n").is_err());
+    }
+}
