@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use vesemir_core::PortError;
 
-use crate::config::{ChefConfig, ConfigError, RetryConfig};
+use crate::config::{ChefConfig, ConfigError, RetryConfig, ServerFlavor};
 use crate::error::ChefError;
 use crate::key::ClientKey;
 use crate::sign::{sign, timestamp_now, RequestToSign, SignVersion};
@@ -29,6 +29,13 @@ enum Transient {
     Server { status: u16, message: String },
     Timeout,
     Connect(reqwest::Error),
+}
+
+/// A successful answer: its JSON body and whether goiardi sent it.
+pub(crate) struct Answer {
+    pub(crate) body: Value,
+    /// goiardi marks every answer with `X-Goiardi: yes`; Chef Infra Server does not.
+    pub(crate) goiardi: bool,
 }
 
 enum AttemptError {
@@ -117,6 +124,13 @@ impl ChefClient {
         Ok(self.call(Method::DELETE, endpoint, &[], None).await?)
     }
 
+    /// Which server implementation answers: one signed `GET /search` (the list of indexes),
+    /// judged by goiardi's `X-Goiardi` header.
+    pub async fn detect_flavor(&self) -> Result<ServerFlavor, PortError> {
+        let answer = self.call_answer(Method::GET, "/search", &[], None).await?;
+        Ok(if answer.goiardi { ServerFlavor::Goiardi } else { ServerFlavor::ChefInfra })
+    }
+
     pub(crate) fn url(&self, endpoint: &str, query: &[(&str, &str)]) -> Url {
         let mut url = self.base.clone();
         let path = format!("{}/{}", self.base.path().trim_end_matches('/'), endpoint.trim_start_matches('/'));
@@ -135,6 +149,17 @@ impl ChefClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, ChefError> {
+        Ok(self.call_answer(method, endpoint, query, body).await?.body)
+    }
+
+    /// One API call with retries; the whole answer.
+    pub(crate) async fn call_answer(
+        &self,
+        method: Method,
+        endpoint: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Answer, ChefError> {
         let url = self.url(endpoint, query);
         let shown = self.url(endpoint, &[]).to_string();
         let body = match body {
@@ -176,7 +201,7 @@ impl ChefClient {
         url: &Url,
         shown: &str,
         body: &[u8],
-    ) -> Result<Value, AttemptError> {
+    ) -> Result<Answer, AttemptError> {
         let timestamp = timestamp_now();
         let to_sign = RequestToSign {
             method: method.as_str(),
@@ -199,14 +224,17 @@ impl ChefClient {
         }
         let response = request.send().await.map_err(|e| classify_send_error(e, shown))?;
         let status = response.status();
+        let goiardi =
+            response.headers().get("x-goiardi").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"yes"));
         let bytes = response.bytes().await.map_err(|e| classify_send_error(e, shown))?;
         if status.is_success() {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Err(AttemptError::Fatal(ChefError::EmptyBody { url: shown.to_owned() }));
             }
-            return serde_json::from_slice(&bytes).map_err(|e| {
+            let body = serde_json::from_slice(&bytes).map_err(|e| {
                 AttemptError::Fatal(ChefError::Decode { url: shown.to_owned(), reason: e.to_string() })
-            });
+            })?;
+            return Ok(Answer { body, goiardi });
         }
         let message = server_message(&bytes);
         let url = shown.to_owned();

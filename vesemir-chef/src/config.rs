@@ -13,10 +13,13 @@ use crate::sign::SignVersion;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServerFlavor {
+    /// Find out on the first search (one signed `GET /search`; goiardi answers with an
+    /// `X-Goiardi: yes` header) and remember it.
+    #[default]
+    Auto,
     /// Chef Infra Server (12 and later): organizations under `/organizations/<org>`, Solr or
     /// Elasticsearch behind search, rows in a stable order, `total` is the number of matches.
     /// The adapter pages with `rows`/`start` until `total`.
-    #[default]
     ChefInfra,
     /// goiardi (tested with 0.11.10): one organization served at the root URL; partial search
     /// returns rows in no stable order and reports as `total` the number of rows in the page,
@@ -78,7 +81,7 @@ pub struct ChefConfig {
 }
 
 impl ChefConfig {
-    /// A configuration with the defaults: Mixlib 1.3, Chef Infra Server, TLS verified, 10 s to
+    /// A configuration with the defaults: Mixlib 1.3, server flavor detected, TLS verified, 10 s to
     /// connect, 60 s per request, 3 retries, address from `ipaddress`, pages of 1000 rows, an
     /// empty result is an error.
     pub fn new(server_url: impl Into<String>, client_name: impl Into<String>, client_key: ClientKey) -> Self {

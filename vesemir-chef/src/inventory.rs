@@ -2,9 +2,11 @@
 //! HAProxy boxes as runtime API endpoints.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use tokio::sync::OnceCell;
 use vesemir_core::host::validate_address;
 use vesemir_core::name::HostName;
 use vesemir_core::ports::{Inventory, LbEndpoint, Selector};
@@ -21,6 +23,7 @@ use crate::search::{self, NodeRow, ADDRESS_KEY, EXTRA_PREFIX};
 pub struct ChefInventory {
     client: ChefClient,
     flavor: ServerFlavor,
+    detected: Arc<OnceCell<ServerFlavor>>,
     page_size: usize,
     address_attribute: String,
     extra_attributes: Vec<String>,
@@ -50,6 +53,7 @@ impl ChefInventory {
         Ok(Self {
             client,
             flavor: config.flavor,
+            detected: Arc::new(OnceCell::new()),
             page_size: config.page_size,
             address_attribute: config.address_attribute,
             extra_attributes: config.extra_attributes,
@@ -106,10 +110,17 @@ impl ChefInventory {
         Ok(Host { name, address, attributes })
     }
 
-    async fn search(&self, selector: &Selector) -> Result<Vec<Host>, ChefError> {
-        let query = query::build(selector, self.flavor);
-        let rows =
-            search::search_nodes(&self.client, self.flavor, self.page_size, &query, &self.keys).await?;
+    /// The server flavor: as configured, or detected once and remembered.
+    pub async fn flavor(&self) -> Result<ServerFlavor, PortError> {
+        if self.flavor != ServerFlavor::Auto {
+            return Ok(self.flavor);
+        }
+        self.detected.get_or_try_init(|| self.client.detect_flavor()).await.copied()
+    }
+
+    async fn search(&self, selector: &Selector, flavor: ServerFlavor) -> Result<Vec<Host>, ChefError> {
+        let query = query::build(selector, flavor);
+        let rows = search::search_nodes(&self.client, flavor, self.page_size, &query, &self.keys).await?;
         let (matching, other): (Vec<NodeRow>, Vec<NodeRow>) =
             rows.into_iter().partition(|row| search::row_matches(row, selector));
         if !other.is_empty() {
@@ -137,7 +148,8 @@ impl Inventory for ChefInventory {
                 "the selector names no tags, roles, recipes or query: refusing to select every node",
             ));
         }
-        Ok(self.search(selector).await?)
+        let flavor = self.flavor().await?;
+        Ok(self.search(selector, flavor).await?)
     }
 }
 

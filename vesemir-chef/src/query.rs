@@ -37,7 +37,8 @@ fn goiardi_can_express(term: &str) -> bool {
         && term.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | ':' | '-'))
 }
 
-/// The query a selector turns into for `flavor`: the terms joined with `AND`. A raw query is
+/// The query a selector turns into for `flavor` (`Auto` is treated like goiardi: the narrower
+/// query; callers resolve `Auto` first): the terms joined with `AND`. A raw query is
 /// returned as it is. When no term can be expressed (goiardi), every node is searched
 /// (`*:*`) and the selector is applied to the rows.
 pub fn build(selector: &Selector, flavor: ServerFlavor) -> String {
@@ -48,7 +49,7 @@ pub fn build(selector: &Selector, flavor: ServerFlavor) -> String {
     let mut add = |field: &str, terms: &[ChefTerm]| {
         for term in terms {
             let term = term.as_str();
-            if flavor == ServerFlavor::Goiardi && !goiardi_can_express(term) {
+            if flavor != ServerFlavor::ChefInfra && !goiardi_can_express(term) {
                 continue;
             }
             clauses.push(format!("{field}:{}", escape(term)));

@@ -46,13 +46,13 @@ pub(crate) async fn search_nodes(
     keys: &Value,
 ) -> Result<Vec<NodeRow>, ChefError> {
     match flavor {
-        ServerFlavor::Goiardi => {
+        ServerFlavor::Goiardi | ServerFlavor::Auto => {
             // goiardi 0.11.10: `total` is the number of rows in the answer and the order of
             // rows changes between requests, so `start` paging can skip or repeat nodes.
             // Without `rows` it answers every match in one response (measured: 10,000 nodes
             // in one answer), which is then deduplicated by name.
             let page = fetch_page(client, query, None, keys).await?;
-            Ok(dedup(page.rows)?.into_values().collect())
+            Ok(dedup(page.rows).into_values().collect())
         }
         ServerFlavor::ChefInfra => {
             // Chef Infra Server sorts rows stably (by document id) and reports the number of
@@ -64,6 +64,14 @@ pub(crate) async fn search_nodes(
                 let mut start = 0usize;
                 let total = loop {
                     let page = fetch_page(client, query, Some((page_size, start)), keys).await?;
+                    if page.goiardi {
+                        // Paging goiardi would silently miss nodes: refuse rather than answer a subset.
+                        return Err(ChefError::Inconsistent(
+                            "the server is goiardi but the adapter is configured for Chef Infra Server; \
+                             set the server flavor to `goiardi` or `auto`"
+                                .into(),
+                        ));
+                    }
                     let fetched = page.rows.len();
                     rows.extend(page.rows);
                     start += fetched;
@@ -71,7 +79,7 @@ pub(crate) async fn search_nodes(
                         break page.total;
                     }
                 };
-                let unique = dedup(rows)?;
+                let unique = dedup(rows);
                 if unique.len() == total {
                     return Ok(unique.into_values().collect());
                 }
@@ -89,6 +97,7 @@ pub(crate) async fn search_nodes(
 struct Page {
     rows: Vec<NodeRow>,
     total: usize,
+    goiardi: bool,
 }
 
 async fn fetch_page(
@@ -107,7 +116,9 @@ async fn fetch_page(
         params.push(("start", &start_text));
     }
     let url = client.url("/search/node", &[]).to_string();
-    let answer = client.call(Method::POST, "/search/node", &params, Some(keys)).await?;
+    let answer = client.call_answer(Method::POST, "/search/node", &params, Some(keys)).await?;
+    let goiardi = answer.goiardi;
+    let answer = answer.body;
     let decode = |reason: &str| ChefError::Decode { url: url.clone(), reason: reason.to_owned() };
     let total = answer
         .get("total")
@@ -131,16 +142,16 @@ async fn fetch_page(
         };
         rows.push(NodeRow { name, data });
     }
-    Ok(Page { rows, total: usize::try_from(total).unwrap_or(usize::MAX) })
+    Ok(Page { rows, total: usize::try_from(total).unwrap_or(usize::MAX), goiardi })
 }
 
-/// Rows by name; a name seen twice must carry the same data (otherwise the search is unusable).
-fn dedup(rows: Vec<NodeRow>) -> Result<BTreeMap<String, NodeRow>, ChefError> {
+/// Rows by name, each name once (the first row seen wins).
+fn dedup(rows: Vec<NodeRow>) -> BTreeMap<String, NodeRow> {
     let mut unique: BTreeMap<String, NodeRow> = BTreeMap::new();
     for row in rows {
         unique.entry(row.name.clone()).or_insert(row);
     }
-    Ok(unique)
+    unique
 }
 
 /// Whether a row satisfies every term of the selector exactly (a raw query is the server's
