@@ -23,8 +23,9 @@ pub enum ServerFlavor {
     ChefInfra,
     /// goiardi (tested with 0.11.10): one organization served at the root URL; partial search
     /// returns rows in no stable order and reports as `total` the number of rows in the page,
-    /// so paging with `start` can miss nodes. The adapter asks for every row in one request
-    /// (goiardi returns all matches when `rows` is absent) and deduplicates by node name.
+    /// so paging with `start` can miss nodes (and without `rows` it answers at most 1000). The
+    /// adapter asks for every row in one request with a window of `rows` larger than the
+    /// answer (growing it while answers come back full) and deduplicates by node name.
     Goiardi,
 }
 

@@ -16,6 +16,9 @@ pub(crate) const ADDRESS_KEY: &str = "vesemir_address";
 /// Prefix of the keys under which extra attributes come back.
 pub(crate) const EXTRA_PREFIX: &str = "vesemir_extra:";
 
+/// The largest single answer asked of goiardi.
+const MAX_WINDOW: usize = 1_000_000;
+
 /// One node as partial search returned it: its name and the requested attributes.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeRow {
@@ -47,12 +50,29 @@ pub(crate) async fn search_nodes(
 ) -> Result<Vec<NodeRow>, ChefError> {
     match flavor {
         ServerFlavor::Goiardi | ServerFlavor::Auto => {
-            // goiardi 0.11.10: `total` is the number of rows in the answer and the order of
-            // rows changes between requests, so `start` paging can skip or repeat nodes.
-            // Without `rows` it answers every match in one response (measured: 10,000 nodes
-            // in one answer), which is then deduplicated by name.
-            let page = fetch_page(client, query, None, keys).await?;
-            Ok(dedup(page.rows).into_values().collect())
+            // goiardi 0.11.10 (measured): rows come in a different order on every request and
+            // `total` is the number of rows in the answer, so paging with `start` skips and
+            // repeats nodes, and an absent `rows` means 1000. But one request answers every
+            // match up to `rows`: ask for one window from the start, and if it comes back
+            // full, ask again for a window four times larger, until an answer is not full.
+            let mut window = page_size.max(1000);
+            loop {
+                let page = fetch_page(client, query, Some((window, 0)), keys).await?;
+                let fetched = page.rows.len();
+                if fetched < window {
+                    let unique = dedup(page.rows);
+                    if unique.len() != fetched {
+                        tracing::debug!(fetched, unique = unique.len(), "goiardi answered a node twice");
+                    }
+                    return Ok(unique.into_values().collect());
+                }
+                if window >= MAX_WINDOW {
+                    return Err(ChefError::Inconsistent(format!(
+                        "more than {MAX_WINDOW} nodes match {query:?}: narrow the selector"
+                    )));
+                }
+                window = (window * 4).min(MAX_WINDOW);
+            }
         }
         ServerFlavor::ChefInfra => {
             // Chef Infra Server sorts rows stably (by document id) and reports the number of

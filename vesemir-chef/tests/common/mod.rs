@@ -1,8 +1,9 @@
 //! Shared helpers of the goiardi tests: a server, signed clients, nodes made through the API.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -117,8 +118,12 @@ pub async fn create_environments(admin: &ChefClient, names: &[&str]) {
     }
 }
 
-/// Creates `nodes` through signed API calls, `concurrency` at a time.
+/// Creates `nodes` through signed API calls, `concurrency` at a time, and waits until the
+/// search index holds them all: goiardi indexes a saved node in a goroutine after answering
+/// (`indexer.IndexObj` is `go objIndex.SaveItem(...)`), and Chef Infra Server's Solr commits
+/// with a delay too, so a search right after a save may not see it yet.
 pub async fn create_nodes(admin: &ChefClient, nodes: Vec<Node>, concurrency: usize) {
+    let names: BTreeSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for node in nodes {
@@ -134,6 +139,29 @@ pub async fn create_nodes(admin: &ChefClient, nodes: Vec<Node>, concurrency: usi
     }
     while let Some(result) = tasks.join_next().await {
         result.expect("task ran").expect("node created");
+    }
+    wait_indexed(admin, &names).await;
+}
+
+/// Waits (at most 60 s) until a search of every node finds all of `names`.
+pub async fn wait_indexed(admin: &ChefClient, names: &BTreeSet<String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let keys = json!({ "name": ["name"] });
+    loop {
+        let answer = admin
+            .post("/search/node", &[("q", "*:*"), ("rows", "1000000"), ("start", "0")], &keys)
+            .await
+            .expect("search");
+        let found: BTreeSet<&str> = answer["rows"]
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|r| r["data"]["name"].as_str()).collect())
+            .unwrap_or_default();
+        let missing = names.iter().filter(|n| !found.contains(n.as_str())).count();
+        if missing == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{missing} nodes still not indexed after 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
