@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::key::ClientKey;
+use crate::key::{ClientKey, KeyError};
 use crate::sign::SignVersion;
 
 /// Which Chef server implementation answers. They differ in ways that matter for a complete,
@@ -130,4 +130,126 @@ pub enum ConfigError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    /// The client key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// [`ChefConfig`] as an operator writes it (TOML, JSON): the key is a file path, durations are
+/// human-readable (`10s`). Only `server_url`, `client_name` and `client_key_path` are required.
+///
+/// ```toml
+/// server_url = "https://chef.example.com/organizations/acme"
+/// client_name = "vesemir"
+/// client_key_path = "/etc/vesemir/chef.pem"
+/// request_timeout = "30s"
+/// address_attribute = "cloud.local_ipv4"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChefSettings {
+    /// See [`ChefConfig::server_url`].
+    pub server_url: String,
+    /// See [`ChefConfig::client_name`].
+    pub client_name: String,
+    /// The PEM file of the client's private key.
+    pub client_key_path: PathBuf,
+    /// See [`ChefConfig::sign_version`].
+    #[serde(default)]
+    pub sign_version: SignVersion,
+    /// See [`ChefConfig::flavor`].
+    #[serde(default)]
+    pub flavor: ServerFlavor,
+    /// See [`ChefConfig::tls_verify`].
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    /// See [`ChefConfig::ca_bundle`].
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// See [`ChefConfig::connect_timeout`].
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// See [`ChefConfig::request_timeout`].
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// See [`RetryConfig::retries`].
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// See [`ChefConfig::address_attribute`].
+    #[serde(default = "default_address_attribute")]
+    pub address_attribute: String,
+    /// See [`ChefConfig::extra_attributes`].
+    #[serde(default)]
+    pub extra_attributes: Vec<String>,
+    /// See [`ChefConfig::page_size`].
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// See [`ChefConfig::allow_empty`].
+    #[serde(default)]
+    pub allow_empty: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_retries() -> u32 {
+    RetryConfig::default().retries
+}
+fn default_address_attribute() -> String {
+    "ipaddress".to_owned()
+}
+fn default_page_size() -> usize {
+    1000
+}
+
+impl ChefSettings {
+    /// Reads the key file and makes the [`ChefConfig`].
+    pub fn into_config(self) -> Result<ChefConfig, ConfigError> {
+        let key = ClientKey::from_file(&self.client_key_path)?;
+        let mut config = ChefConfig::new(self.server_url, self.client_name, key);
+        config.sign_version = self.sign_version;
+        config.flavor = self.flavor;
+        config.tls_verify = self.tls_verify;
+        config.ca_bundle = self.ca_bundle;
+        config.connect_timeout = self.connect_timeout;
+        config.request_timeout = self.request_timeout;
+        config.retry.retries = self.retries;
+        config.address_attribute = self.address_attribute;
+        config.extra_attributes = self.extra_attributes;
+        config.page_size = self.page_size;
+        config.allow_empty = self.allow_empty;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_have_safe_defaults_and_load_the_key() {
+        let key_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-client.pem");
+        let text = format!(
+            "server_url = \"https://chef.example.com/organizations/acme\"\nclient_name = \"vesemir\"\n\
+             client_key_path = \"{key_path}\"\nrequest_timeout = \"30s\"\nsign_version = \"1.0\"\n"
+        );
+        let settings: ChefSettings = toml::from_str(&text).expect("valid settings");
+        assert!(settings.tls_verify);
+        assert_eq!(settings.flavor, ServerFlavor::Auto);
+        let config = settings.into_config().expect("config");
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.sign_version, SignVersion::V1_0);
+        assert_eq!(config.address_attribute, "ipaddress");
+        assert!(!format!("{config:?}").contains("PRIVATE KEY"));
+        let bad: Result<ChefSettings, _> = toml::from_str(
+            "server_url = \"x\"\nclient_name = \"v\"\nclient_key_path = \"k\"\nverify = false\n",
+        );
+        assert!(bad.expect_err("unknown field").to_string().contains("verify"));
+    }
 }

@@ -179,3 +179,80 @@ impl Inventory for StaticInventory {
         Ok(hosts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vesemir_core::name::ChefTerm;
+
+    const FILE: &str = r#"
+[[hosts]]
+name = "web-01"
+address = "10.0.0.1"
+tags = ["shop", "blue green"]
+roles = ["web"]
+environment = "production"
+attributes = { rack = "a1" }
+
+[[hosts]]
+name = "web-02"
+address = "web-02.example.com"
+tags = ["shop"]
+"#;
+
+    fn tags(values: &[&str]) -> Selector {
+        Selector {
+            tags: values.iter().map(|v| ChefTerm::new(v).expect("term")).collect(),
+            ..Selector::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn toml_file_hosts_are_matched_by_selector() {
+        let inventory = StaticInventory::from_toml_str(FILE).expect("valid file");
+        let hosts = inventory.discover(&tags(&["shop"])).await.expect("match");
+        assert_eq!(hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["web-01", "web-02"]);
+        let hosts = inventory.discover(&tags(&["blue green"])).await.expect("match");
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].address, "10.0.0.1");
+        assert_eq!(hosts[0].attributes.get("rack").map(String::as_str), Some("a1"));
+        assert_eq!(hosts[0].attributes.get("chef_environment").map(String::as_str), Some("production"));
+    }
+
+    #[tokio::test]
+    async fn raw_queries_are_refused_with_a_clear_message() {
+        let inventory = StaticInventory::from_toml_str(FILE).expect("valid file");
+        let raw = Selector { raw_query: Some("tags:shop".into()), ..Selector::default() };
+        match inventory.discover(&raw).await {
+            Err(PortError::Rejected { reason, .. }) => {
+                assert!(reason.contains("raw queries need a Chef server"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_match_is_an_error_unless_allowed() {
+        let inventory = StaticInventory::from_toml_str(FILE).expect("valid file");
+        let error = inventory.discover(&tags(&["nope"])).await.expect_err("no match");
+        assert!(matches!(error, PortError::NotFound { .. }), "{error}");
+        let lenient = inventory.allow_empty(true);
+        assert!(lenient.discover(&tags(&["nope"])).await.expect("allowed").is_empty());
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let unknown = StaticInventory::from_toml_str(
+            "[[hosts]]\nname = \"a\"\naddress = \"10.0.0.1\"\ncolour = \"red\"\n",
+        );
+        assert!(unknown.expect_err("unknown field").to_string().contains("colour"));
+        let bad_name = StaticInventory::from_toml_str("[[hosts]]\nname = \"a b\"\naddress = \"10.0.0.1\"\n");
+        assert!(bad_name.expect_err("bad name").to_string().contains("host name"));
+        let bad_address = StaticInventory::from_toml_str("[[hosts]]\nname = \"a\"\naddress = \"$(id)\"\n");
+        assert!(bad_address.expect_err("bad address").to_string().contains("static host a"));
+        let twice = StaticInventory::from_toml_str(
+            "[[hosts]]\nname = \"a\"\naddress = \"10.0.0.1\"\n[[hosts]]\nname = \"a\"\naddress = \"10.0.0.2\"\n",
+        );
+        assert!(twice.expect_err("duplicate").to_string().contains("listed twice"));
+    }
+}

@@ -149,6 +149,37 @@ async fn wrong_key_is_unauthorized_with_a_hint_and_no_key_material() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_request_is_rejected_with_a_hint() {
+    let server = Goiardi::start();
+    let admin = admin(&server, SignVersion::V1_3);
+    let key = create_client(&admin, "reader").await;
+    let mut config = common::config(&server.url, "reader", key);
+    config.flavor = ServerFlavor::Goiardi;
+    let reader = vesemir_chef::ChefClient::new(&config).expect("client");
+    let error = reader
+        .post("/clients", &[], &serde_json::json!({ "name": "sneaky", "admin": true }))
+        .await
+        .expect_err("a non-admin client may not create clients");
+    match &error {
+        PortError::Rejected { reason, .. } => {
+            assert!(reason.contains("403") && reason.contains("grant"), "{reason}")
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_index_is_not_found() {
+    let server = Goiardi::start();
+    let admin = admin(&server, SignVersion::V1_3);
+    let error = admin.get("/search/nodez", &[("q", "*:*")]).await.expect_err("no such index");
+    match &error {
+        PortError::NotFound { what } => assert!(what.contains("404") && what.contains("index"), "{what}"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_organization_is_not_found() {
     let server = Goiardi::start();
     let key = ClientKey::from_file(&server.admin_key_path).expect("admin key");
