@@ -1,1 +1,25 @@
-//! The Chef inventory adapter (not built yet: see issue 5).
+//! Vesemir's [`Inventory`](vesemir_core::ports::Inventory) over the Chef Infra Server search API.
+//!
+//! [`ChefInventory`] turns a [`Selector`](vesemir_core::ports::Selector) into a Chef node search
+//! (Lucene-escaped), fetches only the needed attributes with partial search, pages until every
+//! node is seen, and answers hosts; [`ChefInventory::lb_endpoints`] finds HAProxy boxes the same
+//! way. Requests are signed with the Mixlib authentication protocol ([`sign`]). For users
+//! without Chef, [`StaticInventory`] matches a list of hosts (from TOML) the same way.
+#![warn(missing_docs)]
+
+mod client;
+mod config;
+mod error;
+mod inventory;
+mod key;
+pub mod query;
+mod search;
+pub mod sign;
+mod static_inventory;
+
+pub use client::ChefClient;
+pub use config::{ChefConfig, ChefSettings, ConfigError, RetryConfig, ServerFlavor};
+pub use inventory::ChefInventory;
+pub use key::{ClientKey, KeyError};
+pub use sign::SignVersion;
+pub use static_inventory::{StaticHost, StaticInventory, StaticInventoryError};

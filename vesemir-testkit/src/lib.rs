@@ -3,12 +3,14 @@
 //! - [`process`]: start a real server (haproxy, sshd, goiardi...) on loopback in its own temp
 //!   dir, on a free port, stopped when the guard drops, also on panic.
 //! - [`haproxy`]: a real haproxy with a generated config and admin runtime API sockets.
+//! - [`goiardi`]: a real Chef server (goiardi) with authentication on.
 //! - [`conformance`]: one suite per port, run against the core's fake and against the real
 //!   adapter, so the fake cannot drift from reality.
 //! - [`sshd`]: a real OpenSSH sshd with generated host and client keys, and an ssh-agent.
 #![warn(missing_docs)]
 
 pub mod conformance;
+pub mod goiardi;
 pub mod haproxy;
 pub mod process;
 pub mod sshd;

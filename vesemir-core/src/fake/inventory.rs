@@ -111,6 +111,13 @@ impl Inventory for FakeInventory {
         if selector.raw_query.is_some() {
             return Err(PortError::rejected("fake inventory", "raw queries are not supported by the fake"));
         }
+        // Like the real adapters: a selector that names nothing would select every host.
+        if selector.is_empty() {
+            return Err(PortError::rejected(
+                "fake inventory",
+                "the selector names no tags, roles, recipes or query: refusing to select every host",
+            ));
+        }
         let hosts: Vec<Host> =
             state.entries.values().filter(|e| e.matches(selector)).map(|e| e.host.clone()).collect();
         if hosts.is_empty() {

@@ -3,4 +3,5 @@
 //! run the same suites.
 
 pub mod executor;
+pub mod inventory;
 pub mod load_balancer;
