@@ -1,0 +1,80 @@
+//! Composes the adapters a deployment runs over from the configuration: the only place where
+//! Chef, HAProxy and SSH are chosen.
+
+use std::sync::Arc;
+
+use vesemir_chef::{ChefInventory, StaticInventory};
+use vesemir_core::ports::Inventory;
+use vesemir_core::request::{DeploymentRequest, LbInstances, Targets};
+use vesemir_core::{DriverConfig, Ports};
+use vesemir_haproxy::HaproxyLoadBalancer;
+use vesemir_ssh::{HostKeyMode, Passphrase, SshAuth, SshConfig, SshExecutor};
+
+use crate::config::Config;
+use crate::exit::Failure;
+
+/// The passphrase of an encrypted SSH key comes from this variable, never from a file.
+pub const PASSPHRASE_VARIABLE: &str = "VESEMIR_SSH_PASSPHRASE";
+
+/// The ports for `request`.
+pub fn ports(config: &Config, request: &DeploymentRequest) -> Result<Ports, Failure> {
+    let searches = matches!(request.targets, Targets::Search(_))
+        || matches!(request.load_balancer.instances, LbInstances::Discover { .. });
+    let inventory: Arc<dyn Inventory> = match (&config.chef, &config.inventory_file) {
+        (Some(chef), _) => {
+            let chef = chef.clone().into_config().map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?;
+            Arc::new(ChefInventory::new(chef).map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?)
+        }
+        (None, Some(file)) => Arc::new(
+            StaticInventory::from_file(file).map_err(|e| Failure::input(format!("{}: inventory.file: {e}", config.path.display())))?,
+        ),
+        (None, None) if searches => {
+            return Err(Failure::input(format!(
+                "the request searches for hosts (targets or load_balancer.discover), but {} has neither [chef] nor [inventory]: add one, or list targets.hosts and load_balancer.instances",
+                config.path.display()
+            )))
+        }
+        (None, None) => Arc::new(StaticInventory::new(Vec::new()).map_err(|e| Failure::input(e.to_string()))?),
+    };
+    Ok(Ports {
+        inventory,
+        load_balancer: Arc::new(HaproxyLoadBalancer::new(config.haproxy.clone())),
+        executor: Arc::new(SshExecutor::new(ssh_config(config)?)),
+    })
+}
+
+/// The SSH executor's configuration.
+pub fn ssh_config(config: &Config) -> Result<SshConfig, Failure> {
+    let section = &config.ssh;
+    let auth = match &section.key {
+        Some(path) => SshAuth::KeyFile {
+            path: path.clone(),
+            passphrase: std::env::var(PASSPHRASE_VARIABLE).ok().map(Passphrase::new),
+        },
+        None => SshAuth::Agent { socket: None },
+    };
+    let mut ssh = SshConfig::new(section.user.clone(), auth);
+    ssh.port = section.port;
+    if let Some(known_hosts) = &section.known_hosts {
+        ssh.known_hosts = known_hosts.clone();
+    }
+    if let Some(mode) = &section.host_key_mode {
+        ssh.host_key_mode = mode.parse::<HostKeyMode>().map_err(|e| Failure::input(format!("ssh.host_key_mode: {e}")))?;
+    }
+    if let Some(timeout) = section.connect_timeout {
+        ssh.connect_timeout = timeout;
+    }
+    if let Some(retries) = section.connect_retries {
+        ssh.connect_retries = retries;
+    }
+    Ok(ssh)
+}
+
+/// The driver's bounds.
+pub fn driver_config(config: &Config) -> DriverConfig {
+    let mut driver = DriverConfig::default();
+    if let Some(timeout) = config.driver.call_timeout {
+        driver.call_timeout = timeout;
+    }
+    driver
+}

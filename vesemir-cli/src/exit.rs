@@ -1,0 +1,59 @@
+//! Exit codes, and the error that carries one.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// How `vesemir` ends. Documented in `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: every host succeeded (or the check passed).
+    Success = 0,
+    /// 1: the deployment failed, stopped, or was cancelled.
+    DeploymentFailed = 1,
+    /// 2: bad input or configuration; nothing was changed.
+    BadInput = 2,
+    /// 3: infrastructure unreachable before anything changed.
+    Unreachable = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// An error that ends the command with an exit code and a message for a person.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub exit: Exit,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl Failure {
+    /// Bad input or configuration.
+    pub fn input(message: impl fmt::Display) -> Self {
+        Self { exit: Exit::BadInput, message: message.to_string() }
+    }
+
+    /// Infrastructure unreachable.
+    pub fn unreachable(message: impl fmt::Display) -> Self {
+        Self { exit: Exit::Unreachable, message: message.to_string() }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What the help says about exit codes.
+pub const EXIT_CODES_HELP: &str = "Exit codes:
+  0  every host succeeded (plan: every host reachable; config check: no problem)
+  1  the deployment failed, stopped after too many failures, or was cancelled
+  2  bad input or configuration: nothing was changed
+  3  infrastructure unreachable before anything changed (Chef, HAProxy, SSH)";
