@@ -167,7 +167,8 @@ impl HaproxyLoadBalancer {
     }
 
     /// Sends `command` to every instance after checking the server exists on all; when one
-    /// fails, sends `undo(row before)` to the instances already changed.
+    /// fails, sends `undo(row before)` to the instances that changed (or may have: their reply
+    /// was lost).
     async fn change_everywhere(
         &self,
         backend: &Backend,
@@ -184,6 +185,10 @@ impl HaproxyLoadBalancer {
             match outcome {
                 Ok(()) => changed.push((instance, row)),
                 Err(e) => {
+                    // A command whose reply was lost may have been obeyed: put it back too.
+                    if e.may_have_applied() {
+                        changed.push((instance, row));
+                    }
                     cause.get_or_insert(e);
                 }
             }

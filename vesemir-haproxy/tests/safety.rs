@@ -279,6 +279,35 @@ async fn instances_are_asked_at_once_not_one_after_the_other() {
 }
 
 #[tokio::test]
+async fn a_change_whose_reply_is_lost_is_put_back_too() {
+    /// Reads fine, never answers a change (it may well have obeyed it).
+    fn silent_on_changes(line: &str) -> Option<String> {
+        if line.starts_with("set server") {
+            None
+        } else {
+            healthy_instance(line)
+        }
+    }
+    let (good, silent) = (Scripted::start(healthy_instance).await, Scripted::start(silent_on_changes).await);
+    let backend = Backend {
+        name: BackendName::new("be_web").unwrap(),
+        instances: vec![good.endpoint.clone(), silent.endpoint.clone()],
+    };
+    let outcome = lb().set_state(&backend, &ServerName::new("web0").unwrap(), AdminState::Drain).await;
+    let error = outcome.expect_err("the silent instance");
+    assert!(
+        error.chain().contains("fix them by hand"),
+        "the put-back on the silent instance fails too: {}",
+        error.chain()
+    );
+    let changes =
+        |s: &Scripted| -> Vec<String> { s.lines().into_iter().filter(|l| l.starts_with("set ")).collect() };
+    let expected = ["set server be_web/web0 state drain\n", "set server be_web/web0 state ready\n"];
+    assert_eq!(changes(&good), expected, "the instance that obeyed is put back");
+    assert_eq!(changes(&silent), expected, "so is the one whose reply was lost");
+}
+
+#[tokio::test]
 async fn an_instance_that_never_answers_times_out_within_the_read_timeout() {
     let haproxy = Scripted::start(|_| None).await;
     let started = tokio::time::Instant::now();
