@@ -329,6 +329,15 @@ async fn a_tcp_instance_can_be_named_by_dns_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_known_by_dns_name_resolves_to_the_server_configured_with_that_name() {
+    let lab = Lab::start(1).await;
+    let backend = backend(STATIC_BACKEND, lab.instances.iter().map(|i| i.tcp_endpoint()).collect());
+    let named =
+        lb().resolve(&backend, &ServerLookup::Address("localhost".into())).await.expect("resolve by name");
+    assert_eq!(named, server_name("named0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tracking_server_reports_the_maintenance_it_inherits() {
     let lab = Lab::start(2).await;
     let lb = lb();

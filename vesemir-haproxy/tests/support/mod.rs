@@ -166,6 +166,8 @@ pub fn backends_config(servers: &[HttpServer]) -> String {
             "    server trk0 {} weight 10 track {BACKEND}/{}\n",
             first.address, first.name
         ));
+        // Configured by DNS name: `show servers state` reports it as srv_fqdn.
+        text.push_str(&format!("    server named0 localhost:{} weight 10\n", first.address.port()));
     }
     text
 }
