@@ -17,6 +17,7 @@ use vesemir_core::PortError;
 use crate::command::Command;
 use crate::config::HaproxyConfig;
 use crate::error::HaproxyError;
+use crate::join::{join_all, task};
 use crate::servers_state::{self, ServerRow};
 use crate::stat::{self, StatRow};
 use crate::{reply, transport};
@@ -26,8 +27,9 @@ use crate::{reply, transport};
 ///
 /// Every change first reads the server on every instance of the backend (so an unknown backend
 /// or server, or an instance that is down, is an error before anything changes), then applies
-/// the change instance by instance; if one refuses, the instances already changed are put back
-/// as they were. Each command travels alone on its own connection, built only from validated
+/// the change on all instances at once; if one refuses, the instances that changed are put back
+/// as they were. Instances are always asked concurrently, so an operation takes as long as the
+/// slowest instance, not the sum. Each command travels alone on its own connection, built only from validated
 /// names.
 ///
 /// Polling (`status`, `wait_drained`, `wait_up`) asks each instance for the server's own
@@ -153,12 +155,9 @@ impl HaproxyLoadBalancer {
 
     /// Reads the server on every instance: the check before any change, and what to put back.
     async fn snapshot(&self, backend: &Backend, server: &ServerName) -> Result<Vec<ServerRow>, HaproxyError> {
-        let instances = instances(backend)?;
-        let mut rows = Vec::with_capacity(instances.len());
-        for instance in instances {
-            rows.push(self.state_row(instance, backend, server).await?);
-        }
-        Ok(rows)
+        let reads =
+            instances(backend)?.iter().map(|instance| task(self.state_row(instance, backend, server)));
+        join_all(reads).await.into_iter().collect()
     }
 
     async fn change(&self, instance: &LbEndpoint, command: &Command) -> Result<(), HaproxyError> {
@@ -168,7 +167,8 @@ impl HaproxyLoadBalancer {
     }
 
     /// Sends `command` to every instance after checking the server exists on all; when one
-    /// fails, sends `undo(row before)` to the instances already changed.
+    /// fails, sends `undo(row before)` to the instances that changed (or may have: their reply
+    /// was lost).
     async fn change_everywhere(
         &self,
         backend: &Backend,
@@ -177,26 +177,36 @@ impl HaproxyLoadBalancer {
         undo: impl Fn(&ServerRow) -> Option<Command>,
     ) -> Result<(), HaproxyError> {
         let before = self.snapshot(backend, server).await?;
-        for (done, instance) in backend.instances.iter().enumerate() {
-            if let Err(cause) = self.change(instance, &command).await {
-                let mut failures = Vec::new();
-                for (instance, row) in backend.instances.iter().zip(&before).take(done) {
-                    let Some(undo) = undo(row) else { continue };
-                    if let Err(e) = self.change(instance, &undo).await {
-                        failures.push(format!("`{undo}` on {instance}: {e}"));
+        let changes = backend.instances.iter().map(|instance| task(self.change(instance, &command)));
+        let outcomes = join_all(changes).await;
+        let mut cause = None;
+        let mut changed = Vec::new();
+        for ((instance, row), outcome) in backend.instances.iter().zip(&before).zip(outcomes) {
+            match outcome {
+                Ok(()) => changed.push((instance, row)),
+                Err(e) => {
+                    // A command whose reply was lost may have been obeyed: put it back too.
+                    if e.may_have_applied() {
+                        changed.push((instance, row));
                     }
+                    cause.get_or_insert(e);
                 }
-                tracing::warn!(%cause, put_back = done, "haproxy change failed; instances already changed put back");
-                if failures.is_empty() {
-                    return Err(cause);
-                }
-                return Err(HaproxyError::RollbackFailed {
-                    cause: Box::new(cause),
-                    failures: failures.join("; "),
-                });
             }
         }
-        Ok(())
+        let Some(cause) = cause else { return Ok(()) };
+        let mut failures = Vec::new();
+        for (instance, row) in &changed {
+            let Some(undo) = undo(row) else { continue };
+            if let Err(e) = self.change(instance, &undo).await {
+                failures.push(format!("`{undo}` on {instance}: {e}"));
+            }
+        }
+        tracing::warn!(%cause, put_back = changed.len(), "haproxy change failed; instances already changed put back");
+        if failures.is_empty() {
+            Err(cause)
+        } else {
+            Err(HaproxyError::RollbackFailed { cause: Box::new(cause), failures: failures.join("; ") })
+        }
     }
 
     /// Polls `show stat` on every instance until `done` holds for the server on all of them,
@@ -213,13 +223,14 @@ impl HaproxyLoadBalancer {
         let mut waiting_for = String::from("no answer from the instances yet");
         let polling = async {
             loop {
-                let mut missing = Vec::new();
-                for instance in instances {
-                    let row = self.stat_row(instance, backend, server).await?;
-                    if !done(&row) {
-                        missing.push(describe(instance, &row));
-                    }
-                }
+                let reads = instances.iter().map(|instance| task(self.stat_row(instance, backend, server)));
+                let rows: Vec<StatRow> = join_all(reads).await.into_iter().collect::<Result<_, _>>()?;
+                let missing: Vec<String> = instances
+                    .iter()
+                    .zip(&rows)
+                    .filter(|(_, row)| !done(row))
+                    .map(|(instance, row)| describe(instance, row))
+                    .collect();
                 if missing.is_empty() {
                     return Ok::<(), HaproxyError>(());
                 }
@@ -305,9 +316,12 @@ fn find_server(
 #[async_trait]
 impl LoadBalancer for HaproxyLoadBalancer {
     async fn resolve(&self, backend: &Backend, lookup: &ServerLookup) -> Result<ServerName, PortError> {
+        let instances = instances(backend)?;
+        let reads = instances.iter().map(|instance| task(self.servers_state(instance, backend)));
+        let replies = join_all(reads).await;
         let mut found: Option<(ServerName, &LbEndpoint)> = None;
-        for instance in instances(backend)? {
-            let rows = self.servers_state(instance, backend).await?;
+        for (instance, rows) in instances.iter().zip(replies) {
+            let rows = rows?;
             let name = find_server(instance, backend, &rows, lookup)?;
             match &found {
                 Some((elsewhere, elsewhere_instance)) if *elsewhere != name => {
@@ -361,19 +375,20 @@ impl LoadBalancer for HaproxyLoadBalancer {
     }
 
     async fn status(&self, backend: &Backend, server: &ServerName) -> Result<Vec<InstanceState>, PortError> {
-        let mut states = Vec::new();
-        for instance in instances(backend)? {
-            let row = self.stat_row(instance, backend, server).await?;
-            let configured_weight = self.configured_weight(instance, backend, server).await?;
-            states.push(InstanceState {
-                instance: instance.clone(),
-                status: row.status.status(),
-                weight: row.weight,
-                configured_weight,
-                sessions: row.sessions,
-            });
-        }
-        Ok(states)
+        let reads = instances(backend)?.iter().map(|instance| {
+            task(async move {
+                let row = self.stat_row(instance, backend, server).await?;
+                let configured_weight = self.configured_weight(instance, backend, server).await?;
+                Ok::<_, HaproxyError>(InstanceState {
+                    instance: instance.clone(),
+                    status: row.status.status(),
+                    weight: row.weight,
+                    configured_weight,
+                    sessions: row.sessions,
+                })
+            })
+        });
+        Ok(join_all(reads).await.into_iter().collect::<Result<_, _>>()?)
     }
 
     /// Polls only the server's `show stat` row (one round trip per instance) until `scur` is 0 on every instance.

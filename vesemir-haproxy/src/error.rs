@@ -70,6 +70,12 @@ pub(crate) enum HaproxyError {
 }
 
 impl HaproxyError {
+    /// Whether the command may have been obeyed although this error came back: the line was
+    /// sent (or being sent) but the reply was lost.
+    pub(crate) fn may_have_applied(&self) -> bool {
+        matches!(self, HaproxyError::Io { .. } | HaproxyError::ReadTimeout { .. })
+    }
+
     fn target(instance: &LbEndpoint) -> String {
         format!("HAProxy {instance}")
     }

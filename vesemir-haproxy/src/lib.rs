@@ -27,6 +27,7 @@ mod adapter;
 mod command;
 mod config;
 mod error;
+mod join;
 mod reply;
 mod servers_state;
 mod stat;

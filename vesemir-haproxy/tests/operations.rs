@@ -327,3 +327,37 @@ async fn a_tcp_instance_can_be_named_by_dns_name() {
         lb().resolve(&by_name, &ServerLookup::Address(lab.ip(1))).await.expect("resolve over localhost");
     assert_eq!(web1, server_name("web1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_known_by_dns_name_resolves_to_the_server_configured_with_that_name() {
+    let lab = Lab::start(1).await;
+    let backend = backend(STATIC_BACKEND, lab.instances.iter().map(|i| i.tcp_endpoint()).collect());
+    let named =
+        lb().resolve(&backend, &ServerLookup::Address("localhost".into())).await.expect("resolve by name");
+    assert_eq!(named, server_name("named0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracking_server_reports_the_maintenance_it_inherits() {
+    let lab = Lab::start(2).await;
+    let lb = lb();
+    let web = lab.unix_backend();
+    let tracking = backend(STATIC_BACKEND, lab.instances.iter().map(|i| i.unix_endpoint()).collect());
+    let trk0 = server_name("trk0");
+    lb.wait_up(&tracking, &trk0, Duration::from_secs(5))
+        .await
+        .expect("a tracking server is up with its tracked one");
+    lb.set_state(&web, &server_name("web0"), AdminState::Maint).await.expect("maint");
+    for state in lb.status(&tracking, &trk0).await.expect("status") {
+        assert_eq!(state.status, ServerStatus::Maint, "MAINT (via ...) is maintenance: {state:?}");
+    }
+    let outcome = lb.wait_up(&tracking, &trk0, Duration::from_millis(300)).await;
+    match outcome {
+        Err(PortError::Timeout { ref operation, .. }) => {
+            assert!(operation.contains("MAINT (via be_web/web0)"), "{operation}")
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    lb.set_state(&web, &server_name("web0"), AdminState::Ready).await.expect("ready");
+    lb.wait_up(&tracking, &trk0, Duration::from_secs(10)).await.expect("back up with web0");
+}

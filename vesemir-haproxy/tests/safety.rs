@@ -24,6 +24,11 @@ struct Scripted {
 
 impl Scripted {
     async fn start(script: fn(&str) -> Option<String>) -> Self {
+        Self::start_slow(script, Duration::ZERO).await
+    }
+
+    /// As [`Scripted::start`], answering each command only after `delay`.
+    async fn start_slow(script: fn(&str) -> Option<String>, delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
         let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
@@ -48,6 +53,7 @@ impl Scripted {
                     }
                     let line = String::from_utf8_lossy(&bytes).into_owned();
                     log.lock().unwrap().push(bytes);
+                    tokio::time::sleep(delay).await;
                     match script(line.trim_end()) {
                         Some(reply) => {
                             let _ = stream.write_all(reply.as_bytes()).await;
@@ -242,6 +248,63 @@ async fn when_putting_back_fails_too_the_error_says_so_and_what_to_fix() {
     assert!(text.contains("fix them by hand"), "{text}");
     let sent: Vec<String> = first.lines().into_iter().filter(|l| l.starts_with("set ")).collect();
     assert_eq!(sent, ["set server be_web/web0 state drain\n", "set server be_web/web0 state ready\n"]);
+}
+
+#[tokio::test]
+async fn instances_are_asked_at_once_not_one_after_the_other() {
+    let delay = Duration::from_millis(250);
+    let slow = [
+        Scripted::start_slow(healthy_instance, delay).await,
+        Scripted::start_slow(healthy_instance, delay).await,
+    ];
+    let backend = Backend {
+        name: BackendName::new("be_web").unwrap(),
+        instances: slow.iter().map(|s| s.endpoint.clone()).collect(),
+    };
+    let lb = HaproxyLoadBalancer::new(HaproxyConfig {
+        read_timeout: Duration::from_secs(5),
+        ..HaproxyConfig::default()
+    });
+    let web0 = ServerName::new("web0").unwrap();
+    let started = tokio::time::Instant::now();
+    // A snapshot then a change: two round trips, each as slow as one instance.
+    lb.set_state(&backend, &web0, AdminState::Drain).await.expect("drain");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= 2 * delay, "{elapsed:?}");
+    assert!(
+        elapsed < 4 * delay,
+        "two instances asked one after the other would take {:?}: {elapsed:?}",
+        4 * delay
+    );
+}
+
+#[tokio::test]
+async fn a_change_whose_reply_is_lost_is_put_back_too() {
+    /// Reads fine, never answers a change (it may well have obeyed it).
+    fn silent_on_changes(line: &str) -> Option<String> {
+        if line.starts_with("set server") {
+            None
+        } else {
+            healthy_instance(line)
+        }
+    }
+    let (good, silent) = (Scripted::start(healthy_instance).await, Scripted::start(silent_on_changes).await);
+    let backend = Backend {
+        name: BackendName::new("be_web").unwrap(),
+        instances: vec![good.endpoint.clone(), silent.endpoint.clone()],
+    };
+    let outcome = lb().set_state(&backend, &ServerName::new("web0").unwrap(), AdminState::Drain).await;
+    let error = outcome.expect_err("the silent instance");
+    assert!(
+        error.chain().contains("fix them by hand"),
+        "the put-back on the silent instance fails too: {}",
+        error.chain()
+    );
+    let changes =
+        |s: &Scripted| -> Vec<String> { s.lines().into_iter().filter(|l| l.starts_with("set ")).collect() };
+    let expected = ["set server be_web/web0 state drain\n", "set server be_web/web0 state ready\n"];
+    assert_eq!(changes(&good), expected, "the instance that obeyed is put back");
+    assert_eq!(changes(&silent), expected, "so is the one whose reply was lost");
 }
 
 #[tokio::test]

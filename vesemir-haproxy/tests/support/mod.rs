@@ -160,6 +160,15 @@ pub fn backends_config(servers: &[HttpServer]) -> String {
     for s in servers {
         text.push_str(&format!("    server {} {} weight 10\n", s.name, s.address));
     }
+    if let Some(first) = servers.first() {
+        // Follows web0's health and maintenance (`MAINT (via be_web/web0)`).
+        text.push_str(&format!(
+            "    server trk0 {} weight 10 track {BACKEND}/{}\n",
+            first.address, first.name
+        ));
+        // Configured by DNS name: `show servers state` reports it as srv_fqdn.
+        text.push_str(&format!("    server named0 localhost:{} weight 10\n", first.address.port()));
+    }
     text
 }
 
