@@ -59,7 +59,8 @@ pub fn ssh_config(config: &Config) -> Result<SshConfig, Failure> {
         ssh.known_hosts = known_hosts.clone();
     }
     if let Some(mode) = &section.host_key_mode {
-        ssh.host_key_mode = mode.parse::<HostKeyMode>().map_err(|e| Failure::input(format!("ssh.host_key_mode: {e}")))?;
+        ssh.host_key_mode =
+            mode.parse::<HostKeyMode>().map_err(|e| Failure::input(format!("ssh.host_key_mode: {e}")))?;
     }
     if let Some(timeout) = section.connect_timeout {
         ssh.connect_timeout = timeout;

@@ -119,7 +119,6 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-
 impl Config {
     /// Reads, applies environment overrides and validates `path`, reporting every problem.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -130,14 +129,19 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             fail("(file)", format!("cannot read it ({e}): pass --config PATH or set VESEMIR_CONFIG"))
         })?;
-        let mut document: toml::Table =
-            text.parse().map_err(|e: toml::de::Error| fail("(file)", format!("is not valid TOML: {}", e.message())))?;
+        let mut document: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| fail("(file)", format!("is not valid TOML: {}", e.message())))?;
         let mut problems = Vec::new();
         apply_env_overrides(&mut document, std::env::vars(), &mut problems);
         Self::from_table(path, document, problems)
     }
 
-    fn from_table(path: &Path, mut document: toml::Table, mut problems: Vec<Problem>) -> Result<Config, ConfigErrors> {
+    fn from_table(
+        path: &Path,
+        mut document: toml::Table,
+        mut problems: Vec<Problem>,
+    ) -> Result<Config, ConfigErrors> {
         let base = path.parent().unwrap_or(Path::new("."));
         for key in document.keys() {
             if !SECTIONS.contains(&key.as_str()) && key != "playbooks" {
@@ -189,7 +193,9 @@ impl Config {
                         if std::env::var_os("SSH_AUTH_SOCK").is_none() {
                             problems.push(Problem {
                                 key: "ssh.agent".into(),
-                                reason: "is true but SSH_AUTH_SOCK is not set: start ssh-agent or use ssh.key".into(),
+                                reason:
+                                    "is true but SSH_AUTH_SOCK is not set: start ssh-agent or use ssh.key"
+                                        .into(),
                             });
                         }
                     }
@@ -225,7 +231,11 @@ impl Config {
                     for (name, value) in table {
                         let key = format!("playbooks.{name}");
                         let Ok(playbook) = PlaybookName::new(&name) else {
-                            problems.push(Problem { key, reason: "is not a valid playbook name (letters, digits, '-', '_', '.')".into() });
+                            problems.push(Problem {
+                                key,
+                                reason: "is not a valid playbook name (letters, digits, '-', '_', '.')"
+                                    .into(),
+                            });
                             continue;
                         };
                         match value.try_into::<ChangesetSpec>() {
@@ -242,7 +252,8 @@ impl Config {
                         }
                     }
                 }
-                _ => problems.push(Problem { key: "playbooks".into(), reason: "must be a table of playbooks".into() }),
+                _ => problems
+                    .push(Problem { key: "playbooks".into(), reason: "must be a table of playbooks".into() }),
             }
         }
 
@@ -269,7 +280,9 @@ impl Config {
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
     let expanded = match path.strip_prefix("~") {
-        Ok(rest) => std::env::var_os("HOME").map_or_else(|| path.to_owned(), |home| PathBuf::from(home).join(rest)),
+        Ok(rest) => {
+            std::env::var_os("HOME").map_or_else(|| path.to_owned(), |home| PathBuf::from(home).join(rest))
+        }
         Err(_) => path.to_owned(),
     };
     if expanded.is_absolute() {
@@ -281,19 +294,26 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
 
 fn check_file(problems: &mut Vec<Problem>, key: &str, path: &Path) {
     if let Err(e) = std::fs::File::open(path) {
-        problems.push(Problem { key: key.to_owned(), reason: format!("cannot read {}: {e}", path.display()) });
+        problems
+            .push(Problem { key: key.to_owned(), reason: format!("cannot read {}: {e}", path.display()) });
     }
 }
 
 /// Takes `[name]` out of the document and deserializes it, recording a problem with the key.
-fn section<T: serde::de::DeserializeOwned>(document: &mut toml::Table, name: &str, problems: &mut Vec<Problem>) -> Option<T> {
+fn section<T: serde::de::DeserializeOwned>(
+    document: &mut toml::Table,
+    name: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
     let value = document.remove(name)?;
     match value.try_into::<T>() {
         Ok(section) => Some(section),
         Err(e) => {
             let message = e.message().to_owned();
             let key = match message.split('`').nth(1) {
-                Some(field) if message.starts_with("unknown field") || message.starts_with("missing field") => {
+                Some(field)
+                    if message.starts_with("unknown field") || message.starts_with("missing field") =>
+                {
                     format!("{name}.{field}")
                 }
                 _ => name.to_owned(),
@@ -324,12 +344,16 @@ fn apply_env_overrides(
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or(toml::Value::String(value));
-        let entry = document.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry =
+            document.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         match entry {
             toml::Value::Table(table) => {
                 table.insert(key, parsed);
             }
-            _ => problems.push(Problem { key: section.to_string(), reason: format!("must be a table (set by {name})") }),
+            _ => problems.push(Problem {
+                key: section.to_string(),
+                reason: format!("must be a table (set by {name})"),
+            }),
         }
     }
 }

@@ -33,7 +33,8 @@ pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure>
     let reporter = output::sink(args.output);
     let control = Control::new();
     let interrupts = tokio::spawn(handle_interrupts(control.clone()));
-    let report = vesemir_core::run(&prepared, &ports, &*reporter, &control, &compose::driver_config(config)).await;
+    let report =
+        vesemir_core::run(&prepared, &ports, &*reporter, &control, &compose::driver_config(config)).await;
     interrupts.abort();
     reporter.finish(&report);
     Ok(if report.succeeded() { Exit::Success } else { Exit::DeploymentFailed })
@@ -59,7 +60,8 @@ pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
     let mut next = 0;
     loop {
         while checks.len() < 16 && next < prepared.plan.hosts.len() {
-            let (executor, host, index) = (ports.executor.clone(), prepared.plan.hosts[next].host.clone(), next);
+            let (executor, host, index) =
+                (ports.executor.clone(), prepared.plan.hosts[next].host.clone(), next);
             checks.spawn(async move {
                 let result = executor.connect(&host).await;
                 executor.close(&host).await;
@@ -87,8 +89,11 @@ pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
                 })
             })
             .collect();
-        let batches: Vec<Vec<&str>> =
-            plan.batches.iter().map(|b| plan.hosts[b.clone()].iter().map(|h| h.host.name.as_str()).collect()).collect();
+        let batches: Vec<Vec<&str>> = plan
+            .batches
+            .iter()
+            .map(|b| plan.hosts[b.clone()].iter().map(|h| h.host.name.as_str()).collect())
+            .collect();
         let json = serde_json::json!({
             "application": request.application, "environment": request.environment, "version": request.version,
             "backend": prepared.backend.name, "load_balancers": prepared.backend.instances.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
@@ -119,7 +124,12 @@ pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
                     Some(Err(e)) => format!("SSH FAILED: {e}"),
                     None => "not checked".to_owned(),
                 };
-                println!("  {:width$}  {:15}  server {:20}  {ssh}", h.host.name.as_str(), h.host.address, h.server.as_str());
+                println!(
+                    "  {:width$}  {:15}  server {:20}  {ssh}",
+                    h.host.name.as_str(),
+                    h.host.address,
+                    h.server.as_str()
+                );
             }
         }
         if unreachable > 0 {

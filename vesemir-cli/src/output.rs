@@ -113,7 +113,8 @@ impl Terminal {
 
     fn counts(&self, state: &TerminalState) {
         let remaining = state.total.saturating_sub(state.ok + state.failed);
-        self.overall.set_message(format!("ok {}  failed {}  remaining {}", state.ok, state.failed, remaining));
+        self.overall
+            .set_message(format!("ok {}  failed {}  remaining {}", state.ok, state.failed, remaining));
     }
 }
 
@@ -150,8 +151,12 @@ impl EventSink for Terminal {
                 }
                 match outcome {
                     HostOutcome::Succeeded => state.ok += 1,
-                    HostOutcome::Failed | HostOutcome::Unreachable | HostOutcome::Skipped | HostOutcome::Cancelled => {
-                        state.failed += u64::from(matches!(outcome, HostOutcome::Failed | HostOutcome::Unreachable));
+                    HostOutcome::Failed
+                    | HostOutcome::Unreachable
+                    | HostOutcome::Skipped
+                    | HostOutcome::Cancelled => {
+                        state.failed +=
+                            u64::from(matches!(outcome, HostOutcome::Failed | HostOutcome::Unreachable));
                     }
                 }
                 self.overall.set_position(state.ok + state.failed);

@@ -9,12 +9,17 @@ use crate::config::Config;
 use crate::exit::Failure;
 
 /// Reads `path`, applies the overrides and validates it against the configuration's playbooks.
-pub fn load(path: &Path, sets: &[String], concurrency: Option<&str>, config: &Config) -> Result<DeploymentRequest, Failure> {
+pub fn load(
+    path: &Path,
+    sets: &[String],
+    concurrency: Option<&str>,
+    config: &Config,
+) -> Result<DeploymentRequest, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::input(format!("{}: cannot read the deployment file: {e}", path.display())))?;
-    let mut document: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| Failure::input(format!("{}: is not valid TOML: {}", path.display(), e.message())))?;
+    let mut document: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        Failure::input(format!("{}: is not valid TOML: {}", path.display(), e.message()))
+    })?;
     for set in sets {
         apply_set(&mut document, set)?;
     }
@@ -28,7 +33,8 @@ pub fn load(path: &Path, sets: &[String], concurrency: Option<&str>, config: &Co
         document.insert("requested_by".into(), toml::Value::String(who));
     }
     let text = toml::to_string(&document).map_err(|e| Failure::input(e.to_string()))?;
-    let spec = RequestSpec::from_toml(&text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+    let spec =
+        RequestSpec::from_toml(&text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
     let policy = RequestPolicy {
         playbooks: &config.playbooks,
         inline_changesets: InlineChangesets::Allowed,
@@ -46,7 +52,9 @@ pub fn apply_set(document: &mut toml::Table, set: &str) -> Result<(), Failure> {
     };
     let path: Vec<&str> = key.trim().split('.').collect();
     if path.iter().any(|p| p.is_empty()) {
-        return Err(Failure::input(format!("--set {set:?}: {key:?} is not a key path like version or variables.channel")));
+        return Err(Failure::input(format!(
+            "--set {set:?}: {key:?} is not a key path like version or variables.channel"
+        )));
     }
     let (last, parents) = path.split_last().ok_or_else(|| Failure::input("--set needs a key"))?;
     let mut table = document;
@@ -61,7 +69,11 @@ pub fn apply_set(document: &mut toml::Table, set: &str) -> Result<(), Failure> {
     let new = match table.get(*last) {
         Some(toml::Value::String(_)) => as_string,
         _ if parents.first() == Some(&"variables") => as_string,
-        _ => format!("v = {value}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")).unwrap_or(as_string),
+        _ => format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(as_string),
     };
     table.insert(last.to_string(), new);
     Ok(())
@@ -73,7 +85,8 @@ mod tests {
 
     #[test]
     fn sets_keep_strings_strings_and_type_the_rest() {
-        let mut document: toml::Table = "version = \"1\"\n[strategy]\nconcurrency = 1\n".parse().expect("toml");
+        let mut document: toml::Table =
+            "version = \"1\"\n[strategy]\nconcurrency = 1\n".parse().expect("toml");
         apply_set(&mut document, "version=2").expect("set");
         apply_set(&mut document, "strategy.concurrency=25%").expect("set");
         apply_set(&mut document, "strategy.max_failures=2").expect("set");

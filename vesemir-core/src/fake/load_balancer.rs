@@ -359,17 +359,5 @@ impl LoadBalancer for FakeLoadBalancer {
         }
     }
 
-    async fn wait_up(
-        &self,
-        backend: &Backend,
-        server: &ServerName,
-        timeout: Duration,
-    ) -> Result<(), PortError> {
-        let states = self.status(backend, server).await?;
-        if states.iter().all(|s| s.status == ServerStatus::Up) {
-            return Ok(());
-        }
-        tokio::time::sleep(timeout).await;
-        Err(PortError::timeout(format!("wait for {}/{server} to be UP", backend.name), timeout))
-    }
+    // wait_up is the trait's default: it polls `status` until every instance says UP.
 }
