@@ -24,8 +24,8 @@ pub enum ServerFlavor {
     /// goiardi (tested with 0.11.10): one organization served at the root URL; partial search
     /// returns rows in no stable order and reports as `total` the number of rows in the page,
     /// so paging with `start` can miss nodes (and without `rows` it answers at most 1000). The
-    /// adapter asks for every row in one request with a window of `rows` larger than the
-    /// answer (growing it while answers come back full) and deduplicates by node name.
+    /// adapter asks for every row in one request with a `rows` larger than any fleet and
+    /// deduplicates by node name.
     Goiardi,
 }
 

@@ -6,7 +6,7 @@
 //! are parse errors, `\*` still acts as a wildcard, and phrase queries (`"a b"`) match the words
 //! anywhere. So for goiardi a term with anything beyond letters, digits and `_ . @ : -` is left
 //! out of the server's query, and every row the server returns is checked against the whole
-//! selector on this side ([`crate::search`]): the server narrows, the adapter decides exactly.
+//! selector on this side (in the private `search` module): the server narrows, the adapter decides exactly.
 
 use vesemir_core::name::ChefTerm;
 use vesemir_core::ports::Selector;

@@ -22,9 +22,10 @@ struct Responder {
     requests: Arc<AtomicUsize>,
 }
 
-/// Serves `nodes` nodes; with `shift_once`, the first request with `start > 0` answers its
-/// window one row early (a node added while paging), repeating one node and missing another.
-fn responder(nodes: usize, shift_once: bool) -> Responder {
+/// Serves `nodes` nodes, at most `max_rows` per answer; with `shift_once`, the first request
+/// with `start > 0` answers its window one row early (a node added while paging), repeating
+/// one node and missing another.
+fn responder(nodes: usize, shift_once: bool, max_rows: usize) -> Responder {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -60,7 +61,8 @@ fn responder(nodes: usize, shift_once: bool) -> Responder {
                 let param = |name: &str| {
                     url.query_pairs().find(|(k, _)| k == name).and_then(|(_, v)| v.parse::<usize>().ok())
                 };
-                let (rows, start) = (param("rows").unwrap_or(1000), param("start").unwrap_or(0));
+                let (rows, start) =
+                    (param("rows").unwrap_or(1000).min(max_rows), param("start").unwrap_or(0));
                 let mut start = start;
                 if start > 0 && shifted.swap(0, Ordering::SeqCst) == 1 {
                     start -= 1;
@@ -76,6 +78,8 @@ fn responder(nodes: usize, shift_once: bool) -> Responder {
                     .collect();
                 let (status, answer) = if signed && url.path() == "/organizations/acme/search/node" {
                     ("200 OK", json!({ "rows": page, "start": start, "total": nodes }).to_string())
+                } else if signed && url.path() == "/organizations/acme/search" {
+                    ("200 OK", json!({ "node": "/organizations/acme/search/node" }).to_string())
                 } else {
                     ("401 Unauthorized", json!({ "error": ["unsigned or wrong path"] }).to_string())
                 };
@@ -92,9 +96,13 @@ fn responder(nodes: usize, shift_once: bool) -> Responder {
 }
 
 fn chef_infra(port: u16, page_size: usize) -> ChefInventory {
+    with_flavor(port, page_size, ServerFlavor::ChefInfra)
+}
+
+fn with_flavor(port: u16, page_size: usize, flavor: ServerFlavor) -> ChefInventory {
     let key = ClientKey::from_pem(TEST_KEY.as_bytes()).expect("key");
     let mut config = ChefConfig::new(format!("http://127.0.0.1:{port}/organizations/acme/"), "vesemir", key);
-    config.flavor = ServerFlavor::ChefInfra;
+    config.flavor = flavor;
     config.page_size = page_size;
     config.retry = RetryConfig { retries: 0, ..RetryConfig::default() };
     ChefInventory::new(config).expect("inventory")
@@ -106,7 +114,7 @@ fn expected(nodes: usize) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chef_infra_server_is_paged_with_rows_and_start_until_total() {
-    let server = responder(2345, false);
+    let server = responder(2345, false, 10_000);
     let hosts =
         chef_infra(server.port, 1000).discover(&selector(&["paged"], &[], &[], None)).await.expect("search");
     let names: BTreeSet<String> = hosts.iter().map(|h| h.name.to_string()).collect();
@@ -117,11 +125,33 @@ async fn chef_infra_server_is_paged_with_rows_and_start_until_total() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_change_while_paging_is_detected_and_searched_again() {
-    let server = responder(250, true);
+    let server = responder(250, true, 10_000);
     let hosts =
         chef_infra(server.port, 100).discover(&selector(&["paged"], &[], &[], None)).await.expect("search");
     let names: BTreeSet<String> = hosts.iter().map(|h| h.name.to_string()).collect();
     assert_eq!(names, expected(250), "the second pass is complete");
     assert_eq!(hosts.len(), 250, "each node once");
     assert_eq!(server.requests.load(Ordering::SeqCst), 6, "two passes of three pages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chef_infra_server_taken_for_goiardi_is_refused_not_answered_in_part() {
+    let server = responder(2345, false, 1000);
+    let inventory = with_flavor(server.port, 1000, ServerFlavor::Goiardi);
+    let error = inventory.discover(&selector(&["paged"], &[], &[], None)).await.expect_err("capped answer");
+    let text = error.chain();
+    assert!(
+        text.contains("reported 2345 matching nodes but answered 1000") && text.contains("chef-infra"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_flavor_detects_chef_infra_server_and_pages() {
+    let server = responder(1500, false, 1000);
+    let inventory = with_flavor(server.port, 1000, ServerFlavor::Auto);
+    let hosts = inventory.discover(&selector(&["paged"], &[], &[], None)).await.expect("search");
+    assert_eq!(inventory.flavor().await.expect("detected"), ServerFlavor::ChefInfra);
+    assert_eq!(hosts.len(), 1500);
+    assert_eq!(server.requests.load(Ordering::SeqCst), 3, "one detection request, then two pages");
 }

@@ -13,7 +13,7 @@ use crate::process::{free_port, require_binary, wait_for_path, wait_for_tcp, Ser
 pub struct Goiardi {
     /// The server process (and its temp dir).
     pub server: ServerProcess,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with [`Goiardi::start_tls`]).
     pub url: String,
     /// The loopback port.
     pub port: u16,
@@ -27,6 +27,16 @@ impl Goiardi {
     /// goiardi refuses to start unless `--local-filestore-dir` exists; it writes `admin.pem`,
     /// `chef-validator.pem` and `chef-webui.pem` into `--conf-root`.
     pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// Starts goiardi serving HTTPS (`--use-ssl`) with this PEM certificate and key; `url` is
+    /// then `https://127.0.0.1:<port>`.
+    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8]) -> Self {
+        Self::start_inner(Some((cert_pem, key_pem)))
+    }
+
+    fn start_inner(tls: Option<(&[u8], &[u8])>) -> Self {
         let binary = require_binary("goiardi", "goiardi");
         let dir = ServerProcess::temp_dir("goiardi");
         let conf = dir.path().join("conf");
@@ -45,11 +55,22 @@ impl Goiardi {
             .arg(format!("--conf-root={}", conf.display()))
             .arg(format!("--local-filestore-dir={}", files.display()))
             .arg("--log-level=warning");
+        if let Some((cert, key)) = tls {
+            let (cert_path, key_path) = (conf.join("server.crt"), conf.join("server.key"));
+            for (path, pem) in [(&cert_path, cert), (&key_path, key)] {
+                std::fs::write(path, pem).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            }
+            command
+                .arg("--use-ssl")
+                .arg(format!("--ssl-cert={}", cert_path.display()))
+                .arg(format!("--ssl-key={}", key_path.display()));
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut server = ServerProcess::start("goiardi", command, dir);
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         wait_for_tcp(address, Duration::from_secs(20), &mut server);
         let admin_key_path = conf.join("admin.pem");
         wait_for_path(&admin_key_path, Duration::from_secs(10), &mut server);
-        Self { server, url: format!("http://127.0.0.1:{port}"), port, admin_key_path }
+        Self { server, url: format!("{scheme}://127.0.0.1:{port}"), port, admin_key_path }
     }
 }
