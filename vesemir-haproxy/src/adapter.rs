@@ -361,6 +361,21 @@ impl LoadBalancer for HaproxyLoadBalancer {
         server: &ServerName,
         weight: Weight,
     ) -> Result<(), PortError> {
+        if weight != Weight::ZERO && weight != Weight::FULL {
+            // HAProxy rounds `weight N%` down without a word: 50% of a configured weight of 1 is
+            // 0, which silently takes the server out of rotation while the ramp thinks it serves.
+            for state in self.status(backend, server).await? {
+                if state.configured_weight * u32::from(weight.get()) / 100 == 0 {
+                    return Err(PortError::rejected(
+                        format!("load balancer {}", state.instance),
+                        format!(
+                            "server {}/{server} has weight {} in its configuration, and {weight} of it rounds to 0 (no traffic): give the servers a weight of 100 or more in haproxy.cfg, or use larger ramp steps",
+                            backend.name, state.configured_weight
+                        ),
+                    ));
+                }
+            }
+        }
         let command = Command::SetWeightPercent(backend.name.clone(), server.clone(), weight);
         let undo = |row: &ServerRow| {
             Some(Command::SetWeightAbsolute(backend.name.clone(), server.clone(), row.weight))

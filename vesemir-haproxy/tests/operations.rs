@@ -223,6 +223,28 @@ async fn a_static_algorithm_refuses_ramp_weights_as_a_typed_error_and_changes_no
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramp_weight_that_rounds_to_zero_is_refused_instead_of_silently_emptying_the_server() {
+    let lab = Lab::start(2).await;
+    let lb = lb();
+    let backend = backend_first(&lab);
+    let web0 = server_name("web0");
+    // Configured weight 10: 5% of it would be 0.
+    match lb.set_weight(&backend, &web0, Weight::percent(5).unwrap()).await {
+        Err(PortError::Rejected { ref reason, .. }) => {
+            assert!(
+                reason.contains("has weight 10 in its configuration, and 5% of it rounds to 0"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    for state in lb.status(&backend, &web0).await.expect("status") {
+        assert_eq!(state.weight, 10, "nothing changed: {state:?}");
+    }
+    lb.set_weight(&backend, &web0, Weight::percent(10).unwrap()).await.expect("10% of 10 is 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_is_down_is_unreachable_and_nothing_changes_elsewhere() {
     let mut lab = Lab::start(2).await;
     let lb = lb();

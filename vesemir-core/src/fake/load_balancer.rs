@@ -42,7 +42,7 @@ impl FakeServer {
             address: address.into(),
             admin: AdminState::Ready,
             weight: Weight::FULL,
-            configured_weight: 1,
+            configured_weight: 100,
             sessions: 0,
             healthy: true,
         }
@@ -307,6 +307,18 @@ impl LoadBalancer for FakeLoadBalancer {
                 "load balancer",
                 "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'.",
             ));
+        }
+        if weight != Weight::ZERO && weight != Weight::FULL {
+            let instances = state.reachable(backend)?;
+            for instance in &instances {
+                let configured = state.server_mut(instance, backend, server)?.configured_weight;
+                if configured * u32::from(weight.get()) / 100 == 0 {
+                    return Err(PortError::rejected(
+                        format!("load balancer {instance}"),
+                        format!("server {}/{server} has weight {configured} in its configuration, and {weight} of it rounds to 0 (no traffic)", backend.name),
+                    ));
+                }
+            }
         }
         state.apply(backend, server, |s| s.weight = weight)
     }
