@@ -79,12 +79,7 @@ impl Lab {
     }
 
     fn vesemir(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vesemir"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("VESEMIR_CONFIG")
-            .output()
-            .expect("runs vesemir")
+        vesemir_in(self.dir.path(), args)
     }
 
     fn version_on(&self, host: &str) -> Option<String> {
@@ -100,6 +95,16 @@ impl Lab {
         let states = lb.status(&backend, &ServerName::new(server).expect("name")).await.expect("status");
         states.into_iter().map(|s| (s.status, s.weight)).collect()
     }
+}
+
+/// Runs the binary in `dir` with no configuration from the environment.
+fn vesemir_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("VESEMIR_CONFIG")
+        .output()
+        .expect("runs vesemir")
 }
 
 fn text(output: &Output) -> String {
@@ -179,12 +184,7 @@ fn bad_configuration_exits_2_naming_file_and_key() {
         "[ssh]\nuser = \"x\"\nkey = \"nope\"\nhost_key_mode = \"yolo\"\n",
     )
     .expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_vesemir"))
-        .args(["config", "check"])
-        .current_dir(dir.path())
-        .env_remove("VESEMIR_CONFIG")
-        .output()
-        .expect("runs");
+    let output = vesemir_in(dir.path(), &["config", "check"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(2), "{all}");
     assert!(all.contains("vesemir.toml: 2 problems"), "{all}");
@@ -207,12 +207,7 @@ fn bad_deployment_file_exits_2_naming_the_field() {
         "application = \"shop\"\nenvironment = \"test\"\nteam = \"web\"\nversion = \"1\"\n[targets]\nhosts = [{ name = \"a\", address = \"127.0.0.1\" }]\n[load_balancer]\nbackend = \"be;web\"\ninstances = [{ address = \"127.0.0.1\", port = 1 }]\n[changeset]\nsteps = [{ name = \"s\", run = \"true\" }]\n",
     )
     .expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_vesemir"))
-        .args(["deploy", "-f", "d.toml", "--concurrency", "0"])
-        .current_dir(dir.path())
-        .env_remove("VESEMIR_CONFIG")
-        .output()
-        .expect("runs");
+    let output = vesemir_in(dir.path(), &["deploy", "-f", "d.toml", "--concurrency", "0"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(2), "{all}");
     assert!(all.contains("d.toml: 2 problems"), "{all}");

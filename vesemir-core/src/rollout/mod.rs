@@ -886,32 +886,10 @@ impl Rollout {
                 self.enter(h, Stage::Close, now);
             }
             (Stage::Restore, result) => {
-                let mut failure =
-                    self.hosts[h].failure.take().unwrap_or_else(|| unknown_failure(Phase::Restoring));
-                match result {
-                    ActionResult::Failed(e) => {
-                        self.lb_failed(h, &e);
-                        failure.error =
-                            format!("{}; putting it back failed too: {}", failure.error, e.message);
-                    }
-                    _ => self.lb_changed(h, |run| run.set_admin(AdminState::Ready)),
-                }
-                self.hosts[h].failure = Some(failure);
-                self.enter(h, Stage::Close, now);
+                self.cleaned_up(h, result, AdminState::Ready, "putting it back failed too", now);
             }
             (Stage::Unwind, result) => {
-                let mut failure =
-                    self.hosts[h].failure.take().unwrap_or_else(|| unknown_failure(Phase::Unwinding));
-                match result {
-                    ActionResult::Failed(e) => {
-                        self.lb_failed(h, &e);
-                        failure.error =
-                            format!("{}; taking it out of rotation failed too: {}", failure.error, e.message);
-                    }
-                    _ => self.lb_changed(h, |run| run.set_admin(AdminState::Maint)),
-                }
-                self.hosts[h].failure = Some(failure);
-                self.enter(h, Stage::Close, now);
+                self.cleaned_up(h, result, AdminState::Maint, "taking it out of rotation failed too", now);
             }
             (Stage::Close, _) => {
                 self.hosts[h].connected = false;
@@ -931,6 +909,22 @@ impl Rollout {
             }
             (Stage::Pending | Stage::HealthWait | Stage::Hold(_) | Stage::Finished, _) => {}
         }
+    }
+
+    /// After putting a failed host's server in `state` (restore or unwind): record how that went
+    /// in its failure, then close its session.
+    fn cleaned_up(&mut self, h: usize, result: ActionResult, state: AdminState, also: &str, now: Instant) {
+        let phase = self.hosts[h].phase.clone();
+        let mut failure = self.hosts[h].failure.take().unwrap_or_else(|| unknown_failure(phase));
+        match result {
+            ActionResult::Failed(e) => {
+                self.lb_failed(h, &e);
+                failure.error = format!("{}; {also}: {}", failure.error, e.message);
+            }
+            _ => self.lb_changed(h, |run| run.set_admin(state)),
+        }
+        self.hosts[h].failure = Some(failure);
+        self.enter(h, Stage::Close, now);
     }
 
     /// The host failed at its current phase: take it out of rotation if it is in, close its
