@@ -1,1 +1,149 @@
-//! The HTTP server (not built yet: see issue 7).
+//! Vesemir's self-service deployment server: a JSON API under `/v1` to start, list, follow
+//! (server-sent events) and cancel deployments, persisted in SQLite, with bearer tokens bound to
+//! teams, limits, Prometheus metrics and an OpenAPI description.
+//!
+//! The server never chooses adapters: a [`PortsFactory`] gives each deployment its ports.
+//! [`Server::open`] opens the database (marking deployments left running by a previous process
+//! `interrupted`) and builds the [`axum::Router`]; [`serve`] binds and serves it.
+//!
+//! ```text
+//! POST /v1/deployments               202 { id, status, links }   (Idempotency-Key supported)
+//! GET  /v1/deployments?application=&environment=&team=&status=&limit=&before=
+//! GET  /v1/deployments/{id}          status, hosts, timings, requested_by
+//! GET  /v1/deployments/{id}/events   text/event-stream, Last-Event-ID replay then live
+//! POST /v1/deployments/{id}/cancel
+//! GET  /healthz /readyz /metrics /openapi.json
+//! ```
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+mod clock;
+pub mod config;
+pub mod metrics;
+pub mod openapi;
+pub mod ports;
+pub mod runner;
+pub mod sse;
+pub mod store;
+pub mod telemetry;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{Principal, Scope, Tokens};
+pub use config::{ConfigError, Limits, LogConfig, ServerConfig, TokenConfig};
+pub use ports::{FixedPorts, PortsError, PortsFactory};
+pub use store::{SqliteStore, Status, Store, StoreError};
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Listening or serving failed.
+    #[error("listening on {address}: {source}")]
+    Listen {
+        /// Where.
+        address: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An opened server: its state and routes, not yet listening.
+#[derive(Debug, Clone)]
+pub struct Server {
+    app: api::AppState,
+}
+
+impl Server {
+    /// Validates `config`, opens its SQLite database and marks deployments left queued or
+    /// running by a previous process `interrupted`.
+    pub async fn open(config: &ServerConfig, factory: Arc<dyn PortsFactory>) -> Result<Self, ServeError> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database).await?);
+        Self::with_store(config, factory, store).await
+    }
+
+    /// Like [`Server::open`], over any [`Store`].
+    pub async fn with_store(
+        config: &ServerConfig,
+        factory: Arc<dyn PortsFactory>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, ServeError> {
+        let playbooks = config.validate()?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let runner = Arc::new(runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone()));
+        let interrupted = runner.recover().await?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");
+        }
+        let app = Arc::new(api::App {
+            store,
+            runner,
+            tokens: Tokens::from_config(&config.tokens),
+            playbooks,
+            applications: config.applications.clone(),
+            factory,
+            limits: config.limits.clone(),
+            metrics,
+        });
+        Ok(Self { app })
+    }
+
+    /// The routes. The request timeout applies to every route but the event stream.
+    pub fn router(&self) -> Router {
+        let limits = &self.app.limits;
+        let bounded = Router::new()
+            .route("/v1/deployments", post(api::create).get(api::list))
+            .route("/v1/deployments/{id}", get(api::get_one))
+            .route("/v1/deployments/{id}/cancel", post(api::cancel))
+            .route("/healthz", get(api::healthz))
+            .route("/readyz", get(api::readyz))
+            .route("/metrics", get(api::metrics))
+            .route("/openapi.json", get(api::openapi))
+            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
+        let streams = Router::new().route("/v1/deployments/{id}/events", get(api::events));
+        bounded
+            .merge(streams)
+            .fallback(api::fallback)
+            .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+            .layer(TraceLayer::new_for_http())
+            .with_state(self.app.clone())
+    }
+
+    /// Deployments queued or running now.
+    pub fn active_deployments(&self) -> usize {
+        self.app.runner.active_count()
+    }
+}
+
+/// Opens the server and serves it on `config.listen` until Ctrl-C. Deployments still running
+/// then are marked `interrupted` at the next start.
+pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Result<(), ServeError> {
+    telemetry::init(&config.log);
+    let server = Server::open(&config, factory).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen { address: config.listen, source })?;
+    tracing::info!(address = %config.listen, "listening");
+    axum::serve(listener, server.router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|source| ServeError::Listen { address: config.listen, source })
+}
