@@ -69,7 +69,10 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        Self { status, body: Box::new(ErrorBody { error: error.into(), problems: Vec::new(), running: None }) }
+        Self {
+            status,
+            body: Box::new(ErrorBody { error: error.into(), problems: Vec::new(), running: None }),
+        }
     }
 
     fn problems(status: StatusCode, error: &str, problems: Vec<Problem>) -> Self {

@@ -86,3 +86,104 @@ fn to_sse(event: &Event) -> SseEvent {
     let kind = json.get("type").and_then(serde_json::Value::as_str).unwrap_or("event").to_owned();
     SseEvent::default().id(event.seq.to_string()).event(kind).data(json.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use tokio::sync::broadcast;
+    use vesemir_core::event::{EventKind, WaitReason};
+
+    use super::*;
+    use crate::store::{NewDeployment, SqliteStore};
+
+    fn event(seq: u64) -> Event {
+        Event {
+            seq,
+            elapsed: Duration::from_millis(seq),
+            kind: EventKind::Waiting { reason: WaitReason::Pause { duration: Duration::from_secs(1) } },
+        }
+    }
+
+    async fn store_with_events(n: u64) -> (tempfile::TempDir, Arc<dyn Store>, i64) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.expect("opens");
+        let new = NewDeployment {
+            application: "shop".into(),
+            environment: "production".into(),
+            team: "payments".into(),
+            version: "1".into(),
+            requested_by: "tests".into(),
+            playbook: None,
+            query: "hosts".into(),
+            request: "{}".into(),
+            idempotency_key: None,
+            body_sha256: String::new(),
+            created_ms: 0,
+        };
+        let id = match store.insert(&new).await.expect("inserts") {
+            crate::store::Inserted::New(id) => id,
+            crate::store::Inserted::Existing(_) => panic!("no key given"),
+        };
+        let events: Vec<Event> = (1..=n).map(event).collect();
+        store.append_events(id, &events).await.expect("appends");
+        (dir, Arc::new(store), id)
+    }
+
+    async fn seqs(stream: impl Stream<Item = Result<axum::response::sse::Event, Infallible>>) -> usize {
+        tokio::time::timeout(Duration::from_secs(5), stream.count()).await.expect("the stream ends")
+    }
+
+    #[tokio::test]
+    async fn events_both_replayed_and_live_are_sent_once() {
+        let (_dir, store, id) = store_with_events(10).await;
+        let (sender, receiver) = broadcast::channel(64);
+        // Live has 5..=10 (already stored) and then 11, stored before it is broadcast.
+        for seq in 5..=10 {
+            sender.send(Arc::new(event(seq))).expect("a receiver");
+        }
+        store.append_events(id, &[event(11)]).await.expect("appends");
+        sender.send(Arc::new(event(11))).expect("a receiver");
+        drop(sender);
+        let mut follow =
+            Follow { store, id, last: 3, pending: VecDeque::new(), replay: true, live: Some(receiver) };
+        let mut got = Vec::new();
+        while let Some(e) = follow.next().await {
+            got.push(e.seq);
+        }
+        assert_eq!(got, (4..=11).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_lags_behind_the_live_channel_fills_the_gap_from_the_database() {
+        let (_dir, store, id) = store_with_events(0).await;
+        let (sender, receiver) = broadcast::channel(2);
+        for seq in 1..=20 {
+            store.append_events(id, &[event(seq)]).await.expect("appends");
+            sender.send(Arc::new(event(seq))).expect("a receiver");
+        }
+        drop(sender);
+        let mut follow = Follow {
+            store: store.clone(),
+            id,
+            last: 0,
+            pending: VecDeque::new(),
+            replay: false,
+            live: Some(receiver),
+        };
+        let mut got = Vec::new();
+        while let Some(e) = follow.next().await {
+            got.push(e.seq);
+        }
+        assert_eq!(got, (1..=20).collect::<Vec<_>>());
+        assert_eq!(seqs(follow_stream(store, id)).await, 20);
+    }
+
+    fn follow_stream(
+        store: Arc<dyn Store>,
+        id: i64,
+    ) -> impl Stream<Item = Result<axum::response::sse::Event, Infallible>> {
+        follow(store, id, 0, None)
+    }
+}
