@@ -316,13 +316,10 @@ impl Runner {
         self.store.set_plan(id, &hosts).await?;
 
         let (sender, receiver) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_events(
-            self.store.clone(),
-            id,
-            receiver,
-            active.events.clone(),
-            Span::current(),
-        ));
+        let writer = tokio::spawn(
+            write_events(self.store.clone(), id, receiver, active.events.clone(), Span::current())
+                .instrument(Span::current()),
+        );
         let mut timed_out = false;
         let report: DeploymentReport = {
             let sink = ChannelSink(sender);
@@ -496,20 +493,22 @@ fn log_event(deployment: &Span, hosts: &mut HashMap<String, Span>, event: &Event
     match &event.kind {
         EventKind::HostPhase { host, phase } => {
             let span = host_span(hosts, host.as_str());
-            info!(parent: &span, seq = event.seq, phase = %phase, "host phase");
+            span.in_scope(|| info!(seq = event.seq, phase = %phase, "host phase"));
         }
         EventKind::HostOutput { host, step, stream, line } => {
             let span = host_span(hosts, host.as_str());
-            debug!(parent: &span, seq = event.seq, step = %step, stream = ?stream, line = %line, "output");
+            span.in_scope(|| debug!(seq = event.seq, step = %step, stream = ?stream, line = %line, "output"));
         }
         EventKind::HostFinished { host, outcome, phase, error, rotation } => {
             let span = host_span(hosts, host.as_str());
             hosts.remove(host.as_str());
-            info!(parent: &span, seq = event.seq, outcome = %outcome, phase = %phase, error = ?error, rotation = %rotation, "host finished");
+            span.in_scope(|| {
+                info!(seq = event.seq, outcome = %outcome, phase = %phase, error = ?error, rotation = %rotation, "host finished");
+            });
         }
         _ => {
             if let Some(line) = render::describe(event) {
-                info!(parent: deployment, seq = event.seq, "{line}");
+                deployment.in_scope(|| info!(seq = event.seq, "{line}"));
             }
         }
     }

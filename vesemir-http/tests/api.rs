@@ -410,3 +410,14 @@ async fn the_server_refuses_an_invalid_configuration_naming_the_fields() {
     let debug = format!("{:?}", config.tokens[1]);
     assert!(!debug.contains(&vesemir_http::auth::sha256_hex(SEARCH.as_bytes())), "{debug}");
 }
+
+#[tokio::test]
+async fn a_deployment_running_past_the_deployment_timeout_is_aborted() {
+    let fleet = Fleet::new(2);
+    fleet.executor.set_latency(Duration::from_secs(30));
+    let t = TestServer::start_with(fleet, |c| c.limits.deployment_timeout = Duration::from_millis(300)).await;
+    let id = id_of(&t.post(PAYMENTS, &t.fleet.body("shop", "production", "payments")).await);
+    let done = t.wait_finished(id).await;
+    assert!(done["error"].as_str().expect("error").contains("deployment_timeout"), "{done}");
+    assert_ne!(done["status"], "succeeded", "{done}");
+}
