@@ -1,5 +1,40 @@
 //! The server's configuration, read from TOML: where to listen, the database, tokens, the
 //! playbooks requests may pick, and limits.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! database = "/var/lib/vesemir/vesemir.db"
+//!
+//! [[tokens]]                 # sha256 = printf %s "$TOKEN" | sha256sum
+//! name = "payments-ci"       # recorded as requested_by
+//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! team = "payments"
+//!
+//! [[tokens]]
+//! name = "platform-oncall"
+//! sha256 = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
+//! admin = true
+//!
+//! [applications]             # owners: only this team (or an admin) deploys them
+//! shop = "payments"
+//!
+//! [playbooks.web]            # requests pick a playbook and pass its variables
+//! steps = [{ name = "install", run = "sudo /usr/local/bin/install-release {application} {version}" }]
+//! health = { command = "curl -fsS http://localhost:8080/health", timeout = "60s" }
+//!
+//! [limits]
+//! max_body_bytes = 65536
+//! max_concurrent_deployments = 16
+//! max_queued_deployments = 1000
+//! request_timeout = "30s"     # not applied to event streams
+//! deployment_timeout = "4h"
+//! call_timeout = "30s"
+//! shutdown_grace = "60s"
+//!
+//! [log]
+//! json = true
+//! level = "info"
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -84,6 +119,10 @@ pub struct Limits {
     /// Bound on one port call inside a deployment.
     #[serde(with = "humantime_serde_compat")]
     pub call_timeout: Duration,
+    /// On shutdown, deployments in flight are cancelled (hosts in flight finish, no new host
+    /// starts) and awaited this long; any still running are `interrupted` at the next start.
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -95,6 +134,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             deployment_timeout: Duration::from_secs(4 * 3600),
             call_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(60),
         }
     }
 }

@@ -129,10 +129,43 @@ impl Server {
     pub fn active_deployments(&self) -> usize {
         self.app.runner.active_count()
     }
+
+    /// Cancels every deployment in flight and waits up to `limits.shutdown_grace` for them to
+    /// end. Returns how many were still running (they are `interrupted` at the next start).
+    pub async fn shutdown(&self) -> usize {
+        let left = self.app.runner.cancel_all(self.app.limits.shutdown_grace).await;
+        if left > 0 {
+            tracing::warn!(left, "deployments still running at shutdown: they will show as interrupted");
+        }
+        left
+    }
 }
 
-/// Opens the server and serves it on `config.listen` until Ctrl-C. Deployments still running
-/// then are marked `interrupted` at the next start.
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// Opens the server and serves it on `config.listen` until Ctrl-C or SIGTERM. Then it stops
+/// accepting connections, cancels the deployments in flight and waits for them up to
+/// `limits.shutdown_grace` ([`Server::shutdown`]); event streams end with their deployments.
 pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Result<(), ServeError> {
     telemetry::init(&config.log);
     let server = Server::open(&config, factory).await?;
@@ -140,10 +173,20 @@ pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Resu
         .await
         .map_err(|source| ServeError::Listen { address: config.listen, source })?;
     tracing::info!(address = %config.listen, "listening");
-    axum::serve(listener, server.router())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|source| ServeError::Listen { address: config.listen, source })
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let mut graceful = stopped.clone();
+    let http = axum::serve(listener, server.router()).with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|stop| *stop).await;
+    });
+    let http = tokio::spawn(async move { http.await });
+    stop_signal().await;
+    tracing::info!("stopping: no new connections; cancelling deployments in flight");
+    let _ = stopping.send(true);
+    let _ = stopped.wait_for(|stop| *stop).await;
+    server.shutdown().await;
+    // Streams of deployments that ended have closed; give the rest a moment, then stop.
+    match tokio::time::timeout(std::time::Duration::from_secs(5), http).await {
+        Ok(Ok(Err(source))) => Err(ServeError::Listen { address: config.listen, source }),
+        _ => Ok(()),
+    }
 }

@@ -223,6 +223,22 @@ impl Runner {
         Ok(true)
     }
 
+    /// Cancels every queued or running deployment and waits up to `grace` for them to end.
+    /// Returns how many were still running after it.
+    pub async fn cancel_all(&self, grace: Duration) -> usize {
+        let ids: Vec<i64> = self.lock_active().by_id.keys().copied().collect();
+        for id in ids {
+            if let Err(e) = self.cancel(id).await {
+                warn!(deployment = id, error = %e, "recording a cancel at shutdown failed");
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.active_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.active_count()
+    }
+
     /// Deployments queued or running now.
     pub fn active_count(&self) -> usize {
         self.lock_active().by_id.len()
@@ -503,7 +519,7 @@ fn log_event(deployment: &Span, hosts: &mut HashMap<String, Span>, event: &Event
             let span = host_span(hosts, host.as_str());
             hosts.remove(host.as_str());
             span.in_scope(|| {
-                info!(seq = event.seq, outcome = %outcome, phase = %phase, error = ?error, rotation = %rotation, "host finished");
+                info!(seq = event.seq, outcome = %outcome, phase = %phase, error = error.as_deref().unwrap_or(""), rotation = %rotation, "host finished");
             });
         }
         _ => {

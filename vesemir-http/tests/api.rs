@@ -421,3 +421,16 @@ async fn a_deployment_running_past_the_deployment_timeout_is_aborted() {
     assert!(done["error"].as_str().expect("error").contains("deployment_timeout"), "{done}");
     assert_ne!(done["status"], "succeeded", "{done}");
 }
+
+#[tokio::test]
+async fn shutdown_cancels_deployments_in_flight_and_waits_for_them() {
+    let fleet = Fleet::new(4);
+    fleet.executor.set_latency(Duration::from_millis(100));
+    let t = TestServer::start(fleet).await;
+    let id = id_of(&t.post(PAYMENTS, &t.fleet.body("shop", "production", "payments")).await);
+    t.wait_for(id, "running", |d| d["status"] == "running").await;
+    assert_eq!(t.server.shutdown().await, 0, "every deployment ended within the grace");
+    let done = t.get(ADMIN, &format!("/v1/deployments/{id}")).await;
+    assert_eq!(done.json["status"], "cancelled", "{}", done.text);
+    assert!(t.fleet.lb.out_of_rotation().is_empty(), "hosts in flight finished");
+}
