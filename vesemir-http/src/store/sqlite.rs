@@ -517,3 +517,25 @@ impl Store for SqliteStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn migrations_apply_once_and_the_journal_is_wal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("m.db");
+        let first = SqliteStore::open(&path).await.expect("opens");
+        drop(first);
+        let store = SqliteStore::open(&path).await.expect("reopens");
+        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(&store.pool)
+            .await
+            .expect("reads");
+        assert_eq!(versions, MIGRATIONS.iter().map(|(v, _)| *v).collect::<Vec<_>>());
+        let mode: String =
+            sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.pool).await.expect("reads");
+        assert_eq!(mode, "wal");
+    }
+}
