@@ -294,7 +294,18 @@ pub async fn create(
         body_sha256: crate::auth::sha256_hex(&body),
         created_ms: now_ms(),
     };
-    match state.runner.submit(request, ports, new).await {
+    // Admission runs in its own task: a request timeout or a dropped connection cannot cut it
+    // between storing the deployment and starting it.
+    let runner = state.runner.clone();
+    let submitted =
+        tokio::spawn(async move { runner.submit(request, ports, new).await }).await.map_err(|e| {
+            tracing::error!(error = %e, "admission task failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "accepting the deployment failed unexpectedly: retry",
+            )
+        })?;
+    match submitted {
         Ok(Submitted::New(id)) => {
             let accepted = Accepted {
                 id,

@@ -217,9 +217,9 @@ impl Runner {
     pub async fn cancel(&self, id: i64) -> Result<bool, StoreError> {
         let active = self.lock_active().by_id.get(&id).cloned();
         let Some(active) = active else { return Ok(false) };
-        self.store.mark_cancel_requested(id).await?;
         active.control.cancel();
         active.cancel.notify_one();
+        self.store.mark_cancel_requested(id).await?;
         Ok(true)
     }
 
