@@ -222,9 +222,36 @@ pub fn hosts_out_of_rotation(events: &[Event]) -> Vec<String> {
     state.into_iter().filter(|(_, out)| *out).map(|(h, _)| h).collect()
 }
 
+async fn insert_row(conn: &mut sqlx::SqliteConnection, d: &NewDeployment) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
+        "INSERT INTO deployments (application, environment, team, version, requested_by, playbook, query, \
+         request, status, idempotency_key, body_sha256, created_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
+    )
+    .bind(&d.application)
+    .bind(&d.environment)
+    .bind(&d.team)
+    .bind(&d.version)
+    .bind(&d.requested_by)
+    .bind(&d.playbook)
+    .bind(&d.query)
+    .bind(&d.request)
+    .bind(&d.idempotency_key)
+    .bind(&d.body_sha256)
+    .bind(d.created_ms)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(err("inserting a deployment"))
+}
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, d: &NewDeployment) -> Result<Inserted, StoreError> {
+        if d.idempotency_key.is_none() {
+            // One statement is atomic on its own: no transaction round trips.
+            let mut conn = self.pool.acquire().await.map_err(err("connecting"))?;
+            return insert_row(&mut *conn, d).await.map(Inserted::New);
+        }
         let mut tx = self.pool.begin().await.map_err(err("starting an insert"))?;
         if let Some(key) = &d.idempotency_key {
             let row = sqlx::query(&format!(
@@ -239,25 +266,7 @@ impl Store for SqliteStore {
                 return Ok(Inserted::Existing(Box::new(deployment(&row)?)));
             }
         }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO deployments (application, environment, team, version, requested_by, playbook, query, \
-             request, status, idempotency_key, body_sha256, created_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
-        )
-        .bind(&d.application)
-        .bind(&d.environment)
-        .bind(&d.team)
-        .bind(&d.version)
-        .bind(&d.requested_by)
-        .bind(&d.playbook)
-        .bind(&d.query)
-        .bind(&d.request)
-        .bind(&d.idempotency_key)
-        .bind(&d.body_sha256)
-        .bind(d.created_ms)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err("inserting a deployment"))?;
+        let id = insert_row(&mut *tx, d).await?;
         tx.commit().await.map_err(err("committing a deployment"))?;
         Ok(Inserted::New(id))
     }
