@@ -286,9 +286,9 @@ impl Runner {
             return Ok(());
         };
         let started = now_ms();
-        self.store.mark_running(id, started).await?;
         self.metrics.in_flight(1.0);
         let _gauge = GaugeGuard(&self.metrics);
+        self.store.mark_running(id, started).await?;
         info!("running");
 
         let prepared = tokio::time::timeout(

@@ -356,7 +356,15 @@ async fn metrics_count_deployments_by_outcome_hosts_and_durations() {
     let id = id_of(&t.post(PAYMENTS, &t.fleet.body("cart", "production", "payments")).await);
     assert_eq!(t.wait_finished(id).await["status"], "stopped");
 
-    let metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+    // The in-flight gauge drops just after the final status is written: poll briefly.
+    let mut metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+    for _ in 0..100 {
+        if metrics.text.contains("vesemir_deployments_in_flight 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+    }
     assert_eq!(metrics.status, StatusCode::OK);
     let text = &metrics.text;
     let has = |needle: &str| assert!(text.contains(needle), "{needle} missing from\n{text}");

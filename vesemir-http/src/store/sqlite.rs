@@ -250,7 +250,7 @@ impl Store for SqliteStore {
         if d.idempotency_key.is_none() {
             // One statement is atomic on its own: no transaction round trips.
             let mut conn = self.pool.acquire().await.map_err(err("connecting"))?;
-            return insert_row(&mut *conn, d).await.map(Inserted::New);
+            return insert_row(&mut conn, d).await.map(Inserted::New);
         }
         let mut tx = self.pool.begin().await.map_err(err("starting an insert"))?;
         if let Some(key) = &d.idempotency_key {
@@ -266,7 +266,7 @@ impl Store for SqliteStore {
                 return Ok(Inserted::Existing(Box::new(deployment(&row)?)));
             }
         }
-        let id = insert_row(&mut *tx, d).await?;
+        let id = insert_row(&mut tx, d).await?;
         tx.commit().await.map_err(err("committing a deployment"))?;
         Ok(Inserted::New(id))
     }
