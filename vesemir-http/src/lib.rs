@@ -14,6 +14,29 @@
 //! POST /v1/deployments/{id}/cancel
 //! GET  /healthz /readyz /metrics /openapi.json
 //! ```
+//!
+//! How it behaves:
+//! - **Requests** are the core's `RequestSpec` JSON with a `playbook` configured on the server and
+//!   its `variables`; inline changesets and raw inventory queries are refused (422). Malformed
+//!   JSON and unknown fields get 400, invalid values 422, each problem as `{ field, message }`;
+//!   bodies over `limits.max_body_bytes` get 413.
+//! - **Who asked**: `requested_by` is the token's configured name. A body that sets it to
+//!   anything else is refused (422).
+//! - **Auth**: `Authorization: Bearer <token>`; tokens are configured as SHA-256 hashes, each
+//!   bound to one team or to admin. A team token deploys, reads, follows and cancels only its
+//!   team's deployments (403 otherwise) and lists only them; an application listed under
+//!   `[applications]` is deployable only for its owning team.
+//! - **One at a time**: a second deployment of an application and environment while one is
+//!   queued or running gets 409 naming it. `Idempotency-Key` (per token) returns the same
+//!   deployment (200) for the same body, and 422 for another body.
+//! - **Queue**: at most `limits.max_concurrent_deployments` run; the rest wait as `queued` (FIFO)
+//!   up to `limits.max_queued_deployments` (then 429). Cancel works on queued ones too.
+//! - **Persistence**: deployments, per-host results and every event are stored before live
+//!   followers see them. At startup, deployments left queued or running are marked
+//!   `interrupted`, with `out_of_rotation` listing hosts that had started draining and never
+//!   finished, or finished out of rotation.
+//! - **Timeouts**: `limits.request_timeout` bounds every call but event streams (408);
+//!   `limits.deployment_timeout` aborts a deployment; `limits.call_timeout` bounds each port call.
 #![warn(missing_docs)]
 
 pub mod api;
