@@ -543,6 +543,38 @@ pub async fn cancel(
     Ok((StatusCode::ACCEPTED, Json(Deployment::from_record(&record, &hosts, now_ms()))).into_response())
 }
 
+/// Confirms the canary of a deployment waiting for it (`strategy.canary.confirm = true`): the
+/// rest of the hosts go on. Confirming a deployment that is not waiting has no effect.
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/confirm", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment's id")),
+    responses(
+        (status = 202, description = "Confirmed", body = Deployment),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "The deployment has already ended", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn confirm(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    let record = load(&state, &principal, id).await?;
+    if !state.runner.confirm(id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("deployment {id} has already ended ({}): nothing to confirm", record.status),
+        ));
+    }
+    tracing::info!(deployment = id, by = %principal.name, "canary confirmed");
+    let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
+    Ok((StatusCode::ACCEPTED, Json(Deployment::from_record(&record, &hosts, now_ms()))).into_response())
+}
+
 /// Whether the process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Up", body = Health)))]

@@ -12,6 +12,7 @@
 //! GET  /v1/deployments/{id}          status, hosts, timings, requested_by
 //! GET  /v1/deployments/{id}/events   text/event-stream, Last-Event-ID replay then live
 //! POST /v1/deployments/{id}/cancel
+//! POST /v1/deployments/{id}/confirm  (a canary waiting for confirmation)
 //! GET  /healthz /readyz /metrics /openapi.json
 //! ```
 //!
@@ -134,6 +135,7 @@ impl Server {
             .route("/v1/deployments", post(api::create).get(api::list))
             .route("/v1/deployments/{id}", get(api::get_one))
             .route("/v1/deployments/{id}/cancel", post(api::cancel))
+            .route("/v1/deployments/{id}/confirm", post(api::confirm))
             .route("/healthz", get(api::healthz))
             .route("/readyz", get(api::readyz))
             .route("/metrics", get(api::metrics))

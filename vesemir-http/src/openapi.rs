@@ -49,6 +49,7 @@ pub struct DeploymentRequestBody {
         crate::api::get_one,
         crate::api::events,
         crate::api::cancel,
+        crate::api::confirm,
         crate::api::healthz,
         crate::api::readyz,
         crate::api::metrics,

@@ -223,6 +223,19 @@ impl Runner {
         Ok(true)
     }
 
+    /// Confirms a running deployment's canary (for `strategy.canary.confirm`). False if it is
+    /// not active.
+    pub fn confirm(&self, id: i64) -> bool {
+        let active = self.lock_active().by_id.get(&id).cloned();
+        match active {
+            Some(active) => {
+                active.control.confirm();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Cancels every queued or running deployment and waits up to `grace` for them to end.
     /// Returns how many were still running after it.
     pub async fn cancel_all(&self, grace: Duration) -> usize {

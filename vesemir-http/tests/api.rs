@@ -442,3 +442,23 @@ async fn shutdown_cancels_deployments_in_flight_and_waits_for_them() {
     assert_eq!(done.json["status"], "cancelled", "{}", done.text);
     assert!(t.fleet.lb.out_of_rotation().is_empty(), "hosts in flight finished");
 }
+
+#[tokio::test]
+async fn a_canary_waiting_for_confirmation_goes_on_when_confirmed() {
+    let t = TestServer::start(Fleet::new(3)).await;
+    let mut body = t.fleet.body("shop", "production", "payments");
+    body["strategy"]["canary"] = json!({ "hosts": 1, "confirm": true });
+    let id = id_of(&t.post(PAYMENTS, &body).await);
+    let waiting = t.wait_for(id, "the canary done", |d| d["hosts"][0]["outcome"] == "succeeded").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let still = t.get(PAYMENTS, &format!("/v1/deployments/{id}")).await;
+    assert_eq!(still.json["status"], "running", "{waiting}");
+    assert!(still.json["hosts"][1]["outcome"].is_null(), "the rest wait for confirmation: {}", still.text);
+    let other = t.call(Method::POST, &format!("/v1/deployments/{id}/confirm"), Some(SEARCH), None).await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    let confirm = t.call(Method::POST, &format!("/v1/deployments/{id}/confirm"), Some(PAYMENTS), None).await;
+    assert_eq!(confirm.status, StatusCode::ACCEPTED, "{}", confirm.text);
+    assert_eq!(t.wait_finished(id).await["status"], "succeeded");
+    let late = t.call(Method::POST, &format!("/v1/deployments/{id}/confirm"), Some(PAYMENTS), None).await;
+    assert_eq!(late.status, StatusCode::CONFLICT);
+}

@@ -271,6 +271,7 @@ async fn openapi_json_describes_the_real_responses() {
         "/v1/deployments/{id}",
         "/v1/deployments/{id}/events",
         "/v1/deployments/{id}/cancel",
+        "/v1/deployments/{id}/confirm",
         "/healthz",
         "/readyz",
         "/metrics",
