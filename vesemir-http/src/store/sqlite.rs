@@ -531,6 +531,45 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    fn at(seq: u64, kind: EventKind) -> Event {
+        Event { seq, elapsed: Duration::from_millis(seq), kind }
+    }
+
+    fn phase(seq: u64, host: &str, phase: Phase) -> Event {
+        at(seq, EventKind::HostPhase { host: vesemir_core::name::HostName::new(host).expect("valid"), phase })
+    }
+
+    fn finished(seq: u64, host: &str, rotation: vesemir_core::event::Rotation) -> Event {
+        at(
+            seq,
+            EventKind::HostFinished {
+                host: vesemir_core::name::HostName::new(host).expect("valid"),
+                outcome: vesemir_core::event::HostOutcome::Failed,
+                phase: Phase::Done,
+                error: None,
+                rotation,
+            },
+        )
+    }
+
+    #[test]
+    fn hosts_out_of_rotation_are_drained_unfinished_ones_and_finished_ones_not_in_rotation() {
+        use vesemir_core::event::Rotation;
+        let events = vec![
+            phase(1, "connected-only", Phase::Connecting),
+            phase(2, "drained", Phase::Connecting),
+            phase(3, "drained", Phase::Draining),
+            phase(4, "in-step", Phase::Step { number: 1, name: "install".into() }),
+            phase(5, "back", Phase::Draining),
+            finished(6, "back", Rotation::InRotation),
+            phase(7, "failed-out", Phase::Draining),
+            finished(8, "failed-out", Rotation::OutOfRotation),
+            phase(9, "unknown", Phase::Draining),
+            finished(10, "unknown", Rotation::Unknown),
+        ];
+        assert_eq!(hosts_out_of_rotation(&events), vec!["drained", "failed-out", "in-step", "unknown"]);
+    }
+
     #[tokio::test]
     async fn migrations_apply_once_and_the_journal_is_wal() {
         let dir = tempfile::tempdir().expect("temp dir");
