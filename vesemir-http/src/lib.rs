@@ -166,6 +166,34 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Serves on `listener` until `stop` resolves. Then it stops accepting connections, cancels
+    /// the deployments in flight and waits for them up to `limits.shutdown_grace`
+    /// ([`Server::shutdown`]); open event streams end with their deployments, and any still
+    /// open a few seconds later are dropped.
+    pub async fn serve_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), std::io::Error> {
+        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+        let mut graceful = stopped.clone();
+        let http = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
+            let _ = graceful.wait_for(|stop| *stop).await;
+        });
+        let http = tokio::spawn(async move { http.await });
+        stop.await;
+        tracing::info!("stopping: no new connections; cancelling deployments in flight");
+        let _ = stopping.send(true);
+        let _ = stopped.wait_for(|stop| *stop).await;
+        self.shutdown().await;
+        match tokio::time::timeout(std::time::Duration::from_secs(5), http).await {
+            Ok(Ok(result)) => result,
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn stop_signal() {
     let interrupt = async {
@@ -198,20 +226,8 @@ pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Resu
         .await
         .map_err(|source| ServeError::Listen { address: config.listen, source })?;
     tracing::info!(address = %config.listen, "listening");
-    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    let mut graceful = stopped.clone();
-    let http = axum::serve(listener, server.router()).with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(|stop| *stop).await;
-    });
-    let http = tokio::spawn(async move { http.await });
-    stop_signal().await;
-    tracing::info!("stopping: no new connections; cancelling deployments in flight");
-    let _ = stopping.send(true);
-    let _ = stopped.wait_for(|stop| *stop).await;
-    server.shutdown().await;
-    // Streams of deployments that ended have closed; give the rest a moment, then stop.
-    match tokio::time::timeout(std::time::Duration::from_secs(5), http).await {
-        Ok(Ok(Err(source))) => Err(ServeError::Listen { address: config.listen, source }),
-        _ => Ok(()),
-    }
+    server
+        .serve_on(listener, stop_signal())
+        .await
+        .map_err(|source| ServeError::Listen { address: config.listen, source })
 }
