@@ -14,42 +14,54 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use vesemir_core::fake::{FakeExecutor, FakeInventory, FakeLoadBalancer, FakeServer};
-use vesemir_core::name::{BackendName, ServerName};
+use vesemir_core::name::ServerName;
 use vesemir_core::ports::LbEndpoint;
+use vesemir_core::request::{DeploymentRequest, Targets};
 use vesemir_core::Ports;
 use vesemir_http::auth::sha256_hex;
-use vesemir_http::{FixedPorts, Server, ServerConfig, TokenConfig};
+use vesemir_http::{PortsError, PortsFactory, Server, ServerConfig, TokenConfig};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const CLIENTS: usize = 8;
 
+/// Fresh fakes for every deployment: each application has its own servers, as in a real
+/// fleet (deployments of different applications never share servers here).
+struct Fakes {
+    latency: Duration,
+}
+
+impl PortsFactory for Fakes {
+    fn ports(&self, request: &DeploymentRequest) -> Result<Ports, PortsError> {
+        let Targets::Hosts(hosts) = &request.targets else {
+            return Err(PortsError("the benchmark lists its hosts".into()));
+        };
+        let servers = hosts
+            .iter()
+            .map(|h| FakeServer::new(ServerName::new(h.name.as_str()).expect("valid"), h.address.clone()))
+            .collect();
+        let instances = vec![LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9001 }];
+        let executor = FakeExecutor::new();
+        executor.set_latency(self.latency);
+        Ok(Ports {
+            inventory: Arc::new(FakeInventory::new()),
+            load_balancer: Arc::new(FakeLoadBalancer::new(
+                request.load_balancer.backend.clone(),
+                instances,
+                servers,
+            )),
+            executor: Arc::new(executor),
+        })
+    }
+}
+
 struct Fleet {
-    lb: FakeLoadBalancer,
-    executor: FakeExecutor,
     size: usize,
+    latency: Duration,
 }
 
 impl Fleet {
-    fn new(size: usize) -> Self {
-        let servers = (1..=size)
-            .map(|i| {
-                FakeServer::new(
-                    ServerName::new(format!("web-{i:03}")).expect("valid"),
-                    format!("10.0.{}.{}", i / 250, i % 250),
-                )
-            })
-            .collect();
-        let instances = vec![LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9001 }];
-        let lb = FakeLoadBalancer::new(BackendName::new("be_web").expect("valid"), instances, servers);
-        Self { lb, executor: FakeExecutor::new(), size }
-    }
-
-    fn ports(&self) -> Ports {
-        Ports {
-            inventory: Arc::new(FakeInventory::new()),
-            load_balancer: Arc::new(self.lb.clone()),
-            executor: Arc::new(self.executor.clone()),
-        }
+    fn new(size: usize, latency: Duration) -> Self {
+        Self { size, latency }
     }
 
     fn body(&self, application: &str, concurrency: usize) -> String {
@@ -89,7 +101,7 @@ command = "check"
         team: None,
         admin: true,
     }];
-    let server = Server::open(&config, Arc::new(FixedPorts(fleet.ports()))).await.expect("opens");
+    let server = Server::open(&config, Arc::new(Fakes { latency: fleet.latency })).await.expect("opens");
     let router = server.router();
     (server, router)
 }
@@ -108,6 +120,16 @@ async fn send(router: &Router, method: &str, path: &str, body: Option<String>) -
     (status, bytes)
 }
 
+/// Deployments that succeeded, from the metrics.
+async fn succeeded(router: &Router) -> usize {
+    let (_, text) = send(router, "GET", "/metrics", None).await;
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| l.starts_with("vesemir_deployments_total{") && l.contains("outcome=\"succeeded\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -122,7 +144,12 @@ fn rate(count: usize, elapsed: Duration) -> f64 {
 
 async fn wait_idle(server: &Server, bound: Duration) -> Duration {
     let start = Instant::now();
+    let mut last_report = Instant::now();
     while server.active_deployments() > 0 {
+        if std::env::var_os("BENCH_DEBUG").is_some() && last_report.elapsed() > Duration::from_secs(1) {
+            eprintln!("  {} deployments still active", server.active_deployments());
+            last_report = Instant::now();
+        }
         assert!(start.elapsed() < bound, "deployments still running after {bound:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -131,7 +158,7 @@ async fn wait_idle(server: &Server, bound: Duration) -> Duration {
 
 async fn accepted_and_reads() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let fleet = Fleet::new(2);
+    let fleet = Fleet::new(2, Duration::ZERO);
     let (server, router) = server(&fleet, dir.path()).await;
     let total = 2000;
     let per_client = total / CLIENTS;
@@ -165,6 +192,8 @@ async fn accepted_and_reads() {
     let accepted_in = start.elapsed();
     let drained = wait_idle(&server, Duration::from_secs(300)).await;
     let all_done = start.elapsed();
+    let succeeded = succeeded(&router).await;
+    assert_eq!(succeeded, ids.len(), "every deployment succeeded");
     latencies.sort();
     println!(
         "POST /v1/deployments: {} accepted in {:.2?} = {:.0}/s ({CLIENTS} clients; p50 {:.2?}, p99 {:.2?}); \
@@ -216,8 +245,7 @@ async fn accepted_and_reads() {
 
 async fn sse_fan_out() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let fleet = Fleet::new(50);
-    fleet.executor.set_latency(Duration::from_millis(5));
+    let fleet = Fleet::new(50, Duration::from_millis(5));
     let (server, router) = server(&fleet, dir.path()).await;
     let followers = 100;
     let start = Instant::now();
