@@ -1,1 +1,233 @@
-//! The HTTP server (not built yet: see issue 7).
+//! Vesemir's self-service deployment server: a JSON API under `/v1` to start, list, follow
+//! (server-sent events) and cancel deployments, persisted in SQLite, with bearer tokens bound to
+//! teams, limits, Prometheus metrics and an OpenAPI description.
+//!
+//! The server never chooses adapters: a [`PortsFactory`] gives each deployment its ports.
+//! [`Server::open`] opens the database (marking deployments left running by a previous process
+//! `interrupted`) and builds the [`axum::Router`]; [`serve`] binds and serves it.
+//!
+//! ```text
+//! POST /v1/deployments               202 { id, status, links }   (Idempotency-Key supported)
+//! GET  /v1/deployments?application=&environment=&team=&status=&limit=&before=
+//! GET  /v1/deployments/{id}          status, hosts, timings, requested_by
+//! GET  /v1/deployments/{id}/events   text/event-stream, Last-Event-ID replay then live
+//! POST /v1/deployments/{id}/cancel
+//! POST /v1/deployments/{id}/confirm  (a canary waiting for confirmation)
+//! GET  /healthz /readyz /metrics /openapi.json
+//! ```
+//!
+//! How it behaves:
+//! - **Requests** are the core's `RequestSpec` JSON with a `playbook` configured on the server and
+//!   its `variables`; inline changesets and raw inventory queries are refused (422). Malformed
+//!   JSON and unknown fields get 400, invalid values 422, each problem as `{ field, message }`;
+//!   bodies over `limits.max_body_bytes` get 413.
+//! - **Who asked**: `requested_by` is the token's configured name. A body that sets it to
+//!   anything else is refused (422).
+//! - **Auth**: `Authorization: Bearer <token>`; tokens are configured as SHA-256 hashes, each
+//!   bound to one team or to admin. A team token deploys, reads, follows and cancels only its
+//!   team's deployments (403 otherwise) and lists only them; an application listed under
+//!   `[applications]` is deployable only for its owning team.
+//! - **One at a time**: a second deployment of an application and environment while one is
+//!   queued or running gets 409 naming it. `Idempotency-Key` (per token) returns the same
+//!   deployment (200) for the same body, and 422 for another body.
+//! - **Queue**: at most `limits.max_concurrent_deployments` run; the rest wait as `queued` (FIFO)
+//!   up to `limits.max_queued_deployments` (then 429). Cancel works on queued ones too.
+//! - **Persistence**: deployments, per-host results and every event are stored before live
+//!   followers see them. At startup, deployments left queued or running are marked
+//!   `interrupted`, with `out_of_rotation` listing hosts that had started draining and never
+//!   finished, or finished out of rotation.
+//! - **Timeouts**: `limits.request_timeout` bounds every call but event streams (408);
+//!   `limits.deployment_timeout` aborts a deployment; `limits.call_timeout` bounds each port call.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+mod clock;
+pub mod config;
+pub mod metrics;
+pub mod openapi;
+pub mod ports;
+pub mod runner;
+pub mod sse;
+pub mod store;
+pub mod telemetry;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{Principal, Scope, Tokens};
+pub use config::{ConfigError, Limits, LogConfig, ServerConfig, TokenConfig};
+pub use ports::{FixedPorts, PortsError, PortsFactory};
+pub use store::{SqliteStore, Status, Store, StoreError};
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Listening or serving failed.
+    #[error("listening on {address}: {source}")]
+    Listen {
+        /// Where.
+        address: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An opened server: its state and routes, not yet listening.
+#[derive(Debug, Clone)]
+pub struct Server {
+    app: api::AppState,
+}
+
+impl Server {
+    /// Validates `config`, opens its SQLite database and marks deployments left queued or
+    /// running by a previous process `interrupted`.
+    pub async fn open(config: &ServerConfig, factory: Arc<dyn PortsFactory>) -> Result<Self, ServeError> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database).await?);
+        Self::with_store(config, factory, store).await
+    }
+
+    /// Like [`Server::open`], over any [`Store`].
+    pub async fn with_store(
+        config: &ServerConfig,
+        factory: Arc<dyn PortsFactory>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, ServeError> {
+        let playbooks = config.validate()?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let runner = Arc::new(runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone()));
+        let interrupted = runner.recover().await?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");
+        }
+        let app = Arc::new(api::App {
+            store,
+            runner,
+            tokens: Tokens::from_config(&config.tokens),
+            playbooks,
+            applications: config.applications.clone(),
+            factory,
+            limits: config.limits.clone(),
+            metrics,
+        });
+        Ok(Self { app })
+    }
+
+    /// The routes. The request timeout applies to every route but the event stream.
+    pub fn router(&self) -> Router {
+        let limits = &self.app.limits;
+        let bounded = Router::new()
+            .route("/v1/deployments", post(api::create).get(api::list))
+            .route("/v1/deployments/{id}", get(api::get_one))
+            .route("/v1/deployments/{id}/cancel", post(api::cancel))
+            .route("/v1/deployments/{id}/confirm", post(api::confirm))
+            .route("/healthz", get(api::healthz))
+            .route("/readyz", get(api::readyz))
+            .route("/metrics", get(api::metrics))
+            .route("/openapi.json", get(api::openapi))
+            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
+        let streams = Router::new().route("/v1/deployments/{id}/events", get(api::events));
+        bounded
+            .merge(streams)
+            .fallback(api::fallback)
+            .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+            .layer(TraceLayer::new_for_http())
+            .with_state(self.app.clone())
+    }
+
+    /// Deployments queued or running now.
+    pub fn active_deployments(&self) -> usize {
+        self.app.runner.active_count()
+    }
+
+    /// Cancels every deployment in flight and waits up to `limits.shutdown_grace` for them to
+    /// end. Returns how many were still running (they are `interrupted` at the next start).
+    pub async fn shutdown(&self) -> usize {
+        let left = self.app.runner.cancel_all(self.app.limits.shutdown_grace).await;
+        if left > 0 {
+            tracing::warn!(left, "deployments still running at shutdown: they will show as interrupted");
+        }
+        left
+    }
+}
+
+impl Server {
+    /// Serves on `listener` until `stop` resolves. Then it stops accepting connections, cancels
+    /// the deployments in flight and waits for them up to `limits.shutdown_grace`
+    /// ([`Server::shutdown`]); open event streams end with their deployments, and any still
+    /// open a few seconds later are dropped.
+    pub async fn serve_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), std::io::Error> {
+        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+        let mut graceful = stopped.clone();
+        let http = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
+            let _ = graceful.wait_for(|stop| *stop).await;
+        });
+        let http = tokio::spawn(async move { http.await });
+        stop.await;
+        tracing::info!("stopping: no new connections; cancelling deployments in flight");
+        let _ = stopping.send(true);
+        let _ = stopped.wait_for(|stop| *stop).await;
+        self.shutdown().await;
+        match tokio::time::timeout(std::time::Duration::from_secs(5), http).await {
+            Ok(Ok(result)) => result,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// Opens the server and serves it on `config.listen` until Ctrl-C or SIGTERM. Then it stops
+/// accepting connections, cancels the deployments in flight and waits for them up to
+/// `limits.shutdown_grace` ([`Server::shutdown`]); event streams end with their deployments.
+pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Result<(), ServeError> {
+    telemetry::init(&config.log);
+    let server = Server::open(&config, factory).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen { address: config.listen, source })?;
+    tracing::info!(address = %config.listen, "listening");
+    server
+        .serve_on(listener, stop_signal())
+        .await
+        .map_err(|source| ServeError::Listen { address: config.listen, source })
+}

@@ -1,0 +1,615 @@
+//! The HTTP API under `/v1`: handlers validate, persist, start the runner and read. No rollout
+//! decision lives here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use vesemir_core::request::spec::RequestSpec;
+use vesemir_core::request::{
+    InlineChangesets, Playbooks, RawQueries, RequestPolicy, Targets, ValidationErrors,
+};
+
+use crate::auth::{Principal, Tokens};
+use crate::clock::now_ms;
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::ports::PortsFactory;
+use crate::runner::{Runner, SubmitError, Submitted};
+use crate::store::{DeploymentRecord, ListFilter, NewDeployment, Status, Store, StoreError};
+use crate::wire::{Accepted, Deployment, DeploymentList, ErrorBody, Health, Problem};
+
+/// Everything the handlers share.
+pub struct App {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Deployments in flight.
+    pub runner: Arc<Runner>,
+    /// Configured tokens.
+    pub tokens: Tokens,
+    /// Configured playbooks.
+    pub playbooks: Playbooks,
+    /// Application owners.
+    pub applications: BTreeMap<String, String>,
+    /// Makes ports for each deployment.
+    pub factory: Arc<dyn PortsFactory>,
+    /// Limits.
+    pub limits: Limits,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("store", &self.store)
+            .field("runner", &self.runner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shared state handlers receive.
+pub type AppState = Arc<App>;
+
+/// An error answer: a status and an [`ErrorBody`].
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Box<ErrorBody>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: Box::new(ErrorBody { error: error.into(), problems: Vec::new(), running: None }),
+        }
+    }
+
+    fn problems(status: StatusCode, error: &str, problems: Vec<Problem>) -> Self {
+        Self { status, body: Box::new(ErrorBody { error: error.to_owned(), problems, running: None }) }
+    }
+
+    fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let problem = Problem { field: field.to_owned(), message: message.clone() };
+        Self::problems(status, &format!("{field}: {message}"), vec![problem])
+    }
+
+    fn validation(status: StatusCode, errors: &ValidationErrors) -> Self {
+        let problems = errors
+            .errors()
+            .iter()
+            .map(|e| Problem { field: e.field.clone(), message: e.message.clone() })
+            .collect();
+        Self::problems(status, &errors.to_string(), problems)
+    }
+
+    fn store(error: &StoreError) -> Self {
+        tracing::error!(error = %error, "database failure");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the database failed: retry later, and tell the operators if it lasts",
+        )
+    }
+
+    fn not_found(id: i64) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("no deployment {id}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(*self.body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "no token: send the header \"Authorization: Bearer <token>\"",
+            ));
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header must be \"Bearer <token>\"")
+            })?;
+        state.tokens.authenticate(token).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this token is not known to the server: check it, or ask the operators for one",
+            )
+        })
+    }
+}
+
+fn check_team(principal: &Principal, record: &DeploymentRecord) -> Result<(), ApiError> {
+    if principal.may_act_for(&record.team) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "deployment {} belongs to team {}; token {} acts for team {} only",
+                record.id,
+                record.team,
+                principal.name,
+                principal.team().unwrap_or("(none)")
+            ),
+        ))
+    }
+}
+
+fn parse_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
+    id.map(|Path(id)| id).map_err(|_| {
+        ApiError::field(StatusCode::NOT_FOUND, "id", "is not a deployment id (a positive integer)")
+    })
+}
+
+async fn load(state: &App, principal: &Principal, id: i64) -> Result<DeploymentRecord, ApiError> {
+    let record =
+        state.store.get(id).await.map_err(|e| ApiError::store(&e))?.ok_or_else(|| ApiError::not_found(id))?;
+    check_team(principal, &record)?;
+    Ok(record)
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Starts a deployment.
+#[utoipa::path(
+    post, path = "/v1/deployments", tag = "deployments",
+    request_body(content = crate::openapi::DeploymentRequestBody, content_type = "application/json",
+        description = "The deployment request: a playbook configured on the server and its variables. \
+        `requested_by` is set by the server from the token's name: leave it out (a different value is refused). \
+        Inline changesets and raw inventory queries are refused."),
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key (per token) returns the same deployment.")),
+    responses(
+        (status = 202, description = "Accepted: the deployment runs in the background", body = Accepted),
+        (status = 200, description = "This Idempotency-Key was used before with the same body: that deployment", body = Accepted),
+        (status = 400, description = "Malformed JSON or an unknown field", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "The token's team may not deploy this application", body = ErrorBody),
+        (status = 409, description = "A deployment of this application and environment is queued or running", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "The request is invalid (every problem, by field)", body = ErrorBody),
+        (status = 429, description = "The queue is full", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::field(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "(document)",
+                format!("the body is larger than {} bytes", state.limits.max_body_bytes),
+            )
+        } else {
+            ApiError::field(StatusCode::BAD_REQUEST, "(document)", rejection.body_text())
+        }
+    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::field(StatusCode::BAD_REQUEST, "(document)", "is not UTF-8 JSON"))?;
+    let mut spec =
+        RequestSpec::from_json(text).map_err(|e| ApiError::validation(StatusCode::BAD_REQUEST, &e))?;
+    if let Some(asked) = &spec.requested_by {
+        if asked != &principal.name {
+            return Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "requested_by",
+                format!("is set by the server from your token ({}): leave it out", principal.name),
+            ));
+        }
+    }
+    spec.requested_by = Some(principal.name.clone());
+    if !principal.may_act_for(&spec.team) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {} deploys for team {} only; this request is for team {:?}",
+                principal.name,
+                principal.team().unwrap_or("(none)"),
+                spec.team
+            ),
+        ));
+    }
+    if let Some(owner) = state.applications.get(&spec.application) {
+        if owner != &spec.team {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "application {} belongs to team {owner}, not to team {}",
+                    spec.application, spec.team
+                ),
+            ));
+        }
+    }
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(value) => {
+            let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200).ok_or_else(|| {
+                ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "Idempotency-Key",
+                    "must be 1 to 200 visible ASCII characters",
+                )
+            })?;
+            Some(key.to_owned())
+        }
+    };
+    let policy = RequestPolicy {
+        playbooks: &state.playbooks,
+        inline_changesets: InlineChangesets::Refused,
+        raw_queries: RawQueries::Refused,
+    };
+    let request =
+        spec.validate(&policy).map_err(|e| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
+    let ports = state
+        .factory
+        .ports(&request)
+        .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "(document)", e.to_string()))?;
+    let query = match &request.targets {
+        Targets::Search(selector) => selector.to_string(),
+        Targets::Hosts(hosts) => {
+            let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            format!("hosts {}", names.join(", "))
+        }
+    };
+    let new = NewDeployment {
+        application: request.application.to_string(),
+        environment: request.environment.to_string(),
+        team: request.team.to_string(),
+        version: request.version.to_string(),
+        requested_by: principal.name.clone(),
+        playbook: request.playbook.as_ref().map(ToString::to_string),
+        query,
+        request: serde_json::to_string(&spec).unwrap_or_default(),
+        idempotency_key: key,
+        body_sha256: crate::auth::sha256_hex(&body),
+        created_ms: now_ms(),
+    };
+    // Admission runs in its own task: a request timeout or a dropped connection cannot cut it
+    // between storing the deployment and starting it.
+    let runner = state.runner.clone();
+    let submitted =
+        tokio::spawn(async move { runner.submit(request, ports, new).await }).await.map_err(|e| {
+            tracing::error!(error = %e, "admission task failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "accepting the deployment failed unexpectedly: retry",
+            )
+        })?;
+    match submitted {
+        Ok(Submitted::New(id)) => {
+            let accepted = Accepted {
+                id,
+                status: Status::Queued,
+                requested_by: principal.name.clone(),
+                links: crate::wire::Links::of(id),
+            };
+            let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
+            if let Ok(location) = HeaderValue::from_str(&format!("/v1/deployments/{id}")) {
+                response.headers_mut().insert(LOCATION, location);
+            }
+            Ok(response)
+        }
+        Ok(Submitted::Existing(record)) => {
+            Ok((StatusCode::OK, Json(Accepted::from_record(&record))).into_response())
+        }
+        Err(SubmitError::Conflict(running)) => {
+            let mut error =
+                ApiError::new(StatusCode::CONFLICT, SubmitError::Conflict(running.clone()).to_string());
+            error.body.running = Some(Accepted::from_record(&running));
+            Err(error)
+        }
+        Err(e @ SubmitError::KeyReused(_)) => {
+            Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "Idempotency-Key", e.to_string()))
+        }
+        Err(e @ SubmitError::QueueFull(_)) => {
+            Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()))
+        }
+        Err(SubmitError::Store(e)) => Err(ApiError::store(&e)),
+    }
+}
+
+/// One deployment: status, per-host results, timings, who asked.
+#[utoipa::path(
+    get, path = "/v1/deployments/{id}", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment's id")),
+    responses(
+        (status = 200, description = "The deployment", body = Deployment),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_one(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Deployment>, ApiError> {
+    let id = parse_id(id)?;
+    let record = load(&state, &principal, id).await?;
+    let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
+    Ok(Json(Deployment::from_record(&record, &hosts, now_ms())))
+}
+
+/// Filters and page of the deployment list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this application.
+    pub application: Option<String>,
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// Only this team (a team token sees only its own).
+    pub team: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// At most this many (default 50, at most 200).
+    pub limit: Option<i64>,
+    /// Only deployments with an id below this (the next page's cursor).
+    pub before: Option<i64>,
+}
+
+/// Deployments, newest first, filtered and paginated.
+#[utoipa::path(
+    get, path = "/v1/deployments", tag = "deployments",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of deployments, newest first", body = DeploymentList),
+        (status = 400, description = "An unknown or malformed parameter", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployments", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<DeploymentList>, ApiError> {
+    let Query(params) =
+        params.map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "(query)", e.body_text()))?;
+    let status = match &params.status {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "status",
+                format!("{s:?} is not one of {}", all.join(", ")),
+            )
+        })?),
+    };
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::field(StatusCode::BAD_REQUEST, "limit", "must be between 1 and 200"));
+    }
+    let team = match (principal.team(), &params.team) {
+        (None, team) => team.clone(),
+        (Some(own), Some(asked)) if asked != own => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("token {} sees team {own}'s deployments only, not team {asked}'s", principal.name),
+            ))
+        }
+        (Some(own), _) => Some(own.to_owned()),
+    };
+    let filter = ListFilter {
+        application: params.application.clone(),
+        environment: params.environment.clone(),
+        team,
+        status,
+        before: params.before,
+        limit: limit + 1,
+    };
+    let mut records = state.store.list(&filter).await.map_err(|e| ApiError::store(&e))?;
+    let more = records.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let now = now_ms();
+    let next = match (more, records.last()) {
+        (true, Some(last)) => {
+            let mut query =
+                vec![("before".to_owned(), last.id.to_string()), ("limit".to_owned(), limit.to_string())];
+            for (name, value) in [
+                ("application", &params.application),
+                ("environment", &params.environment),
+                ("team", &params.team),
+                ("status", &params.status),
+            ] {
+                if let Some(v) = value {
+                    query.push((name.to_owned(), v.clone()));
+                }
+            }
+            let query: Vec<String> =
+                query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+            Some(format!("/v1/deployments?{}", query.join("&")))
+        }
+        _ => None,
+    };
+    let deployments = records.iter().map(|r| Deployment::from_record(r, &[], now)).collect();
+    Ok(Json(DeploymentList { deployments, next }))
+}
+
+fn percent_encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A deployment's events as server-sent events: stored ones after `Last-Event-ID`, then live
+/// ones until it ends. Each event's `id` is its sequence number, its `event` its type, its
+/// `data` the event as JSON.
+#[utoipa::path(
+    get, path = "/v1/deployments/{id}/events", tag = "deployments",
+    params(
+        ("id" = i64, Path, description = "The deployment's id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Replay only events after this sequence number"),
+    ),
+    responses(
+        (status = 200, description = "text/event-stream of the deployment's events", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A malformed Last-Event-ID", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    let after = match headers.get("last-event-id") {
+        None => 0,
+        Some(value) => value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
+            ApiError::field(StatusCode::BAD_REQUEST, "Last-Event-ID", "must be an event's sequence number")
+        })?,
+    };
+    // Subscribe before reading anything, so nothing falls between replay and live.
+    let live = state.runner.subscribe(id);
+    load(&state, &principal, id).await?;
+    let stream = crate::sse::follow(state.store.clone(), id, after, live);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Cancels a queued or running deployment: no new host starts, hosts in flight finish.
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/cancel", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment's id")),
+    responses(
+        (status = 202, description = "Cancel asked: the deployment ends soon", body = Deployment),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "The deployment has already ended", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    let record = load(&state, &principal, id).await?;
+    let cancelled = state.runner.cancel(id).await.map_err(|e| ApiError::store(&e))?;
+    if !cancelled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("deployment {id} has already ended ({}): nothing to cancel", record.status),
+        ));
+    }
+    tracing::info!(deployment = id, by = %principal.name, "cancel asked");
+    let record = state.store.get(id).await.map_err(|e| ApiError::store(&e))?.unwrap_or(record);
+    let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
+    Ok((StatusCode::ACCEPTED, Json(Deployment::from_record(&record, &hosts, now_ms()))).into_response())
+}
+
+/// Confirms the canary of a deployment waiting for it (`strategy.canary.confirm = true`): the
+/// rest of the hosts go on. Confirming a deployment that is not waiting has no effect.
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/confirm", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment's id")),
+    responses(
+        (status = 202, description = "Confirmed", body = Deployment),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "The deployment has already ended", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn confirm(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    let record = load(&state, &principal, id).await?;
+    if !state.runner.confirm(id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("deployment {id} has already ended ({}): nothing to confirm", record.status),
+        ));
+    }
+    tracing::info!(deployment = id, by = %principal.name, "canary confirmed");
+    let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
+    Ok((StatusCode::ACCEPTED, Json(Deployment::from_record(&record, &hosts, now_ms()))).into_response())
+}
+
+/// Whether the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+/// Whether the server can take requests (its database answers).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Not ready", body = Health)))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(Health { status: "ok".into() }).into_response(),
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: format!("database not answering: {e}") }))
+                .into_response()
+        }
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+/// This API's OpenAPI description.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
+pub async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+/// Any other path.
+pub async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such path: see /openapi.json")
+}

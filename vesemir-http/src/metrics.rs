@@ -1,0 +1,103 @@
+//! Prometheus metrics, kept per server (no global recorder, so several servers can live in one
+//! process): deployments by outcome, durations, hosts deployed, in flight and queued.
+
+use metrics::{counter, gauge, histogram, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// Buckets of deployment durations, in seconds.
+const DURATION_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0];
+
+/// The server's metrics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A new, empty set.
+    pub fn new() -> Self {
+        // Setting buckets only fails for an empty list; this one is not empty.
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("vesemir_deployment_duration_seconds".into()),
+                DURATION_BUCKETS,
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let metrics = Self { recorder, handle };
+        metrics.with(|| {
+            metrics::describe_counter!("vesemir_deployments_total", "Deployments ended, by outcome.");
+            metrics::describe_histogram!(
+                "vesemir_deployment_duration_seconds",
+                metrics::Unit::Seconds,
+                "Time from start to end of deployments that ran."
+            );
+            metrics::describe_counter!("vesemir_hosts_total", "Hosts of ended deployments, by outcome.");
+            metrics::describe_gauge!("vesemir_deployments_in_flight", "Deployments running now.");
+            metrics::describe_gauge!("vesemir_deployments_queued", "Deployments waiting for a slot.");
+            metrics::describe_counter!(
+                "vesemir_interrupted_hosts_out_of_rotation_total",
+                "Hosts possibly left out of rotation by deployments interrupted by a server stop."
+            );
+            gauge!("vesemir_deployments_in_flight").set(0.0);
+            gauge!("vesemir_deployments_queued").set(0.0);
+        });
+        metrics
+    }
+
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.recorder as &dyn Recorder, f)
+    }
+
+    /// A deployment ended with `outcome` (a status name).
+    pub fn deployment_ended(&self, labels: &[(&'static str, String)], outcome: &str, duration: Option<f64>) {
+        let mut all: Vec<(&'static str, String)> = labels.to_vec();
+        all.push(("outcome", outcome.to_owned()));
+        self.with(|| {
+            counter!("vesemir_deployments_total", &all).increment(1);
+            if let Some(seconds) = duration {
+                histogram!("vesemir_deployment_duration_seconds", &all).record(seconds);
+            }
+        });
+    }
+
+    /// `count` hosts of a deployment ended with `outcome`.
+    pub fn hosts(&self, labels: &[(&'static str, String)], outcome: &str, count: u64) {
+        let mut all: Vec<(&'static str, String)> = labels.to_vec();
+        all.push(("outcome", outcome.to_owned()));
+        self.with(|| counter!("vesemir_hosts_total", &all).increment(count));
+    }
+
+    /// Hosts possibly left out of rotation by an interrupted deployment.
+    pub fn interrupted_out_of_rotation(&self, labels: &[(&'static str, String)], count: u64) {
+        self.with(|| counter!("vesemir_interrupted_hosts_out_of_rotation_total", labels).increment(count));
+    }
+
+    /// Deployments running now changed by `delta`.
+    pub fn in_flight(&self, delta: f64) {
+        self.with(|| gauge!("vesemir_deployments_in_flight").increment(delta));
+    }
+
+    /// Deployments queued now changed by `delta`.
+    pub fn queued(&self, delta: f64) {
+        self.with(|| gauge!("vesemir_deployments_queued").increment(delta));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}

@@ -1,0 +1,544 @@
+//! Deployments in flight: admission (idempotency, one per application and environment, the
+//! queue), the driver task of each, its events to the database and then to live followers,
+//! cancel and timeouts. Rollout decisions stay in the core's driver.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
+use tracing::{debug, error, info, info_span, warn, Instrument, Span};
+use vesemir_core::event::{DeploymentOutcome, EventKind};
+use vesemir_core::request::DeploymentRequest;
+use vesemir_core::{render, Control, DeploymentReport, DriverConfig, Event, EventSink, Ports};
+
+use crate::clock::now_ms;
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::store::{
+    wire_name, DeploymentRecord, Finish, HostRecord, Inserted, NewDeployment, Status, Store, StoreError,
+};
+use crate::wire::Totals;
+
+/// Live events of one deployment, broadcast after they are stored.
+pub type LiveEvents = broadcast::Receiver<Arc<Event>>;
+
+/// Capacity of a deployment's live event channel; a follower further behind re-reads the database.
+const LIVE_CAPACITY: usize = 1024;
+
+/// What happened to a submission.
+#[derive(Debug)]
+pub enum Submitted {
+    /// A new deployment, queued, with this id.
+    New(i64),
+    /// The idempotency key was used before with the same body: that deployment.
+    Existing(Box<DeploymentRecord>),
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Another deployment of the same application and environment is queued or running.
+    #[error("deployment {} of {} in {} is {} (asked by {}): wait for it to end or cancel it", .0.id, .0.application, .0.environment, .0.status, .0.requested_by)]
+    Conflict(Box<DeploymentRecord>),
+    /// The idempotency key was used before with another body.
+    #[error("Idempotency-Key was already used for deployment {} with a different body: use a new key", .0.id)]
+    KeyReused(Box<DeploymentRecord>),
+    /// The queue is full.
+    #[error("{0} deployments are queued already: try again later")]
+    QueueFull(usize),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+struct Active {
+    control: Control,
+    cancel: Arc<Notify>,
+    events: broadcast::Sender<Arc<Event>>,
+    target: (String, String),
+}
+
+#[derive(Default)]
+struct ActiveSet {
+    by_id: HashMap<i64, Active>,
+    by_target: HashMap<(String, String), i64>,
+}
+
+/// Runs deployments in the background.
+pub struct Runner {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    driver: DriverConfig,
+    slots: Arc<Semaphore>,
+    queued: AtomicUsize,
+    admission: tokio::sync::Mutex<()>,
+    active: Mutex<ActiveSet>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("queued", &self.queued.load(Ordering::Relaxed)).finish()
+    }
+}
+
+struct ChannelSink(mpsc::UnboundedSender<Event>);
+
+impl EventSink for ChannelSink {
+    fn emit(&self, event: &Event) {
+        // The writer only stops once this sink is dropped: a send cannot fail before.
+        let _ = self.0.send(event.clone());
+    }
+}
+
+/// Removes a deployment from the active set when its task ends (also on panic), which closes
+/// its live channel.
+struct ActiveGuard {
+    runner: Arc<Runner>,
+    id: i64,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let mut set = self.runner.lock_active();
+        if let Some(active) = set.by_id.remove(&self.id) {
+            if set.by_target.get(&active.target) == Some(&self.id) {
+                set.by_target.remove(&active.target);
+            }
+        }
+    }
+}
+
+struct GaugeGuard<'a>(&'a Metrics);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight(-1.0);
+    }
+}
+
+impl Runner {
+    /// A runner over `store`.
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        let driver = DriverConfig { call_timeout: limits.call_timeout, ..DriverConfig::default() };
+        Self {
+            store,
+            metrics,
+            slots: Arc::new(Semaphore::new(limits.max_concurrent_deployments.max(1))),
+            limits,
+            driver,
+            queued: AtomicUsize::new(0),
+            admission: tokio::sync::Mutex::new(()),
+            active: Mutex::new(ActiveSet::default()),
+        }
+    }
+
+    fn lock_active(&self) -> MutexGuard<'_, ActiveSet> {
+        // Only plain map updates happen under this lock; a poisoned lock still holds a usable map.
+        self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks deployments left queued or running by a previous server `interrupted` (call once
+    /// at startup, before serving).
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let interrupted = self.store.interrupt_unfinished(now_ms()).await?;
+        for d in &interrupted {
+            let labels = labels(&d.application, &d.environment, &d.team);
+            warn!(
+                deployment = d.id,
+                application = %d.application,
+                environment = %d.environment,
+                out_of_rotation = ?d.out_of_rotation,
+                "deployment was interrupted by a server stop: check the hosts that may be out of rotation"
+            );
+            self.metrics.deployment_ended(&labels, Status::Interrupted.as_str(), None);
+            self.metrics.interrupted_out_of_rotation(&labels, d.out_of_rotation.len() as u64);
+        }
+        Ok(interrupted.len())
+    }
+
+    /// Admits a validated deployment and starts it in the background.
+    pub async fn submit(
+        self: &Arc<Self>,
+        request: DeploymentRequest,
+        ports: Ports,
+        new: NewDeployment,
+    ) -> Result<Submitted, SubmitError> {
+        let _admission = self.admission.lock().await;
+        if let Some(key) = &new.idempotency_key {
+            if let Some(existing) = self.store.by_idempotency_key(&new.requested_by, key).await? {
+                if existing.body_sha256 != new.body_sha256 {
+                    return Err(SubmitError::KeyReused(Box::new(existing)));
+                }
+                return Ok(Submitted::Existing(Box::new(existing)));
+            }
+        }
+        let target = (new.application.clone(), new.environment.clone());
+        let running = self.lock_active().by_target.get(&target).copied();
+        if let Some(running) = running {
+            if let Some(record) = self.store.get(running).await? {
+                return Err(SubmitError::Conflict(Box::new(record)));
+            }
+        }
+        let queued = self.queued.load(Ordering::SeqCst);
+        if queued >= self.limits.max_queued_deployments {
+            return Err(SubmitError::QueueFull(queued));
+        }
+        let id = match self.store.insert(&new).await? {
+            Inserted::New(id) => id,
+            Inserted::Existing(record) => return Ok(Submitted::Existing(record)),
+        };
+        let active = Active {
+            control: Control::new(),
+            cancel: Arc::new(Notify::new()),
+            events: broadcast::channel(LIVE_CAPACITY).0,
+            target: target.clone(),
+        };
+        {
+            let mut set = self.lock_active();
+            set.by_id.insert(id, active.clone());
+            set.by_target.insert(target, id);
+        }
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.metrics.queued(1.0);
+        tokio::spawn(self.clone().drive(id, Arc::new(request), ports, active));
+        Ok(Submitted::New(id))
+    }
+
+    /// Live events of a deployment that has not ended, if it has not.
+    pub fn subscribe(&self, id: i64) -> Option<LiveEvents> {
+        self.lock_active().by_id.get(&id).map(|a| a.events.subscribe())
+    }
+
+    /// Asks a queued or running deployment to cancel. False if it is not active.
+    pub async fn cancel(&self, id: i64) -> Result<bool, StoreError> {
+        let active = self.lock_active().by_id.get(&id).cloned();
+        let Some(active) = active else { return Ok(false) };
+        active.control.cancel();
+        active.cancel.notify_one();
+        self.store.mark_cancel_requested(id).await?;
+        Ok(true)
+    }
+
+    /// Confirms a running deployment's canary (for `strategy.canary.confirm`). False if it is
+    /// not active.
+    pub fn confirm(&self, id: i64) -> bool {
+        let active = self.lock_active().by_id.get(&id).cloned();
+        match active {
+            Some(active) => {
+                active.control.confirm();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels every queued or running deployment and waits up to `grace` for them to end.
+    /// Returns how many were still running after it.
+    pub async fn cancel_all(&self, grace: Duration) -> usize {
+        let ids: Vec<i64> = self.lock_active().by_id.keys().copied().collect();
+        for id in ids {
+            if let Err(e) = self.cancel(id).await {
+                warn!(deployment = id, error = %e, "recording a cancel at shutdown failed");
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.active_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.active_count()
+    }
+
+    /// Deployments queued or running now.
+    pub fn active_count(&self) -> usize {
+        self.lock_active().by_id.len()
+    }
+
+    async fn drive(self: Arc<Self>, id: i64, request: Arc<DeploymentRequest>, ports: Ports, active: Active) {
+        let guard = ActiveGuard { runner: self.clone(), id };
+        let span = info_span!(
+            "deployment",
+            deployment = id,
+            application = %request.application,
+            environment = %request.environment,
+            team = %request.team,
+            version = %request.version,
+            requested_by = %request.requested_by,
+        );
+        let labels =
+            labels(request.application.as_str(), request.environment.as_str(), request.team.as_str());
+        let outcome = self.drive_inner(id, &request, &ports, &active, &labels).instrument(span.clone()).await;
+        if let Err(e) = outcome {
+            span.in_scope(|| error!(error = %e, "the deployment's record could not be written"));
+        }
+        drop(guard);
+    }
+
+    async fn drive_inner(
+        &self,
+        id: i64,
+        request: &Arc<DeploymentRequest>,
+        ports: &Ports,
+        active: &Active,
+        labels: &[(&'static str, String)],
+    ) -> Result<(), StoreError> {
+        info!("queued");
+        let permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit.ok(),
+            () = active.cancel.notified() => None,
+        };
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.queued(-1.0);
+        let Some(_permit) = permit else {
+            info!("cancelled while queued");
+            self.end(id, labels, Status::Cancelled, Some("cancelled before it started".into()), None, None)
+                .await?;
+            return Ok(());
+        };
+        let started = now_ms();
+        self.metrics.in_flight(1.0);
+        let _gauge = GaugeGuard(&self.metrics);
+        self.store.mark_running(id, started).await?;
+        info!("running");
+
+        let prepared = tokio::time::timeout(
+            self.limits.deployment_timeout,
+            vesemir_core::prepare(request.clone(), ports, &self.driver),
+        )
+        .await;
+        let prepared = match prepared {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not start: nothing was changed");
+                let message = format!("could not start, nothing was changed: {e}");
+                self.end(id, labels, Status::Failed, Some(message), None, Some(started)).await?;
+                return Ok(());
+            }
+            Err(_) => {
+                let message =
+                    "could not start: finding and planning the hosts took longer than deployment_timeout";
+                self.end(id, labels, Status::Failed, Some(message.into()), None, Some(started)).await?;
+                return Ok(());
+            }
+        };
+        let hosts: Vec<HostRecord> = prepared
+            .plan
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, planned)| HostRecord {
+                position: i64::try_from(i).unwrap_or(i64::MAX),
+                name: planned.host.name.to_string(),
+                address: planned.host.address.clone(),
+                server: planned.server.to_string(),
+                outcome: None,
+                phase: "pending".into(),
+                error: None,
+                rotation: "in_rotation".into(),
+                started_ms: None,
+                finished_ms: None,
+            })
+            .collect();
+        self.store.set_plan(id, &hosts).await?;
+
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(
+            write_events(self.store.clone(), id, receiver, active.events.clone(), Span::current())
+                .instrument(Span::current()),
+        );
+        let mut timed_out = false;
+        let report: DeploymentReport = {
+            let sink = ChannelSink(sender);
+            let control = &active.control;
+            let run = vesemir_core::run(&prepared, ports, &sink, control, &self.driver);
+            tokio::pin!(run);
+            // A cancel sent before the driver subscribed to its control would be missed: send it
+            // again once the driver has been polled.
+            let recheck = async {
+                tokio::task::yield_now().await;
+                if control.is_cancelled() {
+                    control.cancel();
+                }
+                std::future::pending::<()>().await;
+            };
+            tokio::pin!(recheck);
+            let deadline = tokio::time::sleep(self.limits.deployment_timeout);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    biased;
+                    report = &mut run => break report,
+                    () = &mut recheck => {}
+                    () = &mut deadline, if !timed_out => {
+                        timed_out = true;
+                        warn!("ran longer than deployment_timeout: aborting");
+                        control.abort();
+                    }
+                }
+            }
+        };
+        if writer.await.is_err() {
+            error!("the event writer panicked: some events may be missing from the database");
+        }
+        let status = match report.outcome {
+            Some(DeploymentOutcome::Succeeded) => Status::Succeeded,
+            Some(DeploymentOutcome::CompletedWithFailures) => Status::CompletedWithFailures,
+            Some(DeploymentOutcome::Stopped) => Status::Stopped,
+            Some(DeploymentOutcome::Cancelled) => Status::Cancelled,
+            None => Status::Stopped,
+        };
+        let error = timed_out.then(|| "aborted: ran longer than the server's deployment_timeout".to_owned());
+        self.end(id, labels, status, error, Some(&report), Some(started)).await
+    }
+
+    async fn end(
+        &self,
+        id: i64,
+        labels: &[(&'static str, String)],
+        status: Status,
+        error: Option<String>,
+        report: Option<&DeploymentReport>,
+        started: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let finished_ms = now_ms();
+        let totals = report.map(|r| Totals {
+            succeeded: r.totals.succeeded as u64,
+            failed: r.totals.failed as u64,
+            unreachable: r.totals.unreachable as u64,
+            skipped: r.totals.skipped as u64,
+            cancelled: r.totals.cancelled as u64,
+        });
+        let hosts = report
+            .map(|r| {
+                r.hosts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| HostRecord {
+                        position: i64::try_from(i).unwrap_or(i64::MAX),
+                        name: h.name.to_string(),
+                        address: h.address.clone(),
+                        server: h.server.to_string(),
+                        outcome: h.outcome.as_ref().map(wire_name),
+                        phase: h.phase.to_string(),
+                        error: h.error.clone(),
+                        rotation: wire_name(&h.rotation),
+                        started_ms: h.started.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                        finished_ms: h.finished.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let finish = Finish {
+            status,
+            error,
+            totals: totals.as_ref().and_then(|t| serde_json::to_string(t).ok()),
+            hosts,
+            finished_ms,
+        };
+        self.store.finish(id, &finish).await?;
+        #[allow(clippy::cast_precision_loss)]
+        let duration = started.map(|s| (finished_ms - s).max(0) as f64 / 1000.0);
+        self.metrics.deployment_ended(labels, status.as_str(), duration);
+        if let Some(t) = totals {
+            for (outcome, count) in [
+                ("succeeded", t.succeeded),
+                ("failed", t.failed),
+                ("unreachable", t.unreachable),
+                ("skipped", t.skipped),
+                ("cancelled", t.cancelled),
+            ] {
+                if count > 0 {
+                    self.metrics.hosts(labels, outcome, count);
+                }
+            }
+        }
+        info!(status = %status, "ended");
+        Ok(())
+    }
+}
+
+fn labels(application: &str, environment: &str, team: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("application", application.to_owned()),
+        ("environment", environment.to_owned()),
+        ("team", team.to_owned()),
+    ]
+}
+
+/// Stores events in batches, then broadcasts them: an event is in the database before any live
+/// follower sees it, so a follower that subscribes and then replays misses nothing.
+async fn write_events(
+    store: Arc<dyn Store>,
+    id: i64,
+    mut receiver: mpsc::UnboundedReceiver<Event>,
+    live: broadcast::Sender<Arc<Event>>,
+    deployment: Span,
+) {
+    let mut hosts: HashMap<String, Span> = HashMap::new();
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match receiver.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        for event in &batch {
+            log_event(&deployment, &mut hosts, event);
+        }
+        let mut attempt = 0u32;
+        loop {
+            match store.append_events(id, &batch).await {
+                Ok(()) => break,
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    warn!(parent: &deployment, error = %e, attempt, "storing events failed: retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    error!(parent: &deployment, error = %e, "storing events failed: they are missing from the history");
+                    break;
+                }
+            }
+        }
+        for event in batch {
+            // No follower is not an error.
+            let _ = live.send(Arc::new(event));
+        }
+    }
+}
+
+/// Logs an event in its deployment's span, or in its host's span (one per host).
+fn log_event(deployment: &Span, hosts: &mut HashMap<String, Span>, event: &Event) {
+    let host_span = |hosts: &mut HashMap<String, Span>, host: &str| {
+        hosts
+            .entry(host.to_owned())
+            .or_insert_with(|| info_span!(parent: deployment, "host", host = %host))
+            .clone()
+    };
+    match &event.kind {
+        EventKind::HostPhase { host, phase } => {
+            let span = host_span(hosts, host.as_str());
+            span.in_scope(|| info!(seq = event.seq, phase = %phase, "host phase"));
+        }
+        EventKind::HostOutput { host, step, stream, line } => {
+            let span = host_span(hosts, host.as_str());
+            span.in_scope(|| debug!(seq = event.seq, step = %step, stream = ?stream, line = %line, "output"));
+        }
+        EventKind::HostFinished { host, outcome, phase, error, rotation } => {
+            let span = host_span(hosts, host.as_str());
+            hosts.remove(host.as_str());
+            span.in_scope(|| {
+                info!(seq = event.seq, outcome = %outcome, phase = %phase, error = error.as_deref().unwrap_or(""), rotation = %rotation, "host finished");
+            });
+        }
+        _ => {
+            if let Some(line) = render::describe(event) {
+                deployment.in_scope(|| info!(seq = event.seq, "{line}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! A deployment's events as server-sent events: replay of stored events after `Last-Event-ID`,
+//! then live ones until the deployment ends, without gaps or duplicates.
+//!
+//! The live channel is subscribed before the replay starts, and events are stored before they
+//! are broadcast: an event missing from the replay arrives live. Live events already sent by the
+//! replay are skipped by sequence number; a gap (a slow follower that lagged) is filled from the
+//! database.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::response::sse::Event as SseEvent;
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use vesemir_core::Event;
+
+use crate::runner::LiveEvents;
+use crate::store::Store;
+
+/// Events read from the database at once while replaying.
+const REPLAY_PAGE: i64 = 500;
+
+struct Follow {
+    store: Arc<dyn Store>,
+    id: i64,
+    last: u64,
+    pending: VecDeque<Event>,
+    replay: bool,
+    live: Option<LiveEvents>,
+}
+
+/// The stream of deployment `id`'s events after `after`; `live` is its live channel, subscribed
+/// before this call (`None` once it has ended).
+pub fn follow(
+    store: Arc<dyn Store>,
+    id: i64,
+    after: u64,
+    live: Option<LiveEvents>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let state = Follow { store, id, last: after, pending: VecDeque::new(), replay: true, live };
+    futures_util::stream::unfold(state, |mut state| async move {
+        let event = state.next().await?;
+        Some((Ok(to_sse(&event)), state))
+    })
+}
+
+impl Follow {
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                if event.seq <= self.last {
+                    continue;
+                }
+                self.last = event.seq;
+                return Some(event);
+            }
+            if self.replay {
+                match self.store.events_after(self.id, self.last, REPLAY_PAGE).await {
+                    Ok(events) if !events.is_empty() => self.pending.extend(events),
+                    Ok(_) => self.replay = false,
+                    Err(e) => {
+                        tracing::warn!(deployment = self.id, error = %e, "replaying events failed: ending the stream");
+                        return None;
+                    }
+                }
+                continue;
+            }
+            let live = self.live.as_mut()?;
+            match live.recv().await {
+                Ok(event) if event.seq <= self.last => {}
+                Ok(event) if event.seq == self.last + 1 => self.pending.push_back((*event).clone()),
+                // A gap: every broadcast event is stored first, so the database has it.
+                Ok(_) | Err(RecvError::Lagged(_)) => self.replay = true,
+                Err(RecvError::Closed) => {
+                    self.live = None;
+                    self.replay = true;
+                }
+            }
+        }
+    }
+}
+
+fn to_sse(event: &Event) -> SseEvent {
+    let json = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
+    let kind = json.get("type").and_then(serde_json::Value::as_str).unwrap_or("event").to_owned();
+    SseEvent::default().id(event.seq.to_string()).event(kind).data(json.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use tokio::sync::broadcast;
+    use vesemir_core::event::{EventKind, WaitReason};
+
+    use super::*;
+    use crate::store::{NewDeployment, SqliteStore};
+
+    fn event(seq: u64) -> Event {
+        Event {
+            seq,
+            elapsed: Duration::from_millis(seq),
+            kind: EventKind::Waiting { reason: WaitReason::Pause { duration: Duration::from_secs(1) } },
+        }
+    }
+
+    async fn store_with_events(n: u64) -> (tempfile::TempDir, Arc<dyn Store>, i64) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.expect("opens");
+        let new = NewDeployment {
+            application: "shop".into(),
+            environment: "production".into(),
+            team: "payments".into(),
+            version: "1".into(),
+            requested_by: "tests".into(),
+            playbook: None,
+            query: "hosts".into(),
+            request: "{}".into(),
+            idempotency_key: None,
+            body_sha256: String::new(),
+            created_ms: 0,
+        };
+        let id = match store.insert(&new).await.expect("inserts") {
+            crate::store::Inserted::New(id) => id,
+            crate::store::Inserted::Existing(_) => panic!("no key given"),
+        };
+        let events: Vec<Event> = (1..=n).map(event).collect();
+        store.append_events(id, &events).await.expect("appends");
+        (dir, Arc::new(store), id)
+    }
+
+    async fn seqs(stream: impl Stream<Item = Result<axum::response::sse::Event, Infallible>>) -> usize {
+        tokio::time::timeout(Duration::from_secs(5), stream.count()).await.expect("the stream ends")
+    }
+
+    #[tokio::test]
+    async fn events_both_replayed_and_live_are_sent_once() {
+        let (_dir, store, id) = store_with_events(10).await;
+        let (sender, receiver) = broadcast::channel(64);
+        // Live has 5..=10 (already stored) and then 11, stored before it is broadcast.
+        for seq in 5..=10 {
+            sender.send(Arc::new(event(seq))).expect("a receiver");
+        }
+        store.append_events(id, &[event(11)]).await.expect("appends");
+        sender.send(Arc::new(event(11))).expect("a receiver");
+        drop(sender);
+        let mut follow =
+            Follow { store, id, last: 3, pending: VecDeque::new(), replay: true, live: Some(receiver) };
+        let mut got = Vec::new();
+        while let Some(e) = follow.next().await {
+            got.push(e.seq);
+        }
+        assert_eq!(got, (4..=11).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_lags_behind_the_live_channel_fills_the_gap_from_the_database() {
+        let (_dir, store, id) = store_with_events(0).await;
+        let (sender, receiver) = broadcast::channel(2);
+        for seq in 1..=20 {
+            store.append_events(id, &[event(seq)]).await.expect("appends");
+            sender.send(Arc::new(event(seq))).expect("a receiver");
+        }
+        drop(sender);
+        let mut follow = Follow {
+            store: store.clone(),
+            id,
+            last: 0,
+            pending: VecDeque::new(),
+            replay: false,
+            live: Some(receiver),
+        };
+        let mut got = Vec::new();
+        while let Some(e) = follow.next().await {
+            got.push(e.seq);
+        }
+        assert_eq!(got, (1..=20).collect::<Vec<_>>());
+        assert_eq!(seqs(follow_stream(store, id)).await, 20);
+    }
+
+    fn follow_stream(
+        store: Arc<dyn Store>,
+        id: i64,
+    ) -> impl Stream<Item = Result<axum::response::sse::Event, Infallible>> {
+        follow(store, id, 0, None)
+    }
+}

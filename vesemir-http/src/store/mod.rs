@@ -1,0 +1,287 @@
+//! Persistence behind a trait: deployments, per-host results and every event. SQLite is the
+//! default ([`SqliteStore`]); another database implements [`Store`] the same way.
+
+mod sqlite;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use vesemir_core::Event;
+
+pub(crate) use sqlite::wire_name;
+pub use sqlite::{hosts_out_of_rotation, SqliteStore};
+
+/// Why the store failed. The message says what to check.
+#[derive(Debug, thiserror::Error)]
+#[error("database: {context}: {source}")]
+pub struct StoreError {
+    context: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StoreError {
+    /// A failure while doing `context`.
+    pub fn new(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self { context: context.into(), source: source.into() }
+    }
+}
+
+/// Where a deployment is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Accepted, waiting for a free slot.
+    Queued,
+    /// Running.
+    Running,
+    /// Every host succeeded.
+    Succeeded,
+    /// Every host was tried; some failed, within the tolerated failures.
+    CompletedWithFailures,
+    /// Too many failures: the rest were skipped.
+    Stopped,
+    /// Cancelled.
+    Cancelled,
+    /// Could not start: hosts or load balancers could not be found or planned. Nothing changed.
+    Failed,
+    /// The server stopped while it ran: see `out_of_rotation` for hosts to check.
+    Interrupted,
+}
+
+impl Status {
+    /// Every status, for parsing and documentation.
+    pub const ALL: [Status; 8] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::CompletedWithFailures,
+        Status::Stopped,
+        Status::Cancelled,
+        Status::Failed,
+        Status::Interrupted,
+    ];
+
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::CompletedWithFailures => "completed_with_failures",
+            Status::Stopped => "stopped",
+            Status::Cancelled => "cancelled",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses a stored or requested status.
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the deployment has ended.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A deployment as first stored, when it is accepted.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    /// The application.
+    pub application: String,
+    /// The environment.
+    pub environment: String,
+    /// The owning team.
+    pub team: String,
+    /// The version.
+    pub version: String,
+    /// Who asked (the token's name).
+    pub requested_by: String,
+    /// The playbook.
+    pub playbook: Option<String>,
+    /// How the hosts are found (the inventory query, or the listed hosts).
+    pub query: String,
+    /// The request body as accepted (JSON).
+    pub request: String,
+    /// The `Idempotency-Key` header, if any.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 (hex) of the body, to tell a reused key with another body.
+    pub body_sha256: String,
+    /// When it was accepted, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// A stored deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentRecord {
+    /// Its id.
+    pub id: i64,
+    /// The application.
+    pub application: String,
+    /// The environment.
+    pub environment: String,
+    /// The owning team.
+    pub team: String,
+    /// The version.
+    pub version: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// The playbook.
+    pub playbook: Option<String>,
+    /// How the hosts are found.
+    pub query: String,
+    /// The request body as accepted (JSON).
+    pub request: String,
+    /// Its status.
+    pub status: Status,
+    /// Why it failed to start, or was interrupted.
+    pub error: Option<String>,
+    /// Hosts in the plan, once planned.
+    pub host_count: Option<i64>,
+    /// Host counts by outcome, once finished (JSON of the core's totals).
+    pub totals: Option<String>,
+    /// Hosts that may be out of rotation after an interruption.
+    pub out_of_rotation: Vec<String>,
+    /// Whether someone asked to cancel it.
+    pub cancel_requested: bool,
+    /// The `Idempotency-Key` header, if any.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 (hex) of the body.
+    pub body_sha256: String,
+    /// Accepted, Unix ms.
+    pub created_ms: i64,
+    /// Started running, Unix ms.
+    pub started_ms: Option<i64>,
+    /// Ended, Unix ms.
+    pub finished_ms: Option<i64>,
+}
+
+/// One host's result, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRecord {
+    /// Position in the plan, from 0.
+    pub position: i64,
+    /// The host's name.
+    pub name: String,
+    /// Its address.
+    pub address: String,
+    /// Its server in the backend.
+    pub server: String,
+    /// How it ended (`None` while it runs).
+    pub outcome: Option<String>,
+    /// Where it is, or where it failed (the core's phase, as text).
+    pub phase: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Whether it takes traffic: `in_rotation`, `out_of_rotation`, `unknown`.
+    pub rotation: String,
+    /// Started, ms from the deployment's start.
+    pub started_ms: Option<i64>,
+    /// Ended, ms from the deployment's start.
+    pub finished_ms: Option<i64>,
+}
+
+/// How a deployment ended, written once.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The final status.
+    pub status: Status,
+    /// Why it failed, if it did not run.
+    pub error: Option<String>,
+    /// Host totals (JSON).
+    pub totals: Option<String>,
+    /// Every host's result.
+    pub hosts: Vec<HostRecord>,
+    /// When, Unix ms.
+    pub finished_ms: i64,
+}
+
+/// Filters of the deployment list. Results are newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this application.
+    pub application: Option<String>,
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// Only this team.
+    pub team: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only ids below this (the page cursor).
+    pub before: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// What happened when a key was inserted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// A new deployment with this id.
+    New(i64),
+    /// The idempotency key was already used: this deployment.
+    Existing(Box<DeploymentRecord>),
+}
+
+/// A deployment that was running when the server stopped, now marked interrupted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interrupted {
+    /// Its id.
+    pub id: i64,
+    /// Its application.
+    pub application: String,
+    /// Its environment.
+    pub environment: String,
+    /// Its team.
+    pub team: String,
+    /// Hosts that may be out of rotation.
+    pub out_of_rotation: Vec<String>,
+}
+
+/// Where deployments, host results and events are kept.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Stores a new deployment as queued. With an idempotency key already used by the same
+    /// requester, returns that deployment instead.
+    async fn insert(&self, deployment: &NewDeployment) -> Result<Inserted, StoreError>;
+    /// One deployment.
+    async fn get(&self, id: i64) -> Result<Option<DeploymentRecord>, StoreError>;
+    /// A deployment by the requester's idempotency key.
+    async fn by_idempotency_key(
+        &self,
+        requested_by: &str,
+        key: &str,
+    ) -> Result<Option<DeploymentRecord>, StoreError>;
+    /// Its hosts, in plan order.
+    async fn hosts(&self, id: i64) -> Result<Vec<HostRecord>, StoreError>;
+    /// Deployments matching `filter`, newest first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<DeploymentRecord>, StoreError>;
+    /// Marks it running.
+    async fn mark_running(&self, id: i64, started_ms: i64) -> Result<(), StoreError>;
+    /// Records the plan's hosts (all pending).
+    async fn set_plan(&self, id: i64, hosts: &[HostRecord]) -> Result<(), StoreError>;
+    /// Records that someone asked to cancel it.
+    async fn mark_cancel_requested(&self, id: i64) -> Result<(), StoreError>;
+    /// Appends events (in seq order) and updates host rows from them, in one transaction.
+    async fn append_events(&self, id: i64, events: &[Event]) -> Result<(), StoreError>;
+    /// Events with seq above `after`, in order, at most `limit`.
+    async fn events_after(&self, id: i64, after: u64, limit: i64) -> Result<Vec<Event>, StoreError>;
+    /// Writes how it ended.
+    async fn finish(&self, id: i64, finish: &Finish) -> Result<(), StoreError>;
+    /// Marks every queued or running deployment interrupted (at startup), working out from its
+    /// stored events which hosts may be out of rotation.
+    async fn interrupt_unfinished(&self, now_ms: i64) -> Result<Vec<Interrupted>, StoreError>;
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,589 @@
+//! The SQLite store: one file, WAL journal, migrations applied in order at open.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::Row;
+use vesemir_core::event::{EventKind, Phase};
+use vesemir_core::Event;
+
+use super::{
+    DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, Status, Store,
+    StoreError,
+};
+
+/// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
+/// Never edit a shipped entry: add a new one.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    application TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    team TEXT NOT NULL,
+    version TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    playbook TEXT,
+    query TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    host_count INTEGER,
+    totals TEXT,
+    out_of_rotation TEXT NOT NULL DEFAULT '[]',
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    body_sha256 TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    started_ms INTEGER,
+    finished_ms INTEGER
+);
+CREATE UNIQUE INDEX deployments_idempotency ON deployments (requested_by, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX deployments_app_env ON deployments (application, environment, id);
+CREATE INDEX deployments_team ON deployments (team, id);
+CREATE INDEX deployments_status ON deployments (status, id);
+CREATE TABLE deployment_hosts (
+    deployment_id INTEGER NOT NULL REFERENCES deployments (id),
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    server TEXT NOT NULL,
+    outcome TEXT,
+    phase TEXT NOT NULL,
+    error TEXT,
+    rotation TEXT NOT NULL,
+    started_ms INTEGER,
+    finished_ms INTEGER,
+    PRIMARY KEY (deployment_id, name)
+);
+CREATE TABLE events (
+    deployment_id INTEGER NOT NULL REFERENCES deployments (id),
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, seq)
+);
+"#,
+)];
+
+const COLUMNS: &str = "id, application, environment, team, version, requested_by, playbook, query, request, \
+     status, error, host_count, totals, out_of_rotation, cancel_requested, idempotency_key, body_sha256, \
+     created_ms, started_ms, finished_ms";
+
+/// Deployments in SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn err(context: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+    move |e| StoreError::new(context, e)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(err("parsing options"))?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::new(format!("opening {}", path.display()), e))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)")
+            .execute(&self.pool)
+            .await
+            .map_err(err("creating schema_migrations"))?;
+        for (version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await.map_err(err("starting a migration"))?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(err("reading schema_migrations"))?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::new(format!("applying migration {version}"), e))?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES (?, ?)")
+                .bind(version)
+                .bind(crate::clock::now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(err("recording a migration"))?;
+            tx.commit().await.map_err(err("committing a migration"))?;
+        }
+        Ok(())
+    }
+}
+
+fn deployment(row: &SqliteRow) -> Result<DeploymentRecord, StoreError> {
+    let status: String = row.try_get("status").map_err(err("reading status"))?;
+    let status = Status::parse(&status)
+        .ok_or_else(|| StoreError::new("reading status", format!("unknown status {status:?}")))?;
+    let out: String = row.try_get("out_of_rotation").map_err(err("reading out_of_rotation"))?;
+    let out_of_rotation =
+        serde_json::from_str(&out).map_err(|e| StoreError::new("reading out_of_rotation", e))?;
+    let get = |e| StoreError::new("reading a deployment", e);
+    Ok(DeploymentRecord {
+        id: row.try_get("id").map_err(get)?,
+        application: row.try_get("application").map_err(get)?,
+        environment: row.try_get("environment").map_err(get)?,
+        team: row.try_get("team").map_err(get)?,
+        version: row.try_get("version").map_err(get)?,
+        requested_by: row.try_get("requested_by").map_err(get)?,
+        playbook: row.try_get("playbook").map_err(get)?,
+        query: row.try_get("query").map_err(get)?,
+        request: row.try_get("request").map_err(get)?,
+        status,
+        error: row.try_get("error").map_err(get)?,
+        host_count: row.try_get("host_count").map_err(get)?,
+        totals: row.try_get("totals").map_err(get)?,
+        out_of_rotation,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested").map_err(get)? != 0,
+        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
+        body_sha256: row.try_get("body_sha256").map_err(get)?,
+        created_ms: row.try_get("created_ms").map_err(get)?,
+        started_ms: row.try_get("started_ms").map_err(get)?,
+        finished_ms: row.try_get("finished_ms").map_err(get)?,
+    })
+}
+
+fn host(row: &SqliteRow) -> Result<HostRecord, sqlx::Error> {
+    Ok(HostRecord {
+        position: row.try_get("position")?,
+        name: row.try_get("name")?,
+        address: row.try_get("address")?,
+        server: row.try_get("server")?,
+        outcome: row.try_get("outcome")?,
+        phase: row.try_get("phase")?,
+        error: row.try_get("error")?,
+        rotation: row.try_get("rotation")?,
+        started_ms: row.try_get("started_ms")?,
+        finished_ms: row.try_get("finished_ms")?,
+    })
+}
+
+/// A serde enum's wire name (`in_rotation`, `succeeded`...).
+pub(crate) fn wire_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "unknown".to_owned(),
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn is_out_of_rotation(phase: &Phase) -> bool {
+    !matches!(phase, Phase::Pending | Phase::Connecting)
+}
+
+/// Hosts that may be out of rotation, from a deployment's events: hosts that started draining
+/// (any phase from `draining` on) and never finished, and finished hosts not in rotation.
+pub fn hosts_out_of_rotation(events: &[Event]) -> Vec<String> {
+    let mut state: std::collections::BTreeMap<String, bool> = std::collections::BTreeMap::new();
+    for event in events {
+        match &event.kind {
+            EventKind::HostPhase { host, phase } => {
+                let entry = state.entry(host.to_string()).or_insert(false);
+                *entry = *entry || is_out_of_rotation(phase);
+            }
+            EventKind::HostFinished { host, rotation, .. } => {
+                state.insert(host.to_string(), *rotation != vesemir_core::event::Rotation::InRotation);
+            }
+            _ => {}
+        }
+    }
+    state.into_iter().filter(|(_, out)| *out).map(|(h, _)| h).collect()
+}
+
+async fn insert_row(conn: &mut sqlx::SqliteConnection, d: &NewDeployment) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
+        "INSERT INTO deployments (application, environment, team, version, requested_by, playbook, query, \
+         request, status, idempotency_key, body_sha256, created_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
+    )
+    .bind(&d.application)
+    .bind(&d.environment)
+    .bind(&d.team)
+    .bind(&d.version)
+    .bind(&d.requested_by)
+    .bind(&d.playbook)
+    .bind(&d.query)
+    .bind(&d.request)
+    .bind(&d.idempotency_key)
+    .bind(&d.body_sha256)
+    .bind(d.created_ms)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(err("inserting a deployment"))
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn insert(&self, d: &NewDeployment) -> Result<Inserted, StoreError> {
+        if d.idempotency_key.is_none() {
+            // One statement is atomic on its own: no transaction round trips.
+            let mut conn = self.pool.acquire().await.map_err(err("connecting"))?;
+            return insert_row(&mut conn, d).await.map(Inserted::New);
+        }
+        let mut tx = self.pool.begin().await.map_err(err("starting an insert"))?;
+        if let Some(key) = &d.idempotency_key {
+            let row = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM deployments WHERE requested_by = ? AND idempotency_key = ?"
+            ))
+            .bind(&d.requested_by)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err("looking up an idempotency key"))?;
+            if let Some(row) = row {
+                return Ok(Inserted::Existing(Box::new(deployment(&row)?)));
+            }
+        }
+        let id = insert_row(&mut tx, d).await?;
+        tx.commit().await.map_err(err("committing a deployment"))?;
+        Ok(Inserted::New(id))
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<DeploymentRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM deployments WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err("reading a deployment"))?;
+        row.as_ref().map(deployment).transpose()
+    }
+
+    async fn by_idempotency_key(
+        &self,
+        requested_by: &str,
+        key: &str,
+    ) -> Result<Option<DeploymentRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM deployments WHERE requested_by = ? AND idempotency_key = ?"
+        ))
+        .bind(requested_by)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("looking up an idempotency key"))?;
+        row.as_ref().map(deployment).transpose()
+    }
+
+    async fn hosts(&self, id: i64) -> Result<Vec<HostRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT position, name, address, server, outcome, phase, error, rotation, started_ms, finished_ms \
+             FROM deployment_hosts WHERE deployment_id = ? ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("reading hosts"))?;
+        rows.iter().map(host).collect::<Result<_, _>>().map_err(err("reading a host"))
+    }
+
+    async fn list(&self, f: &ListFilter) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM deployments WHERE 1 = 1");
+        if f.application.is_some() {
+            sql.push_str(" AND application = ?");
+        }
+        if f.environment.is_some() {
+            sql.push_str(" AND environment = ?");
+        }
+        if f.team.is_some() {
+            sql.push_str(" AND team = ?");
+        }
+        if f.status.is_some() {
+            sql.push_str(" AND status = ?");
+        }
+        if f.before.is_some() {
+            sql.push_str(" AND id < ?");
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        let mut query = sqlx::query(&sql);
+        for value in [&f.application, &f.environment, &f.team].into_iter().flatten() {
+            query = query.bind(value);
+        }
+        if let Some(status) = f.status {
+            query = query.bind(status.as_str());
+        }
+        if let Some(before) = f.before {
+            query = query.bind(before);
+        }
+        let rows = query.bind(f.limit).fetch_all(&self.pool).await.map_err(err("listing deployments"))?;
+        rows.iter().map(deployment).collect()
+    }
+
+    async fn mark_running(&self, id: i64, started_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET status = 'running', started_ms = ? WHERE id = ?")
+            .bind(started_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err("marking a deployment running"))?;
+        Ok(())
+    }
+
+    async fn set_plan(&self, id: i64, hosts: &[HostRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err("starting to record a plan"))?;
+        for h in hosts {
+            sqlx::query(
+                "INSERT OR REPLACE INTO deployment_hosts (deployment_id, position, name, address, server, outcome, \
+                 phase, error, rotation, started_ms, finished_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(h.position)
+            .bind(&h.name)
+            .bind(&h.address)
+            .bind(&h.server)
+            .bind(&h.outcome)
+            .bind(&h.phase)
+            .bind(&h.error)
+            .bind(&h.rotation)
+            .bind(h.started_ms)
+            .bind(h.finished_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("recording a planned host"))?;
+        }
+        sqlx::query("UPDATE deployments SET host_count = ? WHERE id = ?")
+            .bind(i64::try_from(hosts.len()).unwrap_or(i64::MAX))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("recording the host count"))?;
+        tx.commit().await.map_err(err("committing a plan"))
+    }
+
+    async fn mark_cancel_requested(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET cancel_requested = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err("recording a cancel"))?;
+        Ok(())
+    }
+
+    async fn append_events(&self, id: i64, events: &[Event]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err("starting to append events"))?;
+        for event in events {
+            let body = serde_json::to_string(event).map_err(|e| StoreError::new("encoding an event", e))?;
+            sqlx::query("INSERT INTO events (deployment_id, seq, body) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(i64::try_from(event.seq).unwrap_or(i64::MAX))
+                .bind(body)
+                .execute(&mut *tx)
+                .await
+                .map_err(err("appending an event"))?;
+            let at = millis(event.elapsed);
+            match &event.kind {
+                EventKind::HostPhase { host, phase } => {
+                    sqlx::query(
+                        "UPDATE deployment_hosts SET phase = ?, started_ms = COALESCE(started_ms, ?), \
+                         rotation = CASE WHEN ? THEN 'out_of_rotation' ELSE rotation END \
+                         WHERE deployment_id = ? AND name = ?",
+                    )
+                    .bind(phase.to_string())
+                    .bind(at)
+                    .bind(is_out_of_rotation(phase))
+                    .bind(id)
+                    .bind(host.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err("updating a host's phase"))?;
+                }
+                EventKind::HostFinished { host, outcome, phase, error, rotation } => {
+                    sqlx::query(
+                        "UPDATE deployment_hosts SET outcome = ?, phase = ?, error = ?, rotation = ?, \
+                         finished_ms = ? WHERE deployment_id = ? AND name = ?",
+                    )
+                    .bind(wire_name(outcome))
+                    .bind(phase.to_string())
+                    .bind(error)
+                    .bind(wire_name(rotation))
+                    .bind(at)
+                    .bind(id)
+                    .bind(host.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err("updating a host's result"))?;
+                }
+                _ => {}
+            }
+        }
+        tx.commit().await.map_err(err("committing events"))
+    }
+
+    async fn events_after(&self, id: i64, after: u64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM events WHERE deployment_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(id)
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("reading events"))?;
+        rows.iter()
+            .map(|body| serde_json::from_str(body).map_err(|e| StoreError::new("decoding a stored event", e)))
+            .collect()
+    }
+
+    async fn finish(&self, id: i64, f: &Finish) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err("starting to finish"))?;
+        sqlx::query("UPDATE deployments SET status = ?, error = ?, totals = ?, finished_ms = ? WHERE id = ?")
+            .bind(f.status.as_str())
+            .bind(&f.error)
+            .bind(&f.totals)
+            .bind(f.finished_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("finishing a deployment"))?;
+        for h in &f.hosts {
+            sqlx::query(
+                "UPDATE deployment_hosts SET outcome = ?, phase = ?, error = ?, rotation = ?, started_ms = ?, \
+                 finished_ms = ? WHERE deployment_id = ? AND name = ?",
+            )
+            .bind(&h.outcome)
+            .bind(&h.phase)
+            .bind(&h.error)
+            .bind(&h.rotation)
+            .bind(h.started_ms)
+            .bind(h.finished_ms)
+            .bind(id)
+            .bind(&h.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("finishing a host"))?;
+        }
+        tx.commit().await.map_err(err("committing a finish"))
+    }
+
+    async fn interrupt_unfinished(&self, now_ms: i64) -> Result<Vec<Interrupted>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM deployments WHERE status IN ('queued', 'running') ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("finding unfinished deployments"))?;
+        let mut interrupted = Vec::new();
+        for row in &rows {
+            let d = deployment(row)?;
+            let events = self.events_after(d.id, 0, i64::MAX).await?;
+            let out = hosts_out_of_rotation(&events);
+            let encoded = serde_json::to_string(&out).map_err(|e| StoreError::new("encoding hosts", e))?;
+            sqlx::query(
+                "UPDATE deployments SET status = 'interrupted', out_of_rotation = ?, finished_ms = ?, \
+                 error = 'the server stopped while this deployment was running: check the hosts listed in out_of_rotation' \
+                 WHERE id = ?",
+            )
+            .bind(encoded)
+            .bind(now_ms)
+            .bind(d.id)
+            .execute(&self.pool)
+            .await
+            .map_err(err("marking a deployment interrupted"))?;
+            interrupted.push(Interrupted {
+                id: d.id,
+                application: d.application,
+                environment: d.environment,
+                team: d.team,
+                out_of_rotation: out,
+            });
+        }
+        Ok(interrupted)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err("ping"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seq: u64, kind: EventKind) -> Event {
+        Event { seq, elapsed: Duration::from_millis(seq), kind }
+    }
+
+    fn phase(seq: u64, host: &str, phase: Phase) -> Event {
+        at(seq, EventKind::HostPhase { host: vesemir_core::name::HostName::new(host).expect("valid"), phase })
+    }
+
+    fn finished(seq: u64, host: &str, rotation: vesemir_core::event::Rotation) -> Event {
+        at(
+            seq,
+            EventKind::HostFinished {
+                host: vesemir_core::name::HostName::new(host).expect("valid"),
+                outcome: vesemir_core::event::HostOutcome::Failed,
+                phase: Phase::Done,
+                error: None,
+                rotation,
+            },
+        )
+    }
+
+    #[test]
+    fn hosts_out_of_rotation_are_drained_unfinished_ones_and_finished_ones_not_in_rotation() {
+        use vesemir_core::event::Rotation;
+        let events = vec![
+            phase(1, "connected-only", Phase::Connecting),
+            phase(2, "drained", Phase::Connecting),
+            phase(3, "drained", Phase::Draining),
+            phase(4, "in-step", Phase::Step { number: 1, name: "install".into() }),
+            phase(5, "back", Phase::Draining),
+            finished(6, "back", Rotation::InRotation),
+            phase(7, "failed-out", Phase::Draining),
+            finished(8, "failed-out", Rotation::OutOfRotation),
+            phase(9, "unknown", Phase::Draining),
+            finished(10, "unknown", Rotation::Unknown),
+        ];
+        assert_eq!(hosts_out_of_rotation(&events), vec!["drained", "failed-out", "in-step", "unknown"]);
+    }
+
+    #[tokio::test]
+    async fn migrations_apply_once_and_the_journal_is_wal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("m.db");
+        let first = SqliteStore::open(&path).await.expect("opens");
+        drop(first);
+        let store = SqliteStore::open(&path).await.expect("reopens");
+        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(&store.pool)
+            .await
+            .expect("reads");
+        assert_eq!(versions, MIGRATIONS.iter().map(|(v, _)| *v).collect::<Vec<_>>());
+        let mode: String =
+            sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.pool).await.expect("reads");
+        assert_eq!(mode, "wal");
+    }
+}

@@ -1,0 +1,253 @@
+//! The API's JSON bodies, converted explicitly from stored records: the wire shape is chosen
+//! here, not inherited from internals.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::store::{DeploymentRecord, HostRecord, Status};
+
+/// Links to a deployment's resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Links {
+    /// The deployment.
+    #[serde(rename = "self")]
+    pub self_: String,
+    /// Its server-sent events.
+    pub events: String,
+    /// Where to POST to cancel it.
+    pub cancel: String,
+}
+
+impl Links {
+    /// The links of deployment `id`.
+    pub fn of(id: i64) -> Self {
+        Self {
+            self_: format!("/v1/deployments/{id}"),
+            events: format!("/v1/deployments/{id}/events"),
+            cancel: format!("/v1/deployments/{id}/cancel"),
+        }
+    }
+}
+
+/// Answer to an accepted deployment (202), or to a repeated `Idempotency-Key` (200).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Accepted {
+    /// The deployment's id.
+    pub id: i64,
+    /// Its status now.
+    pub status: Status,
+    /// Who asked.
+    pub requested_by: String,
+    /// Where to follow it.
+    pub links: Links,
+}
+
+/// Host counts by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    /// Deployed and back in rotation.
+    pub succeeded: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Could not be reached.
+    pub unreachable: u64,
+    /// Not started: the rollout stopped.
+    pub skipped: u64,
+    /// Not started: cancelled.
+    pub cancelled: u64,
+}
+
+/// When things happened (RFC 3339, UTC) and how long they took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timings {
+    /// Accepted.
+    pub created_at: String,
+    /// Started running (left the queue).
+    pub started_at: Option<String>,
+    /// Ended.
+    pub finished_at: Option<String>,
+    /// Seconds spent queued.
+    pub queued_seconds: Option<f64>,
+    /// Seconds from start to end (or to now, while running).
+    pub duration_seconds: Option<f64>,
+}
+
+/// One host's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostResult {
+    /// The host's name.
+    pub name: String,
+    /// Its address.
+    pub address: String,
+    /// Its server in the load balancer backend.
+    pub server: String,
+    /// `succeeded`, `failed`, `unreachable`, `skipped`, `cancelled`; null while it runs.
+    pub outcome: Option<String>,
+    /// Where it is, or where it failed.
+    pub phase: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// `in_rotation`, `out_of_rotation` or `unknown`.
+    pub rotation: String,
+    /// Seconds from the deployment's start to this host's start.
+    pub started_seconds: Option<f64>,
+    /// Seconds from the deployment's start to this host's end.
+    pub finished_seconds: Option<f64>,
+}
+
+/// A deployment, in full.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// Its id.
+    pub id: i64,
+    /// The application.
+    pub application: String,
+    /// The environment.
+    pub environment: String,
+    /// The team owning the application.
+    pub team: String,
+    /// The version deployed.
+    pub version: String,
+    /// Who asked (the token's name).
+    pub requested_by: String,
+    /// The playbook.
+    pub playbook: Option<String>,
+    /// How the hosts were found.
+    pub query: String,
+    /// Its status.
+    pub status: Status,
+    /// Why it failed to start, or was interrupted.
+    pub error: Option<String>,
+    /// Whether a cancel was asked for.
+    pub cancel_requested: bool,
+    /// Hosts in the plan (null until planned).
+    pub host_count: Option<i64>,
+    /// Host counts by outcome, once finished.
+    pub totals: Option<Totals>,
+    /// After an interruption: hosts that may be out of rotation, to check by hand.
+    pub out_of_rotation: Vec<String>,
+    /// Timings.
+    pub timings: Timings,
+    /// Every host, in plan order (empty in lists).
+    pub hosts: Vec<HostResult>,
+    /// Links.
+    pub links: Links,
+}
+
+/// A page of deployments, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentList {
+    /// The deployments (without their hosts).
+    pub deployments: Vec<Deployment>,
+    /// The next page, if there may be one.
+    pub next: Option<String>,
+}
+
+/// One problem with one field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    /// Where, e.g. `strategy.concurrency`, or `(document)`.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+/// Every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// What went wrong and what to do.
+    pub error: String,
+    /// Problems by field (validation errors).
+    #[serde(default)]
+    pub problems: Vec<Problem>,
+    /// On 409: the deployment already running for this application and environment.
+    #[serde(default)]
+    pub running: Option<Accepted>,
+}
+
+/// Health and readiness answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// `ok`, or what is wrong.
+    pub status: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+fn seconds(ms: i64) -> f64 {
+    // Millisecond counts of deployments fit f64 exactly.
+    #[allow(clippy::cast_precision_loss)]
+    let s = ms as f64 / 1000.0;
+    s
+}
+
+impl Deployment {
+    /// Converts a stored deployment and its hosts; `now_ms` bounds a running deployment's
+    /// duration.
+    pub fn from_record(d: &DeploymentRecord, hosts: &[HostRecord], now_ms: i64) -> Self {
+        let totals = d.totals.as_deref().and_then(|t| serde_json::from_str::<Totals>(t).ok());
+        let end = d.finished_ms.unwrap_or(now_ms);
+        Self {
+            id: d.id,
+            application: d.application.clone(),
+            environment: d.environment.clone(),
+            team: d.team.clone(),
+            version: d.version.clone(),
+            requested_by: d.requested_by.clone(),
+            playbook: d.playbook.clone(),
+            query: d.query.clone(),
+            status: d.status,
+            error: d.error.clone(),
+            cancel_requested: d.cancel_requested,
+            host_count: d.host_count,
+            totals,
+            out_of_rotation: d.out_of_rotation.clone(),
+            timings: Timings {
+                created_at: rfc3339(d.created_ms),
+                started_at: d.started_ms.map(rfc3339),
+                finished_at: d.finished_ms.map(rfc3339),
+                queued_seconds: d.started_ms.map(|s| seconds(s - d.created_ms)),
+                duration_seconds: d.started_ms.map(|s| seconds((end - s).max(0))),
+            },
+            hosts: hosts.iter().map(HostResult::from_record).collect(),
+            links: Links::of(d.id),
+        }
+    }
+}
+
+impl HostResult {
+    /// Converts a stored host.
+    pub fn from_record(h: &HostRecord) -> Self {
+        Self {
+            name: h.name.clone(),
+            address: h.address.clone(),
+            server: h.server.clone(),
+            outcome: h.outcome.clone(),
+            phase: h.phase.clone(),
+            error: h.error.clone(),
+            rotation: h.rotation.clone(),
+            started_seconds: h.started_ms.map(seconds),
+            finished_seconds: h.finished_ms.map(seconds),
+        }
+    }
+}
+
+impl Accepted {
+    /// The short form of a stored deployment.
+    pub fn from_record(d: &DeploymentRecord) -> Self {
+        Self { id: d.id, status: d.status, requested_by: d.requested_by.clone(), links: Links::of(d.id) }
+    }
+}
