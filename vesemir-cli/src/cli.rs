@@ -31,6 +31,64 @@ pub enum Command {
     /// batches. Changes nothing.
     #[command(after_help = EXIT_CODES_HELP)]
     Plan(DeployArgs),
+    /// Show a deployment's status on the server (`--server`).
+    Status {
+        /// The deployment's id.
+        id: i64,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show a deployment's events on the server; `--follow` until it ends.
+    Logs {
+        /// The deployment's id.
+        id: i64,
+        /// Keep following until the deployment ends.
+        #[arg(long)]
+        follow: bool,
+        /// `text` or `json`.
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: OutputFormat,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List deployments on the server, newest first.
+    List {
+        /// Only this application.
+        #[arg(long = "app")]
+        application: Option<String>,
+        /// Only this environment.
+        #[arg(long = "env")]
+        environment: Option<String>,
+        /// Only this team.
+        #[arg(long)]
+        team: Option<String>,
+        /// Only this status (queued, running, succeeded, completed_with_failures, stopped,
+        /// cancelled, failed, interrupted).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Ask the server to cancel a deployment: hosts in flight finish, no new host starts.
+    Cancel {
+        /// The deployment's id.
+        id: i64,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Run the HTTP server: deployments go through the adapters of --config.
+    Serve {
+        /// The server's own configuration: listen address, database, tokens, playbooks, limits.
+        #[arg(long, env = "VESEMIR_SERVER_CONFIG", default_value = "vesemir-server.toml")]
+        server_config: PathBuf,
+    },
     /// Check the configuration file.
     Config {
         /// What to do with it.
@@ -51,6 +109,14 @@ pub enum ConfigCommand {
     Check,
 }
 
+/// Where the server is. The token comes from `VESEMIR_TOKEN`.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The Vesemir server, e.g. `https://vesemir.example.com`.
+    #[arg(long, env = "VESEMIR_SERVER")]
+    pub server: String,
+}
+
 /// The arguments of `deploy` and `plan`.
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
@@ -67,4 +133,11 @@ pub struct DeployArgs {
     /// `text` (live progress on a terminal, lines otherwise) or `json` (JSON lines).
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// Submit to this Vesemir server and follow, instead of deploying from here (token from
+    /// `VESEMIR_TOKEN`). Not for `plan`.
+    #[arg(long, env = "VESEMIR_SERVER")]
+    pub server: Option<String>,
+    /// With --server: the same key returns the same deployment (safe retries from CI).
+    #[arg(long, requires = "server")]
+    pub idempotency_key: Option<String>,
 }

@@ -140,3 +140,37 @@ pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
     }
     Ok(if unreachable == 0 { Exit::Success } else { Exit::Unreachable })
 }
+
+/// Submits the deployment to a server and follows it to its end.
+pub async fn deploy_remote(args: &DeployArgs, server: &str) -> Result<Exit, Failure> {
+    let spec = request::spec(&args.file, &args.sets, args.concurrency.as_deref(), request::Requester::Server)?;
+    let client = crate::client::Client::new(server)?;
+    let accepted = client.submit(&spec, args.idempotency_key.as_deref()).await?;
+    let id = accepted.id;
+    eprintln!("vesemir: deployment {id} accepted for {} (following {})", accepted.requested_by, accepted.links.events);
+    let reporter = output::sink(args.output);
+    let server = server.to_owned();
+    let interrupts = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("\nvesemir: asking the server to cancel deployment {id}: hosts in flight finish. Press Ctrl-C again to stop following.");
+        if let Ok(client) = crate::client::Client::new(&server) {
+            let _ = client.cancel(id).await;
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nvesemir: stopped following; the server goes on. See `vesemir status {id}`.");
+            std::process::exit(Exit::DeploymentFailed as i32);
+        }
+    });
+    let followed = client.events(id, &*reporter, true).await;
+    interrupts.abort();
+    followed?;
+    let deployment = client.get(id).await?;
+    if args.output == OutputFormat::Json {
+        println!("{}", serde_json::json!({ "deployment": deployment }));
+    } else {
+        println!("\n{}", crate::client::describe(&deployment).trim_end());
+    }
+    Ok(crate::client::exit_for(deployment.status))
+}

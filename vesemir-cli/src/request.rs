@@ -26,7 +26,9 @@ pub fn load(
     if let Some(concurrency) = concurrency {
         apply_set(&mut document, &format!("strategy.concurrency={concurrency}"))?;
     }
-    if !document.contains_key("requested_by") {
+    if requester == Requester::Server {
+        document.remove("requested_by");
+    } else if !document.contains_key("requested_by") {
         let who = std::env::var("VESEMIR_REQUESTED_BY")
             .or_else(|_| std::env::var("USER"))
             .unwrap_or_else(|_| "unknown".to_owned());

@@ -281,6 +281,8 @@ pub async fn run(
     let mut tasks: JoinSet<(HostId, ActionResult)> = JoinSet::new();
     let mut task_hosts: HashMap<tokio::task::Id, HostId> = HashMap::new();
     let mut control_changes = control.sender.subscribe();
+    // A cancel or abort sent before this run started counts too.
+    control_changes.mark_changed();
     let mut seen = ControlState::default();
 
     loop {
