@@ -347,6 +347,7 @@ pub async fn create(
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
         (status = 403, description = "Another team's deployment", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 408, description = "The request took longer than the request timeout", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -607,6 +608,19 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
 pub async fn openapi() -> Response {
     Json(crate::openapi::document()).into_response()
+}
+
+/// Gives the timeout layer's empty 408 a JSON body like every other error.
+pub async fn timeout_body(response: Response) -> Response {
+    if response.status() == StatusCode::REQUEST_TIMEOUT {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request took longer than the server's request_timeout: retry",
+        )
+        .into_response()
+    } else {
+        response
+    }
 }
 
 /// Any other path.

@@ -140,7 +140,8 @@ impl Server {
             .route("/readyz", get(api::readyz))
             .route("/metrics", get(api::metrics))
             .route("/openapi.json", get(api::openapi))
-            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
+            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+            .layer(axum::middleware::map_response(api::timeout_body));
         let streams = Router::new().route("/v1/deployments/{id}/events", get(api::events));
         bounded
             .merge(streams)
