@@ -71,7 +71,8 @@ impl Client {
                 message.push_str(&format!("\n  {}: {}", problem.field, problem.message));
             }
             if let Some(running) = &body.running {
-                message.push_str(&format!("\n  running: deployment {} ({})", running.id, running.links.self_));
+                message
+                    .push_str(&format!("\n  running: deployment {} ({})", running.id, running.links.self_));
             }
         }
         let hint = match status {
@@ -87,7 +88,11 @@ impl Client {
     }
 
     /// Submits a deployment.
-    pub async fn submit(&self, spec: &RequestSpec, idempotency_key: Option<&str>) -> Result<Accepted, Failure> {
+    pub async fn submit(
+        &self,
+        spec: &RequestSpec,
+        idempotency_key: Option<&str>,
+    ) -> Result<Accepted, Failure> {
         let mut builder = self.request(reqwest::Method::POST, "/deployments").json(spec);
         if let Some(key) = idempotency_key {
             builder = builder.header("Idempotency-Key", key);

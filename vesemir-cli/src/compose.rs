@@ -43,6 +43,16 @@ pub fn ports(config: &Config, request: &DeploymentRequest) -> Result<Ports, Fail
     })
 }
 
+/// Ports for the HTTP server: each deployment gets the adapters of the configuration.
+#[derive(Debug)]
+pub struct ConfiguredPorts(pub Config);
+
+impl vesemir_http::PortsFactory for ConfiguredPorts {
+    fn ports(&self, request: &DeploymentRequest) -> Result<Ports, vesemir_http::PortsError> {
+        ports(&self.0, request).map_err(|e| vesemir_http::PortsError(e.message))
+    }
+}
+
 /// The SSH executor's configuration.
 pub fn ssh_config(config: &Config) -> Result<SshConfig, Failure> {
     let section = &config.ssh;

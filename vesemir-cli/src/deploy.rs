@@ -143,11 +143,15 @@ pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
 
 /// Submits the deployment to a server and follows it to its end.
 pub async fn deploy_remote(args: &DeployArgs, server: &str) -> Result<Exit, Failure> {
-    let spec = request::spec(&args.file, &args.sets, args.concurrency.as_deref(), request::Requester::Server)?;
+    let spec =
+        request::spec(&args.file, &args.sets, args.concurrency.as_deref(), request::Requester::Server)?;
     let client = crate::client::Client::new(server)?;
     let accepted = client.submit(&spec, args.idempotency_key.as_deref()).await?;
     let id = accepted.id;
-    eprintln!("vesemir: deployment {id} accepted for {} (following {})", accepted.requested_by, accepted.links.events);
+    eprintln!(
+        "vesemir: deployment {id} accepted for {} (following {})",
+        accepted.requested_by, accepted.links.events
+    );
     let reporter = output::sink(args.output);
     let server = server.to_owned();
     let interrupts = tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! The `vesemir` command: rolling deployments from a terminal or a CI pipeline.
 
 mod cli;
+mod client;
 mod compose;
 mod config;
 mod deploy;
@@ -57,13 +58,80 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             );
             Ok(Exit::Success)
         }
-        Command::Deploy(args) => {
-            let config = Config::load(&cli.config).map_err(Failure::input)?;
-            deploy::deploy(args, &config).await
-        }
+        Command::Deploy(args) => match &args.server {
+            Some(server) => deploy::deploy_remote(args, server).await,
+            None => {
+                let config = Config::load(&cli.config).map_err(Failure::input)?;
+                deploy::deploy(args, &config).await
+            }
+        },
         Command::Plan(args) => {
+            if args.server.is_some() {
+                return Err(Failure::input(
+                    "plan runs here, not on a server: drop --server (and VESEMIR_SERVER)",
+                ));
+            }
             let config = Config::load(&cli.config).map_err(Failure::input)?;
             deploy::plan(args, &config).await
+        }
+        Command::Status { id, server } => {
+            let deployment = client::Client::new(&server.server)?.get(*id).await?;
+            println!("{}", client::describe(&deployment).trim_end());
+            Ok(client::exit_for(deployment.status))
+        }
+        Command::Logs { id, follow, output, server } => {
+            let client = client::Client::new(&server.server)?;
+            client.events(*id, &*output::sink(*output), *follow).await?;
+            Ok(Exit::Success)
+        }
+        Command::List { application, environment, team, status, limit, server } => {
+            let filter = client::ListFilter {
+                application: application.clone(),
+                environment: environment.clone(),
+                team: team.clone(),
+                status: status.clone(),
+                limit: Some(*limit),
+            };
+            let list = client::Client::new(&server.server)?.list(&filter).await?;
+            if list.deployments.is_empty() {
+                println!("no deployments");
+            }
+            for d in &list.deployments {
+                let status = serde_json::to_value(d.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                println!(
+                    "{:>6}  {:24}  {:12} {:12} {:16} {:22} {}",
+                    d.id,
+                    d.timings.created_at,
+                    d.application,
+                    d.environment,
+                    d.version,
+                    status,
+                    d.requested_by
+                );
+            }
+            Ok(Exit::Success)
+        }
+        Command::Cancel { id, server } => {
+            client::Client::new(&server.server)?.cancel(*id).await?;
+            println!("deployment {id}: cancel requested (hosts in flight finish, no new host starts)");
+            Ok(Exit::Success)
+        }
+        Command::Serve { server_config } => {
+            let config = Config::load(&cli.config).map_err(Failure::input)?;
+            let text = std::fs::read_to_string(server_config).map_err(|e| {
+                Failure::input(format!(
+                    "{}: cannot read the server configuration: {e}",
+                    server_config.display()
+                ))
+            })?;
+            let server = vesemir_http::ServerConfig::from_toml(&text)
+                .map_err(|e| Failure::input(format!("{}: {e}", server_config.display())))?;
+            let factory = std::sync::Arc::new(compose::ConfiguredPorts(config));
+            vesemir_http::serve(server, factory).await.map_err(|e| Failure::unreachable(e.to_string()))?;
+            Ok(Exit::Success)
         }
     }
 }

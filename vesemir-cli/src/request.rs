@@ -15,6 +15,31 @@ pub fn load(
     concurrency: Option<&str>,
     config: &Config,
 ) -> Result<DeploymentRequest, Failure> {
+    let spec = spec(path, sets, concurrency, Requester::FromEnvironment)?;
+    let policy = RequestPolicy {
+        playbooks: &config.playbooks,
+        inline_changesets: InlineChangesets::Allowed,
+        raw_queries: RawQueries::Allowed,
+    };
+    spec.validate(&policy).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
+}
+
+/// Who the request says asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    /// `requested_by` from the file, else `$VESEMIR_REQUESTED_BY` or `$USER` (local deploys).
+    FromEnvironment,
+    /// Left to the server, which records the token's name.
+    Server,
+}
+
+/// Reads `path` and applies the overrides, without validating against playbooks.
+pub fn spec(
+    path: &Path,
+    sets: &[String],
+    concurrency: Option<&str>,
+    requester: Requester,
+) -> Result<RequestSpec, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::input(format!("{}: cannot read the deployment file: {e}", path.display())))?;
     let mut document: toml::Table = text.parse().map_err(|e: toml::de::Error| {
@@ -35,14 +60,7 @@ pub fn load(
         document.insert("requested_by".into(), toml::Value::String(who));
     }
     let text = toml::to_string(&document).map_err(|e| Failure::input(e.to_string()))?;
-    let spec =
-        RequestSpec::from_toml(&text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
-    let policy = RequestPolicy {
-        playbooks: &config.playbooks,
-        inline_changesets: InlineChangesets::Allowed,
-        raw_queries: RawQueries::Allowed,
-    };
-    spec.validate(&policy).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
+    RequestSpec::from_toml(&text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
 }
 
 /// Applies one `KEY=VALUE`, where KEY is a dotted path (`version`, `variables.channel`,

@@ -1,0 +1,117 @@
+//! A small lab for the CLI's tests: two real haproxy instances and an OpenSSH sshd on loopback,
+//! with the configuration and deployment files to reach them.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use vesemir_core::name::{BackendName, ServerName};
+use vesemir_core::ports::{Backend, LoadBalancer, ServerStatus};
+use vesemir_haproxy::{HaproxyConfig, HaproxyLoadBalancer};
+use vesemir_testkit::haproxy::HaproxyInstance;
+use vesemir_testkit::process::free_port;
+use vesemir_testkit::sshd::Sshd;
+
+/// The `web` playbook: writes the version on the host (failing on the host named by the
+/// `broken` variable); healthy once the version file exists.
+pub const PLAYBOOK: &str = "[playbooks.web]\nsteps = [{ name = \"install\", run = \"test {host} != {broken} && printf %s {version} > {dir}/{host}.version\", timeout = \"20s\" }]\n\
+[playbooks.web.health]\ncommand = \"test -f {dir}/{host}.version\"\ntimeout = \"5s\"\ninterval = \"200ms\"\n";
+
+pub const HOSTS: [&str; 3] = ["web-1", "web-2", "web-3"];
+
+/// Two haproxy instances fronting servers web-1..3, an sshd every host resolves to, and the
+/// configuration and deployment files to reach them.
+pub struct Lab {
+    _sshd: Sshd,
+    pub haproxy: Vec<HaproxyInstance>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn start() -> Self {
+        let sshd = Sshd::start();
+        let servers: String =
+            HOSTS.iter().map(|h| format!("    server {h} 127.0.0.1:{} weight 100\n", free_port())).collect();
+        let backends = format!("backend be_web\n    balance roundrobin\n{servers}");
+        let haproxy =
+            vec![HaproxyInstance::start("be_web", &backends), HaproxyInstance::start("be_web", &backends)];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let known_hosts = dir.path().join("known_hosts");
+        std::fs::write(&known_hosts, sshd.known_hosts_line()).expect("known_hosts");
+        std::fs::create_dir_all(dir.path().join("hosts")).expect("hosts dir");
+        let config = format!(
+            "[ssh]\nuser = \"{user}\"\nport = {port}\nkey = \"{key}\"\nknown_hosts = \"{known}\"\n\n{playbook}",
+            playbook = PLAYBOOK,
+            user = sshd.user(),
+            port = sshd.port(),
+            key = sshd.ed25519_key().display(),
+            known = known_hosts.display(),
+        );
+        std::fs::write(dir.path().join("vesemir.toml"), config).expect("config");
+        let lab = Self { _sshd: sshd, haproxy, dir };
+        lab.write_deploy("deploy.toml", "none", &lab.instances());
+        lab
+    }
+
+    pub fn instances(&self) -> String {
+        let parts: Vec<String> = self
+            .haproxy
+            .iter()
+            .map(|h| match h.tcp_endpoint() {
+                vesemir_core::ports::LbEndpoint::Tcp { address, port } => {
+                    format!("{{ address = \"{address}\", port = {port} }}")
+                }
+                other => panic!("tcp endpoint expected, got {other}"),
+            })
+            .collect();
+        parts.join(", ")
+    }
+
+    pub fn write_deploy(&self, name: &str, broken: &str, instances: &str) -> PathBuf {
+        let hosts: Vec<String> =
+            HOSTS.iter().map(|h| format!("{{ name = \"{h}\", address = \"127.0.0.1\" }}")).collect();
+        let text = format!(
+            "application = \"shop\"\nenvironment = \"test\"\nteam = \"web\"\nversion = \"1.0.0\"\nplaybook = \"web\"\n\n\
+             [targets]\nhosts = [{}]\n\n[load_balancer]\nbackend = \"be_web\"\ninstances = [{instances}]\ndrain_timeout = \"5s\"\n\n\
+             [strategy]\nconcurrency = 2\nmax_failures = 1\n\n[variables]\ndir = \"{}\"\nbroken = \"{broken}\"\n",
+            hosts.join(", "),
+            self.dir.path().join("hosts").display(),
+        );
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("deploy file");
+        path
+    }
+
+    pub fn vesemir(&self, args: &[&str]) -> Output {
+        vesemir_in(self.dir.path(), args)
+    }
+
+    pub fn version_on(&self, host: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("hosts").join(format!("{host}.version"))).ok()
+    }
+
+    pub async fn status(&self, server: &str) -> Vec<(ServerStatus, u32)> {
+        let lb = HaproxyLoadBalancer::new(HaproxyConfig::default());
+        let backend = Backend {
+            name: BackendName::new("be_web").expect("name"),
+            instances: self.haproxy.iter().map(HaproxyInstance::tcp_endpoint).collect(),
+        };
+        let states = lb.status(&backend, &ServerName::new(server).expect("name")).await.expect("status");
+        states.into_iter().map(|s| (s.status, s.weight)).collect()
+    }
+}
+
+/// Runs the binary in `dir` with no configuration from the environment.
+pub fn vesemir_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("VESEMIR_CONFIG")
+        .output()
+        .expect("runs vesemir")
+}
+
+pub fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}

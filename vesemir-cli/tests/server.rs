@@ -1,0 +1,117 @@
+//! Client mode against `vesemir serve`: the server runs deployments over the same real haproxy
+//! and sshd; the CLI submits, follows, reads status, lists and authenticates.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{text, Lab, HOSTS, PLAYBOOK};
+use vesemir_core::ports::ServerStatus;
+use vesemir_testkit::process::free_port;
+
+const TOKEN: &str = "test-token-for-the-web-team";
+
+/// `vesemir serve`, killed and reaped when dropped.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(lab: &Lab) -> Served {
+    let port = free_port();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\n\n[[tokens]]\nname = \"web-ci\"\nsha256 = \"{hash}\"\nteam = \"web\"\n\n{PLAYBOOK}",
+        db = lab.dir.path().join("vesemir.db").display(),
+        hash = vesemir_http::auth::sha256_hex(TOKEN.as_bytes()),
+    );
+    std::fs::write(lab.dir.path().join("vesemir-server.toml"), config).expect("server config");
+    let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .arg("serve")
+        .current_dir(lab.dir.path())
+        .env_remove("VESEMIR_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts vesemir serve");
+    let served = Served { child, url: format!("http://127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "vesemir serve did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    served
+}
+
+fn client(lab: &Lab, served: &Served, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vesemir"));
+    command
+        .args(args)
+        .current_dir(lab.dir.path())
+        .env("VESEMIR_SERVER", &served.url)
+        .env_remove("VESEMIR_CONFIG");
+    match token {
+        Some(token) => command.env("VESEMIR_TOKEN", token),
+        None => command.env_remove("VESEMIR_TOKEN"),
+    };
+    command.output().expect("runs vesemir")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_through_the_server_then_status_list_and_logs() {
+    let lab = Lab::start();
+    let served = serve(&lab);
+
+    let output =
+        client(&lab, &served, Some(TOKEN), &["deploy", "-f", "deploy.toml", "--set", "version=3.1.0"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("deployment 1 accepted for web-ci"), "{all}");
+    assert!(all.contains("web-3: deployed, in rotation"), "{all}");
+    assert!(all.contains("deployment 1: shop 3.1.0 to test (team web), asked by web-ci: succeeded"), "{all}");
+    for host in HOSTS {
+        assert_eq!(lab.version_on(host).as_deref(), Some("3.1.0"), "{host}");
+        assert!(lab.status(host).await.iter().all(|(s, w)| *s == ServerStatus::Up && *w == 100), "{host}");
+    }
+
+    let status = client(&lab, &served, Some(TOKEN), &["status", "1"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(text(&status).contains("3 succeeded, 0 failed"), "{}", text(&status));
+
+    let list = client(&lab, &served, Some(TOKEN), &["list", "--app", "shop"]);
+    let listed = text(&list);
+    assert!(listed.contains("shop") && listed.contains("3.1.0") && listed.contains("succeeded"), "{listed}");
+
+    let logs = client(&lab, &served, Some(TOKEN), &["logs", "1"]);
+    let logged = text(&logs);
+    assert!(logged.contains("batch 1: web-1, web-2"), "{logged}");
+    assert!(logged.contains("deployment succeeded: 3 succeeded"), "{logged}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_a_missing_token_and_names_bad_fields() {
+    let lab = Lab::start();
+    let served = serve(&lab);
+    let output = client(&lab, &served, None, &["deploy", "-f", "deploy.toml"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert!(all.contains("401") && all.contains("set VESEMIR_TOKEN"), "{all}");
+
+    let output = client(
+        &lab,
+        &served,
+        Some(TOKEN),
+        &["deploy", "-f", "deploy.toml", "--set", "strategy.concurrency=0"],
+    );
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert!(all.contains("strategy.concurrency: must be at least 1"), "{all}");
+    assert!(lab.version_on("web-1").is_none(), "nothing deployed");
+}
