@@ -208,3 +208,19 @@ fn sigint_mid_deploy_finishes_the_hosts_in_flight_and_starts_no_more() {
     assert!(!all.contains("Out of rotation now"), "{all}");
     assert_eq!(report.failed, 0, "{report}\n{all}");
 }
+
+#[test]
+fn the_lab_counts_requests_to_a_restart_without_drain_as_failed() {
+    // What the zero above is worth: the lab's HAProxy has `retries 0` and no redispatch, so a
+    // service restarted without taking it out of rotation first does drop requests.
+    let lab = Lab::start(LabOptions { hosts: 2, ..LabOptions::default() });
+    let traffic = lab.start_load(load());
+    std::thread::sleep(Duration::from_millis(500));
+    lab.restart_app_undrained("web-01", "2.0.0");
+    lab.wait_all_up(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let report = traffic.finish();
+    assert!(report.failed > 0, "a restart without drain drops requests: {report}");
+    assert!(report.failures.iter().any(|f| f.contains("status 503")), "HAProxy answers 503: {report}");
+    assert_eq!(lab.served_version("web-01").as_deref(), Ok("2.0.0"));
+}

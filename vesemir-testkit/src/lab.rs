@@ -408,6 +408,21 @@ impl Lab {
         }
     }
 
+    /// Restarts `host`'s app with `version` behind Vesemir's back (no drain), as a careless
+    /// operator would, and waits until it serves again: requests HAProxy sends to it while it
+    /// is down fail.
+    pub fn restart_app_undrained(&self, host: &str, version: &str) {
+        let dir = &self.host(host).dir;
+        write(&dir.join(app::NEXT_VERSION_FILE), version);
+        let marker = dir.join(app::RESTART_MARKER);
+        write(&marker, "");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while marker.exists() {
+            assert!(Instant::now() < deadline, "{host}'s app did not restart within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Makes `host`'s deploy step fail (exit code 7, a message on stderr).
     pub fn fail_step_on(&self, host: &str) {
         write(&self.host(host).dir.join(STEP_FAILS_MARKER), "");

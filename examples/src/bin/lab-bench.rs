@@ -141,7 +141,8 @@ fn request(lab: &Lab, concurrency: usize, version: &str) -> Result<DeploymentReq
     DeploymentRequest::from_toml(&text, &RequestPolicy::permissive()).map_err(|e| e.to_string())
 }
 
-async fn library(lab: &Lab, concurrency: usize, version: &str) -> Result<Duration, String> {
+/// The library's whole time, and the part spent preparing (Chef search, server lookups).
+async fn library(lab: &Lab, concurrency: usize, version: &str) -> Result<(Duration, Duration), String> {
     let settings = ChefSettings {
         server_url: lab.chef_url().to_owned(),
         client_name: "admin".into(),
@@ -169,11 +170,12 @@ async fn library(lab: &Lab, concurrency: usize, version: &str) -> Result<Duratio
     let prepared = vesemir_core::prepare(Arc::new(request(lab, concurrency, version)?), &ports, &config)
         .await
         .map_err(|e| e.to_string())?;
+    let prepared_in = started.elapsed();
     let report = vesemir_core::run(&prepared, &ports, &NoEvents, &Control::new(), &config).await;
     if !report.succeeded() {
         return Err(format!("the library deploy failed: {}", vesemir_core::render::summary(&report)));
     }
-    Ok(started.elapsed())
+    Ok((started.elapsed(), prepared_in))
 }
 
 fn cli(lab: &Lab, binary: &PathBuf, concurrency: usize, version: &str) -> Result<Duration, String> {
@@ -226,7 +228,8 @@ fn main() -> ExitCode {
         "lab of {hosts} hosts up in {:.1} s; concurrency {concurrency}, no holds, {rounds} rounds",
         started.elapsed().as_secs_f64()
     );
-    let (mut floors, mut libraries, mut clis) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floors, mut libraries, mut rollouts, mut clis) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut version = 1;
     let mut next = || {
         version += 1;
@@ -237,9 +240,15 @@ fn main() -> ExitCode {
             let f = runtime.block_on(floor(&lab, concurrency, &next()))?;
             println!("round {round}: floor   {:>7.2} s", f.as_secs_f64());
             floors.push(f);
-            let l = runtime.block_on(library(&lab, concurrency, &next()))?;
-            println!("round {round}: library {:>7.2} s", l.as_secs_f64());
+            let (l, prepare) = runtime.block_on(library(&lab, concurrency, &next()))?;
+            println!(
+                "round {round}: library {:>7.2} s (prepare {:.2} s, rollout {:.2} s)",
+                l.as_secs_f64(),
+                prepare.as_secs_f64(),
+                (l - prepare).as_secs_f64()
+            );
             libraries.push(l);
+            rollouts.push(l - prepare);
             if let Some(binary) = &binary {
                 let c = cli(&lab, binary, concurrency, &next())?;
                 println!("round {round}: CLI     {:>7.2} s", c.as_secs_f64());
@@ -261,6 +270,12 @@ fn main() -> ExitCode {
         "  vesemir (library: prepare + run):  {:7.2} s   ratio {:.3}",
         library.as_secs_f64(),
         library.as_secs_f64() / floor.as_secs_f64()
+    );
+    let rollout = best(&rollouts);
+    println!(
+        "  vesemir rollout alone (run):       {:7.2} s   ratio {:.3}",
+        rollout.as_secs_f64(),
+        rollout.as_secs_f64() / floor.as_secs_f64()
     );
     match &binary {
         Some(binary) => {
