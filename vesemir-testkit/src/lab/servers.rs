@@ -53,7 +53,10 @@ pub struct BackendServer {
 
 /// Starts one HAProxy box on `address`: frontend on `frontend_port`, runtime API on `api_port`,
 /// backend [`BACKEND`] with `retries 0`, no redispatch, HTTP health checks every 300 ms and
-/// weights of 100 (a ramp to 50% of weight 1 would silently be 0).
+/// weights of 100 (a ramp to 50% of weight 1 would silently be 0). The runtime API socket takes
+/// up to 200 connections at once: HAProxy's default for a stats socket is 10 (with a backlog as
+/// small), and past it new connections' SYNs are dropped and retried by the kernel after 1 s,
+/// which showed as a 1 s stall when 40 server lookups ran at once.
 pub fn start_haproxy(
     name: &str,
     address: Ipv4Addr,
@@ -68,7 +71,7 @@ pub fn start_haproxy(
         .map(|s| format!("    server {} {} weight 100 check inter 300ms fall 2 rise 1\n", s.name, s.app))
         .collect();
     let config = format!(
-        "global\n    nbthread 1\n    maxconn 4000\n    stats socket ipv4@{address}:{api_port} level admin\n    stats timeout 30s\n\n\
+        "global\n    nbthread 1\n    maxconn 4000\n    stats socket ipv4@{address}:{api_port} level admin maxconn 200\n    stats timeout 30s\n\n\
          defaults\n    mode http\n    retries 0\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n    timeout check 1s\n\n\
          frontend fe_lab\n    bind {address}:{frontend_port}\n    default_backend {BACKEND}\n\n\
          backend {BACKEND}\n    balance roundrobin\n    option httpchk GET /health\n{lines}"
