@@ -2,6 +2,7 @@
 //! addresses of their own, each with a frontend and a TCP runtime API at level admin.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -34,6 +35,9 @@ pub fn start_sshd(name: &str, address: Ipv4Addr, port: u16, keys: &Path) -> Serv
     let _ = std::fs::create_dir_all("/run/sshd");
     let mut command = Command::new(sshd);
     command.arg("-D").arg("-e").arg("-f").arg(&config_path);
+    // A process group of its own: Ctrl-C in the terminal (which signals the whole foreground
+    // group) must reach `vesemir`, not the lab's servers; the lab's guard stops them.
+    command.process_group(0);
     ServerProcess::start(&format!("sshd-{name}"), command, dir)
 }
 
@@ -81,6 +85,8 @@ pub fn start_haproxy(
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
     let mut command = Command::new(binary);
     command.arg("-db").arg("-f").arg(&config_path);
+    // Out of the terminal's process group, like sshd above.
+    command.process_group(0);
     let mut process = ServerProcess::start(name, command, dir);
     let timeout = Duration::from_secs(10);
     wait_for_tcp(SocketAddr::from((address, api_port)), timeout, &mut process);
