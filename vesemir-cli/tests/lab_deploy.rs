@@ -60,8 +60,18 @@ fn assert_left_out(lab: &Lab, host: &str) {
 }
 
 #[test]
-fn a_clean_deploy_under_load_updates_every_host_without_a_failed_request() {
+fn a_planned_then_clean_deploy_under_load_updates_every_host_without_a_failed_request() {
     let lab = lab();
+    // The plan finds the hosts and both HAProxy boxes by Chef search, and reaches every host.
+    let plan = vesemir(&lab).arg("plan").arg("-f").arg(lab.deploy_path()).output().expect("runs vesemir");
+    let planned = text(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{planned}");
+    assert!(planned.contains("(6 hosts, 3 batches, at most 2 out of rotation"), "{planned}");
+    for lb in lab.haproxy() {
+        assert!(planned.contains(&format!("{}:{}", lb.address, lab.api_port())), "{planned}");
+    }
+    assert_eq!(planned.matches("ssh ok").count(), 6, "{planned}");
+
     let traffic = lab.start_load(load());
     std::thread::sleep(Duration::from_millis(500));
     let output = deploy(&lab, &[]);
@@ -69,7 +79,7 @@ fn a_clean_deploy_under_load_updates_every_host_without_a_failed_request() {
     let report = traffic.finish();
     let all = text(&output);
     assert_eq!(output.status.code(), Some(0), "{all}");
-    assert!(all.contains("6 succeeded"), "{all}");
+    assert!(all.contains("6 succeeded, 0 failed"), "{all}");
     for host in lab.hosts() {
         assert_in_rotation_with(&lab, &host.name, "2.0.0");
     }
