@@ -1,0 +1,529 @@
+//! A local lab on loopback, the way a newcomer first meets Vesemir: N fake VMs (each its own
+//! `127.X.Y.N` address with its own `sshd` and a small app that serves its version and a health
+//! endpoint, restarting in about a second like a real service), two HAProxy boxes fronting them
+//! with the runtime API, a Chef server (goiardi) with the hosts and the HAProxy boxes registered,
+//! and the `vesemir.toml` and deployment file to reach them. Everything it starts is stopped when
+//! the [`Lab`] drops, also on panic.
+//!
+//! ```no_run
+//! use vesemir_testkit::lab::{Lab, LabOptions, LoadOptions};
+//! let lab = Lab::start(LabOptions { hosts: 6, ..LabOptions::default() });
+//! let load = lab.start_load(LoadOptions::default());
+//! // run `vesemir -c <lab.config_path()> deploy -f <lab.deploy_path()>` here
+//! let report = load.finish();
+//! assert_eq!(report.failed, 0);
+//! ```
+//!
+//! The lab runs on its own tokio runtime (its apps and load generator), so it works the same
+//! from a plain `#[test]`, an async test or a `main`.
+
+mod app;
+mod chef;
+mod load;
+mod net;
+mod servers;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use vesemir_core::name::{BackendName, ServerName};
+use vesemir_core::ports::{Backend, InstanceState, LbEndpoint, LoadBalancer, ServerStatus};
+use vesemir_haproxy::{HaproxyConfig, HaproxyLoadBalancer};
+
+pub use app::{BROKEN_RELEASE_MARKER, RESTART_DOWNTIME};
+pub use chef::{ENVIRONMENT, HAPROXY_TAG, WEB_TAG};
+pub use load::{LoadOptions, LoadReport, LoadRun};
+pub use servers::BACKEND;
+
+use crate::goiardi::Goiardi;
+use crate::process::ServerProcess;
+use crate::sshd::generate_key;
+
+/// The marker that makes a host's deploy step fail (exit code 7).
+pub const STEP_FAILS_MARKER: &str = "step-fails";
+
+/// What lab to start.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// How many hosts (fake VMs), at most 240.
+    pub hosts: usize,
+    /// The version every app serves at the start.
+    pub initial_version: String,
+    /// The version the generated deployment file deploys.
+    pub deploy_version: String,
+    /// `strategy.concurrency` of the generated deployment file.
+    pub concurrency: usize,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self { hosts: 6, initial_version: "1.0.0".into(), deploy_version: "2.0.0".into(), concurrency: 2 }
+    }
+}
+
+/// One fake VM.
+#[derive(Debug, Clone)]
+pub struct LabHost {
+    /// Its name: the Chef node, the HAProxy server and the Vesemir host are all called this.
+    pub name: String,
+    /// Its own loopback address.
+    pub address: Ipv4Addr,
+    /// Where its app listens.
+    pub app: SocketAddr,
+    /// Its files (the app's version, markers).
+    pub dir: PathBuf,
+}
+
+/// One HAProxy box.
+#[derive(Debug)]
+pub struct LabHaproxy {
+    /// Its own loopback address.
+    pub address: Ipv4Addr,
+    /// Where its frontend listens.
+    pub frontend: SocketAddr,
+    /// Its runtime API (TCP, level admin).
+    pub endpoint: LbEndpoint,
+    process: ServerProcess,
+}
+
+/// A running lab. Dropping it stops every process and removes every file.
+#[derive(Debug)]
+pub struct Lab {
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: watch::Sender<bool>,
+    hosts: Vec<LabHost>,
+    sshd: Vec<Option<ServerProcess>>,
+    haproxy: Vec<LabHaproxy>,
+    goiardi: Goiardi,
+    ssh_port: u16,
+    api_port: u16,
+    config_path: PathBuf,
+    deploy_path: PathBuf,
+    dir: tempfile::TempDir,
+    _subnet: net::Subnet,
+}
+
+const STEP_SCRIPT: &str = r#"#!/bin/bash
+# The lab's deploy step: install the new version and restart the app like a real service.
+set -u
+dir=$1 version=$2
+if [ -e "$dir/step-fails" ]; then
+  echo "lab: the install of $version fails on this host (marker $dir/step-fails)" >&2
+  exit 7
+fi
+printf '%s' "$version" > "$dir/version.next"
+: > "$dir/restart"
+for _ in $(seq 1 400); do
+  if [ ! -e "$dir/restart" ]; then echo "restarted with $version"; exit 0; fi
+  sleep 0.025
+done
+echo "lab: the app did not come back within 10 s" >&2
+exit 3
+"#;
+
+const HEALTH_SCRIPT: &str = r#"#!/bin/bash
+# The lab's health check: the app must answer 200 on GET /health.
+dir=$1
+address=$(cat "$dir/app-address")
+if ! exec 3<>"/dev/tcp/${address%:*}/${address##*:}"; then
+  echo "app at $address: connection refused" >&2
+  exit 1
+fi
+printf 'GET /health HTTP/1.0\r\nHost: lab\r\n\r\n' >&3
+if ! IFS= read -r -t 3 status <&3; then
+  echo "app at $address: no answer within 3 s" >&2
+  exit 1
+fi
+case "$status" in *" 200 "*) exit 0 ;; esac
+echo "app at $address answered: ${status%$'\r'}" >&2
+exit 1
+"#;
+
+impl Lab {
+    /// Starts a lab, or panics saying what failed (and which Debian package is missing).
+    pub fn start(options: LabOptions) -> Self {
+        assert!((1..=240).contains(&options.hosts), "a lab has 1 to 240 hosts, not {}", options.hosts);
+        let subnet = net::Subnet::claim();
+        let dir = tempfile::Builder::new()
+            .prefix("vesemir-lab-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot make the lab's temp dir: {e}"));
+        let root = dir.path().to_path_buf();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vesemir-lab")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the lab's runtime: {e}"));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        // Keys: one host key for every sshd, one client key.
+        let keys = root.join("keys");
+        std::fs::create_dir_all(&keys).unwrap_or_else(|e| panic!("cannot create {}: {e}", keys.display()));
+        generate_key(&keys.join("ssh_host_ed25519_key"), "ed25519", "");
+        generate_key(&keys.join("id_ed25519"), "ed25519", "");
+        write(&keys.join("authorized_keys"), &read(&keys.join("id_ed25519.pub")));
+        write(&root.join("step.sh"), STEP_SCRIPT);
+        write(&root.join("health.sh"), HEALTH_SCRIPT);
+
+        // Addresses and ports.
+        let host_addresses: Vec<Ipv4Addr> =
+            (0..options.hosts).map(|i| subnet.address(10 + i as u8)).collect();
+        let lb_addresses = [subnet.address(2), subnet.address(3)];
+        let ssh_port = subnet.free_port_on(&host_addresses);
+        let app_port = subnet.free_port_on(&host_addresses);
+        let api_port = subnet.free_port_on(&lb_addresses);
+        let frontend_port = subnet.free_port_on(&lb_addresses);
+
+        // The hosts: files, app, sshd.
+        let width = options.hosts.to_string().len().max(2);
+        let mut hosts = Vec::with_capacity(options.hosts);
+        for (i, address) in host_addresses.iter().enumerate() {
+            let name = format!("web-{:0width$}", i + 1);
+            let host_dir = root.join("hosts").join(&name);
+            std::fs::create_dir_all(&host_dir)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", host_dir.display()));
+            let app = SocketAddr::from((*address, app_port));
+            write(&host_dir.join(app::VERSION_FILE), &options.initial_version);
+            write(&host_dir.join("app-address"), &app.to_string());
+            runtime.spawn(app::supervise(app, host_dir.clone(), shutdown_rx.clone()));
+            hosts.push(LabHost { name, address: *address, app, dir: host_dir });
+        }
+        let mut sshd: Vec<ServerProcess> =
+            hosts.iter().map(|h| servers::start_sshd(&h.name, h.address, ssh_port, &keys)).collect();
+        for (server, host) in sshd.iter_mut().zip(&hosts) {
+            servers::wait_sshd(server, host.address, ssh_port);
+        }
+        let known_hosts: String = hosts
+            .iter()
+            .map(|h| {
+                let public = read(&keys.join("ssh_host_ed25519_key.pub"));
+                let mut fields = public.split_whitespace();
+                let (kind, key) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
+                format!("[{}]:{ssh_port} {kind} {key}\n", h.address)
+            })
+            .collect();
+        write(&keys.join("known_hosts"), &known_hosts);
+
+        // The HAProxy boxes.
+        let backend_servers: Vec<servers::BackendServer> =
+            hosts.iter().map(|h| servers::BackendServer { name: h.name.clone(), app: h.app }).collect();
+        let haproxy: Vec<LabHaproxy> = lb_addresses
+            .iter()
+            .enumerate()
+            .map(|(i, address)| LabHaproxy {
+                address: *address,
+                frontend: SocketAddr::from((*address, frontend_port)),
+                endpoint: LbEndpoint::Tcp { address: address.to_string(), port: api_port },
+                process: servers::start_haproxy(
+                    &format!("haproxy-{}", i + 1),
+                    *address,
+                    api_port,
+                    frontend_port,
+                    &backend_servers,
+                ),
+            })
+            .collect();
+
+        // The Chef server, with every node registered.
+        let goiardi = Goiardi::start();
+        let mut nodes: Vec<(String, String, &'static str)> =
+            hosts.iter().map(|h| (h.name.clone(), h.address.to_string(), WEB_TAG)).collect();
+        nodes.extend(
+            haproxy
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (format!("lb-{}", i + 1), h.address.to_string(), HAPROXY_TAG)),
+        );
+        block(runtime.handle(), chef::register(&goiardi, &nodes));
+
+        let config_path = root.join("vesemir.toml");
+        let deploy_path = root.join("deploy.toml");
+        let lab = Self {
+            runtime: Some(runtime),
+            shutdown,
+            hosts,
+            sshd: sshd.into_iter().map(Some).collect(),
+            haproxy,
+            goiardi,
+            ssh_port,
+            api_port,
+            config_path,
+            deploy_path,
+            dir,
+            _subnet: subnet,
+        };
+        write(&lab.config_path, &lab.config_text());
+        write(&lab.deploy_path, &lab.deploy_text(&options));
+        lab.wait_all_up(Duration::from_secs(30));
+        lab
+    }
+
+    fn config_text(&self) -> String {
+        let root = self.dir.path().display();
+        format!(
+            "# Generated by the Vesemir lab: how to reach its Chef server, its hosts and their playbook.\n\
+             [chef]\nserver_url = \"{url}\"\nclient_name = \"admin\"\nclient_key_path = \"{key}\"\nflavor = \"goiardi\"\n\n\
+             [ssh]\nuser = \"{user}\"\nport = {port}\nkey = \"{root}/keys/id_ed25519\"\nknown_hosts = \"{root}/keys/known_hosts\"\n\n\
+             [playbooks.lab]\nsteps = [{{ name = \"install\", run = \"bash {root}/step.sh {root}/hosts/{{host}} {{version}}\", timeout = \"30s\" }}]\n\n\
+             [playbooks.lab.health]\ncommand = \"bash {root}/health.sh {root}/hosts/{{host}}\"\ntimeout = \"8s\"\ninterval = \"200ms\"\nload_balancer_up = true\n",
+            url = self.goiardi.url,
+            key = self.goiardi.admin_key_path.display(),
+            user = current_user(),
+            port = self.ssh_port,
+        )
+    }
+
+    fn deploy_text(&self, options: &LabOptions) -> String {
+        format!(
+            "# Generated by the Vesemir lab: deploy a new version of the lab's app to every host tagged {WEB_TAG}.\n\
+             application = \"shop\"\nenvironment = \"{ENVIRONMENT}\"\nteam = \"lab\"\nversion = \"{version}\"\nplaybook = \"lab\"\n\n\
+             [targets]\ntags = [\"{WEB_TAG}\"]\n\n\
+             [load_balancer]\nbackend = \"{BACKEND}\"\ndiscover = {{ tags = [\"{HAPROXY_TAG}\"], port = {api} }}\ndrain_timeout = \"10s\"\n\n\
+             [strategy]\nconcurrency = {concurrency}\nmax_failures = 0\n",
+            version = options.deploy_version,
+            api = self.api_port,
+            concurrency = options.concurrency,
+        )
+    }
+
+    /// Runs `future` on the lab's runtime and waits for it (usable from any thread, also from
+    /// inside another runtime).
+    pub fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        block(self.handle(), future)
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        match &self.runtime {
+            Some(runtime) => runtime.handle(),
+            // Invariant: the runtime is only taken in Drop.
+            None => unreachable!("the lab's runtime is gone only after drop"),
+        }
+    }
+
+    /// The hosts, in name order.
+    pub fn hosts(&self) -> &[LabHost] {
+        &self.hosts
+    }
+
+    /// The host called `name`.
+    pub fn host(&self, name: &str) -> &LabHost {
+        self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("the lab has no host {name}"))
+    }
+
+    /// The HAProxy boxes.
+    pub fn haproxy(&self) -> &[LabHaproxy] {
+        &self.haproxy
+    }
+
+    /// Where the HAProxy frontends listen.
+    pub fn frontends(&self) -> Vec<SocketAddr> {
+        self.haproxy.iter().map(|h| h.frontend).collect()
+    }
+
+    /// The lab backend on every HAProxy box.
+    pub fn backend(&self) -> Backend {
+        Backend {
+            name: BackendName::new(BACKEND).unwrap_or_else(|e| panic!("backend name: {e}")),
+            instances: self.haproxy.iter().map(|h| h.endpoint.clone()).collect(),
+        }
+    }
+
+    /// The Chef server's URL.
+    pub fn chef_url(&self) -> &str {
+        &self.goiardi.url
+    }
+
+    /// The Chef admin client's key file.
+    pub fn chef_key_path(&self) -> &Path {
+        &self.goiardi.admin_key_path
+    }
+
+    /// The generated `vesemir.toml`.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The generated deployment file.
+    pub fn deploy_path(&self) -> &Path {
+        &self.deploy_path
+    }
+
+    /// The lab's folder (config, keys, scripts, host files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The SSH port every host's sshd listens on.
+    pub fn ssh_port(&self) -> u16 {
+        self.ssh_port
+    }
+
+    /// The runtime API port of every HAProxy box.
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+    }
+
+    /// The SSH user, key and known_hosts of the lab, for an executor built directly.
+    pub fn ssh_key(&self) -> PathBuf {
+        self.dir.path().join("keys/id_ed25519")
+    }
+
+    /// The known_hosts file naming every host's key.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.path().join("keys/known_hosts")
+    }
+
+    /// The remote user.
+    pub fn ssh_user(&self) -> String {
+        current_user()
+    }
+
+    /// The deploy step's command line for `host` and `version`, as the playbook runs it.
+    pub fn step_command(&self, host: &str, version: &str) -> String {
+        let root = self.dir.path().display();
+        format!("bash {root}/step.sh {root}/hosts/{host} {version}")
+    }
+
+    /// The health command for `host`, as the playbook runs it.
+    pub fn health_command(&self, host: &str) -> String {
+        let root = self.dir.path().display();
+        format!("bash {root}/health.sh {root}/hosts/{host}")
+    }
+
+    /// The version `host`'s app serves now (`GET /` on the host itself), or why it cannot say.
+    pub fn served_version(&self, host: &str) -> Result<String, String> {
+        let app = self.host(host).app;
+        match self.block_on(app::get(app, "/", Duration::from_secs(3))) {
+            Ok((200, body)) => Ok(body.trim().to_owned()),
+            Ok((status, body)) => Err(format!("status {status}: {}", body.trim())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Restarts `host`'s app with `version` behind Vesemir's back (no drain), as a careless
+    /// operator would, and waits until it serves again: requests HAProxy sends to it while it
+    /// is down fail.
+    pub fn restart_app_undrained(&self, host: &str, version: &str) {
+        let dir = &self.host(host).dir;
+        write(&dir.join(app::NEXT_VERSION_FILE), version);
+        let marker = dir.join(app::RESTART_MARKER);
+        write(&marker, "");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while marker.exists() {
+            assert!(Instant::now() < deadline, "{host}'s app did not restart within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Makes `host`'s deploy step fail (exit code 7, a message on stderr).
+    pub fn fail_step_on(&self, host: &str) {
+        write(&self.host(host).dir.join(STEP_FAILS_MARKER), "");
+    }
+
+    /// Makes `host`'s next release broken: after its restart `/health` answers 500, so neither
+    /// the health command nor HAProxy's checks ever pass.
+    pub fn break_release_on(&self, host: &str) {
+        write(&self.host(host).dir.join(BROKEN_RELEASE_MARKER), "");
+    }
+
+    /// Stops `host`'s sshd: the host becomes unreachable over SSH (its app keeps serving).
+    pub fn stop_sshd(&mut self, host: &str) {
+        let index =
+            self.hosts.iter().position(|h| h.name == host).unwrap_or_else(|| panic!("no host {host}"));
+        if let Some(mut server) = self.sshd[index].take() {
+            server.stop();
+        }
+    }
+
+    /// What every HAProxy box says of `host`'s server.
+    pub fn lb_status(&self, host: &str) -> Vec<InstanceState> {
+        let backend = self.backend();
+        let server = ServerName::new(host).unwrap_or_else(|e| panic!("server name {host}: {e}"));
+        self.block_on(async move {
+            HaproxyLoadBalancer::new(HaproxyConfig::default())
+                .status(&backend, &server)
+                .await
+                .unwrap_or_else(|e| panic!("cannot read HAProxy's state of {host}: {e}"))
+        })
+    }
+
+    /// Whether every HAProxy box has `host` UP at full weight.
+    pub fn in_rotation(&self, host: &str) -> bool {
+        self.lb_status(host).iter().all(|s| s.status == ServerStatus::Up && s.weight == s.configured_weight)
+    }
+
+    /// The hosts some HAProxy box does not have UP at full weight.
+    pub fn out_of_rotation(&self) -> Vec<String> {
+        self.hosts.iter().filter(|h| !self.in_rotation(&h.name)).map(|h| h.name.clone()).collect()
+    }
+
+    /// Waits until every HAProxy box has every host UP at full weight.
+    pub fn wait_all_up(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.out_of_rotation();
+            if out.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self.haproxy.iter().map(|h| h.process.log()).collect();
+                panic!("lab hosts not UP on HAProxy after {timeout:?}: {out:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts steady traffic through both HAProxy frontends.
+    pub fn start_load(&self, options: LoadOptions) -> LoadRun {
+        LoadRun::start(self.handle(), self.frontends(), options)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(runtime) = self.runtime.take() {
+            // Allowed from inside another runtime, unlike a plain drop.
+            runtime.shutdown_background();
+        }
+        // The processes (sshd, haproxy, goiardi) and the files go with the fields.
+    }
+}
+
+/// Runs `future` on `handle` from a thread of its own, so it works inside another runtime too.
+fn block<F>(handle: &tokio::runtime::Handle, future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| handle.block_on(future))
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn current_user() -> String {
+    let output = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run id -un: {e}"));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
