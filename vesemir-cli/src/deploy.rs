@@ -102,7 +102,7 @@ pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
         println!("{json}");
     } else {
         println!(
-            "Plan: {} {} to {} ({} hosts, {} batches, at most {} out of rotation, stop after {} failures)",
+            "Plan: {} {} to {} ({} hosts, {} batches, at most {} out of rotation, stop after {} failed)",
             request.application,
             request.version,
             request.environment,

@@ -8,6 +8,14 @@ use crate::event::{Event, EventKind, HostOutcome, Rotation, WaitReason};
 use crate::ports::OutputStream;
 use crate::report::DeploymentReport;
 
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
 /// `mm:ss.mmm` since the start.
 pub fn clock(elapsed: Duration) -> String {
     let millis = elapsed.as_millis();
@@ -18,8 +26,13 @@ pub fn clock(elapsed: Duration) -> String {
 pub fn describe(event: &Event) -> Option<String> {
     Some(match &event.kind {
         EventKind::DeploymentStarted { hosts, batches, concurrency, max_failures } => format!(
-            "rolling out to {hosts} hosts in {batches} batches: at most {concurrency} out of rotation at once, stopping after {} failures",
-            max_failures + 1
+            "rolling out to {hosts} {} in {batches} {}: at most {concurrency} out of rotation at once, {}",
+            plural(*hosts, "host", "hosts"),
+            plural(*batches, "batch", "batches"),
+            match max_failures {
+                0 => "stopping at the first failure".to_owned(),
+                n => format!("stopping after {} failures", n + 1),
+            }
         ),
         EventKind::BatchStarted { batch, hosts } => {
             let names: Vec<&str> = hosts.iter().map(|h| h.as_str()).collect();
@@ -49,7 +62,10 @@ pub fn describe(event: &Event) -> Option<String> {
         }
         EventKind::Waiting { reason } => match reason {
             WaitReason::CanaryHold { duration } => {
-                format!("canary deployed: watching it for {} before going on", humantime::format_duration(*duration))
+                format!(
+                    "canary deployed: watching it for {} before going on",
+                    humantime::format_duration(*duration)
+                )
             }
             WaitReason::CanaryConfirmation => "canary deployed: waiting for confirmation to go on".to_owned(),
             WaitReason::Pause { duration } => {

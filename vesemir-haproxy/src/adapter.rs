@@ -39,6 +39,8 @@ use crate::{reply, transport};
 pub struct HaproxyLoadBalancer {
     config: HaproxyConfig,
     server_ids: Arc<Mutex<HashMap<ServerKey, u32>>>,
+    /// One gate per instance, bounding the connections open to it at once.
+    gates: Arc<Mutex<HashMap<LbEndpoint, Arc<tokio::sync::Semaphore>>>>,
 }
 
 /// A server on one instance: its id there can change when the instance reloads.
@@ -47,7 +49,22 @@ type ServerKey = (LbEndpoint, BackendName, ServerName);
 impl HaproxyLoadBalancer {
     /// An adapter with these timeouts.
     pub fn new(config: HaproxyConfig) -> Self {
-        Self { config, server_ids: Arc::default() }
+        Self { config, server_ids: Arc::default(), gates: Arc::default() }
+    }
+
+    /// Sends one command to `instance`, waiting for a free connection slot there first.
+    async fn send(&self, instance: &LbEndpoint, command: &Command) -> Result<String, HaproxyError> {
+        let gate = {
+            let mut gates = self.gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let limit = self.config.max_connections_per_instance.max(1);
+            gates
+                .entry(instance.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit)))
+                .clone()
+        };
+        // The semaphore is never closed, so acquiring only fails if it were: send anyway then.
+        let _permit = gate.acquire_owned().await.ok();
+        transport::send(instance, command, &self.config).await
     }
 
     /// The cache of server ids. It holds plain numbers that are checked on every use, so the
@@ -67,7 +84,7 @@ impl HaproxyLoadBalancer {
         backend: &Backend,
     ) -> Result<Vec<ServerRow>, HaproxyError> {
         let command = Command::ShowServersState(backend.name.clone());
-        let text = transport::send(instance, &command, &self.config).await?;
+        let text = self.send(instance, &command).await?;
         if !text.starts_with("1\n") {
             return Err(reply::classify_read(instance, &command, &text));
         }
@@ -79,7 +96,7 @@ impl HaproxyLoadBalancer {
     }
 
     async fn show_stat(&self, instance: &LbEndpoint, command: Command) -> Result<Vec<StatRow>, HaproxyError> {
-        let text = transport::send(instance, &command, &self.config).await?;
+        let text = self.send(instance, &command).await?;
         if !text.starts_with('#') {
             return Err(reply::classify_read(instance, &command, &text));
         }
@@ -128,7 +145,7 @@ impl HaproxyLoadBalancer {
         server: &ServerName,
     ) -> Result<u32, HaproxyError> {
         let command = Command::GetWeight(backend.name.clone(), server.clone());
-        let text = transport::send(instance, &command, &self.config).await?;
+        let text = self.send(instance, &command).await?;
         let initial = text
             .split_once("(initial ")
             .and_then(|(_, rest)| rest.split_once(')'))
@@ -162,7 +179,7 @@ impl HaproxyLoadBalancer {
 
     async fn change(&self, instance: &LbEndpoint, command: &Command) -> Result<(), HaproxyError> {
         debug_assert!(command.is_change());
-        let text = transport::send(instance, command, &self.config).await?;
+        let text = self.send(instance, command).await?;
         reply::check_change(instance, command, &text)
     }
 

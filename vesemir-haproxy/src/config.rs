@@ -23,6 +23,10 @@ pub struct HaproxyConfig {
     pub poll_interval: Duration,
     /// The largest reply accepted, in bytes (a `show stat` of thousands of servers fits).
     pub max_reply_bytes: u64,
+    /// Connections open at once to one instance's runtime API. HAProxy's stats socket accepts
+    /// 10 by default (`maxconn` on the `stats socket` line raises it); past that the kernel
+    /// drops connection requests and retries them a second later.
+    pub max_connections_per_instance: usize,
 }
 
 impl Default for HaproxyConfig {
@@ -32,6 +36,7 @@ impl Default for HaproxyConfig {
             read_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(100),
             max_reply_bytes: 32 * 1024 * 1024,
+            max_connections_per_instance: 8,
         }
     }
 }
