@@ -106,6 +106,20 @@ impl Client {
         response.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
     }
 
+    /// The deployment once the server has recorded its end (the last event can arrive a moment
+    /// before the record is written), waiting at most 30 seconds.
+    pub async fn wait_until_ended(&self, id: i64) -> Result<Deployment, Failure> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let deployment = self.get(id).await?;
+            let running = matches!(deployment.status, Status::Queued | Status::Running);
+            if !running || tokio::time::Instant::now() >= deadline {
+                return Ok(deployment);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Deployments, newest first.
     pub async fn list(&self, filter: &ListFilter) -> Result<DeploymentList, Failure> {
         let mut query: Vec<(&str, String)> = Vec::new();
@@ -252,8 +266,15 @@ pub fn describe(d: &Deployment) -> String {
         }
         out.push('\n');
     }
-    if !d.out_of_rotation.is_empty() {
-        out.push_str(&format!("  out of rotation now: {}\n", d.out_of_rotation.join(", ")));
+    // The server lists them for interrupted deployments; for the others, the hosts say it.
+    let mut out_of_rotation: Vec<&str> = d.out_of_rotation.iter().map(String::as_str).collect();
+    for host in d.hosts.iter().filter(|h| h.rotation != "in_rotation") {
+        if !out_of_rotation.contains(&host.name.as_str()) {
+            out_of_rotation.push(&host.name);
+        }
+    }
+    if !out_of_rotation.is_empty() {
+        out.push_str(&format!("  out of rotation now: {}\n", out_of_rotation.join(", ")));
     }
     out
 }

@@ -170,7 +170,7 @@ pub async fn deploy_remote(args: &DeployArgs, server: &str) -> Result<Exit, Fail
     let followed = client.events(id, &*reporter, true).await;
     interrupts.abort();
     followed?;
-    let deployment = client.get(id).await?;
+    let deployment = client.wait_until_ended(id).await?;
     if args.output == OutputFormat::Json {
         println!("{}", serde_json::json!({ "deployment": deployment }));
     } else {

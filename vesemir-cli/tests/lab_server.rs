@@ -1,0 +1,143 @@
+//! End to end through the HTTP server on the local lab, under steady load: `vesemir serve` runs
+//! the deployments over the real adapters; the CLI submits and follows them in client mode.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vesemir_core::ports::ServerStatus;
+use vesemir_testkit::lab::{Lab, LabOptions, LoadOptions};
+use vesemir_testkit::process::free_port;
+
+const TOKEN: &str = "lab-team-token-0123456789";
+
+/// `vesemir serve` on the lab, killed and reaped when dropped.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the server with the lab's playbooks and one token for the lab's team.
+fn serve(lab: &Lab) -> Served {
+    let config: toml::Table =
+        std::fs::read_to_string(lab.config_path()).expect("lab config").parse().expect("lab config is TOML");
+    let playbooks = config.get("playbooks").cloned().expect("the lab config has playbooks");
+    let port = free_port();
+    let mut server = toml::Table::new();
+    server.insert("listen".into(), format!("127.0.0.1:{port}").into());
+    server.insert("database".into(), lab.dir().join("vesemir.db").display().to_string().into());
+    let mut token = toml::Table::new();
+    token.insert("name".into(), "lab-ci".into());
+    token.insert("sha256".into(), vesemir_http::auth::sha256_hex(TOKEN.as_bytes()).into());
+    token.insert("team".into(), "lab".into());
+    server.insert("tokens".into(), toml::Value::Array(vec![token.into()]));
+    server.insert("playbooks".into(), playbooks);
+    let server_config = lab.dir().join("vesemir-server.toml");
+    std::fs::write(&server_config, toml::to_string(&server).expect("serializes")).expect("server config");
+
+    let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .arg("--config")
+        .arg(lab.config_path())
+        .arg("serve")
+        .arg("--server-config")
+        .arg(&server_config)
+        .current_dir(lab.dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts vesemir serve");
+    let served = Served { child, url: format!("http://127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "vesemir serve did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    served
+}
+
+fn client(lab: &Lab, served: &Served, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .args(args)
+        .current_dir(lab.dir())
+        .env("VESEMIR_SERVER", &served.url)
+        .env("VESEMIR_TOKEN", TOKEN)
+        .env_remove("VESEMIR_CONFIG")
+        .output()
+        .expect("runs vesemir")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn lab() -> Lab {
+    Lab::start(LabOptions { hosts: 6, concurrency: 2, ..LabOptions::default() })
+}
+
+fn load() -> LoadOptions {
+    LoadOptions { rate: 100, max_duration: Duration::from_secs(120), ..LoadOptions::default() }
+}
+
+#[test]
+fn a_clean_deploy_through_the_server_under_load_drops_no_request() {
+    let lab = lab();
+    let served = serve(&lab);
+    let traffic = lab.start_load(load());
+    std::thread::sleep(Duration::from_millis(500));
+    let deploy_file = lab.deploy_path().display().to_string();
+    let output = client(&lab, &served, &["deploy", "-f", &deploy_file]);
+    std::thread::sleep(Duration::from_millis(500));
+    let report = traffic.finish();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("asked by lab-ci: succeeded"), "{all}");
+    assert!(all.contains("6 succeeded, 0 failed"), "{all}");
+    for host in lab.hosts() {
+        assert_eq!(lab.served_version(&host.name).as_deref(), Ok("2.0.0"), "{}", host.name);
+        let states = lab.lb_status(&host.name);
+        assert!(states.iter().all(|s| s.status == ServerStatus::Up && s.weight == 100), "{states:?}");
+    }
+    assert_eq!(report.failed, 0, "{report}\n{all}");
+    assert!(report.by_version.get("2.0.0").is_some_and(|n| *n > 0), "{report}");
+}
+
+#[test]
+fn failing_hosts_through_the_server_are_reported_with_phase_and_reason() {
+    let mut lab = lab();
+    let served = serve(&lab);
+    lab.stop_sshd("web-02");
+    lab.fail_step_on("web-04");
+    lab.break_release_on("web-06");
+    let traffic = lab.start_load(load());
+    std::thread::sleep(Duration::from_millis(500));
+    let deploy_file = lab.deploy_path().display().to_string();
+    let output = client(&lab, &served, &["deploy", "-f", &deploy_file, "--set", "strategy.max_failures=3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let report = traffic.finish();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("completed_with_failures"), "{all}");
+    assert!(all.contains("3 succeeded, 2 failed, 1 unreachable"), "{all}");
+    let line =
+        |host: &str| all.lines().find(|l| l.trim_start().starts_with(host) && l.contains("  ")).unwrap_or("");
+    assert!(line("web-02").contains("unreachable") && line("web-02").contains("connecting"), "{all}");
+    assert!(line("web-04").contains("failed") && line("web-04").contains("exit code 7"), "{all}");
+    assert!(line("web-04").contains("[out of rotation]"), "{all}");
+    assert!(line("web-06").contains("failed") && line("web-06").contains("health check"), "{all}");
+    assert!(all.contains("out of rotation now: web-04, web-06"), "{all}");
+    let mut out = lab.out_of_rotation();
+    out.sort();
+    assert_eq!(out, ["web-04", "web-06"]);
+    assert_eq!(report.failed, 0, "{report}\n{all}");
+
+    // The status command says the same, later, from the database.
+    let status = client(&lab, &served, &["status", "1"]);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
+    assert!(text(&status).contains("out of rotation now: web-04, web-06"), "{}", text(&status));
+}
