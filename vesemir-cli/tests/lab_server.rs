@@ -141,3 +141,45 @@ fn failing_hosts_through_the_server_are_reported_with_phase_and_reason() {
     assert_eq!(status.status.code(), Some(1), "{}", text(&status));
     assert!(text(&status).contains("out of rotation now: web-04, web-06"), "{}", text(&status));
 }
+
+#[test]
+fn cancel_through_the_server_finishes_hosts_in_flight_and_starts_no_more() {
+    let lab = lab();
+    let served = serve(&lab);
+    let traffic = lab.start_load(load());
+    let deploy_file = lab.deploy_path().display().to_string();
+    let follower = Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .args(["deploy", "-f", &deploy_file])
+        .current_dir(lab.dir())
+        .env("VESEMIR_SERVER", &served.url)
+        .env("VESEMIR_TOKEN", TOKEN)
+        .env_remove("VESEMIR_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs vesemir deploy");
+    // Wait until the first batch is running its step, then cancel from another client.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = text(&client(&lab, &served, &["status", "1"]));
+        if status.contains("step 1 (install)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the deployment never reached its step:\n{status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cancel = client(&lab, &served, &["cancel", "1"]);
+    assert_eq!(cancel.status.code(), Some(0), "{}", text(&cancel));
+    let output = follower.wait_with_output().expect("the follower ends");
+    let report = traffic.finish();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("asked by lab-ci: cancelled"), "{all}");
+    assert!(all.contains("2 succeeded, 0 failed, 0 unreachable, 0 skipped, 4 cancelled"), "{all}");
+    assert!(lab.out_of_rotation().is_empty(), "nothing left out of rotation");
+    for (i, host) in lab.hosts().iter().enumerate() {
+        let expected = if i < 2 { "2.0.0" } else { "1.0.0" };
+        assert_eq!(lab.served_version(&host.name).as_deref(), Ok(expected), "{}", host.name);
+    }
+    assert_eq!(report.failed, 0, "{report}\n{all}");
+}
