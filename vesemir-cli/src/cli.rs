@@ -14,6 +14,10 @@ pub struct Cli {
     /// The configuration file (Chef, SSH, HAProxy, playbooks).
     #[arg(long, short = 'c', global = true, env = "VESEMIR_CONFIG", default_value = "vesemir.toml")]
     pub config: PathBuf,
+    /// Override a configuration value for this run: `--config-set ssh.user=deploy`
+    /// (after `VESEMIR_<SECTION>_<KEY>` environment overrides).
+    #[arg(long = "config-set", global = true, value_name = "KEY=VALUE")]
+    pub config_sets: Vec<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -120,8 +120,9 @@ impl std::fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Config {
-    /// Reads, applies environment overrides and validates `path`, reporting every problem.
-    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    /// Reads, applies environment overrides then `overrides` (`KEY=VALUE`, from flags) and
+    /// validates `path`, reporting every problem.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigErrors> {
         let fail = |key: &str, reason: String| ConfigErrors {
             path: path.to_owned(),
             problems: vec![Problem { key: key.to_owned(), reason }],
@@ -134,6 +135,11 @@ impl Config {
             .map_err(|e: toml::de::Error| fail("(file)", format!("is not valid TOML: {}", e.message())))?;
         let mut problems = Vec::new();
         apply_env_overrides(&mut document, std::env::vars(), &mut problems);
+        for set in overrides {
+            if let Err(e) = crate::request::apply_set(&mut document, set) {
+                problems.push(Problem { key: "--config-set".into(), reason: e.message });
+            }
+        }
         Self::from_table(path, document, problems)
     }
 

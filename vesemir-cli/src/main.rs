@@ -42,7 +42,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             Ok(Exit::Success)
         }
         Command::Config { command: ConfigCommand::Check } => {
-            let config = Config::load(&cli.config).map_err(Failure::input)?;
+            let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
             println!(
                 "{}: ok ({} playbooks; inventory: {}; ssh user {})",
                 config.path.display(),
@@ -61,7 +61,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Deploy(args) => match &args.server {
             Some(server) => deploy::deploy_remote(args, server).await,
             None => {
-                let config = Config::load(&cli.config).map_err(Failure::input)?;
+                let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
                 deploy::deploy(args, &config).await
             }
         },
@@ -71,7 +71,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
                     "plan runs here, not on a server: drop --server (and VESEMIR_SERVER)",
                 ));
             }
-            let config = Config::load(&cli.config).map_err(Failure::input)?;
+            let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
             deploy::plan(args, &config).await
         }
         Command::Status { id, server } => {
@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             Ok(Exit::Success)
         }
         Command::Serve { server_config } => {
-            let config = Config::load(&cli.config).map_err(Failure::input)?;
+            let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
             let text = std::fs::read_to_string(server_config).map_err(|e| {
                 Failure::input(format!(
                     "{}: cannot read the server configuration: {e}",

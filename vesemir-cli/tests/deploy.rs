@@ -89,6 +89,12 @@ fn bad_configuration_exits_2_naming_file_and_key() {
     assert!(all.contains("vesemir.toml: 2 problems"), "{all}");
     assert!(all.contains("vesemir.toml: ssh.key: cannot read"), "{all}");
     assert!(all.contains("vesemir.toml: ssh.host_key_mode:"), "{all}");
+
+    // A flag fixes one of them for this run; the other is still reported.
+    let output = vesemir_in(dir.path(), &["--config-set", "ssh.host_key_mode=strict", "config", "check"]);
+    let all = text(&output);
+    assert!(all.contains("vesemir.toml: 1 problem\n"), "{all}");
+    assert!(all.contains("ssh.key: cannot read"), "{all}");
 }
 
 #[test]
