@@ -183,3 +183,27 @@ fn cancel_through_the_server_finishes_hosts_in_flight_and_starts_no_more() {
     }
     assert_eq!(report.failed, 0, "{report}\n{all}");
 }
+
+#[test]
+fn max_failures_through_the_server_stops_the_rollout() {
+    let lab = lab();
+    let served = serve(&lab);
+    lab.fail_step_on("web-01");
+    let traffic = lab.start_load(load());
+    std::thread::sleep(Duration::from_millis(500));
+    let deploy_file = lab.deploy_path().display().to_string();
+    let output = client(&lab, &served, &["deploy", "-f", &deploy_file, "--set", "strategy.max_failures=0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let report = traffic.finish();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("stopping: "), "{all}");
+    assert!(all.contains("asked by lab-ci: stopped"), "{all}");
+    assert!(all.contains("1 succeeded, 1 failed, 0 unreachable, 4 skipped"), "{all}");
+    assert!(all.contains("out of rotation now: web-01\n"), "{all}");
+    assert_eq!(lab.out_of_rotation(), ["web-01"]);
+    for host in ["web-03", "web-04", "web-05", "web-06"] {
+        assert_eq!(lab.served_version(host).as_deref(), Ok("1.0.0"), "{host} never started");
+    }
+    assert_eq!(report.failed, 0, "{report}\n{all}");
+}
