@@ -1,27 +1,17 @@
 //! End to end through the HTTP server on the local lab, under steady load: `vesemir serve` runs
 //! the deployments over the real adapters; the CLI submits and follows them in client mode.
 
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Served;
 use vesemir_core::ports::ServerStatus;
 use vesemir_testkit::lab::{Lab, LabOptions, LoadOptions};
 use vesemir_testkit::process::free_port;
 
 const TOKEN: &str = "lab-team-token-0123456789";
-
-/// `vesemir serve` on the lab, killed and reaped when dropped.
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Starts the server with the lab's playbooks and one token for the lab's team.
 fn serve(lab: &Lab) -> Served {
@@ -52,13 +42,7 @@ fn serve(lab: &Lab) -> Served {
         .stderr(Stdio::null())
         .spawn()
         .expect("starts vesemir serve");
-    let served = Served { child, url: format!("http://127.0.0.1:{port}") };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "vesemir serve did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    served
+    Served::listening(child, port)
 }
 
 fn client(lab: &Lab, served: &Served, args: &[&str]) -> Output {

@@ -3,27 +3,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use common::{text, Lab, HOSTS, PLAYBOOK};
+use common::{text, Lab, Served, HOSTS, PLAYBOOK};
 use vesemir_core::ports::ServerStatus;
 use vesemir_testkit::process::free_port;
 
 const TOKEN: &str = "test-token-for-the-web-team";
-
-/// `vesemir serve`, killed and reaped when dropped.
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn serve(lab: &Lab) -> Served {
     let port = free_port();
@@ -41,13 +27,7 @@ fn serve(lab: &Lab) -> Served {
         .stderr(Stdio::null())
         .spawn()
         .expect("starts vesemir serve");
-    let served = Served { child, url: format!("http://127.0.0.1:{port}") };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "vesemir serve did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    served
+    Served::listening(child, port)
 }
 
 fn client(lab: &Lab, served: &Served, token: Option<&str>, args: &[&str]) -> std::process::Output {

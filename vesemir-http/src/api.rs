@@ -539,9 +539,7 @@ pub async fn cancel(
         ));
     }
     tracing::info!(deployment = id, by = %principal.name, "cancel asked");
-    let record = state.store.get(id).await.map_err(|e| ApiError::store(&e))?.unwrap_or(record);
-    let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    Ok((StatusCode::ACCEPTED, Json(Deployment::from_record(&record, &hosts, now_ms()))).into_response())
+    accepted_view(&state, id, record).await
 }
 
 /// Confirms the canary of a deployment waiting for it (`strategy.canary.confirm = true`): the
@@ -572,6 +570,12 @@ pub async fn confirm(
         ));
     }
     tracing::info!(deployment = id, by = %principal.name, "canary confirmed");
+    accepted_view(&state, id, record).await
+}
+
+/// 202 with the deployment as stored now (or as `record` said, if it vanished meanwhile).
+async fn accepted_view(state: &App, id: i64, record: DeploymentRecord) -> Result<Response, ApiError> {
+    let record = state.store.get(id).await.map_err(|e| ApiError::store(&e))?.unwrap_or(record);
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
     Ok((StatusCode::ACCEPTED, Json(Deployment::from_record(&record, &hosts, now_ms()))).into_response())
 }

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 use vesemir_core::name::{BackendName, ServerName};
 use vesemir_core::ports::{Backend, LoadBalancer, ServerStatus};
@@ -114,4 +115,31 @@ pub fn vesemir_in(dir: &std::path::Path, args: &[&str]) -> Output {
 
 pub fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// `vesemir serve`, killed and reaped when dropped.
+pub struct Served {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl Served {
+    /// Waits until the server started as `child` listens on `port` of 127.0.0.1.
+    pub fn listening(child: Child, port: u16) -> Self {
+        let served = Served { child, url: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "vesemir serve did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        served
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
