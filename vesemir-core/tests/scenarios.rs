@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{check, check_with, host, server, Fleet};
+use support::{check, check_with, fleet, host, server, FleetRequests};
 use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome, Phase, Rotation};
 use vesemir_core::ports::{AdminState, Weight};
 use vesemir_core::render;
@@ -13,7 +13,7 @@ use vesemir_core::Control;
 
 #[tokio::test(start_paused = true)]
 async fn clean_deploy_updates_every_host_two_at_a_time() {
-    let fleet = Fleet::new(5);
+    let fleet = fleet(5);
     let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 2\n")).await;
 
     assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
@@ -36,7 +36,7 @@ async fn clean_deploy_updates_every_host_two_at_a_time() {
 
 #[tokio::test(start_paused = true)]
 async fn ramp_holds_each_weight_and_waits_for_up_at_weight_zero() {
-    let fleet = Fleet::new(1);
+    let fleet = fleet(1);
     let extra = "[load_balancer]\nbackend = \"be_web\"\ninstances = [{ address = \"127.0.0.1\", port = 9001 }, { address = \"127.0.0.1\", port = 9002 }]\nramp = [{ weight = \"10%\", hold = \"30s\" }, { weight = \"50%\", hold = \"1m\" }]\n";
     let started = tokio::time::Instant::now();
     let out = check(&fleet, fleet.request(extra)).await;
@@ -62,7 +62,7 @@ async fn ramp_holds_each_weight_and_waits_for_up_at_weight_zero() {
 
 #[tokio::test(start_paused = true)]
 async fn failures_beyond_max_failures_stop_the_rollout() {
-    let fleet = Fleet::new(6);
+    let fleet = fleet(6);
     fleet.executor.fail_command(&host(2), "install-shop", 3);
     fleet.executor.fail_command(&host(3), "install-shop", 4);
     let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 3\nmax_failures = 1\n")).await;
@@ -87,7 +87,7 @@ async fn failures_beyond_max_failures_stop_the_rollout() {
 
 #[tokio::test(start_paused = true)]
 async fn failed_hosts_keep_their_slot_so_capacity_never_drops_below_the_limit() {
-    let fleet = Fleet::new(4);
+    let fleet = fleet(4);
     fleet.executor.fail_command(&host(1), "install-shop", 1);
     let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 1\nmax_failures = 3\n")).await;
     assert_eq!(out.report.outcome, Some(DeploymentOutcome::Stopped), "{}", out.log);
@@ -99,7 +99,7 @@ async fn failed_hosts_keep_their_slot_so_capacity_never_drops_below_the_limit() 
 
 #[tokio::test(start_paused = true)]
 async fn unreachable_host_is_reported_and_never_leaves_rotation() {
-    let fleet = Fleet::new(3);
+    let fleet = fleet(3);
     fleet.executor.set_unreachable(&host(2));
     let out = check(&fleet, fleet.request("[strategy]\nmax_failures = 1\n")).await;
     assert_eq!(out.report.outcome, Some(DeploymentOutcome::CompletedWithFailures), "{}", out.log);
@@ -114,7 +114,7 @@ async fn unreachable_host_is_reported_and_never_leaves_rotation() {
 
 #[tokio::test(start_paused = true)]
 async fn health_gate_that_never_passes_fails_the_host_out_of_rotation() {
-    let fleet = Fleet::new(2);
+    let fleet = fleet(2);
     fleet.executor.fail_command(&host(1), "check-shop", 7);
     let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 2\nmax_failures = 1\n")).await;
     let h = out.host("web-01");
@@ -131,7 +131,7 @@ async fn health_gate_that_never_passes_fails_the_host_out_of_rotation() {
 
 #[tokio::test(start_paused = true)]
 async fn load_balancer_never_reporting_up_unwinds_the_host() {
-    let fleet = Fleet::new(1);
+    let fleet = fleet(1);
     fleet.lb.set_healthy(&server(1), false);
     let out = check(&fleet, fleet.request("")).await;
     let h = out.host("web-01");
@@ -143,7 +143,7 @@ async fn load_balancer_never_reporting_up_unwinds_the_host() {
 
 #[tokio::test(start_paused = true)]
 async fn drain_timeout_with_fail_policy_puts_the_host_back_untouched() {
-    let fleet = Fleet::new(2);
+    let fleet = fleet(2);
     fleet.lb.set_sessions(&server(1), 3, None);
     let out = check(&fleet, fleet.request("[strategy]\nmax_failures = 1\n")).await;
     let h = out.host("web-01");
@@ -157,7 +157,7 @@ async fn drain_timeout_with_fail_policy_puts_the_host_back_untouched() {
 
 #[tokio::test(start_paused = true)]
 async fn drain_timeout_with_force_policy_closes_sessions_and_deploys() {
-    let fleet = Fleet::new(1);
+    let fleet = fleet(1);
     fleet.lb.set_sessions(&server(1), 3, None);
     let extra = "[load_balancer]\nbackend = \"be_web\"\ninstances = [{ address = \"127.0.0.1\", port = 9001 }, { address = \"127.0.0.1\", port = 9002 }]\ndrain_timeout = \"5s\"\non_drain_timeout = \"force\"\n";
     let out = check(&fleet, fleet.request(extra)).await;
@@ -168,7 +168,7 @@ async fn drain_timeout_with_force_policy_closes_sessions_and_deploys() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_drain_within_the_timeout_just_waits() {
-    let fleet = Fleet::new(1);
+    let fleet = fleet(1);
     fleet.lb.set_sessions(&server(1), 2, Some(Duration::from_secs(20)));
     let out = check(&fleet, fleet.request("")).await;
     assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
@@ -176,7 +176,7 @@ async fn slow_drain_within_the_timeout_just_waits() {
 
 #[tokio::test(start_paused = true)]
 async fn load_balancer_instance_down_before_the_deploy_fails_the_preparation() {
-    let fleet = Fleet::new(2);
+    let fleet = fleet(2);
     fleet.lb.set_instance_down(&support::instances()[1], true);
     let request = std::sync::Arc::new(fleet.request(""));
     let error = vesemir_core::prepare(request, &fleet.ports(), &Default::default())
@@ -189,7 +189,7 @@ async fn load_balancer_instance_down_before_the_deploy_fails_the_preparation() {
 
 #[tokio::test(start_paused = true)]
 async fn load_balancer_instance_down_mid_deploy_fails_hosts_without_taking_them_out() {
-    let fleet = Fleet::new(3);
+    let fleet = fleet(3);
     let ports = fleet.ports();
     let request = std::sync::Arc::new(fleet.request("[strategy]\nmax_failures = 0\n"));
     let prepared = vesemir_core::prepare(request, &ports, &Default::default()).await.expect("prepares");
@@ -205,7 +205,7 @@ async fn load_balancer_instance_down_mid_deploy_fails_hosts_without_taking_them_
 
 #[tokio::test(start_paused = true)]
 async fn canary_waits_for_confirmation() {
-    let fleet = Fleet::new(4);
+    let fleet = fleet(4);
     let control = Control::new();
     let confirmer = control.clone();
     let request = fleet.request("[strategy]\nconcurrency = 2\ncanary = { hosts = 1, confirm = true }\n");
@@ -225,7 +225,7 @@ async fn canary_waits_for_confirmation() {
 
 #[tokio::test(start_paused = true)]
 async fn canary_hold_then_the_rest() {
-    let fleet = Fleet::new(3);
+    let fleet = fleet(3);
     let out =
         check(&fleet, fleet.request("[strategy]\nconcurrency = 2\ncanary = { hosts = 1, hold = \"5m\" }\n"))
             .await;
@@ -236,7 +236,7 @@ async fn canary_hold_then_the_rest() {
 
 #[tokio::test(start_paused = true)]
 async fn cancel_lets_hosts_in_flight_finish_and_starts_no_more() {
-    let fleet = Fleet::new(6);
+    let fleet = fleet(6);
     fleet.executor.set_latency(Duration::from_secs(10));
     let control = Control::new();
     let canceller = control.clone();
@@ -254,7 +254,7 @@ async fn cancel_lets_hosts_in_flight_finish_and_starts_no_more() {
 
 #[tokio::test(start_paused = true)]
 async fn abort_stops_at_once_and_names_hosts_that_may_be_out_of_rotation() {
-    let fleet = Fleet::new(4);
+    let fleet = fleet(4);
     fleet.executor.set_latency(Duration::from_secs(10));
     let control = Control::new();
     let aborter = control.clone();
@@ -273,7 +273,7 @@ async fn abort_stops_at_once_and_names_hosts_that_may_be_out_of_rotation() {
 
 #[tokio::test(start_paused = true)]
 async fn hostile_variables_reach_the_command_as_one_quoted_word() {
-    let fleet = Fleet::new(1);
+    let fleet = fleet(1);
     let extra = r#"[changeset]
 steps = [{ name = "announce", run = "echo {note}" }]
 [changeset.health]

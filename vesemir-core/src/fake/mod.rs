@@ -6,10 +6,12 @@
 //! inject faults and inspect what happened while the driver uses another.
 
 mod executor;
+mod fleet;
 mod inventory;
 mod load_balancer;
 
 pub use executor::{CommandRecord, FakeExecutor};
+pub use fleet::{FakeFleet, FLEET_BACKEND};
 pub use inventory::{FakeInventory, InventoryEntry};
 pub use load_balancer::{FakeLoadBalancer, FakeServer, RotationLog};
 

@@ -6,26 +6,21 @@
 use std::sync::Arc;
 
 use vesemir_core::event::MemorySink;
-use vesemir_core::fake::{FakeExecutor, FakeInventory, FakeLoadBalancer, FakeServer};
-use vesemir_core::name::{BackendName, HostName, ServerName};
+use vesemir_core::fake::FakeFleet;
+use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::ports::LbEndpoint;
 use vesemir_core::request::{DeploymentRequest, RequestPolicy};
-use vesemir_core::{render, Control, DeploymentReport, DriverConfig, Event, Ports};
+use vesemir_core::{render, Control, DeploymentReport, DriverConfig, Event};
 
 /// The fakes behind a fleet of `n` hosts named `web-01`... behind servers of the same names.
-pub struct Fleet {
-    pub inventory: FakeInventory,
-    pub lb: FakeLoadBalancer,
-    pub executor: FakeExecutor,
-    pub size: usize,
-}
+pub type Fleet = FakeFleet;
 
 pub fn host(i: usize) -> HostName {
-    HostName::new(format!("web-{i:02}")).expect("valid host name")
+    FakeFleet::host(i)
 }
 
 pub fn server(i: usize) -> ServerName {
-    ServerName::new(format!("web-{i:02}")).expect("valid server name")
+    FakeFleet::server(i)
 }
 
 pub fn instances() -> Vec<LbEndpoint> {
@@ -35,35 +30,29 @@ pub fn instances() -> Vec<LbEndpoint> {
     ]
 }
 
-impl Fleet {
-    pub fn new(size: usize) -> Self {
-        let servers = (1..=size).map(|i| FakeServer::new(server(i), format!("127.0.1.{i}"))).collect();
-        Self {
-            inventory: FakeInventory::new(),
-            lb: FakeLoadBalancer::new(BackendName::new("be_web").expect("valid"), instances(), servers),
-            executor: FakeExecutor::new(),
-            size,
-        }
-    }
+/// A fleet of `size` hosts behind the two test instances.
+pub fn fleet(size: usize) -> Fleet {
+    FakeFleet::new(size, instances())
+}
 
-    pub fn ports(&self) -> Ports {
-        Ports {
-            inventory: Arc::new(self.inventory.clone()),
-            load_balancer: Arc::new(self.lb.clone()),
-            executor: Arc::new(self.executor.clone()),
-        }
-    }
-
+/// Requests for a fleet's hosts.
+pub trait FleetRequests {
     /// A request for the whole fleet; `extra` is appended TOML (a `[strategy]` table...).
-    pub fn request(&self, extra: &str) -> DeploymentRequest {
+    fn request(&self, extra: &str) -> DeploymentRequest;
+    /// The TOML of that request.
+    fn request_toml(&self, extra: &str) -> String;
+}
+
+impl FleetRequests for Fleet {
+    fn request(&self, extra: &str) -> DeploymentRequest {
         let text = self.request_toml(extra);
         DeploymentRequest::from_toml(&text, &RequestPolicy::permissive())
             .unwrap_or_else(|e| panic!("request does not validate: {e}\n{text}"))
     }
 
-    pub fn request_toml(&self, extra: &str) -> String {
+    fn request_toml(&self, extra: &str) -> String {
         let hosts: Vec<String> = (1..=self.size)
-            .map(|i| format!("{{ name = \"{}\", address = \"127.0.1.{i}\" }}", host(i)))
+            .map(|i| format!("{{ name = \"{}\", address = \"{}\" }}", host(i), FakeFleet::address(i)))
             .collect();
         let has = |table: &str| extra.contains(table);
         let mut text = format!(

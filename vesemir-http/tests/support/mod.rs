@@ -13,10 +13,8 @@ use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use vesemir_core::fake::{FakeExecutor, FakeInventory, FakeLoadBalancer, FakeServer};
-use vesemir_core::name::{BackendName, ServerName};
+use vesemir_core::fake::FakeFleet;
 use vesemir_core::ports::LbEndpoint;
-use vesemir_core::Ports;
 use vesemir_http::auth::sha256_hex;
 use vesemir_http::{FixedPorts, Server, ServerConfig, TokenConfig};
 
@@ -26,44 +24,24 @@ pub const ADMIN: &str = "tok-admin-0123456789";
 
 /// Fakes behind `n` hosts `web-01`... with servers of the same names.
 #[derive(Clone)]
-pub struct Fleet {
-    pub inventory: FakeInventory,
-    pub lb: FakeLoadBalancer,
-    pub executor: FakeExecutor,
-    pub size: usize,
+pub struct Fleet(pub FakeFleet);
+
+impl std::ops::Deref for Fleet {
+    type Target = FakeFleet;
+    fn deref(&self) -> &FakeFleet {
+        &self.0
+    }
 }
 
 impl Fleet {
     pub fn new(size: usize) -> Self {
-        let servers = (1..=size)
-            .map(|i| {
-                FakeServer::new(
-                    ServerName::new(format!("web-{i:02}")).expect("valid"),
-                    format!("127.0.1.{i}"),
-                )
-            })
-            .collect();
-        let instances = vec![LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9001 }];
-        Self {
-            inventory: FakeInventory::new(),
-            lb: FakeLoadBalancer::new(BackendName::new("be_web").expect("valid"), instances, servers),
-            executor: FakeExecutor::new(),
-            size,
-        }
-    }
-
-    pub fn ports(&self) -> Ports {
-        Ports {
-            inventory: Arc::new(self.inventory.clone()),
-            load_balancer: Arc::new(self.lb.clone()),
-            executor: Arc::new(self.executor.clone()),
-        }
+        Self(FakeFleet::new(size, vec![LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9001 }]))
     }
 
     /// A request body for the whole fleet.
     pub fn body(&self, application: &str, environment: &str, team: &str) -> Value {
         let hosts: Vec<Value> = (1..=self.size)
-            .map(|i| json!({ "name": format!("web-{i:02}"), "address": format!("127.0.1.{i}") }))
+            .map(|i| json!({ "name": FakeFleet::host(i), "address": FakeFleet::address(i) }))
             .collect();
         json!({
             "application": application,
