@@ -117,6 +117,12 @@ impl vesemir_core::ports::LoadBalancer for Instant0 {
     async fn status(&self, _: &Backend, _: &ServerName) -> Result<Vec<InstanceState>, PortError> {
         Ok(Vec::new())
     }
+    async fn servers(&self, _: &Backend) -> Result<Vec<vesemir_core::ports::ServerState>, PortError> {
+        Ok(Vec::new())
+    }
+    async fn restore(&self, _: &Backend, _: &ServerName, _: &[InstanceState]) -> Result<(), PortError> {
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]

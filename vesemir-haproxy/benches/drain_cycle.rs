@@ -54,7 +54,7 @@ async fn run(label: &str, lb: &HaproxyLoadBalancer, backend: &Backend) {
     }
     report(label, samples, started.elapsed());
 
-    // One status: `show stat` (the server's row) + `get weight` on both instances at once.
+    // One status: `show servers state` + `show stat` (the server's row) on both instances at once.
     let started = Instant::now();
     for name in &names {
         lb.status(backend, name).await.unwrap();

@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use vesemir_core::name::{BackendName, ServerName};
 use vesemir_core::ports::{
-    AdminState, Backend, InstanceState, LbEndpoint, LoadBalancer, ServerLookup, Weight,
+    check_restore, AdminState, Backend, InstanceState, LbEndpoint, LoadBalancer, ServerLookup, ServerState,
+    Weight,
 };
 use vesemir_core::PortError;
 
@@ -32,9 +33,15 @@ use crate::{reply, transport};
 /// slowest instance, not the sum. Each command travels alone on its own connection, built only from validated
 /// names.
 ///
-/// Polling (`status`, `wait_drained`, `wait_up`) asks each instance for the server's own
-/// `show stat` row by its numeric id once it is known, not for the whole backend; clones share
-/// what they learnt.
+/// Polling (`wait_drained`, `wait_up`) asks each instance for the server's own `show stat` row
+/// by its numeric id once it is known, not for the whole backend; clones share what they
+/// learnt. `status` adds the backend's `show servers state` (admin and operational states,
+/// address, configured weight); `servers` asks each instance once for the whole backend with
+/// both commands.
+///
+/// The effective weight reported is `show stat`'s `weight`, except for a server in
+/// maintenance: HAProxy does not recompute it there, so a weight set during maintenance would
+/// not show; its `srv_uweight` (the weight it comes back with) is reported instead.
 #[derive(Debug, Clone, Default)]
 pub struct HaproxyLoadBalancer {
     config: HaproxyConfig,
@@ -137,25 +144,6 @@ impl HaproxyLoadBalancer {
         Ok(row)
     }
 
-    /// The server's configured weight on one instance (`get weight`: `5 (initial 10)`).
-    async fn configured_weight(
-        &self,
-        instance: &LbEndpoint,
-        backend: &Backend,
-        server: &ServerName,
-    ) -> Result<u32, HaproxyError> {
-        let command = Command::GetWeight(backend.name.clone(), server.clone());
-        let text = self.send(instance, &command).await?;
-        let initial = text
-            .split_once("(initial ")
-            .and_then(|(_, rest)| rest.split_once(')'))
-            .and_then(|(number, _)| number.trim().parse().ok());
-        match initial {
-            Some(weight) if text.starts_with(|c: char| c.is_ascii_digit()) => Ok(weight),
-            _ => Err(reply::classify_read(instance, &command, &text)),
-        }
-    }
-
     /// The server's `show servers state` row on one instance.
     async fn state_row(
         &self,
@@ -226,6 +214,57 @@ impl HaproxyLoadBalancer {
         }
     }
 
+    /// Everything one instance says of every server of the backend: one `show servers state`
+    /// and one `show stat`, at once. A server in one reply but not the other (added or removed
+    /// between the two) is left out.
+    async fn backend_on(
+        &self,
+        instance: &LbEndpoint,
+        backend: &Backend,
+    ) -> Result<Vec<(ServerName, InstanceState)>, HaproxyError> {
+        let stats = self.show_stat(instance, Command::ShowStat(backend.name.clone()));
+        let (rows, stats) = tokio::join!(self.servers_state(instance, backend), stats);
+        let (rows, stats) = (rows?, stats?);
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(stat) =
+                stats.iter().find(|s| s.server == row.name && s.backend == backend.name.as_str())
+            else {
+                continue;
+            };
+            let name = ServerName::new(&row.name)
+                .map_err(|source| HaproxyError::BadName { instance: instance.clone(), source })?;
+            if let Some(sid) = stat.sid {
+                self.ids().insert((instance.clone(), backend.name.clone(), name.clone()), sid);
+            }
+            found.push((name, instance_state(instance, row, stat)));
+        }
+        Ok(found)
+    }
+
+    /// Restores one instance: the weight, then the state when it goes back to ready (so it
+    /// enters rotation at its weight), else the state first (so it leaves rotation at once).
+    /// Says whether a command may have been obeyed when it fails.
+    async fn restore_on(
+        &self,
+        backend: &Backend,
+        server: &ServerName,
+        to: &InstanceState,
+    ) -> Result<(), (HaproxyError, bool)> {
+        let weight = Command::SetWeightAbsolute(backend.name.clone(), server.clone(), to.weight);
+        let state = Command::SetState(backend.name.clone(), server.clone(), to.admin);
+        let order = if to.admin == AdminState::Ready { [weight, state] } else { [state, weight] };
+        let mut sent_one = false;
+        for command in &order {
+            if let Err(e) = self.change(&to.instance, command).await {
+                let may_have = sent_one || e.may_have_applied();
+                return Err((e, may_have));
+            }
+            sent_one = true;
+        }
+        Ok(())
+    }
+
     /// Polls `show stat` on every instance until `done` holds for the server on all of them,
     /// for at most `timeout`. `describe` says what is still missing, for the timeout error.
     async fn poll_stat(
@@ -264,6 +303,23 @@ impl HaproxyLoadBalancer {
 
 async fn bounded<T>(timeout: Duration, future: impl Future<Output = T>) -> Option<T> {
     tokio::time::timeout(timeout, future).await.ok()
+}
+
+/// One instance's view of a server, from its two rows there.
+fn instance_state(instance: &LbEndpoint, row: &ServerRow, stat: &StatRow) -> InstanceState {
+    let admin = row.admin();
+    InstanceState {
+        instance: instance.clone(),
+        status: stat.status.status(),
+        // HAProxy leaves `show stat`'s weight as it was while a server is in maintenance.
+        weight: if admin == AdminState::Maint { row.weight } else { stat.weight },
+        configured_weight: row.configured_weight,
+        sessions: stat.sessions,
+        admin,
+        operational: row.operational,
+        check: stat.check.clone(),
+        address: row.ip(),
+    }
 }
 
 fn instances(backend: &Backend) -> Result<&[LbEndpoint], HaproxyError> {
@@ -409,18 +465,81 @@ impl LoadBalancer for HaproxyLoadBalancer {
     async fn status(&self, backend: &Backend, server: &ServerName) -> Result<Vec<InstanceState>, PortError> {
         let reads = instances(backend)?.iter().map(|instance| {
             task(async move {
-                let row = self.stat_row(instance, backend, server).await?;
-                let configured_weight = self.configured_weight(instance, backend, server).await?;
-                Ok::<_, HaproxyError>(InstanceState {
-                    instance: instance.clone(),
-                    status: row.status.status(),
-                    weight: row.weight,
-                    configured_weight,
-                    sessions: row.sessions,
-                })
+                let (row, stat) = tokio::join!(
+                    self.state_row(instance, backend, server),
+                    self.stat_row(instance, backend, server)
+                );
+                Ok::<_, HaproxyError>(instance_state(instance, &row?, &stat?))
             })
         });
         Ok(join_all(reads).await.into_iter().collect::<Result<_, _>>()?)
+    }
+
+    /// One `show servers state` and one `show stat` of the whole backend per instance, all at
+    /// once; a server one instance lacks is listed with the others.
+    async fn servers(&self, backend: &Backend) -> Result<Vec<ServerState>, PortError> {
+        let reads = instances(backend)?.iter().map(|instance| task(self.backend_on(instance, backend)));
+        let mut found: Vec<ServerState> = Vec::new();
+        for seen in join_all(reads).await {
+            for (name, state) in seen? {
+                match found.iter_mut().find(|s| s.name == name) {
+                    Some(server) => server.instances.push(state),
+                    None => found.push(ServerState { name, instances: vec![state] }),
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// `set server <b>/<s> weight <n>` and `set server <b>/<s> state <state>` on each listed
+    /// instance; when one fails, the instances that changed get their weight (`srv_uweight`)
+    /// and runtime state back as read before.
+    async fn restore(
+        &self,
+        backend: &Backend,
+        server: &ServerName,
+        to: &[InstanceState],
+    ) -> Result<(), PortError> {
+        check_restore(backend, server, to)?;
+        if to.is_empty() {
+            return Ok(());
+        }
+        let reads = to.iter().map(|state| task(self.state_row(&state.instance, backend, server)));
+        let before: Vec<ServerRow> = join_all(reads).await.into_iter().collect::<Result<_, _>>()?;
+        let changes = to.iter().map(|state| task(self.restore_on(backend, server, state)));
+        let outcomes = join_all(changes).await;
+        let mut cause = None;
+        let mut changed = Vec::new();
+        for ((state, row), outcome) in to.iter().zip(&before).zip(outcomes) {
+            match outcome {
+                Ok(()) => changed.push((&state.instance, row)),
+                Err((e, may_have_applied)) => {
+                    if may_have_applied {
+                        changed.push((&state.instance, row));
+                    }
+                    cause.get_or_insert(e);
+                }
+            }
+        }
+        let Some(cause) = cause else { return Ok(()) };
+        let mut failures = Vec::new();
+        for (instance, row) in &changed {
+            let undo = [
+                Command::SetWeightAbsolute(backend.name.clone(), server.clone(), row.weight),
+                Command::SetState(backend.name.clone(), server.clone(), row.admin_state()),
+            ];
+            for command in &undo {
+                if let Err(e) = self.change(instance, command).await {
+                    failures.push(format!("`{command}` on {instance}: {e}"));
+                }
+            }
+        }
+        tracing::warn!(%cause, put_back = changed.len(), "haproxy restore failed; instances already changed put back");
+        if failures.is_empty() {
+            Err(cause.into())
+        } else {
+            Err(HaproxyError::RollbackFailed { cause: Box::new(cause), failures: failures.join("; ") }.into())
+        }
     }
 
     /// Polls only the server's `show stat` row (one round trip per instance) until `scur` is 0 on every instance.
@@ -479,6 +598,7 @@ mod tests {
             address: address.into(),
             fqdn: fqdn.map(Into::into),
             admin_bits: 0,
+            operational: vesemir_core::ports::Operational::Up,
             weight: 1,
             configured_weight: 1,
         }

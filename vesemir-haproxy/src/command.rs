@@ -15,15 +15,13 @@ pub(crate) enum Command {
     ShowStat(BackendName),
     /// `show stat <backend> 4 <sid>`: one server's row, by its numeric id.
     ShowStatServer(BackendName, u32),
-    /// `get weight <backend>/<server>`: the current and configured weights.
-    GetWeight(BackendName, ServerName),
     /// `show servers state <backend>`: names, addresses, admin state and weights.
     ShowServersState(BackendName),
     /// `set server <backend>/<server> state <state>`.
     SetState(BackendName, ServerName, AdminState),
     /// `set server <backend>/<server> weight <n>%`.
     SetWeightPercent(BackendName, ServerName, Weight),
-    /// `set server <backend>/<server> weight <n>`: restores an absolute weight read before.
+    /// `set server <backend>/<server> weight <n>`: an absolute weight (restored, or put back).
     SetWeightAbsolute(BackendName, ServerName, u32),
     /// `shutdown sessions server <backend>/<server>`.
     ShutdownSessions(BackendName, ServerName),
@@ -32,13 +30,7 @@ pub(crate) enum Command {
 impl Command {
     /// Whether the command changes the instance (and so answers with an empty line on success).
     pub(crate) fn is_change(&self) -> bool {
-        !matches!(
-            self,
-            Command::ShowStat(_)
-                | Command::ShowStatServer(..)
-                | Command::GetWeight(..)
-                | Command::ShowServersState(_)
-        )
+        !matches!(self, Command::ShowStat(_) | Command::ShowStatServer(..) | Command::ShowServersState(_))
     }
 
     /// The command's line, newline included. Refuses (returns `None`) a line that would hold
@@ -55,7 +47,6 @@ impl fmt::Display for Command {
         match self {
             Command::ShowStat(backend) => write!(f, "show stat {backend} 4 -1"),
             Command::ShowStatServer(backend, sid) => write!(f, "show stat {backend} 4 {sid}"),
-            Command::GetWeight(backend, server) => write!(f, "get weight {backend}/{server}"),
             Command::ShowServersState(backend) => write!(f, "show servers state {backend}"),
             Command::SetState(backend, server, state) => {
                 write!(f, "set server {backend}/{server} state {state}")
@@ -88,7 +79,6 @@ mod tests {
             (Command::ShowStat(b.clone()), "show stat be_web 4 -1\n"),
             (Command::ShowServersState(b.clone()), "show servers state be_web\n"),
             (Command::ShowStatServer(b.clone(), 7), "show stat be_web 4 7\n"),
-            (Command::GetWeight(b.clone(), s.clone()), "get weight be_web/web-01.a:b\n"),
             (
                 Command::SetState(b.clone(), s.clone(), AdminState::Drain),
                 "set server be_web/web-01.a:b state drain\n",

@@ -37,8 +37,7 @@ pub(crate) fn classify(instance: &LbEndpoint, command: &Command, reply: &str) ->
         Command::ShowStat(b) | Command::ShowStatServer(b, _) | Command::ShowServersState(b) => {
             (b.to_string(), String::new())
         }
-        Command::GetWeight(b, s)
-        | Command::SetState(b, s, _)
+        Command::SetState(b, s, _)
         | Command::SetWeightPercent(b, s, _)
         | Command::SetWeightAbsolute(b, s, _)
         | Command::ShutdownSessions(b, s) => (b.to_string(), s.to_string()),

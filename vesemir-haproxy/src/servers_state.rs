@@ -1,26 +1,35 @@
 //! `show servers state <backend>` replies, read by header names: each server's name, address,
-//! administrative state and weights (the configured one included, which `show stat` lacks).
+//! administrative and operational states and weights (the configured one included, which
+//! `show stat` lacks).
 
 use std::collections::HashMap;
 
-use vesemir_core::ports::AdminState;
+use vesemir_core::ports::{AdminState, Operational};
 
 /// `srv_admin_state` bit: forced maintenance (`set server ... state maint`).
 const ADMIN_FORCED_MAINT: u32 = 0x01;
 /// `srv_admin_state` bit: forced drain (`set server ... state drain`).
 const ADMIN_FORCED_DRAIN: u32 = 0x08;
+/// `srv_admin_state` bits of maintenance from any source: forced (0x01), inherited from a
+/// tracked server (0x02), from the configuration (`disabled`, 0x04), from DNS resolution (0x20),
+/// from an unresolved host name (0x40).
+const ADMIN_ANY_MAINT: u32 = 0x01 | 0x02 | 0x04 | 0x20 | 0x40;
+/// `srv_admin_state` bits of drain from any source: forced (0x08), inherited (0x10).
+const ADMIN_ANY_DRAIN: u32 = 0x08 | 0x10;
 
 /// One server's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServerRow {
     /// `srv_name`, as HAProxy wrote it (validated before it is used in a command).
     pub(crate) name: String,
-    /// `srv_addr`: the IP address.
+    /// `srv_addr`: the IP address (`-` when there is none).
     pub(crate) address: String,
     /// `srv_fqdn`, when the server was configured by DNS name.
     pub(crate) fqdn: Option<String>,
     /// `srv_admin_state`: the admin bit field.
     pub(crate) admin_bits: u32,
+    /// `srv_op_state`: 0 stopped, 1 starting, 2 running, 3 stopping.
+    pub(crate) operational: Operational,
     /// `srv_uweight`: the weight now, absolute.
     pub(crate) weight: u32,
     /// `srv_iweight`: the configured weight.
@@ -28,7 +37,26 @@ pub(crate) struct ServerRow {
 }
 
 impl ServerRow {
-    /// The administrative state Vesemir set (or the configuration forced), to put back later.
+    /// The administrative state, whatever set it: any maintenance bit is maintenance, else any
+    /// drain bit is drain.
+    pub(crate) fn admin(&self) -> AdminState {
+        if self.admin_bits & ADMIN_ANY_MAINT != 0 {
+            AdminState::Maint
+        } else if self.admin_bits & ADMIN_ANY_DRAIN != 0 {
+            AdminState::Drain
+        } else {
+            AdminState::Ready
+        }
+    }
+
+    /// The address, when the instance has one.
+    pub(crate) fn ip(&self) -> Option<String> {
+        (!self.address.is_empty() && self.address != "-").then(|| self.address.clone())
+    }
+
+    /// The administrative state set on the runtime API (`set server ... state`), the only
+    /// one a `set server ... state` command can put back: inherited or configured
+    /// maintenance is not ours to undo.
     pub(crate) fn admin_state(&self) -> AdminState {
         if self.admin_bits & ADMIN_FORCED_MAINT != 0 {
             AdminState::Maint
@@ -51,9 +79,10 @@ pub(crate) fn parse(reply: &str) -> Result<Vec<ServerRow>, String> {
         lines.next().and_then(|line| line.strip_prefix("# ")).ok_or("no `# be_id ...` header line")?;
     let columns: HashMap<&str, usize> = header.split_whitespace().enumerate().map(|(i, n)| (n, i)).collect();
     let column = |name: &str| columns.get(name).copied().ok_or_else(|| format!("no `{name}` column"));
-    let (name, addr, admin, uweight, iweight) = (
+    let (name, addr, op, admin, uweight, iweight) = (
         column("srv_name")?,
         column("srv_addr")?,
+        column("srv_op_state")?,
         column("srv_admin_state")?,
         column("srv_uweight")?,
         column("srv_iweight")?,
@@ -72,6 +101,13 @@ pub(crate) fn parse(reply: &str) -> Result<Vec<ServerRow>, String> {
                 address: field(addr)?.to_owned(),
                 fqdn: fqdn.and_then(|i| fields.get(i)).filter(|f| **f != "-").map(|f| (*f).to_owned()),
                 admin_bits: number(admin)?,
+                operational: match number(op)? {
+                    0 => Operational::Down,
+                    1 => Operational::Starting,
+                    2 => Operational::Up,
+                    3 => Operational::Stopping,
+                    other => return Err(format!("srv_op_state {other} is none of 0 to 3 in row {line:?}")),
+                },
                 weight: number(uweight)?,
                 configured_weight: number(iweight)?,
             })
@@ -86,12 +122,14 @@ mod tests {
     const REPLY: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n\
 3 be 1 web1 127.0.0.1 0 1 10 10 0 6 3 0 14 0 0 0 - 19101 - 0 0 - - 0\n\
 3 be 2 web2 127.0.0.2 2 8 5 20 2 8 2 0 6 0 0 0 web2.example.com 19102 - 0 0 - - 0\n\
-3 be 3 web3 127.0.0.1 0 2 1 1 0 1 0 0 0 0 0 0 - 19101 - 0 0 - - 0\n\n";
+3 be 3 web3 127.0.0.1 0 2 1 1 0 1 0 0 0 0 0 0 - 19101 - 0 0 - - 0\n\
+3 be 4 web4 - 1 16 7 10 0 1 0 0 0 0 0 0 - 19101 - 0 0 - - 0\n\
+3 be 5 web5 127.0.0.5 3 32 7 10 0 1 0 0 0 0 0 0 - 19101 - 0 0 - - 0\n\n";
 
     #[test]
     fn rows_carry_names_addresses_states_and_weights() {
         let rows = parse(REPLY).unwrap();
-        assert_eq!(rows.len(), 3);
+        assert_eq!(rows.len(), 5);
         assert_eq!(rows[0].name, "web1");
         assert_eq!(rows[0].admin_state(), AdminState::Maint);
         assert_eq!(rows[1].admin_state(), AdminState::Drain);
@@ -100,6 +138,26 @@ mod tests {
         assert_eq!(rows[0].fqdn, None);
         // Maintenance inherited from a tracked server is not ours to put back.
         assert_eq!(rows[2].admin_state(), AdminState::Ready);
+    }
+
+    #[test]
+    fn every_admin_bit_and_operational_state_is_read() {
+        let rows = parse(REPLY).unwrap();
+        let seen: Vec<(AdminState, Operational)> = rows.iter().map(|r| (r.admin(), r.operational)).collect();
+        assert_eq!(
+            seen,
+            [
+                (AdminState::Maint, Operational::Down),     // forced maintenance
+                (AdminState::Drain, Operational::Up),       // forced drain
+                (AdminState::Maint, Operational::Down),     // inherited maintenance
+                (AdminState::Drain, Operational::Starting), // inherited drain
+                (AdminState::Maint, Operational::Stopping), // maintenance by resolution
+            ]
+        );
+        assert_eq!(rows[0].ip().as_deref(), Some("127.0.0.1"));
+        assert_eq!(rows[3].ip(), None, "`-` is no address");
+        let bad_op = REPLY.replacen("web1 127.0.0.1 0 1", "web1 127.0.0.1 7 1", 1);
+        assert!(parse(&bad_op).is_err(), "an unknown srv_op_state is refused");
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub(crate) struct StatRow {
     pub(crate) weight: u32,
     /// `sid`: the server's numeric id, to ask for its row alone next time.
     pub(crate) sid: Option<u32>,
+    /// `check_status`: the last health check's status (`L7OK`, `L4CON`...), without the `* `
+    /// HAProxy puts before it while a check runs; `None` when checks are off or paused, or the
+    /// column is missing.
+    pub(crate) check: Option<String>,
 }
 
 /// What `show stat` could not read.
@@ -40,6 +44,7 @@ pub(crate) fn parse(reply: &str) -> Result<Vec<StatRow>, StatError> {
     let (px, sv, scur, status, weight) =
         (column("pxname")?, column("svname")?, column("scur")?, column("status")?, column("weight")?);
     let sid = columns.get("sid").copied();
+    let check_status = columns.get("check_status").copied();
     let mut rows = Vec::new();
     for line in lines {
         let fields = split_csv(line);
@@ -63,6 +68,10 @@ pub(crate) fn parse(reply: &str) -> Result<Vec<StatRow>, StatError> {
             weight: u32::try_from(number(weight, "weight")?)
                 .map_err(|_| StatError(format!("`weight` of {server} is out of range")))?,
             sid: sid.and_then(|i| field(i).parse().ok()),
+            check: check_status
+                .map(|i| field(i).trim_start_matches("* ").trim())
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
         });
     }
     Ok(rows)
@@ -199,6 +208,17 @@ be,BACKEND,0,0,3,0,999,0,0,0,0,0,,0,0,0,0,UP,20,1,0,,0,0,0,,1,3,0,,0,,1,0,,0,,,,
         assert_eq!(rows[2].status.status(), ServerStatus::Up);
         assert_eq!(rows[2].weight, 20);
         assert_eq!(rows[2].sid, Some(2));
+        assert_eq!(rows[0].check.as_deref(), Some("L4CON"));
+        assert_eq!(rows[1].check, None, "paused in maintenance");
+    }
+
+    #[test]
+    fn a_check_under_way_is_read_without_its_star() {
+        let reply =
+            "# pxname,svname,scur,status,weight,check_status\nbe,web1,0,UP,5,* L7OK\nbe,web2,0,no check,5,\n";
+        let rows = parse(reply).unwrap();
+        assert_eq!(rows[0].check.as_deref(), Some("L7OK"));
+        assert_eq!(rows[1].check, None);
     }
 
     #[test]
@@ -209,6 +229,7 @@ be,BACKEND,0,0,3,0,999,0,0,0,0,0,,0,0,0,0,UP,20,1,0,,0,0,0,,1,3,0,,0,,1,0,,0,,,,
         assert_eq!(rows[0].sessions, 7);
         assert_eq!(rows[0].status.status(), ServerStatus::Drain);
         assert_eq!(rows[0].sid, None);
+        assert_eq!(rows[0].check, None, "no check_status column");
     }
 
     #[test]

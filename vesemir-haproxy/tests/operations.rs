@@ -372,7 +372,13 @@ async fn a_tracking_server_reports_the_maintenance_it_inherits() {
     lb.set_state(&web, &server_name("web0"), AdminState::Maint).await.expect("maint");
     for state in lb.status(&tracking, &trk0).await.expect("status") {
         assert_eq!(state.status, ServerStatus::Maint, "MAINT (via ...) is maintenance: {state:?}");
+        assert_eq!(state.admin, AdminState::Maint, "the inherited maintenance bit counts: {state:?}");
+        assert!(!state.in_rotation(), "{state:?}");
     }
+    let servers = lb.servers(&tracking).await.expect("servers");
+    let seen = servers.iter().find(|s| s.name == trk0).expect("trk0 listed");
+    assert!(seen.instances.iter().all(|s| s.admin == AdminState::Maint), "{seen:?}");
+    assert_eq!(seen.instances.len(), 2);
     let outcome = lb.wait_up(&tracking, &trk0, Duration::from_millis(300)).await;
     match outcome {
         Err(PortError::Timeout { ref operation, .. }) => {

@@ -132,8 +132,6 @@ fn healthy_instance(line: &str) -> Option<String> {
         )
     } else if line == "show stat be_web 4 1" {
         Some("# pxname,svname,scur,status,weight,sid,\nbe_web,web0,0,UP,10,1,\n\n".into())
-    } else if line == "get weight be_web/web0" {
-        Some("10 (initial 10)\n\n".into())
     } else if line.starts_with("set server be_web/web0 ") || line == "shutdown sessions server be_web/web0" {
         Some("\n".into())
     } else {
@@ -167,11 +165,7 @@ async fn every_command_travels_alone_on_one_line_of_its_own_connection() {
         assert_eq!(line.matches('\n').count(), 1, "one line per connection: {line:?}");
         assert!(line.ends_with('\n') && !line.contains(';'), "{line:?}");
     }
-    let changes: Vec<&str> = lines
-        .iter()
-        .map(|l| l.trim_end())
-        .filter(|l| !l.starts_with("show ") && !l.starts_with("get "))
-        .collect();
+    let changes: Vec<&str> = lines.iter().map(|l| l.trim_end()).filter(|l| !l.starts_with("show ")).collect();
     assert_eq!(
         changes,
         [
@@ -323,4 +317,73 @@ async fn an_unreadable_reply_is_an_adapter_error_not_a_guess() {
     let haproxy = Scripted::start(|_| Some("1\nsomething else entirely\n".into())).await;
     let outcome = lb().status(&haproxy.backend(), &ServerName::new("web0").unwrap()).await;
     assert!(matches!(outcome, Err(PortError::Adapter { .. })), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn servers_asks_each_instance_once_for_the_whole_backend() {
+    let (first, second) = (Scripted::start(healthy_instance).await, Scripted::start(healthy_instance).await);
+    let backend = Backend {
+        name: BackendName::new("be_web").unwrap(),
+        instances: vec![first.endpoint.clone(), second.endpoint.clone()],
+    };
+    let servers = lb().servers(&backend).await.expect("servers");
+    assert_eq!(servers.len(), 1);
+    assert_eq!(servers[0].instances.len(), 2);
+    assert_eq!(servers[0].instances[0].address.as_deref(), Some("10.9.9.1"));
+    for haproxy in [&first, &second] {
+        let mut lines = haproxy.lines();
+        lines.sort();
+        assert_eq!(lines, ["show servers state be_web\n", "show stat be_web 4 -1\n"]);
+    }
+}
+
+#[tokio::test]
+async fn restore_sends_absolute_weights_and_states_and_puts_back_on_refusal() {
+    /// Obeys everything but `state drain`.
+    fn no_drain(line: &str) -> Option<String> {
+        match line {
+            "set server be_web/web0 state drain" => Some("Permission denied\n\n".into()),
+            other => healthy_instance(other),
+        }
+    }
+    let (first, second) = (Scripted::start(healthy_instance).await, Scripted::start(no_drain).await);
+    let backend = Backend {
+        name: BackendName::new("be_web").unwrap(),
+        instances: vec![first.endpoint.clone(), second.endpoint.clone()],
+    };
+    let web0 = ServerName::new("web0").unwrap();
+    let lb = lb();
+    let mut to = lb.status(&backend, &web0).await.expect("status");
+    to[0].weight = 37;
+    to[0].admin = AdminState::Ready;
+    to[1].weight = 5;
+    to[1].admin = AdminState::Drain;
+    let outcome = lb.restore(&backend, &web0, &to).await;
+    assert!(matches!(outcome, Err(PortError::Unauthorized { .. })), "{outcome:?}");
+    let changes = |haproxy: &Scripted| -> Vec<String> {
+        haproxy
+            .lines()
+            .into_iter()
+            .filter(|l| l.starts_with("set "))
+            .map(|l| l.trim_end().to_owned())
+            .collect()
+    };
+    // Ready: the weight first, so it enters rotation at its weight; then put back as read.
+    assert_eq!(
+        changes(&first),
+        [
+            "set server be_web/web0 weight 37",
+            "set server be_web/web0 state ready",
+            "set server be_web/web0 weight 10",
+            "set server be_web/web0 state ready",
+        ]
+    );
+    // Drain: the state first, refused, so nothing else was sent there.
+    assert_eq!(changes(&second), ["set server be_web/web0 state drain"]);
+
+    to[1].weight = 257;
+    let before = first.lines().len();
+    let outcome = lb.restore(&backend, &web0, &to).await;
+    assert!(matches!(outcome, Err(PortError::Rejected { .. })), "{outcome:?}");
+    assert_eq!(first.lines().len(), before, "a weight above 256 is refused before anything is sent");
 }

@@ -1,10 +1,11 @@
 //! A ready fleet of fakes: `n` hosts `web-01`, `web-02`... at `127.0.1.N`, each behind a server
 //! of the same name in backend `be_web` on the given load balancer instances.
 
+use crate::error::PortError;
 use crate::fake::{FakeExecutor, FakeInventory, FakeLoadBalancer, FakeServer};
 use crate::host::Host;
 use crate::name::{BackendName, HostName, ServerName};
-use crate::ports::LbEndpoint;
+use crate::ports::{AdminState, LbEndpoint, Operational};
 use crate::Ports;
 use std::sync::Arc;
 
@@ -37,6 +38,21 @@ impl FakeFleet {
             executor: FakeExecutor::new(),
             size,
         }
+    }
+
+    /// Sets the state host number `i`'s server starts in, on one instance (`Some`) or on every
+    /// instance (`None`): see [`FakeLoadBalancer::set_initial`]. Returns the fleet, so a test
+    /// builds a fleet as it would be found (`FakeFleet::new(..).starting(3, None, Maint, ...)?`).
+    pub fn starting(
+        self,
+        i: usize,
+        on: Option<&LbEndpoint>,
+        admin: AdminState,
+        operational: Operational,
+        weight: u32,
+    ) -> Result<Self, PortError> {
+        self.lb.set_initial(&Self::server(i), on, admin, operational, weight)?;
+        Ok(self)
     }
 
     /// The ports, over these fakes.

@@ -72,7 +72,10 @@ impl fmt::Display for ServerLookup {
     }
 }
 
-/// The administrative state Vesemir sets on a server.
+/// A server's administrative state: the one Vesemir sets, and the one it reads (HAProxy's
+/// `srv_admin_state` bits: any maintenance bit, forced, inherited from a tracked server, from
+/// DNS resolution or from the configuration, is [`Maint`](AdminState::Maint); else any drain
+/// bit is [`Drain`](AdminState::Drain); else [`Ready`](AdminState::Ready)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AdminState {
@@ -155,19 +158,101 @@ pub enum ServerStatus {
     Other(String),
 }
 
+/// What the health checks (or their absence) make of a server, apart from its
+/// [`AdminState`]: HAProxy's `srv_op_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operational {
+    /// Running (`srv_op_state` 2): passing its checks, or not checked.
+    Up,
+    /// Stopped (`srv_op_state` 0): failing its checks. HAProxy also stops a server while it is
+    /// in maintenance.
+    Down,
+    /// Starting (`srv_op_state` 1): up, its weight still ramping up under `slowstart`.
+    Starting,
+    /// Stopping (`srv_op_state` 3, `NOLB` in `show stat`): up, but taking no new traffic (an
+    /// agent's weight 0, or `disable-on-404`).
+    Stopping,
+}
+
+impl fmt::Display for Operational {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operational::Up => "up",
+            Operational::Down => "down",
+            Operational::Starting => "starting",
+            Operational::Stopping => "stopping",
+        })
+    }
+}
+
+/// The most a weight can be, absolute: HAProxy's `set weight` accepts 0 to 256.
+pub const MAX_WEIGHT: u32 = 256;
+
 /// One instance's view of one server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceState {
     /// Which instance said this.
     pub instance: LbEndpoint,
-    /// The server's status there.
+    /// The server's status there, as one word (kept for callers that read only this).
     pub status: ServerStatus,
-    /// Its current effective weight.
+    /// Its current effective weight, absolute (0 to [`MAX_WEIGHT`]).
     pub weight: u32,
     /// Its configured (initial) weight.
     pub configured_weight: u32,
     /// Its current sessions.
     pub sessions: u64,
+    /// Its administrative state there.
+    pub admin: AdminState,
+    /// What its health checks make of it there.
+    pub operational: Operational,
+    /// The last health check's status as the instance words it (`L7OK`, `L4CON`, `L7STS`...);
+    /// `None` when the server has no checks, or they are paused (in maintenance).
+    #[serde(default)]
+    pub check: Option<String>,
+    /// The server's address on that instance (an IP address), to check that a server found by
+    /// name is the host; `None` when the instance has none (an unresolved DNS name).
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+impl InstanceState {
+    /// Whether the server takes new traffic on this instance: its admin state is
+    /// [`AdminState::Ready`], it is [`Operational::Up`], and its effective weight is above 0.
+    /// Anything else (drain, maintenance, down, starting, stopping, weight 0) is out of rotation.
+    pub fn in_rotation(&self) -> bool {
+        self.admin == AdminState::Ready && self.operational == Operational::Up && self.weight > 0
+    }
+}
+
+/// One server of a backend, as every instance sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerState {
+    /// The server's name.
+    pub name: ServerName,
+    /// Its state on each instance that has it, in the backend's order of instances. An instance
+    /// that does not have the server is missing from this list (compare with the backend's
+    /// instances, see [`ServerState::missing_on`]).
+    pub instances: Vec<InstanceState>,
+}
+
+impl ServerState {
+    /// Whether the server is in rotation ([`InstanceState::in_rotation`]) on every instance
+    /// listed, and at least one is listed. It says nothing of instances that lack the server.
+    pub fn in_rotation(&self) -> bool {
+        !self.instances.is_empty() && self.instances.iter().all(InstanceState::in_rotation)
+    }
+
+    /// Whether every instance listed has the server in the same admin state at the same
+    /// effective weight (vacuously true for one or no instance).
+    pub fn agrees(&self) -> bool {
+        self.instances.windows(2).all(|w| w[0].admin == w[1].admin && w[0].weight == w[1].weight)
+    }
+
+    /// The instances of `backend` that do not have this server.
+    pub fn missing_on<'a>(&self, backend: &'a Backend) -> Vec<&'a LbEndpoint> {
+        backend.instances.iter().filter(|i| !self.instances.iter().any(|s| &s.instance == *i)).collect()
+    }
 }
 
 /// Takes servers out of rotation and puts them back on every instance of a [`Backend`].
@@ -200,8 +285,32 @@ pub trait LoadBalancer: Send + Sync + Debug {
     /// Ends the server's established sessions on every instance.
     async fn shutdown_sessions(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError>;
 
-    /// What every instance says of the server.
+    /// What every instance says of the server, in the backend's order of instances.
     async fn status(&self, backend: &Backend, server: &ServerName) -> Result<Vec<InstanceState>, PortError>;
+
+    /// Every server of the backend, as every instance sees it: the real state to respect before
+    /// acting. Asks each instance once for the whole backend, not once per server. A server
+    /// that some instances lack is in the answer with only the instances that have it
+    /// ([`ServerState::missing_on`] names the others). Servers come in the first instance's
+    /// order, then those only later instances have. An unknown backend is
+    /// [`PortError::NotFound`]; an instance that cannot be reached fails the whole call.
+    async fn servers(&self, backend: &Backend) -> Result<Vec<ServerState>, PortError>;
+
+    /// Puts the server back, on each instance listed in `to` (each one of the backend's
+    /// instances, each at most once), to the admin state and the absolute effective weight
+    /// recorded there (typically from [`status`](Self::status) or [`servers`](Self::servers)
+    /// before a change). Instances not listed are left alone, so a state that differed from box
+    /// to box is restored box by box. Sessions, status and check in `to` are ignored.
+    ///
+    /// A weight above [`MAX_WEIGHT`], or an instance that is not the backend's, is
+    /// [`PortError::Rejected`] before anything changes. Like the other changes it is
+    /// all-or-nothing: when one instance refuses, the instances already changed are put back.
+    async fn restore(
+        &self,
+        backend: &Backend,
+        server: &ServerName,
+        to: &[InstanceState],
+    ) -> Result<(), PortError>;
 
     /// Waits until the server has no sessions on any instance, for at most `timeout`
     /// ([`PortError::Timeout`] past it). The default polls [`status`](Self::status).
@@ -281,6 +390,12 @@ macro_rules! forward_load_balancer {
             async fn status(&self, backend: &Backend, server: &ServerName) -> Result<Vec<InstanceState>, PortError> {
                 (**self).status(backend, server).await
             }
+            async fn servers(&self, backend: &Backend) -> Result<Vec<ServerState>, PortError> {
+                (**self).servers(backend).await
+            }
+            async fn restore(&self, backend: &Backend, server: &ServerName, to: &[InstanceState]) -> Result<(), PortError> {
+                (**self).restore(backend, server, to).await
+            }
             async fn wait_drained(&self, backend: &Backend, server: &ServerName, timeout: Duration) -> Result<(), PortError> {
                 (**self).wait_drained(backend, server, timeout).await
             }
@@ -292,3 +407,112 @@ macro_rules! forward_load_balancer {
 }
 
 forward_load_balancer!(&T, Box<T>, Arc<T>);
+
+/// Checks what [`LoadBalancer::restore`] is asked before anything changes: every instance is
+/// one of the backend's, listed once, and every weight is at most [`MAX_WEIGHT`]. Adapters call
+/// it first, so they all refuse the same requests the same way.
+pub fn check_restore(backend: &Backend, server: &ServerName, to: &[InstanceState]) -> Result<(), PortError> {
+    let target = format!("restore of {}/{server}", backend.name);
+    for (i, state) in to.iter().enumerate() {
+        if !backend.instances.contains(&state.instance) {
+            return Err(PortError::rejected(
+                target,
+                format!("{} is not an instance of backend {}", state.instance, backend.name),
+            ));
+        }
+        if to[..i].iter().any(|s| s.instance == state.instance) {
+            return Err(PortError::rejected(target, format!("{} is listed twice", state.instance)));
+        }
+        if state.weight > MAX_WEIGHT {
+            return Err(PortError::rejected(
+                target,
+                format!(
+                    "weight {} on {} is above {MAX_WEIGHT}, the most HAProxy accepts",
+                    state.weight, state.instance
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(port: u16, admin: AdminState, operational: Operational, weight: u32) -> InstanceState {
+        InstanceState {
+            instance: LbEndpoint::Tcp { address: "127.0.0.1".into(), port },
+            status: ServerStatus::Up,
+            weight,
+            configured_weight: 100,
+            sessions: 0,
+            admin,
+            operational,
+            check: Some("L7OK".into()),
+            address: Some("10.0.0.1".into()),
+        }
+    }
+
+    fn server(instances: Vec<InstanceState>) -> ServerState {
+        ServerState { name: ServerName::new("web-01").unwrap_or_else(|e| panic!("{e}")), instances }
+    }
+
+    #[test]
+    fn in_rotation_needs_ready_up_and_a_weight() {
+        use AdminState::*;
+        use Operational::*;
+        assert!(state(1, Ready, Up, 1).in_rotation());
+        for (admin, op, weight) in [
+            (Drain, Up, 100),
+            (Maint, Up, 100),
+            (Ready, Down, 100),
+            (Ready, Starting, 100),
+            (Ready, Stopping, 100),
+            (Ready, Up, 0),
+        ] {
+            assert!(!state(1, admin, op, weight).in_rotation(), "{admin} {op} {weight}");
+        }
+    }
+
+    #[test]
+    fn a_server_is_in_rotation_and_agrees_only_if_every_instance_does() {
+        use AdminState::*;
+        use Operational::*;
+        let both = server(vec![state(1, Ready, Up, 37), state(2, Ready, Up, 37)]);
+        assert!(both.in_rotation() && both.agrees());
+        let one_down = server(vec![state(1, Ready, Up, 37), state(2, Ready, Down, 37)]);
+        assert!(!one_down.in_rotation() && one_down.agrees(), "the operational state is not agreement");
+        let one_maint = server(vec![state(1, Ready, Up, 37), state(2, Maint, Down, 37)]);
+        assert!(!one_maint.in_rotation() && !one_maint.agrees());
+        let weights = server(vec![state(1, Ready, Up, 37), state(2, Ready, Up, 38)]);
+        assert!(weights.in_rotation() && !weights.agrees());
+        assert!(!server(vec![]).in_rotation(), "a server seen nowhere is not in rotation");
+        let backend = Backend {
+            name: BackendName::new("be").unwrap_or_else(|e| panic!("{e}")),
+            instances: vec![state(1, Ready, Up, 1).instance, state(2, Ready, Up, 1).instance],
+        };
+        assert_eq!(server(vec![state(2, Ready, Up, 1)]).missing_on(&backend), [&backend.instances[0]]);
+    }
+
+    #[test]
+    fn restore_requests_are_checked_before_anything_changes() {
+        use AdminState::*;
+        use Operational::*;
+        let backend = Backend {
+            name: BackendName::new("be").unwrap_or_else(|e| panic!("{e}")),
+            instances: vec![state(1, Ready, Up, 1).instance, state(2, Ready, Up, 1).instance],
+        };
+        let name = ServerName::new("web-01").unwrap_or_else(|e| panic!("{e}"));
+        assert!(check_restore(&backend, &name, &[state(1, Drain, Up, 256), state(2, Maint, Down, 0)]).is_ok());
+        assert!(check_restore(&backend, &name, &[]).is_ok());
+        for bad in [
+            vec![state(1, Ready, Up, 257)],
+            vec![state(3, Ready, Up, 1)],
+            vec![state(1, Ready, Up, 1), state(1, Drain, Up, 1)],
+        ] {
+            let outcome = check_restore(&backend, &name, &bad);
+            assert!(matches!(outcome, Err(PortError::Rejected { .. })), "{bad:?}: {outcome:?}");
+        }
+    }
+}

@@ -14,6 +14,6 @@ pub use executor::{
 };
 pub use inventory::{Inventory, Selector};
 pub use load_balancer::{
-    AdminState, Backend, InstanceState, LbEndpoint, LoadBalancer, LoadBalancerExt, ServerLookup,
-    ServerStatus, Weight,
+    check_restore, AdminState, Backend, InstanceState, LbEndpoint, LoadBalancer, LoadBalancerExt,
+    Operational, ServerLookup, ServerState, ServerStatus, Weight, MAX_WEIGHT,
 };
