@@ -6,6 +6,7 @@ mod compose;
 mod config;
 mod deploy;
 mod exit;
+mod journal_file;
 mod output;
 mod request;
 
