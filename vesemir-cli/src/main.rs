@@ -8,6 +8,7 @@ mod deploy;
 mod exit;
 mod journal_file;
 mod output;
+mod recover;
 mod request;
 
 use std::process::ExitCode;
