@@ -46,6 +46,7 @@ mod clock;
 pub mod config;
 pub mod metrics;
 pub mod openapi;
+mod phase_text;
 pub mod ports;
 pub mod runner;
 pub mod sse;

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use vesemir_core::event::{HostOutcome, Phase, Rotation};
 
 use crate::store::{DeploymentRecord, HostRecord, Status};
 
@@ -87,13 +88,17 @@ pub struct HostResult {
     /// Its server in the load balancer backend.
     pub server: String,
     /// `succeeded`, `failed`, `unreachable`, `skipped`, `cancelled`; null while it runs.
-    pub outcome: Option<String>,
-    /// Where it is, or where it failed.
-    pub phase: String,
+    #[schema(value_type = Option<String>)]
+    pub outcome: Option<HostOutcome>,
+    /// Where it is, or where it failed, as people read it: `draining`, `step 1 (install)`...
+    #[serde(with = "crate::phase_text")]
+    #[schema(value_type = String)]
+    pub phase: Phase,
     /// Why it failed.
     pub error: Option<String>,
     /// `in_rotation`, `out_of_rotation` or `unknown`.
-    pub rotation: String,
+    #[schema(value_type = String)]
+    pub rotation: Rotation,
     /// Seconds from the deployment's start to this host's start.
     pub started_seconds: Option<f64>,
     /// Seconds from the deployment's start to this host's end.
@@ -194,11 +199,16 @@ fn seconds(ms: i64) -> f64 {
     s
 }
 
+/// Seconds of a duration counted in whole milliseconds, as stored.
+fn duration_seconds(d: std::time::Duration) -> f64 {
+    seconds(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl Deployment {
     /// Converts a stored deployment and its hosts; `now_ms` bounds a running deployment's
     /// duration.
     pub fn from_record(d: &DeploymentRecord, hosts: &[HostRecord], now_ms: i64) -> Self {
-        let totals = d.totals.as_deref().and_then(|t| serde_json::from_str::<Totals>(t).ok());
+        let totals = d.totals.map(Totals::from);
         let end = d.finished_ms.unwrap_or(now_ms);
         Self {
             id: d.id,
@@ -231,16 +241,30 @@ impl Deployment {
 impl HostResult {
     /// Converts a stored host.
     pub fn from_record(h: &HostRecord) -> Self {
+        let state = &h.state;
         Self {
-            name: h.name.clone(),
+            name: state.name.to_string(),
             address: h.address.clone(),
             server: h.server.clone(),
-            outcome: h.outcome.clone(),
-            phase: h.phase.clone(),
-            error: h.error.clone(),
-            rotation: h.rotation.clone(),
-            started_seconds: h.started_ms.map(seconds),
-            finished_seconds: h.finished_ms.map(seconds),
+            outcome: state.outcome,
+            phase: state.phase.clone(),
+            error: state.error.clone(),
+            rotation: state.rotation,
+            started_seconds: state.started.map(duration_seconds),
+            finished_seconds: state.finished.map(duration_seconds),
+        }
+    }
+}
+
+impl From<vesemir_core::event::Totals> for Totals {
+    fn from(t: vesemir_core::event::Totals) -> Self {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Self {
+            succeeded: count(t.succeeded),
+            failed: count(t.failed),
+            unreachable: count(t.unreachable),
+            skipped: count(t.skipped),
+            cancelled: count(t.cancelled),
         }
     }
 }
