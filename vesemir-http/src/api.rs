@@ -44,8 +44,10 @@ pub struct App {
     pub factory: Arc<dyn PortsFactory>,
     /// Limits.
     pub limits: Limits,
-    /// Metrics.
+    /// The server's Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The OpenAPI description served at `/openapi.json`, built once from the route table.
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
 impl std::fmt::Debug for App {
@@ -179,7 +181,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Starts a deployment.
 #[utoipa::path(
     post, path = "/v1/deployments", tag = "deployments",
-    request_body(content = crate::openapi::DeploymentRequestBody, content_type = "application/json",
+    request_body(content = crate::wire::DeploymentRequestBody, content_type = "application/json",
         description = "The deployment request: a playbook configured on the server and its variables. \
         `requested_by` is set by the server from the token's name: leave it out (a different value is refused). \
         Inline changesets and raw inventory queries are refused."),
@@ -439,8 +441,8 @@ pub async fn list(
     let now = now_ms();
     let next = match (more, records.last()) {
         (true, Some(last)) => {
-            let mut query =
-                vec![("before".to_owned(), last.id.to_string()), ("limit".to_owned(), limit.to_string())];
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("before", &last.id.to_string()).append_pair("limit", &limit.to_string());
             for (name, value) in [
                 ("application", &params.application),
                 ("environment", &params.environment),
@@ -448,29 +450,15 @@ pub async fn list(
                 ("status", &params.status),
             ] {
                 if let Some(v) = value {
-                    query.push((name.to_owned(), v.clone()));
+                    query.append_pair(name, v);
                 }
             }
-            let query: Vec<String> =
-                query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
-            Some(format!("/v1/deployments?{}", query.join("&")))
+            Some(format!("/v1/deployments?{}", query.finish()))
         }
         _ => None,
     };
     let deployments = records.iter().map(|r| Deployment::from_record(r, &[], now)).collect();
     Ok(Json(DeploymentList { deployments, next }))
-}
-
-fn percent_encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A deployment's events as server-sent events: stored ones after `Last-Event-ID`, then live
@@ -610,8 +598,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// This API's OpenAPI description.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
-pub async fn openapi() -> Response {
-    Json(crate::openapi::document()).into_response()
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    Json(state.openapi.as_ref()).into_response()
 }
 
 /// Gives the timeout layer's empty 408 a JSON body like every other error.

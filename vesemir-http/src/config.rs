@@ -46,6 +46,8 @@ use vesemir_core::name::PlaybookName;
 use vesemir_core::request::spec::ChangesetSpec;
 use vesemir_core::request::{FieldError, Playbooks, ValidationErrors};
 
+use crate::auth::{Principal, Scope, TokenHash, Tokens};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,6 +188,20 @@ impl ServerConfig {
         vesemir_core::request::spec::parse_toml(text)
     }
 
+    /// The configured tokens (hashes checked by [`ServerConfig::validate`]; a malformed hash, or
+    /// a token with neither team nor admin, matches nothing).
+    pub fn tokens(&self) -> Tokens {
+        Tokens::new(self.tokens.iter().filter_map(|t| {
+            let hash = TokenHash::from_hex(&t.sha256)?;
+            let scope = match (&t.team, t.admin) {
+                (_, true) => Scope::Admin,
+                (Some(team), false) => Scope::Team(team.clone()),
+                (None, false) => return None,
+            };
+            Some((hash, Principal { name: t.name.clone(), scope }))
+        }))
+    }
+
     /// Validates every playbook into the core's [`Playbooks`], and the tokens.
     pub fn validate(&self) -> Result<Playbooks, ConfigError> {
         let mut problems = Vec::new();
@@ -205,7 +221,7 @@ impl ServerConfig {
         let mut names = std::collections::BTreeSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
             let field = format!("tokens[{i}]");
-            if !crate::auth::is_sha256_hex(&token.sha256) {
+            if TokenHash::from_hex(&token.sha256).is_none() {
                 problems.push(FieldError::new(
                     format!("{field}.sha256"),
                     "must be 64 hex digits: the SHA-256 of the token (printf %s \"$TOKEN\" | sha256sum)",

@@ -1,6 +1,8 @@
 //! The API's JSON bodies, converted explicitly from stored records: the wire shape is chosen
 //! here, not inherited from internals.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vesemir_core::event::{HostOutcome, Phase, Rotation};
@@ -274,4 +276,34 @@ impl Accepted {
     pub fn from_record(d: &DeploymentRecord) -> Self {
         Self { id: d.id, status: d.status, requested_by: d.requested_by.clone(), links: Links::of(d.id) }
     }
+}
+
+/// The body of `POST /v1/deployments` (documentation of the core's request format; the server
+/// parses it with `vesemir_core::request::spec::RequestSpec`, refusing unknown fields).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct DeploymentRequestBody {
+    /// The application.
+    pub application: String,
+    /// The environment.
+    pub environment: String,
+    /// The team owning the application: must be the token's team.
+    pub team: String,
+    /// The version.
+    pub version: String,
+    /// Which hosts: `tags`, `roles`, `recipes` (escaped), optionally `chef_environment`; or `hosts`.
+    #[schema(value_type = Object)]
+    pub targets: serde_json::Value,
+    /// The load balancer: `backend`, `instances` or `discover`, `server_name`, `drain_timeout`, `ramp`...
+    #[schema(value_type = Object)]
+    pub load_balancer: serde_json::Value,
+    /// `concurrency`, `max_failures`, `pause_between_batches`, `canary`.
+    #[schema(value_type = Option<Object>)]
+    pub strategy: Option<serde_json::Value>,
+    /// A playbook configured on the server.
+    pub playbook: String,
+    /// Values of the playbook's `{variables}`.
+    pub variables: Option<BTreeMap<String, String>>,
+    /// Set by the server from the token's name: leave it out.
+    pub requested_by: Option<String>,
 }
