@@ -12,7 +12,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome};
 use vesemir_core::request::DeploymentRequest;
 use vesemir_core::{
-    render, Backoff, Control, DeploymentReport, DriverConfig, Event, EventSink, Ports, Progress,
+    render, Backoff, Control, DeploymentReport, DriverConfig, Event, EventSink, Ports, Prepared, Progress,
 };
 
 use crate::clock::now_ms;
@@ -305,24 +305,10 @@ impl Runner {
         self.store.mark_running(id, started).await?;
         info!("running");
 
-        let prepared = tokio::time::timeout(
-            self.limits.deployment_timeout,
-            vesemir_core::prepare(request.clone(), ports, &self.driver),
-        )
-        .await;
-        let prepared = match prepared {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(e)) => {
-                warn!(error = %e, "could not start: nothing was changed");
-                let message = format!("could not start, nothing was changed: {e}");
-                self.end(id, labels, Status::Failed, Some(message), None, Some(started)).await?;
-                return Ok(());
-            }
-            Err(_) => {
-                let message =
-                    "could not start: finding and planning the hosts took longer than deployment_timeout";
-                self.end(id, labels, Status::Failed, Some(message.into()), None, Some(started)).await?;
-                return Ok(());
+        let prepared = match self.prepare(request, ports).await {
+            Ok(prepared) => prepared,
+            Err(message) => {
+                return self.end(id, labels, Status::Failed, Some(message), None, Some(started)).await;
             }
         };
         let hosts: Vec<HostRecord> = prepared
@@ -343,37 +329,7 @@ impl Runner {
             hosts,
         };
         let writer = tokio::spawn(writer.run(receiver).instrument(Span::current()));
-        let mut timed_out = false;
-        let report: DeploymentReport = {
-            let sink = ChannelSink(sender);
-            let control = &active.control;
-            let run = vesemir_core::run(&prepared, ports, &sink, control, &self.driver);
-            tokio::pin!(run);
-            // A cancel sent before the driver subscribed to its control would be missed: send it
-            // again once the driver has been polled.
-            let recheck = async {
-                tokio::task::yield_now().await;
-                if control.is_cancelled() {
-                    control.cancel();
-                }
-                std::future::pending::<()>().await;
-            };
-            tokio::pin!(recheck);
-            let deadline = tokio::time::sleep(self.limits.deployment_timeout);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    biased;
-                    report = &mut run => break report,
-                    () = &mut recheck => {}
-                    () = &mut deadline, if !timed_out => {
-                        timed_out = true;
-                        warn!("ran longer than deployment_timeout: aborting");
-                        control.abort();
-                    }
-                }
-            }
-        };
+        let (report, timed_out) = self.run(&prepared, ports, &active.control, ChannelSink(sender)).await;
         if writer.await.is_err() {
             error!("the event writer panicked: some events may be missing from the database");
         }
@@ -386,6 +342,64 @@ impl Runner {
         };
         let error = timed_out.then(|| "aborted: ran longer than the server's deployment_timeout".to_owned());
         self.end(id, labels, status, error, Some(&report), Some(started)).await
+    }
+
+    /// Finds and plans the hosts within `deployment_timeout`; on failure, why (nothing changed).
+    async fn prepare(&self, request: &Arc<DeploymentRequest>, ports: &Ports) -> Result<Prepared, String> {
+        let prepared = tokio::time::timeout(
+            self.limits.deployment_timeout,
+            vesemir_core::prepare(request.clone(), ports, &self.driver),
+        )
+        .await;
+        match prepared {
+            Ok(Ok(prepared)) => Ok(prepared),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not start: nothing was changed");
+                Err(format!("could not start, nothing was changed: {e}"))
+            }
+            Err(_) => {
+                Err("could not start: finding and planning the hosts took longer than deployment_timeout"
+                    .into())
+            }
+        }
+    }
+
+    /// Runs the rollout to its end, its events into `sink`, aborting it past
+    /// `deployment_timeout`. Returns the report and whether it was aborted so.
+    async fn run(
+        &self,
+        prepared: &Prepared,
+        ports: &Ports,
+        control: &Control,
+        sink: ChannelSink,
+    ) -> (DeploymentReport, bool) {
+        let mut timed_out = false;
+        let run = vesemir_core::run(prepared, ports, &sink, control, &self.driver);
+        tokio::pin!(run);
+        // A cancel sent before the driver subscribed to its control would be missed: send it
+        // again once the driver has been polled.
+        let recheck = async {
+            tokio::task::yield_now().await;
+            if control.is_cancelled() {
+                control.cancel();
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::pin!(recheck);
+        let deadline = tokio::time::sleep(self.limits.deployment_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                biased;
+                report = &mut run => return (report, timed_out),
+                () = &mut recheck => {}
+                () = &mut deadline, if !timed_out => {
+                    timed_out = true;
+                    warn!("ran longer than deployment_timeout: aborting");
+                    control.abort();
+                }
+            }
+        }
     }
 
     async fn end(
