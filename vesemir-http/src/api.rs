@@ -30,7 +30,7 @@ use crate::wire::{Accepted, Deployment, DeploymentList, ErrorBody, Health, Probl
 
 /// Everything the handlers share.
 pub struct App {
-    /// The database.
+    /// Where deployments, host results and events are stored.
     pub store: Arc<dyn Store>,
     /// Deployments in flight.
     pub runner: Arc<Runner>,
@@ -42,7 +42,7 @@ pub struct App {
     pub applications: BTreeMap<String, String>,
     /// Makes ports for each deployment.
     pub factory: Arc<dyn PortsFactory>,
-    /// Limits.
+    /// The configured bounds on bodies, queue, concurrency and time.
     pub limits: Limits,
     /// The server's Prometheus metrics.
     pub metrics: Arc<Metrics>,

@@ -67,10 +67,10 @@ pub struct ServerConfig {
     /// Changesets requests may pick by name.
     #[serde(default)]
     pub playbooks: BTreeMap<String, ChangesetSpec>,
-    /// Limits.
+    /// Bounds on bodies, queue, concurrency and time (`[limits]`).
     #[serde(default)]
     pub limits: Limits,
-    /// Logging.
+    /// Log format and level (`[log]`; `RUST_LOG` overrides the level).
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -156,19 +156,6 @@ fn default_listen() -> SocketAddr {
 }
 
 impl ServerConfig {
-    /// A configuration with defaults, for a database file (tests, embedding).
-    pub fn new(database: PathBuf) -> Self {
-        Self {
-            listen: default_listen(),
-            database,
-            tokens: Vec::new(),
-            applications: BTreeMap::new(),
-            playbooks: BTreeMap::new(),
-            limits: Limits::default(),
-            log: LogConfig::default(),
-        }
-    }
-
     /// Parses TOML and validates it ([`ServerConfig::validate`]), reporting every problem at
     /// once, each with its field path: values of the wrong type and unknown fields are problems
     /// like the others, not a stop at the first.
@@ -255,7 +242,7 @@ impl ServerConfig {
 /// Every problem found in a configuration, each with its field path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
-    /// The problems.
+    /// Every problem found, each with its field path, in the order found.
     pub problems: Vec<FieldError>,
 }
 

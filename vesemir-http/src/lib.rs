@@ -77,9 +77,9 @@ pub enum ServeError {
     /// Listening or serving failed.
     #[error("listening on {address}: {source}")]
     Listen {
-        /// Where.
+        /// The address that could not be bound or served.
         address: std::net::SocketAddr,
-        /// Why.
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

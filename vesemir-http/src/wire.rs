@@ -13,7 +13,7 @@ use crate::store::{DeploymentRecord, HostRecord, Status};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Links {
-    /// The deployment.
+    /// The deployment's own URL path.
     #[serde(rename = "self")]
     pub self_: String,
     /// Its server-sent events.
@@ -37,13 +37,13 @@ impl Links {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Accepted {
-    /// The deployment's id.
+    /// The deployment's id: read it at `links.self`.
     pub id: i64,
-    /// Its status now.
+    /// Its status now (`queued` for a new one).
     pub status: Status,
-    /// Who asked.
+    /// Who asked: the token's configured name.
     pub requested_by: String,
-    /// Where to follow it.
+    /// Where to read, follow and cancel it.
     pub links: Links,
 }
 
@@ -53,9 +53,9 @@ pub struct Accepted {
 pub struct Totals {
     /// Deployed and back in rotation.
     pub succeeded: u64,
-    /// Failed.
+    /// Hosts whose deployment failed (left out of rotation when the changeset had started).
     pub failed: u64,
-    /// Could not be reached.
+    /// Hosts that could not be reached; nothing was changed on them.
     pub unreachable: u64,
     /// Not started: the rollout stopped.
     pub skipped: u64,
@@ -67,11 +67,11 @@ pub struct Totals {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Timings {
-    /// Accepted.
+    /// When the deployment was accepted.
     pub created_at: String,
     /// Started running (left the queue).
     pub started_at: Option<String>,
-    /// Ended.
+    /// When it ended (null while queued or running).
     pub finished_at: Option<String>,
     /// Seconds spent queued.
     pub queued_seconds: Option<f64>,
@@ -85,9 +85,9 @@ pub struct Timings {
 pub struct HostResult {
     /// The host's name.
     pub name: String,
-    /// Its address.
+    /// The address SSH and the load balancer know the host by.
     pub address: String,
-    /// Its server in the load balancer backend.
+    /// The host's server in the load balancer backend.
     pub server: String,
     /// `succeeded`, `failed`, `unreachable`, `skipped`, `cancelled`; null while it runs.
     #[schema(value_type = Option<String>)]
@@ -111,23 +111,23 @@ pub struct HostResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
-    /// Its id.
+    /// The deployment's id, increasing with each accepted deployment.
     pub id: i64,
-    /// The application.
+    /// The application deployed, as named in the request.
     pub application: String,
-    /// The environment.
+    /// The environment deployed to (`production`, `staging`...).
     pub environment: String,
     /// The team owning the application.
     pub team: String,
-    /// The version deployed.
+    /// The version deployed, as the request gave it.
     pub version: String,
     /// Who asked (the token's name).
     pub requested_by: String,
-    /// The playbook.
+    /// The server-configured playbook the request picked.
     pub playbook: Option<String>,
     /// How the hosts were found.
     pub query: String,
-    /// Its status.
+    /// Where the deployment is in its life (`queued`, `running`, `succeeded`...).
     pub status: Status,
     /// Why it failed to start, or was interrupted.
     pub error: Option<String>,
@@ -139,11 +139,11 @@ pub struct Deployment {
     pub totals: Option<Totals>,
     /// After an interruption: hosts that may be out of rotation, to check by hand.
     pub out_of_rotation: Vec<String>,
-    /// Timings.
+    /// When it was accepted, started and ended, and how long it queued and ran.
     pub timings: Timings,
     /// Every host, in plan order (empty in lists).
     pub hosts: Vec<HostResult>,
-    /// Links.
+    /// Where to read, follow and cancel it.
     pub links: Links,
 }
 
@@ -283,13 +283,13 @@ impl Accepted {
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct DeploymentRequestBody {
-    /// The application.
+    /// The application deployed, as named in the request.
     pub application: String,
-    /// The environment.
+    /// The environment deployed to.
     pub environment: String,
     /// The team owning the application: must be the token's team.
     pub team: String,
-    /// The version.
+    /// The version deployed, as the request gave it.
     pub version: String,
     /// Which hosts: `tags`, `roles`, `recipes` (escaped), optionally `chef_environment`; or `hosts`.
     #[schema(value_type = Object)]

@@ -38,7 +38,7 @@ impl StoreError {
 pub enum Status {
     /// Accepted, waiting for a free slot.
     Queued,
-    /// Running.
+    /// Running: hosts are being deployed.
     Running,
     /// Every host succeeded.
     Succeeded,
@@ -46,7 +46,7 @@ pub enum Status {
     CompletedWithFailures,
     /// Too many failures: the rest were skipped.
     Stopped,
-    /// Cancelled.
+    /// Cancelled by a person or a server stop: hosts in flight finished, no new host started.
     Cancelled,
     /// Could not start: hosts or load balancers could not be found or planned. Nothing changed.
     Failed,
@@ -101,17 +101,17 @@ impl fmt::Display for Status {
 /// A deployment as first stored, when it is accepted.
 #[derive(Debug, Clone)]
 pub struct NewDeployment {
-    /// The application.
+    /// The application deployed, as named in the request.
     pub application: String,
-    /// The environment.
+    /// The environment deployed to.
     pub environment: String,
     /// The owning team.
     pub team: String,
-    /// The version.
+    /// The version deployed, as the request gave it.
     pub version: String,
     /// Who asked (the token's name).
     pub requested_by: String,
-    /// The playbook.
+    /// The server-configured playbook the request picked.
     pub playbook: Option<String>,
     /// How the hosts are found (the inventory query, or the listed hosts).
     pub query: String,
@@ -128,25 +128,25 @@ pub struct NewDeployment {
 /// A stored deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentRecord {
-    /// Its id.
+    /// The deployment's id, increasing with each accepted deployment.
     pub id: i64,
-    /// The application.
+    /// The application deployed, as named in the request.
     pub application: String,
-    /// The environment.
+    /// The environment deployed to.
     pub environment: String,
     /// The owning team.
     pub team: String,
-    /// The version.
+    /// The version deployed, as the request gave it.
     pub version: String,
     /// Who asked.
     pub requested_by: String,
-    /// The playbook.
+    /// The server-configured playbook the request picked.
     pub playbook: Option<String>,
     /// How the hosts are found.
     pub query: String,
     /// The request body as accepted (JSON).
     pub request: String,
-    /// Its status.
+    /// Where the deployment is in its life.
     pub status: Status,
     /// Why it failed to start, or was interrupted.
     pub error: Option<String>,
@@ -259,13 +259,13 @@ pub enum Inserted {
 /// A deployment that was running when the server stopped, now marked interrupted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interrupted {
-    /// Its id.
+    /// The deployment's id, increasing with each accepted deployment.
     pub id: i64,
-    /// Its application.
+    /// The application deployed, as named in the request.
     pub application: String,
-    /// Its environment.
+    /// The environment deployed to.
     pub environment: String,
-    /// Its team.
+    /// The team owning the application.
     pub team: String,
     /// Hosts that may be out of rotation.
     pub out_of_rotation: Vec<String>,
