@@ -1,6 +1,6 @@
 //! The OpenAPI description's frame: title, the schemas of every wire type, and the bearer
 //! security scheme. Its paths come from the handlers' `#[utoipa::path]` attributes as the routes
-//! are registered ([`crate::routes`]), so routes and description have one source.
+//! are registered (`routes.rs`), so routes and description have one source.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
