@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use vesemir_core::event::{Event, EventKind};
+use vesemir_core::event::{Event, EventKind, Rotation};
 use vesemir_core::request::spec::RequestSpec;
 use vesemir_http::wire::{Accepted, Deployment, DeploymentList, ErrorBody};
 use vesemir_http::Status;
@@ -256,19 +256,21 @@ pub fn describe(d: &Deployment) -> String {
         ));
     }
     for host in &d.hosts {
-        let outcome = host.outcome.as_deref().unwrap_or("in flight");
+        let outcome = host.outcome.map_or_else(|| "in flight".to_owned(), |o| o.to_string());
         out.push_str(&format!("  {:20} {:12} {}", host.name, outcome, host.phase));
         if let Some(error) = &host.error {
             out.push_str(&format!(": {error}"));
         }
-        if host.rotation != "in_rotation" {
-            out.push_str(&format!(" [{}]", host.rotation.replace('_', " ")));
+        if host.rotation != Rotation::InRotation {
+            let rotation =
+                serde_json::to_value(host.rotation).ok().and_then(|v| v.as_str().map(str::to_owned));
+            out.push_str(&format!(" [{}]", rotation.unwrap_or_default().replace('_', " ")));
         }
         out.push('\n');
     }
     // The server lists them for interrupted deployments; for the others, the hosts say it.
     let mut out_of_rotation: Vec<&str> = d.out_of_rotation.iter().map(String::as_str).collect();
-    for host in d.hosts.iter().filter(|h| h.rotation != "in_rotation") {
+    for host in d.hosts.iter().filter(|h| h.rotation != Rotation::InRotation) {
         if !out_of_rotation.contains(&host.name.as_str()) {
             out_of_rotation.push(&host.name);
         }
