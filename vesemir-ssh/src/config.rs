@@ -18,9 +18,11 @@ pub struct SshConfig {
     pub known_hosts: PathBuf,
     /// What to do with a host key that is not in `known_hosts`.
     pub host_key_mode: HostKeyMode,
-    /// How long one TCP connect plus SSH handshake and authentication may take.
+    /// How long connecting to a host may take in all: every attempt (TCP connect, SSH
+    /// handshake, authentication) and the pauses between them. A host that has not answered
+    /// by then is reported unreachable.
     pub connect_timeout: Duration,
-    /// How many times a failed connect is tried again before the host is reported unreachable.
+    /// How many times a failed connect is tried again, while the connect timeout lasts.
     pub connect_retries: u32,
     /// The pause before the first retry; it doubles for each further retry.
     pub retry_backoff: Duration,

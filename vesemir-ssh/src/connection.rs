@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ssh2::{MethodType, Session};
 
@@ -25,18 +25,28 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects to `address` as `config` says, retrying connect and handshake failures.
-    /// Host key and authentication failures are final at once.
+    /// Connects to `address` as `config` says, retrying connect and handshake failures while
+    /// the connect timeout lasts: the timeout bounds the whole connect, every attempt and the
+    /// pauses between them, so a host that accepts TCP but never speaks SSH costs one timeout,
+    /// not one per attempt. Host key and authentication failures are final at once.
     pub(crate) fn open(address: &str, config: &SshConfig) -> Result<Self, SshError> {
+        let deadline = Instant::now() + config.connect_timeout;
         let attempts = config.connect_retries.saturating_add(1);
         let mut backoff = config.retry_backoff;
         let mut attempt = 1;
         loop {
-            match Self::open_once(address, config) {
+            match Self::open_once(address, config, deadline) {
                 Ok(connection) => return Ok(connection),
                 Err(Failure::Final(error)) => return Err(error),
-                Err(Failure::Transient(reason)) if attempt >= attempts => {
-                    return Err(SshError::Connect { attempts, port: config.port, reason });
+                Err(Failure::Transient(reason))
+                    if attempt >= attempts || Instant::now() + backoff >= deadline =>
+                {
+                    return Err(SshError::Connect {
+                        attempts: attempt,
+                        port: config.port,
+                        within: config.connect_timeout,
+                        reason,
+                    });
                 }
                 Err(Failure::Transient(reason)) => {
                     tracing::debug!(%address, attempt, %reason, "SSH connect failed, retrying in {backoff:?}");
@@ -55,9 +65,9 @@ impl Connection {
         let _ = self.session.disconnect(None, "vesemir: deployment done", None);
     }
 
-    fn open_once(address: &str, config: &SshConfig) -> Result<Self, Failure> {
-        let deadline = Instant::now() + config.connect_timeout;
-        let tcp = connect_tcp(address, config.port, config.connect_timeout)?;
+    /// One attempt, given up at `deadline`.
+    fn open_once(address: &str, config: &SshConfig, deadline: Instant) -> Result<Self, Failure> {
+        let tcp = connect_tcp(address, config.port, deadline)?;
         let fd = tcp.as_raw_fd();
         let mut session = Session::new().map_err(|e| Failure::Transient(format!("libssh2: {e}")))?;
         session.set_tcp_stream(tcp);
@@ -83,13 +93,18 @@ enum Failure {
     Final(SshError),
 }
 
-fn connect_tcp(address: &str, port: u16, timeout: Duration) -> Result<TcpStream, Failure> {
+fn connect_tcp(address: &str, port: u16, deadline: Instant) -> Result<TcpStream, Failure> {
     let addresses: Vec<SocketAddr> = (address, port)
         .to_socket_addrs()
         .map_err(|e| Failure::Transient(format!("cannot resolve {address}: {e}")))?
         .collect();
     let mut last = format!("{address} resolves to no address");
     for socket_address in addresses {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        if timeout.is_zero() {
+            last = format!("TCP connect to {socket_address}: the connect timeout passed");
+            break;
+        }
         match TcpStream::connect_timeout(&socket_address, timeout) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
