@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use vesemir_core::PortError;
 
-use crate::config::{ChefConfig, ConfigError, RetryConfig, ServerFlavor};
+use crate::config::{ChefConfig, ConfigError, ServerFlavor};
 use crate::error::ChefError;
 use crate::key::ClientKey;
 use crate::sign::{sign, timestamp_now, RequestToSign, SignVersion};
@@ -20,7 +20,9 @@ pub struct ChefClient {
     client_name: String,
     key: ClientKey,
     version: SignVersion,
-    retry: RetryConfig,
+    retries: u32,
+    retry_backoff: Duration,
+    max_retry_backoff: Duration,
     request_timeout: Duration,
 }
 
@@ -87,9 +89,11 @@ impl ChefClient {
             http,
             base,
             client_name: config.client_name.clone(),
-            key: config.client_key.clone(),
+            key: config.key()?,
             version: config.sign_version,
-            retry: config.retry,
+            retries: config.retries,
+            retry_backoff: config.retry_backoff,
+            max_retry_backoff: config.max_retry_backoff,
             request_timeout: config.request_timeout,
         })
     }
@@ -167,7 +171,7 @@ impl ChefClient {
                 .map_err(|e| ChefError::Decode { url: shown.clone(), reason: e.to_string() })?,
             None => Vec::new(),
         };
-        let mut backoff = self.retry.initial_backoff;
+        let mut backoff = self.retry_backoff;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -176,7 +180,7 @@ impl ChefClient {
                 Err(AttemptError::Fatal(error)) => return Err(error),
                 Err(AttemptError::Transient(transient)) => transient,
             };
-            if attempt > self.retry.retries {
+            if attempt > self.retries {
                 return Err(match transient {
                     Transient::Server { status, message } => {
                         ChefError::ServerError { url: shown, status, message, attempts: attempt }
@@ -191,7 +195,7 @@ impl ChefClient {
             }
             tracing::debug!(url = %shown, attempt, ?backoff, "Chef request failed, retrying");
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.retry.max_backoff);
+            backoff = (backoff * 2).min(self.max_retry_backoff);
         }
     }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
-use vesemir_chef::ChefSettings;
+use vesemir_chef::{ChefConfig, ClientKey};
 use vesemir_core::event::{Event, EventSink};
 use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::ports::{AdminState, Backend, Executor, LoadBalancer, OutputSink, RemoteCommand, Weight};
@@ -143,23 +143,9 @@ fn request(lab: &Lab, concurrency: usize, version: &str) -> Result<DeploymentReq
 
 /// The library's whole time, and the part spent preparing (Chef search, server lookups).
 async fn library(lab: &Lab, concurrency: usize, version: &str) -> Result<(Duration, Duration), String> {
-    let settings = ChefSettings {
-        server_url: lab.chef_url().to_owned(),
-        client_name: "admin".into(),
-        client_key_path: lab.chef_key_path().to_owned(),
-        sign_version: Default::default(),
-        flavor: vesemir_chef::ServerFlavor::Goiardi,
-        tls_verify: true,
-        ca_bundle: None,
-        connect_timeout: Duration::from_secs(10),
-        request_timeout: Duration::from_secs(60),
-        retries: 3,
-        address_attribute: "ipaddress".into(),
-        extra_attributes: Vec::new(),
-        page_size: 1000,
-        allow_empty: false,
-    };
-    let chef = settings.into_config().map_err(|e| e.to_string())?;
+    let key = ClientKey::from_file(lab.chef_key_path()).map_err(|e| e.to_string())?;
+    let mut chef = ChefConfig::new(lab.chef_url(), "admin", key);
+    chef.flavor = vesemir_chef::ServerFlavor::Goiardi;
     let ports = Ports {
         inventory: Arc::new(vesemir_chef::ChefInventory::new(chef).map_err(|e| e.to_string())?),
         load_balancer: Arc::new(HaproxyLoadBalancer::new(HaproxyConfig::default())),
