@@ -28,9 +28,9 @@ use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::ports::{AdminState, Backend, Executor, LoadBalancer, OutputSink, RemoteCommand, Weight};
 use vesemir_core::request::{DeploymentRequest, RequestPolicy};
 use vesemir_core::{Control, DriverConfig, Host, Ports};
+use vesemir_examples::lab::{Lab, LabOptions};
 use vesemir_haproxy::{HaproxyConfig, HaproxyLoadBalancer};
 use vesemir_ssh::{SshAuth, SshConfig, SshExecutor};
-use vesemir_testkit::lab::{Lab, LabOptions};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,7 +104,7 @@ async fn one_host(
 async fn floor(lab: &Lab, concurrency: usize, version: &str) -> Result<Duration, String> {
     let lb = Arc::new(HaproxyLoadBalancer::new(HaproxyConfig::default()));
     let ssh = Arc::new(executor(lab));
-    let backend = lab.backend();
+    let backend = lab.backend().map_err(|e| e.to_string())?;
     let started = Instant::now();
     for batch in lab.hosts().chunks(concurrency) {
         let mut tasks = JoinSet::new();
@@ -209,7 +209,13 @@ fn main() -> ExitCode {
         }
     };
     let started = Instant::now();
-    let lab = Lab::start(LabOptions { hosts, concurrency, ..LabOptions::default() });
+    let lab = match Lab::start(LabOptions { hosts, concurrency, ..LabOptions::default() }) {
+        Ok(lab) => lab,
+        Err(e) => {
+            eprintln!("lab-bench: cannot start the lab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     println!(
         "lab of {hosts} hosts up in {:.1} s; concurrency {concurrency}, no holds, {rounds} rounds",
         started.elapsed().as_secs_f64()
