@@ -346,7 +346,7 @@ impl Lab {
             .ok_or_else(|| LabError::new(format!("the lab has no host {name}")))
     }
 
-    /// The HAProxy boxes.
+    /// The two HAProxy boxes, each with its own address, frontend and runtime API.
     pub fn haproxy(&self) -> &[LabHaproxy] {
         &self.haproxy
     }

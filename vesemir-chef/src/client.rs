@@ -118,16 +118,6 @@ impl ChefClient {
         Ok(self.call(Method::POST, endpoint, query, Some(body)).await?)
     }
 
-    /// A signed `PUT` of a JSON body.
-    pub async fn put(&self, endpoint: &str, body: &Value) -> Result<Value, PortError> {
-        Ok(self.call(Method::PUT, endpoint, &[], Some(body)).await?)
-    }
-
-    /// A signed `DELETE`.
-    pub async fn delete(&self, endpoint: &str) -> Result<Value, PortError> {
-        Ok(self.call(Method::DELETE, endpoint, &[], None).await?)
-    }
-
     /// Which server implementation answers: one signed `GET /search` (the list of indexes),
     /// judged by goiardi's `X-Goiardi` header.
     pub async fn detect_flavor(&self) -> Result<ServerFlavor, PortError> {

@@ -95,11 +95,6 @@ impl ServerProcess {
         self.dir.path()
     }
 
-    /// The process id (for signals a test sends to its own server).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// What the server wrote so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

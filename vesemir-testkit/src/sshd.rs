@@ -165,11 +165,6 @@ impl SshAgent {
     pub fn socket(&self) -> &Path {
         &self.socket
     }
-
-    /// The agent's process id.
-    pub fn pid(&self) -> u32 {
-        self.server.pid()
-    }
 }
 
 /// Generates a private key of `kind` (`ed25519`, `rsa`) at `path` (public key at `path.pub`).
