@@ -8,18 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-packages=(haproxy openssh-server openssh-client goiardi pkg-config libssl-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo=sudo
-  echo "Installing ${missing[*]}..."
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash .ci/install-test-servers
 
 cargo build -q -p vesemir-cli --bin vesemir
 exec cargo run -q -p vesemir-examples --bin vesemir-lab -- demo "$@"

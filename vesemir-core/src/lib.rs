@@ -5,6 +5,7 @@
 //! `vesemir-ssh`) implement the ports, front ends compose them.
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod driver;
 pub mod error;
 pub mod fake;
@@ -17,12 +18,15 @@ pub use error::{BoxError, PortError};
 pub use host::Host;
 pub mod event;
 pub mod plan;
+pub mod progress;
 pub mod render;
 pub mod report;
 pub mod rollout;
 
+pub use backoff::Backoff;
 pub use driver::{prepare, run, Control, DriverConfig, Ports, PrepareError, Prepared};
 pub use event::{Event, EventKind, EventSink};
 pub use plan::Plan;
+pub use progress::{HostProgress, Progress};
 pub use report::DeploymentReport;
 pub use rollout::Rollout;
