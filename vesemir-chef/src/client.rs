@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
+use vesemir_core::backoff::Backoff;
 use vesemir_core::PortError;
 
 use crate::config::{ChefConfig, ConfigError, ServerFlavor};
@@ -20,9 +21,7 @@ pub struct ChefClient {
     client_name: String,
     key: ClientKey,
     version: SignVersion,
-    retries: u32,
-    retry_backoff: Duration,
-    max_retry_backoff: Duration,
+    retry: Backoff,
     request_timeout: Duration,
 }
 
@@ -91,9 +90,12 @@ impl ChefClient {
             client_name: config.client_name.clone(),
             key: config.key()?,
             version: config.sign_version,
-            retries: config.retries,
-            retry_backoff: config.retry_backoff,
-            max_retry_backoff: config.max_retry_backoff,
+            retry: Backoff::new(
+                config.retries.saturating_add(1),
+                config.retry_backoff,
+                config.max_retry_backoff,
+            )
+            .with_jitter(Backoff::default().jitter),
             request_timeout: config.request_timeout,
         })
     }
@@ -161,16 +163,15 @@ impl ChefClient {
                 .map_err(|e| ChefError::Decode { url: shown.clone(), reason: e.to_string() })?,
             None => Vec::new(),
         };
-        let mut backoff = self.retry_backoff;
-        let mut attempt = 0;
+        let mut retries = self.retry.retries(seed());
         loop {
-            attempt += 1;
             let transient = match self.attempt(&method, &url, &shown, &body).await {
                 Ok(value) => return Ok(value),
                 Err(AttemptError::Fatal(error)) => return Err(error),
                 Err(AttemptError::Transient(transient)) => transient,
             };
-            if attempt > self.retries {
+            let Some(delay) = retries.after_failure() else {
+                let attempt = retries.failures();
                 return Err(match transient {
                     Transient::Server { status, message } => {
                         ChefError::ServerError { url: shown, status, message, attempts: attempt }
@@ -182,10 +183,10 @@ impl ChefClient {
                         ChefError::Connect { url: shown, attempts: attempt, source }
                     }
                 });
-            }
-            tracing::debug!(url = %shown, attempt, ?backoff, "Chef request failed, retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.max_retry_backoff);
+            };
+            let attempt = retries.failures();
+            tracing::debug!(url = %shown, attempt, ?delay, "Chef request failed, retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -277,4 +278,11 @@ fn server_message(body: &[u8]) -> String {
     } else {
         text
     }
+}
+
+/// A seed for the retry jitter that differs between calls and processes (std's random hash
+/// keys), so that clients failing together do not retry in step.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }

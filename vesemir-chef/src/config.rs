@@ -80,7 +80,8 @@ pub struct ChefConfig {
     #[serde(default = "defaults::retries")]
     pub retries: u32,
     /// The wait before the first retry; each later wait doubles, up to `max_retry_backoff`
-    /// (200 ms by default).
+    /// (200 ms by default). Each wait is shortened by up to a fifth at random (the core's
+    /// [`Backoff`](vesemir_core::backoff::Backoff) jitter).
     #[serde(default = "defaults::retry_backoff", with = "humantime_serde")]
     pub retry_backoff: Duration,
     /// The longest wait between two attempts (5 s by default).

@@ -43,7 +43,9 @@ pub struct SshConfig {
     pub connect_timeout: Duration,
     /// How many times a failed connect is tried again, while the connect timeout lasts.
     pub connect_retries: u32,
-    /// The pause before the first retry; it doubles for each further retry.
+    /// The pause before the first retry; it doubles for each further retry. Each pause is
+    /// shortened by up to a fifth at random (the core's [`Backoff`](vesemir_core::backoff::Backoff)
+    /// jitter), so that hosts failing together are not retried in step.
     pub retry_backoff: Duration,
 }
 

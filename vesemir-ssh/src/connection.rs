@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use ssh2::{MethodType, Session};
+use vesemir_core::backoff::Backoff;
 
 use crate::config::{SshAuth, SshConfig};
 use crate::error::SshError;
@@ -31,28 +32,32 @@ impl Connection {
     /// not one per attempt. Host key and authentication failures are final at once.
     pub(crate) fn open(address: &str, config: &SshConfig) -> Result<Self, SshError> {
         let deadline = Instant::now() + config.connect_timeout;
-        let attempts = config.connect_retries.saturating_add(1);
-        let mut backoff = config.retry_backoff;
-        let mut attempt = 1;
+        let policy = Backoff::new(
+            config.connect_retries.saturating_add(1),
+            config.retry_backoff,
+            config.connect_timeout.max(config.retry_backoff),
+        )
+        .with_jitter(Backoff::default().jitter);
+        let mut retries = policy.retries(seed());
         loop {
-            match Self::open_once(address, config, deadline) {
+            let reason = match Self::open_once(address, config, deadline) {
                 Ok(connection) => return Ok(connection),
                 Err(Failure::Final(error)) => return Err(error),
-                Err(Failure::Transient(reason))
-                    if attempt >= attempts || Instant::now() + backoff >= deadline =>
-                {
+                Err(Failure::Transient(reason)) => reason,
+            };
+            match retries.after_failure() {
+                Some(delay) if Instant::now() + delay < deadline => {
+                    let attempt = retries.failures();
+                    tracing::debug!(%address, attempt, %reason, "SSH connect failed, retrying in {delay:?}");
+                    std::thread::sleep(delay);
+                }
+                _ => {
                     return Err(SshError::Connect {
-                        attempts: attempt,
+                        attempts: retries.failures(),
                         port: config.port,
                         within: config.connect_timeout,
                         reason,
                     });
-                }
-                Err(Failure::Transient(reason)) => {
-                    tracing::debug!(%address, attempt, %reason, "SSH connect failed, retrying in {backoff:?}");
-                    std::thread::sleep(backoff);
-                    backoff = backoff.saturating_mul(2);
-                    attempt += 1;
                 }
             }
         }
@@ -175,4 +180,11 @@ fn check_key_file(path: &Path) -> Result<(), String> {
 fn millis(deadline: Instant) -> u32 {
     let left = deadline.saturating_duration_since(Instant::now()).as_millis();
     u32::try_from(left).unwrap_or(u32::MAX).max(1)
+}
+
+/// A seed for the retry jitter that differs between calls and processes (std's random hash
+/// keys), so that hosts failing together are not retried in step.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }

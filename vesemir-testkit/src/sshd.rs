@@ -137,7 +137,8 @@ impl Sshd {
 /// A running `ssh-agent` holding one key, on its own socket.
 #[derive(Debug)]
 pub struct SshAgent {
-    server: ServerProcess,
+    /// Held for its `Drop`, which stops the agent and removes its socket's folder.
+    _server: ServerProcess,
     socket: PathBuf,
 }
 
@@ -158,7 +159,7 @@ impl SshAgent {
             .output()
             .unwrap_or_else(|e| panic!("cannot run ssh-add: {e}"));
         assert!(status.status.success(), "ssh-add failed: {}", String::from_utf8_lossy(&status.stderr));
-        Self { server, socket }
+        Self { _server: server, socket }
     }
 
     /// The agent's socket (what `SSH_AUTH_SOCK` would be).
