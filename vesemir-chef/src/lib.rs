@@ -18,7 +18,7 @@ pub mod sign;
 mod static_inventory;
 
 pub use client::ChefClient;
-pub use config::{ChefConfig, ChefSettings, ConfigError, RetryConfig, ServerFlavor};
+pub use config::{ChefConfig, ConfigError, ServerFlavor};
 pub use inventory::ChefInventory;
 pub use key::{ClientKey, KeyError};
 pub use sign::SignVersion;

@@ -19,16 +19,17 @@ pub struct StaticHost {
     pub name: HostName,
     /// Its IP address or DNS name.
     pub address: String,
-    /// Its tags.
+    /// Tags a selector's `tags` must all find here (as Chef node tags would).
     #[serde(default)]
     pub tags: BTreeSet<String>,
-    /// Its roles.
+    /// Roles a selector's `roles` must all find here (a Chef node's expanded roles).
     #[serde(default)]
     pub roles: BTreeSet<String>,
-    /// Its recipes.
+    /// Recipes a selector's `recipes` must all find here.
     #[serde(default)]
     pub recipes: BTreeSet<String>,
-    /// Its environment.
+    /// The environment a selector's `environment` must equal; a host without one matches no
+    /// selector that names an environment.
     #[serde(default)]
     pub environment: Option<EnvName>,
     /// Extra attributes handed on in [`Host::attributes`].
@@ -62,9 +63,9 @@ pub enum StaticInventoryError {
     /// The file could not be read.
     #[error("cannot read the static inventory {path}: {source}")]
     Read {
-        /// The file.
+        /// The inventory file's path as given.
         path: String,
-        /// The IO error.
+        /// Why reading it failed.
         #[source]
         source: std::io::Error,
     },
@@ -74,7 +75,7 @@ pub enum StaticInventoryError {
     /// A host's address is not an IP address or DNS name.
     #[error("static host {host}: {reason}")]
     Address {
-        /// The host.
+        /// The name of the host whose address was refused.
         host: String,
         /// Why its address was refused.
         reason: String,
@@ -147,7 +148,7 @@ impl StaticInventory {
         self
     }
 
-    /// The listed hosts.
+    /// Every host of the inventory, selected or not, in the order given.
     pub fn hosts(&self) -> &[StaticHost] {
         &self.hosts
     }

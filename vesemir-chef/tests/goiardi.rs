@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{admin, create_client, create_environments, create_nodes, fleet_server, inventory, Node};
-use vesemir_chef::{ChefInventory, ClientKey, RetryConfig, ServerFlavor, SignVersion};
+use vesemir_chef::{ChefInventory, ClientKey, ServerFlavor, SignVersion};
 use vesemir_core::ports::{Inventory, LbEndpoint, Selector};
 use vesemir_core::PortError;
 use vesemir_testkit::conformance::inventory::selector;
@@ -293,11 +293,9 @@ async fn silent_server_times_out_after_retries() {
     let mut config = common::config(&format!("http://127.0.0.1:{port}"), "vesemir", key);
     config.flavor = ServerFlavor::ChefInfra;
     config.request_timeout = Duration::from_millis(300);
-    config.retry = RetryConfig {
-        retries: 1,
-        initial_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(10),
-    };
+    config.retries = 1;
+    config.retry_backoff = Duration::from_millis(10);
+    config.max_retry_backoff = Duration::from_millis(10);
     let inventory = ChefInventory::new(config).expect("inventory");
     let error = inventory.discover(&selector(&["shop"], &[], &[], None)).await.expect_err("no answer");
     assert!(error.is_timeout(), "{}", error.chain());

@@ -22,7 +22,7 @@ pub fn ports(config: &Config, request: &DeploymentRequest) -> Result<Ports, Fail
         || matches!(request.load_balancer.instances, LbInstances::Discover { .. });
     let inventory: Arc<dyn Inventory> = match (&config.chef, &config.inventory_file) {
         (Some(chef), _) => {
-            let chef = chef.clone().into_config().map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?;
+            let chef = chef.clone().load_key().map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?;
             Arc::new(ChefInventory::new(chef).map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?)
         }
         (None, Some(file)) => Arc::new(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use vesemir_chef::ChefSettings;
+use vesemir_chef::ChefConfig;
 use vesemir_core::name::PlaybookName;
 use vesemir_core::request::spec::ChangesetSpec;
 use vesemir_core::request::Playbooks;
@@ -25,7 +25,7 @@ pub struct Config {
     /// Where it was read from (for messages).
     pub path: PathBuf,
     /// Chef, when hosts are found by search.
-    pub chef: Option<ChefSettings>,
+    pub chef: Option<ChefConfig>,
     /// A static inventory file, for users without Chef.
     pub inventory_file: Option<PathBuf>,
     /// SSH.
@@ -157,7 +157,7 @@ impl Config {
                 });
             }
         }
-        let mut chef: Option<ChefSettings> = section(&mut document, "chef", &mut problems);
+        let mut chef: Option<ChefConfig> = section(&mut document, "chef", &mut problems);
         let inventory: Option<InventorySection> = section(&mut document, "inventory", &mut problems);
         let ssh: Option<SshSection> = section(&mut document, "ssh", &mut problems);
         let haproxy: Option<HaproxyConfig> = section(&mut document, "haproxy", &mut problems);
