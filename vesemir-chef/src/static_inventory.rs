@@ -7,7 +7,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use vesemir_core::host::validate_address;
-use vesemir_core::name::{EnvName, HostName};
+use vesemir_core::name::{EnvironmentName, HostName};
 use vesemir_core::ports::{Inventory, Selector};
 use vesemir_core::{Host, PortError};
 
@@ -30,7 +30,7 @@ pub struct StaticHost {
     pub recipes: BTreeSet<String>,
     /// Its environment.
     #[serde(default)]
-    pub environment: Option<EnvName>,
+    pub environment: Option<EnvironmentName>,
     /// Extra attributes handed on in [`Host::attributes`].
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,

@@ -49,7 +49,7 @@ pub struct ConfiguredPorts(pub Config);
 
 impl vesemir_http::PortsFactory for ConfiguredPorts {
     fn ports(&self, request: &DeploymentRequest) -> Result<Ports, vesemir_http::PortsError> {
-        ports(&self.0, request).map_err(|e| vesemir_http::PortsError(e.message))
+        ports(&self.0, request).map_err(|e| vesemir_http::PortsError::Configuration { reason: e.message })
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use crate::error::PortError;
 use crate::event::EventSink;
 use crate::host::Host;
-use crate::name::ServerName;
+use crate::name::{EnvVarName, ServerName};
 use crate::plan::{Plan, PlanError, PlannedHost};
 use crate::ports::{
     Backend, Executor, FileUpload, Inventory, LbEndpoint, LoadBalancer, OutputSink, RemoteCommand,
@@ -461,10 +461,10 @@ impl ActionContext {
         RemoteCommand {
             script: request.render(template, Quoting::Shell, host),
             env: vec![
-                ("VESEMIR_APPLICATION".into(), request.application.to_string()),
-                ("VESEMIR_ENVIRONMENT".into(), request.environment.to_string()),
-                ("VESEMIR_VERSION".into(), request.version.to_string()),
-                ("VESEMIR_HOST".into(), host.name.to_string()),
+                (EnvVarName::builtin("VESEMIR_APPLICATION"), request.application.to_string()),
+                (EnvVarName::builtin("VESEMIR_ENVIRONMENT"), request.environment.to_string()),
+                (EnvVarName::builtin("VESEMIR_VERSION"), request.version.to_string()),
+                (EnvVarName::builtin("VESEMIR_HOST"), host.name.to_string()),
             ],
             timeout,
             output_limit: self.config.output_limit,

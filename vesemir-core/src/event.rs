@@ -101,9 +101,13 @@ pub enum EventKind {
         message: String,
     },
     /// The rollout stops starting hosts (too many failures, cancel, or no capacity left).
+    /// Build it with [`EventKind::stopping`], which keeps `reason` and `cause` in step.
     Stopping {
-        /// Why.
+        /// Why, as a sentence for people: the [`Display`](fmt::Display) of `cause`.
         reason: String,
+        /// Why, as data. Absent in events recorded before it was added.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<StopReason>,
     },
     /// The rollout ended.
     DeploymentFinished {
@@ -112,6 +116,52 @@ pub enum EventKind {
         /// Host counts.
         totals: Totals,
     },
+}
+
+impl EventKind {
+    /// The [`EventKind::Stopping`] event for `cause`, with its sentence.
+    pub fn stopping(cause: StopReason) -> Self {
+        EventKind::Stopping { reason: cause.to_string(), cause: Some(cause) }
+    }
+}
+
+/// Why the rollout stopped starting hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StopReason {
+    /// More hosts failed than `max_failures` allows.
+    TooManyFailures {
+        /// Hosts failed or unreachable so far.
+        failed: usize,
+        /// The failures the deployment tolerates.
+        max_failures: usize,
+    },
+    /// Failed hosts left out of rotation use every concurrency slot, so starting another host
+    /// would take more capacity out than the operator allowed.
+    NoCapacity {
+        /// Failed hosts out of rotation.
+        out_of_rotation: usize,
+        /// The deployment's concurrency.
+        concurrency: usize,
+    },
+    /// The operator cancelled (or aborted) the deployment.
+    Cancelled,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::TooManyFailures { failed, max_failures } => write!(
+                f,
+                "{failed} hosts failed, more than max_failures ({max_failures}): no new host starts; hosts in flight finish"
+            ),
+            StopReason::NoCapacity { out_of_rotation, concurrency } => write!(
+                f,
+                "{out_of_rotation} failed hosts are out of rotation, which uses all of the concurrency ({concurrency}): no host can start without taking more capacity out"
+            ),
+            StopReason::Cancelled => f.write_str("cancelled: hosts in flight finish, no new host starts"),
+        }
+    }
 }
 
 /// Where a host is in its deployment.
@@ -377,5 +427,41 @@ impl EventSink for FanOut {
         for sink in &self.0 {
             sink.emit(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopping_keeps_its_sentence_and_adds_its_cause() {
+        let event = Event {
+            seq: 7,
+            elapsed: Duration::from_secs(1),
+            kind: EventKind::stopping(StopReason::TooManyFailures { failed: 2, max_failures: 1 }),
+        };
+        let json = serde_json::to_value(&event).expect("serializes");
+        assert_eq!(json["type"], "stopping");
+        assert_eq!(
+            json["reason"],
+            "2 hosts failed, more than max_failures (1): no new host starts; hosts in flight finish"
+        );
+        assert_eq!(
+            json["cause"],
+            serde_json::json!({"kind": "too_many_failures", "failed": 2, "max_failures": 1})
+        );
+        let back: Event = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn stopping_events_recorded_before_the_cause_still_read() {
+        let old = r#"{"seq":3,"elapsed":"2s","type":"stopping","reason":"cancelled: hosts in flight finish, no new host starts"}"#;
+        let event: Event = serde_json::from_str(old).expect("an old event reads");
+        assert_eq!(
+            event.kind,
+            EventKind::Stopping { reason: StopReason::Cancelled.to_string(), cause: None }
+        );
     }
 }

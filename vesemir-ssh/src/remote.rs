@@ -38,7 +38,7 @@ pub(crate) fn run(
     sink: OutputSink,
     cancel: &AtomicBool,
 ) -> Result<ExitStatus, StepError> {
-    let line = command::wrap(&command.script, &command.env).map_err(StepError::Step)?;
+    let line = command::wrap(&command.script, &command.env);
     let deadline = Instant::now() + command.timeout;
     let timeout =
         || StepError::Broken(SshError::Timeout { operation: "command".into(), after: command.timeout });

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::lock;
 use crate::error::PortError;
 use crate::host::Host;
-use crate::name::EnvName;
+use crate::name::EnvironmentName;
 use crate::ports::{Inventory, Selector};
 
 /// A host as the fake inventory knows it.
@@ -24,7 +24,7 @@ pub struct InventoryEntry {
     /// Its recipes.
     pub recipes: BTreeSet<String>,
     /// Its environment.
-    pub environment: Option<EnvName>,
+    pub environment: Option<EnvironmentName>,
 }
 
 impl InventoryEntry {
@@ -40,7 +40,7 @@ impl InventoryEntry {
     }
 
     /// The same entry in `environment`.
-    pub fn in_environment(mut self, environment: EnvName) -> Self {
+    pub fn in_environment(mut self, environment: EnvironmentName) -> Self {
         self.environment = Some(environment);
         self
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::PortError;
 use crate::host::Host;
-use crate::name::{ChefTerm, EnvName};
+use crate::name::{ChefTerm, EnvironmentName};
 
 /// Which hosts to find: every listed term must match (tags AND roles AND recipes AND the
 /// environment), or an operator's raw query is used as it is.
@@ -26,7 +26,7 @@ pub struct Selector {
     pub recipes: Vec<ChefTerm>,
     /// The inventory's environment the hosts must be in (Chef's `chef_environment`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<EnvName>,
+    pub environment: Option<EnvironmentName>,
     /// A raw query in the inventory's own language. Only from operator configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_query: Option<String>,

@@ -18,7 +18,9 @@ pub use template::{push_shell_quoted, shell_quote, Quoting, Template, TemplateEr
 pub use validate::{InlineChangesets, Playbooks, RawQueries, RequestPolicy, BUILTIN_VARIABLES};
 
 use crate::host::Host;
-use crate::name::{AppName, BackendName, EnvName, PlaybookName, Requester, TeamName, VariableName, Version};
+use crate::name::{
+    AppName, BackendName, EnvironmentName, PlaybookName, Requester, TeamName, VariableName, Version,
+};
 use crate::ports::{LbEndpoint, Selector, Weight};
 
 /// A validated deployment request.
@@ -27,7 +29,7 @@ pub struct DeploymentRequest {
     /// The application.
     pub application: AppName,
     /// The environment.
-    pub environment: EnvName,
+    pub environment: EnvironmentName,
     /// The team that owns the application.
     pub team: TeamName,
     /// The version being deployed.

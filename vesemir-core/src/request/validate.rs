@@ -99,7 +99,7 @@ impl RequestSpec {
     pub fn validate(&self, policy: &RequestPolicy<'_>) -> Result<DeploymentRequest, ValidationErrors> {
         let mut p = Problems::default();
         let application = p.check("application", AppName::new(&self.application));
-        let environment = p.check("environment", EnvName::new(&self.environment));
+        let environment = p.check("environment", EnvironmentName::new(&self.environment));
         let team = p.check("team", TeamName::new(&self.team));
         let version = p.check("version", Version::new(&self.version));
         let requested_by = match &self.requested_by {
@@ -172,7 +172,7 @@ impl RequestSpec {
         &self,
         p: &mut Problems,
         policy: &RequestPolicy<'_>,
-        environment: Option<&EnvName>,
+        environment: Option<&EnvironmentName>,
     ) -> Option<Targets> {
         let t = &self.targets;
         let searching =
@@ -219,7 +219,7 @@ impl RequestSpec {
             }
         }
         let chef_environment = match &t.chef_environment {
-            Some(env) => p.check("targets.chef_environment", EnvName::new(env)),
+            Some(env) => p.check("targets.chef_environment", EnvironmentName::new(env)),
             None => environment.cloned(),
         };
         Some(Targets::Search(Selector {
@@ -260,10 +260,9 @@ impl RequestSpec {
                     tags: terms(p, "load_balancer.discover.tags", &d.tags),
                     roles: terms(p, "load_balancer.discover.roles", &d.roles),
                     recipes: terms(p, "load_balancer.discover.recipes", &d.recipes),
-                    environment: d
-                        .chef_environment
-                        .as_ref()
-                        .and_then(|e| p.check("load_balancer.discover.chef_environment", EnvName::new(e))),
+                    environment: d.chef_environment.as_ref().and_then(|e| {
+                        p.check("load_balancer.discover.chef_environment", EnvironmentName::new(e))
+                    }),
                     raw_query: None,
                 };
                 if selector.is_empty() {

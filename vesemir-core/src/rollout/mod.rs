@@ -38,7 +38,9 @@ use std::time::{Duration, Instant};
 
 pub use input::{Action, ActionResult, ErrorKind, HostError, HostId};
 
-use crate::event::{DeploymentOutcome, Event, EventKind, HostOutcome, Phase, Rotation, Totals, WaitReason};
+use crate::event::{
+    DeploymentOutcome, Event, EventKind, HostOutcome, Phase, Rotation, StopReason, Totals, WaitReason,
+};
 use crate::name::HostName;
 use crate::plan::Plan;
 use crate::ports::{AdminState, OutputLine, Weight};
@@ -51,10 +53,10 @@ pub const OUTPUT_TAIL_LINES: usize = 20;
 /// The parts of a request the rollout needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RolloutConfig {
-    /// Each step's name and timeout, in order.
-    pub steps: Vec<(String, Duration)>,
-    /// The health command's overall timeout and retry interval, if there is one.
-    pub health_command: Option<(Duration, Duration)>,
+    /// The changeset's steps, in order.
+    pub steps: Vec<StepLimit>,
+    /// How long the health command is retried, if there is one.
+    pub health_command: Option<HealthRetry>,
     /// Wait for the load balancers to report UP (at weight 0), for at most this long.
     pub load_balancer_up: Option<Duration>,
     /// How long sessions may take to end after drain.
@@ -69,13 +71,37 @@ pub struct RolloutConfig {
     pub canary_gate: Option<CanaryGate>,
 }
 
+/// A changeset step as the rollout sees it: a name for events and a bound for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepLimit {
+    /// The step's name in phases and output lines.
+    pub name: String,
+    /// How long one run of it may take.
+    pub timeout: Duration,
+}
+
+/// How the health command is retried: until it exits 0 or `timeout` has passed since its first
+/// attempt, waiting `interval` between attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HealthRetry {
+    /// The time all attempts together may take.
+    pub timeout: Duration,
+    /// The pause between two attempts.
+    pub interval: Duration,
+}
+
 impl RolloutConfig {
     /// The rollout configuration of a request.
     pub fn from_request(request: &DeploymentRequest) -> Self {
         let changeset = &request.changeset;
         Self {
-            steps: changeset.steps.iter().map(|s| (s.name.clone(), s.timeout)).collect(),
-            health_command: changeset.health.command.as_ref().map(|h| (h.timeout, h.interval)),
+            steps: changeset
+                .steps
+                .iter()
+                .map(|s| StepLimit { name: s.name.clone(), timeout: s.timeout })
+                .collect(),
+            health_command: (changeset.health.command.as_ref())
+                .map(|h| HealthRetry { timeout: h.timeout, interval: h.interval }),
             load_balancer_up: changeset.health.load_balancer_up,
             drain_timeout: request.load_balancer.drain_timeout,
             on_drain_timeout: request.load_balancer.on_drain_timeout,
@@ -185,14 +211,6 @@ enum TimerKey {
     Gate,
 }
 
-/// Why the rollout stopped starting hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Failures,
-    NoCapacity,
-    Cancelled,
-}
-
 /// The rollout state machine. See the [module documentation](self) for the calling order.
 #[derive(Debug)]
 pub struct Rollout {
@@ -204,7 +222,7 @@ pub struct Rollout {
     next_host: usize,
     batch_open: usize,
     gate: Gate,
-    stop: Option<Stop>,
+    stop: Option<StopReason>,
     in_flight: usize,
     finished_out: usize,
     out_now: usize,
@@ -352,7 +370,7 @@ impl Rollout {
     pub fn handle_output(&mut self, host: HostId, line: OutputLine, now: Instant) {
         let Some(run) = self.hosts.get_mut(host.0) else { return };
         let step = match run.stage {
-            Stage::Step(i) => self.config.steps.get(i).map(|(name, _)| name.clone()).unwrap_or_default(),
+            Stage::Step(i) => self.config.steps.get(i).map(|s| s.name.clone()).unwrap_or_default(),
             Stage::Health => "health".to_owned(),
             _ => return,
         };
@@ -406,15 +424,12 @@ impl Rollout {
 
     /// Cancel: no new host starts; hosts in flight finish. Hosts not started end cancelled.
     pub fn handle_cancel(&mut self, now: Instant) {
-        if self.outcome.is_some() || self.stop == Some(Stop::Cancelled) {
+        if self.outcome.is_some() || self.stop == Some(StopReason::Cancelled) {
             return;
         }
-        self.stop = Some(Stop::Cancelled);
+        self.stop = Some(StopReason::Cancelled);
         self.gate = Gate::Running;
-        self.emit(
-            now,
-            EventKind::Stopping { reason: "cancelled: hosts in flight finish, no new host starts".into() },
-        );
+        self.emit(now, EventKind::stopping(StopReason::Cancelled));
         self.pump(now);
     }
 
@@ -424,7 +439,7 @@ impl Rollout {
         if self.outcome.is_some() {
             return;
         }
-        self.stop = Some(Stop::Cancelled);
+        self.stop = Some(StopReason::Cancelled);
         for h in 0..self.hosts.len() {
             let run = &mut self.hosts[h];
             if run.outcome.is_some() || run.stage == Stage::Pending {
@@ -526,12 +541,12 @@ impl Rollout {
                 self.start_host(h, now);
             }
             if self.next_host < range.end && self.in_flight == 0 {
-                self.stop = Some(Stop::NoCapacity);
-                let reason = format!(
-                    "{} failed hosts are out of rotation, which uses all of the concurrency ({}): no host can start without taking more capacity out",
-                    self.finished_out, self.plan.concurrency
-                );
-                self.emit(now, EventKind::Stopping { reason });
+                let reason = StopReason::NoCapacity {
+                    out_of_rotation: self.finished_out,
+                    concurrency: self.plan.concurrency,
+                };
+                self.stop = Some(reason);
+                self.emit(now, EventKind::stopping(reason));
                 continue;
             }
             if self.batch_open > 0 {
@@ -580,7 +595,7 @@ impl Rollout {
     /// Ends every host not started yet: skipped, or cancelled.
     fn end_unstarted(&mut self, now: Instant) {
         let outcome = match self.stop {
-            Some(Stop::Cancelled) => HostOutcome::Cancelled,
+            Some(StopReason::Cancelled) => HostOutcome::Cancelled,
             _ => HostOutcome::Skipped,
         };
         let first = self.plan.batches.get(self.batch).map_or(self.hosts.len(), |_| self.next_host);
@@ -624,11 +639,11 @@ impl Rollout {
             }
             Stage::Step(i) => {
                 run.tail.clear();
-                let (name, timeout) = self.config.steps[i].clone();
+                let StepLimit { name, timeout } = self.config.steps[i].clone();
                 (Some(Action::RunStep { host, step: i, timeout }), Some(Phase::Step { number: i + 1, name }))
             }
             Stage::Health => {
-                let (timeout, _) = self.config.health_command.unwrap_or_default();
+                let timeout = self.config.health_command.unwrap_or_default().timeout;
                 if run.health_deadline.is_none() {
                     run.tail.clear();
                     run.health_deadline = Some(now + timeout);
@@ -826,7 +841,7 @@ impl Rollout {
                     ActionResult::Failed(e) => e.message,
                     ActionResult::Done => "no exit status".to_owned(),
                 };
-                let (timeout, interval) = self.config.health_command.unwrap_or_default();
+                let HealthRetry { timeout, interval } = self.config.health_command.unwrap_or_default();
                 let deadline = self.hosts[h].health_deadline.unwrap_or(now);
                 self.hosts[h].last_health = Some(last.clone());
                 if now + interval < deadline {
@@ -982,12 +997,12 @@ impl Rollout {
         if matches!(failure.outcome, HostOutcome::Failed | HostOutcome::Unreachable) {
             self.failures += 1;
             if self.failures > self.plan.max_failures && self.stop.is_none() {
-                self.stop = Some(Stop::Failures);
-                let reason = format!(
-                    "{} hosts failed, more than max_failures ({}): no new host starts; hosts in flight finish",
-                    self.failures, self.plan.max_failures
-                );
-                self.emit(now, EventKind::Stopping { reason });
+                let reason = StopReason::TooManyFailures {
+                    failed: self.failures,
+                    max_failures: self.plan.max_failures,
+                };
+                self.stop = Some(reason);
+                self.emit(now, EventKind::stopping(reason));
             }
         }
     }
@@ -997,8 +1012,10 @@ impl Rollout {
             return;
         }
         let outcome = match self.stop {
-            Some(Stop::Cancelled) => DeploymentOutcome::Cancelled,
-            Some(Stop::Failures | Stop::NoCapacity) => DeploymentOutcome::Stopped,
+            Some(StopReason::Cancelled) => DeploymentOutcome::Cancelled,
+            Some(StopReason::TooManyFailures { .. } | StopReason::NoCapacity { .. }) => {
+                DeploymentOutcome::Stopped
+            }
             None if self.failures > 0 => DeploymentOutcome::CompletedWithFailures,
             None => DeploymentOutcome::Succeeded,
         };

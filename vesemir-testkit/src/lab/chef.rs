@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vesemir_chef::{ChefClient, ChefConfig, ChefInventory, ClientKey, ServerFlavor};
-use vesemir_core::name::{ChefTerm, EnvName};
+use vesemir_core::name::{ChefTerm, EnvironmentName};
 use vesemir_core::ports::{Inventory, Selector};
 
 use crate::goiardi::Goiardi;
@@ -78,7 +78,7 @@ pub async fn register(server: &Goiardi, nodes: &[(String, String, &'static str)]
 fn selector(tag: &str) -> Selector {
     Selector {
         tags: vec![ChefTerm::new(tag).unwrap_or_else(|e| panic!("tag {tag}: {e}"))],
-        environment: Some(EnvName::new(ENVIRONMENT).unwrap_or_else(|e| panic!("environment: {e}"))),
+        environment: Some(EnvironmentName::new(ENVIRONMENT).unwrap_or_else(|e| panic!("environment: {e}"))),
         ..Selector::default()
     }
 }
