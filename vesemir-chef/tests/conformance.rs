@@ -1,13 +1,13 @@
-//! The shared `Inventory` conformance suite against the core's fake, the static inventory and
-//! the Chef adapter over a real goiardi.
+//! The shared `Inventory` conformance suite against the core's fake, the core's static
+//! inventory and the Chef adapter over a real goiardi.
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use vesemir_chef::{StaticHost, StaticInventory};
 use vesemir_core::fake::{FakeInventory, InventoryEntry};
 use vesemir_core::name::{EnvironmentName, HostName};
+use vesemir_core::static_inventory::{StaticHost, StaticInventory};
 use vesemir_core::Host;
 use vesemir_testkit::conformance::inventory::{fleet, run_all};
 

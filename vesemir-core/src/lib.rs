@@ -20,6 +20,7 @@ pub mod plan;
 pub mod render;
 pub mod report;
 pub mod rollout;
+pub mod static_inventory;
 
 pub use driver::{prepare, run, Control, DriverConfig, Ports, PrepareError, Prepared};
 pub use event::{Event, EventKind, EventSink};

@@ -10,7 +10,7 @@ use super::lock;
 use crate::error::PortError;
 use crate::host::Host;
 use crate::name::EnvironmentName;
-use crate::ports::{Inventory, Selector};
+use crate::ports::{Inventory, Selector, TermKind};
 
 /// A host as the fake inventory knows it.
 #[derive(Debug, Clone)]
@@ -46,13 +46,12 @@ impl InventoryEntry {
     }
 
     fn matches(&self, selector: &Selector) -> bool {
-        let all = |wanted: &[crate::name::ChefTerm], have: &BTreeSet<String>| {
-            wanted.iter().all(|w| have.contains(w.as_str()))
+        let has = |kind, term: &str| match kind {
+            TermKind::Tag => self.tags.contains(term),
+            TermKind::Role => self.roles.contains(term),
+            TermKind::Recipe => self.recipes.contains(term),
         };
-        all(&selector.tags, &self.tags)
-            && all(&selector.roles, &self.roles)
-            && all(&selector.recipes, &self.recipes)
-            && selector.environment.as_ref().is_none_or(|env| self.environment.as_ref() == Some(env))
+        selector.matches(has, self.environment.as_ref().map(EnvironmentName::as_str))
     }
 }
 

@@ -12,7 +12,7 @@ mod load_balancer;
 pub use executor::{
     Executor, ExitStatus, FileUpload, OutputLine, OutputReceiver, OutputSink, OutputStream, RemoteCommand,
 };
-pub use inventory::{Inventory, Selector};
+pub use inventory::{Inventory, Selector, TermKind};
 pub use load_balancer::{
     AdminState, Backend, InstanceState, LbEndpoint, LoadBalancer, LoadBalancerExt, ServerLookup,
     ServerStatus, Weight,
