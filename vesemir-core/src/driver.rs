@@ -62,11 +62,11 @@ impl Default for DriverConfig {
 /// A deployment ready to run: its hosts found, servers resolved, batches planned.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The request.
+    /// The validated request it was prepared from.
     pub request: Arc<DeploymentRequest>,
     /// The backend on every load balancer instance.
     pub backend: Backend,
-    /// The plan.
+    /// The hosts with their servers, in batches.
     pub plan: Arc<Plan>,
 }
 
@@ -95,7 +95,7 @@ pub enum PrepareError {
     /// A host's server name template gave an invalid name.
     #[error("host {host}: the server name template gives {rendered:?}, which is not a valid HAProxy server name: fix load_balancer.server_name")]
     ServerName {
-        /// The host.
+        /// The host the template was rendered for.
         host: String,
         /// What the template gave.
         rendered: String,
@@ -103,9 +103,9 @@ pub enum PrepareError {
     /// A host's server could not be found in the backend.
     #[error("host {host}: {source}")]
     Resolve {
-        /// The host.
+        /// The host whose server was looked up.
         host: String,
-        /// Why.
+        /// Why the lookup failed.
         #[source]
         source: PortError,
     },

@@ -48,25 +48,25 @@ pub enum EventKind {
     },
     /// A host entered a phase.
     HostPhase {
-        /// The host.
+        /// The host, by its inventory name.
         host: HostName,
-        /// The phase.
+        /// The phase it entered.
         phase: Phase,
     },
     /// A line of a command's output.
     HostOutput {
-        /// The host.
+        /// The host the command runs on.
         host: HostName,
         /// The step (or `health`).
         step: String,
         /// stdout or stderr.
         stream: OutputStream,
-        /// The line.
+        /// The line's text, without its line ending.
         line: String,
     },
     /// A host reached its end.
     HostFinished {
-        /// The host.
+        /// The host that ended.
         host: HostName,
         /// How it ended.
         outcome: HostOutcome,
@@ -89,7 +89,7 @@ pub enum EventKind {
     },
     /// The rollout waits before the next batch.
     Waiting {
-        /// What for.
+        /// What the next batch waits for.
         reason: WaitReason,
     },
     /// Something worth a look that stops nothing.
@@ -97,7 +97,7 @@ pub enum EventKind {
         /// The host it concerns, if one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host: Option<HostName>,
-        /// What.
+        /// What happened, and what to look at.
         message: String,
     },
     /// The rollout stops starting hosts (too many failures, cancel, or no capacity left).
@@ -111,9 +111,9 @@ pub enum EventKind {
     },
     /// The rollout ended.
     DeploymentFinished {
-        /// How.
+        /// How the deployment as a whole ended.
         outcome: DeploymentOutcome,
-        /// Host counts.
+        /// How many hosts ended each way.
         totals: Totals,
     },
 }
@@ -184,7 +184,7 @@ pub enum Phase {
     Step {
         /// Its position, from 1.
         number: usize,
-        /// Its name.
+        /// Its name from the changeset.
         name: String,
     },
     /// Running the health check.
@@ -196,12 +196,12 @@ pub enum Phase {
     WaitingForUp,
     /// Putting the server back into rotation at a weight.
     Enabling {
-        /// The weight.
+        /// The weight being set (0 means health checks only).
         weight: Weight,
     },
     /// Holding at a weight before the next.
     Holding {
-        /// The weight.
+        /// The ramp weight held.
         weight: Weight,
     },
     /// Putting the server back as it was after the host could not be deployed.
@@ -295,7 +295,7 @@ impl fmt::Display for Rotation {
 pub enum WaitReason {
     /// Watching the canary for a while.
     CanaryHold {
-        /// How long.
+        /// The canary hold configured in the strategy.
         #[serde(with = "humantime_serde")]
         duration: Duration,
     },
@@ -303,7 +303,7 @@ pub enum WaitReason {
     CanaryConfirmation,
     /// The pause between batches.
     Pause {
-        /// How long.
+        /// The strategy's `pause_between_batches`.
         #[serde(with = "humantime_serde")]
         duration: Duration,
     },
@@ -334,18 +334,14 @@ impl fmt::Display for DeploymentOutcome {
     }
 }
 
-/// Hosts by outcome.
+/// Hosts by outcome: one count per [`HostOutcome`], named like it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)] // each field counts the hosts of the outcome it is named after
 pub struct Totals {
-    /// Succeeded.
     pub succeeded: usize,
-    /// Failed.
     pub failed: usize,
-    /// Unreachable.
     pub unreachable: usize,
-    /// Skipped.
     pub skipped: usize,
-    /// Cancelled.
     pub cancelled: usize,
 }
 
@@ -415,18 +411,6 @@ impl MemorySink {
 impl EventSink for MemorySink {
     fn emit(&self, event: &Event) {
         self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event.clone());
-    }
-}
-
-/// Sends every event to each of several sinks, in order.
-#[derive(Default)]
-pub struct FanOut(pub Vec<Box<dyn EventSink>>);
-
-impl EventSink for FanOut {
-    fn emit(&self, event: &Event) {
-        for sink in &self.0 {
-            sink.emit(event);
-        }
     }
 }
 

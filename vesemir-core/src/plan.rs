@@ -12,7 +12,7 @@ use crate::request::{Canary, Strategy};
 /// A host and its server in the backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedHost {
-    /// The host.
+    /// The host as the inventory found it.
     pub host: Host,
     /// Its server in the load balancer backend.
     pub server: ServerName,

@@ -81,14 +81,6 @@ impl FakeExecutor {
             .push(Fault::Hang { contains: contains.to_owned() });
     }
 
-    /// Removes every fault injected for `host`.
-    pub fn heal(&self, host: &HostName) {
-        let mut state = lock(&self.state);
-        state.faults.remove(host);
-        state.unreachable.remove(host);
-        state.unauthorized.remove(host);
-    }
-
     /// Makes every command take `latency`.
     pub fn set_latency(&self, latency: Duration) {
         lock(&self.state).latency = latency;

@@ -15,15 +15,15 @@ use crate::ports::{Inventory, Selector, TermKind};
 /// A host as the fake inventory knows it.
 #[derive(Debug, Clone)]
 pub struct InventoryEntry {
-    /// The host.
+    /// The host a matching search answers.
     pub host: Host,
-    /// Its tags.
+    /// Its tags. A selector's tags, roles and recipes must all be among the entry's.
     pub tags: BTreeSet<String>,
-    /// Its roles.
+    /// Its roles (Chef roles).
     pub roles: BTreeSet<String>,
-    /// Its recipes.
+    /// The recipes of its run list.
     pub recipes: BTreeSet<String>,
-    /// Its environment.
+    /// The deployment environment it is in, matched against the selector's.
     pub environment: Option<EnvironmentName>,
 }
 

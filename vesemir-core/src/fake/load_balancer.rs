@@ -76,7 +76,6 @@ struct Faults {
     down: BTreeSet<LbEndpoint>,
     /// Servers whose sessions end only this long after drain (`None`: never, until shutdown).
     drain_delays: BTreeMap<ServerName, Option<Duration>>,
-    refuse_weights: bool,
 }
 
 #[derive(Debug)]
@@ -232,11 +231,6 @@ impl FakeLoadBalancer {
         state.refresh(server);
     }
 
-    /// Makes the backend refuse weight changes, like HAProxy with a static algorithm.
-    pub fn set_refuse_weights(&self, refuse: bool) {
-        lock(&self.state).faults.refuse_weights = refuse;
-    }
-
     /// A server as the first instance sees it.
     pub fn server(&self, server: &ServerName) -> Option<FakeServer> {
         lock(&self.state).instances.values().next().and_then(|servers| servers.get(server).cloned())
@@ -302,12 +296,6 @@ impl LoadBalancer for FakeLoadBalancer {
         weight: Weight,
     ) -> Result<(), PortError> {
         let mut state = lock(&self.state);
-        if state.faults.refuse_weights && weight != Weight::ZERO && weight != Weight::FULL {
-            return Err(PortError::rejected(
-                "load balancer",
-                "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'.",
-            ));
-        }
         if weight != Weight::ZERO && weight != Weight::FULL {
             let instances = state.reachable(backend)?;
             for instance in &instances {

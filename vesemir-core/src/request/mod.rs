@@ -26,17 +26,17 @@ use crate::ports::{LbEndpoint, Selector, Weight};
 /// A validated deployment request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentRequest {
-    /// The application.
+    /// The application deployed; with the environment, what one rollout at a time is about.
     pub application: AppName,
-    /// The environment.
+    /// The deployment environment, e.g. `production`.
     pub environment: EnvironmentName,
     /// The team that owns the application.
     pub team: TeamName,
     /// The version being deployed.
     pub version: Version,
-    /// Who asked.
+    /// Who asked: a person or a pipeline, as shown in events and the store.
     pub requested_by: Requester,
-    /// Which hosts.
+    /// Which hosts: found by a selector, or listed.
     pub targets: Targets,
     /// The load balancer in front of them.
     pub load_balancer: LoadBalancerConfig,
@@ -197,7 +197,7 @@ pub struct HealthGate {
 /// The health gate's command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCommand {
-    /// The command template.
+    /// The command template, rendered per host with variables shell-quoted.
     pub command: Template,
     /// How long it may keep failing.
     pub timeout: Duration,
