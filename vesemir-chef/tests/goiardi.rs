@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{admin, create_client, create_environments, create_nodes, fleet_server, inventory, Node};
 use vesemir_chef::{ChefInventory, ClientKey, ServerFlavor, SignVersion};
-use vesemir_core::ports::{Inventory, LbEndpoint, Selector};
+use vesemir_core::ports::{Inventory, Selector};
 use vesemir_core::PortError;
 use vesemir_testkit::conformance::inventory::selector;
 use vesemir_testkit::goiardi::Goiardi;
@@ -120,11 +120,11 @@ async fn raw_query_from_the_operator_is_used_as_is() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn haproxy_boxes_become_runtime_api_endpoints() {
+async fn haproxy_boxes_are_found_by_recipe() {
+    // The driver turns these hosts into runtime API endpoints (load_balancer.discover).
     let (_server, inventory) = fleet_server().await;
-    let endpoints =
-        inventory.lb_endpoints(&selector(&[], &[], &["haproxy"], None), 9999).await.expect("lb discovery");
-    assert_eq!(endpoints, vec![LbEndpoint::Tcp { address: "10.0.2.1".into(), port: 9999 }]);
+    let boxes = inventory.discover(&selector(&[], &[], &["haproxy"], None)).await.expect("lb discovery");
+    assert_eq!(boxes.iter().map(|b| b.address.as_str()).collect::<Vec<_>>(), ["10.0.2.1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

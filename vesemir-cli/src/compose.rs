@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use vesemir_chef::{ChefInventory, StaticInventory};
+use vesemir_chef::ChefInventory;
 use vesemir_core::ports::Inventory;
 use vesemir_core::request::{DeploymentRequest, LbInstances, Targets};
+use vesemir_core::static_inventory::StaticInventory;
 use vesemir_core::{DriverConfig, Ports};
 use vesemir_haproxy::HaproxyLoadBalancer;
 use vesemir_ssh::{HostKeyMode, Passphrase, SshAuth, SshConfig, SshExecutor};
@@ -26,7 +27,7 @@ pub fn ports(config: &Config, request: &DeploymentRequest) -> Result<Ports, Fail
             Arc::new(ChefInventory::new(chef).map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?)
         }
         (None, Some(file)) => Arc::new(
-            StaticInventory::from_file(file).map_err(|e| Failure::input(format!("{}: inventory.file: {e}", config.path.display())))?,
+            crate::inventory_file::read(file).map_err(|e| Failure::input(format!("{}: inventory.file: {e}", config.path.display())))?,
         ),
         (None, None) if searches => {
             return Err(Failure::input(format!(
@@ -49,7 +50,7 @@ pub struct ConfiguredPorts(pub Config);
 
 impl vesemir_http::PortsFactory for ConfiguredPorts {
     fn ports(&self, request: &DeploymentRequest) -> Result<Ports, vesemir_http::PortsError> {
-        ports(&self.0, request).map_err(|e| vesemir_http::PortsError(e.message))
+        ports(&self.0, request).map_err(|e| vesemir_http::PortsError::Configuration { reason: e.message })
     }
 }
 

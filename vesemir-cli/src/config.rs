@@ -174,7 +174,7 @@ impl Config {
         }
         let inventory_file = inventory.map(|i| resolve(base, &i.file));
         if let Some(file) = &inventory_file {
-            match vesemir_chef::StaticInventory::from_file(file) {
+            match crate::inventory_file::read(file) {
                 Ok(_) => {}
                 Err(e) => problems.push(Problem { key: "inventory.file".into(), reason: e.to_string() }),
             }

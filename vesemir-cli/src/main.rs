@@ -6,6 +6,7 @@ mod compose;
 mod config;
 mod deploy;
 mod exit;
+mod inventory_file;
 mod output;
 mod request;
 

@@ -22,6 +22,7 @@ pub mod progress;
 pub mod render;
 pub mod report;
 pub mod rollout;
+pub mod static_inventory;
 
 pub use backoff::Backoff;
 pub use driver::{prepare, run, Control, DriverConfig, Ports, PrepareError, Prepared};

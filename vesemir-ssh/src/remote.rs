@@ -39,7 +39,7 @@ pub(crate) fn run(
     cancel: &AtomicBool,
 ) -> Result<ExitStatus, StepError> {
     let marker = command::end_marker(&format!("{:016x}", unique()));
-    let line = command::wrap(&command.script, &command.env, &marker).map_err(StepError::Step)?;
+    let line = command::wrap(&command.script, &command.env, &marker);
     let deadline = Instant::now() + command.timeout;
     let timeout =
         || StepError::Broken(SshError::Timeout { operation: "command".into(), after: command.timeout });

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use vesemir_core::name::EnvVarName;
 use vesemir_core::ports::{Executor, OutputSink, OutputStream, RemoteCommand};
 use vesemir_core::request::{Quoting, Template};
 use vesemir_core::PortError;
@@ -74,7 +75,10 @@ async fn environment_variables_arrive_as_literal_values() {
     let executor = lab.executor();
     let hostile = "$(echo pwned) `id` ; rm -rf / ' \" \\ * $HOME";
     let cmd = RemoteCommand {
-        env: vec![("PLAIN".into(), "v1".into()), ("HOSTILE".into(), hostile.into())],
+        env: vec![
+            (EnvVarName::new("PLAIN").expect("name"), "v1".into()),
+            (EnvVarName::new("HOSTILE").expect("name"), hostile.into()),
+        ],
         ..command(r#"printf '%s|%s\n' "$PLAIN" "$HOSTILE""#)
     };
     let (code, lines) = run(&executor, &lab.host(), &cmd).await;

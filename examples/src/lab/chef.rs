@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vesemir_chef::{ChefClient, ChefConfig, ChefInventory, ClientKey, ServerFlavor};
-use vesemir_core::name::{ChefTerm, EnvName};
+use vesemir_core::name::{ChefTerm, EnvironmentName};
 use vesemir_core::ports::{Inventory, Selector};
 
 use vesemir_testkit::goiardi::Goiardi;
@@ -83,7 +83,9 @@ pub async fn register(server: &Goiardi, nodes: &[(String, String, &'static str)]
 fn selector(tag: &str) -> LabResult<Selector> {
     Ok(Selector {
         tags: vec![ChefTerm::new(tag).context(|| format!("tag {tag}"))?],
-        environment: Some(EnvName::new(ENVIRONMENT).context(|| format!("environment {ENVIRONMENT}"))?),
+        environment: Some(
+            EnvironmentName::new(ENVIRONMENT).context(|| format!("environment {ENVIRONMENT}"))?,
+        ),
         ..Selector::default()
     })
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::lock;
 use crate::error::PortError;
 use crate::host::Host;
-use crate::name::HostName;
+use crate::name::{EnvVarName, HostName};
 use crate::ports::{Executor, ExitStatus, FileUpload, OutputSink, OutputStream, RemoteCommand};
 
 /// A command the fake ran.
@@ -18,8 +18,8 @@ use crate::ports::{Executor, ExitStatus, FileUpload, OutputSink, OutputStream, R
 pub struct CommandRecord {
     /// The command line, as rendered.
     pub script: String,
-    /// Its environment.
-    pub env: Vec<(String, String)>,
+    /// The environment variables it was given.
+    pub env: Vec<(EnvVarName, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,14 +81,6 @@ impl FakeExecutor {
             .push(Fault::Hang { contains: contains.to_owned() });
     }
 
-    /// Removes every fault injected for `host`.
-    pub fn heal(&self, host: &HostName) {
-        let mut state = lock(&self.state);
-        state.faults.remove(host);
-        state.unreachable.remove(host);
-        state.unauthorized.remove(host);
-    }
-
     /// Makes every command take `latency`.
     pub fn set_latency(&self, latency: Duration) {
         lock(&self.state).latency = latency;
@@ -132,13 +124,6 @@ impl FakeExecutor {
     }
 }
 
-/// Whether `name` is `[A-Za-z_][A-Za-z0-9_]*`.
-fn is_shell_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 #[async_trait]
 impl Executor for FakeExecutor {
     async fn connect(&self, host: &Host) -> Result<(), PortError> {
@@ -152,13 +137,6 @@ impl Executor for FakeExecutor {
         output: OutputSink,
     ) -> Result<ExitStatus, PortError> {
         self.ensure_connected(host)?;
-        // Like the SSH executor: names reach a remote shell, so only shell identifiers pass.
-        if let Some((name, _)) = command.env.iter().find(|(name, _)| !is_shell_identifier(name)) {
-            return Err(PortError::rejected(
-                host.to_string(),
-                format!("environment variable name {name:?} is not a shell identifier"),
-            ));
-        }
         let (fault, latency) = {
             let mut state = lock(&self.state);
             state

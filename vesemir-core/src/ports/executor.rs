@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::error::PortError;
 use crate::host::Host;
+use crate::name::EnvVarName;
 
 /// A command to run on a host. Its text was rendered from the operator's template with every
 /// variable shell-quoted.
@@ -18,8 +19,9 @@ use crate::host::Host;
 pub struct RemoteCommand {
     /// The shell command line.
     pub script: String,
-    /// Environment variables to set for it.
-    pub env: Vec<(String, String)>,
+    /// Environment variables to set for it: shell identifiers by their type, values set as
+    /// literal text.
+    pub env: Vec<(EnvVarName, String)>,
     /// How long it may run; past that the executor ends it and returns [`PortError::Timeout`].
     pub timeout: Duration,
     /// How many bytes of output to stream at most; the rest is dropped with one notice line.

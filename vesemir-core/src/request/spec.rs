@@ -270,7 +270,7 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Valid
 }
 
 /// Parses any of the spec types from JSON, keeping the field path of the first error.
-pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ValidationErrors> {
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ValidationErrors> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
