@@ -12,7 +12,7 @@ use crate::output::{self, OutputFormat};
 use crate::{compose, request};
 
 async fn prepare(args: &DeployArgs, config: &Config) -> Result<(Prepared, vesemir_core::Ports), Failure> {
-    let request = request::load(&args.file, &args.sets, args.concurrency.as_deref(), config)?;
+    let request = request::load(&args.file, &args.sets, args.concurrency.as_deref(), &config.playbooks)?;
     let ports = compose::ports(config, &request)?;
     let prepared = vesemir_core::prepare(Arc::new(request), &ports, &compose::driver_config(config))
         .await

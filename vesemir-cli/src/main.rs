@@ -7,6 +7,7 @@ mod config;
 mod deploy;
 mod exit;
 mod output;
+mod overrides;
 mod request;
 
 use std::process::ExitCode;
