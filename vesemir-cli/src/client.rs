@@ -23,18 +23,19 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-/// Filters of `vesemir list`.
+/// Filters of `vesemir list`, sent as the query string of `GET /v1/deployments`; each one
+/// left `None` is not sent and the server does not filter on it.
 #[derive(Debug, Default)]
 pub struct ListFilter {
-    /// Application.
+    /// `application=`: only deployments of this application.
     pub application: Option<String>,
-    /// Environment.
+    /// `environment=`: only deployments to this environment.
     pub environment: Option<String>,
-    /// Team.
+    /// `team=`: only deployments of this team's applications.
     pub team: Option<String>,
-    /// Status.
+    /// `status=`: only deployments in this status (the wire's snake_case name).
     pub status: Option<String>,
-    /// How many.
+    /// `limit=`: at most this many, newest first.
     pub limit: Option<u32>,
 }
 
@@ -91,7 +92,7 @@ impl Client {
         })
     }
 
-    /// Submits a deployment.
+    /// Submits a deployment; with `idempotency_key`, a retry gets the first submission's answer.
     pub async fn submit(
         &self,
         spec: &RequestSpec,
@@ -104,7 +105,7 @@ impl Client {
         self.send(builder).await?.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
     }
 
-    /// A deployment's status.
+    /// A deployment's record as the server has it now (status, totals, hosts).
     pub async fn get(&self, id: i64) -> Result<Deployment, Failure> {
         let response = self.send(self.request(reqwest::Method::GET, &format!("/deployments/{id}"))).await?;
         response.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))

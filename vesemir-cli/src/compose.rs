@@ -82,7 +82,7 @@ pub fn ssh_config(config: &Config) -> SshConfig {
     ssh
 }
 
-/// The driver's bounds.
+/// The driver's bounds: [`DriverConfig`]'s defaults, then what `[driver]` sets.
 pub fn driver_config(config: &Config) -> DriverConfig {
     let mut driver = DriverConfig::default();
     if let Some(timeout) = config.driver.call_timeout {

@@ -108,7 +108,7 @@ struct InventorySection {
 /// Every problem found in a configuration file, each as `FILE: KEY: REASON`.
 #[derive(Debug)]
 pub struct ConfigErrors {
-    /// The file.
+    /// The configuration file, named in every line.
     pub path: PathBuf,
     /// The problems, type errors first.
     pub errors: ValidationErrors,
