@@ -15,7 +15,9 @@ use std::time::Duration;
 pub use amount::Amount;
 pub use errors::{FieldError, ValidationErrors};
 pub use template::{push_shell_quoted, shell_quote, Quoting, Template, TemplateError};
-pub use validate::{InlineChangesets, Playbooks, RawQueries, RequestPolicy, BUILTIN_VARIABLES};
+pub use validate::{
+    validate_playbooks, InlineChangesets, Playbooks, RawQueries, RequestPolicy, BUILTIN_VARIABLES,
+};
 
 use crate::host::Host;
 use crate::name::{
@@ -208,12 +210,12 @@ pub struct HealthCommand {
 impl DeploymentRequest {
     /// Parses and validates a TOML request.
     pub fn from_toml(text: &str, policy: &RequestPolicy<'_>) -> Result<Self, ValidationErrors> {
-        spec::RequestSpec::from_toml(text)?.validate(policy)
+        spec::read_toml::<spec::RequestSpec>(text)?.validate(policy)
     }
 
     /// Parses and validates a JSON request.
     pub fn from_json(text: &str, policy: &RequestPolicy<'_>) -> Result<Self, ValidationErrors> {
-        spec::RequestSpec::from_json(text)?.validate(policy)
+        spec::read_json::<spec::RequestSpec>(text)?.validate(policy)
     }
 
     /// The value of a template variable for `host`: built-ins first, then the request's own.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::errors::{Problems, ValidationErrors};
 use super::spec::{
-    ChangesetSpec, EndpointSpec, HealthSpec, LoadBalancerSpec, RampSpec, RequestSpec, StepSpec, StrategySpec,
+    ChangesetSpec, EndpointSpec, HealthSpec, Lenient, LoadBalancerSpec, RampSpec, RequestSpec, StepSpec,
+    StrategySpec,
 };
 use super::*;
 use crate::host::{validate_address, Host};
@@ -68,6 +69,29 @@ impl RequestPolicy<'_> {
     }
 }
 
+/// Validates the operator's playbooks as configured (`[playbooks.NAME]`): each name and each
+/// changeset, every problem at once under `playbooks.NAME`. The one playbook check, shared by
+/// the CLI's and the server's configurations.
+pub fn validate_playbooks<'a>(
+    specs: impl IntoIterator<Item = (&'a String, &'a ChangesetSpec)>,
+) -> Result<Playbooks, ValidationErrors> {
+    let mut p = Problems::default();
+    let mut playbooks = Playbooks::new();
+    for (name, spec) in specs {
+        let field = format!("playbooks.{name}");
+        let name = p.check(&field, PlaybookName::new(name));
+        match spec.validate() {
+            Ok(changeset) => {
+                if let Some(name) = name {
+                    playbooks.insert(name, changeset);
+                }
+            }
+            Err(errors) => p.extend(errors.within(&field)),
+        }
+    }
+    p.finish(|| Some(playbooks))
+}
+
 fn duration(problems: &mut Problems, field: &str, text: Option<&str>, default: Duration) -> Duration {
     let Some(text) = text else { return default };
     match humantime::parse_duration(text) {
@@ -94,6 +118,26 @@ fn terms(problems: &mut Problems, field: &str, values: &[String]) -> Vec<ChefTer
 
 fn template(problems: &mut Problems, field: &str, text: &str) -> Option<Template> {
     problems.check(field, Template::parse(text))
+}
+
+impl Lenient<RequestSpec> {
+    /// Validates a request read leniently: its type problems and every other problem at once,
+    /// leaving out problems of the stand-ins (they would repeat a type problem).
+    pub fn validate(&self, policy: &RequestPolicy<'_>) -> Result<DeploymentRequest, ValidationErrors> {
+        let mut p = Problems::default();
+        for error in &self.problems {
+            p.add(error.field.clone(), error.message.clone());
+        }
+        match self.value.validate(policy) {
+            Ok(request) => p.finish(|| Some(request)),
+            Err(errors) => {
+                for error in errors.errors().iter().filter(|e| !self.covers(&e.field)) {
+                    p.add(error.field.clone(), error.message.clone());
+                }
+                p.finish(|| None)
+            }
+        }
+    }
 }
 
 impl RequestSpec {
