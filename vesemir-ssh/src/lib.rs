@@ -17,7 +17,10 @@
 //! - Uploads stream the file into `cat` writing `<dest>.vesemir-<nonce>.tmp` (umask 077),
 //!   check its size, `chmod`, and `mv -f` it over the destination: readers see the old file or
 //!   the new one, never a partial one. No SFTP or SCP server is needed.
-//! - Hosts need a POSIX `/bin/sh`, `env`, `setsid` (util-linux), `cat`, `wc`, `chmod`, `mv`.
+//! - Host locks (one rollout per server, across machines) are a file in a lock directory on
+//!   each host, created atomically with `ln`; see [`SshExecutor::with_lock_dir`].
+//! - Hosts need a POSIX `/bin/sh`, `env`, `setsid` (util-linux), `cat`, `wc`, `chmod`, `mv`;
+//!   locks also need `date +%s`, `stat -c %Y` (GNU or busybox), `ln`, `touch`, `head`.
 //!
 //! # Threads
 //!
@@ -41,6 +44,7 @@ mod connection;
 mod error;
 mod executor;
 mod known_hosts;
+mod lock;
 mod output;
 mod remote;
 mod wait;
