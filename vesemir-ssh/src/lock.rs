@@ -15,13 +15,16 @@
 //!   nobody; the link does not.)
 //! - **Staleness** is judged by the host's clock: `date +%s` minus `holder.json`'s mtime
 //!   (`stat -c %Y`), to the second. Refresh touches the file (`touch -c`, never creating it).
-//! - **Stale takeover** runs under a guard directory, `takeover` (`mkdir` is atomic): inside
-//!   it the claimant checks again that the lock is stale, renames it into the guard, links its
-//!   own, reports the previous holder and removes the guard. Of several claimants of one stale
-//!   lock, exactly one takes it over; the others wait a second for the guard and then see the
-//!   new holder. A guard older than 60 s (its claimant was killed mid-takeover) is removed.
+//! - **The guard**, a directory `takeover` (`mkdir` is atomic), is held by whoever removes or
+//!   replaces an existing lock (release, break, stale takeover), so while it is held an
+//!   existing lock stays in place. A guard older than 60 s (its holder was killed) is removed.
+//! - **Stale takeover**: under the guard the claimant checks again that the lock is stale,
+//!   keeps a link to it, and renames its own file over it (`rename(2)` replaces atomically:
+//!   the lock never disappears, so no other claimant can slip in between). Of several
+//!   claimants of one stale lock exactly one takes it over and reports the previous holder;
+//!   the others wait (a second at a time) for the guard and then see the new holder.
 //! - **Release** and **refresh** act only when the file's line is exactly our holder's JSON;
-//!   **break** renames the file away (atomic) and reports what it held.
+//!   **break** renames the file away and reports what it held.
 //!
 //! Every operation is one remote command whose text is fixed; the values (holder JSON, lock
 //! directory, staleness in seconds) travel as environment variables, shell-quoted by
@@ -61,14 +64,36 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' HUP INT TERM
 now=$(date +%s) || exit 1
-# report TAG FILE: "TAG NOW MTIME", then the file's line. Fails when the file is gone.
+# report FILE TAG: "TAG NOW MTIME", then the file's line. Fails when the file is gone.
 report() {
-  m=$(stat -c %Y "$2" 2>/dev/null) || return 1
-  c=$(head -n 1 "$2" 2>/dev/null) || return 1
-  printf '%s %s %s\n%s\n' "$1" "$now" "$m" "$c"
+  m=$(stat -c %Y "$1" 2>/dev/null) || return 1
+  c=$(head -n 1 "$1" 2>/dev/null) || return 1
+  printf '%s %s %s\n%s\n' "$2" "$now" "$m" "$c"
 }
 ours() {
   [ "$(head -n 1 "$lock" 2>/dev/null)" = "$VESEMIR_LOCK_HOLDER" ]
+}
+stale() {
+  m=$(stat -c %Y "$lock" 2>/dev/null) && [ $((now - m)) -gt "$VESEMIR_LOCK_STALE" ]
+}
+# The guard: whoever removes or replaces an existing lock holds it, so a lock that exists
+# stays in place while the guard is held.
+take_guard() {
+  for wait in 1 2 3 4 5 6 7 8 9 10; do
+    if mkdir "$guard" 2>/dev/null; then guarded=1; return 0; fi
+    if g=$(stat -c %Y "$guard" 2>/dev/null) && [ $((now - g)) -gt 60 ]; then
+      mv "$guard" "$dir/.dead.$$" 2>/dev/null && rm -rf "$dir/.dead.$$"
+      continue
+    fi
+    sleep 1
+    now=$(date +%s) || exit 1
+  done
+  echo "$guard is held by another lock operation (or one killed less than a minute ago); try again" >&2
+  exit 1
+}
+drop_guard() {
+  rm -rf "$guard"
+  guarded=
 }
 acquire() {
   mkdir -p "$dir" || exit 1
@@ -77,30 +102,16 @@ acquire() {
   for attempt in 1 2 3 4 5 6 7 8; do
     if ln "$tmp" "$lock" 2>/dev/null; then echo acquired; return; fi
     if ours; then touch -c "$lock"; echo ours; return; fi
-    m=$(stat -c %Y "$lock" 2>/dev/null) || continue
-    if [ $((now - m)) -le "$VESEMIR_LOCK_STALE" ]; then
-      if report held "$lock"; then return; fi
+    if ! stale; then
+      if report "$lock" held; then return; fi
       continue
     fi
-    if mkdir "$guard" 2>/dev/null; then
-      guarded=1
-      if m=$(stat -c %Y "$lock" 2>/dev/null) && [ $((now - m)) -gt "$VESEMIR_LOCK_STALE" ] \
-          && mv "$lock" "$guard/previous" 2>/dev/null; then
-        if ln "$tmp" "$lock" 2>/dev/null; then
-          report took-over "$guard/previous" || echo took-over-unknown
-          return
-        fi
-      fi
-      rm -rf "$guard"
-      guarded=
-      continue
+    take_guard
+    if stale && ln "$lock" "$guard/previous" 2>/dev/null && mv -f "$tmp" "$lock"; then
+      report "$guard/previous" took-over || echo took-over-unknown
+      return
     fi
-    if g=$(stat -c %Y "$guard" 2>/dev/null) && [ $((now - g)) -gt 60 ]; then
-      mv "$guard" "$dir/.dead.$$" 2>/dev/null && rm -rf "$dir/.dead.$$"
-      continue
-    fi
-    sleep 1
-    now=$(date +%s) || exit 1
+    drop_guard
   done
   echo "the lock $lock kept changing while it was claimed; try again" >&2
   exit 1
@@ -108,18 +119,21 @@ acquire() {
 case $VESEMIR_LOCK_OP in
 acquire) acquire ;;
 release)
-  if [ ! -e "$lock" ]; then echo none
-  elif ours; then rm -f "$lock" && echo released
-  else report other "$lock" || echo none
+  if [ ! -e "$lock" ]; then echo none; exit 0; fi
+  take_guard
+  if ours; then rm -f "$lock" && echo released
+  else report "$lock" other || echo none
   fi ;;
 refresh)
   if ours; then touch -c "$lock" && echo refreshed
-  else report other "$lock" || echo none
+  else report "$lock" other || echo none
   fi ;;
-read) report lock "$lock" || echo none ;;
+read) report "$lock" lock || echo none ;;
 break)
+  if [ ! -e "$lock" ]; then echo none; exit 0; fi
+  take_guard
   tmp=$dir/.broken.$$
-  if mv "$lock" "$tmp" 2>/dev/null; then report broken "$tmp" || echo broken-unknown
+  if mv "$lock" "$tmp" 2>/dev/null; then report "$tmp" broken || echo broken-unknown
   else echo none
   fi ;;
 *) echo "unknown lock operation" >&2; exit 1 ;;

@@ -33,9 +33,13 @@ async fn of_concurrent_claimants_exactly_one_gets_the_lock_and_one_takes_over_a_
         }
     }
 
-    // The winner's lock goes stale; of the claimants racing for it, exactly one takes it over.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (holders, outcomes) = race(&lab, &dir, "stale", Duration::from_secs(1)).await;
+    // The winner's lock goes stale: its file was last touched an hour ago (the host is this
+    // machine). Of the claimants racing for it, exactly one takes it over; the others, with a
+    // `stale_after` far longer than the race, see the new holder.
+    let file = std::fs::File::options().append(true).open(format!("{dir}/holder.json")).expect("lock file");
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)).expect("backdate");
+    drop(file);
+    let (holders, outcomes) = race(&lab, &dir, "stale", Duration::from_secs(600)).await;
     let takers: Vec<usize> =
         (0..RACERS).filter(|&i| matches!(outcomes[i], LockOutcome::TookOverStale { .. })).collect();
     assert_eq!(takers.len(), 1, "exactly one claimant must take over the stale lock: {outcomes:#?}");

@@ -193,6 +193,8 @@ pub async fn refreshed_lock_is_not_stale(executor: &dyn Executor, fixture: &Exec
     assert_eq!(outcome.ok(), Some(LockOutcome::Acquired));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(executor.refresh_lock(host, &first).await.ok(), Some(RefreshOutcome::Refreshed));
+    // Idle for 2.5 s before the refresh, at most a second or so after it (the host's clock
+    // counts whole seconds).
     match executor.acquire_lock(host, &lock_claim(&second, Duration::from_secs(2))).await {
         Ok(LockOutcome::Held(held)) => assert_eq!(held.holder, first),
         other => panic!("a lock refreshed just now must not be stale, got {other:?}"),
