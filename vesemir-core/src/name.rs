@@ -212,7 +212,7 @@ validated_name!(
 impl EnvVarName {
     /// A name the code itself spells, such as `VESEMIR_HOST`: checked in debug builds, and by
     /// the driver's tests that run every command.
-    pub(crate) fn builtin(value: &'static str) -> Self {
+    pub fn builtin(value: &'static str) -> Self {
         debug_assert!(Rule::EnvVar.accepts(value), "{value:?} is not a shell identifier");
         Self(Arc::from(value))
     }

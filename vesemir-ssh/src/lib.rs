@@ -23,7 +23,10 @@
 //!   the new one, never a partial one. No SFTP or SCP server is needed.
 //! - Connecting (every attempt, retries and their pauses) is bounded by the connect timeout
 //!   as a whole; a host that does not answer within it is unreachable.
-//! - Hosts need a POSIX `/bin/sh`, `env`, `setsid` (util-linux), `cat`, `wc`, `chmod`, `mv`.
+//! - Host locks (one rollout per server, across machines) are a file in a lock directory on
+//!   each host, created atomically with `ln`; see [`SshExecutor::with_lock_dir`].
+//! - Hosts need a POSIX `/bin/sh`, `env`, `setsid` (util-linux), `cat`, `wc`, `chmod`, `mv`;
+//!   locks also need `date +%s`, `stat -c %Y` (GNU or busybox), `ln`, `touch`, `head`.
 //!
 //! # Threads
 //!
@@ -47,6 +50,7 @@ mod connection;
 mod error;
 mod executor;
 mod known_hosts;
+mod lock;
 mod output;
 mod remote;
 mod wait;
