@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
+use vesemir_core::backoff::Backoff;
 use vesemir_core::PortError;
 
-use crate::config::{ChefConfig, ConfigError, RetryConfig, ServerFlavor};
+use crate::config::{ChefConfig, ConfigError, ServerFlavor};
 use crate::error::ChefError;
 use crate::key::ClientKey;
 use crate::sign::{sign, timestamp_now, RequestToSign, SignVersion};
@@ -20,7 +21,7 @@ pub struct ChefClient {
     client_name: String,
     key: ClientKey,
     version: SignVersion,
-    retry: RetryConfig,
+    retry: Backoff,
     request_timeout: Duration,
 }
 
@@ -87,9 +88,14 @@ impl ChefClient {
             http,
             base,
             client_name: config.client_name.clone(),
-            key: config.client_key.clone(),
+            key: config.key()?,
             version: config.sign_version,
-            retry: config.retry,
+            retry: Backoff::new(
+                config.retries.saturating_add(1),
+                config.retry_backoff,
+                config.max_retry_backoff,
+            )
+            .with_jitter(Backoff::default().jitter),
             request_timeout: config.request_timeout,
         })
     }
@@ -112,16 +118,6 @@ impl ChefClient {
         body: &Value,
     ) -> Result<Value, PortError> {
         Ok(self.call(Method::POST, endpoint, query, Some(body)).await?)
-    }
-
-    /// A signed `PUT` of a JSON body.
-    pub async fn put(&self, endpoint: &str, body: &Value) -> Result<Value, PortError> {
-        Ok(self.call(Method::PUT, endpoint, &[], Some(body)).await?)
-    }
-
-    /// A signed `DELETE`.
-    pub async fn delete(&self, endpoint: &str) -> Result<Value, PortError> {
-        Ok(self.call(Method::DELETE, endpoint, &[], None).await?)
     }
 
     /// Which server implementation answers: one signed `GET /search` (the list of indexes),
@@ -167,16 +163,15 @@ impl ChefClient {
                 .map_err(|e| ChefError::Decode { url: shown.clone(), reason: e.to_string() })?,
             None => Vec::new(),
         };
-        let mut backoff = self.retry.initial_backoff;
-        let mut attempt = 0;
+        let mut retries = self.retry.retries(seed());
         loop {
-            attempt += 1;
             let transient = match self.attempt(&method, &url, &shown, &body).await {
                 Ok(value) => return Ok(value),
                 Err(AttemptError::Fatal(error)) => return Err(error),
                 Err(AttemptError::Transient(transient)) => transient,
             };
-            if attempt > self.retry.retries {
+            let Some(delay) = retries.after_failure() else {
+                let attempt = retries.failures();
                 return Err(match transient {
                     Transient::Server { status, message } => {
                         ChefError::ServerError { url: shown, status, message, attempts: attempt }
@@ -188,10 +183,10 @@ impl ChefClient {
                         ChefError::Connect { url: shown, attempts: attempt, source }
                     }
                 });
-            }
-            tracing::debug!(url = %shown, attempt, ?backoff, "Chef request failed, retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.retry.max_backoff);
+            };
+            let attempt = retries.failures();
+            tracing::debug!(url = %shown, attempt, ?delay, "Chef request failed, retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -283,4 +278,11 @@ fn server_message(body: &[u8]) -> String {
     } else {
         text
     }
+}
+
+/// A seed for the retry jitter that differs between calls and processes (std's random hash
+/// keys), so that clients failing together do not retry in step.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }

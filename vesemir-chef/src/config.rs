@@ -29,78 +29,149 @@ pub enum ServerFlavor {
     Goiardi,
 }
 
-/// Retries of failed requests (5xx answers, timeouts, refused connections).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryConfig {
-    /// Attempts after the first one.
-    pub retries: u32,
-    /// The wait before the first retry; each later wait doubles, up to `max_backoff`.
-    pub initial_backoff: Duration,
-    /// The longest wait between two attempts.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self { retries: 3, initial_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(5) }
-    }
-}
-
-/// Everything the Chef adapter needs. The key is kept in memory and never printed.
-#[derive(Debug, Clone)]
+/// Everything the Chef adapter needs, as an operator writes it (TOML, JSON) or as code builds
+/// it with [`ChefConfig::new`]. Durations are human-readable (`"10s"`); only `server_url`,
+/// `client_name` and `client_key_path` are required, every other field has the default that
+/// [`ChefConfig::new`] gives. The key is read when the client is made, kept in memory and never
+/// printed.
+///
+/// ```toml
+/// server_url = "https://chef.example.com/organizations/acme"
+/// client_name = "vesemir"
+/// client_key_path = "/etc/vesemir/chef.pem"
+/// request_timeout = "30s"
+/// address_attribute = "cloud.local_ipv4"
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChefConfig {
     /// The server's URL including the organization path where there is one, e.g.
     /// `https://chef.example.com/organizations/acme`; goiardi serves at the root.
     pub server_url: String,
     /// The API client's name (`X-Ops-Userid`).
     pub client_name: String,
-    /// The API client's private key.
-    pub client_key: ClientKey,
+    /// The PEM file of the API client's private key, read by [`ChefConfig::load_key`] (and so
+    /// when the client is made) unless [`client_key`](Self::client_key) holds the key already.
+    pub client_key_path: PathBuf,
+    /// The API client's private key once loaded, or given in memory by [`ChefConfig::new`].
+    /// Never read from or written to a file.
+    #[serde(skip)]
+    pub client_key: Option<ClientKey>,
     /// The signing protocol (1.3 by default; 1.0 for old servers).
+    #[serde(default)]
     pub sign_version: SignVersion,
-    /// Which server implementation answers.
+    /// Which server implementation answers (detected on the first search by default).
+    #[serde(default)]
     pub flavor: ServerFlavor,
     /// Verify the server's TLS certificate (on by default; turning it off is for labs only).
+    #[serde(default = "defaults::tls_verify")]
     pub tls_verify: bool,
     /// Extra PEM CA certificates to trust, e.g. a private CA.
+    #[serde(default)]
     pub ca_bundle: Option<PathBuf>,
-    /// Bound on establishing a connection.
+    /// Bound on establishing a connection (10 s by default).
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Bound on one whole request (connect, send, receive).
+    /// Bound on one whole request: connect, send, receive (60 s by default).
+    #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Retries of 5xx answers, timeouts and refused connections.
-    pub retry: RetryConfig,
+    /// How many times a request that failed with a 5xx answer, a timeout or a refused
+    /// connection is tried again (3 by default).
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+    /// The wait before the first retry; each later wait doubles, up to `max_retry_backoff`
+    /// (200 ms by default). Each wait is shortened by up to a fifth at random (the core's
+    /// [`Backoff`](vesemir_core::backoff::Backoff) jitter).
+    #[serde(default = "defaults::retry_backoff", with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// The longest wait between two attempts (5 s by default).
+    #[serde(default = "defaults::max_retry_backoff", with = "humantime_serde")]
+    pub max_retry_backoff: Duration,
     /// The node attribute that gives a host's address (dotted path), `ipaddress` by default;
     /// `fqdn` or e.g. `cloud.local_ipv4` are common alternatives.
+    #[serde(default = "defaults::address_attribute")]
     pub address_attribute: String,
     /// Extra node attributes (dotted paths) copied into [`vesemir_core::Host::attributes`].
+    #[serde(default)]
     pub extra_attributes: Vec<String>,
-    /// Rows per search page on Chef Infra Server.
+    /// Rows per search page on Chef Infra Server (1000 by default).
+    #[serde(default = "defaults::page_size")]
     pub page_size: usize,
     /// Answer an empty search with an empty host list instead of an error.
+    #[serde(default)]
     pub allow_empty: bool,
 }
 
+/// The defaults of [`ChefConfig`], written once for [`ChefConfig::new`] and for serde.
+mod defaults {
+    use std::time::Duration;
+
+    pub(super) fn tls_verify() -> bool {
+        true
+    }
+    pub(super) fn connect_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn request_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub(super) fn retries() -> u32 {
+        3
+    }
+    pub(super) fn retry_backoff() -> Duration {
+        Duration::from_millis(200)
+    }
+    pub(super) fn max_retry_backoff() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn address_attribute() -> String {
+        "ipaddress".to_owned()
+    }
+    pub(super) fn page_size() -> usize {
+        1000
+    }
+}
+
 impl ChefConfig {
-    /// A configuration with the defaults: Mixlib 1.3, server flavor detected, TLS verified, 10 s to
-    /// connect, 60 s per request, 3 retries, address from `ipaddress`, pages of 1000 rows, an
-    /// empty result is an error.
+    /// A configuration with a key already in memory and the defaults: Mixlib 1.3, server
+    /// flavor detected, TLS verified, 10 s to connect, 60 s per request, 3 retries, address
+    /// from `ipaddress`, pages of 1000 rows, an empty result is an error.
     pub fn new(server_url: impl Into<String>, client_name: impl Into<String>, client_key: ClientKey) -> Self {
         Self {
             server_url: server_url.into(),
             client_name: client_name.into(),
-            client_key,
+            client_key_path: PathBuf::new(),
+            client_key: Some(client_key),
             sign_version: SignVersion::default(),
             flavor: ServerFlavor::default(),
-            tls_verify: true,
+            tls_verify: defaults::tls_verify(),
             ca_bundle: None,
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(60),
-            retry: RetryConfig::default(),
-            address_attribute: "ipaddress".to_owned(),
+            connect_timeout: defaults::connect_timeout(),
+            request_timeout: defaults::request_timeout(),
+            retries: defaults::retries(),
+            retry_backoff: defaults::retry_backoff(),
+            max_retry_backoff: defaults::max_retry_backoff(),
+            address_attribute: defaults::address_attribute(),
             extra_attributes: Vec::new(),
-            page_size: 1000,
+            page_size: defaults::page_size(),
             allow_empty: false,
+        }
+    }
+
+    /// Reads the key file into [`client_key`](Self::client_key) unless a key is there already,
+    /// so that a missing or bad key is reported before anything runs.
+    pub fn load_key(mut self) -> Result<Self, ConfigError> {
+        if self.client_key.is_none() {
+            self.client_key = Some(ClientKey::from_file(&self.client_key_path)?);
+        }
+        Ok(self)
+    }
+
+    /// The key, read from its file if it is not in memory yet.
+    pub(crate) fn key(&self) -> Result<ClientKey, ConfigError> {
+        match &self.client_key {
+            Some(key) => Ok(key.clone()),
+            None => Ok(ClientKey::from_file(&self.client_key_path)?),
         }
     }
 }
@@ -135,121 +206,45 @@ pub enum ConfigError {
     Key(#[from] KeyError),
 }
 
-/// [`ChefConfig`] as an operator writes it (TOML, JSON): the key is a file path, durations are
-/// human-readable (`10s`). Only `server_url`, `client_name` and `client_key_path` are required.
-///
-/// ```toml
-/// server_url = "https://chef.example.com/organizations/acme"
-/// client_name = "vesemir"
-/// client_key_path = "/etc/vesemir/chef.pem"
-/// request_timeout = "30s"
-/// address_attribute = "cloud.local_ipv4"
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChefSettings {
-    /// See [`ChefConfig::server_url`].
-    pub server_url: String,
-    /// See [`ChefConfig::client_name`].
-    pub client_name: String,
-    /// The PEM file of the client's private key.
-    pub client_key_path: PathBuf,
-    /// See [`ChefConfig::sign_version`].
-    #[serde(default)]
-    pub sign_version: SignVersion,
-    /// See [`ChefConfig::flavor`].
-    #[serde(default)]
-    pub flavor: ServerFlavor,
-    /// See [`ChefConfig::tls_verify`].
-    #[serde(default = "default_true")]
-    pub tls_verify: bool,
-    /// See [`ChefConfig::ca_bundle`].
-    #[serde(default)]
-    pub ca_bundle: Option<PathBuf>,
-    /// See [`ChefConfig::connect_timeout`].
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// See [`ChefConfig::request_timeout`].
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// See [`RetryConfig::retries`].
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// See [`ChefConfig::address_attribute`].
-    #[serde(default = "default_address_attribute")]
-    pub address_attribute: String,
-    /// See [`ChefConfig::extra_attributes`].
-    #[serde(default)]
-    pub extra_attributes: Vec<String>,
-    /// See [`ChefConfig::page_size`].
-    #[serde(default = "default_page_size")]
-    pub page_size: usize,
-    /// See [`ChefConfig::allow_empty`].
-    #[serde(default)]
-    pub allow_empty: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_retries() -> u32 {
-    RetryConfig::default().retries
-}
-fn default_address_attribute() -> String {
-    "ipaddress".to_owned()
-}
-fn default_page_size() -> usize {
-    1000
-}
-
-impl ChefSettings {
-    /// Reads the key file and makes the [`ChefConfig`].
-    pub fn into_config(self) -> Result<ChefConfig, ConfigError> {
-        let key = ClientKey::from_file(&self.client_key_path)?;
-        let mut config = ChefConfig::new(self.server_url, self.client_name, key);
-        config.sign_version = self.sign_version;
-        config.flavor = self.flavor;
-        config.tls_verify = self.tls_verify;
-        config.ca_bundle = self.ca_bundle;
-        config.connect_timeout = self.connect_timeout;
-        config.request_timeout = self.request_timeout;
-        config.retry.retries = self.retries;
-        config.address_attribute = self.address_attribute;
-        config.extra_attributes = self.extra_attributes;
-        config.page_size = self.page_size;
-        config.allow_empty = self.allow_empty;
-        Ok(config)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn settings_have_safe_defaults_and_load_the_key() {
+    fn reads_from_toml_with_safe_defaults_and_loads_the_key() {
         let key_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-client.pem");
         let text = format!(
             "server_url = \"https://chef.example.com/organizations/acme\"\nclient_name = \"vesemir\"\n\
              client_key_path = \"{key_path}\"\nrequest_timeout = \"30s\"\nsign_version = \"1.0\"\n"
         );
-        let settings: ChefSettings = toml::from_str(&text).expect("valid settings");
-        assert!(settings.tls_verify);
-        assert_eq!(settings.flavor, ServerFlavor::Auto);
-        let config = settings.into_config().expect("config");
+        let config: ChefConfig = toml::from_str(&text).expect("valid settings");
+        assert!(config.tls_verify);
+        assert_eq!(config.flavor, ServerFlavor::Auto);
+        assert!(config.client_key.is_none(), "the key is read when asked for");
+        let config = config.load_key().expect("the key loads");
+        assert!(config.client_key.is_some());
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.sign_version, SignVersion::V1_0);
-        assert_eq!(config.address_attribute, "ipaddress");
         assert!(!format!("{config:?}").contains("PRIVATE KEY"));
-        let bad: Result<ChefSettings, _> = toml::from_str(
+        // Every default is the one `new` gives.
+        let built = ChefConfig::new(
+            "https://chef.example.com/organizations/acme",
+            "vesemir",
+            config.key().expect("key"),
+        );
+        assert_eq!(
+            (config.connect_timeout, config.retries, config.retry_backoff, config.max_retry_backoff),
+            (built.connect_timeout, built.retries, built.retry_backoff, built.max_retry_backoff)
+        );
+        assert_eq!(
+            (&config.address_attribute, config.page_size),
+            (&built.address_attribute, built.page_size)
+        );
+        let bad: Result<ChefConfig, _> = toml::from_str(
             "server_url = \"x\"\nclient_name = \"v\"\nclient_key_path = \"k\"\nverify = false\n",
         );
         assert!(bad.expect_err("unknown field").to_string().contains("verify"));
+        let missing = ChefConfig { client_key: None, client_key_path: "/nonexistent.pem".into(), ..built };
+        assert!(missing.load_key().expect_err("no such file").to_string().contains("/nonexistent.pem"));
     }
 }

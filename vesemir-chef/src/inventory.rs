@@ -1,7 +1,7 @@
 //! [`ChefInventory`]: the `Inventory` port over Chef server search, and the discovery of
 //! HAProxy boxes as runtime API endpoints.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use vesemir_core::host::validate_address;
 use vesemir_core::name::HostName;
-use vesemir_core::ports::{Inventory, LbEndpoint, Selector};
+use vesemir_core::ports::{Inventory, Selector};
 use vesemir_core::{Host, PortError};
 
 use crate::client::ChefClient;
@@ -65,15 +65,6 @@ impl ChefInventory {
     /// The signed API client this inventory searches with.
     pub fn client(&self) -> &ChefClient {
         &self.client
-    }
-
-    /// The HAProxy boxes `selector` names (by their tags, roles or recipes), as runtime API
-    /// endpoints at `port` on each box's address, sorted and each once.
-    pub async fn lb_endpoints(&self, selector: &Selector, port: u16) -> Result<Vec<LbEndpoint>, PortError> {
-        let hosts = self.discover(selector).await?;
-        let endpoints: BTreeSet<LbEndpoint> =
-            hosts.into_iter().map(|host| LbEndpoint::Tcp { address: host.address, port }).collect();
-        Ok(endpoints.into_iter().collect())
     }
 
     fn to_host(&self, row: NodeRow) -> Result<Host, ChefError> {

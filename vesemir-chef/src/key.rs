@@ -12,9 +12,9 @@ pub enum KeyError {
     /// The key file could not be read.
     #[error("cannot read the Chef client key file {path}: {source}")]
     Read {
-        /// The file.
+        /// The key file's path as configured.
         path: String,
-        /// The IO error.
+        /// Why reading it failed (missing, not readable by this user...).
         #[source]
         source: std::io::Error,
     },

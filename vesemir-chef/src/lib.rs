@@ -2,9 +2,8 @@
 //!
 //! [`ChefInventory`] turns a [`Selector`](vesemir_core::ports::Selector) into a Chef node search
 //! (Lucene-escaped), fetches only the needed attributes with partial search, pages until every
-//! node is seen, and answers hosts; [`ChefInventory::lb_endpoints`] finds HAProxy boxes the same
-//! way. Requests are signed with the Mixlib authentication protocol ([`sign`]). For users
-//! without Chef, [`StaticInventory`] matches a list of hosts (from TOML) the same way.
+//! node is seen, and answers hosts (HAProxy boxes are found the same way, by the driver's
+//! discovery). Requests are signed with the Mixlib authentication protocol ([`sign`]).
 #![warn(missing_docs)]
 
 mod client;
@@ -15,11 +14,9 @@ mod key;
 pub mod query;
 mod search;
 pub mod sign;
-mod static_inventory;
 
 pub use client::ChefClient;
-pub use config::{ChefConfig, ChefSettings, ConfigError, RetryConfig, ServerFlavor};
+pub use config::{ChefConfig, ConfigError, ServerFlavor};
 pub use inventory::ChefInventory;
 pub use key::{ClientKey, KeyError};
 pub use sign::SignVersion;
-pub use static_inventory::{StaticHost, StaticInventory, StaticInventoryError};

@@ -71,7 +71,7 @@ pub fn build(selector: &Selector, flavor: ServerFlavor) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vesemir_core::name::EnvName;
+    use vesemir_core::name::EnvironmentName;
 
     fn term(value: &str) -> ChefTerm {
         ChefTerm::new(value).expect("valid term")
@@ -92,7 +92,7 @@ mod tests {
             tags: vec![term("shop"), term("a b")],
             roles: vec![term("web")],
             recipes: vec![term("shop::web")],
-            environment: Some(EnvName::new("production").expect("env")),
+            environment: Some(EnvironmentName::new("production").expect("env")),
             raw_query: None,
         };
         assert_eq!(

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use reqwest::Method;
 use serde_json::{Map, Value};
-use vesemir_core::ports::Selector;
+use vesemir_core::ports::{Selector, TermKind};
 
 use crate::client::ChefClient;
 use crate::config::ServerFlavor;
@@ -206,15 +206,13 @@ pub(crate) fn row_matches(row: &NodeRow, selector: &Selector) -> bool {
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default()
     };
-    let all = |key: &str, wanted: &[vesemir_core::name::ChefTerm]| {
-        let have = list(key);
-        wanted.iter().all(|w| have.contains(&w.as_str()))
+    let has = |kind, term: &str| {
+        let key = match kind {
+            TermKind::Tag => "tags",
+            TermKind::Role => "roles",
+            TermKind::Recipe => "recipes",
+        };
+        list(key).contains(&term)
     };
-    all("tags", &selector.tags)
-        && all("roles", &selector.roles)
-        && all("recipes", &selector.recipes)
-        && selector
-            .environment
-            .as_ref()
-            .is_none_or(|env| row.data.get("chef_environment").and_then(Value::as_str) == Some(env.as_str()))
+    selector.matches(has, row.data.get("chef_environment").and_then(Value::as_str))
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use vesemir_chef::{ChefConfig, ChefInventory, ClientKey, RetryConfig, ServerFlavor};
+use vesemir_chef::{ChefConfig, ChefInventory, ClientKey, ServerFlavor};
 use vesemir_core::ports::Inventory;
 use vesemir_testkit::conformance::inventory::selector;
 
@@ -104,7 +104,7 @@ fn with_flavor(port: u16, page_size: usize, flavor: ServerFlavor) -> ChefInvento
     let mut config = ChefConfig::new(format!("http://127.0.0.1:{port}/organizations/acme/"), "vesemir", key);
     config.flavor = flavor;
     config.page_size = page_size;
-    config.retry = RetryConfig { retries: 0, ..RetryConfig::default() };
+    config.retries = 0;
     ChefInventory::new(config).expect("inventory")
 }
 

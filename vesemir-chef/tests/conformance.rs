@@ -1,13 +1,13 @@
-//! The shared `Inventory` conformance suite against the core's fake, the static inventory and
-//! the Chef adapter over a real goiardi.
+//! The shared `Inventory` conformance suite against the core's fake, the core's static
+//! inventory and the Chef adapter over a real goiardi.
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use vesemir_chef::{StaticHost, StaticInventory};
 use vesemir_core::fake::{FakeInventory, InventoryEntry};
-use vesemir_core::name::{EnvName, HostName};
+use vesemir_core::name::{EnvironmentName, HostName};
+use vesemir_core::static_inventory::{StaticHost, StaticInventory};
 use vesemir_core::Host;
 use vesemir_testkit::conformance::inventory::{fleet, run_all};
 
@@ -22,7 +22,7 @@ async fn fake_inventory_conforms() {
         tags: set(node.tags),
         roles: set(node.roles),
         recipes: set(node.recipes),
-        environment: Some(EnvName::new(node.environment).expect("env")),
+        environment: Some(EnvironmentName::new(node.environment).expect("env")),
     });
     run_all(&FakeInventory::with_entries(entries)).await;
 }
@@ -37,7 +37,7 @@ async fn static_inventory_conforms() {
             tags: set(node.tags),
             roles: set(node.roles),
             recipes: set(node.recipes),
-            environment: Some(EnvName::new(node.environment).expect("env")),
+            environment: Some(EnvironmentName::new(node.environment).expect("env")),
             attributes: Default::default(),
         })
         .collect();

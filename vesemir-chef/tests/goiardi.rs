@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{admin, create_client, create_environments, create_nodes, fleet_server, inventory, Node};
-use vesemir_chef::{ChefInventory, ClientKey, RetryConfig, ServerFlavor, SignVersion};
-use vesemir_core::ports::{Inventory, LbEndpoint, Selector};
+use vesemir_chef::{ChefInventory, ClientKey, ServerFlavor, SignVersion};
+use vesemir_core::ports::{Inventory, Selector};
 use vesemir_core::PortError;
 use vesemir_testkit::conformance::inventory::selector;
 use vesemir_testkit::goiardi::Goiardi;
@@ -120,11 +120,11 @@ async fn raw_query_from_the_operator_is_used_as_is() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn haproxy_boxes_become_runtime_api_endpoints() {
+async fn haproxy_boxes_are_found_by_recipe() {
+    // The driver turns these hosts into runtime API endpoints (load_balancer.discover).
     let (_server, inventory) = fleet_server().await;
-    let endpoints =
-        inventory.lb_endpoints(&selector(&[], &[], &["haproxy"], None), 9999).await.expect("lb discovery");
-    assert_eq!(endpoints, vec![LbEndpoint::Tcp { address: "10.0.2.1".into(), port: 9999 }]);
+    let boxes = inventory.discover(&selector(&[], &[], &["haproxy"], None)).await.expect("lb discovery");
+    assert_eq!(boxes.iter().map(|b| b.address.as_str()).collect::<Vec<_>>(), ["10.0.2.1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,11 +293,9 @@ async fn silent_server_times_out_after_retries() {
     let mut config = common::config(&format!("http://127.0.0.1:{port}"), "vesemir", key);
     config.flavor = ServerFlavor::ChefInfra;
     config.request_timeout = Duration::from_millis(300);
-    config.retry = RetryConfig {
-        retries: 1,
-        initial_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(10),
-    };
+    config.retries = 1;
+    config.retry_backoff = Duration::from_millis(10);
+    config.max_retry_backoff = Duration::from_millis(10);
     let inventory = ChefInventory::new(config).expect("inventory");
     let error = inventory.discover(&selector(&["shop"], &[], &[], None)).await.expect_err("no answer");
     assert!(error.is_timeout(), "{}", error.chain());

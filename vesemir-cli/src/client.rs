@@ -3,8 +3,12 @@
 
 use std::time::Duration;
 
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
 use reqwest::StatusCode;
-use vesemir_core::event::{Event, EventKind};
+use vesemir_core::backoff::Backoff;
+use vesemir_core::event::{Event, HostOutcome, Rotation};
+use vesemir_core::progress::Progress;
 use vesemir_core::request::spec::RequestSpec;
 use vesemir_http::wire::{Accepted, Deployment, DeploymentList, ErrorBody};
 use vesemir_http::Status;
@@ -19,18 +23,19 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-/// Filters of `vesemir list`.
+/// Filters of `vesemir list`, sent as the query string of `GET /v1/deployments`; each one
+/// left `None` is not sent and the server does not filter on it.
 #[derive(Debug, Default)]
 pub struct ListFilter {
-    /// Application.
+    /// `application=`: only deployments of this application.
     pub application: Option<String>,
-    /// Environment.
+    /// `environment=`: only deployments to this environment.
     pub environment: Option<String>,
-    /// Team.
+    /// `team=`: only deployments of this team's applications.
     pub team: Option<String>,
-    /// Status.
+    /// `status=`: only deployments in this status (the wire's snake_case name).
     pub status: Option<String>,
-    /// How many.
+    /// `limit=`: at most this many, newest first.
     pub limit: Option<u32>,
 }
 
@@ -87,7 +92,7 @@ impl Client {
         })
     }
 
-    /// Submits a deployment.
+    /// Submits a deployment; with `idempotency_key`, a retry gets the first submission's answer.
     pub async fn submit(
         &self,
         spec: &RequestSpec,
@@ -100,7 +105,7 @@ impl Client {
         self.send(builder).await?.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
     }
 
-    /// A deployment's status.
+    /// A deployment's record as the server has it now (status, totals, hosts).
     pub async fn get(&self, id: i64) -> Result<Deployment, Failure> {
         let response = self.send(self.request(reqwest::Method::GET, &format!("/deployments/{id}"))).await?;
         response.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
@@ -147,82 +152,84 @@ impl Client {
     }
 
     /// Streams a deployment's events to `sink` (from the start), until the deployment ends or,
-    /// without `follow`, until the events stored so far are shown.
+    /// without `follow`, until the events stored so far are shown. A broken stream is resumed
+    /// after the last event shown (`Last-Event-ID`), waiting as [`FOLLOW_BACKOFF`] says.
     pub async fn events(&self, id: i64, sink: &dyn Reporter, follow: bool) -> Result<(), Failure> {
-        let mut last: Option<u64> = None;
-        let mut attempts = 0;
+        let mut progress = Progress::new();
+        let mut retries = FOLLOW_BACKOFF.retries(jitter_seed());
         loop {
             let mut builder = self.request(reqwest::Method::GET, &format!("/deployments/{id}/events"));
-            if let Some(last) = last {
-                builder = builder.header("Last-Event-ID", last.to_string());
+            if progress.last_seq() > 0 {
+                builder = builder.header("Last-Event-ID", progress.last_seq().to_string());
             }
-            let mut response = match self.send(builder).await {
-                Ok(response) => response,
-                Err(e) if e.exit == Exit::Unreachable && attempts < 5 && last.is_some() => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+            let broke = match self.send(builder).await {
+                Ok(response) => match forward(response, &mut progress, sink, follow).await {
+                    Followed::Ended => return Ok(()),
+                    Followed::Broke => {
+                        Failure::unreachable("the event stream broke five times: see `vesemir status`")
+                    }
+                },
+                Err(e) if e.exit == Exit::Unreachable && progress.last_seq() > 0 => e,
                 Err(e) => return Err(e),
             };
-            let mut parser = SseParser::default();
-            loop {
-                let chunk = if follow {
-                    response.chunk().await
-                } else {
-                    match tokio::time::timeout(Duration::from_millis(500), response.chunk()).await {
-                        Ok(chunk) => chunk,
-                        Err(_) => return Ok(()),
-                    }
-                };
-                let chunk = match chunk {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => return Ok(()),
-                    Err(_) => break,
-                };
-                for data in parser.push(&chunk) {
-                    let Ok(event) = serde_json::from_str::<Event>(&data) else { continue };
-                    last = Some(event.seq);
-                    sink.emit(&event);
-                    if matches!(event.kind, EventKind::DeploymentFinished { .. }) {
-                        return Ok(());
-                    }
-                }
-            }
-            attempts += 1;
-            if attempts > 5 {
-                return Err(Failure::unreachable("the event stream broke five times: see `vesemir status`"));
+            match retries.after_failure() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(broke),
             }
         }
     }
 }
 
-/// Splits a server-sent event stream into the `data` of each event.
-#[derive(Default)]
-struct SseParser {
-    buffer: String,
-    data: String,
+/// How the follower reconnects: five more tries, from a quarter second doubling to two seconds,
+/// with jitter so that many followers of a restarted server do not come back in step.
+pub const FOLLOW_BACKOFF: Backoff =
+    Backoff { attempts: 6, initial: Duration::from_millis(250), max: Duration::from_secs(2), jitter: 0.5 };
+
+/// A seed for the reconnect jitter that differs between processes (std's per-process hash keys).
+fn jitter_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
-impl SseParser {
-    fn push(&mut self, chunk: &[u8]) -> Vec<String> {
-        self.buffer.push_str(&String::from_utf8_lossy(chunk));
-        let mut out = Vec::new();
-        while let Some(end) = self.buffer.find('\n') {
-            let line: String = self.buffer.drain(..=end).collect();
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    out.push(std::mem::take(&mut self.data));
-                }
-            } else if let Some(data) = line.strip_prefix("data:") {
-                if !self.data.is_empty() {
-                    self.data.push('\n');
-                }
-                self.data.push_str(data.strip_prefix(' ').unwrap_or(data));
+/// How one connection to the event stream ended.
+enum Followed {
+    /// The deployment ended, or (without follow) the stored events were shown.
+    Ended,
+    /// The connection broke: resume after the last event shown.
+    Broke,
+}
+
+/// Shows the events of one connection, folding them into `progress`.
+async fn forward(
+    response: reqwest::Response,
+    progress: &mut Progress,
+    sink: &dyn Reporter,
+    follow: bool,
+) -> Followed {
+    let mut stream = response.bytes_stream().eventsource();
+    loop {
+        let next = if follow {
+            stream.next().await
+        } else {
+            match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+                Ok(next) => next,
+                Err(_) => return Followed::Ended,
             }
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(_)) => return Followed::Broke,
+            None => return Followed::Ended,
+        };
+        let Ok(event) = serde_json::from_str::<Event>(&message.data) else { continue };
+        if event.seq <= progress.last_seq() {
+            continue;
         }
-        out
+        progress.apply(&event);
+        sink.emit(&event);
+        if progress.outcome().is_some() {
+            return Followed::Ended;
+        }
     }
 }
 
@@ -255,23 +262,29 @@ pub fn describe(d: &Deployment) -> String {
             t.succeeded, t.failed, t.unreachable, t.skipped, t.cancelled
         ));
     }
+    let mut out_of_rotation: Vec<&str> = d.out_of_rotation.iter().map(String::as_str).collect();
     for host in &d.hosts {
-        let outcome = host.outcome.as_deref().unwrap_or("in flight");
+        let outcome: Option<HostOutcome> = host.outcome;
+        let outcome = outcome.map_or_else(|| "in flight".to_owned(), |o| o.to_string());
         out.push_str(&format!("  {:20} {:12} {}", host.name, outcome, host.phase));
         if let Some(error) = &host.error {
             out.push_str(&format!(": {error}"));
         }
-        if host.rotation != "in_rotation" {
-            out.push_str(&format!(" [{}]", host.rotation.replace('_', " ")));
+        // A rotation this client does not know is as good as unknown: check the host.
+        let rotation = host.rotation;
+        let label = match rotation {
+            Rotation::InRotation => None,
+            Rotation::OutOfRotation => Some("out of rotation"),
+            Rotation::Unknown => Some("unknown"),
+        };
+        if let Some(label) = label {
+            out.push_str(&format!(" [{label}]"));
+            // The server lists them for interrupted deployments; for the others, the hosts say it.
+            if !out_of_rotation.contains(&host.name.as_str()) {
+                out_of_rotation.push(&host.name);
+            }
         }
         out.push('\n');
-    }
-    // The server lists them for interrupted deployments; for the others, the hosts say it.
-    let mut out_of_rotation: Vec<&str> = d.out_of_rotation.iter().map(String::as_str).collect();
-    for host in d.hosts.iter().filter(|h| h.rotation != "in_rotation") {
-        if !out_of_rotation.contains(&host.name.as_str()) {
-            out_of_rotation.push(&host.name);
-        }
     }
     if !out_of_rotation.is_empty() {
         out.push_str(&format!("  out of rotation now: {}\n", out_of_rotation.join(", ")));
@@ -284,10 +297,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sse_parser_splits_events_across_chunks() {
-        let mut parser = SseParser::default();
-        assert!(parser.push(b"id: 1\nevent: x\ndata: {\"a\"").is_empty());
-        let events = parser.push(b":1}\n\nid: 2\ndata: two\n\n: keep-alive\n\n");
-        assert_eq!(events, ["{\"a\":1}", "two"]);
+    fn the_follower_gives_up_after_a_bounded_wait() {
+        assert!(FOLLOW_BACKOFF.check().is_ok());
+        let mut retries = FOLLOW_BACKOFF.retries(jitter_seed());
+        let waits: Vec<Duration> = std::iter::from_fn(|| retries.after_failure()).collect();
+        assert_eq!(waits.len(), 5, "five reconnects, as before");
+        assert!(waits.iter().sum::<Duration>() <= Duration::from_millis(250 + 500 + 1000 + 2000 + 2000));
     }
 }

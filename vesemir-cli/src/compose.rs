@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use vesemir_chef::{ChefInventory, StaticInventory};
+use vesemir_chef::ChefInventory;
 use vesemir_core::ports::Inventory;
 use vesemir_core::request::{DeploymentRequest, LbInstances, Targets};
+use vesemir_core::static_inventory::StaticInventory;
 use vesemir_core::{DriverConfig, Ports};
 use vesemir_haproxy::HaproxyLoadBalancer;
-use vesemir_ssh::{HostKeyMode, Passphrase, SshAuth, SshConfig, SshExecutor};
+use vesemir_ssh::{Passphrase, SshAuth, SshConfig, SshExecutor};
 
 use crate::config::Config;
 use crate::exit::Failure;
@@ -22,11 +23,11 @@ pub fn ports(config: &Config, request: &DeploymentRequest) -> Result<Ports, Fail
         || matches!(request.load_balancer.instances, LbInstances::Discover { .. });
     let inventory: Arc<dyn Inventory> = match (&config.chef, &config.inventory_file) {
         (Some(chef), _) => {
-            let chef = chef.clone().into_config().map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?;
+            let chef = chef.clone().load_key().map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?;
             Arc::new(ChefInventory::new(chef).map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?)
         }
         (None, Some(file)) => Arc::new(
-            StaticInventory::from_file(file).map_err(|e| Failure::input(format!("{}: inventory.file: {e}", config.path.display())))?,
+            crate::inventory_file::read(file).map_err(|e| Failure::input(format!("{}: inventory.file: {e}", config.path.display())))?,
         ),
         (None, None) if searches => {
             return Err(Failure::input(format!(
@@ -39,7 +40,7 @@ pub fn ports(config: &Config, request: &DeploymentRequest) -> Result<Ports, Fail
     Ok(Ports {
         inventory,
         load_balancer: Arc::new(HaproxyLoadBalancer::new(config.haproxy.clone())),
-        executor: Arc::new(SshExecutor::new(ssh_config(config)?)),
+        executor: Arc::new(SshExecutor::new(ssh_config(config))),
     })
 }
 
@@ -49,12 +50,12 @@ pub struct ConfiguredPorts(pub Config);
 
 impl vesemir_http::PortsFactory for ConfiguredPorts {
     fn ports(&self, request: &DeploymentRequest) -> Result<Ports, vesemir_http::PortsError> {
-        ports(&self.0, request).map_err(|e| vesemir_http::PortsError(e.message))
+        ports(&self.0, request).map_err(|e| vesemir_http::PortsError::Configuration { reason: e.message })
     }
 }
 
-/// The SSH executor's configuration.
-pub fn ssh_config(config: &Config) -> Result<SshConfig, Failure> {
+/// The SSH executor's configuration: the adapter's defaults, then what `[ssh]` sets.
+pub fn ssh_config(config: &Config) -> SshConfig {
     let section = &config.ssh;
     let auth = match &section.key {
         Some(path) => SshAuth::KeyFile {
@@ -64,13 +65,14 @@ pub fn ssh_config(config: &Config) -> Result<SshConfig, Failure> {
         None => SshAuth::Agent { socket: None },
     };
     let mut ssh = SshConfig::new(section.user.clone(), auth);
-    ssh.port = section.port;
+    if let Some(port) = section.port {
+        ssh.port = port;
+    }
     if let Some(known_hosts) = &section.known_hosts {
         ssh.known_hosts = known_hosts.clone();
     }
-    if let Some(mode) = &section.host_key_mode {
-        ssh.host_key_mode =
-            mode.parse::<HostKeyMode>().map_err(|e| Failure::input(format!("ssh.host_key_mode: {e}")))?;
+    if let Some(mode) = section.host_key_mode {
+        ssh.host_key_mode = mode;
     }
     if let Some(timeout) = section.connect_timeout {
         ssh.connect_timeout = timeout;
@@ -78,10 +80,10 @@ pub fn ssh_config(config: &Config) -> Result<SshConfig, Failure> {
     if let Some(retries) = section.connect_retries {
         ssh.connect_retries = retries;
     }
-    Ok(ssh)
+    ssh
 }
 
-/// The driver's bounds.
+/// The driver's bounds: [`DriverConfig`]'s defaults, then what `[driver]` sets.
 pub fn driver_config(config: &Config) -> DriverConfig {
     let mut driver = DriverConfig::default();
     if let Some(timeout) = config.driver.call_timeout {

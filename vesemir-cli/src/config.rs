@@ -1,52 +1,68 @@
 //! `vesemir.toml`: how to reach Chef, SSH and HAProxy, and the operator's playbooks. Every value
 //! can be overridden by an environment variable `VESEMIR_<SECTION>_<KEY>` (e.g.
-//! `VESEMIR_SSH_USER=deploy`). `vesemir config check` reports every problem at once.
+//! `VESEMIR_SSH_USER=deploy`). `vesemir config check` reports every problem at once, type
+//! errors included, as the core's [`ValidationErrors`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use vesemir_chef::ChefSettings;
-use vesemir_core::name::PlaybookName;
-use vesemir_core::request::spec::ChangesetSpec;
-use vesemir_core::request::Playbooks;
+use serde::{Deserialize, Deserializer};
+use vesemir_chef::ChefConfig;
+use vesemir_core::request::spec::{self, ChangesetSpec};
+use vesemir_core::request::{validate_playbooks, FieldError, Playbooks, ValidationErrors};
 use vesemir_haproxy::HaproxyConfig;
 use vesemir_ssh::HostKeyMode;
 
-/// Sections that environment variables may override.
-const SECTIONS: [&str; 5] = ["chef", "inventory", "ssh", "haproxy", "driver"];
+use crate::overrides;
 
-/// Variables that look like overrides but are not.
-const NOT_OVERRIDES: [&str; 3] = ["VESEMIR_SSH_PASSPHRASE", "VESEMIR_CONFIG", "VESEMIR_TOKEN"];
-
-/// The whole configuration, validated.
+/// The whole configuration, validated: paths resolved against the file's directory.
 #[derive(Debug)]
 pub struct Config {
     /// Where it was read from (for messages).
     pub path: PathBuf,
-    /// Chef, when hosts are found by search.
-    pub chef: Option<ChefSettings>,
-    /// A static inventory file, for users without Chef.
+    /// `[chef]`, when hosts are found by Chef search.
+    pub chef: Option<ChefConfig>,
+    /// `[inventory] file`: a static inventory, for users without Chef.
     pub inventory_file: Option<PathBuf>,
-    /// SSH.
+    /// `[ssh]`, checked: exactly one of a readable key file or the agent.
     pub ssh: SshSection,
-    /// HAProxy's runtime API.
+    /// `[haproxy]`: how the runtime API is reached (the adapter's own type and defaults).
     pub haproxy: HaproxyConfig,
-    /// Bounds on port calls.
+    /// `[driver]`: bounds on port calls.
     pub driver: DriverSection,
-    /// The operator's playbooks.
+    /// `[playbooks.NAME]`, validated by the core.
     pub playbooks: Playbooks,
 }
 
-/// `[ssh]`.
+/// `vesemir.toml` as written: each section optional here, required ones checked after.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    chef: Option<ChefConfig>,
+    #[serde(default)]
+    inventory: Option<InventorySection>,
+    #[serde(default)]
+    ssh: Option<SshSection>,
+    #[serde(default)]
+    haproxy: HaproxyConfig,
+    #[serde(default)]
+    driver: DriverSection,
+    #[serde(default)]
+    playbooks: BTreeMap<String, ChangesetSpec>,
+}
+
+/// `[ssh]`. Unset values take [`vesemir_ssh::SshConfig::new`]'s defaults. (The adapter's config
+/// does not deserialize itself yet, hence this mirror.)
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshSection {
     /// The remote user.
     pub user: String,
-    /// The SSH port.
-    #[serde(default = "default_ssh_port")]
-    pub port: u16,
+    /// The SSH port, when not 22.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// A private key file (ed25519 or RSA). Its passphrase, if any, comes from
     /// `VESEMIR_SSH_PASSPHRASE`, never from this file.
     #[serde(default)]
@@ -54,25 +70,26 @@ pub struct SshSection {
     /// Use ssh-agent (`SSH_AUTH_SOCK`) instead of a key file.
     #[serde(default)]
     pub agent: bool,
-    /// The known_hosts file. Default `~/.ssh/known_hosts`.
+    /// The known_hosts file, when not `~/.ssh/known_hosts`.
     #[serde(default)]
     pub known_hosts: Option<PathBuf>,
-    /// `strict` (default), `accept-new` or `off`.
-    #[serde(default)]
-    pub host_key_mode: Option<String>,
-    /// Connect timeout.
+    /// `strict` (the default), `accept-new` or `off`.
+    #[serde(default, deserialize_with = "host_key_mode")]
+    pub host_key_mode: Option<HostKeyMode>,
+    /// The bound on one connection attempt.
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
-    /// Connect retries.
+    /// How many times a failed connection is tried again.
     #[serde(default)]
     pub connect_retries: Option<u32>,
 }
 
-fn default_ssh_port() -> u16 {
-    22
+fn host_key_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<HostKeyMode>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
-/// `[driver]`.
+/// `[driver]`. Unset values take [`vesemir_core::DriverConfig`]'s defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriverSection {
@@ -88,30 +105,29 @@ struct InventorySection {
     file: PathBuf,
 }
 
-/// One problem in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The key, e.g. `ssh.key`.
-    pub key: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// Every problem found in a configuration file.
+/// Every problem found in a configuration file, each as `FILE: KEY: REASON`.
 #[derive(Debug)]
 pub struct ConfigErrors {
-    /// The file.
+    /// The configuration file, named in every line.
     pub path: PathBuf,
-    /// The problems, in file order.
-    pub problems: Vec<Problem>,
+    /// The problems, type errors first.
+    pub errors: ValidationErrors,
+}
+
+impl ConfigErrors {
+    fn new(path: &Path, problems: Vec<FieldError>) -> Self {
+        let errors = ValidationErrors::from_errors(problems)
+            .unwrap_or_else(|| ValidationErrors::one(FieldError::new("(file)", "is incomplete")));
+        Self { path: path.to_owned(), errors }
+    }
 }
 
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.problems.len();
+        let n = self.errors.errors().len();
         write!(f, "{}: {n} problem{}", self.path.display(), if n == 1 { "" } else { "s" })?;
-        for p in &self.problems {
-            write!(f, "\n  {}: {}: {}", self.path.display(), p.key, p.reason)?;
+        for e in self.errors.errors() {
+            write!(f, "\n  {}: {}: {}", self.path.display(), e.field, e.message)?;
         }
         Ok(())
     }
@@ -123,164 +139,111 @@ impl Config {
     /// Reads, applies environment overrides then `overrides` (`KEY=VALUE`, from flags) and
     /// validates `path`, reporting every problem.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigErrors> {
-        let fail = |key: &str, reason: String| ConfigErrors {
-            path: path.to_owned(),
-            problems: vec![Problem { key: key.to_owned(), reason }],
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            fail("(file)", format!("cannot read it ({e}): pass --config PATH or set VESEMIR_CONFIG"))
-        })?;
-        let mut document: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| fail("(file)", format!("is not valid TOML: {}", e.message())))?;
-        let mut problems = Vec::new();
-        apply_env_overrides(&mut document, std::env::vars(), &mut problems);
+        let fail = |reason: String| ConfigErrors::new(path, vec![FieldError::new("(file)", reason)]);
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read it ({e}): pass --config PATH or set VESEMIR_CONFIG")))?;
+        let mut document: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| fail(format!("is not valid TOML: {}", e.message())))?;
+        let mut problems = overrides::apply_env(&mut document, std::env::vars());
         for set in overrides {
-            if let Err(e) = crate::request::apply_set(&mut document, set) {
-                problems.push(Problem { key: "--config-set".into(), reason: e.message });
+            if let Err(reason) = overrides::apply_set(&mut document, "--config-set", set) {
+                problems.push(FieldError::new("--config-set", reason));
             }
         }
-        Self::from_table(path, document, problems)
+        Self::from_table(path, &document, problems)
     }
 
+    /// Reads the (overridden) document: type problems first, then every check on the values
+    /// read, leaving out checks of values that stand in for unreadable ones.
     fn from_table(
         path: &Path,
-        mut document: toml::Table,
-        mut problems: Vec<Problem>,
+        document: &toml::Table,
+        mut problems: Vec<FieldError>,
     ) -> Result<Config, ConfigErrors> {
+        let text = toml::to_string(document)
+            .map_err(|e| ConfigErrors::new(path, vec![FieldError::new("(file)", e.to_string())]))?;
+        let mut read = spec::read_toml::<ConfigFile>(&text)
+            .map_err(|errors| ConfigErrors { path: path.to_owned(), errors })?;
+        problems.append(&mut read.problems);
         let base = path.parent().unwrap_or(Path::new("."));
-        for key in document.keys() {
-            if !SECTIONS.contains(&key.as_str()) && key != "playbooks" {
-                problems.push(Problem {
-                    key: key.clone(),
-                    reason: format!("unknown section: expected one of {}, playbooks", SECTIONS.join(", ")),
-                });
-            }
+        let file = &mut read.value;
+        let mut checks = Vec::new();
+        if let Some(chef) = &mut file.chef {
+            check_chef(chef, base, &mut checks);
         }
-        let mut chef: Option<ChefSettings> = section(&mut document, "chef", &mut problems);
-        let inventory: Option<InventorySection> = section(&mut document, "inventory", &mut problems);
-        let ssh: Option<SshSection> = section(&mut document, "ssh", &mut problems);
-        let haproxy: Option<HaproxyConfig> = section(&mut document, "haproxy", &mut problems);
-        let driver: Option<DriverSection> = section(&mut document, "driver", &mut problems);
-
-        if let Some(chef) = &mut chef {
-            chef.client_key_path = resolve(base, &chef.client_key_path);
-            check_file(&mut problems, "chef.client_key_path", &chef.client_key_path);
-            if let Some(ca) = &chef.ca_bundle {
-                let ca = resolve(base, ca);
-                check_file(&mut problems, "chef.ca_bundle", &ca);
-                chef.ca_bundle = Some(ca);
-            }
-        }
-        let inventory_file = inventory.map(|i| resolve(base, &i.file));
+        let inventory_file = file.inventory.as_ref().map(|i| resolve(base, &i.file));
         if let Some(file) = &inventory_file {
-            match vesemir_chef::StaticInventory::from_file(file) {
-                Ok(_) => {}
-                Err(e) => problems.push(Problem { key: "inventory.file".into(), reason: e.to_string() }),
+            if let Err(e) = crate::inventory_file::read(file) {
+                checks.push(FieldError::new("inventory.file", e.to_string()));
             }
         }
-        let ssh = match ssh {
-            Some(mut ssh) => {
-                match (&ssh.key, ssh.agent) {
-                    (Some(_), true) => problems.push(Problem {
-                        key: "ssh".into(),
-                        reason: "sets both key and agent = true: use one of them".into(),
-                    }),
-                    (None, false) => problems.push(Problem {
-                        key: "ssh".into(),
-                        reason: "needs key = \"/path/to/private_key\" or agent = true".into(),
-                    }),
-                    (Some(key), false) => {
-                        let key = resolve(base, key);
-                        check_file(&mut problems, "ssh.key", &key);
-                        ssh.key = Some(key);
-                    }
-                    (None, true) => {
-                        if std::env::var_os("SSH_AUTH_SOCK").is_none() {
-                            problems.push(Problem {
-                                key: "ssh.agent".into(),
-                                reason:
-                                    "is true but SSH_AUTH_SOCK is not set: start ssh-agent or use ssh.key"
-                                        .into(),
-                            });
-                        }
-                    }
-                }
-                let mode = ssh.host_key_mode.as_deref().map(str::parse::<HostKeyMode>);
-                if let Some(Err(e)) = &mode {
-                    problems.push(Problem { key: "ssh.host_key_mode".into(), reason: e.to_string() });
-                }
-                if let Some(known_hosts) = &ssh.known_hosts {
-                    let known_hosts = resolve(base, known_hosts);
-                    if !matches!(mode, Some(Ok(HostKeyMode::AcceptNew | HostKeyMode::Off))) {
-                        check_file(&mut problems, "ssh.known_hosts", &known_hosts);
-                    }
-                    ssh.known_hosts = Some(known_hosts);
-                }
-                Some(ssh)
-            }
-            None => {
-                if !problems.iter().any(|p| p.key.starts_with("ssh")) {
-                    problems.push(Problem {
-                        key: "ssh".into(),
-                        reason: "is missing: add [ssh] with user and key (or agent = true)".into(),
-                    });
-                }
-                None
-            }
-        };
-
-        let mut playbooks = Playbooks::new();
-        if let Some(value) = document.remove("playbooks") {
-            match value {
-                toml::Value::Table(table) => {
-                    for (name, value) in table {
-                        let key = format!("playbooks.{name}");
-                        let Ok(playbook) = PlaybookName::new(&name) else {
-                            problems.push(Problem {
-                                key,
-                                reason: "is not a valid playbook name (letters, digits, '-', '_', '.')"
-                                    .into(),
-                            });
-                            continue;
-                        };
-                        match value.try_into::<ChangesetSpec>() {
-                            Ok(spec) => match spec.validate() {
-                                Ok(changeset) => {
-                                    playbooks.insert(playbook, changeset);
-                                }
-                                Err(errors) => problems.extend(errors.errors().iter().map(|e| Problem {
-                                    key: format!("{key}.{}", e.field),
-                                    reason: e.message.clone(),
-                                })),
-                            },
-                            Err(e) => problems.push(Problem { key, reason: e.message().to_owned() }),
-                        }
-                    }
-                }
-                _ => problems
-                    .push(Problem { key: "playbooks".into(), reason: "must be a table of playbooks".into() }),
-            }
+        match &mut file.ssh {
+            Some(ssh) => check_ssh(ssh, base, &mut checks),
+            None => checks
+                .push(FieldError::new("ssh", "is missing: add [ssh] with user and key (or agent = true)")),
         }
-
-        if !problems.is_empty() {
-            return Err(ConfigErrors { path: path.to_owned(), problems });
+        let playbooks = validate_playbooks(&file.playbooks);
+        if let Err(errors) = &playbooks {
+            checks.extend(errors.errors().iter().cloned());
         }
-        match ssh {
-            Some(ssh) => Ok(Config {
+        problems.extend(checks.into_iter().filter(|e| !read.covers(&e.field)));
+        let file = read.value;
+        match (file.ssh, playbooks) {
+            (Some(ssh), Ok(playbooks)) if problems.is_empty() => Ok(Config {
                 path: path.to_owned(),
-                chef,
+                chef: file.chef,
                 inventory_file,
                 ssh,
-                haproxy: haproxy.unwrap_or_default(),
-                driver: driver.unwrap_or_default(),
+                haproxy: file.haproxy,
+                driver: file.driver,
                 playbooks,
             }),
-            None => Err(ConfigErrors {
-                path: path.to_owned(),
-                problems: vec![Problem { key: "ssh".into(), reason: "is missing".into() }],
-            }),
+            _ => Err(ConfigErrors::new(path, problems)),
         }
+    }
+}
+
+/// Resolves the key and CA bundle paths and checks they can be read.
+fn check_chef(chef: &mut ChefConfig, base: &Path, problems: &mut Vec<FieldError>) {
+    chef.client_key_path = resolve(base, &chef.client_key_path);
+    check_file(problems, "chef.client_key_path", &chef.client_key_path);
+    if let Some(ca) = &chef.ca_bundle {
+        let ca = resolve(base, ca);
+        check_file(problems, "chef.ca_bundle", &ca);
+        chef.ca_bundle = Some(ca);
+    }
+}
+
+/// Exactly one of a readable key or the agent; a readable known_hosts unless new keys are
+/// accepted. Resolves the paths.
+fn check_ssh(ssh: &mut SshSection, base: &Path, problems: &mut Vec<FieldError>) {
+    match (&ssh.key, ssh.agent) {
+        (Some(_), true) => {
+            problems.push(FieldError::new("ssh", "sets both key and agent = true: use one of them"))
+        }
+        (None, false) => {
+            problems.push(FieldError::new("ssh", "needs key = \"/path/to/private_key\" or agent = true"))
+        }
+        (Some(key), false) => {
+            let key = resolve(base, key);
+            check_file(problems, "ssh.key", &key);
+            ssh.key = Some(key);
+        }
+        (None, true) => {
+            if std::env::var_os("SSH_AUTH_SOCK").is_none() {
+                problems.push(FieldError::new(
+                    "ssh.agent",
+                    "is true but SSH_AUTH_SOCK is not set: start ssh-agent or use ssh.key",
+                ));
+            }
+        }
+    }
+    if let Some(known_hosts) = &ssh.known_hosts {
+        let known_hosts = resolve(base, known_hosts);
+        if !matches!(ssh.host_key_mode, Some(HostKeyMode::AcceptNew | HostKeyMode::Off)) {
+            check_file(problems, "ssh.known_hosts", &known_hosts);
+        }
+        ssh.known_hosts = Some(known_hosts);
     }
 }
 
@@ -298,69 +261,9 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
-fn check_file(problems: &mut Vec<Problem>, key: &str, path: &Path) {
+fn check_file(problems: &mut Vec<FieldError>, key: &str, path: &Path) {
     if let Err(e) = std::fs::File::open(path) {
-        problems
-            .push(Problem { key: key.to_owned(), reason: format!("cannot read {}: {e}", path.display()) });
-    }
-}
-
-/// Takes `[name]` out of the document and deserializes it, recording a problem with the key.
-fn section<T: serde::de::DeserializeOwned>(
-    document: &mut toml::Table,
-    name: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<T> {
-    let value = document.remove(name)?;
-    match value.try_into::<T>() {
-        Ok(section) => Some(section),
-        Err(e) => {
-            let message = e.message().to_owned();
-            let key = match message.split('`').nth(1) {
-                Some(field)
-                    if message.starts_with("unknown field") || message.starts_with("missing field") =>
-                {
-                    format!("{name}.{field}")
-                }
-                _ => name.to_owned(),
-            };
-            problems.push(Problem { key, reason: message });
-            None
-        }
-    }
-}
-
-/// Applies `VESEMIR_<SECTION>_<KEY>=value` overrides. The value is read as a TOML value when it
-/// parses as one (`22`, `true`, `"x"`), else as a string.
-fn apply_env_overrides(
-    document: &mut toml::Table,
-    vars: impl Iterator<Item = (String, String)>,
-    problems: &mut Vec<Problem>,
-) {
-    for (name, value) in vars {
-        if NOT_OVERRIDES.contains(&name.as_str()) {
-            continue;
-        }
-        let Some(rest) = name.strip_prefix("VESEMIR_") else { continue };
-        let lower = rest.to_ascii_lowercase();
-        let Some(section) = SECTIONS.iter().find(|s| lower.starts_with(&format!("{s}_"))) else { continue };
-        let key = lower[section.len() + 1..].to_owned();
-        let parsed = format!("v = {value}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(toml::Value::String(value));
-        let entry =
-            document.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match entry {
-            toml::Value::Table(table) => {
-                table.insert(key, parsed);
-            }
-            _ => problems.push(Problem {
-                key: section.to_string(),
-                reason: format!("must be a table (set by {name})"),
-            }),
-        }
+        problems.push(FieldError::new(key, format!("cannot read {}: {e}", path.display())));
     }
 }
 
@@ -372,11 +275,11 @@ mod tests {
         let path = dir.join("vesemir.toml");
         std::fs::write(&path, text).expect("write");
         let document: toml::Table = text.parse().expect("toml");
-        Config::from_table(&path, document, Vec::new())
+        Config::from_table(&path, &document, Vec::new())
     }
 
     #[test]
-    fn every_problem_at_once_with_file_and_key() {
+    fn every_problem_at_once_with_file_and_key_type_errors_included() {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = r#"
 [ssh]
@@ -394,10 +297,21 @@ steps = []
 [extras]
 "#;
         let errors = load(text, dir.path()).expect_err("problems");
-        let keys: Vec<&str> = errors.problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["extras", "ssh.colour", "haproxy", "playbooks.web.steps"], "{errors}");
+        let keys: Vec<&str> = errors.errors.errors().iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "extras",
+                "haproxy.read_timeout",
+                "ssh.colour",
+                "ssh.host_key_mode",
+                "ssh.key",
+                "playbooks.web.steps"
+            ],
+            "type errors hide no other problem: {errors}"
+        );
         let rendered = errors.to_string();
-        assert!(rendered.contains("vesemir.toml: 4 problems"), "{rendered}");
+        assert!(rendered.contains("vesemir.toml: 6 problems"), "{rendered}");
     }
 
     #[test]
@@ -419,25 +333,5 @@ command = "true"
         let config = load(text, dir.path()).expect("valid");
         assert_eq!(config.ssh.key.as_deref(), Some(dir.path().join("id_ed25519").as_path()));
         assert_eq!(config.playbooks.len(), 1);
-    }
-
-    #[test]
-    fn environment_overrides_apply_typed_values() {
-        let mut document: toml::Table = "[ssh]\nuser = \"a\"\n".parse().expect("toml");
-        let vars = vec![
-            ("VESEMIR_SSH_USER".to_owned(), "deploy".to_owned()),
-            ("VESEMIR_SSH_PORT".to_owned(), "2222".to_owned()),
-            ("VESEMIR_SSH_PASSPHRASE".to_owned(), "secret".to_owned()),
-            ("VESEMIR_HAPROXY_READ_TIMEOUT".to_owned(), "9s".to_owned()),
-            ("OTHER".to_owned(), "x".to_owned()),
-        ];
-        let mut problems = Vec::new();
-        apply_env_overrides(&mut document, vars.into_iter(), &mut problems);
-        assert!(problems.is_empty());
-        let ssh = document["ssh"].as_table().expect("table");
-        assert_eq!(ssh["user"].as_str(), Some("deploy"));
-        assert_eq!(ssh["port"].as_integer(), Some(2222));
-        assert!(!ssh.contains_key("passphrase"), "the passphrase is not a config key");
-        assert_eq!(document["haproxy"]["read_timeout"].as_str(), Some("9s"));
     }
 }

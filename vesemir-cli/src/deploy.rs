@@ -12,7 +12,7 @@ use crate::output::{self, OutputFormat};
 use crate::{compose, request};
 
 async fn prepare(args: &DeployArgs, config: &Config) -> Result<(Prepared, vesemir_core::Ports), Failure> {
-    let request = request::load(&args.file, &args.sets, args.concurrency.as_deref(), config)?;
+    let request = request::load(&args.file, &args.sets, args.concurrency.as_deref(), &config.playbooks)?;
     let ports = compose::ports(config, &request)?;
     let prepared = vesemir_core::prepare(Arc::new(request), &ports, &compose::driver_config(config))
         .await
@@ -55,13 +55,32 @@ async fn handle_interrupts(control: Control) {
 /// Shows what a deployment would do and checks every host can be reached over SSH.
 pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
     let (prepared, ports) = prepare(args, config).await?;
+    let results = check_ssh(&prepared, &ports).await;
+    let unreachable = results.iter().filter(|r| !matches!(r, Some(Ok(())))).count();
+    if args.output == OutputFormat::Json {
+        println!("{}", plan_json(&prepared, &results));
+    } else {
+        print_plan(&prepared, &results);
+        if unreachable > 0 {
+            println!("\n{unreachable} host(s) cannot be reached over SSH: fix them before deploying.");
+        } else {
+            println!("\nEvery host is reachable. Nothing was changed.");
+        }
+    }
+    Ok(if unreachable == 0 { Exit::Success } else { Exit::Unreachable })
+}
+
+/// Each host's SSH check, in plan order (`None`: the check did not finish), 16 at a time.
+type SshChecks = Vec<Option<Result<(), String>>>;
+
+async fn check_ssh(prepared: &Prepared, ports: &vesemir_core::Ports) -> SshChecks {
+    let hosts = &prepared.plan.hosts;
     let mut checks = JoinSet::new();
-    let mut results = vec![None; prepared.plan.hosts.len()];
+    let mut results = vec![None; hosts.len()];
     let mut next = 0;
     loop {
-        while checks.len() < 16 && next < prepared.plan.hosts.len() {
-            let (executor, host, index) =
-                (ports.executor.clone(), prepared.plan.hosts[next].host.clone(), next);
+        while checks.len() < 16 && next < hosts.len() {
+            let (executor, host, index) = (ports.executor.clone(), hosts[next].host.clone(), next);
             checks.spawn(async move {
                 let result = executor.connect(&host).await;
                 executor.close(&host).await;
@@ -74,71 +93,67 @@ pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
             results[index] = Some(result);
         }
     }
-    let request = &prepared.request;
-    let plan = &prepared.plan;
-    let unreachable = results.iter().filter(|r| !matches!(r, Some(Ok(())))).count();
-    if args.output == OutputFormat::Json {
-        let hosts: Vec<_> = plan
-            .hosts
-            .iter()
-            .zip(&results)
-            .map(|(h, r)| {
-                serde_json::json!({
-                    "name": h.host.name, "address": h.host.address, "server": h.server,
-                    "ssh": match r { Some(Ok(())) => "ok".to_owned(), Some(Err(e)) => e.clone(), None => "not checked".to_owned() },
-                })
+    results
+}
+
+fn plan_json(prepared: &Prepared, results: &SshChecks) -> serde_json::Value {
+    let (request, plan) = (&prepared.request, &prepared.plan);
+    let hosts: Vec<_> = plan
+        .hosts
+        .iter()
+        .zip(results)
+        .map(|(h, r)| {
+            serde_json::json!({
+                "name": h.host.name, "address": h.host.address, "server": h.server,
+                "ssh": match r { Some(Ok(())) => "ok".to_owned(), Some(Err(e)) => e.clone(), None => "not checked".to_owned() },
             })
-            .collect();
-        let batches: Vec<Vec<&str>> = plan
-            .batches
-            .iter()
-            .map(|b| plan.hosts[b.clone()].iter().map(|h| h.host.name.as_str()).collect())
-            .collect();
-        let json = serde_json::json!({
-            "application": request.application, "environment": request.environment, "version": request.version,
-            "backend": prepared.backend.name, "load_balancers": prepared.backend.instances.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-            "concurrency": plan.concurrency, "max_failures": plan.max_failures, "hosts": hosts, "batches": batches,
-        });
-        println!("{json}");
-    } else {
-        println!(
-            "Plan: {} {} to {} ({} hosts, {} batches, at most {} out of rotation, stop after {} failed)",
-            request.application,
-            request.version,
-            request.environment,
-            plan.hosts.len(),
-            plan.batches.len(),
-            plan.concurrency,
-            plan.max_failures + 1
-        );
-        let instances: Vec<String> = prepared.backend.instances.iter().map(|i| i.to_string()).collect();
-        println!("Backend {} on {}", prepared.backend.name, instances.join(", "));
-        let width = plan.hosts.iter().map(|h| h.host.name.as_str().len()).max().unwrap_or(4).max(4);
-        for (number, batch) in plan.batches.iter().enumerate() {
-            let label = if number == 0 && plan.canary { " (canary)" } else { "" };
-            println!("\nbatch {}{label}", number + 1);
-            for index in batch.clone() {
-                let h = &plan.hosts[index];
-                let ssh = match &results[index] {
-                    Some(Ok(())) => "ssh ok".to_owned(),
-                    Some(Err(e)) => format!("SSH FAILED: {e}"),
-                    None => "not checked".to_owned(),
-                };
-                println!(
-                    "  {:width$}  {:15}  server {:20}  {ssh}",
-                    h.host.name.as_str(),
-                    h.host.address,
-                    h.server.as_str()
-                );
-            }
-        }
-        if unreachable > 0 {
-            println!("\n{unreachable} host(s) cannot be reached over SSH: fix them before deploying.");
-        } else {
-            println!("\nEvery host is reachable. Nothing was changed.");
+        })
+        .collect();
+    let batches: Vec<Vec<&str>> = plan
+        .batches
+        .iter()
+        .map(|b| plan.hosts[b.clone()].iter().map(|h| h.host.name.as_str()).collect())
+        .collect();
+    serde_json::json!({
+        "application": request.application, "environment": request.environment, "version": request.version,
+        "backend": prepared.backend.name, "load_balancers": prepared.backend.instances.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        "concurrency": plan.concurrency, "max_failures": plan.max_failures, "hosts": hosts, "batches": batches,
+    })
+}
+
+fn print_plan(prepared: &Prepared, results: &SshChecks) {
+    let (request, plan) = (&prepared.request, &prepared.plan);
+    println!(
+        "Plan: {} {} to {} ({} hosts, {} batches, at most {} out of rotation, stop after {} failed)",
+        request.application,
+        request.version,
+        request.environment,
+        plan.hosts.len(),
+        plan.batches.len(),
+        plan.concurrency,
+        plan.max_failures + 1
+    );
+    let instances: Vec<String> = prepared.backend.instances.iter().map(|i| i.to_string()).collect();
+    println!("Backend {} on {}", prepared.backend.name, instances.join(", "));
+    let width = plan.hosts.iter().map(|h| h.host.name.as_str().len()).max().unwrap_or(4).max(4);
+    for (number, batch) in plan.batches.iter().enumerate() {
+        let label = if number == 0 && plan.canary { " (canary)" } else { "" };
+        println!("\nbatch {}{label}", number + 1);
+        for index in batch.clone() {
+            let h = &plan.hosts[index];
+            let ssh = match &results[index] {
+                Some(Ok(())) => "ssh ok".to_owned(),
+                Some(Err(e)) => format!("SSH FAILED: {e}"),
+                None => "not checked".to_owned(),
+            };
+            println!(
+                "  {:width$}  {:15}  server {:20}  {ssh}",
+                h.host.name.as_str(),
+                h.host.address,
+                h.server.as_str()
+            );
         }
     }
-    Ok(if unreachable == 0 { Exit::Success } else { Exit::Unreachable })
 }
 
 /// Submits the deployment to a server and follows it to its end.

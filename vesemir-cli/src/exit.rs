@@ -25,7 +25,7 @@ impl From<Exit> for ExitCode {
 /// An error that ends the command with an exit code and a message for a person.
 #[derive(Debug)]
 pub struct Failure {
-    /// The exit code.
+    /// The code the process ends with.
     pub exit: Exit,
     /// What went wrong and what to do.
     pub message: String,

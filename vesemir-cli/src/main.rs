@@ -6,8 +6,10 @@ mod compose;
 mod config;
 mod deploy;
 mod exit;
+mod inventory_file;
 mod journal_file;
 mod output;
+mod overrides;
 mod recover;
 mod request;
 
@@ -43,23 +45,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             clap_complete::generate(*shell, &mut Cli::command(), "vesemir", &mut std::io::stdout());
             Ok(Exit::Success)
         }
-        Command::Config { command: ConfigCommand::Check } => {
-            let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
-            println!(
-                "{}: ok ({} playbooks; inventory: {}; ssh user {})",
-                config.path.display(),
-                config.playbooks.len(),
-                if config.chef.is_some() {
-                    "chef"
-                } else if config.inventory_file.is_some() {
-                    "static file"
-                } else {
-                    "hosts listed in requests"
-                },
-                config.ssh.user
-            );
-            Ok(Exit::Success)
-        }
+        Command::Config { command: ConfigCommand::Check } => config_check(&cli),
         Command::Deploy(args) => match &args.server {
             Some(server) => deploy::deploy_remote(args, server).await,
             None => {
@@ -95,25 +81,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
                 limit: Some(*limit),
             };
             let list = client::Client::new(&server.server)?.list(&filter).await?;
-            if list.deployments.is_empty() {
-                println!("no deployments");
-            }
-            for d in &list.deployments {
-                let status = serde_json::to_value(d.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                println!(
-                    "{:>6}  {:24}  {:12} {:12} {:16} {:22} {}",
-                    d.id,
-                    d.timings.created_at,
-                    d.application,
-                    d.environment,
-                    d.version,
-                    status,
-                    d.requested_by
-                );
-            }
+            print_list(&list);
             Ok(Exit::Success)
         }
         Command::Cancel { id, server } => {
@@ -121,19 +89,55 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             println!("deployment {id}: cancel requested (hosts in flight finish, no new host starts)");
             Ok(Exit::Success)
         }
-        Command::Serve { server_config } => {
-            let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
-            let text = std::fs::read_to_string(server_config).map_err(|e| {
-                Failure::input(format!(
-                    "{}: cannot read the server configuration: {e}",
-                    server_config.display()
-                ))
-            })?;
-            let server = vesemir_http::ServerConfig::from_toml(&text)
-                .map_err(|e| Failure::input(format!("{}: {e}", server_config.display())))?;
-            let factory = std::sync::Arc::new(compose::ConfiguredPorts(config));
-            vesemir_http::serve(server, factory).await.map_err(|e| Failure::unreachable(e.to_string()))?;
-            Ok(Exit::Success)
-        }
+        Command::Serve { server_config } => serve(&cli, server_config).await,
     }
+}
+
+/// `vesemir config check`: every problem of the configuration, or a one-line summary.
+fn config_check(cli: &Cli) -> Result<Exit, Failure> {
+    let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
+    println!(
+        "{}: ok ({} playbooks; inventory: {}; ssh user {})",
+        config.path.display(),
+        config.playbooks.len(),
+        if config.chef.is_some() {
+            "chef"
+        } else if config.inventory_file.is_some() {
+            "static file"
+        } else {
+            "hosts listed in requests"
+        },
+        config.ssh.user
+    );
+    Ok(Exit::Success)
+}
+
+/// `vesemir list`: one line per deployment.
+fn print_list(list: &vesemir_http::wire::DeploymentList) {
+    if list.deployments.is_empty() {
+        println!("no deployments");
+    }
+    for d in &list.deployments {
+        let status = serde_json::to_value(d.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "{:>6}  {:24}  {:12} {:12} {:16} {:22} {}",
+            d.id, d.timings.created_at, d.application, d.environment, d.version, status, d.requested_by
+        );
+    }
+}
+
+/// `vesemir serve`: the HTTP server over the adapters of this configuration.
+async fn serve(cli: &Cli, server_config: &std::path::Path) -> Result<Exit, Failure> {
+    let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
+    let text = std::fs::read_to_string(server_config).map_err(|e| {
+        Failure::input(format!("{}: cannot read the server configuration: {e}", server_config.display()))
+    })?;
+    let server = vesemir_http::ServerConfig::from_toml(&text)
+        .map_err(|e| Failure::input(format!("{}: {e}", server_config.display())))?;
+    let factory = std::sync::Arc::new(compose::ConfiguredPorts(config));
+    vesemir_http::serve(server, factory).await.map_err(|e| Failure::unreachable(e.to_string()))?;
+    Ok(Exit::Success)
 }

@@ -625,8 +625,9 @@ interval = "1s"
         let left = replay(journals[0].entries.clone());
         assert_eq!(left.servers.iter().map(|s| s.server.as_str()).collect::<Vec<_>>(), ["web-01"]);
         // Fixed: a second recovery finishes the run.
-        fleet.executor.heal(&FakeFleet::host(1));
-        let exit = recover(&args(Some(&run), false), &state, || Ok(ports(&fleet))).await.expect("recovers");
+        let healed =
+            RecoveryPorts { executor: Arc::new(vesemir_core::fake::FakeExecutor::new()), ..ports(&fleet) };
+        let exit = recover(&args(Some(&run), false), &state, || Ok(healed)).await.expect("recovers");
         assert_eq!(exit, Exit::Success);
         assert!(fleet.lb.out_of_rotation().is_empty());
         assert!(state.unfinished().expect("lists").is_empty());

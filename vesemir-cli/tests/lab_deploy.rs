@@ -8,10 +8,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vesemir_core::ports::ServerStatus;
-use vesemir_testkit::lab::{Lab, LabOptions, LoadOptions};
+use vesemir_examples::lab::{Lab, LabOptions, LoadOptions};
 
 fn lab() -> Lab {
-    Lab::start(LabOptions { hosts: 6, concurrency: 2, ..LabOptions::default() })
+    Lab::start(LabOptions { hosts: 6, concurrency: 2, ..LabOptions::default() }).expect("the lab starts")
 }
 
 fn load() -> LoadOptions {
@@ -41,8 +41,8 @@ fn text(output: &Output) -> String {
 }
 
 fn assert_in_rotation_with(lab: &Lab, host: &str, version: &str) {
-    assert_eq!(lab.served_version(host).as_deref(), Ok(version), "{host} serves");
-    let states = lab.lb_status(host);
+    assert_eq!(lab.served_version(host).ok().as_deref(), Some(version), "{host} serves");
+    let states = lab.lb_status(host).expect("HAProxy answers");
     assert_eq!(states.len(), 2, "{host} on both HAProxy boxes");
     assert!(
         states.iter().all(|s| s.status == ServerStatus::Up && s.weight == 100),
@@ -51,7 +51,7 @@ fn assert_in_rotation_with(lab: &Lab, host: &str, version: &str) {
 }
 
 fn assert_left_out(lab: &Lab, host: &str) {
-    let states = lab.lb_status(host);
+    let states = lab.lb_status(host).expect("HAProxy answers");
     assert_eq!(states.len(), 2);
     assert!(
         states.iter().all(|s| s.status == ServerStatus::Maint),
@@ -76,7 +76,7 @@ fn a_planned_then_clean_deploy_under_load_updates_every_host_without_a_failed_re
     std::thread::sleep(Duration::from_millis(500));
     let output = deploy(&lab, &[]);
     std::thread::sleep(Duration::from_millis(500));
-    let report = traffic.finish();
+    let report = traffic.finish().expect("the load generator reports");
     let all = text(&output);
     assert_eq!(output.status.code(), Some(0), "{all}");
     assert!(all.contains("6 succeeded, 0 failed"), "{all}");
@@ -92,7 +92,7 @@ fn a_planned_then_clean_deploy_under_load_updates_every_host_without_a_failed_re
 /// The part of the final summary about `host`: `<host> (<address>) <outcome> during <phase>`, its
 /// `why:` and its `now:` lines.
 fn summary_of<'a>(all: &'a str, lab: &Lab, host: &str) -> &'a str {
-    let header = format!("\n{host} ({}) ", lab.host(host).address);
+    let header = format!("\n{host} ({}) ", lab.host(host).expect("a lab host").address);
     let start = all.find(&header).unwrap_or_else(|| panic!("no summary entry for {host}:\n{all}"));
     let rest = &all[start + 1..];
     let end = rest.find("\n\n").unwrap_or(rest.len());
@@ -102,14 +102,14 @@ fn summary_of<'a>(all: &'a str, lab: &Lab, host: &str) -> &'a str {
 #[test]
 fn unreachable_failing_and_unhealthy_hosts_are_reported_and_the_rest_serve_without_a_failed_request() {
     let mut lab = lab();
-    lab.stop_sshd("web-02");
-    lab.fail_step_on("web-04");
-    lab.break_release_on("web-06");
+    lab.stop_sshd("web-02").expect("the lab does it");
+    lab.fail_step_on("web-04").expect("the lab does it");
+    lab.break_release_on("web-06").expect("the lab does it");
     let traffic = lab.start_load(load());
     std::thread::sleep(Duration::from_millis(500));
     let output = deploy(&lab, &["--set", "strategy.max_failures=3"]);
     std::thread::sleep(Duration::from_millis(500));
-    let report = traffic.finish();
+    let report = traffic.finish().expect("the load generator reports");
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("3 succeeded, 2 failed, 1 unreachable"), "{all}");
@@ -130,7 +130,7 @@ fn unreachable_failing_and_unhealthy_hosts_are_reported_and_the_rest_serve_witho
     }
 
     // Out of rotation: exactly the hosts drained and then failed, and the report names them.
-    let mut out = lab.out_of_rotation();
+    let mut out = lab.out_of_rotation().expect("HAProxy answers");
     out.sort();
     assert_eq!(out, ["web-04", "web-06"], "{all}");
     assert!(all.contains("Out of rotation now: web-04"), "{all}");
@@ -148,19 +148,19 @@ fn unreachable_failing_and_unhealthy_hosts_are_reported_and_the_rest_serve_witho
 #[test]
 fn max_failures_stops_the_rollout_and_no_new_host_starts() {
     let lab = lab();
-    lab.fail_step_on("web-01");
+    lab.fail_step_on("web-01").expect("the lab does it");
     let traffic = lab.start_load(load());
     std::thread::sleep(Duration::from_millis(500));
     let output = deploy(&lab, &["--set", "strategy.max_failures=0"]);
     std::thread::sleep(Duration::from_millis(500));
-    let report = traffic.finish();
+    let report = traffic.finish().expect("the load generator reports");
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("stopping: "), "{all}");
     assert!(all.contains("1 succeeded, 1 failed, 0 unreachable, 4 skipped"), "{all}");
     let failed = summary_of(&all, &lab, "web-01");
     assert!(failed.contains("FAILED during step 1 (install)"), "{failed}");
-    assert_eq!(lab.out_of_rotation(), ["web-01"], "{all}");
+    assert_eq!(lab.out_of_rotation().expect("HAProxy answers"), ["web-01"], "{all}");
     assert!(all.contains("Out of rotation now: web-01"), "{all}");
     assert_in_rotation_with(&lab, "web-02", "2.0.0");
     for host in ["web-03", "web-04", "web-05", "web-06"] {
@@ -203,7 +203,7 @@ fn sigint_mid_deploy_finishes_the_hosts_in_flight_and_starts_no_more() {
     reader.join().expect("reader thread");
     seen.extend(lines.try_iter());
     std::thread::sleep(Duration::from_millis(500));
-    let report = traffic.finish();
+    let report = traffic.finish().expect("the load generator reports");
     let all = format!("{}\n{}", seen.join("\n"), String::from_utf8_lossy(&output.stderr));
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("vesemir: cancelling"), "{all}");
@@ -223,14 +223,14 @@ fn sigint_mid_deploy_finishes_the_hosts_in_flight_and_starts_no_more() {
 fn the_lab_counts_requests_to_a_restart_without_drain_as_failed() {
     // What the zero above is worth: the lab's HAProxy has `retries 0` and no redispatch, so a
     // service restarted without taking it out of rotation first does drop requests.
-    let lab = Lab::start(LabOptions { hosts: 2, ..LabOptions::default() });
+    let lab = Lab::start(LabOptions { hosts: 2, ..LabOptions::default() }).expect("the lab starts");
     let traffic = lab.start_load(load());
     std::thread::sleep(Duration::from_millis(500));
-    lab.restart_app_undrained("web-01", "2.0.0");
-    lab.wait_all_up(Duration::from_secs(10));
+    lab.restart_app_undrained("web-01", "2.0.0").expect("the lab does it");
+    lab.wait_all_up(Duration::from_secs(10)).expect("the lab does it");
     std::thread::sleep(Duration::from_millis(300));
-    let report = traffic.finish();
+    let report = traffic.finish().expect("the load generator reports");
     assert!(report.failed > 0, "a restart without drain drops requests: {report}");
     assert!(report.failures.iter().any(|f| f.contains("status 503")), "HAProxy answers 503: {report}");
-    assert_eq!(lab.served_version("web-01").as_deref(), Ok("2.0.0"));
+    assert_eq!(lab.served_version("web-01").ok().as_deref(), Some("2.0.0"));
 }

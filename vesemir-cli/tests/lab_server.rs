@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::Served;
 use vesemir_core::ports::ServerStatus;
-use vesemir_testkit::lab::{Lab, LabOptions, LoadOptions};
+use vesemir_examples::lab::{Lab, LabOptions, LoadOptions};
 use vesemir_testkit::process::free_port;
 
 const TOKEN: &str = "lab-team-token-0123456789";
@@ -61,7 +61,7 @@ fn text(output: &Output) -> String {
 }
 
 fn lab() -> Lab {
-    Lab::start(LabOptions { hosts: 6, concurrency: 2, ..LabOptions::default() })
+    Lab::start(LabOptions { hosts: 6, concurrency: 2, ..LabOptions::default() }).expect("the lab starts")
 }
 
 fn load() -> LoadOptions {
@@ -77,14 +77,14 @@ fn a_clean_deploy_through_the_server_under_load_drops_no_request() {
     let deploy_file = lab.deploy_path().display().to_string();
     let output = client(&lab, &served, &["deploy", "-f", &deploy_file]);
     std::thread::sleep(Duration::from_millis(500));
-    let report = traffic.finish();
+    let report = traffic.finish().expect("the load generator reports");
     let all = text(&output);
     assert_eq!(output.status.code(), Some(0), "{all}");
     assert!(all.contains("asked by lab-ci: succeeded"), "{all}");
     assert!(all.contains("6 succeeded, 0 failed"), "{all}");
     for host in lab.hosts() {
-        assert_eq!(lab.served_version(&host.name).as_deref(), Ok("2.0.0"), "{}", host.name);
-        let states = lab.lb_status(&host.name);
+        assert_eq!(lab.served_version(&host.name).ok().as_deref(), Some("2.0.0"), "{}", host.name);
+        let states = lab.lb_status(&host.name).expect("HAProxy answers");
         assert!(states.iter().all(|s| s.status == ServerStatus::Up && s.weight == 100), "{states:?}");
     }
     assert_eq!(report.failed, 0, "{report}\n{all}");
@@ -95,15 +95,15 @@ fn a_clean_deploy_through_the_server_under_load_drops_no_request() {
 fn failing_hosts_through_the_server_are_reported_with_phase_and_reason() {
     let mut lab = lab();
     let served = serve(&lab);
-    lab.stop_sshd("web-02");
-    lab.fail_step_on("web-04");
-    lab.break_release_on("web-06");
+    lab.stop_sshd("web-02").expect("the lab does it");
+    lab.fail_step_on("web-04").expect("the lab does it");
+    lab.break_release_on("web-06").expect("the lab does it");
     let traffic = lab.start_load(load());
     std::thread::sleep(Duration::from_millis(500));
     let deploy_file = lab.deploy_path().display().to_string();
     let output = client(&lab, &served, &["deploy", "-f", &deploy_file, "--set", "strategy.max_failures=3"]);
     std::thread::sleep(Duration::from_millis(500));
-    let report = traffic.finish();
+    let report = traffic.finish().expect("the load generator reports");
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("completed_with_failures"), "{all}");
@@ -115,7 +115,7 @@ fn failing_hosts_through_the_server_are_reported_with_phase_and_reason() {
     assert!(line("web-04").contains("[out of rotation]"), "{all}");
     assert!(line("web-06").contains("failed") && line("web-06").contains("health check"), "{all}");
     assert!(all.contains("out of rotation now: web-04, web-06"), "{all}");
-    let mut out = lab.out_of_rotation();
+    let mut out = lab.out_of_rotation().expect("HAProxy answers");
     out.sort();
     assert_eq!(out, ["web-04", "web-06"]);
     assert_eq!(report.failed, 0, "{report}\n{all}");
@@ -155,15 +155,15 @@ fn cancel_through_the_server_finishes_hosts_in_flight_and_starts_no_more() {
     let cancel = client(&lab, &served, &["cancel", "1"]);
     assert_eq!(cancel.status.code(), Some(0), "{}", text(&cancel));
     let output = follower.wait_with_output().expect("the follower ends");
-    let report = traffic.finish();
+    let report = traffic.finish().expect("the load generator reports");
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("asked by lab-ci: cancelled"), "{all}");
     assert!(all.contains("2 succeeded, 0 failed, 0 unreachable, 0 skipped, 4 cancelled"), "{all}");
-    assert!(lab.out_of_rotation().is_empty(), "nothing left out of rotation");
+    assert!(lab.out_of_rotation().expect("HAProxy answers").is_empty(), "nothing left out of rotation");
     for (i, host) in lab.hosts().iter().enumerate() {
         let expected = if i < 2 { "2.0.0" } else { "1.0.0" };
-        assert_eq!(lab.served_version(&host.name).as_deref(), Ok(expected), "{}", host.name);
+        assert_eq!(lab.served_version(&host.name).ok().as_deref(), Some(expected), "{}", host.name);
     }
     assert_eq!(report.failed, 0, "{report}\n{all}");
 }
@@ -172,22 +172,22 @@ fn cancel_through_the_server_finishes_hosts_in_flight_and_starts_no_more() {
 fn max_failures_through_the_server_stops_the_rollout() {
     let lab = lab();
     let served = serve(&lab);
-    lab.fail_step_on("web-01");
+    lab.fail_step_on("web-01").expect("the lab does it");
     let traffic = lab.start_load(load());
     std::thread::sleep(Duration::from_millis(500));
     let deploy_file = lab.deploy_path().display().to_string();
     let output = client(&lab, &served, &["deploy", "-f", &deploy_file, "--set", "strategy.max_failures=0"]);
     std::thread::sleep(Duration::from_millis(500));
-    let report = traffic.finish();
+    let report = traffic.finish().expect("the load generator reports");
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("stopping: "), "{all}");
     assert!(all.contains("asked by lab-ci: stopped"), "{all}");
     assert!(all.contains("1 succeeded, 1 failed, 0 unreachable, 4 skipped"), "{all}");
     assert!(all.contains("out of rotation now: web-01\n"), "{all}");
-    assert_eq!(lab.out_of_rotation(), ["web-01"]);
+    assert_eq!(lab.out_of_rotation().expect("HAProxy answers"), ["web-01"]);
     for host in ["web-03", "web-04", "web-05", "web-06"] {
-        assert_eq!(lab.served_version(host).as_deref(), Ok("1.0.0"), "{host} never started");
+        assert_eq!(lab.served_version(host).ok().as_deref(), Some("1.0.0"), "{host} never started");
     }
     assert_eq!(report.failed, 0, "{report}\n{all}");
 }

@@ -13,10 +13,10 @@ use tokio::task::JoinSet;
 use crate::error::PortError;
 use crate::event::EventSink;
 use crate::host::Host;
-use crate::name::ServerName;
+use crate::name::{EnvVarName, ServerName};
 use crate::plan::{Plan, PlanError, PlannedHost};
 use crate::ports::{
-    Backend, Executor, FileUpload, Inventory, LbEndpoint, LoadBalancer, OutputSink, RemoteCommand,
+    Backend, Executor, FileUpload, Inventory, LbEndpoint, LoadBalancer, OutputSink, RemoteCommand, Selector,
     ServerLookup,
 };
 use crate::report::DeploymentReport;
@@ -62,11 +62,11 @@ impl Default for DriverConfig {
 /// A deployment ready to run: its hosts found, servers resolved, batches planned.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The request.
+    /// The validated request it was prepared from.
     pub request: Arc<DeploymentRequest>,
     /// The backend on every load balancer instance.
     pub backend: Backend,
-    /// The plan.
+    /// The hosts with their servers, in batches.
     pub plan: Arc<Plan>,
 }
 
@@ -95,7 +95,7 @@ pub enum PrepareError {
     /// A host's server name template gave an invalid name.
     #[error("host {host}: the server name template gives {rendered:?}, which is not a valid HAProxy server name: fix load_balancer.server_name")]
     ServerName {
-        /// The host.
+        /// The host the template was rendered for.
         host: String,
         /// What the template gave.
         rendered: String,
@@ -103,9 +103,9 @@ pub enum PrepareError {
     /// A host's server could not be found in the backend.
     #[error("host {host}: {source}")]
     Resolve {
-        /// The host.
+        /// The host whose server was looked up.
         host: String,
-        /// Why.
+        /// Why the lookup failed.
         #[source]
         source: PortError,
     },
@@ -199,32 +199,39 @@ pub async fn prepare(
 ) -> Result<Prepared, PrepareError> {
     let hosts = match &request.targets {
         Targets::Hosts(hosts) => hosts.clone(),
-        Targets::Search(selector) => {
-            let found = bounded(
-                config.call_timeout,
-                || format!("search for {selector}"),
-                ports.inventory.discover(selector),
-            )
-            .await;
-            found.map_err(|source| PrepareError::Hosts { selector: selector.to_string(), source })?
-        }
+        Targets::Search(selector) => discover(ports, config, selector)
+            .await
+            .map_err(|source| PrepareError::Hosts { selector: selector.to_string(), source })?,
     };
     let instances = match &request.load_balancer.instances {
         LbInstances::Listed(endpoints) => endpoints.clone(),
         LbInstances::Discover { selector, port } => {
-            let found = bounded(
-                config.call_timeout,
-                || format!("search for {selector}"),
-                ports.inventory.discover(selector),
-            )
-            .await;
-            let boxes = found
+            let boxes = discover(ports, config, selector)
+                .await
                 .map_err(|source| PrepareError::LoadBalancers { selector: selector.to_string(), source })?;
             boxes.into_iter().map(|b| LbEndpoint::Tcp { address: b.address, port: *port }).collect()
         }
     };
     let backend = Backend { name: request.load_balancer.backend.clone(), instances };
+    let planned = resolve_servers(&request, hosts, &backend, ports, config).await?;
+    let plan = Plan::new(planned, &request.strategy)?;
+    Ok(Prepared { request, backend, plan: Arc::new(plan) })
+}
 
+/// The hosts the inventory finds for `selector`, within the call timeout.
+async fn discover(ports: &Ports, config: &DriverConfig, selector: &Selector) -> Result<Vec<Host>, PortError> {
+    let what = || format!("search for {selector}");
+    bounded(config.call_timeout, what, ports.inventory.discover(selector)).await
+}
+
+/// Each host with its server in `backend`, looked up `resolve_concurrency` at a time.
+async fn resolve_servers(
+    request: &DeploymentRequest,
+    hosts: Vec<Host>,
+    backend: &Backend,
+    ports: &Ports,
+    config: &DriverConfig,
+) -> Result<Vec<PlannedHost>, PrepareError> {
     let mut planned = Vec::with_capacity(hosts.len());
     let mut pending: JoinSet<(Host, Result<ServerName, PortError>)> = JoinSet::new();
     let mut hosts = hosts.into_iter();
@@ -256,8 +263,7 @@ pub async fn prepare(
             result.map_err(|source| PrepareError::Resolve { host: host.name.to_string(), source })?;
         planned.push(PlannedHost { host, server });
     }
-    let plan = Plan::new(planned, &request.strategy)?;
-    Ok(Prepared { request, backend, plan: Arc::new(plan) })
+    Ok(planned)
 }
 
 /// Runs a prepared deployment to its end, sending every event to `sink`, and returns the report.
@@ -308,15 +314,7 @@ pub async fn run(
                     continue;
                 }
                 let state = *control_changes.borrow_and_update();
-                if state.abort && !seen.abort {
-                    tasks.abort_all();
-                    machine.handle_abort(now());
-                } else if state.cancel && !seen.cancel {
-                    machine.handle_cancel(now());
-                }
-                if state.confirmations > seen.confirmations {
-                    machine.handle_confirm(now());
-                }
+                apply_control(&mut machine, &mut tasks, seen, state);
                 seen = state;
             }
             Some((tag, line)) = output_lines.recv_tagged() => {
@@ -336,6 +334,25 @@ pub async fn run(
         }
     }
     machine.report()
+}
+
+/// Hands the operator's new orders (what `state` adds to `seen`) to the machine. An abort also
+/// drops every running action.
+fn apply_control(
+    machine: &mut Rollout,
+    tasks: &mut JoinSet<(HostId, ActionResult)>,
+    seen: ControlState,
+    state: ControlState,
+) {
+    if state.abort && !seen.abort {
+        tasks.abort_all();
+        machine.handle_abort(now());
+    } else if state.cancel && !seen.cancel {
+        machine.handle_cancel(now());
+    }
+    if state.confirmations > seen.confirmations {
+        machine.handle_confirm(now());
+    }
 }
 
 type Joined = Result<(tokio::task::Id, (HostId, ActionResult)), tokio::task::JoinError>;
@@ -417,29 +434,7 @@ impl ActionContext {
                     .await
                     .into()
             }
-            Action::RunStep { step, timeout, .. } => {
-                let Some(step) = self.request.changeset.steps.get(step) else {
-                    return ActionResult::Failed(HostError::new(ErrorKind::Other, format!("no step {step}")));
-                };
-                match &step.action {
-                    StepAction::Run(template) => {
-                        let command = self.command(template, host, timeout);
-                        let what = || format!("step {:?} on {}", step.name, host.name);
-                        let output = output.unwrap_or_else(|| OutputSink::channel().0);
-                        bounded(timeout + grace, what, executor.run(host, &command, output)).await.into()
-                    }
-                    StepAction::Upload { source, destination, mode } => {
-                        let upload = FileUpload {
-                            source: source.clone(),
-                            destination: self.request.render(destination, Quoting::None, host),
-                            mode: *mode,
-                            timeout,
-                        };
-                        let what = || format!("upload {:?} to {}", step.name, host.name);
-                        bounded(timeout + grace, what, executor.upload(host, &upload)).await.into()
-                    }
-                }
-            }
+            Action::RunStep { step, timeout, .. } => self.run_step(host, step, timeout, output).await,
             Action::RunHealthCheck { timeout, .. } => {
                 let Some(health) = &self.request.changeset.health.command else {
                     return ActionResult::Exited(crate::ports::ExitStatus::code(0));
@@ -456,15 +451,47 @@ impl ActionContext {
         }
     }
 
+    /// Runs changeset step `step` on `host`: a command, or an upload.
+    async fn run_step(
+        &self,
+        host: &Host,
+        step: usize,
+        timeout: Duration,
+        output: Option<OutputSink>,
+    ) -> ActionResult {
+        let Some(step) = self.request.changeset.steps.get(step) else {
+            return ActionResult::Failed(HostError::new(ErrorKind::Other, format!("no step {step}")));
+        };
+        let (executor, bound) = (&self.ports.executor, timeout + self.config.grace);
+        match &step.action {
+            StepAction::Run(template) => {
+                let command = self.command(template, host, timeout);
+                let what = || format!("step {:?} on {}", step.name, host.name);
+                let output = output.unwrap_or_else(|| OutputSink::channel().0);
+                bounded(bound, what, executor.run(host, &command, output)).await.into()
+            }
+            StepAction::Upload { source, destination, mode } => {
+                let upload = FileUpload {
+                    source: source.clone(),
+                    destination: self.request.render(destination, Quoting::None, host),
+                    mode: *mode,
+                    timeout,
+                };
+                let what = || format!("upload {:?} to {}", step.name, host.name);
+                bounded(bound, what, executor.upload(host, &upload)).await.into()
+            }
+        }
+    }
+
     fn command(&self, template: &crate::request::Template, host: &Host, timeout: Duration) -> RemoteCommand {
         let request = &self.request;
         RemoteCommand {
             script: request.render(template, Quoting::Shell, host),
             env: vec![
-                ("VESEMIR_APPLICATION".into(), request.application.to_string()),
-                ("VESEMIR_ENVIRONMENT".into(), request.environment.to_string()),
-                ("VESEMIR_VERSION".into(), request.version.to_string()),
-                ("VESEMIR_HOST".into(), host.name.to_string()),
+                (EnvVarName::builtin("VESEMIR_APPLICATION"), request.application.to_string()),
+                (EnvVarName::builtin("VESEMIR_ENVIRONMENT"), request.environment.to_string()),
+                (EnvVarName::builtin("VESEMIR_VERSION"), request.version.to_string()),
+                (EnvVarName::builtin("VESEMIR_HOST"), host.name.to_string()),
             ],
             timeout,
             output_limit: self.config.output_limit,

@@ -48,25 +48,25 @@ pub enum EventKind {
     },
     /// A host entered a phase.
     HostPhase {
-        /// The host.
+        /// The host, by its inventory name.
         host: HostName,
-        /// The phase.
+        /// The phase it entered.
         phase: Phase,
     },
     /// A line of a command's output.
     HostOutput {
-        /// The host.
+        /// The host the command runs on.
         host: HostName,
         /// The step (or `health`).
         step: String,
         /// stdout or stderr.
         stream: OutputStream,
-        /// The line.
+        /// The line's text, without its line ending.
         line: String,
     },
     /// A host reached its end.
     HostFinished {
-        /// The host.
+        /// The host that ended.
         host: HostName,
         /// How it ended.
         outcome: HostOutcome,
@@ -89,7 +89,7 @@ pub enum EventKind {
     },
     /// The rollout waits before the next batch.
     Waiting {
-        /// What for.
+        /// What the next batch waits for.
         reason: WaitReason,
     },
     /// Something worth a look that stops nothing.
@@ -97,21 +97,71 @@ pub enum EventKind {
         /// The host it concerns, if one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host: Option<HostName>,
-        /// What.
+        /// What happened, and what to look at.
         message: String,
     },
     /// The rollout stops starting hosts (too many failures, cancel, or no capacity left).
+    /// Build it with [`EventKind::stopping`], which keeps `reason` and `cause` in step.
     Stopping {
-        /// Why.
+        /// Why, as a sentence for people: the [`Display`](fmt::Display) of `cause`.
         reason: String,
+        /// Why, as data. Absent in events recorded before it was added.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<StopReason>,
     },
     /// The rollout ended.
     DeploymentFinished {
-        /// How.
+        /// How the deployment as a whole ended.
         outcome: DeploymentOutcome,
-        /// Host counts.
+        /// How many hosts ended each way.
         totals: Totals,
     },
+}
+
+impl EventKind {
+    /// The [`EventKind::Stopping`] event for `cause`, with its sentence.
+    pub fn stopping(cause: StopReason) -> Self {
+        EventKind::Stopping { reason: cause.to_string(), cause: Some(cause) }
+    }
+}
+
+/// Why the rollout stopped starting hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StopReason {
+    /// More hosts failed than `max_failures` allows.
+    TooManyFailures {
+        /// Hosts failed or unreachable so far.
+        failed: usize,
+        /// The failures the deployment tolerates.
+        max_failures: usize,
+    },
+    /// Failed hosts left out of rotation use every concurrency slot, so starting another host
+    /// would take more capacity out than the operator allowed.
+    NoCapacity {
+        /// Failed hosts out of rotation.
+        out_of_rotation: usize,
+        /// The deployment's concurrency.
+        concurrency: usize,
+    },
+    /// The operator cancelled (or aborted) the deployment.
+    Cancelled,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::TooManyFailures { failed, max_failures } => write!(
+                f,
+                "{failed} hosts failed, more than max_failures ({max_failures}): no new host starts; hosts in flight finish"
+            ),
+            StopReason::NoCapacity { out_of_rotation, concurrency } => write!(
+                f,
+                "{out_of_rotation} failed hosts are out of rotation, which uses all of the concurrency ({concurrency}): no host can start without taking more capacity out"
+            ),
+            StopReason::Cancelled => f.write_str("cancelled: hosts in flight finish, no new host starts"),
+        }
+    }
 }
 
 /// Where a host is in its deployment.
@@ -134,7 +184,7 @@ pub enum Phase {
     Step {
         /// Its position, from 1.
         number: usize,
-        /// Its name.
+        /// Its name from the changeset.
         name: String,
     },
     /// Running the health check.
@@ -146,12 +196,12 @@ pub enum Phase {
     WaitingForUp,
     /// Putting the server back into rotation at a weight.
     Enabling {
-        /// The weight.
+        /// The weight being set (0 means health checks only).
         weight: Weight,
     },
     /// Holding at a weight before the next.
     Holding {
-        /// The weight.
+        /// The ramp weight held.
         weight: Weight,
     },
     /// Putting the server back as it was after the host could not be deployed.
@@ -245,7 +295,7 @@ impl fmt::Display for Rotation {
 pub enum WaitReason {
     /// Watching the canary for a while.
     CanaryHold {
-        /// How long.
+        /// The canary hold configured in the strategy.
         #[serde(with = "humantime_serde")]
         duration: Duration,
     },
@@ -253,7 +303,7 @@ pub enum WaitReason {
     CanaryConfirmation,
     /// The pause between batches.
     Pause {
-        /// How long.
+        /// The strategy's `pause_between_batches`.
         #[serde(with = "humantime_serde")]
         duration: Duration,
     },
@@ -284,18 +334,14 @@ impl fmt::Display for DeploymentOutcome {
     }
 }
 
-/// Hosts by outcome.
+/// Hosts by outcome: one count per [`HostOutcome`], named like it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)] // each field counts the hosts of the outcome it is named after
 pub struct Totals {
-    /// Succeeded.
     pub succeeded: usize,
-    /// Failed.
     pub failed: usize,
-    /// Unreachable.
     pub unreachable: usize,
-    /// Skipped.
     pub skipped: usize,
-    /// Cancelled.
     pub cancelled: usize,
 }
 
@@ -368,14 +414,38 @@ impl EventSink for MemorySink {
     }
 }
 
-/// Sends every event to each of several sinks, in order.
-#[derive(Default)]
-pub struct FanOut(pub Vec<Box<dyn EventSink>>);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl EventSink for FanOut {
-    fn emit(&self, event: &Event) {
-        for sink in &self.0 {
-            sink.emit(event);
-        }
+    #[test]
+    fn stopping_keeps_its_sentence_and_adds_its_cause() {
+        let event = Event {
+            seq: 7,
+            elapsed: Duration::from_secs(1),
+            kind: EventKind::stopping(StopReason::TooManyFailures { failed: 2, max_failures: 1 }),
+        };
+        let json = serde_json::to_value(&event).expect("serializes");
+        assert_eq!(json["type"], "stopping");
+        assert_eq!(
+            json["reason"],
+            "2 hosts failed, more than max_failures (1): no new host starts; hosts in flight finish"
+        );
+        assert_eq!(
+            json["cause"],
+            serde_json::json!({"kind": "too_many_failures", "failed": 2, "max_failures": 1})
+        );
+        let back: Event = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn stopping_events_recorded_before_the_cause_still_read() {
+        let old = r#"{"seq":3,"elapsed":"2s","type":"stopping","reason":"cancelled: hosts in flight finish, no new host starts"}"#;
+        let event: Event = serde_json::from_str(old).expect("an old event reads");
+        assert_eq!(
+            event.kind,
+            EventKind::Stopping { reason: StopReason::Cancelled.to_string(), cause: None }
+        );
     }
 }

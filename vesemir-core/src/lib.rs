@@ -11,6 +11,7 @@ pub mod error;
 pub mod fake;
 pub mod host;
 pub mod journal;
+pub mod lock;
 pub mod name;
 pub mod ports;
 pub mod request;
@@ -23,6 +24,7 @@ pub mod progress;
 pub mod render;
 pub mod report;
 pub mod rollout;
+pub mod static_inventory;
 
 pub use backoff::Backoff;
 pub use driver::{prepare, run, Control, DriverConfig, Ports, PrepareError, Prepared};

@@ -31,6 +31,8 @@ enum Rule {
     Variable,
     /// Any printable text without control characters (Chef tags, people).
     Printable,
+    /// Shell identifiers: letters, digits and `_`, not starting with a digit.
+    EnvVar,
 }
 
 impl Rule {
@@ -47,6 +49,9 @@ impl Rule {
                 "use 1 to 64 lower-case letters, digits or '_', starting with a letter or '_'"
             }
             Rule::Printable => "use 1 to 255 characters with no control characters (newlines, tabs)",
+            Rule::EnvVar => {
+                "use 1 to 255 letters, digits or '_', not starting with a digit (a shell identifier)"
+            }
         }
     }
 
@@ -54,7 +59,7 @@ impl Rule {
         match self {
             Rule::Identifier | Rule::Haproxy | Rule::Variable => 64,
             Rule::Version => 128,
-            Rule::Printable => 255,
+            Rule::Printable | Rule::EnvVar => 255,
         }
     }
 
@@ -82,6 +87,10 @@ impl Rule {
                     && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             }
             Rule::Printable => value.trim() == value && !value.chars().any(char::is_control),
+            Rule::EnvVar => {
+                (first.is_ascii_alphabetic() || first == '_')
+                    && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            }
         }
     }
 }
@@ -154,8 +163,9 @@ validated_name!(
     AppName, "application name", Rule::Identifier
 );
 validated_name!(
-    /// An environment's name, e.g. `production`.
-    EnvName, "environment name", Rule::Identifier
+    /// A deployment environment's name, e.g. `production` (not an environment variable: see
+    /// [`EnvVarName`]).
+    EnvironmentName, "environment name", Rule::Identifier
 );
 validated_name!(
     /// A team's name, e.g. `payments`.
@@ -190,9 +200,23 @@ validated_name!(
     ChefTerm, "Chef tag, role or recipe", Rule::Printable
 );
 validated_name!(
+    /// The name of an environment variable set for a remote command, e.g. `VESEMIR_VERSION`.
+    /// A shell identifier, so it can be written into a command line unquoted.
+    EnvVarName, "environment variable name", Rule::EnvVar
+);
+validated_name!(
     /// Who asked for a deployment: a person or a pipeline.
     Requester, "requester", Rule::Printable
 );
+
+impl EnvVarName {
+    /// A name the code itself spells, such as `VESEMIR_HOST`: checked in debug builds, and by
+    /// the driver's tests that run every command.
+    pub fn builtin(value: &'static str) -> Self {
+        debug_assert!(Rule::EnvVar.accepts(value), "{value:?} is not a shell identifier");
+        Self(Arc::from(value))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -222,6 +246,16 @@ mod tests {
         assert!(ChefTerm::new("a\nb").is_err());
         assert!(ChefTerm::new(" padded").is_err());
         assert!(Requester::new("alice@example.com").is_ok());
+    }
+
+    #[test]
+    fn env_var_names_are_shell_identifiers() {
+        for bad in ["", "1A", "A B", "A=B", "A;B", "$(x)", "X;id", "BAD NAME"] {
+            assert!(EnvVarName::new(bad).is_err(), "{bad:?}");
+        }
+        for good in ["A_1", "_x", "VESEMIR_VERSION", "GOOD_NAME_1"] {
+            assert!(EnvVarName::new(good).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

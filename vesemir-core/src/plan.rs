@@ -6,13 +6,13 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
-use crate::name::ServerName;
+use crate::name::{HostName, ServerName};
 use crate::request::{Canary, Strategy};
 
 /// A host and its server in the backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedHost {
-    /// The host.
+    /// The host as the inventory found it.
     pub host: Host,
     /// Its server in the load balancer backend.
     pub server: ServerName,
@@ -41,11 +41,21 @@ pub enum PlanError {
     #[error("no hosts to deploy to")]
     NoHosts,
     /// The same host twice.
-    #[error("host {0} appears twice: every host must be listed once")]
-    DuplicateHost(String),
+    #[error("host {host} appears twice: every host must be listed once")]
+    DuplicateHost {
+        /// The host listed more than once.
+        host: HostName,
+    },
     /// Two hosts behind the same server.
-    #[error("hosts {0} and {1} both map to server {2}: each host needs its own server")]
-    SharedServer(String, String, String),
+    #[error("hosts {first} and {second} both map to server {server}: each host needs its own server")]
+    SharedServer {
+        /// The first host, by name.
+        first: HostName,
+        /// The other host.
+        second: HostName,
+        /// The server both resolved to.
+        server: ServerName,
+    },
 }
 
 impl Plan {
@@ -58,18 +68,15 @@ impl Plan {
         hosts.sort_by(|a, b| a.host.name.cmp(&b.host.name));
         for pair in hosts.windows(2) {
             if pair[0].host.name == pair[1].host.name {
-                return Err(PlanError::DuplicateHost(pair[0].host.name.to_string()));
+                return Err(PlanError::DuplicateHost { host: pair[0].host.name.clone() });
             }
         }
         let mut by_server: Vec<(&ServerName, &PlannedHost)> = hosts.iter().map(|h| (&h.server, h)).collect();
         by_server.sort_by(|a, b| a.0.cmp(b.0));
         for pair in by_server.windows(2) {
             if pair[0].0 == pair[1].0 {
-                return Err(PlanError::SharedServer(
-                    pair[0].1.host.name.to_string(),
-                    pair[1].1.host.name.to_string(),
-                    pair[0].0.to_string(),
-                ));
+                let (first, second) = (pair[0].1.host.name.clone(), pair[1].1.host.name.clone());
+                return Err(PlanError::SharedServer { first, second, server: pair[0].0.clone() });
             }
         }
         let n = hosts.len();
@@ -94,7 +101,6 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::name::HostName;
     use crate::request::{Amount, CanaryGate};
     use std::time::Duration;
 
@@ -130,13 +136,13 @@ mod tests {
         let mut twice = vec![host(1), host(1)];
         assert_eq!(
             Plan::new(twice.clone(), &strategy(Amount::Count(1), None)),
-            Err(PlanError::DuplicateHost("web-01".into()))
+            Err(PlanError::DuplicateHost { host: HostName::new("web-01").expect("valid") })
         );
         twice[1] = host(2);
         twice[1].server = twice[0].server.clone();
         assert!(matches!(
             Plan::new(twice, &strategy(Amount::Count(1), None)),
-            Err(PlanError::SharedServer(..))
+            Err(PlanError::SharedServer { .. })
         ));
         assert_eq!(Plan::new(vec![], &strategy(Amount::Count(1), None)), Err(PlanError::NoHosts));
     }

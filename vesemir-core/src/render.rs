@@ -74,7 +74,7 @@ pub fn describe(event: &Event) -> Option<String> {
         },
         EventKind::Warning { host: Some(host), message } => format!("warning: {host}: {message}"),
         EventKind::Warning { host: None, message } => format!("warning: {message}"),
-        EventKind::Stopping { reason } => format!("stopping: {reason}"),
+        EventKind::Stopping { reason, .. } => format!("stopping: {reason}"),
         EventKind::DeploymentFinished { outcome, totals } => format!(
             "deployment {outcome}: {} succeeded, {} failed, {} unreachable, {} skipped, {} cancelled",
             totals.succeeded, totals.failed, totals.unreachable, totals.skipped, totals.cancelled

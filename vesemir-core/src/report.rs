@@ -27,9 +27,9 @@ pub struct DeploymentReport {
 /// How one host went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostReport {
-    /// The host.
+    /// The host, by its inventory name.
     pub name: HostName,
-    /// Its address.
+    /// The address it was reached at.
     pub address: String,
     /// Its server in the backend.
     pub server: ServerName,

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use proptest::prelude::*;
 use support::{fleet, host, server, Fleet, FleetRequests};
-use vesemir_core::event::{FanOut, MemorySink, Rotation};
+use vesemir_core::event::Rotation;
 use vesemir_core::journal::{
     replay, JournalEntry, JournalError, JournalHeader, JournalHost, JournalSink, JournalWriter,
     JournaledLoadBalancer, MemoryJournal, Pending, RunId,
@@ -129,8 +129,7 @@ async fn journaled_run(starts: &[Start], failing: &[bool], concurrency: usize) -
     ports.load_balancer = Arc::new(lb);
     let config = DriverConfig::default();
     let prepared = vesemir_core::prepare(Arc::new(request), &ports, &config).await.expect("prepares");
-    let sink =
-        FanOut(vec![Box::new(JournalSink::new(journal.clone(), &header)), Box::new(MemorySink::new())]);
+    let sink = JournalSink::new(journal.clone(), &header);
     vesemir_core::run(&prepared, &ports, &sink, &Control::new(), &config).await;
     // One last snapshot: the backend when the run ended.
     journal.snapshots.lock().unwrap_or_else(|e| e.into_inner()).push(snapshot(&fleet));

@@ -1,7 +1,7 @@
 //! Parsing and validating deployment requests: the happy path in TOML and JSON, and bad input
 //! that must be refused with every problem named by its field path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use vesemir_core::name::PlaybookName;
@@ -279,4 +279,89 @@ load_balancer_up = false
         ],
         "{errors:#?}"
     );
+}
+
+#[test]
+fn type_errors_are_reported_with_every_other_problem() {
+    let policy_playbooks: Playbooks = [(
+        PlaybookName::new("web").expect("name"),
+        ChangesetSpec::from_toml("steps = [{ name = \"a\", run = \"true\" }]")
+            .expect("toml")
+            .validate()
+            .expect("valid"),
+    )]
+    .into_iter()
+    .collect();
+    let policy = RequestPolicy {
+        playbooks: &policy_playbooks,
+        inline_changesets: InlineChangesets::Allowed,
+        raw_queries: RawQueries::Allowed,
+    };
+    let text = r#"
+application = "shop web"
+environment = "production"
+team = "payments"
+version = "bad version!"
+requested_by = "alice"
+playbook = "no such playbook"
+
+[targets]
+tags = ["shop-web"]
+
+[load_balancer]
+backend = "be shop"
+instances = [{ address = "127.0.0.1", port = 99999 }]
+
+[strategy]
+concurrency = "zero"
+canary = { hosts = -1, hold = "5m" }
+"#;
+    let errors = errors_of(text, &policy);
+    let fields: BTreeSet<&str> = errors.iter().map(|e| e.split(':').next().unwrap_or("")).collect();
+    for field in [
+        "application",
+        "version",
+        "playbook",
+        "load_balancer.backend",
+        "load_balancer.instances[0].port",
+        "strategy.concurrency",
+        "strategy.canary.hosts",
+    ] {
+        assert!(fields.contains(field), "{field} is not reported: {errors:#?}");
+    }
+    assert_eq!(errors.len(), 7, "each problem once, no echo of a stand-in value: {errors:#?}");
+
+    let json = r#"{"application":"a b","environment":"e","team":"t","version":1.5,"requested_by":"x",
+                   "targets":{"tags":["x"]},"playbook":"web",
+                   "load_balancer":{"backend":"b","instances":[{"address":"127.0.0.1","port":"x"}]}}"#;
+    let errors: Vec<String> = match DeploymentRequest::from_json(json, &policy) {
+        Ok(_) => panic!("should have been refused"),
+        Err(e) => e.errors().iter().map(|e| e.to_string()).collect(),
+    };
+    let fields: BTreeSet<&str> = errors.iter().map(|e| e.split(':').next().unwrap_or("")).collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from(["application", "version", "load_balancer.instances[0].port"]),
+        "{errors:#?}"
+    );
+
+    let missing = RequestSpec::from_toml("application = 5\nenvironment = []\n").expect_err("bad types");
+    let fields: Vec<&str> = missing.errors().iter().map(|e| e.field.as_str()).collect();
+    assert!(fields.contains(&"application") && fields.contains(&"environment"), "{missing}");
+}
+
+#[test]
+fn playbooks_are_checked_once_for_every_front_end() {
+    let good = ChangesetSpec::from_toml("steps = [{ name = \"a\", run = \"true\" }]").expect("toml");
+    let empty = ChangesetSpec::default();
+    let specs: BTreeMap<String, ChangesetSpec> =
+        [("web".to_owned(), good.clone()), ("bad name".to_owned(), good), ("db".to_owned(), empty)]
+            .into_iter()
+            .collect();
+    let errors = vesemir_core::request::validate_playbooks(&specs).expect_err("two problems");
+    let fields: Vec<&str> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["playbooks.bad name", "playbooks.db.steps"], "{errors}");
+    let only_web: BTreeMap<String, ChangesetSpec> = specs.into_iter().filter(|(n, _)| n == "web").collect();
+    let playbooks = vesemir_core::request::validate_playbooks(&only_web).expect("valid");
+    assert!(playbooks.contains_key(&PlaybookName::new("web").expect("name")));
 }

@@ -16,7 +16,9 @@ use vesemir_core::ports::{AdminState, ExitStatus, Weight};
 use vesemir_core::request::{
     Amount, Canary, CanaryGate, DrainTimeoutPolicy, RampStep, Strategy as RolloutStrategy,
 };
-use vesemir_core::rollout::{Action, ActionResult, ErrorKind, HostError, HostId, Rollout, RolloutConfig};
+use vesemir_core::rollout::{
+    Action, ActionResult, ErrorKind, HealthRetry, HostError, HostId, Rollout, RolloutConfig, StepLimit,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
@@ -174,8 +176,13 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let concurrency = plan.concurrency;
     let max_failures = plan.max_failures;
     let config = RolloutConfig {
-        steps: (0..s.steps).map(|i| (format!("step{i}"), Duration::from_secs(60))).collect(),
-        health_command: s.health.map(|(t, i)| (Duration::from_millis(t), Duration::from_millis(i))),
+        steps: (0..s.steps)
+            .map(|i| StepLimit { name: format!("step{i}"), timeout: Duration::from_secs(60) })
+            .collect(),
+        health_command: s.health.map(|(t, i)| HealthRetry {
+            timeout: Duration::from_millis(t),
+            interval: Duration::from_millis(i),
+        }),
         load_balancer_up: s.lb_up.then_some(Duration::from_secs(5)),
         drain_timeout: Duration::from_secs(10),
         on_drain_timeout: if s.force { DrainTimeoutPolicy::Force } else { DrainTimeoutPolicy::Fail },

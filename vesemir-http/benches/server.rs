@@ -33,7 +33,7 @@ struct Fakes {
 impl PortsFactory for Fakes {
     fn ports(&self, request: &DeploymentRequest) -> Result<Ports, PortsError> {
         let Targets::Hosts(hosts) = &request.targets else {
-            return Err(PortsError("the benchmark lists its hosts".into()));
+            return Err(PortsError::Unsupported { reason: "the benchmark lists its hosts".into() });
         };
         let servers = hosts
             .iter()

@@ -26,16 +26,19 @@ struct Fakes {
 impl PortsFactory for Fakes {
     fn ports(&self, request: &DeploymentRequest) -> Result<Ports, PortsError> {
         let Targets::Hosts(hosts) = &request.targets else {
-            return Err(PortsError("this demo deploys only to listed hosts (targets.hosts)".into()));
+            let reason = "this demo deploys only to listed hosts (targets.hosts)".into();
+            return Err(PortsError::Unsupported { reason });
         };
         let LbInstances::Listed(instances) = &request.load_balancer.instances else {
-            return Err(PortsError("this demo needs listed load balancer instances".into()));
+            let reason = "this demo needs listed load balancer instances".into();
+            return Err(PortsError::Unsupported { reason });
         };
         let servers = hosts
             .iter()
             .map(|h| {
-                let name = ServerName::new(h.name.as_str())
-                    .map_err(|e| PortsError(format!("host {} cannot be a server name: {e}", h.name)))?;
+                let name = ServerName::new(h.name.as_str()).map_err(|e| PortsError::Unsupported {
+                    reason: format!("host {} cannot be a server name: {e}", h.name),
+                })?;
                 Ok(FakeServer::new(name, h.address.clone()))
             })
             .collect::<Result<Vec<_>, PortsError>>()?;

@@ -30,7 +30,7 @@ use crate::wire::{Accepted, Deployment, DeploymentList, ErrorBody, Health, Probl
 
 /// Everything the handlers share.
 pub struct App {
-    /// The database.
+    /// Where deployments, host results and events are stored.
     pub store: Arc<dyn Store>,
     /// Deployments in flight.
     pub runner: Arc<Runner>,
@@ -42,10 +42,12 @@ pub struct App {
     pub applications: BTreeMap<String, String>,
     /// Makes ports for each deployment.
     pub factory: Arc<dyn PortsFactory>,
-    /// Limits.
+    /// The configured bounds on bodies, queue, concurrency and time.
     pub limits: Limits,
-    /// Metrics.
+    /// The server's Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The OpenAPI description served at `/openapi.json`, built once from the route table.
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
 impl std::fmt::Debug for App {
@@ -179,7 +181,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Starts a deployment.
 #[utoipa::path(
     post, path = "/v1/deployments", tag = "deployments",
-    request_body(content = crate::openapi::DeploymentRequestBody, content_type = "application/json",
+    request_body(content = crate::wire::DeploymentRequestBody, content_type = "application/json",
         description = "The deployment request: a playbook configured on the server and its variables. \
         `requested_by` is set by the server from the token's name: leave it out (a different value is refused). \
         Inline changesets and raw inventory queries are refused."),
@@ -203,66 +205,10 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::field(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "(document)",
-                format!("the body is larger than {} bytes", state.limits.max_body_bytes),
-            )
-        } else {
-            ApiError::field(StatusCode::BAD_REQUEST, "(document)", rejection.body_text())
-        }
-    })?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::field(StatusCode::BAD_REQUEST, "(document)", "is not UTF-8 JSON"))?;
-    let mut spec =
-        RequestSpec::from_json(text).map_err(|e| ApiError::validation(StatusCode::BAD_REQUEST, &e))?;
-    if let Some(asked) = &spec.requested_by {
-        if asked != &principal.name {
-            return Err(ApiError::field(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "requested_by",
-                format!("is set by the server from your token ({}): leave it out", principal.name),
-            ));
-        }
-    }
-    spec.requested_by = Some(principal.name.clone());
-    if !principal.may_act_for(&spec.team) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "token {} deploys for team {} only; this request is for team {:?}",
-                principal.name,
-                principal.team().unwrap_or("(none)"),
-                spec.team
-            ),
-        ));
-    }
-    if let Some(owner) = state.applications.get(&spec.application) {
-        if owner != &spec.team {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "application {} belongs to team {owner}, not to team {}",
-                    spec.application, spec.team
-                ),
-            ));
-        }
-    }
-    let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(value) => {
-            let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200).ok_or_else(|| {
-                ApiError::field(
-                    StatusCode::BAD_REQUEST,
-                    "Idempotency-Key",
-                    "must be 1 to 200 visible ASCII characters",
-                )
-            })?;
-            Some(key.to_owned())
-        }
-    };
+    let body = body.map_err(|rejection| body_error(&state, &rejection))?;
+    let spec = read_request(&body, &principal)?;
+    check_owner(&state, &principal, &spec)?;
+    let key = idempotency_key(&headers)?;
     let policy = RequestPolicy {
         playbooks: &state.playbooks,
         inline_changesets: InlineChangesets::Refused,
@@ -274,13 +220,6 @@ pub async fn create(
         .factory
         .ports(&request)
         .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "(document)", e.to_string()))?;
-    let query = match &request.targets {
-        Targets::Search(selector) => selector.to_string(),
-        Targets::Hosts(hosts) => {
-            let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-            format!("hosts {}", names.join(", "))
-        }
-    };
     let new = NewDeployment {
         application: request.application.to_string(),
         environment: request.environment.to_string(),
@@ -288,7 +227,7 @@ pub async fn create(
         version: request.version.to_string(),
         requested_by: principal.name.clone(),
         playbook: request.playbook.as_ref().map(ToString::to_string),
-        query,
+        query: query_of(&request.targets),
         request: serde_json::to_string(&spec).unwrap_or_default(),
         idempotency_key: key,
         body_sha256: crate::auth::sha256_hex(&body),
@@ -305,6 +244,93 @@ pub async fn create(
                 "accepting the deployment failed unexpectedly: retry",
             )
         })?;
+    submitted_response(submitted, &principal)
+}
+
+/// 413 for a body over the limit, 400 for any other unreadable body.
+fn body_error(state: &App, rejection: &BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::field(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "(document)",
+            format!("the body is larger than {} bytes", state.limits.max_body_bytes),
+        )
+    } else {
+        ApiError::field(StatusCode::BAD_REQUEST, "(document)", rejection.body_text())
+    }
+}
+
+/// The request in `body`, with `requested_by` set to the token's name (a body naming someone
+/// else is refused).
+fn read_request(body: &[u8], principal: &Principal) -> Result<RequestSpec, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::field(StatusCode::BAD_REQUEST, "(document)", "is not UTF-8 JSON"))?;
+    let mut spec =
+        RequestSpec::from_json(text).map_err(|e| ApiError::validation(StatusCode::BAD_REQUEST, &e))?;
+    if let Some(asked) = &spec.requested_by {
+        if asked != &principal.name {
+            return Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "requested_by",
+                format!("is set by the server from your token ({}): leave it out", principal.name),
+            ));
+        }
+    }
+    spec.requested_by = Some(principal.name.clone());
+    Ok(spec)
+}
+
+/// 403 unless the token acts for the request's team and the team owns the application.
+fn check_owner(state: &App, principal: &Principal, spec: &RequestSpec) -> Result<(), ApiError> {
+    if !principal.may_act_for(&spec.team) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {} deploys for team {} only; this request is for team {:?}",
+                principal.name,
+                principal.team().unwrap_or("(none)"),
+                spec.team
+            ),
+        ));
+    }
+    match state.applications.get(&spec.application) {
+        Some(owner) if owner != &spec.team => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("application {} belongs to team {owner}, not to team {}", spec.application, spec.team),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 200 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200).ok_or_else(|| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key",
+            "must be 1 to 200 visible ASCII characters",
+        )
+    })?;
+    Ok(Some(key.to_owned()))
+}
+
+/// How the hosts are found, as stored and shown: the selector, or the listed hosts.
+fn query_of(targets: &Targets) -> String {
+    match targets {
+        Targets::Search(selector) => selector.to_string(),
+        Targets::Hosts(hosts) => {
+            let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            format!("hosts {}", names.join(", "))
+        }
+    }
+}
+
+/// The answer to an admission: 202 with a `Location`, 200 for a repeated key, or the refusal.
+fn submitted_response(
+    submitted: Result<Submitted, SubmitError>,
+    principal: &Principal,
+) -> Result<Response, ApiError> {
     match submitted {
         Ok(Submitted::New(id)) => {
             let accepted = Accepted {
@@ -439,8 +465,8 @@ pub async fn list(
     let now = now_ms();
     let next = match (more, records.last()) {
         (true, Some(last)) => {
-            let mut query =
-                vec![("before".to_owned(), last.id.to_string()), ("limit".to_owned(), limit.to_string())];
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("before", &last.id.to_string()).append_pair("limit", &limit.to_string());
             for (name, value) in [
                 ("application", &params.application),
                 ("environment", &params.environment),
@@ -448,29 +474,15 @@ pub async fn list(
                 ("status", &params.status),
             ] {
                 if let Some(v) = value {
-                    query.push((name.to_owned(), v.clone()));
+                    query.append_pair(name, v);
                 }
             }
-            let query: Vec<String> =
-                query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
-            Some(format!("/v1/deployments?{}", query.join("&")))
+            Some(format!("/v1/deployments?{}", query.finish()))
         }
         _ => None,
     };
     let deployments = records.iter().map(|r| Deployment::from_record(r, &[], now)).collect();
     Ok(Json(DeploymentList { deployments, next }))
-}
-
-fn percent_encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A deployment's events as server-sent events: stored ones after `Last-Event-ID`, then live
@@ -610,8 +622,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// This API's OpenAPI description.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
-pub async fn openapi() -> Response {
-    Json(crate::openapi::document()).into_response()
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    Json(state.openapi.as_ref()).into_response()
 }
 
 /// Gives the timeout layer's empty 408 a JSON body like every other error.

@@ -2,8 +2,7 @@
 //! token is hashed and compared against every configured hash in constant time.
 
 use sha2::{Digest, Sha256};
-
-use crate::config::TokenConfig;
+use subtle::ConstantTimeEq;
 
 /// What a token may act for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +40,34 @@ impl Principal {
     }
 }
 
+/// A token's SHA-256, as configured (the token itself is never stored).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// From 64 hex digits (`printf %s "$TOKEN" | sha256sum`), or `None`.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+
+    /// The hash of `token`.
+    pub fn of(token: &[u8]) -> Self {
+        Self(Sha256::digest(token).into())
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(hidden)")
+    }
+}
+
 /// The configured tokens.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    entries: Vec<([u8; 32], Principal)>,
+    entries: Vec<(TokenHash, Principal)>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -54,31 +77,18 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// From the configuration (hashes already checked by [`ServerConfig::validate`](crate::ServerConfig::validate);
-    /// a malformed hash matches nothing).
-    pub fn from_config(tokens: &[TokenConfig]) -> Self {
-        let entries = tokens
-            .iter()
-            .filter_map(|t| {
-                let hash = decode_hex32(&t.sha256)?;
-                let scope = match (&t.team, t.admin) {
-                    (_, true) => Scope::Admin,
-                    (Some(team), false) => Scope::Team(team.clone()),
-                    (None, false) => return None,
-                };
-                Some((hash, Principal { name: t.name.clone(), scope }))
-            })
-            .collect();
-        Self { entries }
+    /// The tokens whose hashes are given, each with who holds it.
+    pub fn new(entries: impl IntoIterator<Item = (TokenHash, Principal)>) -> Self {
+        Self { entries: entries.into_iter().collect() }
     }
 
     /// The principal holding `token`, if it is configured.
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let hash = TokenHash::of(token.as_bytes());
         let mut found = None;
-        // Compare against every entry, without stopping early, in constant time per entry.
+        // Compare against every entry, without stopping early, each in constant time.
         for (candidate, principal) in &self.entries {
-            if constant_time_eq(candidate, &hash) && found.is_none() {
+            if bool::from(candidate.0.ct_eq(&hash.0)) && found.is_none() {
                 found = Some(principal.clone());
             }
         }
@@ -88,48 +98,22 @@ impl Tokens {
 
 /// SHA-256 of `text`, as 64 lowercase hex digits (what the configuration stores).
 pub fn sha256_hex(text: &[u8]) -> String {
-    Sha256::digest(text).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether `text` is 64 hex digits.
-pub fn is_sha256_hex(text: &str) -> bool {
-    decode_hex32(text).is_some()
-}
-
-fn decode_hex32(text: &str) -> Option<[u8; 32]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16);
-        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
-    }
-    Some(out)
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    hex::encode(TokenHash::of(text).0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config(name: &str, token: &str, team: Option<&str>) -> TokenConfig {
-        TokenConfig {
-            name: name.into(),
-            sha256: sha256_hex(token.as_bytes()),
-            team: team.map(Into::into),
-            admin: team.is_none(),
-        }
+    fn entry(name: &str, token: &str, team: Option<&str>) -> (TokenHash, Principal) {
+        let hash = TokenHash::from_hex(&sha256_hex(token.as_bytes())).expect("64 hex digits");
+        let scope = team.map_or(Scope::Admin, |t| Scope::Team(t.into()));
+        (hash, Principal { name: name.into(), scope })
     }
 
     #[test]
     fn a_configured_token_authenticates_and_others_do_not() {
-        let tokens =
-            Tokens::from_config(&[config("ci", "s3cret", Some("payments")), config("root", "adm", None)]);
+        let tokens = Tokens::new([entry("ci", "s3cret", Some("payments")), entry("root", "adm", None)]);
         let ci = tokens.authenticate("s3cret").expect("known");
         assert_eq!(ci.scope, Scope::Team("payments".into()));
         assert!(ci.may_act_for("payments") && !ci.may_act_for("search"));

@@ -46,6 +46,8 @@ use vesemir_core::name::PlaybookName;
 use vesemir_core::request::spec::ChangesetSpec;
 use vesemir_core::request::{FieldError, Playbooks, ValidationErrors};
 
+use crate::auth::{Principal, Scope, TokenHash, Tokens};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,10 +67,10 @@ pub struct ServerConfig {
     /// Changesets requests may pick by name.
     #[serde(default)]
     pub playbooks: BTreeMap<String, ChangesetSpec>,
-    /// Limits.
+    /// Bounds on bodies, queue, concurrency and time (`[limits]`).
     #[serde(default)]
     pub limits: Limits,
-    /// Logging.
+    /// Log format and level (`[log]`; `RUST_LOG` overrides the level).
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -111,17 +113,17 @@ pub struct Limits {
     /// Deployments waiting at most; more are refused with 429.
     pub max_queued_deployments: usize,
     /// Bound on one API request (not on event streams).
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Bound on one deployment's run: past it, the deployment is aborted.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "humantime_serde")]
     pub deployment_timeout: Duration,
     /// Bound on one port call inside a deployment.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
     /// On shutdown, deployments in flight are cancelled (hosts in flight finish, no new host
     /// starts) and awaited this long; any still running are `interrupted` at the next start.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
 
@@ -153,37 +155,42 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
-/// Durations as `"30s"`, `"5m"`.
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|_| {
-            serde::de::Error::custom(format!("{text:?} is not a duration: write e.g. \"30s\" or \"5m\""))
-        })
-    }
-}
-
 impl ServerConfig {
-    /// A configuration with defaults, for a database file (tests, embedding).
-    pub fn new(database: PathBuf) -> Self {
-        Self {
-            listen: default_listen(),
-            database,
-            tokens: Vec::new(),
-            applications: BTreeMap::new(),
-            playbooks: BTreeMap::new(),
-            limits: Limits::default(),
-            log: LogConfig::default(),
+    /// Parses TOML and validates it ([`ServerConfig::validate`]), reporting every problem at
+    /// once, each with its field path: values of the wrong type and unknown fields are problems
+    /// like the others, not a stop at the first.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            problems: vec![FieldError::new("(document)", format!("is not valid TOML: {}", e.message()))],
+        })?;
+        let mut problems = Vec::new();
+        let config = read_fields(table, &mut problems);
+        match config {
+            Some(config) if problems.is_empty() => {
+                config.validate()?;
+                Ok(config)
+            }
+            config => {
+                if let Some(Err(more)) = config.as_ref().map(ServerConfig::validate) {
+                    problems.extend(more.problems);
+                }
+                Err(ConfigError { problems })
+            }
         }
     }
 
-    /// Parses TOML, naming the field of the first problem.
-    pub fn from_toml(text: &str) -> Result<Self, ValidationErrors> {
-        vesemir_core::request::spec::parse_toml(text)
+    /// The configured tokens (hashes checked by [`ServerConfig::validate`]; a malformed hash, or
+    /// a token with neither team nor admin, matches nothing).
+    pub fn tokens(&self) -> Tokens {
+        Tokens::new(self.tokens.iter().filter_map(|t| {
+            let hash = TokenHash::from_hex(&t.sha256)?;
+            let scope = match (&t.team, t.admin) {
+                (_, true) => Scope::Admin,
+                (Some(team), false) => Scope::Team(team.clone()),
+                (None, false) => return None,
+            };
+            Some((hash, Principal { name: t.name.clone(), scope }))
+        }))
     }
 
     /// Validates every playbook into the core's [`Playbooks`], and the tokens.
@@ -205,7 +212,7 @@ impl ServerConfig {
         let mut names = std::collections::BTreeSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
             let field = format!("tokens[{i}]");
-            if !crate::auth::is_sha256_hex(&token.sha256) {
+            if TokenHash::from_hex(&token.sha256).is_none() {
                 problems.push(FieldError::new(
                     format!("{field}.sha256"),
                     "must be 64 hex digits: the SHA-256 of the token (printf %s \"$TOKEN\" | sha256sum)",
@@ -235,7 +242,7 @@ impl ServerConfig {
 /// Every problem found in a configuration, each with its field path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
-    /// The problems.
+    /// Every problem found, each with its field path, in the order found.
     pub problems: Vec<FieldError>,
 }
 
@@ -252,5 +259,197 @@ impl std::fmt::Display for ConfigError {
 impl From<ValidationErrors> for ConfigError {
     fn from(errors: ValidationErrors) -> Self {
         Self { problems: errors.errors().to_vec() }
+    }
+}
+
+/// Reads every field of the configuration on its own, so that a value of the wrong type in one
+/// does not hide the problems of the others. Tokens and playbooks are read one by one.
+fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option<ServerConfig> {
+    let mut take = |key: &str| table.remove(key);
+    let listen = take("listen").map_or(Some(default_listen()), |v| read(v, "listen", problems));
+    let database = match take("database") {
+        Some(v) => read::<PathBuf>(v, "database", problems),
+        None => {
+            problems.push(FieldError::new("database", "is missing: the SQLite database file"));
+            None
+        }
+    };
+    let tokens = match take("tokens") {
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| read::<TokenConfig>(v, &format!("tokens[{i}]"), problems))
+            .collect(),
+        Some(other) => read::<Vec<TokenConfig>>(other, "tokens", problems),
+        None => Some(Vec::new()),
+    };
+    let applications =
+        take("applications").map_or(Some(BTreeMap::new()), |v| read(v, "applications", problems));
+    let playbooks = match take("playbooks") {
+        Some(toml::Value::Table(entries)) => entries
+            .into_iter()
+            .map(|(name, v)| {
+                Some((name.clone(), read::<ChangesetSpec>(v, &format!("playbooks.{name}"), problems)?))
+            })
+            .collect(),
+        Some(other) => read::<BTreeMap<String, ChangesetSpec>>(other, "playbooks", problems),
+        None => Some(BTreeMap::new()),
+    };
+    let limits = take("limits").map_or(Some(Limits::default()), |v| read(v, "limits", problems));
+    let log = take("log").map_or(Some(LogConfig::default()), |v| read(v, "log", problems));
+    for key in table.keys() {
+        problems.push(FieldError::new(
+            key.as_str(),
+            "is not a field: expected listen, database, tokens, applications, playbooks, limits or log",
+        ));
+    }
+    Some(ServerConfig {
+        listen: listen?,
+        database: database?,
+        tokens: tokens?,
+        applications: applications?,
+        playbooks: playbooks?,
+        limits: limits?,
+        log: log?,
+    })
+}
+
+/// Reads `value` as a `T`, recording each problem under `field`. In a table, a key whose value
+/// is wrong is dropped and the rest read again, so every wrong key of it is reported.
+fn read<T: serde::de::DeserializeOwned>(
+    mut value: toml::Value,
+    field: &str,
+    problems: &mut Vec<FieldError>,
+) -> Option<T> {
+    let mut dropped: Vec<String> = Vec::new();
+    loop {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(read) => return dropped.is_empty().then_some(read),
+            Err(e) => {
+                let path = e.path().clone();
+                let at = match path.to_string().as_str() {
+                    "." | "" => field.to_owned(),
+                    inner => format!("{field}.{inner}"),
+                };
+                let message = e.into_inner().message().trim_end().to_owned();
+                // A required key dropped for its wrong value is reported already.
+                let consequence = message
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.strip_suffix('`'))
+                    .is_some_and(|key| dropped.contains(&format!("{at}.{key}")));
+                if consequence {
+                    return None;
+                }
+                if !drop_key(&mut value, &path) {
+                    problems.push(FieldError::new(at, message));
+                    return None;
+                }
+                problems.push(FieldError::new(at.clone(), message));
+                dropped.push(at);
+            }
+        }
+    }
+}
+
+/// Removes the table key `path` ends with, if it ends with one. False if nothing was removed.
+fn drop_key(value: &mut toml::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else { return false };
+    let mut at = value;
+    for segment in parents {
+        at = match (segment, at) {
+            (Segment::Map { key }, toml::Value::Table(table)) => match table.get_mut(key) {
+                Some(inner) => inner,
+                None => return false,
+            },
+            (Segment::Seq { index }, toml::Value::Array(items)) => match items.get_mut(*index) {
+                Some(inner) => inner,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match at {
+        toml::Value::Table(table) => table.remove(key).is_some(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(text: &str) -> Vec<String> {
+        let error = ServerConfig::from_toml(text).expect_err("invalid");
+        error.problems.iter().map(|p| p.field.clone()).collect()
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_type_errors_included() {
+        let text = r#"
+listen = "nowhere"
+database = "/tmp/v.db"
+colour = "blue"
+
+[[tokens]]
+name = "ci"
+sha256 = "not hex"
+team = "payments"
+
+[[tokens]]
+name = 7
+sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+admin = true
+
+[playbooks.web]
+steps = []
+
+[limits]
+max_concurrent_deployments = "zero"
+request_timeout = "soon"
+max_body_bytes = 1024
+shutdown_grace = "5s"
+"#;
+        let fields = fields(text);
+        for expected in [
+            "listen",
+            "colour",
+            "tokens[1].name",
+            "limits.max_concurrent_deployments",
+            "limits.request_timeout",
+        ] {
+            assert!(fields.iter().any(|f| f == expected), "{expected} missing from {fields:?}");
+        }
+        assert_eq!(fields.len(), 5, "{fields:?}");
+    }
+
+    #[test]
+    fn semantic_problems_come_with_a_valid_shape() {
+        let text = r#"
+database = "/tmp/v.db"
+[[tokens]]
+name = "ci"
+sha256 = "not hex"
+team = "payments"
+[playbooks.web]
+steps = []
+[limits]
+max_concurrent_deployments = 0
+"#;
+        assert_eq!(
+            fields(text),
+            ["playbooks.web.steps", "tokens[0].sha256", "limits.max_concurrent_deployments"]
+        );
+    }
+
+    #[test]
+    fn durations_and_defaults() {
+        let config = ServerConfig::from_toml("database = \"v.db\"\n[limits]\nrequest_timeout = \"5m\"\n")
+            .expect("valid");
+        assert_eq!(config.limits.request_timeout, Duration::from_secs(300));
+        assert_eq!(config.limits.call_timeout, Limits::default().call_timeout);
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(fields("listen = \"127.0.0.1:1\""), ["database"]);
     }
 }

@@ -46,7 +46,9 @@ mod clock;
 pub mod config;
 pub mod metrics;
 pub mod openapi;
+mod phase_text;
 pub mod ports;
+mod routes;
 pub mod runner;
 pub mod sse;
 pub mod store;
@@ -55,12 +57,7 @@ pub mod wire;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
 use axum::Router;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 pub use auth::{Principal, Scope, Tokens};
 pub use config::{ConfigError, Limits, LogConfig, ServerConfig, TokenConfig};
@@ -80,9 +77,9 @@ pub enum ServeError {
     /// Listening or serving failed.
     #[error("listening on {address}: {source}")]
     Listen {
-        /// Where.
+        /// The address that could not be bound or served.
         address: std::net::SocketAddr,
-        /// Why.
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -118,37 +115,20 @@ impl Server {
         let app = Arc::new(api::App {
             store,
             runner,
-            tokens: Tokens::from_config(&config.tokens),
+            tokens: config.tokens(),
             playbooks,
             applications: config.applications.clone(),
             factory,
             limits: config.limits.clone(),
             metrics,
+            openapi: Arc::new(routes::document()),
         });
         Ok(Self { app })
     }
 
     /// The routes. The request timeout applies to every route but the event stream.
     pub fn router(&self) -> Router {
-        let limits = &self.app.limits;
-        let bounded = Router::new()
-            .route("/v1/deployments", post(api::create).get(api::list))
-            .route("/v1/deployments/{id}", get(api::get_one))
-            .route("/v1/deployments/{id}/cancel", post(api::cancel))
-            .route("/v1/deployments/{id}/confirm", post(api::confirm))
-            .route("/healthz", get(api::healthz))
-            .route("/readyz", get(api::readyz))
-            .route("/metrics", get(api::metrics))
-            .route("/openapi.json", get(api::openapi))
-            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
-            .layer(axum::middleware::map_response(api::timeout_body));
-        let streams = Router::new().route("/v1/deployments/{id}/events", get(api::events));
-        bounded
-            .merge(streams)
-            .fallback(api::fallback)
-            .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-            .layer(TraceLayer::new_for_http())
-            .with_state(self.app.clone())
+        routes::router(self.app.clone(), &self.app.limits)
     }
 
     /// Deployments queued or running now.

@@ -3,6 +3,9 @@
 
 use metrics::{counter, gauge, histogram, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use vesemir_core::event::HostOutcome;
+
+use crate::store::Status;
 
 /// Buckets of deployment durations, in seconds.
 const DURATION_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0];
@@ -62,10 +65,15 @@ impl Metrics {
         metrics::with_local_recorder(&self.recorder as &dyn Recorder, f)
     }
 
-    /// A deployment ended with `outcome` (a status name).
-    pub fn deployment_ended(&self, labels: &[(&'static str, String)], outcome: &str, duration: Option<f64>) {
+    /// A deployment ended with status `outcome`.
+    pub fn deployment_ended(
+        &self,
+        labels: &[(&'static str, String)],
+        outcome: Status,
+        duration: Option<f64>,
+    ) {
         let mut all: Vec<(&'static str, String)> = labels.to_vec();
-        all.push(("outcome", outcome.to_owned()));
+        all.push(("outcome", outcome.as_str().to_owned()));
         self.with(|| {
             counter!("vesemir_deployments_total", &all).increment(1);
             if let Some(seconds) = duration {
@@ -75,9 +83,9 @@ impl Metrics {
     }
 
     /// `count` hosts of a deployment ended with `outcome`.
-    pub fn hosts(&self, labels: &[(&'static str, String)], outcome: &str, count: u64) {
+    pub fn hosts(&self, labels: &[(&'static str, String)], outcome: HostOutcome, count: u64) {
         let mut all: Vec<(&'static str, String)> = labels.to_vec();
-        all.push(("outcome", outcome.to_owned()));
+        all.push(("outcome", outcome.to_string()));
         self.with(|| counter!("vesemir_hosts_total", &all).increment(count));
     }
 

@@ -9,17 +9,18 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
-use vesemir_core::event::{DeploymentOutcome, EventKind};
+use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome};
 use vesemir_core::request::DeploymentRequest;
-use vesemir_core::{render, Control, DeploymentReport, DriverConfig, Event, EventSink, Ports};
+use vesemir_core::{
+    render, Backoff, Control, DeploymentReport, DriverConfig, Event, EventSink, Ports, Prepared, Progress,
+};
 
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::store::{
-    wire_name, DeploymentRecord, Finish, HostRecord, Inserted, NewDeployment, Status, Store, StoreError,
+    DeploymentRecord, Finish, HostRecord, Inserted, NewDeployment, Status, Store, StoreError,
 };
-use crate::wire::Totals;
 
 /// Live events of one deployment, broadcast after they are stored.
 pub type LiveEvents = broadcast::Receiver<Arc<Event>>;
@@ -154,7 +155,7 @@ impl Runner {
                 out_of_rotation = ?d.out_of_rotation,
                 "deployment was interrupted by a server stop: check the hosts that may be out of rotation"
             );
-            self.metrics.deployment_ended(&labels, Status::Interrupted.as_str(), None);
+            self.metrics.deployment_ended(&labels, Status::Interrupted, None);
             self.metrics.interrupted_out_of_rotation(&labels, d.out_of_rotation.len() as u64);
         }
         Ok(interrupted.len())
@@ -304,24 +305,10 @@ impl Runner {
         self.store.mark_running(id, started).await?;
         info!("running");
 
-        let prepared = tokio::time::timeout(
-            self.limits.deployment_timeout,
-            vesemir_core::prepare(request.clone(), ports, &self.driver),
-        )
-        .await;
-        let prepared = match prepared {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(e)) => {
-                warn!(error = %e, "could not start: nothing was changed");
-                let message = format!("could not start, nothing was changed: {e}");
-                self.end(id, labels, Status::Failed, Some(message), None, Some(started)).await?;
-                return Ok(());
-            }
-            Err(_) => {
-                let message =
-                    "could not start: finding and planning the hosts took longer than deployment_timeout";
-                self.end(id, labels, Status::Failed, Some(message.into()), None, Some(started)).await?;
-                return Ok(());
+        let prepared = match self.prepare(request, ports).await {
+            Ok(prepared) => prepared,
+            Err(message) => {
+                return self.end(id, labels, Status::Failed, Some(message), None, Some(started)).await;
             }
         };
         let hosts: Vec<HostRecord> = prepared
@@ -329,57 +316,20 @@ impl Runner {
             .hosts
             .iter()
             .enumerate()
-            .map(|(i, planned)| HostRecord {
-                position: i64::try_from(i).unwrap_or(i64::MAX),
-                name: planned.host.name.to_string(),
-                address: planned.host.address.clone(),
-                server: planned.server.to_string(),
-                outcome: None,
-                phase: "pending".into(),
-                error: None,
-                rotation: "in_rotation".into(),
-                started_ms: None,
-                finished_ms: None,
-            })
+            .map(|(i, planned)| HostRecord::planned(i, planned))
             .collect();
         self.store.set_plan(id, &hosts).await?;
 
         let (sender, receiver) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(
-            write_events(self.store.clone(), id, receiver, active.events.clone(), Span::current())
-                .instrument(Span::current()),
-        );
-        let mut timed_out = false;
-        let report: DeploymentReport = {
-            let sink = ChannelSink(sender);
-            let control = &active.control;
-            let run = vesemir_core::run(&prepared, ports, &sink, control, &self.driver);
-            tokio::pin!(run);
-            // A cancel sent before the driver subscribed to its control would be missed: send it
-            // again once the driver has been polled.
-            let recheck = async {
-                tokio::task::yield_now().await;
-                if control.is_cancelled() {
-                    control.cancel();
-                }
-                std::future::pending::<()>().await;
-            };
-            tokio::pin!(recheck);
-            let deadline = tokio::time::sleep(self.limits.deployment_timeout);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    biased;
-                    report = &mut run => break report,
-                    () = &mut recheck => {}
-                    () = &mut deadline, if !timed_out => {
-                        timed_out = true;
-                        warn!("ran longer than deployment_timeout: aborting");
-                        control.abort();
-                    }
-                }
-            }
+        let writer = EventWriter {
+            store: self.store.clone(),
+            id,
+            live: active.events.clone(),
+            deployment: Span::current(),
+            hosts,
         };
+        let writer = tokio::spawn(writer.run(receiver).instrument(Span::current()));
+        let (report, timed_out) = self.run(&prepared, ports, &active.control, ChannelSink(sender)).await;
         if writer.await.is_err() {
             error!("the event writer panicked: some events may be missing from the database");
         }
@@ -394,6 +344,64 @@ impl Runner {
         self.end(id, labels, status, error, Some(&report), Some(started)).await
     }
 
+    /// Finds and plans the hosts within `deployment_timeout`; on failure, why (nothing changed).
+    async fn prepare(&self, request: &Arc<DeploymentRequest>, ports: &Ports) -> Result<Prepared, String> {
+        let prepared = tokio::time::timeout(
+            self.limits.deployment_timeout,
+            vesemir_core::prepare(request.clone(), ports, &self.driver),
+        )
+        .await;
+        match prepared {
+            Ok(Ok(prepared)) => Ok(prepared),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not start: nothing was changed");
+                Err(format!("could not start, nothing was changed: {e}"))
+            }
+            Err(_) => {
+                Err("could not start: finding and planning the hosts took longer than deployment_timeout"
+                    .into())
+            }
+        }
+    }
+
+    /// Runs the rollout to its end, its events into `sink`, aborting it past
+    /// `deployment_timeout`. Returns the report and whether it was aborted so.
+    async fn run(
+        &self,
+        prepared: &Prepared,
+        ports: &Ports,
+        control: &Control,
+        sink: ChannelSink,
+    ) -> (DeploymentReport, bool) {
+        let mut timed_out = false;
+        let run = vesemir_core::run(prepared, ports, &sink, control, &self.driver);
+        tokio::pin!(run);
+        // A cancel sent before the driver subscribed to its control would be missed: send it
+        // again once the driver has been polled.
+        let recheck = async {
+            tokio::task::yield_now().await;
+            if control.is_cancelled() {
+                control.cancel();
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::pin!(recheck);
+        let deadline = tokio::time::sleep(self.limits.deployment_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                biased;
+                report = &mut run => return (report, timed_out),
+                () = &mut recheck => {}
+                () = &mut deadline, if !timed_out => {
+                    timed_out = true;
+                    warn!("ran longer than deployment_timeout: aborting");
+                    control.abort();
+                }
+            }
+        }
+    }
+
     async fn end(
         &self,
         id: i64,
@@ -404,54 +412,25 @@ impl Runner {
         started: Option<i64>,
     ) -> Result<(), StoreError> {
         let finished_ms = now_ms();
-        let totals = report.map(|r| Totals {
-            succeeded: r.totals.succeeded as u64,
-            failed: r.totals.failed as u64,
-            unreachable: r.totals.unreachable as u64,
-            skipped: r.totals.skipped as u64,
-            cancelled: r.totals.cancelled as u64,
-        });
+        let totals = report.map(|r| r.totals);
         let hosts = report
-            .map(|r| {
-                r.hosts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, h)| HostRecord {
-                        position: i64::try_from(i).unwrap_or(i64::MAX),
-                        name: h.name.to_string(),
-                        address: h.address.clone(),
-                        server: h.server.to_string(),
-                        outcome: h.outcome.as_ref().map(wire_name),
-                        phase: h.phase.to_string(),
-                        error: h.error.clone(),
-                        rotation: wire_name(&h.rotation),
-                        started_ms: h.started.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                        finished_ms: h.finished.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                    })
-                    .collect()
-            })
+            .map(|r| r.hosts.iter().enumerate().map(|(i, h)| HostRecord::reported(i, h)).collect())
             .unwrap_or_default();
-        let finish = Finish {
-            status,
-            error,
-            totals: totals.as_ref().and_then(|t| serde_json::to_string(t).ok()),
-            hosts,
-            finished_ms,
-        };
+        let finish = Finish { status, error, totals, hosts, finished_ms };
         self.store.finish(id, &finish).await?;
         #[allow(clippy::cast_precision_loss)]
         let duration = started.map(|s| (finished_ms - s).max(0) as f64 / 1000.0);
-        self.metrics.deployment_ended(labels, status.as_str(), duration);
+        self.metrics.deployment_ended(labels, status, duration);
         if let Some(t) = totals {
             for (outcome, count) in [
-                ("succeeded", t.succeeded),
-                ("failed", t.failed),
-                ("unreachable", t.unreachable),
-                ("skipped", t.skipped),
-                ("cancelled", t.cancelled),
+                (HostOutcome::Succeeded, t.succeeded),
+                (HostOutcome::Failed, t.failed),
+                (HostOutcome::Unreachable, t.unreachable),
+                (HostOutcome::Skipped, t.skipped),
+                (HostOutcome::Cancelled, t.cancelled),
             ] {
                 if count > 0 {
-                    self.metrics.hosts(labels, outcome, count);
+                    self.metrics.hosts(labels, outcome, count as u64);
                 }
             }
         }
@@ -468,45 +447,85 @@ fn labels(application: &str, environment: &str, team: &str) -> Vec<(&'static str
     ]
 }
 
-/// Stores events in batches, then broadcasts them: an event is in the database before any live
-/// follower sees it, so a follower that subscribes and then replays misses nothing.
-async fn write_events(
+/// How the event writer retries a batch the database refused: four attempts, 100 ms doubling,
+/// with jitter so that several deployments do not retry in step.
+const STORE_RETRY: Backoff = Backoff {
+    attempts: 4,
+    initial: Duration::from_millis(100),
+    max: Duration::from_millis(400),
+    jitter: 0.2,
+};
+
+/// Stores a deployment's events in batches, with the hosts they changed, then broadcasts them:
+/// an event is in the database before any live follower sees it, so a follower that subscribes
+/// and then replays misses nothing. Hosts' states come from the core's fold of the events
+/// ([`Progress`]), written only when they changed.
+struct EventWriter {
     store: Arc<dyn Store>,
     id: i64,
-    mut receiver: mpsc::UnboundedReceiver<Event>,
     live: broadcast::Sender<Arc<Event>>,
     deployment: Span,
-) {
-    let mut hosts: HashMap<String, Span> = HashMap::new();
-    while let Some(first) = receiver.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 512 {
-            match receiver.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
+    /// The plan's hosts as last written, in plan order.
+    hosts: Vec<HostRecord>,
+}
+
+impl EventWriter {
+    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Event>) {
+        let mut progress = Progress::with_hosts(self.hosts.iter().map(|h| h.state.name.clone()));
+        let mut spans: HashMap<String, Span> = HashMap::new();
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 512 {
+                match receiver.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            for event in &batch {
+                log_event(&self.deployment, &mut spans, event);
+            }
+            progress.apply_all(&batch);
+            let changed = self.changed_hosts(&progress);
+            self.store_batch(&batch, &changed).await;
+            for event in batch {
+                // No follower is not an error.
+                let _ = self.live.send(Arc::new(event));
             }
         }
-        for event in &batch {
-            log_event(&deployment, &mut hosts, event);
+    }
+
+    /// The hosts whose state `progress` changed since they were last written, now updated.
+    fn changed_hosts(&mut self, progress: &Progress) -> Vec<HostRecord> {
+        let mut changed = Vec::new();
+        for record in &mut self.hosts {
+            if let Some(state) = progress.host(&record.state.name) {
+                if *state != record.state {
+                    record.state = state.clone();
+                    changed.push(record.clone());
+                }
+            }
         }
-        let mut attempt = 0u32;
+        changed
+    }
+
+    async fn store_batch(&self, batch: &[Event], hosts: &[HostRecord]) {
+        let seed = batch.first().map_or(0, |e| e.seq) ^ self.id.unsigned_abs();
+        let mut retries = STORE_RETRY.retries(seed);
         loop {
-            match store.append_events(id, &batch).await {
-                Ok(()) => break,
-                Err(e) if attempt < 3 => {
-                    attempt += 1;
-                    warn!(parent: &deployment, error = %e, attempt, "storing events failed: retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                }
-                Err(e) => {
-                    error!(parent: &deployment, error = %e, "storing events failed: they are missing from the history");
-                    break;
-                }
+            match self.store.append_events(self.id, batch, hosts).await {
+                Ok(()) => return,
+                Err(e) => match retries.after_failure() {
+                    Some(delay) => {
+                        let attempt = retries.failures();
+                        warn!(parent: &self.deployment, error = %e, attempt, "storing events failed: retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => {
+                        error!(parent: &self.deployment, error = %e, "storing events failed: they are missing from the history");
+                        return;
+                    }
+                },
             }
-        }
-        for event in batch {
-            // No follower is not an error.
-            let _ = live.send(Arc::new(event));
         }
     }
 }

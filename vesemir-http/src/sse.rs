@@ -127,7 +127,7 @@ mod tests {
             crate::store::Inserted::Existing(_) => panic!("no key given"),
         };
         let events: Vec<Event> = (1..=n).map(event).collect();
-        store.append_events(id, &events).await.expect("appends");
+        store.append_events(id, &events, &[]).await.expect("appends");
         (dir, Arc::new(store), id)
     }
 
@@ -143,7 +143,7 @@ mod tests {
         for seq in 5..=10 {
             sender.send(Arc::new(event(seq))).expect("a receiver");
         }
-        store.append_events(id, &[event(11)]).await.expect("appends");
+        store.append_events(id, &[event(11)], &[]).await.expect("appends");
         sender.send(Arc::new(event(11))).expect("a receiver");
         drop(sender);
         let mut follow =
@@ -160,7 +160,7 @@ mod tests {
         let (_dir, store, id) = store_with_events(0).await;
         let (sender, receiver) = broadcast::channel(2);
         for seq in 1..=20 {
-            store.append_events(id, &[event(seq)]).await.expect("appends");
+            store.append_events(id, &[event(seq)], &[]).await.expect("appends");
             sender.send(Arc::new(event(seq))).expect("a receiver");
         }
         drop(sender);

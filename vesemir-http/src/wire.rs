@@ -1,8 +1,11 @@
 //! The API's JSON bodies, converted explicitly from stored records: the wire shape is chosen
 //! here, not inherited from internals.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use vesemir_core::event::{HostOutcome, Phase, Rotation};
 
 use crate::store::{DeploymentRecord, HostRecord, Status};
 
@@ -10,7 +13,7 @@ use crate::store::{DeploymentRecord, HostRecord, Status};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Links {
-    /// The deployment.
+    /// The deployment's own URL path.
     #[serde(rename = "self")]
     pub self_: String,
     /// Its server-sent events.
@@ -34,13 +37,13 @@ impl Links {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Accepted {
-    /// The deployment's id.
+    /// The deployment's id: read it at `links.self`.
     pub id: i64,
-    /// Its status now.
+    /// Its status now (`queued` for a new one).
     pub status: Status,
-    /// Who asked.
+    /// Who asked: the token's configured name.
     pub requested_by: String,
-    /// Where to follow it.
+    /// Where to read, follow and cancel it.
     pub links: Links,
 }
 
@@ -50,9 +53,9 @@ pub struct Accepted {
 pub struct Totals {
     /// Deployed and back in rotation.
     pub succeeded: u64,
-    /// Failed.
+    /// Hosts whose deployment failed (left out of rotation when the changeset had started).
     pub failed: u64,
-    /// Could not be reached.
+    /// Hosts that could not be reached; nothing was changed on them.
     pub unreachable: u64,
     /// Not started: the rollout stopped.
     pub skipped: u64,
@@ -64,11 +67,11 @@ pub struct Totals {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Timings {
-    /// Accepted.
+    /// When the deployment was accepted.
     pub created_at: String,
     /// Started running (left the queue).
     pub started_at: Option<String>,
-    /// Ended.
+    /// When it ended (null while queued or running).
     pub finished_at: Option<String>,
     /// Seconds spent queued.
     pub queued_seconds: Option<f64>,
@@ -82,18 +85,22 @@ pub struct Timings {
 pub struct HostResult {
     /// The host's name.
     pub name: String,
-    /// Its address.
+    /// The address SSH and the load balancer know the host by.
     pub address: String,
-    /// Its server in the load balancer backend.
+    /// The host's server in the load balancer backend.
     pub server: String,
     /// `succeeded`, `failed`, `unreachable`, `skipped`, `cancelled`; null while it runs.
-    pub outcome: Option<String>,
-    /// Where it is, or where it failed.
-    pub phase: String,
+    #[schema(value_type = Option<String>)]
+    pub outcome: Option<HostOutcome>,
+    /// Where it is, or where it failed, as people read it: `draining`, `step 1 (install)`...
+    #[serde(with = "crate::phase_text")]
+    #[schema(value_type = String)]
+    pub phase: Phase,
     /// Why it failed.
     pub error: Option<String>,
     /// `in_rotation`, `out_of_rotation` or `unknown`.
-    pub rotation: String,
+    #[schema(value_type = String)]
+    pub rotation: Rotation,
     /// Seconds from the deployment's start to this host's start.
     pub started_seconds: Option<f64>,
     /// Seconds from the deployment's start to this host's end.
@@ -104,23 +111,23 @@ pub struct HostResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
-    /// Its id.
+    /// The deployment's id, increasing with each accepted deployment.
     pub id: i64,
-    /// The application.
+    /// The application deployed, as named in the request.
     pub application: String,
-    /// The environment.
+    /// The environment deployed to (`production`, `staging`...).
     pub environment: String,
     /// The team owning the application.
     pub team: String,
-    /// The version deployed.
+    /// The version deployed, as the request gave it.
     pub version: String,
     /// Who asked (the token's name).
     pub requested_by: String,
-    /// The playbook.
+    /// The server-configured playbook the request picked.
     pub playbook: Option<String>,
     /// How the hosts were found.
     pub query: String,
-    /// Its status.
+    /// Where the deployment is in its life (`queued`, `running`, `succeeded`...).
     pub status: Status,
     /// Why it failed to start, or was interrupted.
     pub error: Option<String>,
@@ -132,11 +139,11 @@ pub struct Deployment {
     pub totals: Option<Totals>,
     /// After an interruption: hosts that may be out of rotation, to check by hand.
     pub out_of_rotation: Vec<String>,
-    /// Timings.
+    /// When it was accepted, started and ended, and how long it queued and ran.
     pub timings: Timings,
     /// Every host, in plan order (empty in lists).
     pub hosts: Vec<HostResult>,
-    /// Links.
+    /// Where to read, follow and cancel it.
     pub links: Links,
 }
 
@@ -194,11 +201,16 @@ fn seconds(ms: i64) -> f64 {
     s
 }
 
+/// Seconds of a duration counted in whole milliseconds, as stored.
+fn duration_seconds(d: std::time::Duration) -> f64 {
+    seconds(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl Deployment {
     /// Converts a stored deployment and its hosts; `now_ms` bounds a running deployment's
     /// duration.
     pub fn from_record(d: &DeploymentRecord, hosts: &[HostRecord], now_ms: i64) -> Self {
-        let totals = d.totals.as_deref().and_then(|t| serde_json::from_str::<Totals>(t).ok());
+        let totals = d.totals.map(Totals::from);
         let end = d.finished_ms.unwrap_or(now_ms);
         Self {
             id: d.id,
@@ -231,16 +243,30 @@ impl Deployment {
 impl HostResult {
     /// Converts a stored host.
     pub fn from_record(h: &HostRecord) -> Self {
+        let state = &h.state;
         Self {
-            name: h.name.clone(),
+            name: state.name.to_string(),
             address: h.address.clone(),
             server: h.server.clone(),
-            outcome: h.outcome.clone(),
-            phase: h.phase.clone(),
-            error: h.error.clone(),
-            rotation: h.rotation.clone(),
-            started_seconds: h.started_ms.map(seconds),
-            finished_seconds: h.finished_ms.map(seconds),
+            outcome: state.outcome,
+            phase: state.phase.clone(),
+            error: state.error.clone(),
+            rotation: state.rotation,
+            started_seconds: state.started.map(duration_seconds),
+            finished_seconds: state.finished.map(duration_seconds),
+        }
+    }
+}
+
+impl From<vesemir_core::event::Totals> for Totals {
+    fn from(t: vesemir_core::event::Totals) -> Self {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Self {
+            succeeded: count(t.succeeded),
+            failed: count(t.failed),
+            unreachable: count(t.unreachable),
+            skipped: count(t.skipped),
+            cancelled: count(t.cancelled),
         }
     }
 }
@@ -250,4 +276,34 @@ impl Accepted {
     pub fn from_record(d: &DeploymentRecord) -> Self {
         Self { id: d.id, status: d.status, requested_by: d.requested_by.clone(), links: Links::of(d.id) }
     }
+}
+
+/// The body of `POST /v1/deployments` (documentation of the core's request format; the server
+/// parses it with `vesemir_core::request::spec::RequestSpec`, refusing unknown fields).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct DeploymentRequestBody {
+    /// The application deployed, as named in the request.
+    pub application: String,
+    /// The environment deployed to.
+    pub environment: String,
+    /// The team owning the application: must be the token's team.
+    pub team: String,
+    /// The version deployed, as the request gave it.
+    pub version: String,
+    /// Which hosts: `tags`, `roles`, `recipes` (escaped), optionally `chef_environment`; or `hosts`.
+    #[schema(value_type = Object)]
+    pub targets: serde_json::Value,
+    /// The load balancer: `backend`, `instances` or `discover`, `server_name`, `drain_timeout`, `ramp`...
+    #[schema(value_type = Object)]
+    pub load_balancer: serde_json::Value,
+    /// `concurrency`, `max_failures`, `pause_between_batches`, `canary`.
+    #[schema(value_type = Option<Object>)]
+    pub strategy: Option<serde_json::Value>,
+    /// A playbook configured on the server.
+    pub playbook: String,
+    /// Values of the playbook's `{variables}`.
+    pub variables: Option<BTreeMap<String, String>>,
+    /// Set by the server from the token's name: leave it out.
+    pub requested_by: Option<String>,
 }

@@ -45,8 +45,8 @@ impl Store for SlowHosts {
     async fn mark_cancel_requested(&self, id: i64) -> Result<(), StoreError> {
         self.0.mark_cancel_requested(id).await
     }
-    async fn append_events(&self, id: i64, events: &[Event]) -> Result<(), StoreError> {
-        self.0.append_events(id, events).await
+    async fn append_events(&self, id: i64, events: &[Event], hosts: &[HostRecord]) -> Result<(), StoreError> {
+        self.0.append_events(id, events, hosts).await
     }
     async fn events_after(&self, id: i64, after: u64, limit: i64) -> Result<Vec<Event>, StoreError> {
         self.0.events_after(id, after, limit).await

@@ -4,9 +4,10 @@
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ssh2::{MethodType, Session};
+use vesemir_core::backoff::Backoff;
 
 use crate::config::{SshAuth, SshConfig};
 use crate::error::SshError;
@@ -25,24 +26,38 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects to `address` as `config` says, retrying connect and handshake failures.
-    /// Host key and authentication failures are final at once.
+    /// Connects to `address` as `config` says, retrying connect and handshake failures while
+    /// the connect timeout lasts: the timeout bounds the whole connect, every attempt and the
+    /// pauses between them, so a host that accepts TCP but never speaks SSH costs one timeout,
+    /// not one per attempt. Host key and authentication failures are final at once.
     pub(crate) fn open(address: &str, config: &SshConfig) -> Result<Self, SshError> {
-        let attempts = config.connect_retries.saturating_add(1);
-        let mut backoff = config.retry_backoff;
-        let mut attempt = 1;
+        let deadline = Instant::now() + config.connect_timeout;
+        let policy = Backoff::new(
+            config.connect_retries.saturating_add(1),
+            config.retry_backoff,
+            config.connect_timeout.max(config.retry_backoff),
+        )
+        .with_jitter(Backoff::default().jitter);
+        let mut retries = policy.retries(seed());
         loop {
-            match Self::open_once(address, config) {
+            let reason = match Self::open_once(address, config, deadline) {
                 Ok(connection) => return Ok(connection),
                 Err(Failure::Final(error)) => return Err(error),
-                Err(Failure::Transient(reason)) if attempt >= attempts => {
-                    return Err(SshError::Connect { attempts, port: config.port, reason });
+                Err(Failure::Transient(reason)) => reason,
+            };
+            match retries.after_failure() {
+                Some(delay) if Instant::now() + delay < deadline => {
+                    let attempt = retries.failures();
+                    tracing::debug!(%address, attempt, %reason, "SSH connect failed, retrying in {delay:?}");
+                    std::thread::sleep(delay);
                 }
-                Err(Failure::Transient(reason)) => {
-                    tracing::debug!(%address, attempt, %reason, "SSH connect failed, retrying in {backoff:?}");
-                    std::thread::sleep(backoff);
-                    backoff = backoff.saturating_mul(2);
-                    attempt += 1;
+                _ => {
+                    return Err(SshError::Connect {
+                        attempts: retries.failures(),
+                        port: config.port,
+                        within: config.connect_timeout,
+                        reason,
+                    });
                 }
             }
         }
@@ -55,9 +70,9 @@ impl Connection {
         let _ = self.session.disconnect(None, "vesemir: deployment done", None);
     }
 
-    fn open_once(address: &str, config: &SshConfig) -> Result<Self, Failure> {
-        let deadline = Instant::now() + config.connect_timeout;
-        let tcp = connect_tcp(address, config.port, config.connect_timeout)?;
+    /// One attempt, given up at `deadline`.
+    fn open_once(address: &str, config: &SshConfig, deadline: Instant) -> Result<Self, Failure> {
+        let tcp = connect_tcp(address, config.port, deadline)?;
         let fd = tcp.as_raw_fd();
         let mut session = Session::new().map_err(|e| Failure::Transient(format!("libssh2: {e}")))?;
         session.set_tcp_stream(tcp);
@@ -83,13 +98,18 @@ enum Failure {
     Final(SshError),
 }
 
-fn connect_tcp(address: &str, port: u16, timeout: Duration) -> Result<TcpStream, Failure> {
+fn connect_tcp(address: &str, port: u16, deadline: Instant) -> Result<TcpStream, Failure> {
     let addresses: Vec<SocketAddr> = (address, port)
         .to_socket_addrs()
         .map_err(|e| Failure::Transient(format!("cannot resolve {address}: {e}")))?
         .collect();
     let mut last = format!("{address} resolves to no address");
     for socket_address in addresses {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        if timeout.is_zero() {
+            last = format!("TCP connect to {socket_address}: the connect timeout passed");
+            break;
+        }
         match TcpStream::connect_timeout(&socket_address, timeout) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
@@ -160,4 +180,11 @@ fn check_key_file(path: &Path) -> Result<(), String> {
 fn millis(deadline: Instant) -> u32 {
     let left = deadline.saturating_duration_since(Instant::now()).as_millis();
     u32::try_from(left).unwrap_or(u32::MAX).max(1)
+}
+
+/// A seed for the retry jitter that differs between calls and processes (std's random hash
+/// keys), so that hosts failing together are not retried in step.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }

@@ -7,9 +7,9 @@ use vesemir_core::PortError;
 /// What went wrong talking to one host. Never carries a secret.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SshError {
-    /// TCP connect or SSH handshake failed, after every retry.
-    #[error("cannot connect after {attempts} attempt(s): {reason}; check that the host is up and sshd listens on port {port}")]
-    Connect { attempts: u32, port: u16, reason: String },
+    /// TCP connect or SSH handshake failed, after every retry the connect timeout allowed.
+    #[error("cannot connect after {attempts} attempt(s) within {}: {reason}; check that the host is up and sshd listens on port {port}", humantime::format_duration(*.within))]
+    Connect { attempts: u32, port: u16, within: Duration, reason: String },
     /// The host's key is not in known_hosts and the mode is strict.
     #[error("host key of {host_port} is not in {known_hosts} (host_key_mode = strict; its {key_type} key has fingerprint {fingerprint}): verify that fingerprint out of band and add the key (ssh-keyscan), or use host_key_mode = accept-new")]
     UnknownHostKey { host_port: String, known_hosts: String, key_type: String, fingerprint: String },
@@ -37,6 +37,9 @@ pub(crate) enum SshError {
     /// The remote side refused an operation (an upload that could not be written).
     #[error("{0}")]
     Remote(String),
+    /// The channel closed before the command ran to its end and sent its exit status.
+    #[error("the SSH channel closed without an exit status: the {what} may not have finished (does sshd close idle channels, ChannelTimeout?)")]
+    NoExitStatus { what: &'static str },
 }
 
 impl SshError {
@@ -51,7 +54,10 @@ impl SshError {
             SshError::Timeout { operation, after } => {
                 PortError::timeout(format!("{operation} on {target}"), after)
             }
-            SshError::KnownHosts { .. } | SshError::Session { .. } | SshError::Io { .. } => {
+            SshError::KnownHosts { .. }
+            | SshError::Session { .. }
+            | SshError::Io { .. }
+            | SshError::NoExitStatus { .. } => {
                 PortError::Adapter { adapter: "ssh", source: format!("{target}: {self}").into() }
             }
         }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use vesemir_core::lock::{HeldLock, LockClaim, LockHolder, LockOutcome, RefreshOutcome, ReleaseOutcome};
 use vesemir_core::name::HostName;
 use vesemir_core::ports::{Executor, ExitStatus, FileUpload, OutputSink, RemoteCommand};
 use vesemir_core::{Host, PortError};
@@ -14,6 +15,7 @@ use vesemir_core::{Host, PortError};
 use crate::config::{HostKeyMode, SshConfig};
 use crate::connection::Connection;
 use crate::error::SshError;
+use crate::lock::{self as host_lock, LockOp, Reply};
 use crate::remote::{self, StepError};
 
 /// Runs changeset steps over SSH. Cheap to clone; clones share the sessions.
@@ -26,9 +28,14 @@ use crate::remote::{self, StepError};
 /// Commands run under `/bin/sh` on the host, in their own process group, with the environment
 /// passed as shell-quoted `env NAME=value` arguments (so sshd's `AcceptEnv` does not matter);
 /// a command that outlives its timeout has its whole process group killed.
+///
+/// Host locks live on each host, in `$HOME/.vesemir/lock` of the SSH user unless
+/// [`with_lock_dir`](SshExecutor::with_lock_dir) says otherwise (see the crate's `lock` module
+/// documentation for how they are kept).
 #[derive(Clone)]
 pub struct SshExecutor {
     inner: Arc<Inner>,
+    lock_dir: Option<Arc<str>>,
 }
 
 struct Inner {
@@ -51,7 +58,33 @@ impl SshExecutor {
                  use strict or accept-new in production"
             );
         }
-        Self { inner: Arc::new(Inner { config, slots: Mutex::new(HashMap::new()) }) }
+        Self { inner: Arc::new(Inner { config, slots: Mutex::new(HashMap::new()) }), lock_dir: None }
+    }
+
+    /// Keeps host locks in `dir` on every host instead of `$HOME/.vesemir/lock`. A relative
+    /// path is relative to the SSH user's home; `$VARIABLES` are not expanded. Every deployer
+    /// of a fleet must use the same directory (a shared one, such as `/var/lib/vesemir/lock`,
+    /// when they log in as different users). Clones made after this call use it too.
+    pub fn with_lock_dir(mut self, dir: impl Into<String>) -> Self {
+        self.lock_dir = Some(Arc::from(dir.into()));
+        self
+    }
+
+    /// The directory that holds host locks, when set by [`with_lock_dir`](Self::with_lock_dir).
+    pub fn lock_dir(&self) -> Option<&str> {
+        self.lock_dir.as_deref()
+    }
+
+    /// Runs the lock command for `op` on `host` and gives its reply.
+    async fn lock_command(&self, host: &Host, op: LockOp<'_>) -> Result<Reply, PortError> {
+        let command =
+            host_lock::command(&op, self.lock_dir.as_deref()).map_err(|e| e.into_port(&host.to_string()))?;
+        self.with_connection(host, move |connection, cancel| {
+            let (sink, mut receiver) = OutputSink::channel();
+            let status = remote::run(connection, &command, sink, cancel)?;
+            Ok(Reply { status, lines: receiver.drain() })
+        })
+        .await
     }
 
     /// The configuration it runs with.
@@ -155,6 +188,31 @@ impl Executor for SshExecutor {
         })
         .await;
     }
+
+    async fn acquire_lock(&self, host: &Host, claim: &LockClaim) -> Result<LockOutcome, PortError> {
+        let reply = self.lock_command(host, LockOp::Acquire(claim)).await?;
+        host_lock::acquired(&reply).map_err(|e| e.into_port(&host.to_string()))
+    }
+
+    async fn release_lock(&self, host: &Host, holder: &LockHolder) -> Result<ReleaseOutcome, PortError> {
+        let reply = self.lock_command(host, LockOp::Release(holder)).await?;
+        host_lock::released(&reply).map_err(|e| e.into_port(&host.to_string()))
+    }
+
+    async fn refresh_lock(&self, host: &Host, holder: &LockHolder) -> Result<RefreshOutcome, PortError> {
+        let reply = self.lock_command(host, LockOp::Refresh(holder)).await?;
+        host_lock::refreshed(&reply).map_err(|e| e.into_port(&host.to_string()))
+    }
+
+    async fn read_lock(&self, host: &Host) -> Result<Option<HeldLock>, PortError> {
+        let reply = self.lock_command(host, LockOp::Read).await?;
+        host_lock::found(&reply).map_err(|e| e.into_port(&host.to_string()))
+    }
+
+    async fn break_lock(&self, host: &Host) -> Result<Option<HeldLock>, PortError> {
+        let reply = self.lock_command(host, LockOp::Break).await?;
+        host_lock::found(&reply).map_err(|e| e.into_port(&host.to_string()))
+    }
 }
 
 impl fmt::Debug for SshExecutor {
@@ -162,6 +220,7 @@ impl fmt::Debug for SshExecutor {
         f.debug_struct("SshExecutor")
             .field("config", &self.inner.config)
             .field("sessions", &self.sessions())
+            .field("lock_dir", &self.lock_dir)
             .finish()
     }
 }

@@ -14,10 +14,19 @@
 //!   the channel's stdin closes. The executor closes the channel when the step times out or
 //!   its future is dropped, so the remote command never outlives its step. A step that ends by
 //!   itself leaves background daemons it started alone.
+//! - A step succeeds only with exit code 0 *and* the wrapper's end marker (a line with a
+//!   per-step nonce that it writes on stderr after the script, and that never reaches the
+//!   output): libssh2 reads a channel that closed without an exit status as code 0. A script
+//!   killed by a signal is reported with that signal, not as code 128+N.
 //! - Uploads stream the file into `cat` writing `<dest>.vesemir-<nonce>.tmp` (umask 077),
 //!   check its size, `chmod`, and `mv -f` it over the destination: readers see the old file or
 //!   the new one, never a partial one. No SFTP or SCP server is needed.
-//! - Hosts need a POSIX `/bin/sh`, `env`, `setsid` (util-linux), `cat`, `wc`, `chmod`, `mv`.
+//! - Connecting (every attempt, retries and their pauses) is bounded by the connect timeout
+//!   as a whole; a host that does not answer within it is unreachable.
+//! - Host locks (one rollout per server, across machines) are a file in a lock directory on
+//!   each host, created atomically with `ln`; see [`SshExecutor::with_lock_dir`].
+//! - Hosts need a POSIX `/bin/sh`, `env`, `setsid` (util-linux), `cat`, `wc`, `chmod`, `mv`;
+//!   locks also need `date +%s`, `stat -c %Y` (GNU or busybox), `ln`, `touch`, `head`.
 //!
 //! # Threads
 //!
@@ -41,6 +50,7 @@ mod connection;
 mod error;
 mod executor;
 mod known_hosts;
+mod lock;
 mod output;
 mod remote;
 mod wait;

@@ -1,6 +1,6 @@
 //! Splits a command's stdout and stderr into lines for the [`OutputSink`], within a byte cap:
 //! past the cap one notice line is sent and the rest is dropped (but still read, so the remote
-//! side never blocks on a full pipe).
+//! side never blocks on a full pipe). Takes the wrapper's end marker out of stderr on the way.
 
 use vesemir_core::ports::{OutputSink, OutputStream};
 
@@ -85,6 +85,61 @@ impl LineSplitter {
     }
 }
 
+/// Finds the wrapper's end marker line in a stream and takes it out, wherever the reads cut
+/// it: bytes that could be the start of the marker are held back until the next chunk tells.
+pub(crate) struct EndMarker {
+    line: Vec<u8>,
+    held: Vec<u8>,
+    seen: bool,
+}
+
+impl EndMarker {
+    /// Looks for `marker` followed by a newline.
+    pub(crate) fn new(marker: &str) -> Self {
+        let mut line = marker.as_bytes().to_vec();
+        line.push(b'\n');
+        Self { line, held: Vec::new(), seen: false }
+    }
+
+    /// Takes a chunk of the stream and returns the part that is output, marker removed.
+    pub(crate) fn filter(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.held.extend_from_slice(bytes);
+        let mut out = Vec::with_capacity(self.held.len());
+        loop {
+            match find(&self.held, &self.line) {
+                Some(at) => {
+                    out.extend_from_slice(&self.held[..at]);
+                    self.held.drain(..at + self.line.len());
+                    self.seen = true;
+                }
+                None => {
+                    let keep = (1..self.line.len().min(self.held.len() + 1))
+                        .rev()
+                        .find(|&n| self.held.ends_with(&self.line[..n]))
+                        .unwrap_or(0);
+                    let cut = self.held.len() - keep;
+                    out.extend(self.held.drain(..cut));
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// The bytes still held back (the stream ended).
+    pub(crate) fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// Whether the marker line came.
+    pub(crate) fn seen(&self) -> bool {
+        self.seen
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +187,23 @@ mod tests {
         let got = lines(10, &[(OutputStream::Stdout, &long)]);
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].text.contains("truncated"));
+    }
+
+    #[test]
+    fn the_end_marker_is_taken_out_wherever_the_reads_cut_it() {
+        let stream = "one\ntwo vesemir-end-7\nvesemir-end-7\nthree\nvesemir-end";
+        for cut in 0..stream.len() {
+            let mut marker = EndMarker::new("vesemir-end-7");
+            let mut out = marker.filter(&stream.as_bytes()[..cut]);
+            out.extend(marker.filter(&stream.as_bytes()[cut..]));
+            out.extend(marker.finish());
+            assert_eq!(String::from_utf8_lossy(&out), "one\ntwo three\nvesemir-end", "cut at {cut}");
+            assert!(marker.seen(), "cut at {cut}");
+        }
+        let mut marker = EndMarker::new("vesemir-end-7");
+        assert_eq!(marker.filter(b"vesemir-end-7 is not alone\n"), b"vesemir-end-7 is not alone\n");
+        assert_eq!(marker.filter(b"held: vesemir-end-"), b"held: ");
+        assert_eq!(marker.finish(), b"vesemir-end-");
+        assert!(!marker.seen());
     }
 }

@@ -11,7 +11,7 @@ use vesemir_core::ports::{ExitStatus, FileUpload, OutputSink, OutputStream, Remo
 use crate::command;
 use crate::connection::Connection;
 use crate::error::SshError;
-use crate::output::LineSplitter;
+use crate::output::{EndMarker, LineSplitter};
 use crate::wait::{retry, Stop};
 
 /// How long closing a channel may take after its command ended or was stopped.
@@ -38,7 +38,8 @@ pub(crate) fn run(
     sink: OutputSink,
     cancel: &AtomicBool,
 ) -> Result<ExitStatus, StepError> {
-    let line = command::wrap(&command.script, &command.env).map_err(StepError::Step)?;
+    let marker = command::end_marker(&format!("{:016x}", unique()));
+    let line = command::wrap(&command.script, &command.env, &marker);
     let deadline = Instant::now() + command.timeout;
     let timeout =
         || StepError::Broken(SshError::Timeout { operation: "command".into(), after: command.timeout });
@@ -47,6 +48,7 @@ pub(crate) fn run(
         .map_err(|stop| stopped(stop, "starting the command", &timeout))?;
 
     let mut splitter = LineSplitter::new(sink, command.output_limit);
+    let mut end = EndMarker::new(&marker);
     let mut buffer = vec![0u8; 32 * 1024];
     loop {
         let mut progressed = false;
@@ -55,7 +57,10 @@ pub(crate) fn run(
                 match channel.stream(id).read(&mut buffer) {
                     Ok(0) => break,
                     Ok(n) => {
-                        splitter.push(stream, &buffer[..n]);
+                        match stream {
+                            OutputStream::Stdout => splitter.push(stream, &buffer[..n]),
+                            OutputStream::Stderr => splitter.push(stream, &end.filter(&buffer[..n])),
+                        }
                         progressed = true;
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -76,6 +81,7 @@ pub(crate) fn run(
             return Err(StepError::Broken(SshError::Remote("the step was cancelled".into())));
         }
         if Instant::now() >= deadline {
+            splitter.push(OutputStream::Stderr, &end.finish());
             splitter.finish();
             abandon(connection, &mut channel);
             return Err(timeout());
@@ -84,16 +90,18 @@ pub(crate) fn run(
             connection.waiter.wait(deadline);
         }
     }
+    splitter.push(OutputStream::Stderr, &end.finish());
     splitter.finish();
     let grace = Instant::now() + CLOSE_GRACE;
     retry(&mut connection.waiter, grace, cancel, || channel.wait_close())
         .map_err(|stop| stopped(stop, "closing the channel", &timeout))?;
     let signal = channel.exit_signal().ok().and_then(|s| s.exit_signal);
     let code = channel.exit_status().map_err(|e| session_error("reading the exit status", e))?;
-    Ok(match signal {
-        Some(signal) => ExitStatus { code: None, signal: Some(signal) },
-        None => ExitStatus::code(code),
-    })
+    match (signal, code) {
+        (Some(signal), _) => Ok(ExitStatus { code: None, signal: Some(signal) }),
+        (None, 0) if !end.seen() => Err(StepError::Step(SshError::NoExitStatus { what: "command" })),
+        (None, code) => Ok(ExitStatus::code(code)),
+    }
 }
 
 /// Copies `upload.source` to the host: written to a temporary file next to the destination,
@@ -141,6 +149,7 @@ pub(crate) fn upload(
     retry(&mut connection.waiter, deadline, cancel, || channel.send_eof())
         .map_err(|stop| stopped(stop, "finishing the upload", &timeout))?;
     let mut stderr = Vec::new();
+    let mut end = EndMarker::new(&command::end_marker(&nonce));
     let mut buffer = [0u8; 4096];
     loop {
         let mut progressed = false;
@@ -149,7 +158,9 @@ pub(crate) fn upload(
                 Ok(0) => {}
                 Ok(n) => {
                     progressed = true;
-                    if id != 0 && stderr.len() < 4096 {
+                    if id == 0 {
+                        end.filter(&buffer[..n]);
+                    } else if stderr.len() < 4096 {
                         stderr.extend_from_slice(&buffer[..n]);
                     }
                 }
@@ -176,7 +187,15 @@ pub(crate) fn upload(
     retry(&mut connection.waiter, deadline, cancel, || channel.wait_close())
         .map_err(|stop| stopped(stop, "closing the channel", &timeout))?;
     let code = channel.exit_status().map_err(|e| session_error("reading the exit status", e))?;
-    if code == 0 {
+    if let Some(signal) = channel.exit_signal().ok().and_then(|s| s.exit_signal) {
+        return Err(StepError::Step(SshError::Remote(format!(
+            "the upload to {} was ended by signal {signal}",
+            upload.destination
+        ))));
+    }
+    if code == 0 && !end.seen() {
+        Err(StepError::Step(SshError::NoExitStatus { what: "upload" }))
+    } else if code == 0 {
         Ok(())
     } else {
         let reason = String::from_utf8_lossy(&stderr).trim().to_owned();

@@ -117,8 +117,8 @@ async fn an_unreachable_port_is_retried_with_backoff_then_unreachable() {
     assert!(error.is_unreachable(), "{}", error.chain());
     let text = error.chain();
     assert!(text.contains("3 attempt(s)") && text.contains("refused"), "{text}");
-    // Backoff 200 ms then 400 ms.
-    assert!(took >= Duration::from_millis(600), "retried too fast: {took:?}");
+    // Backoff 200 ms then 400 ms, each shortened by up to a fifth at random (jitter).
+    assert!(took >= Duration::from_millis(480), "retried too fast: {took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
@@ -136,5 +136,35 @@ async fn a_silent_server_times_out_as_unreachable() {
     let error = SshExecutor::new(config).connect(&lab.host()).await.expect_err("silent");
     assert!(error.is_unreachable(), "{}", error.chain());
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_host_is_unreachable_within_about_one_connect_timeout_retries_included() {
+    // Accepts TCP but never sends the SSH banner. Every attempt waits for the banner, so the
+    // whole connect (every attempt and pause) must stay within the configured connect timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let lab = Lab::start();
+    let mut config = lab.config();
+    config.port = port;
+    config.connect_timeout = Duration::from_secs(1);
+    config.connect_retries = 4;
+    config.retry_backoff = Duration::from_millis(50);
+    let executor = SshExecutor::new(config);
+    for through in ["connect", "a step"] {
+        let started = Instant::now();
+        let error = if through == "connect" {
+            executor.connect(&lab.host()).await.expect_err("no banner")
+        } else {
+            let (sink, _receiver) = vesemir_core::ports::OutputSink::channel();
+            executor.run(&lab.host(), &common::command("true"), sink).await.expect_err("no banner")
+        };
+        let took = started.elapsed();
+        println!("hung host through {through}: unreachable after {took:?} (connect timeout 1s, 4 retries)");
+        assert!(error.is_unreachable(), "{through}: {}", error.chain());
+        assert!(error.chain().contains("within 1s"), "{}", error.chain());
+        assert!(took < Duration::from_secs(3), "{through}: the connect took {took:?}");
+    }
     drop(listener);
 }

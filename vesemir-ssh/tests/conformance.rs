@@ -23,8 +23,10 @@ async fn ssh_executor_passes_the_executor_conformance_suite() {
         refused: host("web-03", "localhost"),
         upload_source: source,
         upload_destination: lab.sshd.dir().join("conformance-dest").display().to_string(),
+        canary_dir: lab.sshd.dir().to_path_buf(),
     };
-    let executor = lab.executor();
+    // Locks in the test's own directory, not in the home of the user running the tests.
+    let executor = lab.executor().with_lock_dir(lab.sshd.dir().join("lock").display().to_string());
     run_all(&executor, &fixture).await;
     let written = std::fs::read_to_string(lab.sshd.dir().join("conformance-dest")).expect("uploaded file");
     assert_eq!(written, "payload\n");
@@ -40,6 +42,7 @@ async fn fake_executor_passes_the_executor_conformance_suite() {
         refused: host("web-03", "10.0.0.3"),
         upload_source: dir.path().join("source"),
         upload_destination: "/tmp/dest".into(),
+        canary_dir: dir.path().to_path_buf(),
     };
     fake.set_unreachable(&fixture.unreachable.name);
     fake.set_unauthorized(&fixture.refused.name);

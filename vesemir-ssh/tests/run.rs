@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use vesemir_core::name::EnvVarName;
 use vesemir_core::ports::{Executor, OutputSink, OutputStream, RemoteCommand};
 use vesemir_core::request::{Quoting, Template};
 use vesemir_core::PortError;
@@ -74,7 +75,10 @@ async fn environment_variables_arrive_as_literal_values() {
     let executor = lab.executor();
     let hostile = "$(echo pwned) `id` ; rm -rf / ' \" \\ * $HOME";
     let cmd = RemoteCommand {
-        env: vec![("PLAIN".into(), "v1".into()), ("HOSTILE".into(), hostile.into())],
+        env: vec![
+            (EnvVarName::new("PLAIN").expect("name"), "v1".into()),
+            (EnvVarName::new("HOSTILE").expect("name"), hostile.into()),
+        ],
         ..command(r#"printf '%s|%s\n' "$PLAIN" "$HOSTILE""#)
     };
     let (code, lines) = run(&executor, &lab.host(), &cmd).await;
@@ -249,4 +253,44 @@ async fn a_session_that_died_between_steps_is_replaced() {
     assert_eq!(code, 0);
     assert_eq!(text(&lines, OutputStream::Stdout), ["again"]);
     assert_eq!(lab.sshd.log().matches("Accepted publickey").count(), 2, "{}", lab.sshd.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_killed_by_a_signal_fails_naming_the_signal() {
+    let lab = Lab::start();
+    let executor = lab.executor();
+    for (script, signal) in [("kill -9 $$", "KILL"), ("echo going; kill -TERM $$; sleep 5", "TERM")] {
+        let (sink, _receiver) = OutputSink::channel();
+        let status = executor.run(&lab.host(), &command(script), sink).await.expect("the step ran");
+        assert!(!status.success(), "{script}: {status:?}");
+        assert_eq!(status.signal.as_deref(), Some(signal), "{script}: {status:?}");
+        assert!(status.to_string().contains(&format!("signal {signal}")), "{script}: {status}");
+    }
+    // An ordinary failure keeps its code, and the session is still good after the signals.
+    let (code, _) = run(&executor, &lab.host(), &command("exit 3")).await;
+    assert_eq!(code, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_closed_without_an_exit_status_fails_the_step() {
+    // sshd closes a command channel that stays silent for a second, without an exit status:
+    // libssh2 reads that as exit code 0, which must not pass for success.
+    let lab = Lab::start_with("ChannelTimeout session:command=1s");
+    let executor = lab.executor();
+    let (sink, mut receiver) = OutputSink::channel();
+    let result = executor.run(&lab.host(), &command("sleep 3; echo finished"), sink).await;
+    let error = result.expect_err("the channel was closed before the command ended");
+    let text = error.chain();
+    assert!(text.contains("closed without an exit status"), "{text}");
+    assert!(text.contains("ChannelTimeout"), "{text}");
+    assert!(receiver.drain().iter().all(|line| line.text != "finished"));
+    // A command that ends in time on the same server succeeds, and the end marker stays out of
+    // its output.
+    let (code, lines) = run(&executor, &lab.host(), &command("echo out; echo err >&2")).await;
+    assert_eq!(code, 0);
+    assert_eq!(text_of(&lines), ["out", "err"]);
+}
+
+fn text_of(lines: &[vesemir_core::ports::OutputLine]) -> Vec<&str> {
+    lines.iter().map(|line| line.text.as_str()).collect()
 }

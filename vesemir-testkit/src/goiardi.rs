@@ -15,7 +15,7 @@ pub struct Goiardi {
     pub server: ServerProcess,
     /// `http://127.0.0.1:<port>` (`https://` with [`Goiardi::start_tls`]).
     pub url: String,
-    /// The loopback port.
+    /// The port goiardi listens on at 127.0.0.1 (the one in `url`).
     pub port: u16,
     /// The PEM key of the `admin` client goiardi made on start (`<conf-root>/admin.pem`).
     pub admin_key_path: PathBuf,

@@ -6,14 +6,11 @@
 //! - [`goiardi`]: a real Chef server (goiardi) with authentication on.
 //! - [`conformance`]: one suite per port, run against the core's fake and against the real
 //!   adapter, so the fake cannot drift from reality.
-//! - `lab` (feature `lab`): a whole local lab of hosts, HAProxy boxes and a Chef server.
 //! - [`sshd`]: a real OpenSSH sshd with generated host and client keys, and an ssh-agent.
 #![warn(missing_docs)]
 
 pub mod conformance;
 pub mod goiardi;
 pub mod haproxy;
-#[cfg(feature = "lab")]
-pub mod lab;
 pub mod process;
 pub mod sshd;

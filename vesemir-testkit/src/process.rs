@@ -7,22 +7,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Finds `binary` on `PATH` or in the sbin folders, or panics with the Debian package to
-/// install. Tests never skip: a missing server is a failure that says how to fix it.
-pub fn require_binary(binary: &str, debian_package: &str) -> PathBuf {
+/// Finds `binary` on `PATH` or in the sbin folders.
+pub fn find_binary(binary: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut folders: Vec<PathBuf> = std::env::split_paths(&path).collect();
     folders.extend(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from));
-    folders
-        .into_iter()
-        .map(|folder| folder.join(binary))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{binary}` is not installed: this test runs a real server. Install it with \
+    folders.into_iter().map(|folder| folder.join(binary)).find(|candidate| candidate.is_file())
+}
+
+/// Finds `binary` on `PATH` or in the sbin folders, or panics with the Debian package to
+/// install. Tests never skip: a missing server is a failure that says how to fix it.
+pub fn require_binary(binary: &str, debian_package: &str) -> PathBuf {
+    find_binary(binary).unwrap_or_else(|| {
+        panic!(
+            "`{binary}` is not installed: this test runs a real server. Install it with \
                  `apt-get install -y {debian_package}` (.ci/run does this)"
-            )
-        })
+        )
+    })
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -92,11 +93,6 @@ impl ServerProcess {
     /// The server's temp dir.
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// The process id (for signals a test sends to its own server).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// What the server wrote so far.

@@ -26,6 +26,12 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd with a fresh ed25519 host key and three authorized client keys.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts sshd like [`start`](Self::start), with `extra` appended to its `sshd_config`
+    /// (whole lines, such as `ChannelTimeout session:command=1s`).
+    pub fn start_with(extra: &str) -> Self {
         let sshd = require_binary("sshd", SSHD_PACKAGE);
         let dir = ServerProcess::temp_dir("sshd");
         let path = dir.path().to_path_buf();
@@ -45,7 +51,7 @@ impl Sshd {
              AuthorizedKeysFile {dir}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
              MaxStartups 1000\nMaxSessions 100\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n\
-             SetEnv HOME={dir}/home\n",
+             SetEnv HOME={dir}/home\n{extra}\n",
             dir = path.display()
         );
         // Sessions get an empty HOME of their own: the machine user's shell rc files (which may
@@ -131,7 +137,8 @@ impl Sshd {
 /// A running `ssh-agent` holding one key, on its own socket.
 #[derive(Debug)]
 pub struct SshAgent {
-    server: ServerProcess,
+    /// Held for its `Drop`, which stops the agent and removes its socket's folder.
+    _server: ServerProcess,
     socket: PathBuf,
 }
 
@@ -152,17 +159,12 @@ impl SshAgent {
             .output()
             .unwrap_or_else(|e| panic!("cannot run ssh-add: {e}"));
         assert!(status.status.success(), "ssh-add failed: {}", String::from_utf8_lossy(&status.stderr));
-        Self { server, socket }
+        Self { _server: server, socket }
     }
 
     /// The agent's socket (what `SSH_AUTH_SOCK` would be).
     pub fn socket(&self) -> &Path {
         &self.socket
-    }
-
-    /// The agent's process id.
-    pub fn pid(&self) -> u32 {
-        self.server.pid()
     }
 }
 

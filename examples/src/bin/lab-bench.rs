@@ -22,15 +22,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
-use vesemir_chef::ChefSettings;
+use vesemir_chef::{ChefConfig, ClientKey};
 use vesemir_core::event::{Event, EventSink};
 use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::ports::{AdminState, Backend, Executor, LoadBalancer, OutputSink, RemoteCommand, Weight};
 use vesemir_core::request::{DeploymentRequest, RequestPolicy};
 use vesemir_core::{Control, DriverConfig, Host, Ports};
+use vesemir_examples::lab::{Lab, LabOptions};
 use vesemir_haproxy::{HaproxyConfig, HaproxyLoadBalancer};
 use vesemir_ssh::{SshAuth, SshConfig, SshExecutor};
-use vesemir_testkit::lab::{Lab, LabOptions};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,7 +104,7 @@ async fn one_host(
 async fn floor(lab: &Lab, concurrency: usize, version: &str) -> Result<Duration, String> {
     let lb = Arc::new(HaproxyLoadBalancer::new(HaproxyConfig::default()));
     let ssh = Arc::new(executor(lab));
-    let backend = lab.backend();
+    let backend = lab.backend().map_err(|e| e.to_string())?;
     let started = Instant::now();
     for batch in lab.hosts().chunks(concurrency) {
         let mut tasks = JoinSet::new();
@@ -143,23 +143,9 @@ fn request(lab: &Lab, concurrency: usize, version: &str) -> Result<DeploymentReq
 
 /// The library's whole time, and the part spent preparing (Chef search, server lookups).
 async fn library(lab: &Lab, concurrency: usize, version: &str) -> Result<(Duration, Duration), String> {
-    let settings = ChefSettings {
-        server_url: lab.chef_url().to_owned(),
-        client_name: "admin".into(),
-        client_key_path: lab.chef_key_path().to_owned(),
-        sign_version: Default::default(),
-        flavor: vesemir_chef::ServerFlavor::Goiardi,
-        tls_verify: true,
-        ca_bundle: None,
-        connect_timeout: Duration::from_secs(10),
-        request_timeout: Duration::from_secs(60),
-        retries: 3,
-        address_attribute: "ipaddress".into(),
-        extra_attributes: Vec::new(),
-        page_size: 1000,
-        allow_empty: false,
-    };
-    let chef = settings.into_config().map_err(|e| e.to_string())?;
+    let key = ClientKey::from_file(lab.chef_key_path()).map_err(|e| e.to_string())?;
+    let mut chef = ChefConfig::new(lab.chef_url(), "admin", key);
+    chef.flavor = vesemir_chef::ServerFlavor::Goiardi;
     let ports = Ports {
         inventory: Arc::new(vesemir_chef::ChefInventory::new(chef).map_err(|e| e.to_string())?),
         load_balancer: Arc::new(HaproxyLoadBalancer::new(HaproxyConfig::default())),
@@ -223,7 +209,13 @@ fn main() -> ExitCode {
         }
     };
     let started = Instant::now();
-    let lab = Lab::start(LabOptions { hosts, concurrency, ..LabOptions::default() });
+    let lab = match Lab::start(LabOptions { hosts, concurrency, ..LabOptions::default() }) {
+        Ok(lab) => lab,
+        Err(e) => {
+            eprintln!("lab-bench: cannot start the lab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     println!(
         "lab of {hosts} hosts up in {:.1} s; concurrency {concurrency}, no holds, {rounds} rounds",
         started.elapsed().as_secs_f64()

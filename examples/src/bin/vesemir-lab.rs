@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vesemir_testkit::lab::{Lab, LabOptions, LoadOptions};
+use vesemir_examples::lab::{Lab, LabOptions, LoadOptions};
 
 struct Args {
     command: String,
@@ -120,8 +120,17 @@ fn main() -> ExitCode {
         args.hosts
     );
     let started = Instant::now();
-    let lab =
-        Lab::start(LabOptions { hosts: args.hosts, concurrency: args.concurrency, ..LabOptions::default() });
+    let lab = match Lab::start(LabOptions {
+        hosts: args.hosts,
+        concurrency: args.concurrency,
+        ..LabOptions::default()
+    }) {
+        Ok(lab) => lab,
+        Err(e) => {
+            eprintln!("vesemir-lab: cannot start the lab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     println!("Lab up in {:.1} s:", started.elapsed().as_secs_f64());
     for host in lab.hosts() {
         println!(
@@ -185,10 +194,16 @@ fn main() -> ExitCode {
         .env_remove("VESEMIR_CONFIG")
         .status();
     std::thread::sleep(Duration::from_secs(1));
-    let report = traffic.finish();
+    let report = match traffic.finish() {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("vesemir-lab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let version = "2.0.0";
     let updated =
-        lab.hosts().iter().filter(|h| lab.served_version(&h.name).as_deref() == Ok(version)).count();
+        lab.hosts().iter().filter(|h| lab.served_version(&h.name).ok().as_deref() == Some(version)).count();
     println!(
         "\nhosts updated: {updated}/{}, requests served: {}, requests failed: {}",
         lab.hosts().len(),

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
-use vesemir_chef::{
-    ChefClient, ChefConfig, ChefInventory, ClientKey, RetryConfig, ServerFlavor, SignVersion,
-};
+use vesemir_chef::{ChefClient, ChefConfig, ChefInventory, ClientKey, ServerFlavor, SignVersion};
 use vesemir_testkit::conformance::inventory::FleetNode;
 use vesemir_testkit::goiardi::Goiardi;
 
@@ -75,11 +73,9 @@ impl Node {
 /// A config for `client` with `key` at `url`, with fast retries for tests.
 pub fn config(url: &str, client: &str, key: ClientKey) -> ChefConfig {
     let mut config = ChefConfig::new(url, client, key);
-    config.retry = RetryConfig {
-        retries: 2,
-        initial_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(200),
-    };
+    config.retries = 2;
+    config.retry_backoff = Duration::from_millis(50);
+    config.max_retry_backoff = Duration::from_millis(200);
     config.request_timeout = Duration::from_secs(30);
     config
 }

@@ -1,16 +1,20 @@
 //! A fake [`Executor`]: records every command and upload per host, and can make a host
-//! unreachable, a command fail or hang, or every command slow.
+//! unreachable, a command fail or hang, or every command slow. Its host locks live in a
+//! [`FakeLocks`] table that several fake executors can share, so two "deployers" in one test
+//! contend for the same hosts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
 use super::lock;
 use crate::error::PortError;
 use crate::host::Host;
-use crate::name::HostName;
+use crate::lock::{HeldLock, LockClaim, LockHolder, LockOutcome, RefreshOutcome, ReleaseOutcome};
+use crate::name::{EnvVarName, HostName};
 use crate::ports::{Executor, ExitStatus, FileUpload, OutputSink, OutputStream, RemoteCommand};
 
 /// A command the fake ran.
@@ -18,8 +22,8 @@ use crate::ports::{Executor, ExitStatus, FileUpload, OutputSink, OutputStream, R
 pub struct CommandRecord {
     /// The command line, as rendered.
     pub script: String,
-    /// Its environment.
-    pub env: Vec<(String, String)>,
+    /// The environment variables it was given.
+    pub env: Vec<(EnvVarName, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,12 +48,126 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub struct FakeExecutor {
     state: Arc<Mutex<State>>,
+    locks: FakeLocks,
+}
+
+/// The host locks of fake executors, by host name, with the same rules as the SSH adapter's
+/// lock files (see [`crate::lock`]); idle and held times by tokio's clock, so a test with
+/// paused time can make a lock stale. Clones share the table.
+#[derive(Debug, Clone, Default)]
+pub struct FakeLocks {
+    table: Arc<Mutex<BTreeMap<HostName, LockEntry>>>,
+}
+
+#[derive(Debug, Clone)]
+struct LockEntry {
+    holder: LockHolder,
+    taken: Instant,
+    touched: Instant,
+}
+
+impl LockEntry {
+    fn new(holder: LockHolder) -> Self {
+        let now = Instant::now();
+        Self { holder, taken: now, touched: now }
+    }
+
+    fn held(&self) -> HeldLock {
+        let now = Instant::now();
+        HeldLock {
+            holder: self.holder.clone(),
+            held_for: now.saturating_duration_since(self.taken),
+            idle_for: now.saturating_duration_since(self.touched),
+        }
+    }
+}
+
+impl FakeLocks {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts a lock held by `holder` on `host`, replacing any: someone else deploying there.
+    pub fn hold(&self, host: &HostName, holder: LockHolder) {
+        lock(&self.table).insert(host.clone(), LockEntry::new(holder));
+    }
+
+    /// Who holds `host`'s lock now.
+    pub fn holder(&self, host: &HostName) -> Option<LockHolder> {
+        lock(&self.table).get(host).map(|entry| entry.holder.clone())
+    }
+
+    /// Every host with a lock now.
+    pub fn locked(&self) -> BTreeSet<HostName> {
+        lock(&self.table).keys().cloned().collect()
+    }
+
+    fn acquire(&self, host: &HostName, claim: &LockClaim) -> LockOutcome {
+        let mut table = lock(&self.table);
+        match table.get_mut(host) {
+            None => {
+                table.insert(host.clone(), LockEntry::new(claim.holder.clone()));
+                LockOutcome::Acquired
+            }
+            Some(entry) if entry.holder == claim.holder => {
+                entry.touched = Instant::now();
+                LockOutcome::AlreadyOurs
+            }
+            Some(entry) if entry.held().idle_for > claim.stale_after => {
+                let previous = entry.held();
+                *entry = LockEntry::new(claim.holder.clone());
+                LockOutcome::TookOverStale { previous }
+            }
+            Some(entry) => LockOutcome::Held(entry.held()),
+        }
+    }
+
+    fn release(&self, host: &HostName, holder: &LockHolder) -> ReleaseOutcome {
+        let mut table = lock(&self.table);
+        match table.get(host) {
+            None => ReleaseOutcome::NotHeld,
+            Some(entry) if entry.holder == *holder => {
+                table.remove(host);
+                ReleaseOutcome::Released
+            }
+            Some(entry) => ReleaseOutcome::HeldByOther(entry.held()),
+        }
+    }
+
+    fn refresh(&self, host: &HostName, holder: &LockHolder) -> RefreshOutcome {
+        match lock(&self.table).get_mut(host) {
+            Some(entry) if entry.holder == *holder => {
+                entry.touched = Instant::now();
+                RefreshOutcome::Refreshed
+            }
+            other => RefreshOutcome::Lost { now_held_by: other.map(|entry| entry.held()) },
+        }
+    }
+
+    fn read(&self, host: &HostName) -> Option<HeldLock> {
+        lock(&self.table).get(host).map(LockEntry::held)
+    }
+
+    fn break_lock(&self, host: &HostName) -> Option<HeldLock> {
+        lock(&self.table).remove(host).map(|entry| entry.held())
+    }
 }
 
 impl FakeExecutor {
     /// An executor where every host is reachable and every command exits 0 at once.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An executor whose host locks live in `locks`, shared with other executors made from it.
+    pub fn with_locks(locks: FakeLocks) -> Self {
+        Self { locks, ..Self::default() }
+    }
+
+    /// The table of host locks this executor uses.
+    pub fn locks(&self) -> &FakeLocks {
+        &self.locks
     }
 
     /// Makes `host` refuse connections.
@@ -79,14 +197,6 @@ impl FakeExecutor {
             .entry(host.clone())
             .or_default()
             .push(Fault::Hang { contains: contains.to_owned() });
-    }
-
-    /// Removes every fault injected for `host`.
-    pub fn heal(&self, host: &HostName) {
-        let mut state = lock(&self.state);
-        state.faults.remove(host);
-        state.unreachable.remove(host);
-        state.unauthorized.remove(host);
     }
 
     /// Makes every command take `latency`.
@@ -132,13 +242,6 @@ impl FakeExecutor {
     }
 }
 
-/// Whether `name` is `[A-Za-z_][A-Za-z0-9_]*`.
-fn is_shell_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 #[async_trait]
 impl Executor for FakeExecutor {
     async fn connect(&self, host: &Host) -> Result<(), PortError> {
@@ -152,13 +255,6 @@ impl Executor for FakeExecutor {
         output: OutputSink,
     ) -> Result<ExitStatus, PortError> {
         self.ensure_connected(host)?;
-        // Like the SSH executor: names reach a remote shell, so only shell identifiers pass.
-        if let Some((name, _)) = command.env.iter().find(|(name, _)| !is_shell_identifier(name)) {
-            return Err(PortError::rejected(
-                host.to_string(),
-                format!("environment variable name {name:?} is not a shell identifier"),
-            ));
-        }
         let (fault, latency) = {
             let mut state = lock(&self.state);
             state
@@ -202,5 +298,111 @@ impl Executor for FakeExecutor {
 
     async fn close(&self, host: &Host) {
         lock(&self.state).connected.remove(&host.name);
+    }
+
+    async fn acquire_lock(&self, host: &Host, claim: &LockClaim) -> Result<LockOutcome, PortError> {
+        self.ensure_connected(host)?;
+        Ok(self.locks.acquire(&host.name, claim))
+    }
+
+    async fn release_lock(&self, host: &Host, holder: &LockHolder) -> Result<ReleaseOutcome, PortError> {
+        self.ensure_connected(host)?;
+        Ok(self.locks.release(&host.name, holder))
+    }
+
+    async fn refresh_lock(&self, host: &Host, holder: &LockHolder) -> Result<RefreshOutcome, PortError> {
+        self.ensure_connected(host)?;
+        Ok(self.locks.refresh(&host.name, holder))
+    }
+
+    async fn read_lock(&self, host: &Host) -> Result<Option<HeldLock>, PortError> {
+        self.ensure_connected(host)?;
+        Ok(self.locks.read(&host.name))
+    }
+
+    async fn break_lock(&self, host: &Host) -> Result<Option<HeldLock>, PortError> {
+        self.ensure_connected(host)?;
+        Ok(self.locks.break_lock(&host.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn host() -> Host {
+        Host::new(HostName::new("web-01").expect("name"), "10.0.0.1").expect("host")
+    }
+
+    fn holder(deployment: &str) -> LockHolder {
+        LockHolder {
+            deployment: deployment.into(),
+            requested_by: "alice".into(),
+            application: "shop".into(),
+            environment: "production".into(),
+            machine: LockHolder::machine_of("ci-runner-7", 311),
+            since_unix: 1_700_000_000,
+        }
+    }
+
+    fn claim(deployment: &str, stale_after: Duration) -> LockClaim {
+        LockClaim { holder: holder(deployment), stale_after }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_executors_sharing_a_table_contend() {
+        let locks = FakeLocks::new();
+        let (first, second) =
+            (FakeExecutor::with_locks(locks.clone()), FakeExecutor::with_locks(locks.clone()));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(first.acquire_lock(&host(), &claim("1", hour)).await.ok(), Some(LockOutcome::Acquired));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        match second.acquire_lock(&host(), &claim("2", hour)).await {
+            Ok(LockOutcome::Held(held)) => {
+                assert_eq!(held.holder, holder("1"));
+                assert_eq!(held.held_for, Duration::from_secs(5));
+            }
+            other => panic!("the second deployer must see the first: {other:?}"),
+        }
+        // An executor with its own table does not see the lock.
+        let alone = FakeExecutor::new();
+        assert_eq!(alone.acquire_lock(&host(), &claim("3", hour)).await.ok(), Some(LockOutcome::Acquired));
+        assert_eq!(locks.holder(&host().name), Some(holder("1")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn staleness_follows_tokio_time_and_refresh_restarts_it() {
+        let executor = FakeExecutor::new();
+        let minute = Duration::from_secs(60);
+        assert!(executor.acquire_lock(&host(), &claim("1", minute)).await.is_ok());
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert_eq!(executor.refresh_lock(&host(), &holder("1")).await.ok(), Some(RefreshOutcome::Refreshed));
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert!(matches!(
+            executor.acquire_lock(&host(), &claim("2", minute)).await,
+            Ok(LockOutcome::Held(_))
+        ));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        match executor.acquire_lock(&host(), &claim("2", minute)).await {
+            Ok(LockOutcome::TookOverStale { previous }) => {
+                assert_eq!(previous.holder, holder("1"));
+                assert_eq!(previous.held_for, Duration::from_secs(111));
+                assert_eq!(previous.idle_for, Duration::from_secs(61));
+            }
+            other => panic!("a lock idle past stale_after must be taken over: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_host_cannot_be_locked() {
+        let executor = FakeExecutor::new();
+        executor.set_unreachable(&host().name);
+        let error = executor
+            .acquire_lock(&host(), &claim("1", Duration::from_secs(60)))
+            .await
+            .expect_err("unreachable");
+        assert!(error.is_unreachable(), "{error}");
     }
 }

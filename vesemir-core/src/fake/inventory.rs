@@ -9,22 +9,22 @@ use async_trait::async_trait;
 use super::lock;
 use crate::error::PortError;
 use crate::host::Host;
-use crate::name::EnvName;
-use crate::ports::{Inventory, Selector};
+use crate::name::EnvironmentName;
+use crate::ports::{Inventory, Selector, TermKind};
 
 /// A host as the fake inventory knows it.
 #[derive(Debug, Clone)]
 pub struct InventoryEntry {
-    /// The host.
+    /// The host a matching search answers.
     pub host: Host,
-    /// Its tags.
+    /// Its tags. A selector's tags, roles and recipes must all be among the entry's.
     pub tags: BTreeSet<String>,
-    /// Its roles.
+    /// Its roles (Chef roles).
     pub roles: BTreeSet<String>,
-    /// Its recipes.
+    /// The recipes of its run list.
     pub recipes: BTreeSet<String>,
-    /// Its environment.
-    pub environment: Option<EnvName>,
+    /// The deployment environment it is in, matched against the selector's.
+    pub environment: Option<EnvironmentName>,
 }
 
 impl InventoryEntry {
@@ -40,19 +40,18 @@ impl InventoryEntry {
     }
 
     /// The same entry in `environment`.
-    pub fn in_environment(mut self, environment: EnvName) -> Self {
+    pub fn in_environment(mut self, environment: EnvironmentName) -> Self {
         self.environment = Some(environment);
         self
     }
 
     fn matches(&self, selector: &Selector) -> bool {
-        let all = |wanted: &[crate::name::ChefTerm], have: &BTreeSet<String>| {
-            wanted.iter().all(|w| have.contains(w.as_str()))
+        let has = |kind, term: &str| match kind {
+            TermKind::Tag => self.tags.contains(term),
+            TermKind::Role => self.roles.contains(term),
+            TermKind::Recipe => self.recipes.contains(term),
         };
-        all(&selector.tags, &self.tags)
-            && all(&selector.roles, &self.roles)
-            && all(&selector.recipes, &self.recipes)
-            && selector.environment.as_ref().is_none_or(|env| self.environment.as_ref() == Some(env))
+        selector.matches(has, self.environment.as_ref().map(EnvironmentName::as_str))
     }
 }
 

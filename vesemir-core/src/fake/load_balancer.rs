@@ -142,6 +142,7 @@ struct Faults {
     down: BTreeSet<LbEndpoint>,
     /// Servers whose sessions end only this long after drain (`None`: never, until shutdown).
     drain_delays: BTreeMap<ServerName, Option<Duration>>,
+    /// Refuse weights other than 0 and the configured one (HAProxy with a static algorithm).
     refuse_weights: bool,
 }
 

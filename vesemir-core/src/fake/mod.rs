@@ -10,7 +10,7 @@ mod fleet;
 mod inventory;
 mod load_balancer;
 
-pub use executor::{CommandRecord, FakeExecutor};
+pub use executor::{CommandRecord, FakeExecutor, FakeLocks};
 pub use fleet::{FakeFleet, FLEET_BACKEND};
 pub use inventory::{FakeInventory, InventoryEntry};
 pub use load_balancer::{FakeLoadBalancer, FakeServer, RotationLog};

@@ -24,7 +24,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{DeploymentOutcome, HostOutcome, Rotation};
-use crate::name::{AppName, EnvName, HostName, ServerName, Version};
+use crate::name::{AppName, EnvironmentName, HostName, ServerName, Version};
 use crate::ports::{AdminState, Backend, InstanceState, Weight};
 
 pub use load_balancer::{JournalSink, JournaledLoadBalancer};
@@ -95,7 +95,7 @@ pub struct JournalHeader {
     /// The application deployed.
     pub application: AppName,
     /// The environment deployed to.
-    pub environment: EnvName,
+    pub environment: EnvironmentName,
     /// The version deployed.
     pub version: Version,
     /// The backend and every load balancer instance fronting it.

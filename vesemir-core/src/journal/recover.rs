@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::PendingServer;
 use crate::error::PortError;
 use crate::host::Host;
+use crate::name::EnvVarName;
 use crate::ports::{
     AdminState, Backend, Executor, InstanceState, LoadBalancer, OutputSink, RemoteCommand, ServerStatus,
     Weight,
@@ -34,10 +35,10 @@ pub fn health_check(request: &DeploymentRequest, host: &Host, output_limit: usiz
     let command = RemoteCommand {
         script: request.render(&health.command, Quoting::Shell, host),
         env: vec![
-            ("VESEMIR_APPLICATION".into(), request.application.to_string()),
-            ("VESEMIR_ENVIRONMENT".into(), request.environment.to_string()),
-            ("VESEMIR_VERSION".into(), request.version.to_string()),
-            ("VESEMIR_HOST".into(), host.name.to_string()),
+            (EnvVarName::builtin("VESEMIR_APPLICATION"), request.application.to_string()),
+            (EnvVarName::builtin("VESEMIR_ENVIRONMENT"), request.environment.to_string()),
+            (EnvVarName::builtin("VESEMIR_VERSION"), request.version.to_string()),
+            (EnvVarName::builtin("VESEMIR_HOST"), host.name.to_string()),
         ],
         timeout: health.timeout,
         output_limit,

@@ -19,7 +19,7 @@ fn header(fleet: &FakeFleet) -> JournalHeader {
     JournalHeader {
         run: RunId::new("20250101T000000Z-1").unwrap_or_else(|e| panic!("{e}")),
         application: AppName::new("shop").unwrap_or_else(|e| panic!("{e}")),
-        environment: EnvName::new("production").unwrap_or_else(|e| panic!("{e}")),
+        environment: EnvironmentName::new("production").unwrap_or_else(|e| panic!("{e}")),
         version: Version::new("2.0.0").unwrap_or_else(|e| panic!("{e}")),
         backend: fleet.lb.backend(),
         hosts: fleet

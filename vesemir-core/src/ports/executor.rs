@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 
 use crate::error::PortError;
 use crate::host::Host;
+use crate::lock::{HeldLock, LockClaim, LockHolder, LockOutcome, RefreshOutcome, ReleaseOutcome};
+use crate::name::EnvVarName;
 
 /// A command to run on a host. Its text was rendered from the operator's template with every
 /// variable shell-quoted.
@@ -18,8 +20,9 @@ use crate::host::Host;
 pub struct RemoteCommand {
     /// The shell command line.
     pub script: String,
-    /// Environment variables to set for it.
-    pub env: Vec<(String, String)>,
+    /// Environment variables to set for it: shell identifiers by their type, values set as
+    /// literal text.
+    pub env: Vec<(EnvVarName, String)>,
     /// How long it may run; past that the executor ends it and returns [`PortError::Timeout`].
     pub timeout: Duration,
     /// How many bytes of output to stream at most; the rest is dropped with one notice line.
@@ -160,6 +163,52 @@ pub trait Executor: Send + Sync + Debug {
 
     /// Closes the session to `host`, if there is one.
     async fn close(&self, host: &Host);
+
+    /// Claims `host`'s lock: one rollout per server, across processes and machines, kept on
+    /// the host itself. Atomic on the host; a stale lock is taken over (see
+    /// [`crate::lock`] for the rules). Someone else holding it is `Ok(`[`LockOutcome::Held`]`)`,
+    /// not an error.
+    ///
+    /// The default refuses with [`PortError::Rejected`]: an executor that cannot keep host
+    /// locks must say so rather than let two rollouts onto one server.
+    async fn acquire_lock(&self, host: &Host, claim: &LockClaim) -> Result<LockOutcome, PortError> {
+        let _ = claim;
+        Err(no_locks(std::any::type_name::<Self>(), host))
+    }
+
+    /// Releases `host`'s lock if `holder` holds it; a lock someone else holds is left alone
+    /// and reported ([`ReleaseOutcome::HeldByOther`]), no lock is [`ReleaseOutcome::NotHeld`].
+    /// Safe to call on every ending of a deployment.
+    async fn release_lock(&self, host: &Host, holder: &LockHolder) -> Result<ReleaseOutcome, PortError> {
+        let _ = holder;
+        Err(no_locks(std::any::type_name::<Self>(), host))
+    }
+
+    /// Restarts the idle time of `host`'s lock if `holder` holds it, so a long deployment's
+    /// lock never looks stale; reports [`RefreshOutcome::Lost`] when it is no longer ours.
+    async fn refresh_lock(&self, host: &Host, holder: &LockHolder) -> Result<RefreshOutcome, PortError> {
+        let _ = holder;
+        Err(no_locks(std::any::type_name::<Self>(), host))
+    }
+
+    /// Who holds `host`'s lock now, if anyone. Changes nothing.
+    async fn read_lock(&self, host: &Host) -> Result<Option<HeldLock>, PortError> {
+        Err(no_locks(std::any::type_name::<Self>(), host))
+    }
+
+    /// Removes `host`'s lock whoever holds it (the explicit `vesemir unlock`), and says who
+    /// held it. `Ok(None)` when there was none.
+    async fn break_lock(&self, host: &Host) -> Result<Option<HeldLock>, PortError> {
+        Err(no_locks(std::any::type_name::<Self>(), host))
+    }
+}
+
+/// The error of an executor that keeps no host locks.
+fn no_locks(executor: &str, host: &Host) -> PortError {
+    PortError::rejected(
+        host.to_string(),
+        format!("the executor {executor} keeps no host locks, so it cannot guarantee one rollout per server"),
+    )
 }
 
 macro_rules! forward_executor {
@@ -177,6 +226,21 @@ macro_rules! forward_executor {
             }
             async fn close(&self, host: &Host) {
                 (**self).close(host).await
+            }
+            async fn acquire_lock(&self, host: &Host, claim: &LockClaim) -> Result<LockOutcome, PortError> {
+                (**self).acquire_lock(host, claim).await
+            }
+            async fn release_lock(&self, host: &Host, holder: &LockHolder) -> Result<ReleaseOutcome, PortError> {
+                (**self).release_lock(host, holder).await
+            }
+            async fn refresh_lock(&self, host: &Host, holder: &LockHolder) -> Result<RefreshOutcome, PortError> {
+                (**self).refresh_lock(host, holder).await
+            }
+            async fn read_lock(&self, host: &Host) -> Result<Option<HeldLock>, PortError> {
+                (**self).read_lock(host).await
+            }
+            async fn break_lock(&self, host: &Host) -> Result<Option<HeldLock>, PortError> {
+                (**self).break_lock(host).await
             }
         }
     )*};

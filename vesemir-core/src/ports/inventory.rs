@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::PortError;
 use crate::host::Host;
-use crate::name::{ChefTerm, EnvName};
+use crate::name::{ChefTerm, EnvironmentName};
 
 /// Which hosts to find: every listed term must match (tags AND roles AND recipes AND the
 /// environment), or an operator's raw query is used as it is.
@@ -26,16 +26,41 @@ pub struct Selector {
     pub recipes: Vec<ChefTerm>,
     /// The inventory's environment the hosts must be in (Chef's `chef_environment`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<EnvName>,
+    pub environment: Option<EnvironmentName>,
     /// A raw query in the inventory's own language. Only from operator configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_query: Option<String>,
+}
+
+/// Which of a host's lists a selector term is looked up in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermKind {
+    /// The host's tags.
+    Tag,
+    /// Its roles.
+    Role,
+    /// The recipes of its run list.
+    Recipe,
 }
 
 impl Selector {
     /// Whether the selector names nothing at all (which would match every host).
     pub fn is_empty(&self) -> bool {
         self.tags.is_empty() && self.roles.is_empty() && self.recipes.is_empty() && self.raw_query.is_none()
+    }
+
+    /// Whether a host matches every term exactly: each wanted tag, role and recipe is one the
+    /// host `has`, and the host is in the selector's environment if it names one. The one
+    /// matching rule for inventories that match in memory (the static inventory, the fake, the
+    /// Chef adapter's check of search rows). A raw query is the inventory's own language and
+    /// matches nothing here.
+    pub fn matches(&self, has: impl Fn(TermKind, &str) -> bool, environment: Option<&str>) -> bool {
+        let all = |kind, wanted: &[ChefTerm]| wanted.iter().all(|w| has(kind, w.as_str()));
+        self.raw_query.is_none()
+            && all(TermKind::Tag, &self.tags)
+            && all(TermKind::Role, &self.roles)
+            && all(TermKind::Recipe, &self.recipes)
+            && self.environment.as_ref().is_none_or(|env| environment == Some(env.as_str()))
     }
 }
 

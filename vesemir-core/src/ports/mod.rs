@@ -12,7 +12,7 @@ mod load_balancer;
 pub use executor::{
     Executor, ExitStatus, FileUpload, OutputLine, OutputReceiver, OutputSink, OutputStream, RemoteCommand,
 };
-pub use inventory::{Inventory, Selector};
+pub use inventory::{Inventory, Selector, TermKind};
 pub use load_balancer::{
     check_restore, AdminState, Backend, InstanceState, LbEndpoint, LoadBalancer, LoadBalancerExt,
     Operational, ServerLookup, ServerState, ServerStatus, Weight, MAX_WEIGHT,

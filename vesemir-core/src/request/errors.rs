@@ -34,6 +34,11 @@ impl ValidationErrors {
         Self(vec![error])
     }
 
+    /// The problems of `errors`, or `None` when there are none.
+    pub fn from_errors(errors: Vec<FieldError>) -> Option<Self> {
+        (!errors.is_empty()).then_some(Self(errors))
+    }
+
     /// The problems.
     pub fn errors(&self) -> &[FieldError] {
         &self.0

@@ -15,26 +15,30 @@ use std::time::Duration;
 pub use amount::Amount;
 pub use errors::{FieldError, ValidationErrors};
 pub use template::{push_shell_quoted, shell_quote, Quoting, Template, TemplateError};
-pub use validate::{InlineChangesets, Playbooks, RawQueries, RequestPolicy, BUILTIN_VARIABLES};
+pub use validate::{
+    validate_playbooks, InlineChangesets, Playbooks, RawQueries, RequestPolicy, BUILTIN_VARIABLES,
+};
 
 use crate::host::Host;
-use crate::name::{AppName, BackendName, EnvName, PlaybookName, Requester, TeamName, VariableName, Version};
+use crate::name::{
+    AppName, BackendName, EnvironmentName, PlaybookName, Requester, TeamName, VariableName, Version,
+};
 use crate::ports::{LbEndpoint, Selector, Weight};
 
 /// A validated deployment request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentRequest {
-    /// The application.
+    /// The application deployed; with the environment, what one rollout at a time is about.
     pub application: AppName,
-    /// The environment.
-    pub environment: EnvName,
+    /// The deployment environment, e.g. `production`.
+    pub environment: EnvironmentName,
     /// The team that owns the application.
     pub team: TeamName,
     /// The version being deployed.
     pub version: Version,
-    /// Who asked.
+    /// Who asked: a person or a pipeline, as shown in events and the store.
     pub requested_by: Requester,
-    /// Which hosts.
+    /// Which hosts: found by a selector, or listed.
     pub targets: Targets,
     /// The load balancer in front of them.
     pub load_balancer: LoadBalancerConfig,
@@ -195,7 +199,7 @@ pub struct HealthGate {
 /// The health gate's command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCommand {
-    /// The command template.
+    /// The command template, rendered per host with variables shell-quoted.
     pub command: Template,
     /// How long it may keep failing.
     pub timeout: Duration,
@@ -206,12 +210,12 @@ pub struct HealthCommand {
 impl DeploymentRequest {
     /// Parses and validates a TOML request.
     pub fn from_toml(text: &str, policy: &RequestPolicy<'_>) -> Result<Self, ValidationErrors> {
-        spec::RequestSpec::from_toml(text)?.validate(policy)
+        spec::read_toml::<spec::RequestSpec>(text)?.validate(policy)
     }
 
     /// Parses and validates a JSON request.
     pub fn from_json(text: &str, policy: &RequestPolicy<'_>) -> Result<Self, ValidationErrors> {
-        spec::RequestSpec::from_json(text)?.validate(policy)
+        spec::read_json::<spec::RequestSpec>(text)?.validate(policy)
     }
 
     /// The value of a template variable for `host`: built-ins first, then the request's own.

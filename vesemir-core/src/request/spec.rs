@@ -257,31 +257,243 @@ impl ChangesetSpec {
     }
 }
 
-/// Parses any of the spec types from TOML, keeping the field path of the first error.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ValidationErrors> {
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| {
-        ValidationErrors::one(FieldError::new("(document)", format!("is not valid TOML: {}", e.message())))
-    })?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().message().to_owned();
-        ValidationErrors::one(FieldError::new(document_path(&path), message))
-    })
+/// A document read as far as its types allow: the value, with each field of the wrong type (or
+/// missing, or unknown) replaced by a stand-in, and the problems those fields had.
+#[derive(Debug, Clone)]
+pub struct Lenient<T> {
+    /// The value, stand-ins included: validate it only to find the document's other problems.
+    pub value: T,
+    /// The type problems, in the order they were found.
+    pub problems: Vec<FieldError>,
+    /// Where stand-ins were put: later problems at or under these paths are echoes of a stand-in.
+    pub stand_ins: Vec<String>,
 }
 
-/// Parses any of the spec types from JSON, keeping the field path of the first error.
+impl<T> Lenient<T> {
+    /// The value, or every type problem.
+    pub fn into_result(self) -> Result<T, ValidationErrors> {
+        match ValidationErrors::from_errors(self.problems) {
+            Some(errors) => Err(errors),
+            None => Ok(self.value),
+        }
+    }
+
+    /// Whether `field` is, or lies under, a stand-in (so a problem there repeats a type problem).
+    pub fn covers(&self, field: &str) -> bool {
+        self.stand_ins.iter().any(|s| lies_under(field, s))
+    }
+}
+
+/// Parses any of the spec types from TOML, reporting every type problem by field path.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ValidationErrors> {
+    read_toml(text)?.into_result()
+}
+
+/// Parses any of the spec types from JSON, reporting every type problem by field path.
 pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ValidationErrors> {
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("is not valid JSON: {inner}")
-        } else {
-            strip_position(&inner.to_string())
+    read_json(text)?.into_result()
+}
+
+/// Reads TOML leniently (see [`Lenient`]); only a syntax error stops it.
+pub fn read_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<Lenient<T>, ValidationErrors> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        ValidationErrors::one(FieldError::new("(document)", format!("is not valid TOML: {}", e.message())))
+    })?;
+    read(toml::Value::Table(table), |e: toml::de::Error| e.message().to_owned())
+}
+
+/// Reads JSON leniently (see [`Lenient`]); only a syntax error stops it.
+pub fn read_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<Lenient<T>, ValidationErrors> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        ValidationErrors::one(FieldError::new("(document)", format!("is not valid JSON: {e}")))
+    })?;
+    read(value, |e: serde_json::Error| strip_position(&e.to_string()))
+}
+
+/// At most this many repairs: a document with more problems reports the ones found so far.
+const MOST_REPAIRS: usize = 200;
+
+/// Deserializes `tree`; on each error records it, puts a stand-in where it was (or removes an
+/// unknown field) and tries again, until the value deserializes.
+fn read<V, T>(
+    mut tree: V,
+    message: impl Fn(<V as serde::Deserializer<'static>>::Error) -> String,
+) -> Result<Lenient<T>, ValidationErrors>
+where
+    V: Tree + serde::Deserializer<'static>,
+    T: serde::de::DeserializeOwned,
+{
+    let mut problems: Vec<FieldError> = Vec::new();
+    let mut stand_ins: Vec<String> = Vec::new();
+    let mut tried: Vec<(String, usize)> = Vec::new();
+    for _ in 0..MOST_REPAIRS {
+        let error = match serde_path_to_error::deserialize::<_, T>(tree.clone()) {
+            Ok(value) => return Ok(Lenient { value, problems, stand_ins }),
+            Err(error) => error,
         };
-        ValidationErrors::one(FieldError::new(document_path(&path), message))
-    })
+        let mut path: Vec<Segment> = error.path().iter().filter_map(Segment::from_serde).collect();
+        let at = error.path().to_string();
+        let text = message(error.into_inner());
+        let missing = text.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
+        if let Some(field) = missing {
+            path.push(Segment::Key(field.to_owned()));
+        }
+        let target = render(&path);
+        if !stand_ins.iter().any(|s| lies_under(&target, s)) {
+            problems.push(FieldError::new(document_path(&at), text.clone()));
+        }
+        if let Some(field) = text.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()) {
+            if path.last() != Some(&Segment::Key(field.to_owned())) {
+                path.push(Segment::Key(field.to_owned()));
+            }
+        }
+        let Some((last, parents)) = path.split_last() else { break };
+        let Some(parent) = tree.find_mut(parents) else { break };
+        if text.starts_with("unknown field") {
+            parent.remove(last);
+            continue;
+        }
+        let next = match tried.iter_mut().find(|(t, _)| *t == target) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                tried.push((target.clone(), 0));
+                0
+            }
+        };
+        match V::stand_in(next) {
+            Some(value) => parent.set(last, value),
+            None if missing.is_none() => parent.remove(last),
+            None => break,
+        }
+        stand_ins.push(target);
+    }
+    Err(ValidationErrors::from_errors(problems)
+        .unwrap_or_else(|| ValidationErrors::one(FieldError::new("(document)", "cannot be read"))))
+}
+
+/// Whether `field` is `path` or lies under it (`path.x`, `path[0]`).
+fn lies_under(field: &str, path: &str) -> bool {
+    field.strip_prefix(path).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// One step of a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl Segment {
+    fn from_serde(segment: &serde_path_to_error::Segment) -> Option<Self> {
+        match segment {
+            serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+            serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+            _ => None,
+        }
+    }
+}
+
+/// A path as the validation writes it: `load_balancer.instances[0].port`.
+fn render(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Key(key) if out.is_empty() => out.push_str(key),
+            Segment::Key(key) => {
+                out.push('.');
+                out.push_str(key);
+            }
+            Segment::Index(index) => out.push_str(&format!("[{index}]")),
+        }
+    }
+    out
+}
+
+/// A parsed document (TOML or JSON) that [`read`] can repair.
+trait Tree: Clone + Sized {
+    /// The `n`th value to try in place of a bad one: an empty string, zero, false, an empty
+    /// list, an empty table; `None` when all were tried.
+    fn stand_in(n: usize) -> Option<Self>;
+    fn find_mut(&mut self, path: &[Segment]) -> Option<&mut Self>;
+    fn set(&mut self, at: &Segment, value: Self);
+    fn remove(&mut self, at: &Segment);
+}
+
+impl Tree for toml::Value {
+    fn stand_in(n: usize) -> Option<Self> {
+        Some(match n {
+            0 => toml::Value::String(String::new()),
+            1 => toml::Value::Integer(0),
+            2 => toml::Value::Boolean(false),
+            3 => toml::Value::Array(Vec::new()),
+            4 => toml::Value::Table(toml::Table::new()),
+            _ => return None,
+        })
+    }
+
+    fn find_mut(&mut self, path: &[Segment]) -> Option<&mut Self> {
+        path.iter().try_fold(self, |value, segment| match (value, segment) {
+            (toml::Value::Table(t), Segment::Key(k)) => t.get_mut(k),
+            (toml::Value::Array(a), Segment::Index(i)) => a.get_mut(*i),
+            _ => None,
+        })
+    }
+
+    fn set(&mut self, at: &Segment, value: Self) {
+        match (self, at) {
+            (toml::Value::Table(t), Segment::Key(k)) => {
+                t.insert(k.clone(), value);
+            }
+            (toml::Value::Array(a), Segment::Index(i)) if *i < a.len() => a[*i] = value,
+            _ => {}
+        }
+    }
+
+    fn remove(&mut self, at: &Segment) {
+        if let (toml::Value::Table(t), Segment::Key(k)) = (self, at) {
+            t.remove(k);
+        }
+    }
+}
+
+impl Tree for serde_json::Value {
+    fn stand_in(n: usize) -> Option<Self> {
+        Some(match n {
+            0 => serde_json::Value::String(String::new()),
+            1 => serde_json::Value::from(0),
+            2 => serde_json::Value::Bool(false),
+            3 => serde_json::Value::Array(Vec::new()),
+            4 => serde_json::Value::Object(serde_json::Map::new()),
+            _ => return None,
+        })
+    }
+
+    fn find_mut(&mut self, path: &[Segment]) -> Option<&mut Self> {
+        path.iter().try_fold(self, |value, segment| match (value, segment) {
+            (serde_json::Value::Object(o), Segment::Key(k)) => o.get_mut(k),
+            (serde_json::Value::Array(a), Segment::Index(i)) => a.get_mut(*i),
+            _ => None,
+        })
+    }
+
+    fn set(&mut self, at: &Segment, value: Self) {
+        match (self, at) {
+            (serde_json::Value::Object(o), Segment::Key(k)) => {
+                o.insert(k.clone(), value);
+            }
+            (serde_json::Value::Array(a), Segment::Index(i)) if *i < a.len() => a[*i] = value,
+            _ => {}
+        }
+    }
+
+    fn remove(&mut self, at: &Segment) {
+        if let (serde_json::Value::Object(o), Segment::Key(k)) = (self, at) {
+            o.remove(k);
+        }
+    }
 }
 
 fn document_path(path: &str) -> String {

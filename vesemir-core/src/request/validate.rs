@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::errors::{Problems, ValidationErrors};
-use super::spec::{ChangesetSpec, EndpointSpec, HealthSpec, RequestSpec, StepSpec, StrategySpec};
+use super::spec::{
+    ChangesetSpec, EndpointSpec, HealthSpec, Lenient, LoadBalancerSpec, RampSpec, RequestSpec, StepSpec,
+    StrategySpec,
+};
 use super::*;
 use crate::host::{validate_address, Host};
 use crate::name::{ChefTerm, HostName};
@@ -66,6 +69,29 @@ impl RequestPolicy<'_> {
     }
 }
 
+/// Validates the operator's playbooks as configured (`[playbooks.NAME]`): each name and each
+/// changeset, every problem at once under `playbooks.NAME`. The one playbook check, shared by
+/// the CLI's and the server's configurations.
+pub fn validate_playbooks<'a>(
+    specs: impl IntoIterator<Item = (&'a String, &'a ChangesetSpec)>,
+) -> Result<Playbooks, ValidationErrors> {
+    let mut p = Problems::default();
+    let mut playbooks = Playbooks::new();
+    for (name, spec) in specs {
+        let field = format!("playbooks.{name}");
+        let name = p.check(&field, PlaybookName::new(name));
+        match spec.validate() {
+            Ok(changeset) => {
+                if let Some(name) = name {
+                    playbooks.insert(name, changeset);
+                }
+            }
+            Err(errors) => p.extend(errors.within(&field)),
+        }
+    }
+    p.finish(|| Some(playbooks))
+}
+
 fn duration(problems: &mut Problems, field: &str, text: Option<&str>, default: Duration) -> Duration {
     let Some(text) = text else { return default };
     match humantime::parse_duration(text) {
@@ -94,12 +120,32 @@ fn template(problems: &mut Problems, field: &str, text: &str) -> Option<Template
     problems.check(field, Template::parse(text))
 }
 
+impl Lenient<RequestSpec> {
+    /// Validates a request read leniently: its type problems and every other problem at once,
+    /// leaving out problems of the stand-ins (they would repeat a type problem).
+    pub fn validate(&self, policy: &RequestPolicy<'_>) -> Result<DeploymentRequest, ValidationErrors> {
+        let mut p = Problems::default();
+        for error in &self.problems {
+            p.add(error.field.clone(), error.message.clone());
+        }
+        match self.value.validate(policy) {
+            Ok(request) => p.finish(|| Some(request)),
+            Err(errors) => {
+                for error in errors.errors().iter().filter(|e| !self.covers(&e.field)) {
+                    p.add(error.field.clone(), error.message.clone());
+                }
+                p.finish(|| None)
+            }
+        }
+    }
+}
+
 impl RequestSpec {
     /// Validates the request under `policy`, reporting every problem at once.
     pub fn validate(&self, policy: &RequestPolicy<'_>) -> Result<DeploymentRequest, ValidationErrors> {
         let mut p = Problems::default();
         let application = p.check("application", AppName::new(&self.application));
-        let environment = p.check("environment", EnvName::new(&self.environment));
+        let environment = p.check("environment", EnvironmentName::new(&self.environment));
         let team = p.check("team", TeamName::new(&self.team));
         let version = p.check("version", Version::new(&self.version));
         let requested_by = match &self.requested_by {
@@ -172,7 +218,7 @@ impl RequestSpec {
         &self,
         p: &mut Problems,
         policy: &RequestPolicy<'_>,
-        environment: Option<&EnvName>,
+        environment: Option<&EnvironmentName>,
     ) -> Option<Targets> {
         let t = &self.targets;
         let searching =
@@ -219,7 +265,7 @@ impl RequestSpec {
             }
         }
         let chef_environment = match &t.chef_environment {
-            Some(env) => p.check("targets.chef_environment", EnvName::new(env)),
+            Some(env) => p.check("targets.chef_environment", EnvironmentName::new(env)),
             None => environment.cloned(),
         };
         Some(Targets::Search(Selector {
@@ -234,67 +280,8 @@ impl RequestSpec {
     fn load_balancer(&self, p: &mut Problems) -> Option<LoadBalancerConfig> {
         let lb = &self.load_balancer;
         let backend = p.check("load_balancer.backend", BackendName::new(&lb.backend));
-        let instances = match (&lb.discover, lb.instances.is_empty()) {
-            (Some(_), false) => {
-                p.add("load_balancer", "has both instances and discover: use one of them");
-                None
-            }
-            (None, true) => {
-                p.add(
-                    "load_balancer.instances",
-                    "is empty: list the HAProxy runtime API endpoints, or use load_balancer.discover",
-                );
-                None
-            }
-            (None, false) => {
-                let endpoints: Vec<Option<LbEndpoint>> = lb
-                    .instances
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| endpoint(p, &format!("load_balancer.instances[{i}]"), e))
-                    .collect();
-                endpoints.into_iter().collect::<Option<Vec<_>>>().map(LbInstances::Listed)
-            }
-            (Some(d), true) => {
-                let selector = Selector {
-                    tags: terms(p, "load_balancer.discover.tags", &d.tags),
-                    roles: terms(p, "load_balancer.discover.roles", &d.roles),
-                    recipes: terms(p, "load_balancer.discover.recipes", &d.recipes),
-                    environment: d
-                        .chef_environment
-                        .as_ref()
-                        .and_then(|e| p.check("load_balancer.discover.chef_environment", EnvName::new(e))),
-                    raw_query: None,
-                };
-                if selector.is_empty() {
-                    p.add(
-                        "load_balancer.discover",
-                        "names no tags, roles or recipes to find the HAProxy hosts by",
-                    );
-                }
-                if d.port == 0 {
-                    p.add("load_balancer.discover.port", "must be a TCP port from 1 to 65535");
-                }
-                Some(LbInstances::Discover { selector, port: d.port })
-            }
-        };
-        let server = match (&lb.server_name, lb.match_servers_by.as_deref()) {
-            (Some(_), Some(_)) => {
-                p.add("load_balancer", "has both server_name and match_servers_by: use one of them");
-                None
-            }
-            (None, Some("address")) => Some(ServerMapping::ByAddress),
-            (None, Some("name")) => Some(ServerMapping::Template(Template::parse("{host}").ok()?)),
-            (None, Some(other)) => {
-                p.add(
-                    "load_balancer.match_servers_by",
-                    format!("{other:?} is not known: use \"address\" or \"name\""),
-                );
-                None
-            }
-            (Some(text), None) => template(p, "load_balancer.server_name", text).map(ServerMapping::Template),
-            (None, None) => Template::parse("{host}").ok().map(ServerMapping::Template),
-        };
+        let instances = lb_instances(p, lb);
+        let server = server_mapping(p, lb);
         let drain_timeout =
             duration(p, "load_balancer.drain_timeout", lb.drain_timeout.as_deref(), DEFAULT_DRAIN_TIMEOUT);
         let on_drain_timeout = match lb.on_drain_timeout.as_deref() {
@@ -308,33 +295,7 @@ impl RequestSpec {
                 None
             }
         };
-        let mut ramp = Vec::new();
-        let mut previous = 0;
-        for (i, step) in lb.ramp.iter().enumerate() {
-            let field = format!("load_balancer.ramp[{i}]");
-            let percent = match step.weight {
-                Amount::Percent(w) if (1..100).contains(&w) => w,
-                Amount::Count(w) if (1..100).contains(&w) => w as u8,
-                other => {
-                    p.add(
-                        format!("{field}.weight"),
-                        format!("{other} is not a weight from 1% to 99% (100% comes last by itself)"),
-                    );
-                    continue;
-                }
-            };
-            if percent <= previous {
-                p.add(
-                    format!("{field}.weight"),
-                    format!("{percent}% must be above the step before ({previous}%): a ramp only goes up"),
-                );
-            }
-            previous = percent;
-            let hold = duration(p, &format!("{field}.hold"), step.hold.as_deref(), Duration::ZERO);
-            if let Ok(weight) = Weight::percent(percent) {
-                ramp.push(RampStep { weight, hold });
-            }
-        }
+        let ramp = ramp(p, &lb.ramp);
         Some(LoadBalancerConfig {
             backend: backend?,
             instances: instances?,
@@ -393,6 +354,106 @@ impl RequestSpec {
             }
         }
     }
+}
+
+/// Where the load balancer instances are: listed, or discovered through the inventory.
+fn lb_instances(p: &mut Problems, lb: &LoadBalancerSpec) -> Option<LbInstances> {
+    match (&lb.discover, lb.instances.is_empty()) {
+        (Some(_), false) => {
+            p.add("load_balancer", "has both instances and discover: use one of them");
+            None
+        }
+        (None, true) => {
+            p.add(
+                "load_balancer.instances",
+                "is empty: list the HAProxy runtime API endpoints, or use load_balancer.discover",
+            );
+            None
+        }
+        (None, false) => {
+            let endpoints: Vec<Option<LbEndpoint>> = lb
+                .instances
+                .iter()
+                .enumerate()
+                .map(|(i, e)| endpoint(p, &format!("load_balancer.instances[{i}]"), e))
+                .collect();
+            endpoints.into_iter().collect::<Option<Vec<_>>>().map(LbInstances::Listed)
+        }
+        (Some(d), true) => {
+            let selector = Selector {
+                tags: terms(p, "load_balancer.discover.tags", &d.tags),
+                roles: terms(p, "load_balancer.discover.roles", &d.roles),
+                recipes: terms(p, "load_balancer.discover.recipes", &d.recipes),
+                environment: d.chef_environment.as_ref().and_then(|e| {
+                    p.check("load_balancer.discover.chef_environment", EnvironmentName::new(e))
+                }),
+                raw_query: None,
+            };
+            if selector.is_empty() {
+                p.add(
+                    "load_balancer.discover",
+                    "names no tags, roles or recipes to find the HAProxy hosts by",
+                );
+            }
+            if d.port == 0 {
+                p.add("load_balancer.discover.port", "must be a TCP port from 1 to 65535");
+            }
+            Some(LbInstances::Discover { selector, port: d.port })
+        }
+    }
+}
+
+/// How a host's server is found: by a name template (`{host}` by default) or by address.
+fn server_mapping(p: &mut Problems, lb: &LoadBalancerSpec) -> Option<ServerMapping> {
+    match (&lb.server_name, lb.match_servers_by.as_deref()) {
+        (Some(_), Some(_)) => {
+            p.add("load_balancer", "has both server_name and match_servers_by: use one of them");
+            None
+        }
+        (None, Some("address")) => Some(ServerMapping::ByAddress),
+        (None, Some("name")) => Template::parse("{host}").ok().map(ServerMapping::Template),
+        (None, Some(other)) => {
+            p.add(
+                "load_balancer.match_servers_by",
+                format!("{other:?} is not known: use \"address\" or \"name\""),
+            );
+            None
+        }
+        (Some(text), None) => template(p, "load_balancer.server_name", text).map(ServerMapping::Template),
+        (None, None) => Template::parse("{host}").ok().map(ServerMapping::Template),
+    }
+}
+
+/// The ramp's weights, each from 1% to 99% and above the one before, with their holds.
+fn ramp(p: &mut Problems, steps: &[RampSpec]) -> Vec<RampStep> {
+    let mut ramp = Vec::new();
+    let mut previous = 0;
+    for (i, step) in steps.iter().enumerate() {
+        let field = format!("load_balancer.ramp[{i}]");
+        let percent = match step.weight {
+            Amount::Percent(w) if (1..100).contains(&w) => w,
+            Amount::Count(w) if (1..100).contains(&w) => w as u8,
+            other => {
+                p.add(
+                    format!("{field}.weight"),
+                    format!("{other} is not a weight from 1% to 99% (100% comes last by itself)"),
+                );
+                continue;
+            }
+        };
+        if percent <= previous {
+            p.add(
+                format!("{field}.weight"),
+                format!("{percent}% must be above the step before ({previous}%): a ramp only goes up"),
+            );
+        }
+        previous = percent;
+        let hold = duration(p, &format!("{field}.hold"), step.hold.as_deref(), Duration::ZERO);
+        if let Ok(weight) = Weight::percent(percent) {
+            ramp.push(RampStep { weight, hold });
+        }
+    }
+    ramp
 }
 
 fn endpoint(p: &mut Problems, field: &str, e: &EndpointSpec) -> Option<LbEndpoint> {

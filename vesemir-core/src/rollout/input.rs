@@ -19,47 +19,47 @@ pub struct HostId(pub usize);
 pub enum Action {
     /// Open the SSH session.
     Connect {
-        /// The host.
+        /// The host to act on, by its position in the plan.
         host: HostId,
     },
     /// Set the server's administrative state on every load balancer instance.
     SetState {
-        /// The host.
+        /// The host to act on, by its position in the plan.
         host: HostId,
-        /// The state.
+        /// Drain to take it out gently, maint to keep it out, ready to put it back.
         state: AdminState,
     },
     /// Set the server's weight on every instance.
     SetWeight {
-        /// The host.
+        /// The host to act on, by its position in the plan.
         host: HostId,
-        /// The weight.
+        /// The weight to set: 0 (health checks only), a ramp weight, or 100%.
         weight: Weight,
     },
     /// Wait until the server has no sessions left, for at most `timeout`.
     WaitDrained {
-        /// The host.
+        /// The host to act on, by its position in the plan.
         host: HostId,
-        /// The bound.
+        /// How long to wait at most; past it the call fails with a timeout.
         timeout: Duration,
     },
     /// End the server's remaining sessions.
     ShutdownSessions {
-        /// The host.
+        /// The host to act on, by its position in the plan.
         host: HostId,
     },
     /// Run changeset step `step` (0-based).
     RunStep {
-        /// The host.
+        /// The host to act on, by its position in the plan.
         host: HostId,
         /// The step's index.
         step: usize,
-        /// Its timeout.
+        /// How long the step may run before the executor ends it.
         timeout: Duration,
     },
     /// Run the health check command once.
     RunHealthCheck {
-        /// The host.
+        /// The host to act on, by its position in the plan.
         host: HostId,
         /// The attempt, from 1.
         attempt: u32,
@@ -68,14 +68,14 @@ pub enum Action {
     },
     /// Wait until every instance reports the server UP, for at most `timeout`.
     WaitUp {
-        /// The host.
+        /// The host to act on, by its position in the plan.
         host: HostId,
-        /// The bound.
+        /// How long to wait at most; past it the call fails with a timeout.
         timeout: Duration,
     },
     /// Close the SSH session. Its result is always [`ActionResult::Done`].
     Close {
-        /// The host.
+        /// The host to act on, by its position in the plan.
         host: HostId,
     },
 }
@@ -100,11 +100,11 @@ impl Action {
 /// How an action went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActionResult {
-    /// It worked.
+    /// It worked (a load balancer change took effect, a wait ended, a session opened).
     Done,
     /// A command ran to its end with this status (0 or not).
     Exited(ExitStatus),
-    /// It failed.
+    /// It did not work: the error says why, and its kind whether it was a timeout.
     Failed(HostError),
 }
 
@@ -141,9 +141,9 @@ pub struct HostError {
 pub enum ErrorKind {
     /// Could not be reached.
     Unreachable,
-    /// Took too long.
+    /// Took too long: for a load balancer change, its effect is unknown.
     Timeout,
-    /// Refused.
+    /// The other side refused the request.
     Rejected,
     /// Credentials or host key refused.
     Unauthorized,

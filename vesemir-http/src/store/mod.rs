@@ -6,10 +6,12 @@ mod sqlite;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use vesemir_core::Event;
+use vesemir_core::event::Totals;
+use vesemir_core::plan::PlannedHost;
+use vesemir_core::report::HostReport;
+use vesemir_core::{Event, HostProgress};
 
-pub(crate) use sqlite::wire_name;
-pub use sqlite::{hosts_out_of_rotation, SqliteStore};
+pub use sqlite::SqliteStore;
 
 /// Why the store failed. The message says what to check.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +38,7 @@ impl StoreError {
 pub enum Status {
     /// Accepted, waiting for a free slot.
     Queued,
-    /// Running.
+    /// Running: hosts are being deployed.
     Running,
     /// Every host succeeded.
     Succeeded,
@@ -44,7 +46,7 @@ pub enum Status {
     CompletedWithFailures,
     /// Too many failures: the rest were skipped.
     Stopped,
-    /// Cancelled.
+    /// Cancelled by a person or a server stop: hosts in flight finished, no new host started.
     Cancelled,
     /// Could not start: hosts or load balancers could not be found or planned. Nothing changed.
     Failed,
@@ -99,17 +101,17 @@ impl fmt::Display for Status {
 /// A deployment as first stored, when it is accepted.
 #[derive(Debug, Clone)]
 pub struct NewDeployment {
-    /// The application.
+    /// The application deployed, as named in the request.
     pub application: String,
-    /// The environment.
+    /// The environment deployed to.
     pub environment: String,
     /// The owning team.
     pub team: String,
-    /// The version.
+    /// The version deployed, as the request gave it.
     pub version: String,
     /// Who asked (the token's name).
     pub requested_by: String,
-    /// The playbook.
+    /// The server-configured playbook the request picked.
     pub playbook: Option<String>,
     /// How the hosts are found (the inventory query, or the listed hosts).
     pub query: String,
@@ -126,32 +128,32 @@ pub struct NewDeployment {
 /// A stored deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentRecord {
-    /// Its id.
+    /// The deployment's id, increasing with each accepted deployment.
     pub id: i64,
-    /// The application.
+    /// The application deployed, as named in the request.
     pub application: String,
-    /// The environment.
+    /// The environment deployed to.
     pub environment: String,
     /// The owning team.
     pub team: String,
-    /// The version.
+    /// The version deployed, as the request gave it.
     pub version: String,
     /// Who asked.
     pub requested_by: String,
-    /// The playbook.
+    /// The server-configured playbook the request picked.
     pub playbook: Option<String>,
     /// How the hosts are found.
     pub query: String,
     /// The request body as accepted (JSON).
     pub request: String,
-    /// Its status.
+    /// Where the deployment is in its life.
     pub status: Status,
     /// Why it failed to start, or was interrupted.
     pub error: Option<String>,
     /// Hosts in the plan, once planned.
     pub host_count: Option<i64>,
-    /// Host counts by outcome, once finished (JSON of the core's totals).
-    pub totals: Option<String>,
+    /// Host counts by outcome, once finished (stored as their JSON).
+    pub totals: Option<Totals>,
     /// Hosts that may be out of rotation after an interruption.
     pub out_of_rotation: Vec<String>,
     /// Whether someone asked to cancel it.
@@ -168,29 +170,49 @@ pub struct DeploymentRecord {
     pub finished_ms: Option<i64>,
 }
 
-/// One host's result, as stored.
+/// One host's result, as stored: where it sits in the plan and what the core's fold of its
+/// events ([`vesemir_core::Progress`]) says of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostRecord {
     /// Position in the plan, from 0.
     pub position: i64,
-    /// The host's name.
-    pub name: String,
-    /// Its address.
+    /// The address SSH and the load balancer know the host by.
     pub address: String,
-    /// Its server in the backend.
+    /// The host's server in the load balancer backend.
     pub server: String,
-    /// How it ended (`None` while it runs).
-    pub outcome: Option<String>,
-    /// Where it is, or where it failed (the core's phase, as text).
-    pub phase: String,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Whether it takes traffic: `in_rotation`, `out_of_rotation`, `unknown`.
-    pub rotation: String,
-    /// Started, ms from the deployment's start.
-    pub started_ms: Option<i64>,
-    /// Ended, ms from the deployment's start.
-    pub finished_ms: Option<i64>,
+    /// Its name, phase, outcome, error, rotation, and when it started and ended (from the
+    /// deployment's start).
+    pub state: HostProgress,
+}
+
+impl HostRecord {
+    /// Host number `position` of a fresh plan: pending and in rotation.
+    pub fn planned(position: usize, planned: &PlannedHost) -> Self {
+        Self {
+            position: i64::try_from(position).unwrap_or(i64::MAX),
+            address: planned.host.address.clone(),
+            server: planned.server.to_string(),
+            state: HostProgress::pending(planned.host.name.clone()),
+        }
+    }
+
+    /// Host number `position` of a finished deployment, as its report says.
+    pub fn reported(position: usize, host: &HostReport) -> Self {
+        Self {
+            position: i64::try_from(position).unwrap_or(i64::MAX),
+            address: host.address.clone(),
+            server: host.server.to_string(),
+            state: HostProgress {
+                name: host.name.clone(),
+                phase: host.phase.clone(),
+                outcome: host.outcome,
+                error: host.error.clone(),
+                rotation: host.rotation,
+                started: host.started,
+                finished: host.finished,
+            },
+        }
+    }
 }
 
 /// How a deployment ended, written once.
@@ -200,8 +222,8 @@ pub struct Finish {
     pub status: Status,
     /// Why it failed, if it did not run.
     pub error: Option<String>,
-    /// Host totals (JSON).
-    pub totals: Option<String>,
+    /// Host counts by outcome, when the rollout ran.
+    pub totals: Option<Totals>,
     /// Every host's result.
     pub hosts: Vec<HostRecord>,
     /// When, Unix ms.
@@ -237,13 +259,13 @@ pub enum Inserted {
 /// A deployment that was running when the server stopped, now marked interrupted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interrupted {
-    /// Its id.
+    /// The deployment's id, increasing with each accepted deployment.
     pub id: i64,
-    /// Its application.
+    /// The application deployed, as named in the request.
     pub application: String,
-    /// Its environment.
+    /// The environment deployed to.
     pub environment: String,
-    /// Its team.
+    /// The team owning the application.
     pub team: String,
     /// Hosts that may be out of rotation.
     pub out_of_rotation: Vec<String>,
@@ -273,8 +295,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn set_plan(&self, id: i64, hosts: &[HostRecord]) -> Result<(), StoreError>;
     /// Records that someone asked to cancel it.
     async fn mark_cancel_requested(&self, id: i64) -> Result<(), StoreError>;
-    /// Appends events (in seq order) and updates host rows from them, in one transaction.
-    async fn append_events(&self, id: i64, events: &[Event]) -> Result<(), StoreError>;
+    /// Appends events (in seq order) and writes `hosts`, the hosts those events changed as the
+    /// core's fold of every event so far leaves them, in one transaction.
+    async fn append_events(&self, id: i64, events: &[Event], hosts: &[HostRecord]) -> Result<(), StoreError>;
     /// Events with seq above `after`, in order, at most `limit`.
     async fn events_after(&self, id: i64, after: u64, limit: i64) -> Result<Vec<Event>, StoreError>;
     /// Writes how it ended.

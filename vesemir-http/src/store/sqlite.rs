@@ -8,8 +8,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::Row;
-use vesemir_core::event::{EventKind, Phase};
-use vesemir_core::Event;
+use vesemir_core::name::HostName;
+use vesemir_core::{Event, HostProgress, Progress};
 
 use super::{
     DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, Status, Store,
@@ -146,6 +146,11 @@ fn deployment(row: &SqliteRow) -> Result<DeploymentRecord, StoreError> {
     let out: String = row.try_get("out_of_rotation").map_err(err("reading out_of_rotation"))?;
     let out_of_rotation =
         serde_json::from_str(&out).map_err(|e| StoreError::new("reading out_of_rotation", e))?;
+    let totals: Option<String> = row.try_get("totals").map_err(err("reading totals"))?;
+    let totals = totals
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::new("reading totals", e))?;
     let get = |e| StoreError::new("reading a deployment", e);
     Ok(DeploymentRecord {
         id: row.try_get("id").map_err(get)?,
@@ -160,7 +165,7 @@ fn deployment(row: &SqliteRow) -> Result<DeploymentRecord, StoreError> {
         status,
         error: row.try_get("error").map_err(get)?,
         host_count: row.try_get("host_count").map_err(get)?,
-        totals: row.try_get("totals").map_err(get)?,
+        totals,
         out_of_rotation,
         cancel_requested: row.try_get::<i64, _>("cancel_requested").map_err(get)? != 0,
         idempotency_key: row.try_get("idempotency_key").map_err(get)?,
@@ -171,55 +176,81 @@ fn deployment(row: &SqliteRow) -> Result<DeploymentRecord, StoreError> {
     })
 }
 
-fn host(row: &SqliteRow) -> Result<HostRecord, sqlx::Error> {
+fn host(row: &SqliteRow) -> Result<HostRecord, StoreError> {
+    let get = |e| StoreError::new("reading a host", e);
+    let name: String = row.try_get("name").map_err(get)?;
+    let phase: String = row.try_get("phase").map_err(get)?;
+    let outcome: Option<String> = row.try_get("outcome").map_err(get)?;
+    let rotation: String = row.try_get("rotation").map_err(get)?;
+    let started: Option<i64> = row.try_get("started_ms").map_err(get)?;
+    let finished: Option<i64> = row.try_get("finished_ms").map_err(get)?;
+    let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let state = HostProgress {
+        name: HostName::new(&name).map_err(|e| StoreError::new("reading a host's name", e))?,
+        phase: crate::phase_text::parse(&phase)
+            .ok_or_else(|| StoreError::new("reading a host's phase", format!("unknown phase {phase:?}")))?,
+        outcome: outcome.as_deref().map(from_text).transpose()?,
+        error: row.try_get("error").map_err(get)?,
+        rotation: from_text(&rotation)?,
+        started: started.map(millis),
+        finished: finished.map(millis),
+    };
     Ok(HostRecord {
-        position: row.try_get("position")?,
-        name: row.try_get("name")?,
-        address: row.try_get("address")?,
-        server: row.try_get("server")?,
-        outcome: row.try_get("outcome")?,
-        phase: row.try_get("phase")?,
-        error: row.try_get("error")?,
-        rotation: row.try_get("rotation")?,
-        started_ms: row.try_get("started_ms")?,
-        finished_ms: row.try_get("finished_ms")?,
+        position: row.try_get("position").map_err(get)?,
+        address: row.try_get("address").map_err(get)?,
+        server: row.try_get("server").map_err(get)?,
+        state,
     })
 }
 
-/// A serde enum's wire name (`in_rotation`, `succeeded`...).
-pub(crate) fn wire_name<T: serde::Serialize>(value: &T) -> String {
+/// A unit enum's serde name (`in_rotation`, `succeeded`), the text its column holds.
+fn to_text<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => "unknown".to_owned(),
+        Ok(serde_json::Value::String(text)) => Ok(text),
+        Ok(other) => Err(StoreError::new("encoding a column", format!("{other} is not a name"))),
+        Err(e) => Err(StoreError::new("encoding a column", e)),
     }
+}
+
+/// The unit enum named `text` by serde, as [`to_text`] wrote it.
+fn from_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(text.into_deserializer())
+        .map_err(|e: serde::de::value::Error| StoreError::new("reading a column", e))
 }
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn is_out_of_rotation(phase: &Phase) -> bool {
-    !matches!(phase, Phase::Pending | Phase::Connecting)
+/// Hosts that may be out of rotation after the deployment's `events`, by name: the core's fold
+/// says which ([`Progress::out_of_rotation`]).
+fn hosts_out_of_rotation(events: &[Event]) -> Vec<String> {
+    let mut names: Vec<String> =
+        Progress::from_events(events).out_of_rotation().map(|h| h.name.to_string()).collect();
+    names.sort();
+    names
 }
 
-/// Hosts that may be out of rotation, from a deployment's events: hosts that started draining
-/// (any phase from `draining` on) and never finished, and finished hosts not in rotation.
-pub fn hosts_out_of_rotation(events: &[Event]) -> Vec<String> {
-    let mut state: std::collections::BTreeMap<String, bool> = std::collections::BTreeMap::new();
-    for event in events {
-        match &event.kind {
-            EventKind::HostPhase { host, phase } => {
-                let entry = state.entry(host.to_string()).or_insert(false);
-                *entry = *entry || is_out_of_rotation(phase);
-            }
-            EventKind::HostFinished { host, rotation, .. } => {
-                state.insert(host.to_string(), *rotation != vesemir_core::event::Rotation::InRotation);
-            }
-            _ => {}
-        }
-    }
-    state.into_iter().filter(|(_, out)| *out).map(|(h, _)| h).collect()
+/// Writes a host's state into its row.
+async fn write_host(conn: &mut sqlx::SqliteConnection, id: i64, h: &HostRecord) -> Result<(), StoreError> {
+    let state = &h.state;
+    sqlx::query(
+        "UPDATE deployment_hosts SET outcome = ?, phase = ?, error = ?, rotation = ?, started_ms = ?, \
+         finished_ms = ? WHERE deployment_id = ? AND name = ?",
+    )
+    .bind(state.outcome.as_ref().map(to_text).transpose()?)
+    .bind(state.phase.to_string())
+    .bind(&state.error)
+    .bind(to_text(&state.rotation)?)
+    .bind(state.started.map(millis))
+    .bind(state.finished.map(millis))
+    .bind(id)
+    .bind(state.name.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(err("updating a host"))?;
+    Ok(())
 }
 
 async fn insert_row(conn: &mut sqlx::SqliteConnection, d: &NewDeployment) -> Result<i64, StoreError> {
@@ -305,7 +336,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(err("reading hosts"))?;
-        rows.iter().map(host).collect::<Result<_, _>>().map_err(err("reading a host"))
+        rows.iter().map(host).collect()
     }
 
     async fn list(&self, f: &ListFilter) -> Result<Vec<DeploymentRecord>, StoreError> {
@@ -359,15 +390,15 @@ impl Store for SqliteStore {
             )
             .bind(id)
             .bind(h.position)
-            .bind(&h.name)
+            .bind(h.state.name.as_str())
             .bind(&h.address)
             .bind(&h.server)
-            .bind(&h.outcome)
-            .bind(&h.phase)
-            .bind(&h.error)
-            .bind(&h.rotation)
-            .bind(h.started_ms)
-            .bind(h.finished_ms)
+            .bind(h.state.outcome.as_ref().map(to_text).transpose()?)
+            .bind(h.state.phase.to_string())
+            .bind(&h.state.error)
+            .bind(to_text(&h.state.rotation)?)
+            .bind(h.state.started.map(millis))
+            .bind(h.state.finished.map(millis))
             .execute(&mut *tx)
             .await
             .map_err(err("recording a planned host"))?;
@@ -390,7 +421,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn append_events(&self, id: i64, events: &[Event]) -> Result<(), StoreError> {
+    async fn append_events(&self, id: i64, events: &[Event], hosts: &[HostRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(err("starting to append events"))?;
         for event in events {
             let body = serde_json::to_string(event).map_err(|e| StoreError::new("encoding an event", e))?;
@@ -401,41 +432,9 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(err("appending an event"))?;
-            let at = millis(event.elapsed);
-            match &event.kind {
-                EventKind::HostPhase { host, phase } => {
-                    sqlx::query(
-                        "UPDATE deployment_hosts SET phase = ?, started_ms = COALESCE(started_ms, ?), \
-                         rotation = CASE WHEN ? THEN 'out_of_rotation' ELSE rotation END \
-                         WHERE deployment_id = ? AND name = ?",
-                    )
-                    .bind(phase.to_string())
-                    .bind(at)
-                    .bind(is_out_of_rotation(phase))
-                    .bind(id)
-                    .bind(host.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err("updating a host's phase"))?;
-                }
-                EventKind::HostFinished { host, outcome, phase, error, rotation } => {
-                    sqlx::query(
-                        "UPDATE deployment_hosts SET outcome = ?, phase = ?, error = ?, rotation = ?, \
-                         finished_ms = ? WHERE deployment_id = ? AND name = ?",
-                    )
-                    .bind(wire_name(outcome))
-                    .bind(phase.to_string())
-                    .bind(error)
-                    .bind(wire_name(rotation))
-                    .bind(at)
-                    .bind(id)
-                    .bind(host.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err("updating a host's result"))?;
-                }
-                _ => {}
-            }
+        }
+        for h in hosts {
+            write_host(&mut tx, id, h).await?;
         }
         tx.commit().await.map_err(err("committing events"))
     }
@@ -456,32 +455,23 @@ impl Store for SqliteStore {
     }
 
     async fn finish(&self, id: i64, f: &Finish) -> Result<(), StoreError> {
+        let totals = f
+            .totals
+            .map(|t| serde_json::to_string(&t))
+            .transpose()
+            .map_err(|e| StoreError::new("encoding totals", e))?;
         let mut tx = self.pool.begin().await.map_err(err("starting to finish"))?;
         sqlx::query("UPDATE deployments SET status = ?, error = ?, totals = ?, finished_ms = ? WHERE id = ?")
             .bind(f.status.as_str())
             .bind(&f.error)
-            .bind(&f.totals)
+            .bind(totals)
             .bind(f.finished_ms)
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(err("finishing a deployment"))?;
         for h in &f.hosts {
-            sqlx::query(
-                "UPDATE deployment_hosts SET outcome = ?, phase = ?, error = ?, rotation = ?, started_ms = ?, \
-                 finished_ms = ? WHERE deployment_id = ? AND name = ?",
-            )
-            .bind(&h.outcome)
-            .bind(&h.phase)
-            .bind(&h.error)
-            .bind(&h.rotation)
-            .bind(h.started_ms)
-            .bind(h.finished_ms)
-            .bind(id)
-            .bind(&h.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(err("finishing a host"))?;
+            write_host(&mut tx, id, h).await?;
         }
         tx.commit().await.map_err(err("committing a finish"))
     }
@@ -529,6 +519,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use vesemir_core::event::{EventKind, Phase};
+
     use super::*;
 
     fn at(seq: u64, kind: EventKind) -> Event {

@@ -19,7 +19,12 @@ pub struct Lab {
 
 impl Lab {
     pub fn start() -> Self {
-        let sshd = Sshd::start();
+        Self::start_with("")
+    }
+
+    /// A lab whose sshd has `extra` lines in its config.
+    pub fn start_with(extra: &str) -> Self {
+        let sshd = Sshd::start_with(extra);
         let dir = tempfile::tempdir().expect("temp dir");
         let known_hosts = dir.path().join("known_hosts");
         std::fs::write(&known_hosts, sshd.known_hosts_line()).expect("write known_hosts");

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use vesemir_core::name::{ChefTerm, EnvName};
+use vesemir_core::name::{ChefTerm, EnvironmentName};
 use vesemir_core::ports::{Inventory, Selector};
 use vesemir_core::PortError;
 
@@ -85,8 +85,8 @@ fn terms(values: &[&str]) -> Vec<ChefTerm> {
     values.iter().map(|v| ChefTerm::new(v).unwrap_or_else(|e| panic!("bad test term: {e}"))).collect()
 }
 
-fn env(name: &str) -> Option<EnvName> {
-    Some(EnvName::new(name).unwrap_or_else(|e| panic!("bad test environment: {e}")))
+fn env(name: &str) -> Option<EnvironmentName> {
+    Some(EnvironmentName::new(name).unwrap_or_else(|e| panic!("bad test environment: {e}")))
 }
 
 /// A selector from tags, roles, recipes and an environment.

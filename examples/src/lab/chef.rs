@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vesemir_chef::{ChefClient, ChefConfig, ChefInventory, ClientKey, ServerFlavor};
-use vesemir_core::name::{ChefTerm, EnvName};
+use vesemir_core::name::{ChefTerm, EnvironmentName};
 use vesemir_core::ports::{Inventory, Selector};
 
-use crate::goiardi::Goiardi;
+use vesemir_testkit::goiardi::Goiardi;
+
+use super::error::{Context, LabError, LabResult};
 
 /// The tag of the lab's hosts.
 pub const WEB_TAG: &str = "lab-web";
@@ -19,20 +21,20 @@ pub const HAPROXY_TAG: &str = "lab-haproxy";
 pub const ENVIRONMENT: &str = "lab";
 
 /// The admin client's configuration for `server`.
-pub fn admin_config(server: &Goiardi) -> ChefConfig {
-    let key = ClientKey::from_file(&server.admin_key_path)
-        .unwrap_or_else(|e| panic!("cannot read goiardi's admin key: {e}"));
+pub fn admin_config(server: &Goiardi) -> LabResult<ChefConfig> {
+    let key =
+        ClientKey::from_file(&server.admin_key_path).context(|| "cannot read goiardi's admin key".into())?;
     let mut config = ChefConfig::new(&server.url, "admin", key);
     config.flavor = ServerFlavor::Goiardi;
     config.request_timeout = Duration::from_secs(20);
-    config
+    Ok(config)
 }
 
 /// Creates the environment and the nodes `(name, address, tag)`, then waits until both searches
 /// find every node.
-pub async fn register(server: &Goiardi, nodes: &[(String, String, &'static str)]) {
-    let config = admin_config(server);
-    let client = ChefClient::new(&config).unwrap_or_else(|e| panic!("cannot make a Chef client: {e}"));
+pub async fn register(server: &Goiardi, nodes: &[(String, String, &'static str)]) -> LabResult<()> {
+    let config = admin_config(server)?;
+    let client = ChefClient::new(&config).context(|| "cannot make a Chef client".into())?;
     let environment = json!({
         "name": ENVIRONMENT, "json_class": "Chef::Environment", "chef_type": "environment",
         "description": "Vesemir lab", "default_attributes": {}, "override_attributes": {}, "cookbook_versions": {},
@@ -40,7 +42,7 @@ pub async fn register(server: &Goiardi, nodes: &[(String, String, &'static str)]
     client
         .post("/environments", &[], &environment)
         .await
-        .unwrap_or_else(|e| panic!("cannot create the lab environment: {e}"));
+        .context(|| "cannot create the lab environment".into())?;
     let mut tasks = tokio::task::JoinSet::new();
     for (name, address, tag) in nodes {
         let client = client.clone();
@@ -51,36 +53,41 @@ pub async fn register(server: &Goiardi, nodes: &[(String, String, &'static str)]
         );
     }
     while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e)) = done {
-            panic!("cannot register a lab node in Chef: {e}");
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(LabError::new(format!("cannot register a lab node in Chef: {e}"))),
+            Err(e) => return Err(LabError::new(format!("registering a lab node in Chef failed: {e}"))),
         }
     }
-    let inventory =
-        ChefInventory::new(config).unwrap_or_else(|e| panic!("cannot make a Chef inventory: {e}"));
+    let inventory = ChefInventory::new(config).context(|| "cannot make a Chef inventory".into())?;
     for tag in [WEB_TAG, HAPROXY_TAG] {
         let expected = nodes.iter().filter(|(_, _, t)| *t == tag).count();
-        let selector = selector(tag);
+        let selector = selector(tag)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let found = inventory.discover(&selector).await.map(|h| h.len()).unwrap_or(0);
             if found == expected {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "Chef search found {found} of {expected} nodes tagged {tag} after 60 s"
-            );
+            if Instant::now() >= deadline {
+                return Err(LabError::new(format!(
+                    "Chef search found {found} of {expected} nodes tagged {tag} after 60 s"
+                )));
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    Ok(())
 }
 
-fn selector(tag: &str) -> Selector {
-    Selector {
-        tags: vec![ChefTerm::new(tag).unwrap_or_else(|e| panic!("tag {tag}: {e}"))],
-        environment: Some(EnvName::new(ENVIRONMENT).unwrap_or_else(|e| panic!("environment: {e}"))),
+fn selector(tag: &str) -> LabResult<Selector> {
+    Ok(Selector {
+        tags: vec![ChefTerm::new(tag).context(|| format!("tag {tag}"))?],
+        environment: Some(
+            EnvironmentName::new(ENVIRONMENT).context(|| format!("environment {ENVIRONMENT}"))?,
+        ),
         ..Selector::default()
-    }
+    })
 }
 
 fn node(name: &str, address: &str, tag: &str) -> Value {

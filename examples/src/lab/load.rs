@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use super::error::{LabError, LabResult};
+
 /// How much traffic to send.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -93,11 +95,11 @@ impl LoadRun {
     }
 
     /// Stops sending, waits for the requests in flight, and answers what the traffic met.
-    pub fn finish(self) -> LoadReport {
+    pub fn finish(self) -> LabResult<LoadReport> {
         self.stop.store(true, Ordering::SeqCst);
-        self.result
-            .recv_timeout(self.bound)
-            .unwrap_or_else(|e| panic!("the load generator did not report within {:?}: {e}", self.bound))
+        self.result.recv_timeout(self.bound).map_err(|e| {
+            LabError::new(format!("the load generator did not report within {:?}: {e}", self.bound))
+        })
     }
 }
 

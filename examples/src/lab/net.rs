@@ -5,6 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::error::{LabError, LabResult};
+
 /// A `127.X.Y.0/24` this lab owns until it is dropped.
 #[derive(Debug)]
 pub struct Subnet {
@@ -14,7 +16,7 @@ pub struct Subnet {
 
 impl Subnet {
     /// Claims a random /24 no other lab on this machine holds (a lock file in the temp dir).
-    pub fn claim() -> Self {
+    pub fn claim() -> LabResult<Self> {
         let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0) as u64
             ^ (u64::from(std::process::id()) << 20);
         for _ in 0..1000 {
@@ -26,10 +28,12 @@ impl Subnet {
             let lock = std::env::temp_dir()
                 .join(format!("vesemir-lab-{}.{}.{}.0.lock", prefix[0], prefix[1], prefix[2]));
             if std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok() {
-                return Self { prefix, lock };
+                return Ok(Self { prefix, lock });
             }
         }
-        panic!("cannot claim a loopback /24 for the lab: 1000 tries found lock files in the temp dir")
+        Err(LabError::new(
+            "cannot claim a loopback /24 for the lab: 1000 tries found lock files in the temp dir",
+        ))
     }
 
     /// The address `127.X.Y.last`.
@@ -38,18 +42,21 @@ impl Subnet {
     }
 
     /// A port free on every one of `addresses` a moment ago.
-    pub fn free_port_on(&self, addresses: &[Ipv4Addr]) -> u16 {
+    pub fn free_port_on(&self, addresses: &[Ipv4Addr]) -> LabResult<u16> {
         for _ in 0..200 {
-            let port = crate::process::free_port();
+            let port = vesemir_testkit::process::free_port();
             let held: Vec<TcpListener> = addresses
                 .iter()
                 .filter_map(|a| TcpListener::bind(SocketAddr::from((*a, port))).ok())
                 .collect();
             if held.len() == addresses.len() {
-                return port;
+                return Ok(port);
             }
         }
-        panic!("no port is free on all {} lab addresses after 200 tries", addresses.len())
+        Err(LabError::new(format!(
+            "no port is free on all {} lab addresses after 200 tries",
+            addresses.len()
+        )))
     }
 }
 

@@ -6,19 +6,26 @@
 //! the [`Lab`] drops, also on panic.
 //!
 //! ```no_run
-//! use vesemir_testkit::lab::{Lab, LabOptions, LoadOptions};
-//! let lab = Lab::start(LabOptions { hosts: 6, ..LabOptions::default() });
+//! use vesemir_examples::lab::{Lab, LabOptions, LabResult, LoadOptions};
+//! # fn main() -> LabResult<()> {
+//! let lab = Lab::start(LabOptions { hosts: 6, ..LabOptions::default() })?;
 //! let load = lab.start_load(LoadOptions::default());
 //! // run `vesemir -c <lab.config_path()> deploy -f <lab.deploy_path()>` here
-//! let report = load.finish();
+//! let report = load.finish()?;
 //! assert_eq!(report.failed, 0);
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! The lab runs on its own tokio runtime (its apps and load generator), so it works the same
-//! from a plain `#[test]`, an async test or a `main`.
+//! from a plain `#[test]`, an async test or a `main`. Its functions answer a [`LabError`] that
+//! says what failed; the real servers it starts come from `vesemir-testkit`, whose starters
+//! panic with the log of a server that does not come up (a missing binary is checked first and
+//! answered as an error naming its Debian package).
 
 mod app;
 mod chef;
+mod error;
 mod load;
 mod net;
 mod servers;
@@ -35,12 +42,22 @@ use vesemir_haproxy::{HaproxyConfig, HaproxyLoadBalancer};
 
 pub use app::{BROKEN_RELEASE_MARKER, RESTART_DOWNTIME};
 pub use chef::{ENVIRONMENT, HAPROXY_TAG, WEB_TAG};
+pub use error::{LabError, LabResult};
 pub use load::{LoadOptions, LoadReport, LoadRun};
 pub use servers::BACKEND;
 
-use crate::goiardi::Goiardi;
-use crate::process::ServerProcess;
-use crate::sshd::generate_key;
+use error::Context;
+use vesemir_testkit::goiardi::Goiardi;
+use vesemir_testkit::process::{find_binary, ServerProcess};
+use vesemir_testkit::sshd::generate_key;
+
+/// The binaries the lab runs, with the Debian package of each.
+const BINARIES: [(&str, &str); 4] = [
+    ("sshd", "openssh-server"),
+    ("ssh-keygen", "openssh-client"),
+    ("haproxy", "haproxy"),
+    ("goiardi", "goiardi"),
+];
 
 /// The marker that makes a host's deploy step fail (exit code 7).
 pub const STEP_FAILS_MARKER: &str = "step-fails";
@@ -100,6 +117,7 @@ pub struct Lab {
     goiardi: Goiardi,
     ssh_port: u16,
     api_port: u16,
+    user: String,
     config_path: PathBuf,
     deploy_path: PathBuf,
     dir: tempfile::TempDir,
@@ -143,40 +161,50 @@ exit 1
 "#;
 
 impl Lab {
-    /// Starts a lab, or panics saying what failed (and which Debian package is missing).
-    pub fn start(options: LabOptions) -> Self {
-        assert!((1..=240).contains(&options.hosts), "a lab has 1 to 240 hosts, not {}", options.hosts);
-        let subnet = net::Subnet::claim();
+    /// Starts a lab, or says what failed (and which Debian package is missing).
+    pub fn start(options: LabOptions) -> LabResult<Self> {
+        if !(1..=240).contains(&options.hosts) {
+            return Err(LabError::new(format!("a lab has 1 to 240 hosts, not {}", options.hosts)));
+        }
+        for (binary, package) in BINARIES {
+            if find_binary(binary).is_none() {
+                return Err(LabError::new(format!(
+                    "`{binary}` is not installed: the lab runs real servers; install it with \
+                     `apt-get install -y {package}`"
+                )));
+            }
+        }
+        let subnet = net::Subnet::claim()?;
         let dir = tempfile::Builder::new()
             .prefix("vesemir-lab-")
             .tempdir()
-            .unwrap_or_else(|e| panic!("cannot make the lab's temp dir: {e}"));
+            .context(|| "cannot make the lab's temp dir".into())?;
         let root = dir.path().to_path_buf();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("vesemir-lab")
             .enable_all()
             .build()
-            .unwrap_or_else(|e| panic!("cannot start the lab's runtime: {e}"));
+            .context(|| "cannot start the lab's runtime".into())?;
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         // Keys: one host key for every sshd, one client key.
         let keys = root.join("keys");
-        std::fs::create_dir_all(&keys).unwrap_or_else(|e| panic!("cannot create {}: {e}", keys.display()));
+        create_dir(&keys)?;
         generate_key(&keys.join("ssh_host_ed25519_key"), "ed25519", "");
         generate_key(&keys.join("id_ed25519"), "ed25519", "");
-        write(&keys.join("authorized_keys"), &read(&keys.join("id_ed25519.pub")));
-        write(&root.join("step.sh"), STEP_SCRIPT);
-        write(&root.join("health.sh"), HEALTH_SCRIPT);
+        write(&keys.join("authorized_keys"), &read(&keys.join("id_ed25519.pub"))?)?;
+        write(&root.join("step.sh"), STEP_SCRIPT)?;
+        write(&root.join("health.sh"), HEALTH_SCRIPT)?;
 
         // Addresses and ports.
         let host_addresses: Vec<Ipv4Addr> =
             (0..options.hosts).map(|i| subnet.address(10 + i as u8)).collect();
         let lb_addresses = [subnet.address(2), subnet.address(3)];
-        let ssh_port = subnet.free_port_on(&host_addresses);
-        let app_port = subnet.free_port_on(&host_addresses);
-        let api_port = subnet.free_port_on(&lb_addresses);
-        let frontend_port = subnet.free_port_on(&lb_addresses);
+        let ssh_port = subnet.free_port_on(&host_addresses)?;
+        let app_port = subnet.free_port_on(&host_addresses)?;
+        let api_port = subnet.free_port_on(&lb_addresses)?;
+        let frontend_port = subnet.free_port_on(&lb_addresses)?;
 
         // The hosts: files, app, sshd.
         let width = options.hosts.to_string().len().max(2);
@@ -184,37 +212,33 @@ impl Lab {
         for (i, address) in host_addresses.iter().enumerate() {
             let name = format!("web-{:0width$}", i + 1);
             let host_dir = root.join("hosts").join(&name);
-            std::fs::create_dir_all(&host_dir)
-                .unwrap_or_else(|e| panic!("cannot create {}: {e}", host_dir.display()));
+            create_dir(&host_dir)?;
             let app = SocketAddr::from((*address, app_port));
-            write(&host_dir.join(app::VERSION_FILE), &options.initial_version);
-            write(&host_dir.join("app-address"), &app.to_string());
+            write(&host_dir.join(app::VERSION_FILE), &options.initial_version)?;
+            write(&host_dir.join("app-address"), &app.to_string())?;
             runtime.spawn(app::supervise(app, host_dir.clone(), shutdown_rx.clone()));
             hosts.push(LabHost { name, address: *address, app, dir: host_dir });
         }
-        let mut sshd: Vec<ServerProcess> =
-            hosts.iter().map(|h| servers::start_sshd(&h.name, h.address, ssh_port, &keys)).collect();
+        let mut sshd = Vec::with_capacity(hosts.len());
+        for host in &hosts {
+            sshd.push(servers::start_sshd(&host.name, host.address, ssh_port, &keys)?);
+        }
         for (server, host) in sshd.iter_mut().zip(&hosts) {
             servers::wait_sshd(server, host.address, ssh_port);
         }
-        let known_hosts: String = hosts
-            .iter()
-            .map(|h| {
-                let public = read(&keys.join("ssh_host_ed25519_key.pub"));
-                let mut fields = public.split_whitespace();
-                let (kind, key) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
-                format!("[{}]:{ssh_port} {kind} {key}\n", h.address)
-            })
-            .collect();
-        write(&keys.join("known_hosts"), &known_hosts);
+        let public = read(&keys.join("ssh_host_ed25519_key.pub"))?;
+        let mut fields = public.split_whitespace();
+        let (kind, key) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
+        let known_hosts: String =
+            hosts.iter().map(|h| format!("[{}]:{ssh_port} {kind} {key}\n", h.address)).collect();
+        write(&keys.join("known_hosts"), &known_hosts)?;
 
         // The HAProxy boxes.
         let backend_servers: Vec<servers::BackendServer> =
             hosts.iter().map(|h| servers::BackendServer { name: h.name.clone(), app: h.app }).collect();
-        let haproxy: Vec<LabHaproxy> = lb_addresses
-            .iter()
-            .enumerate()
-            .map(|(i, address)| LabHaproxy {
+        let mut haproxy = Vec::with_capacity(lb_addresses.len());
+        for (i, address) in lb_addresses.iter().enumerate() {
+            haproxy.push(LabHaproxy {
                 address: *address,
                 frontend: SocketAddr::from((*address, frontend_port)),
                 endpoint: LbEndpoint::Tcp { address: address.to_string(), port: api_port },
@@ -224,9 +248,9 @@ impl Lab {
                     api_port,
                     frontend_port,
                     &backend_servers,
-                ),
-            })
-            .collect();
+                )?,
+            });
+        }
 
         // The Chef server, with every node registered.
         let goiardi = Goiardi::start();
@@ -238,7 +262,7 @@ impl Lab {
                 .enumerate()
                 .map(|(i, h)| (format!("lb-{}", i + 1), h.address.to_string(), HAPROXY_TAG)),
         );
-        block(runtime.handle(), chef::register(&goiardi, &nodes));
+        block(runtime.handle(), chef::register(&goiardi, &nodes))?;
 
         let config_path = root.join("vesemir.toml");
         let deploy_path = root.join("deploy.toml");
@@ -251,15 +275,16 @@ impl Lab {
             goiardi,
             ssh_port,
             api_port,
+            user: current_user()?,
             config_path,
             deploy_path,
             dir,
             _subnet: subnet,
         };
-        write(&lab.config_path, &lab.config_text());
-        write(&lab.deploy_path, &lab.deploy_text(&options));
-        lab.wait_all_up(Duration::from_secs(30));
-        lab
+        write(&lab.config_path, &lab.config_text())?;
+        write(&lab.deploy_path, &lab.deploy_text(&options))?;
+        lab.wait_all_up(Duration::from_secs(30))?;
+        Ok(lab)
     }
 
     fn config_text(&self) -> String {
@@ -272,7 +297,7 @@ impl Lab {
              [playbooks.lab.health]\ncommand = \"bash {root}/health.sh {root}/hosts/{{host}}\"\ntimeout = \"8s\"\ninterval = \"200ms\"\nload_balancer_up = true\n",
             url = self.goiardi.url,
             key = self.goiardi.admin_key_path.display(),
-            user = current_user(),
+            user = self.user,
             port = self.ssh_port,
         )
     }
@@ -314,11 +339,14 @@ impl Lab {
     }
 
     /// The host called `name`.
-    pub fn host(&self, name: &str) -> &LabHost {
-        self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("the lab has no host {name}"))
+    pub fn host(&self, name: &str) -> LabResult<&LabHost> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| LabError::new(format!("the lab has no host {name}")))
     }
 
-    /// The HAProxy boxes.
+    /// The two HAProxy boxes, each with its own address, frontend and runtime API.
     pub fn haproxy(&self) -> &[LabHaproxy] {
         &self.haproxy
     }
@@ -329,11 +357,11 @@ impl Lab {
     }
 
     /// The lab backend on every HAProxy box.
-    pub fn backend(&self) -> Backend {
-        Backend {
-            name: BackendName::new(BACKEND).unwrap_or_else(|e| panic!("backend name: {e}")),
+    pub fn backend(&self) -> LabResult<Backend> {
+        Ok(Backend {
+            name: BackendName::new(BACKEND).context(|| format!("backend name {BACKEND}"))?,
             instances: self.haproxy.iter().map(|h| h.endpoint.clone()).collect(),
-        }
+        })
     }
 
     /// The Chef server's URL.
@@ -371,7 +399,7 @@ impl Lab {
         self.api_port
     }
 
-    /// The SSH user, key and known_hosts of the lab, for an executor built directly.
+    /// The private key every host's sshd accepts, for an executor built directly.
     pub fn ssh_key(&self) -> PathBuf {
         self.dir.path().join("keys/id_ed25519")
     }
@@ -381,9 +409,10 @@ impl Lab {
         self.dir.path().join("keys/known_hosts")
     }
 
-    /// The remote user.
-    pub fn ssh_user(&self) -> String {
-        current_user()
+    /// The user the hosts are logged in as (the one running the lab: the hosts are this
+    /// machine).
+    pub fn ssh_user(&self) -> &str {
+        &self.user
     }
 
     /// The deploy step's command line for `host` and `version`, as the playbook runs it.
@@ -399,83 +428,104 @@ impl Lab {
     }
 
     /// The version `host`'s app serves now (`GET /` on the host itself), or why it cannot say.
-    pub fn served_version(&self, host: &str) -> Result<String, String> {
-        let app = self.host(host).app;
+    pub fn served_version(&self, host: &str) -> LabResult<String> {
+        let app = self.host(host)?.app;
         match self.block_on(app::get(app, "/", Duration::from_secs(3))) {
             Ok((200, body)) => Ok(body.trim().to_owned()),
-            Ok((status, body)) => Err(format!("status {status}: {}", body.trim())),
-            Err(e) => Err(e),
+            Ok((status, body)) => {
+                Err(LabError::new(format!("{host}'s app answered {status}: {}", body.trim())))
+            }
+            Err(e) => Err(LabError::new(format!("{host}'s app at {app}: {e}"))),
         }
     }
 
     /// Restarts `host`'s app with `version` behind Vesemir's back (no drain), as a careless
     /// operator would, and waits until it serves again: requests HAProxy sends to it while it
     /// is down fail.
-    pub fn restart_app_undrained(&self, host: &str, version: &str) {
-        let dir = &self.host(host).dir;
-        write(&dir.join(app::NEXT_VERSION_FILE), version);
+    pub fn restart_app_undrained(&self, host: &str, version: &str) -> LabResult<()> {
+        let dir = &self.host(host)?.dir;
+        write(&dir.join(app::NEXT_VERSION_FILE), version)?;
         let marker = dir.join(app::RESTART_MARKER);
-        write(&marker, "");
+        write(&marker, "")?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while marker.exists() {
-            assert!(Instant::now() < deadline, "{host}'s app did not restart within 10 s");
+            if Instant::now() >= deadline {
+                return Err(LabError::new(format!("{host}'s app did not restart within 10 s")));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// Makes `host`'s deploy step fail (exit code 7, a message on stderr).
-    pub fn fail_step_on(&self, host: &str) {
-        write(&self.host(host).dir.join(STEP_FAILS_MARKER), "");
+    pub fn fail_step_on(&self, host: &str) -> LabResult<()> {
+        write(&self.host(host)?.dir.join(STEP_FAILS_MARKER), "")
     }
 
     /// Makes `host`'s next release broken: after its restart `/health` answers 500, so neither
     /// the health command nor HAProxy's checks ever pass.
-    pub fn break_release_on(&self, host: &str) {
-        write(&self.host(host).dir.join(BROKEN_RELEASE_MARKER), "");
+    pub fn break_release_on(&self, host: &str) -> LabResult<()> {
+        write(&self.host(host)?.dir.join(BROKEN_RELEASE_MARKER), "")
     }
 
     /// Stops `host`'s sshd: the host becomes unreachable over SSH (its app keeps serving).
-    pub fn stop_sshd(&mut self, host: &str) {
-        let index =
-            self.hosts.iter().position(|h| h.name == host).unwrap_or_else(|| panic!("no host {host}"));
+    pub fn stop_sshd(&mut self, host: &str) -> LabResult<()> {
+        let index = self
+            .hosts
+            .iter()
+            .position(|h| h.name == host)
+            .ok_or_else(|| LabError::new(format!("the lab has no host {host}")))?;
         if let Some(mut server) = self.sshd[index].take() {
             server.stop();
         }
+        Ok(())
     }
 
     /// What every HAProxy box says of `host`'s server.
-    pub fn lb_status(&self, host: &str) -> Vec<InstanceState> {
-        let backend = self.backend();
-        let server = ServerName::new(host).unwrap_or_else(|e| panic!("server name {host}: {e}"));
+    pub fn lb_status(&self, host: &str) -> LabResult<Vec<InstanceState>> {
+        let backend = self.backend()?;
+        let server = ServerName::new(host).context(|| format!("server name {host}"))?;
         self.block_on(async move {
             HaproxyLoadBalancer::new(HaproxyConfig::default())
                 .status(&backend, &server)
                 .await
-                .unwrap_or_else(|e| panic!("cannot read HAProxy's state of {host}: {e}"))
+                .context(|| format!("cannot read HAProxy's state of {host}"))
         })
     }
 
     /// Whether every HAProxy box has `host` UP at full weight.
-    pub fn in_rotation(&self, host: &str) -> bool {
-        self.lb_status(host).iter().all(|s| s.status == ServerStatus::Up && s.weight == s.configured_weight)
+    pub fn in_rotation(&self, host: &str) -> LabResult<bool> {
+        Ok(self
+            .lb_status(host)?
+            .iter()
+            .all(|s| s.status == ServerStatus::Up && s.weight == s.configured_weight))
     }
 
     /// The hosts some HAProxy box does not have UP at full weight.
-    pub fn out_of_rotation(&self) -> Vec<String> {
-        self.hosts.iter().filter(|h| !self.in_rotation(&h.name)).map(|h| h.name.clone()).collect()
+    pub fn out_of_rotation(&self) -> LabResult<Vec<String>> {
+        let mut out = Vec::new();
+        for host in &self.hosts {
+            if !self.in_rotation(&host.name)? {
+                out.push(host.name.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// Waits until every HAProxy box has every host UP at full weight.
-    pub fn wait_all_up(&self, timeout: Duration) {
+    pub fn wait_all_up(&self, timeout: Duration) -> LabResult<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let out = self.out_of_rotation();
+            let out = self.out_of_rotation()?;
             if out.is_empty() {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 let logs: Vec<String> = self.haproxy.iter().map(|h| h.process.log()).collect();
-                panic!("lab hosts not UP on HAProxy after {timeout:?}: {out:?}\n{}", logs.join("\n"));
+                return Err(LabError::new(format!(
+                    "lab hosts not UP on HAProxy after {timeout:?}: {out:?}\n{}",
+                    logs.join("\n")
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -512,18 +562,25 @@ where
     })
 }
 
-fn current_user() -> String {
-    let output = std::process::Command::new("id")
-        .arg("-un")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run id -un: {e}"));
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+/// The user running the lab (`id -un`): the lab's sshd log in as this user.
+fn current_user() -> LabResult<String> {
+    let output =
+        std::process::Command::new("id").arg("-un").output().context(|| "cannot run id -un".into())?;
+    let user = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if user.is_empty() {
+        return Err(LabError::new("id -un named no user"));
+    }
+    Ok(user)
 }
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+fn read(path: &Path) -> LabResult<String> {
+    std::fs::read_to_string(path).context(|| format!("cannot read {}", path.display()))
 }
 
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+fn write(path: &Path, text: &str) -> LabResult<()> {
+    std::fs::write(path, text).context(|| format!("cannot write {}", path.display()))
+}
+
+fn create_dir(path: &Path) -> LabResult<()> {
+    std::fs::create_dir_all(path).context(|| format!("cannot create {}", path.display()))
 }

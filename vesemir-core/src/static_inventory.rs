@@ -1,36 +1,39 @@
-//! [`StaticInventory`]: hosts listed by the operator (in code or a TOML file), matched against a
-//! selector the way Chef search matches nodes. For users without a Chef server.
+//! [`StaticInventory`]: an [`Inventory`] over hosts the operator lists up front, matched
+//! against a selector by [`Selector::matches`] (the way Chef search matches nodes). For users
+//! without a Chef server. Pure: reading the list from a file is the front end's business.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use vesemir_core::host::validate_address;
-use vesemir_core::name::{EnvName, HostName};
-use vesemir_core::ports::{Inventory, Selector};
-use vesemir_core::{Host, PortError};
 
-/// One host of a static inventory: where it is and what it is tagged with.
+use crate::error::PortError;
+use crate::host::{validate_address, Host};
+use crate::name::{EnvironmentName, HostName};
+use crate::ports::{Inventory, Selector, TermKind};
+
+/// One listed host: its name and address, the terms a selector finds it by, and attributes
+/// handed on in [`Host::attributes`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticHost {
-    /// The host's name.
+    /// The host's name, as events and reports show it.
     pub name: HostName,
-    /// Its IP address or DNS name.
+    /// Its IP address or DNS name (checked by [`StaticInventory::new`]).
     pub address: String,
-    /// Its tags.
+    /// Its tags. A selector's tags, roles and recipes must all be among the host's.
     #[serde(default)]
     pub tags: BTreeSet<String>,
-    /// Its roles.
+    /// Its roles (Chef roles, or any grouping the operator uses).
     #[serde(default)]
     pub roles: BTreeSet<String>,
-    /// Its recipes.
+    /// The recipes of its run list.
     #[serde(default)]
     pub recipes: BTreeSet<String>,
-    /// Its environment.
+    /// The deployment environment it belongs to, also handed on as the `chef_environment`
+    /// attribute.
     #[serde(default)]
-    pub environment: Option<EnvName>,
+    pub environment: Option<EnvironmentName>,
     /// Extra attributes handed on in [`Host::attributes`].
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
@@ -38,13 +41,12 @@ pub struct StaticHost {
 
 impl StaticHost {
     fn matches(&self, selector: &Selector) -> bool {
-        let all = |wanted: &[vesemir_core::name::ChefTerm], have: &BTreeSet<String>| {
-            wanted.iter().all(|w| have.contains(w.as_str()))
+        let has = |kind, term: &str| match kind {
+            TermKind::Tag => self.tags.contains(term),
+            TermKind::Role => self.roles.contains(term),
+            TermKind::Recipe => self.recipes.contains(term),
         };
-        all(&selector.tags, &self.tags)
-            && all(&selector.roles, &self.roles)
-            && all(&selector.recipes, &self.recipes)
-            && selector.environment.as_ref().is_none_or(|env| self.environment.as_ref() == Some(env))
+        selector.matches(has, self.environment.as_ref().map(EnvironmentName::as_str))
     }
 
     fn to_host(&self) -> Host {
@@ -56,39 +58,24 @@ impl StaticHost {
     }
 }
 
-/// Why a static inventory could not be loaded.
-#[derive(Debug, thiserror::Error)]
+/// Why a list of hosts cannot make a static inventory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StaticInventoryError {
-    /// The file could not be read.
-    #[error("cannot read the static inventory {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The IO error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TOML is malformed or has unknown fields or invalid names.
-    #[error("the static inventory is not valid: {0}")]
-    Parse(String),
     /// A host's address is not an IP address or DNS name.
     #[error("static host {host}: {reason}")]
     Address {
-        /// The host.
-        host: String,
-        /// Why its address was refused.
+        /// The host whose address was refused.
+        host: HostName,
+        /// Why it was refused.
         reason: String,
     },
     /// Two hosts share a name.
-    #[error("static host {0} is listed twice: host names must be unique")]
-    Duplicate(String),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StaticFile {
-    #[serde(default)]
-    hosts: Vec<StaticHost>,
+    #[error("static host {host} is listed twice: host names must be unique")]
+    Duplicate {
+        /// The name listed more than once.
+        host: HostName,
+    },
 }
 
 /// An inventory of hosts listed up front. Matches tags, roles, recipes and the environment
@@ -105,51 +92,20 @@ impl StaticInventory {
         let mut seen = BTreeSet::new();
         for host in &hosts {
             validate_address(&host.address).map_err(|e| StaticInventoryError::Address {
-                host: host.name.to_string(),
+                host: host.name.clone(),
                 reason: e.to_string(),
             })?;
             if !seen.insert(host.name.clone()) {
-                return Err(StaticInventoryError::Duplicate(host.name.to_string()));
+                return Err(StaticInventoryError::Duplicate { host: host.name.clone() });
             }
         }
         Ok(Self { hosts, allow_empty: false })
-    }
-
-    /// Parses TOML with one `[[hosts]]` table per host:
-    ///
-    /// ```toml
-    /// [[hosts]]
-    /// name = "web-01"
-    /// address = "10.0.0.1"
-    /// tags = ["shop"]
-    /// roles = ["web"]
-    /// recipes = ["shop::web"]
-    /// environment = "production"
-    /// attributes = { rack = "a1" }
-    /// ```
-    pub fn from_toml_str(text: &str) -> Result<Self, StaticInventoryError> {
-        let file: StaticFile =
-            toml::from_str(text).map_err(|e| StaticInventoryError::Parse(e.to_string()))?;
-        Self::new(file.hosts)
-    }
-
-    /// Reads [`StaticInventory::from_toml_str`]'s format from a file.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, StaticInventoryError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| StaticInventoryError::Read { path: path.display().to_string(), source })?;
-        Self::from_toml_str(&text)
     }
 
     /// Answer an empty match with no hosts instead of an error.
     pub fn allow_empty(mut self, allow: bool) -> Self {
         self.allow_empty = allow;
         self
-    }
-
-    /// The listed hosts.
-    pub fn hosts(&self) -> &[StaticHost] {
-        &self.hosts
     }
 }
 
@@ -183,22 +139,26 @@ impl Inventory for StaticInventory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vesemir_core::name::ChefTerm;
+    use crate::name::ChefTerm;
 
-    const FILE: &str = r#"
-[[hosts]]
-name = "web-01"
-address = "10.0.0.1"
-tags = ["shop", "blue green"]
-roles = ["web"]
-environment = "production"
-attributes = { rack = "a1" }
+    fn host(name: &str, address: &str, tags: &[&str]) -> StaticHost {
+        StaticHost {
+            name: HostName::new(name).expect("name"),
+            address: address.to_owned(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            roles: BTreeSet::from(["web".to_owned()]),
+            recipes: BTreeSet::new(),
+            environment: None,
+            attributes: BTreeMap::new(),
+        }
+    }
 
-[[hosts]]
-name = "web-02"
-address = "web-02.example.com"
-tags = ["shop"]
-"#;
+    fn inventory() -> StaticInventory {
+        let mut first = host("web-01", "10.0.0.1", &["shop", "blue green"]);
+        first.environment = Some(EnvironmentName::new("production").expect("env"));
+        first.attributes.insert("rack".into(), "a1".into());
+        StaticInventory::new(vec![host("web-02", "web-02.example.com", &["shop"]), first]).expect("valid")
+    }
 
     fn tags(values: &[&str]) -> Selector {
         Selector {
@@ -208,8 +168,8 @@ tags = ["shop"]
     }
 
     #[tokio::test]
-    async fn toml_file_hosts_are_matched_by_selector() {
-        let inventory = StaticInventory::from_toml_str(FILE).expect("valid file");
+    async fn hosts_are_matched_by_selector_sorted_by_name() {
+        let inventory = inventory();
         let hosts = inventory.discover(&tags(&["shop"])).await.expect("match");
         assert_eq!(hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["web-01", "web-02"]);
         let hosts = inventory.discover(&tags(&["blue green"])).await.expect("match");
@@ -217,13 +177,15 @@ tags = ["shop"]
         assert_eq!(hosts[0].address, "10.0.0.1");
         assert_eq!(hosts[0].attributes.get("rack").map(String::as_str), Some("a1"));
         assert_eq!(hosts[0].attributes.get("chef_environment").map(String::as_str), Some("production"));
+        let mut in_staging = tags(&["shop"]);
+        in_staging.environment = Some(EnvironmentName::new("staging").expect("env"));
+        assert!(inventory.clone().allow_empty(true).discover(&in_staging).await.expect("ok").is_empty());
     }
 
     #[tokio::test]
     async fn raw_queries_are_refused_with_a_clear_message() {
-        let inventory = StaticInventory::from_toml_str(FILE).expect("valid file");
         let raw = Selector { raw_query: Some("tags:shop".into()), ..Selector::default() };
-        match inventory.discover(&raw).await {
+        match inventory().discover(&raw).await {
             Err(PortError::Rejected { reason, .. }) => {
                 assert!(reason.contains("raw queries need a Chef server"), "{reason}")
             }
@@ -233,26 +195,17 @@ tags = ["shop"]
 
     #[tokio::test]
     async fn no_match_is_an_error_unless_allowed() {
-        let inventory = StaticInventory::from_toml_str(FILE).expect("valid file");
-        let error = inventory.discover(&tags(&["nope"])).await.expect_err("no match");
+        let error = inventory().discover(&tags(&["nope"])).await.expect_err("no match");
         assert!(matches!(error, PortError::NotFound { .. }), "{error}");
-        let lenient = inventory.allow_empty(true);
+        let lenient = inventory().allow_empty(true);
         assert!(lenient.discover(&tags(&["nope"])).await.expect("allowed").is_empty());
     }
 
     #[test]
-    fn bad_files_are_refused_with_the_reason() {
-        let unknown = StaticInventory::from_toml_str(
-            "[[hosts]]\nname = \"a\"\naddress = \"10.0.0.1\"\ncolour = \"red\"\n",
-        );
-        assert!(unknown.expect_err("unknown field").to_string().contains("colour"));
-        let bad_name = StaticInventory::from_toml_str("[[hosts]]\nname = \"a b\"\naddress = \"10.0.0.1\"\n");
-        assert!(bad_name.expect_err("bad name").to_string().contains("host name"));
-        let bad_address = StaticInventory::from_toml_str("[[hosts]]\nname = \"a\"\naddress = \"$(id)\"\n");
+    fn bad_hosts_are_refused_with_the_reason() {
+        let bad_address = StaticInventory::new(vec![host("a", "$(id)", &[])]);
         assert!(bad_address.expect_err("bad address").to_string().contains("static host a"));
-        let twice = StaticInventory::from_toml_str(
-            "[[hosts]]\nname = \"a\"\naddress = \"10.0.0.1\"\n[[hosts]]\nname = \"a\"\naddress = \"10.0.0.2\"\n",
-        );
+        let twice = StaticInventory::new(vec![host("a", "10.0.0.1", &[]), host("a", "10.0.0.2", &[])]);
         assert!(twice.expect_err("duplicate").to_string().contains("listed twice"));
     }
 }

@@ -7,19 +7,21 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{require_binary, wait_for_tcp, ServerProcess};
-use crate::sshd::SSHD_PACKAGE;
+use vesemir_testkit::process::{require_binary, wait_for_tcp, ServerProcess};
+use vesemir_testkit::sshd::SSHD_PACKAGE;
+
+use super::error::{Context, LabResult};
 
 /// The backend every HAProxy box of the lab sends traffic to.
 pub const BACKEND: &str = "be_lab";
 
 /// Starts sshd on `address:port` with the lab's shared host key and authorized keys in `keys`.
-pub fn start_sshd(name: &str, address: Ipv4Addr, port: u16, keys: &Path) -> ServerProcess {
+pub fn start_sshd(name: &str, address: Ipv4Addr, port: u16, keys: &Path) -> LabResult<ServerProcess> {
     let sshd = require_binary("sshd", SSHD_PACKAGE);
     let dir = ServerProcess::temp_dir(&format!("lab-sshd-{name}"));
     let path = dir.path().to_path_buf();
     let home = path.join("home");
-    std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("cannot create {}: {e}", home.display()));
+    std::fs::create_dir_all(&home).context(|| format!("cannot create {}", home.display()))?;
     let config = format!(
         "Port {port}\nListenAddress {address}\nHostKey {keys}/ssh_host_ed25519_key\nPidFile {dir}/sshd.pid\n\
          AuthorizedKeysFile {keys}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
@@ -29,8 +31,7 @@ pub fn start_sshd(name: &str, address: Ipv4Addr, port: u16, keys: &Path) -> Serv
         dir = path.display(),
     );
     let config_path = path.join("sshd_config");
-    std::fs::write(&config_path, config)
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
+    std::fs::write(&config_path, config).context(|| format!("cannot write {}", config_path.display()))?;
     // sshd's privilege separation directory; Debian creates it only when the service starts.
     let _ = std::fs::create_dir_all("/run/sshd");
     let mut command = Command::new(sshd);
@@ -38,7 +39,7 @@ pub fn start_sshd(name: &str, address: Ipv4Addr, port: u16, keys: &Path) -> Serv
     // A process group of its own: Ctrl-C in the terminal (which signals the whole foreground
     // group) must reach `vesemir`, not the lab's servers; the lab's guard stops them.
     command.process_group(0);
-    ServerProcess::start(&format!("sshd-{name}"), command, dir)
+    Ok(ServerProcess::start(&format!("sshd-{name}"), command, dir))
 }
 
 /// Waits until sshd listens.
@@ -67,7 +68,7 @@ pub fn start_haproxy(
     api_port: u16,
     frontend_port: u16,
     servers: &[BackendServer],
-) -> ServerProcess {
+) -> LabResult<ServerProcess> {
     let binary = require_binary("haproxy", "haproxy");
     let dir = ServerProcess::temp_dir(&format!("lab-{name}"));
     let lines: String = servers
@@ -81,8 +82,7 @@ pub fn start_haproxy(
          backend {BACKEND}\n    balance roundrobin\n    option httpchk GET /health\n{lines}"
     );
     let config_path = dir.path().join("haproxy.cfg");
-    std::fs::write(&config_path, config)
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
+    std::fs::write(&config_path, config).context(|| format!("cannot write {}", config_path.display()))?;
     let mut command = Command::new(binary);
     command.arg("-db").arg("-f").arg(&config_path);
     // Out of the terminal's process group, like sshd above.
@@ -91,5 +91,5 @@ pub fn start_haproxy(
     let timeout = Duration::from_secs(10);
     wait_for_tcp(SocketAddr::from((address, api_port)), timeout, &mut process);
     wait_for_tcp(SocketAddr::from((address, frontend_port)), timeout, &mut process);
-    process
+    Ok(process)
 }

@@ -1,0 +1,67 @@
+//! [`RolloutConfig`]: the parts of a request that steer the rollout, as plain data.
+
+use std::time::Duration;
+
+use crate::request::{CanaryGate, DeploymentRequest, DrainTimeoutPolicy, RampStep};
+
+/// The parts of a request the rollout needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutConfig {
+    /// The changeset's steps, in order.
+    pub steps: Vec<StepLimit>,
+    /// How long the health command is retried, if there is one.
+    pub health_command: Option<HealthRetry>,
+    /// Wait for the load balancers to report UP (at weight 0), for at most this long.
+    pub load_balancer_up: Option<Duration>,
+    /// How long sessions may take to end after drain.
+    pub drain_timeout: Duration,
+    /// What to do when they do not.
+    pub on_drain_timeout: DrainTimeoutPolicy,
+    /// Weights before 100%.
+    pub ramp: Vec<RampStep>,
+    /// Pause after each batch.
+    pub pause_between_batches: Duration,
+    /// What to wait for after the canary batch, if the plan has one.
+    pub canary_gate: Option<CanaryGate>,
+}
+
+/// A changeset step as the rollout sees it: a name for events and a bound for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepLimit {
+    /// The step's name in phases and output lines.
+    pub name: String,
+    /// How long one run of it may take.
+    pub timeout: Duration,
+}
+
+/// How the health command is retried: until it exits 0 or `timeout` has passed since its first
+/// attempt, waiting `interval` between attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HealthRetry {
+    /// The time all attempts together may take.
+    pub timeout: Duration,
+    /// The pause between two attempts.
+    pub interval: Duration,
+}
+
+impl RolloutConfig {
+    /// The rollout configuration of a request.
+    pub fn from_request(request: &DeploymentRequest) -> Self {
+        let changeset = &request.changeset;
+        Self {
+            steps: changeset
+                .steps
+                .iter()
+                .map(|s| StepLimit { name: s.name.clone(), timeout: s.timeout })
+                .collect(),
+            health_command: (changeset.health.command.as_ref())
+                .map(|h| HealthRetry { timeout: h.timeout, interval: h.interval }),
+            load_balancer_up: changeset.health.load_balancer_up,
+            drain_timeout: request.load_balancer.drain_timeout,
+            on_drain_timeout: request.load_balancer.on_drain_timeout,
+            ramp: request.load_balancer.ramp.clone(),
+            pause_between_batches: request.strategy.pause_between_batches,
+            canary_gate: request.strategy.canary.map(|c| c.gate),
+        }
+    }
+}

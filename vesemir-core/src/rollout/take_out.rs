@@ -1,0 +1,93 @@
+//! The first leg: taking a host out of rotation. Connect, drain on every load balancer, wait
+//! for its sessions to end (or, with `on_drain_timeout = "force"`, shut them down), then
+//! maintenance. A failure here happens before the changeset, so the host is put back as it was.
+
+use std::time::Instant;
+
+use super::host::Stage;
+use super::{Action, ActionResult, ErrorKind, HostError, HostId, Rollout};
+use crate::event::{EventKind, HostOutcome, Phase};
+use crate::ports::AdminState;
+use crate::request::DrainTimeoutPolicy;
+
+impl Rollout {
+    /// The action and phase of a take-out stage.
+    pub(super) fn take_out_action(&self, host: HostId, stage: Stage) -> (Option<Action>, Option<Phase>) {
+        match stage {
+            Stage::Connect => (Some(Action::Connect { host }), Some(Phase::Connecting)),
+            Stage::Drain => {
+                (Some(Action::SetState { host, state: AdminState::Drain }), Some(Phase::Draining))
+            }
+            Stage::WaitDrain => (
+                Some(Action::WaitDrained { host, timeout: self.config.drain_timeout }),
+                Some(Phase::WaitingForDrain),
+            ),
+            Stage::Shutdown => (Some(Action::ShutdownSessions { host }), Some(Phase::ClosingSessions)),
+            Stage::Maint => {
+                (Some(Action::SetState { host, state: AdminState::Maint }), Some(Phase::Disabling))
+            }
+            _ => (None, None),
+        }
+    }
+
+    /// A take-out stage's action ended.
+    pub(super) fn advance_take_out(&mut self, h: usize, stage: Stage, result: ActionResult, now: Instant) {
+        match (stage, result) {
+            (Stage::Connect, ActionResult::Failed(e)) => {
+                let outcome = if e.kind == ErrorKind::Unreachable {
+                    HostOutcome::Unreachable
+                } else {
+                    HostOutcome::Failed
+                };
+                self.fail(h, outcome, e.message, now);
+            }
+            (Stage::Connect, _) => {
+                self.hosts[h].connected = true;
+                self.enter(h, Stage::Drain, now);
+            }
+            (Stage::Drain, ActionResult::Failed(e)) => {
+                self.lb_failed(h, &e);
+                self.fail(h, HostOutcome::Failed, e.message, now);
+            }
+            (Stage::Drain, _) => {
+                self.lb_changed(h, |run| run.set_admin(AdminState::Drain));
+                self.enter(h, Stage::WaitDrain, now);
+            }
+            (Stage::WaitDrain, ActionResult::Failed(e)) => self.drain_not_done(h, e, now),
+            (Stage::WaitDrain | Stage::Shutdown, ActionResult::Done | ActionResult::Exited(_)) => {
+                self.enter(h, Stage::Maint, now)
+            }
+            (Stage::Shutdown | Stage::Maint, ActionResult::Failed(e)) => {
+                self.lb_failed(h, &e);
+                self.restore(h, format!("{}; host not deployed", e.message), now);
+            }
+            (Stage::Maint, _) => {
+                self.lb_changed(h, |run| run.set_admin(AdminState::Maint));
+                self.after_steps(h, 0, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sessions did not end (or the wait failed): force them closed, or put the host back.
+    fn drain_not_done(&mut self, h: usize, e: HostError, now: Instant) {
+        let timed_out = e.kind == ErrorKind::Timeout;
+        if timed_out && self.config.on_drain_timeout == DrainTimeoutPolicy::Force {
+            let host = Some(self.hosts[h].name.clone());
+            let message =
+                format!("{}: closing the remaining sessions (on_drain_timeout = \"force\")", e.message);
+            self.emit(now, EventKind::Warning { host, message });
+            self.enter(h, Stage::Shutdown, now);
+        } else {
+            let message = if timed_out {
+                format!(
+                    "{}; host not deployed and put back into rotation (on_drain_timeout = \"fail\")",
+                    e.message
+                )
+            } else {
+                format!("{}; host not deployed and put back into rotation", e.message)
+            };
+            self.restore(h, message, now);
+        }
+    }
+}
