@@ -35,6 +35,14 @@ pub enum Command {
     /// batches. Changes nothing.
     #[command(after_help = EXIT_CODES_HELP)]
     Plan(DeployArgs),
+    /// Put back servers that local runs left out: a deploy killed mid-rollout (`kill -9`, a
+    /// crash) or one that ended with hosts out of rotation. Every local deploy journals each load
+    /// balancer change, with the server's original state, before making it. `--list` shows what
+    /// the journals left unfinished; without it each server passes its health gate (the
+    /// request's health command, then UP on every load balancer at weight 0) and goes back to
+    /// its original weight and state, or is left out with the reason (exit 1).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Recover(crate::recover::RecoverArgs),
     /// Show a deployment's status on the server (`--server`).
     Status {
         /// The deployment's id.

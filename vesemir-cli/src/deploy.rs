@@ -1,13 +1,17 @@
 //! `vesemir deploy` and `vesemir plan`: local deployments over the real adapters.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinSet;
-use vesemir_core::{Control, Prepared};
+use vesemir_core::journal::{replay, JournalHeader, JournalHost, JournalSink, JournaledLoadBalancer, RunId};
+use vesemir_core::{Control, Event, EventSink, Prepared};
 
 use crate::cli::DeployArgs;
 use crate::config::Config;
 use crate::exit::{Exit, Failure};
+use crate::journal_file::{FileJournal, StateDir};
 use crate::output::{self, OutputFormat};
 use crate::{compose, request};
 
@@ -27,28 +31,183 @@ async fn prepare(args: &DeployArgs, config: &Config) -> Result<(Prepared, vesemi
     Ok((prepared, ports))
 }
 
-/// Runs a deployment to its end.
+/// Runs a deployment to its end, journaling every load balancer change before making it.
 pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
-    let (prepared, ports) = prepare(args, config).await?;
+    let (prepared, mut ports) = prepare(args, config).await?;
+    let state = StateDir::locate().map_err(Failure::input)?;
+    warn_unfinished(&state, &prepared);
+    let journal = start_journal(args, &state, &prepared, &mut ports)?;
     let reporter = output::sink(args.output);
+    let sink = Both(&*reporter, &journal.sink);
     let control = Control::new();
     let interrupts = tokio::spawn(handle_interrupts(control.clone()));
-    let report =
-        vesemir_core::run(&prepared, &ports, &*reporter, &control, &compose::driver_config(config)).await;
+    let report = vesemir_core::run(&prepared, &ports, &sink, &control, &compose::driver_config(config)).await;
     interrupts.abort();
     reporter.finish(&report);
+    journal.close(&state);
     Ok(if report.succeeded() { Exit::Success } else { Exit::DeploymentFailed })
 }
 
-async fn handle_interrupts(control: Control) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
+/// Every event to the reporter, then to the journal.
+struct Both<'a>(&'a dyn EventSink, &'a JournalSink<Arc<FileJournal>>);
+
+impl EventSink for Both<'_> {
+    fn emit(&self, event: &Event) {
+        self.1.emit(event);
+        self.0.emit(event);
     }
+}
+
+/// A run's journal while the deploy runs.
+struct RunJournal {
+    run: RunId,
+    file: Arc<FileJournal>,
+    sink: JournalSink<Arc<FileJournal>>,
+}
+
+/// Opens the run's journal and wraps the load balancer so that every change is journaled first.
+/// A journal that cannot be written stops the deploy before anything changes.
+fn start_journal(
+    args: &DeployArgs,
+    state: &StateDir,
+    prepared: &Prepared,
+    ports: &mut vesemir_core::Ports,
+) -> Result<RunJournal, Failure> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        Failure::input(format!(
+            "nothing was changed: the journal of load balancer changes cannot be written ({e}); set {} to a writable directory",
+            crate::journal_file::STATE_DIR_VARIABLE
+        ))
+    };
+    let spec = request::spec(
+        &args.file,
+        &args.sets,
+        args.concurrency.as_deref(),
+        request::Requester::FromEnvironment,
+    )?;
+    let request = &prepared.request;
+    let now = SystemTime::now();
+    let run = state.new_run_id(now).map_err(|e| cannot(&e))?;
+    let header = JournalHeader {
+        run: run.clone(),
+        application: request.application.clone(),
+        environment: request.environment.clone(),
+        version: request.version.clone(),
+        backend: prepared.backend.clone(),
+        hosts: prepared
+            .plan
+            .hosts
+            .iter()
+            .map(|h| JournalHost {
+                name: h.host.name.clone(),
+                address: h.host.address.clone(),
+                server: h.server.clone(),
+            })
+            .collect(),
+        request: serde_json::to_value(&spec).map_err(|e| cannot(&e))?,
+        requested_by: request.requested_by.to_string(),
+        started_at: now,
+    };
+    let file = Arc::new(state.create(&run).map_err(|e| cannot(&e))?);
+    let journaled = JournaledLoadBalancer::start(ports.load_balancer.clone(), file.clone(), &header)
+        .map_err(|e| cannot(&e))?;
+    ports.load_balancer = Arc::new(journaled);
+    let sink = JournalSink::new(file.clone(), &header);
+    Ok(RunJournal { run, file, sink })
+}
+
+impl RunJournal {
+    /// After the run: a journal with nothing left to put back is moved away; otherwise the
+    /// servers left out are named with the command that puts them back.
+    fn close(self, state: &StateDir) {
+        if let Some(e) = self.sink.error() {
+            eprintln!(
+                "vesemir: warning: {e}: hosts may be listed by `vesemir recover --list` though they ended"
+            );
+        }
+        let path = self.file.path().to_owned();
+        drop(self.sink);
+        drop(self.file);
+        let unfinished = match crate::journal_file::read(&path, self.run.clone()) {
+            Ok(journal) => replay(journal.entries),
+            Err(e) => {
+                eprintln!("vesemir: warning: {e}");
+                return;
+            }
+        };
+        if unfinished.is_empty() {
+            if let Err(e) = state.archive(&self.run) {
+                eprintln!("vesemir: warning: {e}");
+            }
+            return;
+        }
+        let servers: Vec<&str> = unfinished.servers.iter().map(|s| s.server.as_str()).collect();
+        eprintln!(
+            "vesemir: {} server(s) left out of rotation are in journal {}: {}. See `vesemir recover --list`; `vesemir recover {}` puts them back once healthy.",
+            servers.len(),
+            self.run,
+            servers.join(", "),
+            self.run
+        );
+    }
+}
+
+/// Warns when journals left servers of this backend out (a killed deploy, or hosts that failed).
+fn warn_unfinished(state: &StateDir, prepared: &Prepared) {
+    for run in crate::recover::unfinished_for_backend(state, prepared.backend.name.as_str()) {
+        let servers: Vec<&str> = run.servers.iter().map(|s| s.server.as_str()).collect();
+        let what = match run.state {
+            crate::recover::RunState::Running => "a deploy still running",
+            crate::recover::RunState::Interrupted => "a deploy that was killed",
+            crate::recover::RunState::Ended => "a deploy that ended",
+        };
+        eprintln!(
+            "vesemir: warning: {what} (run {}) left servers of backend {} out of rotation: {}. See `vesemir recover --list`; `vesemir recover {}` puts them back.",
+            run.run,
+            prepared.backend.name,
+            servers.join(", "),
+            run.run
+        );
+    }
+}
+
+/// Ctrl-C, SIGTERM (what a CI job's cancel sends) and SIGHUP: the first cancels gracefully (hosts
+/// in flight finish, no new host starts), a second stops at once.
+async fn handle_interrupts(control: Control) {
+    let mut signals = Signals::new();
+    let Some(first) = signals.next().await else { return };
     control.cancel();
-    eprintln!("\nvesemir: cancelling: hosts in flight finish and go back into rotation, no new host starts. Press Ctrl-C again to stop at once.");
-    if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!("\nvesemir: stopping at once: hosts in flight may be left out of rotation (listed below).");
+    eprintln!("\nvesemir: {first}: cancelling: hosts in flight finish and go back into rotation, no new host starts. Press Ctrl-C (or send SIGTERM) again to stop at once.");
+    if let Some(second) = signals.next().await {
+        eprintln!("\nvesemir: {second}: stopping at once: hosts in flight may be left out of rotation (listed below, and kept in the journal for `vesemir recover`).");
         control.abort();
+    }
+}
+
+/// The signals that cancel a local deploy.
+struct Signals {
+    term: Option<Signal>,
+    hup: Option<Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        Self { term: signal(SignalKind::terminate()).ok(), hup: signal(SignalKind::hangup()).ok() }
+    }
+
+    /// The next signal's name; `None` when none can arrive any more.
+    async fn next(&mut self) -> Option<&'static str> {
+        async fn recv(signal: &mut Option<Signal>) -> Option<()> {
+            match signal {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            interrupt = tokio::signal::ctrl_c() => interrupt.ok().map(|()| "interrupted"),
+            term = recv(&mut self.term) => term.map(|()| "SIGTERM"),
+            hup = recv(&mut self.hup) => hup.map(|()| "SIGHUP"),
+        }
     }
 }
 

@@ -255,10 +255,10 @@ pub fn read(path: &Path, run: RunId) -> Result<ReadJournal, JournalError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let last = number + 1 == count;
+        let partial = number + 1 == count && !ends_complete;
         match serde_json::from_slice::<JournalEntry>(line) {
-            Ok(entry) if !(last && !ends_complete) => entries.push(entry),
-            _ if last && !ends_complete => warnings.push(format!(
+            Ok(entry) if !partial => entries.push(entry),
+            _ if partial => warnings.push(format!(
                 "{}: line {} is partial (the process died while writing it; its change was not made): ignored",
                 path.display(),
                 number + 1

@@ -90,6 +90,14 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             Ok(Exit::Success)
         }
         Command::Serve { server_config } => serve(&cli, server_config).await,
+        Command::Recover(args) => {
+            let state = journal_file::StateDir::locate().map_err(Failure::input)?;
+            recover::recover(args, &state, || {
+                let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
+                Ok(recover::ports(&config))
+            })
+            .await
+        }
     }
 }
 

@@ -54,6 +54,8 @@ pub struct RunListing {
     /// Lines of the journal that could not be read.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The journal's file.
+    pub journal: std::path::PathBuf,
 }
 
 /// The parts of a header a listing shows.
@@ -195,6 +197,18 @@ pub struct RecoveryPorts {
     pub call_timeout: Duration,
     /// Bytes of health command output kept at most.
     pub output_limit: usize,
+}
+
+/// The configured adapters, for recovery.
+pub fn ports(config: &crate::config::Config) -> RecoveryPorts {
+    let driver = crate::compose::driver_config(config);
+    RecoveryPorts {
+        load_balancer: Arc::new(vesemir_haproxy::HaproxyLoadBalancer::new(config.haproxy.clone())),
+        executor: Arc::new(vesemir_ssh::SshExecutor::new(crate::compose::ssh_config(config))),
+        playbooks: config.playbooks.clone(),
+        call_timeout: driver.call_timeout,
+        output_limit: driver.output_limit,
+    }
 }
 
 async fn recover_run(
@@ -348,6 +362,7 @@ fn listing(state: &StateDir, journal: &ReadJournal, now: SystemTime) -> RunListi
         age_seconds: since.and_then(|s| now.duration_since(s).ok()).map(|d| d.as_secs()),
         servers: unfinished.servers,
         warnings: journal.warnings.clone(),
+        journal: journal.path.clone(),
     }
 }
 
@@ -404,6 +419,7 @@ fn print_listing(listings: &[RunListing], format: OutputFormat) {
             ),
             None => println!("run {} ({}): {state}, no header", run.run, age(run.age_seconds)),
         }
+        println!("  journal {}", run.journal.display());
         for s in &run.servers {
             let why = match &s.pending {
                 vesemir_core::journal::Pending::Interrupted => "in flight".to_owned(),

@@ -25,6 +25,7 @@ fn vesemir(lab: &Lab) -> Command {
         .arg(lab.config_path())
         .current_dir(lab.dir())
         .env_remove("VESEMIR_CONFIG")
+        .env("VESEMIR_STATE_DIR", lab.dir().join("state"))
         .env("VESEMIR_REQUESTED_BY", "lab-test");
     command
 }

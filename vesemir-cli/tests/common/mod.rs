@@ -109,6 +109,7 @@ pub fn vesemir_in(dir: &std::path::Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("VESEMIR_CONFIG")
+        .env("VESEMIR_STATE_DIR", dir.join("state"))
         .output()
         .expect("runs vesemir")
 }
