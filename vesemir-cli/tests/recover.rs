@@ -13,30 +13,32 @@ use common::{text, Lab, HOSTS};
 use vesemir_core::ports::ServerStatus;
 
 /// A deployment whose step takes long enough to be killed in: an inline changeset.
-fn slow_deploy(lab: &Lab) -> std::path::PathBuf {
+fn slow_deploy(lab: &Lab, seconds: u32) -> std::path::PathBuf {
     let hosts: Vec<String> =
         HOSTS.iter().map(|h| format!("{{ name = \"{h}\", address = \"127.0.0.1\" }}")).collect();
     let text = format!(
         "application = \"shop\"\nenvironment = \"test\"\nteam = \"web\"\nversion = \"2.0.0\"\n\n\
          [targets]\nhosts = [{}]\n\n[load_balancer]\nbackend = \"be_web\"\ninstances = [{}]\ndrain_timeout = \"5s\"\n\n\
          [strategy]\nconcurrency = 2\n\n\
-         [changeset]\nsteps = [{{ name = \"install\", run = \"sleep 30\", timeout = \"60s\" }}]\n\
+         [changeset]\nsteps = [{{ name = \"install\", run = \"sleep {seconds}\", timeout = \"60s\" }}]\n\
          [changeset.health]\ncommand = \"true\"\ntimeout = \"5s\"\ninterval = \"200ms\"\n",
         hosts.join(", "),
         lab.instances(),
     );
-    let path = lab.dir.path().join("slow.toml");
+    let path = lab.dir.path().join(format!("slow-{seconds}.toml"));
     std::fs::write(&path, text).expect("deploy file");
     path
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_mid_rollout_then_recover_puts_every_server_back() {
-    let lab = Lab::start();
-    let deploy = slow_deploy(&lab);
+/// Starts `vesemir deploy -f deploy` and returns once both hosts of the first batch run their
+/// step, with the thread reading its output and what it printed so far.
+fn deploy_until_two_steps(
+    lab: &Lab,
+    deploy: &std::path::Path,
+) -> (std::process::Child, std::thread::JoinHandle<()>, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
         .args(["deploy", "-f"])
-        .arg(&deploy)
+        .arg(deploy)
         .current_dir(lab.dir.path())
         .env_remove("VESEMIR_CONFIG")
         .env("VESEMIR_STATE_DIR", lab.dir.path().join("state"))
@@ -63,6 +65,13 @@ async fn kill_9_mid_rollout_then_recover_puts_every_server_back() {
             }
         }
     }
+    (child, reader, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_rollout_then_recover_puts_every_server_back() {
+    let lab = Lab::start();
+    let (mut child, reader, _) = deploy_until_two_steps(&lab, &slow_deploy(&lab, 30));
     // SIGKILL our own child: nothing of it runs after this.
     child.kill().expect("kill -9");
     let _ = child.wait();
@@ -106,4 +115,24 @@ async fn kill_9_mid_rollout_then_recover_puts_every_server_back() {
     let clean = lab.vesemir(&["deploy", "-f", "deploy.toml"]);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
     assert!(!text(&clean).contains("vesemir recover"), "{}", text(&clean));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_cancels_gracefully_and_leaves_nothing_to_recover() {
+    let lab = Lab::start();
+    let (child, reader, _) = deploy_until_two_steps(&lab, &slow_deploy(&lab, 2));
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("runs kill");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("vesemir ends");
+    reader.join().expect("reader thread");
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "a cancelled deploy exits 1, not 143: {all}");
+    assert!(all.contains("SIGTERM: cancelling"), "{all}");
+    for host in HOSTS {
+        let states = lab.status(host).await;
+        assert_eq!(states, [(ServerStatus::Up, 100), (ServerStatus::Up, 100)], "{host} in rotation");
+    }
+    let listed = lab.vesemir(&["recover", "--list", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(json["runs"].as_array().map(Vec::len), Some(0), "nothing left: {json}");
 }
