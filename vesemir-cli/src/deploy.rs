@@ -177,9 +177,9 @@ async fn handle_interrupts(control: Control) {
     let mut signals = Signals::new();
     let Some(first) = signals.next().await else { return };
     control.cancel();
-    eprintln!("\nvesemir: {first}: cancelling: hosts in flight finish and go back into rotation, no new host starts. Press Ctrl-C (or send SIGTERM) again to stop at once.");
+    eprintln!("\nvesemir: cancelling ({first}): hosts in flight finish and go back into rotation, no new host starts. Press Ctrl-C (or send SIGTERM) again to stop at once.");
     if let Some(second) = signals.next().await {
-        eprintln!("\nvesemir: {second}: stopping at once: hosts in flight may be left out of rotation (listed below, and kept in the journal for `vesemir recover`).");
+        eprintln!("\nvesemir: stopping at once ({second}): hosts in flight may be left out of rotation (listed below, and kept in the journal for `vesemir recover`).");
         control.abort();
     }
 }
@@ -204,7 +204,7 @@ impl Signals {
             }
         }
         tokio::select! {
-            interrupt = tokio::signal::ctrl_c() => interrupt.ok().map(|()| "interrupted"),
+            interrupt = tokio::signal::ctrl_c() => interrupt.ok().map(|()| "SIGINT"),
             term = recv(&mut self.term) => term.map(|()| "SIGTERM"),
             hup = recv(&mut self.hup) => hup.map(|()| "SIGHUP"),
         }

@@ -127,7 +127,7 @@ async fn sigterm_cancels_gracefully_and_leaves_nothing_to_recover() {
     reader.join().expect("reader thread");
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "a cancelled deploy exits 1, not 143: {all}");
-    assert!(all.contains("SIGTERM: cancelling"), "{all}");
+    assert!(all.contains("vesemir: cancelling (SIGTERM)"), "{all}");
     for host in HOSTS {
         let states = lab.status(host).await;
         assert_eq!(states, [(ServerStatus::Up, 100), (ServerStatus::Up, 100)], "{host} in rotation");
