@@ -10,10 +10,11 @@
 use std::sync::Arc;
 
 use vesemir_core::event::{Event, EventSink};
-use vesemir_core::fake::{FakeExecutor, FakeInventory, FakeLoadBalancer, FakeServer, InventoryEntry};
+use vesemir_core::fake::{FakeExecutor, FakeInventory, FakeLoadBalancer, FakeServer};
 use vesemir_core::name::{BackendName, HostName, ServerName};
 use vesemir_core::ports::LbEndpoint;
 use vesemir_core::request::{DeploymentRequest, RequestPolicy};
+use vesemir_core::static_inventory::StaticHost;
 use vesemir_core::{render, Control, DriverConfig, Host, Ports};
 
 const REQUEST: &str = r#"
@@ -66,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 1..=5 {
         let name = HostName::new(format!("web-{i}"))?;
         let host = Host::new(name, format!("10.0.0.{i}"))?;
-        inventory.add(InventoryEntry::tagged(host, &["shop-web"]).in_environment("production".parse()?));
+        inventory.add(StaticHost::tagged(host, &["shop-web"]).in_environment("production".parse()?));
         servers.push(FakeServer::new(ServerName::new(format!("web-{i}"))?, format!("10.0.0.{i}")));
     }
     let instances = vec![

@@ -5,31 +5,18 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use vesemir_core::fake::{FakeInventory, InventoryEntry};
+use vesemir_core::fake::FakeInventory;
 use vesemir_core::name::{EnvironmentName, HostName};
 use vesemir_core::static_inventory::{StaticHost, StaticInventory};
-use vesemir_core::Host;
 use vesemir_testkit::conformance::inventory::{fleet, run_all};
 
 fn set(values: &[&str]) -> BTreeSet<String> {
     values.iter().map(|v| (*v).to_owned()).collect()
 }
 
-#[tokio::test]
-async fn fake_inventory_conforms() {
-    let entries = fleet().into_iter().map(|node| InventoryEntry {
-        host: Host::new(HostName::new(node.name).expect("name"), node.address).expect("host"),
-        tags: set(node.tags),
-        roles: set(node.roles),
-        recipes: set(node.recipes),
-        environment: Some(EnvironmentName::new(node.environment).expect("env")),
-    });
-    run_all(&FakeInventory::with_entries(entries)).await;
-}
-
-#[tokio::test]
-async fn static_inventory_conforms() {
-    let hosts = fleet()
+/// The conformance fleet as listed hosts, for the fake and the static inventory alike.
+fn listed() -> Vec<StaticHost> {
+    fleet()
         .into_iter()
         .map(|node| StaticHost {
             name: HostName::new(node.name).expect("name"),
@@ -40,8 +27,17 @@ async fn static_inventory_conforms() {
             environment: Some(EnvironmentName::new(node.environment).expect("env")),
             attributes: Default::default(),
         })
-        .collect();
-    run_all(&StaticInventory::new(hosts).expect("valid hosts")).await;
+        .collect()
+}
+
+#[tokio::test]
+async fn fake_inventory_conforms() {
+    run_all(&FakeInventory::with_hosts(listed())).await;
+}
+
+#[tokio::test]
+async fn static_inventory_conforms() {
+    run_all(&StaticInventory::new(listed()).expect("valid hosts")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

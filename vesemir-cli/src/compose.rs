@@ -9,13 +9,10 @@ use vesemir_core::request::{DeploymentRequest, LbInstances, Targets};
 use vesemir_core::static_inventory::StaticInventory;
 use vesemir_core::{DriverConfig, Ports};
 use vesemir_haproxy::HaproxyLoadBalancer;
-use vesemir_ssh::{Passphrase, SshAuth, SshConfig, SshExecutor};
+use vesemir_ssh::SshExecutor;
 
 use crate::config::Config;
 use crate::exit::Failure;
-
-/// The passphrase of an encrypted SSH key comes from this variable, never from a file.
-pub const PASSPHRASE_VARIABLE: &str = "VESEMIR_SSH_PASSPHRASE";
 
 /// The ports for `request`.
 pub fn ports(config: &Config, request: &DeploymentRequest) -> Result<Ports, Failure> {
@@ -40,7 +37,7 @@ pub fn ports(config: &Config, request: &DeploymentRequest) -> Result<Ports, Fail
     Ok(Ports {
         inventory,
         load_balancer: Arc::new(HaproxyLoadBalancer::new(config.haproxy.clone())),
-        executor: Arc::new(SshExecutor::new(ssh_config(config))),
+        executor: Arc::new(SshExecutor::new(config.ssh.clone())),
     })
 }
 
@@ -52,35 +49,6 @@ impl vesemir_http::PortsFactory for ConfiguredPorts {
     fn ports(&self, request: &DeploymentRequest) -> Result<Ports, vesemir_http::PortsError> {
         ports(&self.0, request).map_err(|e| vesemir_http::PortsError::Configuration { reason: e.message })
     }
-}
-
-/// The SSH executor's configuration: the adapter's defaults, then what `[ssh]` sets.
-pub fn ssh_config(config: &Config) -> SshConfig {
-    let section = &config.ssh;
-    let auth = match &section.key {
-        Some(path) => SshAuth::KeyFile {
-            path: path.clone(),
-            passphrase: std::env::var(PASSPHRASE_VARIABLE).ok().map(Passphrase::new),
-        },
-        None => SshAuth::Agent { socket: None },
-    };
-    let mut ssh = SshConfig::new(section.user.clone(), auth);
-    if let Some(port) = section.port {
-        ssh.port = port;
-    }
-    if let Some(known_hosts) = &section.known_hosts {
-        ssh.known_hosts = known_hosts.clone();
-    }
-    if let Some(mode) = section.host_key_mode {
-        ssh.host_key_mode = mode;
-    }
-    if let Some(timeout) = section.connect_timeout {
-        ssh.connect_timeout = timeout;
-    }
-    if let Some(retries) = section.connect_retries {
-        ssh.connect_retries = retries;
-    }
-    ssh
 }
 
 /// The driver's bounds: [`DriverConfig`]'s defaults, then what `[driver]` sets.

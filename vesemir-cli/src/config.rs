@@ -7,14 +7,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use vesemir_chef::ChefConfig;
 use vesemir_core::request::spec::{self, ChangesetSpec};
 use vesemir_core::request::{validate_playbooks, FieldError, Playbooks, ValidationErrors};
 use vesemir_haproxy::HaproxyConfig;
-use vesemir_ssh::HostKeyMode;
+use vesemir_ssh::{HostKeyMode, Passphrase, SshAuth, SshConfig};
 
 use crate::overrides;
+
+/// The passphrase of an encrypted SSH key comes from this variable, never from a file.
+pub const PASSPHRASE_VARIABLE: &str = "VESEMIR_SSH_PASSPHRASE";
 
 /// The whole configuration, validated: paths resolved against the file's directory.
 #[derive(Debug)]
@@ -25,8 +28,10 @@ pub struct Config {
     pub chef: Option<ChefConfig>,
     /// `[inventory] file`: a static inventory, for users without Chef.
     pub inventory_file: Option<PathBuf>,
-    /// `[ssh]`, checked: exactly one of a readable key file or the agent.
-    pub ssh: SshSection,
+    /// `[ssh]`, the adapter's own config: its paths resolved against the file's directory (the
+    /// key file and an explicitly set known_hosts checked readable), its passphrase from
+    /// [`PASSPHRASE_VARIABLE`].
+    pub ssh: SshConfig,
     /// `[haproxy]`: how the runtime API is reached (the adapter's own type and defaults).
     pub haproxy: HaproxyConfig,
     /// `[driver]`: bounds on port calls.
@@ -44,49 +49,13 @@ struct ConfigFile {
     #[serde(default)]
     inventory: Option<InventorySection>,
     #[serde(default)]
-    ssh: Option<SshSection>,
+    ssh: Option<SshConfig>,
     #[serde(default)]
     haproxy: HaproxyConfig,
     #[serde(default)]
     driver: DriverSection,
     #[serde(default)]
     playbooks: BTreeMap<String, ChangesetSpec>,
-}
-
-/// `[ssh]`. Unset values take [`vesemir_ssh::SshConfig::new`]'s defaults. (The adapter's config
-/// does not deserialize itself yet, hence this mirror.)
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SshSection {
-    /// The remote user.
-    pub user: String,
-    /// The SSH port, when not 22.
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// A private key file (ed25519 or RSA). Its passphrase, if any, comes from
-    /// `VESEMIR_SSH_PASSPHRASE`, never from this file.
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-    /// Use ssh-agent (`SSH_AUTH_SOCK`) instead of a key file.
-    #[serde(default)]
-    pub agent: bool,
-    /// The known_hosts file, when not `~/.ssh/known_hosts`.
-    #[serde(default)]
-    pub known_hosts: Option<PathBuf>,
-    /// `strict` (the default), `accept-new` or `off`.
-    #[serde(default, deserialize_with = "host_key_mode")]
-    pub host_key_mode: Option<HostKeyMode>,
-    /// The bound on one connection attempt.
-    #[serde(default, with = "humantime_serde")]
-    pub connect_timeout: Option<Duration>,
-    /// How many times a failed connection is tried again.
-    #[serde(default)]
-    pub connect_retries: Option<u32>,
-}
-
-fn host_key_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<HostKeyMode>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// `[driver]`. Unset values take [`vesemir_core::DriverConfig`]'s defaults.
@@ -178,7 +147,10 @@ impl Config {
             }
         }
         match &mut file.ssh {
-            Some(ssh) => check_ssh(ssh, base, &mut checks),
+            Some(ssh) => {
+                let known_hosts_set = document.get("ssh").and_then(|ssh| ssh.get("known_hosts")).is_some();
+                check_ssh(ssh, known_hosts_set, base, &mut checks)
+            }
             None => checks
                 .push(FieldError::new("ssh", "is missing: add [ssh] with user and key (or agent = true)")),
         }
@@ -214,22 +186,18 @@ fn check_chef(chef: &mut ChefConfig, base: &Path, problems: &mut Vec<FieldError>
     }
 }
 
-/// Exactly one of a readable key or the agent; a readable known_hosts unless new keys are
-/// accepted. Resolves the paths.
-fn check_ssh(ssh: &mut SshSection, base: &Path, problems: &mut Vec<FieldError>) {
-    match (&ssh.key, ssh.agent) {
-        (Some(_), true) => {
-            problems.push(FieldError::new("ssh", "sets both key and agent = true: use one of them"))
+/// Resolves the key (whose passphrase comes from [`PASSPHRASE_VARIABLE`]) and known_hosts paths;
+/// checks the key is readable, the agent reachable, and known_hosts readable when set unless new
+/// keys are accepted. (The adapter's serde form already refused both or neither of key and agent.)
+fn check_ssh(ssh: &mut SshConfig, known_hosts_set: bool, base: &Path, problems: &mut Vec<FieldError>) {
+    match &mut ssh.auth {
+        SshAuth::KeyFile { path, passphrase } => {
+            *path = resolve(base, path);
+            check_file(problems, "ssh.key", path);
+            *passphrase = std::env::var(PASSPHRASE_VARIABLE).ok().map(Passphrase::new);
         }
-        (None, false) => {
-            problems.push(FieldError::new("ssh", "needs key = \"/path/to/private_key\" or agent = true"))
-        }
-        (Some(key), false) => {
-            let key = resolve(base, key);
-            check_file(problems, "ssh.key", &key);
-            ssh.key = Some(key);
-        }
-        (None, true) => {
+        SshAuth::Agent { socket: Some(socket) } => *socket = resolve(base, socket),
+        SshAuth::Agent { socket: None } => {
             if std::env::var_os("SSH_AUTH_SOCK").is_none() {
                 problems.push(FieldError::new(
                     "ssh.agent",
@@ -238,12 +206,9 @@ fn check_ssh(ssh: &mut SshSection, base: &Path, problems: &mut Vec<FieldError>) 
             }
         }
     }
-    if let Some(known_hosts) = &ssh.known_hosts {
-        let known_hosts = resolve(base, known_hosts);
-        if !matches!(ssh.host_key_mode, Some(HostKeyMode::AcceptNew | HostKeyMode::Off)) {
-            check_file(problems, "ssh.known_hosts", &known_hosts);
-        }
-        ssh.known_hosts = Some(known_hosts);
+    ssh.known_hosts = resolve(base, &ssh.known_hosts);
+    if known_hosts_set && !matches!(ssh.host_key_mode, HostKeyMode::AcceptNew | HostKeyMode::Off) {
+        check_file(problems, "ssh.known_hosts", &ssh.known_hosts);
     }
 }
 
@@ -331,7 +296,26 @@ steps = [{ name = "install", run = "install {version}" }]
 command = "true"
 "#;
         let config = load(text, dir.path()).expect("valid");
-        assert_eq!(config.ssh.key.as_deref(), Some(dir.path().join("id_ed25519").as_path()));
+        assert!(
+            matches!(&config.ssh.auth, SshAuth::KeyFile { path, .. } if *path == dir.path().join("id_ed25519")),
+            "{:?}",
+            config.ssh
+        );
+        assert_eq!(config.ssh.known_hosts, dir.path().join("known_hosts"));
         assert_eq!(config.playbooks.len(), 1);
+    }
+
+    #[test]
+    fn ssh_needs_exactly_one_of_key_and_agent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (text, says) in [
+            ("[ssh]\nuser = \"u\"\nkey = \"k\"\nagent = true\n", "not both"),
+            ("[ssh]\nuser = \"u\"\n", "agent = true"),
+            ("[playbooks]\n", "is missing"),
+        ] {
+            let errors = load(text, dir.path()).expect_err(text);
+            let ssh = errors.errors.errors().iter().find(|e| e.field == "ssh").expect("an ssh problem");
+            assert!(ssh.message.contains(says), "{text}: {errors}");
+        }
     }
 }

@@ -204,7 +204,7 @@ pub fn ports(config: &crate::config::Config) -> RecoveryPorts {
     let driver = crate::compose::driver_config(config);
     RecoveryPorts {
         load_balancer: Arc::new(vesemir_haproxy::HaproxyLoadBalancer::new(config.haproxy.clone())),
-        executor: Arc::new(vesemir_ssh::SshExecutor::new(crate::compose::ssh_config(config))),
+        executor: Arc::new(vesemir_ssh::SshExecutor::new(config.ssh.clone())),
         playbooks: config.playbooks.clone(),
         call_timeout: driver.call_timeout,
         output_limit: driver.output_limit,

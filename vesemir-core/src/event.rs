@@ -43,7 +43,7 @@ pub enum EventKind {
     BatchStarted {
         /// Its number, from 1.
         batch: usize,
-        /// Its hosts.
+        /// The hosts the batch deploys, in plan order.
         hosts: Vec<HostName>,
     },
     /// A host entered a phase.

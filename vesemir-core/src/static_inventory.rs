@@ -40,7 +40,27 @@ pub struct StaticHost {
 }
 
 impl StaticHost {
-    fn matches(&self, selector: &Selector) -> bool {
+    /// `host` (its name, address and attributes) with these tags and nothing else.
+    pub fn tagged(host: Host, tags: &[&str]) -> Self {
+        Self {
+            name: host.name,
+            address: host.address,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            roles: BTreeSet::new(),
+            recipes: BTreeSet::new(),
+            environment: None,
+            attributes: host.attributes,
+        }
+    }
+
+    /// The same host in `environment`.
+    pub fn in_environment(mut self, environment: EnvironmentName) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// Whether `selector` finds this host: [`Selector::matches`] over its terms and environment.
+    pub fn matches(&self, selector: &Selector) -> bool {
         let has = |kind, term: &str| match kind {
             TermKind::Tag => self.tags.contains(term),
             TermKind::Role => self.roles.contains(term),
@@ -49,13 +69,47 @@ impl StaticHost {
         selector.matches(has, self.environment.as_ref().map(EnvironmentName::as_str))
     }
 
-    fn to_host(&self) -> Host {
+    /// The host a search answers: its attributes, plus `chef_environment` when it has one.
+    pub fn to_host(&self) -> Host {
         let mut attributes = self.attributes.clone();
         if let Some(env) = &self.environment {
             attributes.insert("chef_environment".to_owned(), env.to_string());
         }
         Host { name: self.name.clone(), address: self.address.clone(), attributes }
     }
+}
+
+/// Answers `selector` from a list of hosts, as [`StaticInventory`] and the fake inventory do:
+/// raw queries and selectors that name nothing are refused (`who` names the inventory in the
+/// error), the matching hosts come sorted by name, and no match is an error unless
+/// `allow_empty`.
+pub(crate) fn select<'a>(
+    who: &'static str,
+    hosts: impl IntoIterator<Item = &'a StaticHost>,
+    selector: &Selector,
+    allow_empty: bool,
+) -> Result<Vec<Host>, PortError> {
+    if selector.raw_query.is_some() {
+        return Err(PortError::rejected(
+            who,
+            "raw queries need a Chef server; select static hosts by tags, roles, recipes and environment",
+        ));
+    }
+    if selector.is_empty() {
+        return Err(PortError::rejected(
+            who,
+            "the selector names no tags, roles or recipes: refusing to select every host",
+        ));
+    }
+    let mut hosts: Vec<Host> =
+        hosts.into_iter().filter(|h| h.matches(selector)).map(StaticHost::to_host).collect();
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    if hosts.is_empty() && !allow_empty {
+        return Err(PortError::not_found(format!(
+            "no hosts match {selector} in the {who}: refusing to deploy to nothing"
+        )));
+    }
+    Ok(hosts)
 }
 
 /// Why a list of hosts cannot make a static inventory.
@@ -112,27 +166,7 @@ impl StaticInventory {
 #[async_trait]
 impl Inventory for StaticInventory {
     async fn discover(&self, selector: &Selector) -> Result<Vec<Host>, PortError> {
-        if selector.raw_query.is_some() {
-            return Err(PortError::rejected(
-                "static inventory",
-                "raw queries need a Chef server; select static hosts by tags, roles, recipes and environment",
-            ));
-        }
-        if selector.is_empty() {
-            return Err(PortError::rejected(
-                "static inventory",
-                "the selector names no tags, roles or recipes: refusing to select every host",
-            ));
-        }
-        let mut hosts: Vec<Host> =
-            self.hosts.iter().filter(|h| h.matches(selector)).map(StaticHost::to_host).collect();
-        hosts.sort_by(|a, b| a.name.cmp(&b.name));
-        if hosts.is_empty() && !self.allow_empty {
-            return Err(PortError::not_found(format!(
-                "no hosts match {selector} in the static inventory: refusing to deploy to nothing"
-            )));
-        }
-        Ok(hosts)
+        select("static inventory", &self.hosts, selector, self.allow_empty)
     }
 }
 

@@ -80,7 +80,7 @@ impl HaproxyLoadBalancer {
         self.server_ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Its settings.
+    /// The configuration it was made with (timeouts, connection cap).
     pub fn config(&self) -> &HaproxyConfig {
         &self.config
     }
@@ -479,16 +479,11 @@ impl LoadBalancer for HaproxyLoadBalancer {
     /// once; a server one instance lacks is listed with the others.
     async fn servers(&self, backend: &Backend) -> Result<Vec<ServerState>, PortError> {
         let reads = instances(backend)?.iter().map(|instance| task(self.backend_on(instance, backend)));
-        let mut found: Vec<ServerState> = Vec::new();
+        let mut readings = Vec::new();
         for seen in join_all(reads).await {
-            for (name, state) in seen? {
-                match found.iter_mut().find(|s| s.name == name) {
-                    Some(server) => server.instances.push(state),
-                    None => found.push(ServerState { name, instances: vec![state] }),
-                }
-            }
+            readings.extend(seen?);
         }
-        Ok(found)
+        Ok(ServerState::gather(readings))
     }
 
     /// `set server <b>/<s> weight <n>` and `set server <b>/<s> state <state>` on each listed

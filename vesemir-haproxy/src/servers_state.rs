@@ -40,13 +40,7 @@ impl ServerRow {
     /// The administrative state, whatever set it: any maintenance bit is maintenance, else any
     /// drain bit is drain.
     pub(crate) fn admin(&self) -> AdminState {
-        if self.admin_bits & ADMIN_ANY_MAINT != 0 {
-            AdminState::Maint
-        } else if self.admin_bits & ADMIN_ANY_DRAIN != 0 {
-            AdminState::Drain
-        } else {
-            AdminState::Ready
-        }
+        self.admin_of(ADMIN_ANY_MAINT, ADMIN_ANY_DRAIN)
     }
 
     /// The address, when the instance has one.
@@ -58,9 +52,15 @@ impl ServerRow {
     /// one a `set server ... state` command can put back: inherited or configured
     /// maintenance is not ours to undo.
     pub(crate) fn admin_state(&self) -> AdminState {
-        if self.admin_bits & ADMIN_FORCED_MAINT != 0 {
+        self.admin_of(ADMIN_FORCED_MAINT, ADMIN_FORCED_DRAIN)
+    }
+
+    /// Maintenance when any of the `maint` bits is set, else drain when any of the `drain` bits
+    /// is, else ready.
+    fn admin_of(&self, maint: u32, drain: u32) -> AdminState {
+        if self.admin_bits & maint != 0 {
             AdminState::Maint
-        } else if self.admin_bits & ADMIN_FORCED_DRAIN != 0 {
+        } else if self.admin_bits & drain != 0 {
             AdminState::Drain
         } else {
             AdminState::Ready

@@ -42,9 +42,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use vesemir_core::name::PlaybookName;
 use vesemir_core::request::spec::ChangesetSpec;
-use vesemir_core::request::{FieldError, Playbooks, ValidationErrors};
+use vesemir_core::request::{validate_playbooks, FieldError, Playbooks, ValidationErrors};
 
 use crate::auth::{Principal, Scope, TokenHash, Tokens};
 
@@ -159,23 +158,23 @@ impl ServerConfig {
     /// Parses TOML and validates it ([`ServerConfig::validate`]), reporting every problem at
     /// once, each with its field path: values of the wrong type and unknown fields are problems
     /// like the others, not a stop at the first.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
-            problems: vec![FieldError::new("(document)", format!("is not valid TOML: {}", e.message()))],
+    pub fn from_toml(text: &str) -> Result<Self, ValidationErrors> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ValidationErrors::one(FieldError::new(
+                "(document)",
+                format!("is not valid TOML: {}", e.message()),
+            ))
         })?;
         let mut problems = Vec::new();
         let config = read_fields(table, &mut problems);
-        match config {
-            Some(config) if problems.is_empty() => {
-                config.validate()?;
-                Ok(config)
-            }
-            config => {
-                if let Some(Err(more)) = config.as_ref().map(ServerConfig::validate) {
-                    problems.extend(more.problems);
-                }
-                Err(ConfigError { problems })
-            }
+        if let Some(Err(more)) = config.as_ref().map(ServerConfig::validate) {
+            problems.extend_from_slice(more.errors());
+        }
+        match (config, ValidationErrors::from_errors(problems)) {
+            (Some(config), None) => Ok(config),
+            (_, Some(errors)) => Err(errors),
+            // `read_fields` answers `None` only after recording why.
+            (None, None) => Err(ValidationErrors::one(FieldError::new("(document)", "cannot be read"))),
         }
     }
 
@@ -194,21 +193,9 @@ impl ServerConfig {
     }
 
     /// Validates every playbook into the core's [`Playbooks`], and the tokens.
-    pub fn validate(&self) -> Result<Playbooks, ConfigError> {
-        let mut problems = Vec::new();
-        let mut playbooks = Playbooks::new();
-        for (name, spec) in &self.playbooks {
-            let field = format!("playbooks.{name}");
-            let parsed = PlaybookName::new(name);
-            let changeset = spec.validate();
-            match (parsed, changeset) {
-                (Ok(name), Ok(changeset)) => {
-                    playbooks.insert(name, changeset);
-                }
-                (Err(e), _) => problems.push(FieldError::new(field, e.to_string())),
-                (_, Err(errors)) => problems.extend(errors.within(&field).errors().iter().cloned()),
-            }
-        }
+    pub fn validate(&self) -> Result<Playbooks, ValidationErrors> {
+        let playbooks = validate_playbooks(&self.playbooks);
+        let mut problems = playbooks.as_ref().err().map_or_else(Vec::new, |e| e.errors().to_vec());
         let mut names = std::collections::BTreeSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
             let field = format!("tokens[{i}]");
@@ -231,34 +218,10 @@ impl ServerConfig {
         if self.limits.max_concurrent_deployments == 0 {
             problems.push(FieldError::new("limits.max_concurrent_deployments", "must be at least 1"));
         }
-        if problems.is_empty() {
-            Ok(playbooks)
-        } else {
-            Err(ConfigError { problems })
+        match ValidationErrors::from_errors(problems) {
+            Some(errors) => Err(errors),
+            None => playbooks,
         }
-    }
-}
-
-/// Every problem found in a configuration, each with its field path.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    /// Every problem found, each with its field path, in the order found.
-    pub problems: Vec<FieldError>,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the server configuration has {} problem(s):", self.problems.len())?;
-        for p in &self.problems {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl From<ValidationErrors> for ConfigError {
-    fn from(errors: ValidationErrors) -> Self {
-        Self { problems: errors.errors().to_vec() }
     }
 }
 
@@ -382,7 +345,7 @@ mod tests {
 
     fn fields(text: &str) -> Vec<String> {
         let error = ServerConfig::from_toml(text).expect_err("invalid");
-        error.problems.iter().map(|p| p.field.clone()).collect()
+        error.errors().iter().map(|p| p.field.clone()).collect()
     }
 
     #[test]

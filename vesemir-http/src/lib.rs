@@ -60,7 +60,7 @@ use std::sync::Arc;
 use axum::Router;
 
 pub use auth::{Principal, Scope, Tokens};
-pub use config::{ConfigError, Limits, LogConfig, ServerConfig, TokenConfig};
+pub use config::{Limits, LogConfig, ServerConfig, TokenConfig};
 pub use ports::{FixedPorts, PortsError, PortsFactory};
 pub use store::{SqliteStore, Status, Store, StoreError};
 
@@ -68,9 +68,9 @@ pub use store::{SqliteStore, Status, Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    /// The configuration is invalid: every problem, each with its field path.
+    #[error("the server configuration is invalid: {0}")]
+    Config(#[from] vesemir_core::request::ValidationErrors),
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -89,8 +89,8 @@ pub struct HostResult {
     pub address: String,
     /// The host's server in the load balancer backend.
     pub server: String,
-    /// `succeeded`, `failed`, `unreachable`, `skipped`, `cancelled`; null while it runs.
-    #[schema(value_type = Option<String>)]
+    /// How the host ended; null while it runs.
+    #[schema(value_type = Option<HostOutcomeSchema>)]
     pub outcome: Option<HostOutcome>,
     /// Where it is, or where it failed, as people read it: `draining`, `step 1 (install)`...
     #[serde(with = "crate::phase_text")]
@@ -98,8 +98,8 @@ pub struct HostResult {
     pub phase: Phase,
     /// Why it failed.
     pub error: Option<String>,
-    /// `in_rotation`, `out_of_rotation` or `unknown`.
-    #[schema(value_type = String)]
+    /// Whether the host takes traffic, as far as Vesemir knows.
+    #[schema(value_type = RotationSchema)]
     pub rotation: Rotation,
     /// Seconds from the deployment's start to this host's start.
     pub started_seconds: Option<f64>,
@@ -278,11 +278,12 @@ impl Accepted {
     }
 }
 
-/// The body of `POST /v1/deployments` (documentation of the core's request format; the server
-/// parses it with `vesemir_core::request::spec::RequestSpec`, refusing unknown fields).
-#[derive(Debug, Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct DeploymentRequestBody {
+/// The body of `POST /v1/deployments`, for the OpenAPI document only: the server parses the body
+/// as the core's `vesemir_core::request::spec::RequestSpec` (refusing unknown fields), which
+/// cannot derive a schema without a core dependency on utoipa. Never built.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "a schema only: the body is read as the core's RequestSpec")]
+pub(crate) struct DeploymentRequestBody {
     /// The application deployed, as named in the request.
     pub application: String,
     /// The environment deployed to.
@@ -306,4 +307,75 @@ pub struct DeploymentRequestBody {
     pub variables: Option<BTreeMap<String, String>>,
     /// Set by the server from the token's name: leave it out.
     pub requested_by: Option<String>,
+}
+
+/// How a host ended: the JSON of the core's [`HostOutcome`], for the OpenAPI document only (the
+/// core has no utoipa; a test keeps the two equal).
+#[derive(ToSchema)]
+#[schema(as = HostOutcome, rename_all = "snake_case")]
+#[expect(dead_code, reason = "a schema only: the wire types hold the core's HostOutcome")]
+pub(crate) enum HostOutcomeSchema {
+    /// Deployed, healthy, back at full weight.
+    Succeeded,
+    /// Something failed; the error says what, the phase says where.
+    Failed,
+    /// Could not be reached; nothing was changed on it.
+    Unreachable,
+    /// Not started because the rollout stopped (too many failures, or no capacity left).
+    Skipped,
+    /// Not started, or stopped, because the deployment was cancelled.
+    Cancelled,
+}
+
+/// Whether a host takes traffic: the JSON of the core's [`Rotation`], for the OpenAPI document
+/// only (the core has no utoipa; a test keeps the two equal).
+#[derive(ToSchema)]
+#[schema(as = Rotation, rename_all = "snake_case")]
+#[expect(dead_code, reason = "a schema only: the wire types hold the core's Rotation")]
+pub(crate) enum RotationSchema {
+    /// Ready with a weight above 0 on every load balancer (as far as Vesemir changed it).
+    InRotation,
+    /// Drained, in maintenance, or at weight 0.
+    OutOfRotation,
+    /// A load balancer call did not answer: check the host by hand.
+    Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    /// The `enum` values of a schema.
+    fn values<S: PartialSchema>() -> serde_json::Value {
+        serde_json::to_value(S::schema()).expect("a schema serializes")["enum"].clone()
+    }
+
+    #[test]
+    fn the_schema_enums_list_the_core_enums_json() {
+        // Fails to compile when the core adds a variant: add it here and to the schema enum.
+        let outcomes = |o: HostOutcome| match o {
+            HostOutcome::Succeeded
+            | HostOutcome::Failed
+            | HostOutcome::Unreachable
+            | HostOutcome::Skipped
+            | HostOutcome::Cancelled => o,
+        };
+        let rotations = |r: Rotation| match r {
+            Rotation::InRotation | Rotation::OutOfRotation | Rotation::Unknown => r,
+        };
+        let every_outcome = [
+            HostOutcome::Succeeded,
+            HostOutcome::Failed,
+            HostOutcome::Unreachable,
+            HostOutcome::Skipped,
+            HostOutcome::Cancelled,
+        ]
+        .map(outcomes);
+        let every_rotation =
+            [Rotation::InRotation, Rotation::OutOfRotation, Rotation::Unknown].map(rotations);
+        assert_eq!(values::<HostOutcomeSchema>(), serde_json::to_value(every_outcome).expect("json"));
+        assert_eq!(values::<RotationSchema>(), serde_json::to_value(every_rotation).expect("json"));
+    }
 }

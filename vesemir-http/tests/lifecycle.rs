@@ -280,6 +280,9 @@ async fn openapi_json_describes_the_real_responses() {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["Rotation"]["enum"], serde_json::json!(["in_rotation", "out_of_rotation", "unknown"]));
+    assert!(schemas["HostOutcome"]["enum"].as_array().is_some_and(|e| e.contains(&Value::from("failed"))));
 
     let body = t.fleet.body("shop", "production", "payments");
     let accepted = t.post(PAYMENTS, &body).await;

@@ -189,9 +189,10 @@ pub(crate) fn command(op: &LockOp<'_>, dir: Option<&str>) -> Result<RemoteComman
 /// What a lock command printed and how it ended.
 #[derive(Debug)]
 pub(crate) struct Reply {
-    /// Its exit status.
+    /// How the lock script ended: anything but 0 is a failure, its stderr the reason.
     pub(crate) status: ExitStatus,
-    /// Its output lines.
+    /// What the script printed: on stdout a first word naming the outcome (`acquired`,
+    /// `other`...) and the holder's record, when there is one.
     pub(crate) lines: Vec<OutputLine>,
 }
 

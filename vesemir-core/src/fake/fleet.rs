@@ -17,9 +17,9 @@ pub struct FakeFleet {
     pub inventory: FakeInventory,
     /// The load balancer with one server per host.
     pub lb: FakeLoadBalancer,
-    /// The executor.
+    /// The executor every host's commands run on (faults and latency injected per host).
     pub executor: FakeExecutor,
-    /// How many hosts.
+    /// How many hosts, numbered from 1.
     pub size: usize,
 }
 

@@ -1,7 +1,10 @@
-//! A fake [`Inventory`]: hosts with tags, roles, recipes and an environment, matched like a
-//! Chef search would match them.
+//! A fake [`Inventory`]: [`StaticHost`]s matched exactly as the core's [`StaticInventory`]
+//! matches them (one selector rule), plus fault injection: a search can fail as if the server
+//! were down, and searches are counted.
+//!
+//! [`StaticInventory`]: crate::static_inventory::StaticInventory
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -9,55 +12,13 @@ use async_trait::async_trait;
 use super::lock;
 use crate::error::PortError;
 use crate::host::Host;
-use crate::name::EnvironmentName;
-use crate::ports::{Inventory, Selector, TermKind};
-
-/// A host as the fake inventory knows it.
-#[derive(Debug, Clone)]
-pub struct InventoryEntry {
-    /// The host a matching search answers.
-    pub host: Host,
-    /// Its tags. A selector's tags, roles and recipes must all be among the entry's.
-    pub tags: BTreeSet<String>,
-    /// Its roles (Chef roles).
-    pub roles: BTreeSet<String>,
-    /// The recipes of its run list.
-    pub recipes: BTreeSet<String>,
-    /// The deployment environment it is in, matched against the selector's.
-    pub environment: Option<EnvironmentName>,
-}
-
-impl InventoryEntry {
-    /// A host with these tags and nothing else.
-    pub fn tagged(host: Host, tags: &[&str]) -> Self {
-        Self {
-            host,
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            roles: BTreeSet::new(),
-            recipes: BTreeSet::new(),
-            environment: None,
-        }
-    }
-
-    /// The same entry in `environment`.
-    pub fn in_environment(mut self, environment: EnvironmentName) -> Self {
-        self.environment = Some(environment);
-        self
-    }
-
-    fn matches(&self, selector: &Selector) -> bool {
-        let has = |kind, term: &str| match kind {
-            TermKind::Tag => self.tags.contains(term),
-            TermKind::Role => self.roles.contains(term),
-            TermKind::Recipe => self.recipes.contains(term),
-        };
-        selector.matches(has, self.environment.as_ref().map(EnvironmentName::as_str))
-    }
-}
+use crate::name::HostName;
+use crate::ports::{Inventory, Selector};
+use crate::static_inventory::{select, StaticHost};
 
 #[derive(Debug, Default)]
 struct State {
-    entries: BTreeMap<String, InventoryEntry>,
+    hosts: BTreeMap<HostName, StaticHost>,
     unreachable: bool,
     searches: usize,
 }
@@ -74,18 +35,21 @@ impl FakeInventory {
         Self::default()
     }
 
-    /// An inventory of these entries.
-    pub fn with_entries(entries: impl IntoIterator<Item = InventoryEntry>) -> Self {
+    /// An inventory of these hosts (unlike [`StaticInventory::new`], a name listed twice
+    /// replaces the earlier host, and addresses are not checked).
+    ///
+    /// [`StaticInventory::new`]: crate::static_inventory::StaticInventory::new
+    pub fn with_hosts(hosts: impl IntoIterator<Item = StaticHost>) -> Self {
         let inventory = Self::new();
-        for entry in entries {
-            inventory.add(entry);
+        for host in hosts {
+            inventory.add(host);
         }
         inventory
     }
 
-    /// Adds (or replaces) a host.
-    pub fn add(&self, entry: InventoryEntry) {
-        lock(&self.state).entries.insert(entry.host.name.to_string(), entry);
+    /// Adds (or replaces, by name) a host.
+    pub fn add(&self, host: StaticHost) {
+        lock(&self.state).hosts.insert(host.name.clone(), host);
     }
 
     /// Makes every search fail as if the server were down (`true`) or work again (`false`).
@@ -107,21 +71,6 @@ impl Inventory for FakeInventory {
         if state.unreachable {
             return Err(PortError::unreachable("fake inventory", "injected fault: inventory down"));
         }
-        if selector.raw_query.is_some() {
-            return Err(PortError::rejected("fake inventory", "raw queries are not supported by the fake"));
-        }
-        // Like the real adapters: a selector that names nothing would select every host.
-        if selector.is_empty() {
-            return Err(PortError::rejected(
-                "fake inventory",
-                "the selector names no tags, roles, recipes or query: refusing to select every host",
-            ));
-        }
-        let hosts: Vec<Host> =
-            state.entries.values().filter(|e| e.matches(selector)).map(|e| e.host.clone()).collect();
-        if hosts.is_empty() {
-            return Err(PortError::not_found(format!("hosts matching {selector}")));
-        }
-        Ok(hosts)
+        select("fake inventory", state.hosts.values(), selector, false)
     }
 }

@@ -20,11 +20,11 @@ use crate::ports::{
 /// A server of the fake backend, as one instance sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeServer {
-    /// Its name.
+    /// The server's name in the backend (what `set server` commands address).
     pub name: ServerName,
-    /// Its address.
+    /// The address the instance sends traffic to, reported as [`InstanceState`]'s address.
     pub address: String,
-    /// Its administrative state.
+    /// Ready, drain or maintenance, as changes and `set_initial` left it.
     pub admin: AdminState,
     /// Its weight as a percentage of the configured weight, as `set_weight` last set it (the
     /// nearest percentage when an absolute weight is set, see `absolute_weight`).
@@ -33,9 +33,9 @@ pub struct FakeServer {
     /// `restore` or [`FakeLoadBalancer::set_initial`]); `None`: the weight is `weight` of
     /// `configured_weight`.
     pub absolute_weight: Option<u32>,
-    /// Its configured weight.
+    /// The weight the configuration gives the server (percentages are of this).
     pub configured_weight: u32,
-    /// Its current sessions.
+    /// Sessions open on the server now; draining waits for 0 (see `set_sessions`).
     pub sessions: u64,
     /// What its health checks make of it (reported as [`Operational::Down`] while in
     /// maintenance, as HAProxy does, and back to this when it leaves).
@@ -516,17 +516,13 @@ impl LoadBalancer for FakeLoadBalancer {
 
     async fn servers(&self, backend: &Backend) -> Result<Vec<ServerState>, PortError> {
         let state = lock(&self.state);
-        let mut found: Vec<ServerState> = Vec::new();
+        let mut readings = Vec::new();
         for instance in state.reachable(backend)? {
             for s in state.instances.get(&instance).into_iter().flat_map(BTreeMap::values) {
-                let seen = s.instance_state(&instance);
-                match found.iter_mut().find(|f| f.name == s.name) {
-                    Some(server) => server.instances.push(seen),
-                    None => found.push(ServerState { name: s.name.clone(), instances: vec![seen] }),
-                }
+                readings.push((s.name.clone(), s.instance_state(&instance)));
             }
         }
-        Ok(found)
+        Ok(ServerState::gather(readings))
     }
 
     async fn restore(

@@ -12,7 +12,7 @@ mod load_balancer;
 
 pub use executor::{CommandRecord, FakeExecutor, FakeLocks};
 pub use fleet::{FakeFleet, FLEET_BACKEND};
-pub use inventory::{FakeInventory, InventoryEntry};
+pub use inventory::FakeInventory;
 pub use load_balancer::{FakeLoadBalancer, FakeServer, RotationLog};
 
 use std::sync::{Mutex, MutexGuard};

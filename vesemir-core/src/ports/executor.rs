@@ -88,7 +88,7 @@ pub enum OutputStream {
 pub struct OutputLine {
     /// Where it came from.
     pub stream: OutputStream,
-    /// The text.
+    /// The line's text, as UTF-8 (invalid bytes replaced), without its line ending.
     pub text: String,
 }
 

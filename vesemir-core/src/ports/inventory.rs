@@ -35,9 +35,9 @@ pub struct Selector {
 /// Which of a host's lists a selector term is looked up in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TermKind {
-    /// The host's tags.
+    /// The host's tags (Chef `tags`).
     Tag,
-    /// Its roles.
+    /// The host's roles (Chef `roles`, expanded from the run list).
     Role,
     /// The recipes of its run list.
     Recipe,

@@ -21,14 +21,14 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub enum LbEndpoint {
     /// A TCP address.
     Tcp {
-        /// IP address or DNS name.
+        /// IP address or DNS name the runtime API listens on.
         address: String,
-        /// TCP port.
+        /// The runtime API's TCP port.
         port: u16,
     },
     /// A unix socket on this machine.
     Unix {
-        /// The socket's path.
+        /// The path of the runtime API's unix socket (HAProxy's `stats socket`).
         socket: PathBuf,
     },
 }
@@ -117,7 +117,7 @@ impl Weight {
         }
     }
 
-    /// The percentage.
+    /// The weight as a percentage of the configured weight, 0 to 100.
     pub fn get(self) -> u8 {
         self.0
     }
@@ -200,7 +200,7 @@ pub struct InstanceState {
     pub weight: u32,
     /// Its configured (initial) weight.
     pub configured_weight: u32,
-    /// Its current sessions.
+    /// Sessions open on it there now (`scur`); draining waits for 0.
     pub sessions: u64,
     /// Its administrative state there.
     pub admin: AdminState,
@@ -237,6 +237,20 @@ pub struct ServerState {
 }
 
 impl ServerState {
+    /// One `ServerState` per server from readings `(server, its state on one instance)`, servers
+    /// in the order first read, each server's instances in the order read (so read instance by
+    /// instance, in the backend's order, they keep that order).
+    pub fn gather(readings: impl IntoIterator<Item = (ServerName, InstanceState)>) -> Vec<ServerState> {
+        let mut found: Vec<ServerState> = Vec::new();
+        for (name, state) in readings {
+            match found.iter_mut().find(|s| s.name == name) {
+                Some(server) => server.instances.push(state),
+                None => found.push(ServerState { name, instances: vec![state] }),
+            }
+        }
+        found
+    }
+
     /// Whether the server is in rotation ([`InstanceState::in_rotation`]) on every instance
     /// listed, and at least one is listed. It says nothing of instances that lack the server.
     pub fn in_rotation(&self) -> bool {

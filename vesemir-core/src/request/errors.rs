@@ -39,7 +39,7 @@ impl ValidationErrors {
         (!errors.is_empty()).then_some(Self(errors))
     }
 
-    /// The problems.
+    /// The problems, in the order found (at least one).
     pub fn errors(&self) -> &[FieldError] {
         &self.0
     }

@@ -70,9 +70,9 @@ pub struct TargetsSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
-    /// Its name.
+    /// The host's name, as events and reports show it (checked as a host name).
     pub name: String,
-    /// Its IP address or DNS name.
+    /// Its IP address or DNS name: SSH connects there (checked, never passed to a shell raw).
     pub address: String,
 }
 
@@ -112,7 +112,7 @@ pub struct EndpointSpec {
     /// IP address or DNS name of a TCP runtime API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// Its TCP port.
+    /// The TCP port of that runtime API (with `address`; not with `socket`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Path of a unix socket runtime API.
@@ -127,10 +127,10 @@ pub struct DiscoverSpec {
     /// Tags the load balancer hosts carry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    /// Roles they have.
+    /// Roles the load balancer hosts have (all of them, like `tags`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
-    /// Recipes they run.
+    /// Recipes in the load balancer hosts' run lists (all of them, like `tags`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipes: Vec<String>,
     /// The Chef environment to search in (any, by default).

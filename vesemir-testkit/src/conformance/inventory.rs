@@ -10,17 +10,17 @@ use vesemir_core::PortError;
 /// One node of the conformance fleet.
 #[derive(Debug, Clone)]
 pub struct FleetNode {
-    /// Host name.
+    /// The node's name (a valid host name).
     pub name: &'static str,
-    /// IP address.
+    /// The address a search must answer for it.
     pub address: &'static str,
-    /// Tags.
+    /// Its tags; the decoys' tags differ from real ones by a space, a prefix or a character.
     pub tags: &'static [&'static str],
-    /// Roles.
+    /// Its roles.
     pub roles: &'static [&'static str],
-    /// Recipes.
+    /// The recipes of its run list (`cookbook::recipe`).
     pub recipes: &'static [&'static str],
-    /// Environment.
+    /// Its Chef environment (`production` or `staging`).
     pub environment: &'static str,
 }
 
