@@ -10,7 +10,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use vesemir_chef::ChefConfig;
 use vesemir_core::request::spec::{self, ChangesetSpec};
-use vesemir_core::request::{validate_playbooks, FieldError, Playbooks, ValidationErrors};
+use vesemir_core::request::{
+    check_count, check_duration, validate_playbooks, FieldError, Playbooks, ValidationErrors,
+    MAX_CALL_DURATION,
+};
 use vesemir_haproxy::HaproxyConfig;
 use vesemir_ssh::HostKeyMode;
 
@@ -182,6 +185,7 @@ impl Config {
             None => checks
                 .push(FieldError::new("ssh", "is missing: add [ssh] with user and key (or agent = true)")),
         }
+        check_bounds(file, &mut checks);
         let playbooks = validate_playbooks(&file.playbooks);
         if let Err(errors) = &playbooks {
             checks.extend(errors.errors().iter().cloned());
@@ -245,6 +249,53 @@ fn check_ssh(ssh: &mut SshSection, base: &Path, problems: &mut Vec<FieldError>) 
         }
         ssh.known_hosts = Some(known_hosts);
     }
+}
+
+/// The most retries of one connection or call.
+const MAX_RETRIES: u32 = 100;
+/// The largest HAProxy reply accepted at most (it is held in memory): 1 GiB.
+const MAX_REPLY_BYTES: u64 = 1 << 30;
+/// The most connections to one HAProxy instance at once.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Upper bounds, so that no value overflows time arithmetic or memory: every timeout, back-off
+/// and interval at most [`MAX_CALL_DURATION`] (1h), retries at most [`MAX_RETRIES`], HAProxy's
+/// reply size and connections per instance at most [`MAX_REPLY_BYTES`] and [`MAX_CONNECTIONS`].
+fn check_bounds(file: &ConfigFile, problems: &mut Vec<FieldError>) {
+    let mut durations: Vec<(&str, Option<Duration>)> = vec![
+        ("haproxy.connect_timeout", Some(file.haproxy.connect_timeout)),
+        ("haproxy.read_timeout", Some(file.haproxy.read_timeout)),
+        ("haproxy.poll_interval", Some(file.haproxy.poll_interval)),
+        ("driver.call_timeout", file.driver.call_timeout),
+    ];
+    let mut retries = Vec::new();
+    if let Some(chef) = &file.chef {
+        durations.extend([
+            ("chef.connect_timeout", Some(chef.connect_timeout)),
+            ("chef.request_timeout", Some(chef.request_timeout)),
+            ("chef.retry_backoff", Some(chef.retry_backoff)),
+            ("chef.max_retry_backoff", Some(chef.max_retry_backoff)),
+        ]);
+        retries.push(("chef.retries", chef.retries));
+    }
+    if let Some(ssh) = &file.ssh {
+        durations.push(("ssh.connect_timeout", ssh.connect_timeout));
+        retries.extend(ssh.connect_retries.map(|r| ("ssh.connect_retries", r)));
+    }
+    for (field, value) in durations {
+        if let Some(Err(problem)) = value.map(|v| check_duration(field, v, MAX_CALL_DURATION)) {
+            problems.push(problem);
+        }
+    }
+    for (field, value) in retries {
+        problems.extend(check_count(field, value, 0, MAX_RETRIES).err());
+    }
+    let haproxy = &file.haproxy;
+    problems
+        .extend(check_count("haproxy.max_reply_bytes", haproxy.max_reply_bytes, 0, MAX_REPLY_BYTES).err());
+    let connections = haproxy.max_connections_per_instance;
+    problems
+        .extend(check_count("haproxy.max_connections_per_instance", connections, 0, MAX_CONNECTIONS).err());
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
@@ -312,6 +363,37 @@ steps = []
         );
         let rendered = errors.to_string();
         assert!(rendered.contains("vesemir.toml: 6 problems"), "{rendered}");
+    }
+
+    #[test]
+    fn durations_and_counts_past_their_bounds_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("id_ed25519"), "key").expect("write");
+        let text = r#"
+[ssh]
+user = "deploy"
+key = "id_ed25519"
+connect_timeout = "10000000000000000000s"
+connect_retries = 4294967295
+
+[haproxy]
+read_timeout = "2h"
+max_reply_bytes = 9223372036854775807
+
+[driver]
+call_timeout = "1h"
+"#;
+        let errors = load(text, dir.path()).expect_err("problems");
+        let lines: Vec<String> = errors.errors.errors().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "haproxy.read_timeout: 2h is above the limit of 1h",
+                "ssh.connect_timeout: 10000000000000000000s is above the limit of 1h",
+                "ssh.connect_retries: 4294967295 is above the limit of 100",
+                "haproxy.max_reply_bytes: 9223372036854775807 is above the limit of 1073741824",
+            ]
+        );
     }
 
     #[test]
