@@ -24,6 +24,7 @@ pub mod render;
 pub mod report;
 pub mod rollout;
 pub mod static_inventory;
+mod time;
 
 pub use backoff::Backoff;
 pub use driver::{prepare, run, Control, DriverConfig, Ports, PrepareError, Prepared};

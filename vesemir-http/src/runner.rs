@@ -128,7 +128,9 @@ impl Runner {
         Self {
             store,
             metrics,
-            slots: Arc::new(Semaphore::new(limits.max_concurrent_deployments.max(1))),
+            slots: Arc::new(Semaphore::new(
+                limits.max_concurrent_deployments.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             limits,
             driver,
             queued: AtomicUsize::new(0),
@@ -246,8 +248,9 @@ impl Runner {
                 warn!(deployment = id, error = %e, "recording a cancel at shutdown failed");
             }
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.active_count() > 0 && tokio::time::Instant::now() < deadline {
+        // A grace past the clock's range (not from a validated config) waits without end.
+        let deadline = tokio::time::Instant::now().checked_add(grace);
+        while self.active_count() > 0 && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.active_count()
