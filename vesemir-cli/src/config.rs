@@ -396,6 +396,82 @@ call_timeout = "1h"
         );
     }
 
+    /// Odd values: huge, negative, floats, NUL, odd Unicode, long strings, nested arrays.
+    fn odd_value() -> impl proptest::strategy::Strategy<Value = toml::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(toml::Value::Integer(i64::MAX)),
+            Just(toml::Value::Integer(i64::MIN)),
+            Just(toml::Value::Integer(-1)),
+            Just(toml::Value::Float(1e300)),
+            Just(toml::Value::Float(-0.5)),
+            Just(toml::Value::Boolean(true)),
+            Just(toml::Value::String("a\u{0}b".into())),
+            Just(toml::Value::String("10000000000000000000s".into())),
+            Just(toml::Value::String("\u{202e}🦀\u{200b}".into())),
+            Just(toml::Value::String("z".repeat(50_000))),
+            ".{0,30}".prop_map(toml::Value::String),
+            any::<i64>().prop_map(toml::Value::Integer),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(toml::Value::Array),
+                prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                    .prop_map(|m| toml::Value::Table(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256, failure_persistence: None, ..Default::default()
+        })]
+
+        /// A valid file with values replaced by odd ones (or unknown keys added) is answered,
+        /// every problem naming a key. Never a panic.
+        #[test]
+        fn odd_configs_are_answered_naming_keys(
+            edits in proptest::collection::vec(
+                (proptest::sample::select(vec!["ssh", "haproxy", "driver", "chef", "inventory", "playbooks", "extra"]),
+                 "[a-z_]{1,16}", odd_value()), 1..5)
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(dir.path().join("id_ed25519"), "key").expect("write");
+            let mut document: toml::Table = r#"
+[ssh]
+user = "deploy"
+key = "id_ed25519"
+connect_timeout = "5s"
+connect_retries = 2
+[haproxy]
+read_timeout = "5s"
+max_reply_bytes = 1000000
+[driver]
+call_timeout = "30s"
+[playbooks.web]
+steps = [{ name = "install", run = "install {version}" }]
+"#.parse().expect("toml");
+            for (section, key, value) in edits {
+                let table = document.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match table {
+                    toml::Value::Table(t) => {
+                        let known: Vec<String> = t.keys().cloned().collect();
+                        // Half the time an existing key, else a new one.
+                        let key = known.iter().find(|k| k.len() % 2 == key.len() % 2).cloned().unwrap_or(key);
+                        t.insert(key, value);
+                    }
+                    other => *other = value,
+                }
+            }
+            let path = dir.path().join("vesemir.toml");
+            if let Err(errors) = Config::from_table(&path, &document, Vec::new()) {
+                for e in errors.errors.errors() {
+                    proptest::prop_assert!(!e.field.is_empty(), "a problem without a key: {e:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_good_config_loads_with_relative_paths_resolved() {
         let dir = tempfile::tempdir().expect("tempdir");
