@@ -10,7 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use vesemir_chef::ChefConfig;
 use vesemir_core::request::spec::{self, ChangesetSpec};
-use vesemir_core::request::{validate_playbooks, FieldError, Playbooks, ValidationErrors};
+use vesemir_core::request::{
+    check_count, check_duration, validate_playbooks, FieldError, Playbooks, ValidationErrors,
+    MAX_CALL_DURATION,
+};
 use vesemir_haproxy::HaproxyConfig;
 use vesemir_ssh::{HostKeyMode, Passphrase, SshAuth, SshConfig};
 
@@ -154,6 +157,7 @@ impl Config {
             None => checks
                 .push(FieldError::new("ssh", "is missing: add [ssh] with user and key (or agent = true)")),
         }
+        check_bounds(file, &mut checks);
         let playbooks = validate_playbooks(&file.playbooks);
         if let Err(errors) = &playbooks {
             checks.extend(errors.errors().iter().cloned());
@@ -210,6 +214,56 @@ fn check_ssh(ssh: &mut SshConfig, known_hosts_set: bool, base: &Path, problems: 
     if known_hosts_set && !matches!(ssh.host_key_mode, HostKeyMode::AcceptNew | HostKeyMode::Off) {
         check_file(problems, "ssh.known_hosts", &ssh.known_hosts);
     }
+}
+
+/// The most retries of one connection or call.
+const MAX_RETRIES: u32 = 100;
+/// The largest HAProxy reply accepted at most (it is held in memory): 1 GiB.
+const MAX_REPLY_BYTES: u64 = 1 << 30;
+/// The most connections to one HAProxy instance at once.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Upper bounds, so that no value overflows time arithmetic or memory: every timeout, back-off
+/// and interval at most [`MAX_CALL_DURATION`] (1h), retries at most [`MAX_RETRIES`], HAProxy's
+/// reply size and connections per instance at most [`MAX_REPLY_BYTES`] and [`MAX_CONNECTIONS`].
+fn check_bounds(file: &ConfigFile, problems: &mut Vec<FieldError>) {
+    let mut durations: Vec<(&str, Option<Duration>)> = vec![
+        ("haproxy.connect_timeout", Some(file.haproxy.connect_timeout)),
+        ("haproxy.read_timeout", Some(file.haproxy.read_timeout)),
+        ("haproxy.poll_interval", Some(file.haproxy.poll_interval)),
+        ("driver.call_timeout", file.driver.call_timeout),
+    ];
+    let mut retries = Vec::new();
+    if let Some(chef) = &file.chef {
+        durations.extend([
+            ("chef.connect_timeout", Some(chef.connect_timeout)),
+            ("chef.request_timeout", Some(chef.request_timeout)),
+            ("chef.retry_backoff", Some(chef.retry_backoff)),
+            ("chef.max_retry_backoff", Some(chef.max_retry_backoff)),
+        ]);
+        retries.push(("chef.retries", chef.retries));
+    }
+    if let Some(ssh) = &file.ssh {
+        durations.extend([
+            ("ssh.connect_timeout", Some(ssh.connect_timeout)),
+            ("ssh.retry_backoff", Some(ssh.retry_backoff)),
+        ]);
+        retries.push(("ssh.connect_retries", ssh.connect_retries));
+    }
+    for (field, value) in durations {
+        if let Some(Err(problem)) = value.map(|v| check_duration(field, v, MAX_CALL_DURATION)) {
+            problems.push(problem);
+        }
+    }
+    for (field, value) in retries {
+        problems.extend(check_count(field, value, 0, MAX_RETRIES).err());
+    }
+    let haproxy = &file.haproxy;
+    problems
+        .extend(check_count("haproxy.max_reply_bytes", haproxy.max_reply_bytes, 0, MAX_REPLY_BYTES).err());
+    let connections = haproxy.max_connections_per_instance;
+    problems
+        .extend(check_count("haproxy.max_connections_per_instance", connections, 0, MAX_CONNECTIONS).err());
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
@@ -277,6 +331,113 @@ steps = []
         );
         let rendered = errors.to_string();
         assert!(rendered.contains("vesemir.toml: 6 problems"), "{rendered}");
+    }
+
+    #[test]
+    fn durations_and_counts_past_their_bounds_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("id_ed25519"), "key").expect("write");
+        let text = r#"
+[ssh]
+user = "deploy"
+key = "id_ed25519"
+connect_timeout = "10000000000000000000s"
+connect_retries = 4294967295
+
+[haproxy]
+read_timeout = "2h"
+max_reply_bytes = 9223372036854775807
+
+[driver]
+call_timeout = "1h"
+"#;
+        let errors = load(text, dir.path()).expect_err("problems");
+        let lines: Vec<String> = errors.errors.errors().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "haproxy.read_timeout: 2h is above the limit of 1h",
+                "ssh.connect_timeout: 10000000000000000000s is above the limit of 1h",
+                "ssh.connect_retries: 4294967295 is above the limit of 100",
+                "haproxy.max_reply_bytes: 9223372036854775807 is above the limit of 1073741824",
+            ]
+        );
+    }
+
+    /// Odd values: huge, negative, floats, NUL, odd Unicode, long strings, nested arrays.
+    fn odd_value() -> impl proptest::strategy::Strategy<Value = toml::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(toml::Value::Integer(i64::MAX)),
+            Just(toml::Value::Integer(i64::MIN)),
+            Just(toml::Value::Integer(-1)),
+            Just(toml::Value::Float(1e300)),
+            Just(toml::Value::Float(-0.5)),
+            Just(toml::Value::Boolean(true)),
+            Just(toml::Value::String("a\u{0}b".into())),
+            Just(toml::Value::String("10000000000000000000s".into())),
+            Just(toml::Value::String("\u{202e}🦀\u{200b}".into())),
+            Just(toml::Value::String("z".repeat(50_000))),
+            ".{0,30}".prop_map(toml::Value::String),
+            any::<i64>().prop_map(toml::Value::Integer),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(toml::Value::Array),
+                prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                    .prop_map(|m| toml::Value::Table(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256, failure_persistence: None, ..Default::default()
+        })]
+
+        /// A valid file with values replaced by odd ones (or unknown keys added) is answered,
+        /// every problem naming a key. Never a panic.
+        #[test]
+        fn odd_configs_are_answered_naming_keys(
+            edits in proptest::collection::vec(
+                (proptest::sample::select(vec!["ssh", "haproxy", "driver", "chef", "inventory", "playbooks", "extra"]),
+                 "[a-z_]{1,16}", odd_value()), 1..5)
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(dir.path().join("id_ed25519"), "key").expect("write");
+            let mut document: toml::Table = r#"
+[ssh]
+user = "deploy"
+key = "id_ed25519"
+connect_timeout = "5s"
+connect_retries = 2
+[haproxy]
+read_timeout = "5s"
+max_reply_bytes = 1000000
+[driver]
+call_timeout = "30s"
+[playbooks.web]
+steps = [{ name = "install", run = "install {version}" }]
+"#.parse().expect("toml");
+            for (section, key, value) in edits {
+                let table = document.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match table {
+                    toml::Value::Table(t) => {
+                        let known: Vec<String> = t.keys().cloned().collect();
+                        // Half the time an existing key, else a new one.
+                        let key = known.iter().find(|k| k.len() % 2 == key.len() % 2).cloned().unwrap_or(key);
+                        t.insert(key, value);
+                    }
+                    other => *other = value,
+                }
+            }
+            let path = dir.path().join("vesemir.toml");
+            if let Err(errors) = Config::from_table(&path, &document, Vec::new()) {
+                for e in errors.errors.errors() {
+                    proptest::prop_assert!(!e.field.is_empty(), "a problem without a key: {e:?}");
+                }
+            }
+        }
     }
 
     #[test]

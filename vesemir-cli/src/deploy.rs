@@ -41,11 +41,36 @@ pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure>
     let sink = Both(&*reporter, &journal.sink);
     let control = Control::new();
     let interrupts = tokio::spawn(handle_interrupts(control.clone()));
-    let report = vesemir_core::run(&prepared, &ports, &sink, &control, &compose::driver_config(config)).await;
+    let driver = compose::driver_config(config);
+    let outcome = vesemir_core::run_catching_panics(&prepared, &ports, &sink, &control, &driver).await;
     interrupts.abort();
+    let report = match outcome {
+        Ok(report) => report,
+        Err(crash) => {
+            eprintln!("\n{}", crash_summary(&crash));
+            return Ok(Exit::DeploymentFailed);
+        }
+    };
     reporter.finish(&report);
     journal.close(&state);
     Ok(if report.succeeded() { Exit::Success } else { Exit::DeploymentFailed })
+}
+
+/// What `vesemir deploy` says when its rollout task panicked: the internal error, and every
+/// host that may have been left out of rotation.
+fn crash_summary(crash: &vesemir_core::Crash) -> String {
+    let out = crash.out_of_rotation();
+    let hosts = if out.is_empty() {
+        "No host was taken out of rotation.".to_owned()
+    } else {
+        let names: Vec<&str> = out.iter().map(|h| h.as_str()).collect();
+        format!(
+            "Hosts that may be out of rotation ({}): {}. Check them on the load balancer.",
+            names.len(),
+            names.join(", ")
+        )
+    };
+    format!("vesemir: the deployment stopped on an {crash}.\n{hosts}")
 }
 
 /// Every event to the reporter, then to the journal.
@@ -351,4 +376,27 @@ pub async fn deploy_remote(args: &DeployArgs, server: &str) -> Result<Exit, Fail
         println!("\n{}", crate::client::describe(&deployment).trim_end());
     }
     Ok(crate::client::exit_for(deployment.status))
+}
+
+#[cfg(test)]
+mod tests {
+    use vesemir_core::event::{Event, EventKind, Phase};
+    use vesemir_core::name::HostName;
+    use vesemir_core::{Crash, Progress};
+
+    use super::crash_summary;
+
+    #[test]
+    fn a_crash_names_the_hosts_that_may_be_out() {
+        let host = |name: &str| HostName::new(name).expect("name");
+        let mut progress = Progress::with_hosts([host("web-01"), host("web-02")]);
+        let draining = EventKind::HostPhase { host: host("web-02"), phase: Phase::Draining };
+        progress.apply(&Event { seq: 1, elapsed: std::time::Duration::ZERO, kind: draining });
+        let crash = Crash::from_panic(&"index out of bounds", progress);
+        assert_eq!(
+            crash_summary(&crash),
+            "vesemir: the deployment stopped on an internal error: index out of bounds (a bug: please \
+             report).\nHosts that may be out of rotation (1): web-02. Check them on the load balancer."
+        );
+    }
 }

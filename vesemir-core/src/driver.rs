@@ -424,16 +424,20 @@ impl ActionContext {
             Action::ShutdownSessions { .. } => {
                 bounded(quick, || on("shutdown sessions"), lb.shutdown_sessions(backend, server)).await.into()
             }
-            Action::WaitDrained { timeout, .. } => {
-                bounded(timeout + grace, || on("drain"), lb.wait_drained(backend, server, timeout))
-                    .await
-                    .into()
-            }
-            Action::WaitUp { timeout, .. } => {
-                bounded(timeout + grace, || on("wait for UP"), lb.wait_up(backend, server, timeout))
-                    .await
-                    .into()
-            }
+            Action::WaitDrained { timeout, .. } => bounded(
+                timeout.saturating_add(grace),
+                || on("drain"),
+                lb.wait_drained(backend, server, timeout),
+            )
+            .await
+            .into(),
+            Action::WaitUp { timeout, .. } => bounded(
+                timeout.saturating_add(grace),
+                || on("wait for UP"),
+                lb.wait_up(backend, server, timeout),
+            )
+            .await
+            .into(),
             Action::RunStep { step, timeout, .. } => self.run_step(host, step, timeout, output).await,
             Action::RunHealthCheck { timeout, .. } => {
                 let Some(health) = &self.request.changeset.health.command else {
@@ -442,7 +446,9 @@ impl ActionContext {
                 let command = self.command(&health.command, host, timeout);
                 let what = || format!("health check on {}", host.name);
                 let output = output.unwrap_or_else(|| OutputSink::channel().0);
-                bounded(timeout + grace, what, executor.run(host, &command, output)).await.into()
+                bounded(timeout.saturating_add(grace), what, executor.run(host, &command, output))
+                    .await
+                    .into()
             }
             Action::Close { .. } => {
                 let _ = tokio::time::timeout(quick, executor.close(host)).await;
@@ -462,7 +468,7 @@ impl ActionContext {
         let Some(step) = self.request.changeset.steps.get(step) else {
             return ActionResult::Failed(HostError::new(ErrorKind::Other, format!("no step {step}")));
         };
-        let (executor, bound) = (&self.ports.executor, timeout + self.config.grace);
+        let (executor, bound) = (&self.ports.executor, timeout.saturating_add(self.config.grace));
         match &step.action {
             StepAction::Run(template) => {
                 let command = self.command(template, host, timeout);

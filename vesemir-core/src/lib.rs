@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod crash;
 pub mod driver;
 pub mod error;
 pub mod fake;
@@ -25,8 +26,10 @@ pub mod render;
 pub mod report;
 pub mod rollout;
 pub mod static_inventory;
+mod time;
 
 pub use backoff::Backoff;
+pub use crash::{run_catching_panics, Crash};
 pub use driver::{prepare, run, Control, DriverConfig, Ports, PrepareError, Prepared};
 pub use event::{Event, EventKind, EventSink};
 pub use plan::Plan;

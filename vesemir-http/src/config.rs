@@ -43,7 +43,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vesemir_core::request::spec::ChangesetSpec;
-use vesemir_core::request::{validate_playbooks, FieldError, Playbooks, ValidationErrors};
+use vesemir_core::request::{
+    check_count, check_duration, validate_playbooks, FieldError, Playbooks, ValidationErrors,
+    MAX_CALL_DURATION, MAX_REQUEST_DURATION,
+};
 
 use crate::auth::{Principal, Scope, TokenHash, Tokens};
 
@@ -140,6 +143,41 @@ impl Default for Limits {
     }
 }
 
+/// The largest request body accepted at most: 64 MiB.
+const MAX_BODY_BYTES: usize = 64 << 20;
+/// The most deployments running at once.
+const MAX_CONCURRENT_DEPLOYMENTS: usize = 1024;
+/// The most deployments waiting.
+const MAX_QUEUED_DEPLOYMENTS: usize = 1_000_000;
+
+impl Limits {
+    /// Upper bounds, so that no limit overflows time arithmetic or memory: `request_timeout`,
+    /// `call_timeout` and `shutdown_grace` at most 1h, `deployment_timeout` at most 7d (the
+    /// bound of a request's durations), bodies at most 64 MiB, at most 1024 deployments running
+    /// and 1,000,000 queued.
+    fn check_bounds(&self, problems: &mut Vec<FieldError>) {
+        for (field, value, limit) in [
+            ("limits.request_timeout", self.request_timeout, MAX_CALL_DURATION),
+            ("limits.call_timeout", self.call_timeout, MAX_CALL_DURATION),
+            ("limits.shutdown_grace", self.shutdown_grace, MAX_CALL_DURATION),
+            ("limits.deployment_timeout", self.deployment_timeout, MAX_REQUEST_DURATION),
+        ] {
+            problems.extend(check_duration(field, value, limit).err());
+        }
+        for (field, value, limit) in [
+            ("limits.max_body_bytes", self.max_body_bytes, MAX_BODY_BYTES),
+            (
+                "limits.max_concurrent_deployments",
+                self.max_concurrent_deployments,
+                MAX_CONCURRENT_DEPLOYMENTS,
+            ),
+            ("limits.max_queued_deployments", self.max_queued_deployments, MAX_QUEUED_DEPLOYMENTS),
+        ] {
+            problems.extend(check_count(field, value, 0, limit).err());
+        }
+    }
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -218,6 +256,7 @@ impl ServerConfig {
         if self.limits.max_concurrent_deployments == 0 {
             problems.push(FieldError::new("limits.max_concurrent_deployments", "must be at least 1"));
         }
+        self.limits.check_bounds(&mut problems);
         match ValidationErrors::from_errors(problems) {
             Some(errors) => Err(errors),
             None => playbooks,
@@ -403,6 +442,29 @@ max_concurrent_deployments = 0
         assert_eq!(
             fields(text),
             ["playbooks.web.steps", "tokens[0].sha256", "limits.max_concurrent_deployments"]
+        );
+    }
+
+    #[test]
+    fn limits_past_their_bounds_are_refused_naming_the_field() {
+        let text = r#"
+database = "/tmp/v.db"
+[limits]
+shutdown_grace = "10000000000000000000s"
+deployment_timeout = "8d"
+max_concurrent_deployments = 9223372036854775807
+max_body_bytes = 9223372036854775807
+"#;
+        let error = ServerConfig::from_toml(text).expect_err("invalid");
+        let lines: Vec<String> = error.errors().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "limits.shutdown_grace: 10000000000000000000s is above the limit of 1h",
+                "limits.deployment_timeout: 8d is above the limit of 7d",
+                "limits.max_body_bytes: 9223372036854775807 is above the limit of 67108864",
+                "limits.max_concurrent_deployments: 9223372036854775807 is above the limit of 1024",
+            ]
         );
     }
 

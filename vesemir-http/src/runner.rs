@@ -3,16 +3,19 @@
 //! cancel and timeouts. Rollout decisions stay in the core's driver.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome};
 use vesemir_core::request::DeploymentRequest;
 use vesemir_core::{
-    render, Backoff, Control, DeploymentReport, DriverConfig, Event, EventSink, Ports, Prepared, Progress,
+    render, Backoff, Control, Crash, DeploymentReport, DriverConfig, Event, EventSink, Ports, Prepared,
+    Progress,
 };
 
 use crate::clock::now_ms;
@@ -128,7 +131,9 @@ impl Runner {
         Self {
             store,
             metrics,
-            slots: Arc::new(Semaphore::new(limits.max_concurrent_deployments.max(1))),
+            slots: Arc::new(Semaphore::new(
+                limits.max_concurrent_deployments.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             limits,
             driver,
             queued: AtomicUsize::new(0),
@@ -246,8 +251,9 @@ impl Runner {
                 warn!(deployment = id, error = %e, "recording a cancel at shutdown failed");
             }
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.active_count() > 0 && tokio::time::Instant::now() < deadline {
+        // A grace past the clock's range (not from a validated config) waits without end.
+        let deadline = tokio::time::Instant::now().checked_add(grace);
+        while self.active_count() > 0 && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.active_count()
@@ -271,7 +277,17 @@ impl Runner {
         );
         let labels =
             labels(request.application.as_str(), request.environment.as_str(), request.team.as_str());
-        let outcome = self.drive_inner(id, &request, &ports, &active, &labels).instrument(span.clone()).await;
+        let inner = self.drive_inner(id, &request, &ports, &active, &labels).instrument(span.clone());
+        // A panic anywhere in this task (a bug) still ends the record: failed, naming the hosts
+        // its stored events say may be out of rotation. Never a silent `running` record.
+        let outcome = match AssertUnwindSafe(inner).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                let events = self.store.events_after(id, 0, i64::MAX).await.unwrap_or_default();
+                let crash = Crash::from_panic(&*payload, Progress::from_events(&events));
+                self.end_crashed(id, &labels, &crash, None).instrument(span.clone()).await
+            }
+        };
         if let Err(e) = outcome {
             span.in_scope(|| error!(error = %e, "the deployment's record could not be written"));
         }
@@ -333,6 +349,10 @@ impl Runner {
         if writer.await.is_err() {
             error!("the event writer panicked: some events may be missing from the database");
         }
+        let report = match report {
+            Ok(report) => report,
+            Err(crash) => return self.end_crashed(id, labels, &crash, Some(started)).await,
+        };
         let status = match report.outcome {
             Some(DeploymentOutcome::Succeeded) => Status::Succeeded,
             Some(DeploymentOutcome::CompletedWithFailures) => Status::CompletedWithFailures,
@@ -365,16 +385,17 @@ impl Runner {
     }
 
     /// Runs the rollout to its end, its events into `sink`, aborting it past
-    /// `deployment_timeout`. Returns the report and whether it was aborted so.
+    /// `deployment_timeout`. Returns the report (or the crash of a panic in the rollout) and
+    /// whether it was aborted so.
     async fn run(
         &self,
         prepared: &Prepared,
         ports: &Ports,
         control: &Control,
         sink: ChannelSink,
-    ) -> (DeploymentReport, bool) {
+    ) -> (Result<DeploymentReport, Crash>, bool) {
         let mut timed_out = false;
-        let run = vesemir_core::run(prepared, ports, &sink, control, &self.driver);
+        let run = vesemir_core::run_catching_panics(prepared, ports, &sink, control, &self.driver);
         tokio::pin!(run);
         // A cancel sent before the driver subscribed to its control would be missed: send it
         // again once the driver has been polled.
@@ -416,7 +437,42 @@ impl Runner {
         let hosts = report
             .map(|r| r.hosts.iter().enumerate().map(|(i, h)| HostRecord::reported(i, h)).collect())
             .unwrap_or_default();
-        let finish = Finish { status, error, totals, hosts, finished_ms };
+        let finish = Finish { status, error, totals, hosts, out_of_rotation: Vec::new(), finished_ms };
+        self.record_end(id, labels, finish, started).await
+    }
+
+    /// Ends a deployment whose task panicked: failed, with `internal error: ... (a bug: please
+    /// report)` and the hosts that may be out of rotation. Each host keeps the state its events
+    /// gave it.
+    async fn end_crashed(
+        &self,
+        id: i64,
+        labels: &[(&'static str, String)],
+        crash: &Crash,
+        started: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let out_of_rotation: Vec<String> = crash.out_of_rotation().iter().map(ToString::to_string).collect();
+        error!(error = %crash, out_of_rotation = ?out_of_rotation, "the deployment's task panicked: check the hosts that may be out of rotation");
+        let finish = Finish {
+            status: Status::Failed,
+            error: Some(crash.to_string()),
+            totals: Some(crash.progress.totals()),
+            hosts: Vec::new(),
+            out_of_rotation,
+            finished_ms: now_ms(),
+        };
+        self.record_end(id, labels, finish, started).await
+    }
+
+    /// Writes how a deployment ended and counts it in the metrics.
+    async fn record_end(
+        &self,
+        id: i64,
+        labels: &[(&'static str, String)],
+        finish: Finish,
+        started: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let (status, totals, finished_ms) = (finish.status, finish.totals, finish.finished_ms);
         self.store.finish(id, &finish).await?;
         #[allow(clippy::cast_precision_loss)]
         let duration = started.map(|s| (finished_ms - s).max(0) as f64 / 1000.0);

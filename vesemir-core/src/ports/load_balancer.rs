@@ -361,13 +361,14 @@ async fn poll_until<L: LoadBalancer + ?Sized>(
     what: &str,
     done: impl Fn(&[InstanceState]) -> bool + Send,
 ) -> Result<(), PortError> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = crate::time::deadline(tokio::time::Instant::now().into_std(), timeout);
     loop {
         let states = lb.status(backend, server).await?;
         if done(&states) {
             return Ok(());
         }
-        if tokio::time::Instant::now() + DEFAULT_POLL_INTERVAL > deadline {
+        let now = tokio::time::Instant::now().into_std();
+        if crate::time::deadline(now, DEFAULT_POLL_INTERVAL) > deadline {
             return Err(PortError::timeout(format!("{what} of {}/{server}", backend.name), timeout));
         }
         tokio::time::sleep(DEFAULT_POLL_INTERVAL).await;

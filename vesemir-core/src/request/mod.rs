@@ -3,6 +3,7 @@
 //! [`DeploymentRequest`], whose names are all validated newtypes.
 
 mod amount;
+mod bounds;
 mod errors;
 pub mod spec;
 mod template;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use amount::Amount;
+pub use bounds::{check_count, check_duration, MAX_CALL_DURATION, MAX_REQUEST_DURATION};
 pub use errors::{FieldError, ValidationErrors};
 pub use template::{push_shell_quoted, shell_quote, Quoting, Template, TemplateError};
 pub use validate::{

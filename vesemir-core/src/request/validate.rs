@@ -92,10 +92,18 @@ pub fn validate_playbooks<'a>(
     p.finish(|| Some(playbooks))
 }
 
+/// Reads the duration of `field` (`default` when unset): every duration of a request and of a
+/// playbook goes through here, so each is at most [`MAX_REQUEST_DURATION`].
 fn duration(problems: &mut Problems, field: &str, text: Option<&str>, default: Duration) -> Duration {
     let Some(text) = text else { return default };
     match humantime::parse_duration(text) {
-        Ok(d) => d,
+        Ok(d) => match check_duration(field, d, MAX_REQUEST_DURATION) {
+            Ok(d) => d,
+            Err(problem) => {
+                problems.add(problem.field, problem.message);
+                default
+            }
+        },
         Err(_) => {
             problems.add(
                 field,

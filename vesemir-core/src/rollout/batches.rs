@@ -95,7 +95,7 @@ impl Rollout {
                 self.gate = match &reason {
                     WaitReason::CanaryConfirmation => Gate::Confirm,
                     WaitReason::CanaryHold { duration } | WaitReason::Pause { duration } => {
-                        let at = now + *duration;
+                        let at = crate::time::deadline(now, *duration);
                         self.timers.push(Reverse((at, TimerKey::Gate)));
                         Gate::Hold(at)
                     }

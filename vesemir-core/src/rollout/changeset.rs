@@ -29,7 +29,7 @@ impl Rollout {
                 let timeout = self.config.health_command.unwrap_or_default().timeout;
                 if run.health_deadline.is_none() {
                     run.tail.clear();
-                    run.health_deadline = Some(now + timeout);
+                    run.health_deadline = Some(crate::time::deadline(now, timeout));
                     run.health_attempt = 1;
                 }
                 let remaining = run.health_deadline.map_or(timeout, |d| d.saturating_duration_since(now));
@@ -86,9 +86,10 @@ impl Rollout {
         let HealthRetry { timeout, interval } = self.config.health_command.unwrap_or_default();
         let deadline = self.hosts[h].health_deadline.unwrap_or(now);
         self.hosts[h].last_health = Some(last.clone());
-        if now + interval < deadline {
+        let retry_at = crate::time::deadline(now, interval);
+        if retry_at < deadline {
             self.enter(h, Stage::HealthWait, now);
-            self.set_host_timer(h, now + interval);
+            self.set_host_timer(h, retry_at);
         } else {
             let attempts = self.hosts[h].health_attempt;
             let message = format!(

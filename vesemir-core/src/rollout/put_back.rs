@@ -96,7 +96,7 @@ impl Rollout {
         if hold.is_zero() {
             self.after_hold(h, i, now);
         } else {
-            self.set_host_timer(h, now + hold);
+            self.set_host_timer(h, crate::time::deadline(now, hold));
         }
     }
 

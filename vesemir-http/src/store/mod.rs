@@ -154,7 +154,7 @@ pub struct DeploymentRecord {
     pub host_count: Option<i64>,
     /// Host counts by outcome, once finished (stored as their JSON).
     pub totals: Option<Totals>,
-    /// Hosts that may be out of rotation after an interruption.
+    /// Hosts that may be out of rotation after an interruption or an internal error.
     pub out_of_rotation: Vec<String>,
     /// Whether someone asked to cancel it.
     pub cancel_requested: bool,
@@ -226,6 +226,9 @@ pub struct Finish {
     pub totals: Option<Totals>,
     /// Every host's result.
     pub hosts: Vec<HostRecord>,
+    /// Hosts that may be out of rotation, when its task ended in an internal error (empty
+    /// otherwise: each host's own record says where it is).
+    pub out_of_rotation: Vec<String>,
     /// When, Unix ms.
     pub finished_ms: i64,
 }

@@ -460,16 +460,22 @@ impl Store for SqliteStore {
             .map(|t| serde_json::to_string(&t))
             .transpose()
             .map_err(|e| StoreError::new("encoding totals", e))?;
+        let out =
+            serde_json::to_string(&f.out_of_rotation).map_err(|e| StoreError::new("encoding hosts", e))?;
         let mut tx = self.pool.begin().await.map_err(err("starting to finish"))?;
-        sqlx::query("UPDATE deployments SET status = ?, error = ?, totals = ?, finished_ms = ? WHERE id = ?")
-            .bind(f.status.as_str())
-            .bind(&f.error)
-            .bind(totals)
-            .bind(f.finished_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(err("finishing a deployment"))?;
+        sqlx::query(
+            "UPDATE deployments SET status = ?, error = ?, totals = ?, out_of_rotation = ?, finished_ms = ? \
+             WHERE id = ?",
+        )
+        .bind(f.status.as_str())
+        .bind(&f.error)
+        .bind(totals)
+        .bind(out)
+        .bind(f.finished_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("finishing a deployment"))?;
         for h in &f.hosts {
             write_host(&mut tx, id, h).await?;
         }
