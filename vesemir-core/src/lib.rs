@@ -10,6 +10,7 @@ pub mod driver;
 pub mod error;
 pub mod fake;
 pub mod host;
+pub mod host_locks;
 pub mod lock;
 pub mod name;
 pub mod ports;
