@@ -125,7 +125,8 @@ pub const LOCK_WAIT_BACKOFF: Backoff = Backoff {
 pub struct LockConflicts {
     /// Each host held by someone else, with its holder.
     pub conflicts: Vec<LockConflict>,
-    /// How long the deployer waited before giving up (zero when it did not wait).
+    /// How long the deployer waited between attempts before giving up (zero when it did not
+    /// wait).
     pub waited: Duration,
 }
 
@@ -250,8 +251,8 @@ pub async fn acquire(
 ) -> Result<HostLocks, LockConflicts> {
     let claim = LockClaim { holder: policy.holder.clone(), stale_after: policy.stale_after };
     let hosts: Vec<Host> = plan.hosts.iter().map(|p| p.host.clone()).collect();
-    let started = Instant::now();
-    let deadline = started + policy.wait;
+    let deadline = Instant::now() + policy.wait;
+    let mut waited = Duration::ZERO;
     let mut retries = LOCK_WAIT_BACKOFF.retries(seed(&policy.holder));
     loop {
         let (exec, claim_for) = (executor.clone(), claim.clone());
@@ -308,7 +309,7 @@ pub async fn acquire(
         let now = Instant::now();
         let delay = retries.after_failure().unwrap_or(LOCK_WAIT_BACKOFF.max);
         if now >= deadline {
-            return Err(LockConflicts { conflicts, waited: now - started });
+            return Err(LockConflicts { conflicts, waited });
         }
         let left = deadline - now;
         let wait = LockWait { conflicts: &conflicts, retry_in: delay.min(left), left };
@@ -317,6 +318,7 @@ pub async fn acquire(
             (notice.0)(&wait);
         }
         tokio::time::sleep(delay.min(left)).await;
+        waited += delay.min(left);
     }
 }
 
@@ -583,9 +585,9 @@ fn seed(holder: &LockHolder) -> u64 {
     hasher.finish()
 }
 
-/// A duration to the second: `4m 12s`.
+/// A duration to the nearest second: `4m 12s`.
 fn whole_seconds(duration: Duration) -> humantime::FormattedDuration {
-    humantime::format_duration(Duration::from_secs(duration.as_secs()))
+    humantime::format_duration(Duration::from_secs((duration + Duration::from_millis(500)).as_secs()))
 }
 
 /// Conflicts joined by `; `.
