@@ -529,7 +529,10 @@ async fn release(
     bound: Duration,
 ) -> Result<ReleaseOutcome, PortError> {
     let what = || format!("releasing the host lock of {}", host.name);
-    bounded(bound, what, executor.release_lock(host, holder)).await
+    let result = bounded(bound, what, executor.release_lock(host, holder)).await;
+    // The host is done with: the session the release opened goes too.
+    let _ = tokio::time::timeout(bound, executor.close(host)).await;
+    result
 }
 
 async fn bounded<T>(
