@@ -43,6 +43,25 @@ pub enum Command {
     /// its original weight and state, or is left out with the reason (exit 1).
     #[command(after_help = EXIT_CODES_HELP)]
     Recover(crate::recover::RecoverArgs),
+    /// Break host locks left by a deployment that died (killed, crashed, its machine lost):
+    /// shows who held each lock, then removes it. The hosts are the deployment file's.
+    /// Only for a deployment that is really gone: a live one keeps running unlocked.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Unlock {
+        /// The hosts to unlock, by name.
+        #[arg(required = true)]
+        hosts: Vec<String>,
+        /// The deployment file whose hosts these are.
+        #[command(flatten)]
+        file: HostsArgs,
+    },
+    /// Show who holds the lock of each host of a deployment file. Changes nothing.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Locks {
+        /// The deployment file whose hosts to look at.
+        #[command(flatten)]
+        file: HostsArgs,
+    },
     /// Show a deployment's status on the server (`--server`).
     Status {
         /// The deployment's id.
@@ -129,6 +148,17 @@ pub struct ServerArgs {
     pub server: String,
 }
 
+/// The hosts of a deployment file (`unlock`, `locks`).
+#[derive(Debug, clap::Args)]
+pub struct HostsArgs {
+    /// The deployment file (TOML).
+    #[arg(long, short = 'f')]
+    pub file: PathBuf,
+    /// Override a field of the deployment file, as for `deploy`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
 /// The arguments of `deploy` and `plan`.
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
@@ -152,4 +182,9 @@ pub struct DeployArgs {
     /// With --server: the same key returns the same deployment (safe retries from CI).
     #[arg(long, requires = "server")]
     pub idempotency_key: Option<String>,
+    /// When hosts are locked by another deployment, wait this long for them (`10m`) instead of
+    /// refusing at once. Default: `[locks] wait` of the configuration, else zero. Not with
+    /// --server (the server's configuration decides).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lock_wait: Option<std::time::Duration>,
 }

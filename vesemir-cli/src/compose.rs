@@ -2,8 +2,11 @@
 //! Chef, HAProxy and SSH are chosen.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vesemir_chef::ChefInventory;
+use vesemir_core::host_locks::LockPolicy;
+use vesemir_core::lock::LockHolder;
 use vesemir_core::ports::Inventory;
 use vesemir_core::request::{DeploymentRequest, LbInstances, Targets};
 use vesemir_core::static_inventory::StaticInventory;
@@ -37,8 +40,57 @@ pub fn ports(config: &Config, request: &DeploymentRequest) -> Result<Ports, Fail
     Ok(Ports {
         inventory,
         load_balancer: Arc::new(HaproxyLoadBalancer::new(config.haproxy.clone())),
-        executor: Arc::new(SshExecutor::new(config.ssh.clone())),
+        executor: Arc::new(executor(config)),
     })
+}
+
+/// The SSH executor, keeping host locks in `[locks] dir` when set.
+fn executor(config: &Config) -> SshExecutor {
+    let executor = SshExecutor::new(config.ssh.clone());
+    match &config.locks.dir {
+        Some(dir) => executor.with_lock_dir(dir.clone()),
+        None => executor,
+    }
+}
+
+/// The host locks a local deploy takes: a run id of its own, `request`'s names, this machine
+/// and process, `[locks] stale_after`, and `wait`.
+pub fn lock_policy(config: &Config, request: &DeploymentRequest, wait: Duration) -> LockPolicy {
+    let holder = LockHolder {
+        deployment: local_run_id(),
+        requested_by: request.requested_by.to_string(),
+        application: request.application.to_string(),
+        environment: request.environment.to_string(),
+        machine: this_machine(),
+        since_unix: unix_now(),
+    };
+    LockPolicy { holder, stale_after: config.locks.stale_after(), wait, on_wait: None }
+}
+
+/// A local run's id for its locks: `local-` and the start time and process, so two runs of one
+/// machine never share one (`local-1700000000-311-4821`).
+fn local_run_id() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("local-{}-{}-{}", now.as_secs(), std::process::id(), now.subsec_micros() % 10_000)
+}
+
+/// This machine and process, as a lock holder names them: `ci-runner-7 pid 311`.
+pub fn this_machine() -> String {
+    LockHolder::machine_of(&hostname(), std::process::id())
+}
+
+/// This machine's name (Linux), or `unknown-host`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 /// Ports for the HTTP server: each deployment gets the adapters of the configuration.
@@ -48,6 +100,14 @@ pub struct ConfiguredPorts(pub Config);
 impl vesemir_http::PortsFactory for ConfiguredPorts {
     fn ports(&self, request: &DeploymentRequest) -> Result<Ports, vesemir_http::PortsError> {
         ports(&self.0, request).map_err(|e| vesemir_http::PortsError::Configuration { reason: e.message })
+    }
+
+    fn locks(&self) -> Option<vesemir_http::LockSettings> {
+        Some(vesemir_http::LockSettings {
+            stale_after: self.0.locks.stale_after(),
+            wait: self.0.locks.wait.unwrap_or_default(),
+            machine: format!("vesemir serve on {}", this_machine()),
+        })
     }
 }
 

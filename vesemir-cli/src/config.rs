@@ -39,6 +39,8 @@ pub struct Config {
     pub haproxy: HaproxyConfig,
     /// `[driver]`: bounds on port calls.
     pub driver: DriverSection,
+    /// `[locks]`: host locks (one rollout per server).
+    pub locks: LocksSection,
     /// `[playbooks.NAME]`, validated by the core.
     pub playbooks: Playbooks,
 }
@@ -58,6 +60,8 @@ struct ConfigFile {
     #[serde(default)]
     driver: DriverSection,
     #[serde(default)]
+    locks: LocksSection,
+    #[serde(default)]
     playbooks: BTreeMap<String, ChangesetSpec>,
 }
 
@@ -68,6 +72,36 @@ pub struct DriverSection {
     /// Bound on one quick call (connect, a load balancer change).
     #[serde(default, with = "humantime_serde")]
     pub call_timeout: Option<Duration>,
+}
+
+/// `[locks]`: the host locks every deployment takes (one rollout per server, across processes
+/// and machines). Every deployer of a fleet, CLIs and servers alike, must use the same `dir`
+/// and `stale_after`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocksSection {
+    /// The lock directory on each host, when not `$HOME/.vesemir/lock` of the SSH user (a
+    /// shared one, such as `/var/lib/vesemir/lock`, when deployers log in as different users).
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// A lock not refreshed for this long is abandoned (its deployer died) and the next
+    /// deployer takes it over with a warning. Default [`DEFAULT_STALE_AFTER`].
+    #[serde(default, with = "humantime_serde")]
+    pub stale_after: Option<Duration>,
+    /// How long a deployment waits for hosts another deployment holds: the default of
+    /// `deploy --lock-wait`, and what `vesemir serve` deployments wait. Default zero: refuse.
+    #[serde(default, with = "humantime_serde")]
+    pub wait: Option<Duration>,
+}
+
+/// The default of `[locks] stale_after`: an hour.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(3600);
+
+impl LocksSection {
+    /// `stale_after`, or its default.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after.unwrap_or(DEFAULT_STALE_AFTER)
+    }
 }
 
 /// `[inventory]`.
@@ -158,6 +192,12 @@ impl Config {
                 .push(FieldError::new("ssh", "is missing: add [ssh] with user and key (or agent = true)")),
         }
         check_bounds(file, &mut checks);
+        if file.locks.stale_after.is_some_and(|s| s < Duration::from_secs(10)) {
+            checks.push(FieldError::new(
+                "locks.stale_after",
+                "is below 10s: a running deployment's locks would look abandoned; the default is 1h",
+            ));
+        }
         let playbooks = validate_playbooks(&file.playbooks);
         if let Err(errors) = &playbooks {
             checks.extend(errors.errors().iter().cloned());
@@ -172,6 +212,7 @@ impl Config {
                 ssh,
                 haproxy: file.haproxy,
                 driver: file.driver,
+                locks: file.locks,
                 playbooks,
             }),
             _ => Err(ConfigErrors::new(path, problems)),

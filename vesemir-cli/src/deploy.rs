@@ -5,8 +5,10 @@ use std::time::SystemTime;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinSet;
+use vesemir_core::host_locks::{LockConflicts, WaitNotice};
 use vesemir_core::journal::{replay, JournalHeader, JournalHost, JournalSink, JournaledLoadBalancer, RunId};
-use vesemir_core::{Control, Event, EventSink, Prepared};
+use vesemir_core::lock::HeldLock;
+use vesemir_core::{Control, Event, EventSink, PrepareError, Prepared};
 
 use crate::cli::DeployArgs;
 use crate::config::Config;
@@ -15,25 +17,44 @@ use crate::journal_file::{FileJournal, StateDir};
 use crate::output::{self, OutputFormat};
 use crate::{compose, request};
 
-async fn prepare(args: &DeployArgs, config: &Config) -> Result<(Prepared, vesemir_core::Ports), Failure> {
+/// Finds, resolves and plans; with `lock`, also takes every host's lock (deploy, not plan).
+async fn prepare(
+    args: &DeployArgs,
+    config: &Config,
+    lock: bool,
+) -> Result<(Prepared, vesemir_core::Ports), Failure> {
     let request = request::load(&args.file, &args.sets, args.concurrency.as_deref(), &config.playbooks)?;
     let ports = compose::ports(config, &request)?;
-    let prepared = vesemir_core::prepare(Arc::new(request), &ports, &compose::driver_config(config))
-        .await
-        .map_err(|e| {
-            let message = format!("nothing was changed: {e}");
-            if e.is_unreachable() {
-                Failure::unreachable(message)
-            } else {
-                Failure::input(message)
-            }
-        })?;
+    let mut driver = compose::driver_config(config);
+    if lock {
+        let wait = args.lock_wait.or(config.locks.wait).unwrap_or_default();
+        let mut policy = compose::lock_policy(config, &request, wait);
+        policy.on_wait = Some(WaitNotice(Arc::new(|wait| eprintln!("vesemir: {wait}"))));
+        driver.locks = Some(policy);
+    }
+    let prepared = vesemir_core::prepare(Arc::new(request), &ports, &driver).await.map_err(|e| match &e {
+        PrepareError::Locked(conflicts) => Failure::input(locked_message(conflicts, &args.file)),
+        e if e.is_unreachable() => Failure::unreachable(format!("nothing was changed: {e}")),
+        e => Failure::input(format!("nothing was changed: {e}")),
+    })?;
     Ok((prepared, ports))
+}
+
+/// What to do about hosts another deployment holds.
+fn locked_message(conflicts: &LockConflicts, file: &std::path::Path) -> String {
+    let hosts: Vec<&str> = conflicts.hosts().map(|h| h.as_str()).collect();
+    let wait =
+        if conflicts.waited.is_zero() { "wait with --lock-wait 10m" } else { "wait longer with --lock-wait" };
+    format!(
+        "nothing was changed: {conflicts}; {wait}, or if that deployment is dead: vesemir unlock -f {} {}",
+        file.display(),
+        hosts.join(" ")
+    )
 }
 
 /// Runs a deployment to its end, journaling every load balancer change before making it.
 pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
-    let (prepared, mut ports) = prepare(args, config).await?;
+    let (prepared, mut ports) = prepare(args, config, true).await?;
     let state = StateDir::locate().map_err(Failure::input)?;
     warn_unfinished(&state, &prepared);
     let journal = start_journal(args, &state, &prepared, &mut ports)?;
@@ -238,13 +259,17 @@ impl Signals {
 
 /// Shows what a deployment would do and checks every host can be reached over SSH.
 pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
-    let (prepared, ports) = prepare(args, config).await?;
+    let (prepared, ports) = prepare(args, config, false).await?;
     let results = check_ssh(&prepared, &ports).await;
-    let unreachable = results.iter().filter(|r| !matches!(r, Some(Ok(())))).count();
+    let unreachable = results.iter().filter(|r| !matches!(r, Some(Ok(_)))).count();
+    let locked = results.iter().filter(|r| matches!(r, Some(Ok(Some(_))))).count();
     if args.output == OutputFormat::Json {
         println!("{}", plan_json(&prepared, &results));
     } else {
         print_plan(&prepared, &results);
+        if locked > 0 {
+            println!("\n{locked} host(s) are locked by another deployment: a deploy now is refused (or waits with --lock-wait).");
+        }
         if unreachable > 0 {
             println!("\n{unreachable} host(s) cannot be reached over SSH: fix them before deploying.");
         } else {
@@ -254,8 +279,9 @@ pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
     Ok(if unreachable == 0 { Exit::Success } else { Exit::Unreachable })
 }
 
-/// Each host's SSH check, in plan order (`None`: the check did not finish), 16 at a time.
-type SshChecks = Vec<Option<Result<(), String>>>;
+/// Each host's SSH check and who holds its lock, in plan order (`None`: the check did not
+/// finish), 16 at a time.
+type SshChecks = Vec<Option<Result<Option<HeldLock>, String>>>;
 
 async fn check_ssh(prepared: &Prepared, ports: &vesemir_core::Ports) -> SshChecks {
     let hosts = &prepared.plan.hosts;
@@ -266,7 +292,10 @@ async fn check_ssh(prepared: &Prepared, ports: &vesemir_core::Ports) -> SshCheck
         while checks.len() < 16 && next < hosts.len() {
             let (executor, host, index) = (ports.executor.clone(), hosts[next].host.clone(), next);
             checks.spawn(async move {
-                let result = executor.connect(&host).await;
+                let result = match executor.connect(&host).await {
+                    Ok(()) => executor.read_lock(&host).await,
+                    Err(e) => Err(e),
+                };
                 executor.close(&host).await;
                 (index, result.map_err(|e| e.chain()))
             });
@@ -289,7 +318,8 @@ fn plan_json(prepared: &Prepared, results: &SshChecks) -> serde_json::Value {
         .map(|(h, r)| {
             serde_json::json!({
                 "name": h.host.name, "address": h.host.address, "server": h.server,
-                "ssh": match r { Some(Ok(())) => "ok".to_owned(), Some(Err(e)) => e.clone(), None => "not checked".to_owned() },
+                "ssh": match r { Some(Ok(_)) => "ok".to_owned(), Some(Err(e)) => e.clone(), None => "not checked".to_owned() },
+                "locked_by": match r { Some(Ok(Some(held))) => Some(held.to_string()), _ => None },
             })
         })
         .collect();
@@ -326,7 +356,8 @@ fn print_plan(prepared: &Prepared, results: &SshChecks) {
         for index in batch.clone() {
             let h = &plan.hosts[index];
             let ssh = match &results[index] {
-                Some(Ok(())) => "ssh ok".to_owned(),
+                Some(Ok(None)) => "ssh ok".to_owned(),
+                Some(Ok(Some(held))) => format!("ssh ok, LOCKED by {held}"),
                 Some(Err(e)) => format!("SSH FAILED: {e}"),
                 None => "not checked".to_owned(),
             };

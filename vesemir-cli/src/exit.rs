@@ -10,7 +10,7 @@ pub enum Exit {
     Success = 0,
     /// 1: the deployment failed, stopped, or was cancelled.
     DeploymentFailed = 1,
-    /// 2: bad input or configuration; nothing was changed.
+    /// 2: bad input or configuration, or hosts locked by another deployment; nothing was changed.
     BadInput = 2,
     /// 3: infrastructure unreachable before anything changed.
     Unreachable = 3,
@@ -55,5 +55,6 @@ impl std::error::Error for Failure {}
 pub const EXIT_CODES_HELP: &str = "Exit codes:
   0  every host succeeded (plan: every host reachable; config check: no problem)
   1  the deployment failed, stopped after too many failures, or was cancelled
-  2  bad input or configuration: nothing was changed
-  3  infrastructure unreachable before anything changed (Chef, HAProxy, SSH)";
+  2  bad input or configuration, or hosts locked by another deployment: nothing was changed
+  3  infrastructure unreachable before anything changed (Chef, HAProxy, SSH); unlock/locks:
+     a host's lock could not be read or broken";

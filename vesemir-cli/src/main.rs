@@ -8,6 +8,7 @@ mod deploy;
 mod exit;
 mod inventory_file;
 mod journal_file;
+mod locks;
 mod output;
 mod overrides;
 mod recover;
@@ -47,6 +48,9 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Config { command: ConfigCommand::Check } => config_check(&cli),
         Command::Deploy(args) => match &args.server {
+            Some(_) if args.lock_wait.is_some() => Err(Failure::input(
+                "--lock-wait is for deploys from here: with --server, the server's [locks] wait decides",
+            )),
             Some(server) => deploy::deploy_remote(args, server).await,
             None => {
                 let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
@@ -61,6 +65,14 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             }
             let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
             deploy::plan(args, &config).await
+        }
+        Command::Unlock { hosts, file } => {
+            let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
+            locks::unlock(file, hosts, &config).await
+        }
+        Command::Locks { file } => {
+            let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
+            locks::list(file, &config).await
         }
         Command::Status { id, server } => {
             let deployment = client::Client::new(&server.server)?.get(*id).await?;

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use crate::error::PortError;
 use crate::event::EventSink;
 use crate::host::Host;
+use crate::host_locks::{self, HostLocks, LockConflicts, LockPolicy, RunLocks};
 use crate::name::{EnvVarName, ServerName};
 use crate::plan::{Plan, PlanError, PlannedHost};
 use crate::ports::{
@@ -44,8 +45,11 @@ pub struct DriverConfig {
     pub grace: Duration,
     /// Bytes of output streamed per command at most.
     pub output_limit: usize,
-    /// Server lookups run at once while preparing.
+    /// Server lookups (and host lock calls) run at once while preparing.
     pub resolve_concurrency: usize,
+    /// The host locks to take while preparing, keep while running and give back at the end
+    /// (see [`host_locks`]); `None` takes none (tests, embedders with their own guarantee).
+    pub locks: Option<LockPolicy>,
 }
 
 impl Default for DriverConfig {
@@ -55,6 +59,7 @@ impl Default for DriverConfig {
             grace: Duration::from_secs(15),
             output_limit: 1 << 20,
             resolve_concurrency: 16,
+            locks: None,
         }
     }
 }
@@ -68,6 +73,9 @@ pub struct Prepared {
     pub backend: Backend,
     /// The hosts with their servers, in batches.
     pub plan: Arc<Plan>,
+    /// The host locks taken for it, when [`DriverConfig::locks`] asked for them. `run` gives
+    /// them back; dropping the last handle without running gives them back too (best effort).
+    pub locks: Option<Arc<HostLocks>>,
 }
 
 /// Why a deployment could not be prepared. Nothing was changed on any host or load balancer.
@@ -112,6 +120,9 @@ pub enum PrepareError {
     /// No valid plan.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// Hosts of the plan are locked by other deployments.
+    #[error(transparent)]
+    Locked(#[from] LockConflicts),
 }
 
 impl PrepareError {
@@ -124,7 +135,7 @@ impl PrepareError {
             | PrepareError::Resolve { source, .. } => {
                 matches!(source, PortError::Unreachable { .. } | PortError::Timeout { .. })
             }
-            PrepareError::ServerName { .. } | PrepareError::Plan(_) => false,
+            PrepareError::ServerName { .. } | PrepareError::Plan(_) | PrepareError::Locked(_) => false,
         }
     }
 }
@@ -215,7 +226,21 @@ pub async fn prepare(
     let backend = Backend { name: request.load_balancer.backend.clone(), instances };
     let planned = resolve_servers(&request, hosts, &backend, ports, config).await?;
     let plan = Plan::new(planned, &request.strategy)?;
-    Ok(Prepared { request, backend, plan: Arc::new(plan) })
+    // Before anything reads or changes the load balancer for this deployment: see `host_locks`.
+    let locks = match &config.locks {
+        Some(policy) => Some(Arc::new(
+            host_locks::acquire(
+                &plan,
+                &ports.executor,
+                policy,
+                config.call_timeout,
+                config.resolve_concurrency,
+            )
+            .await?,
+        )),
+        None => None,
+    };
+    Ok(Prepared { request, backend, plan: Arc::new(plan), locks })
 }
 
 /// The hosts the inventory finds for `selector`, within the call timeout.
@@ -280,7 +305,9 @@ pub async fn run(
         plan: prepared.plan.clone(),
         ports: ports.clone(),
         config: config.clone(),
+        locks: prepared.locks.clone(),
     });
+    let mut locks = RunLocks::new(prepared.locks.clone());
     let mut machine =
         Rollout::new(prepared.plan.clone(), RolloutConfig::from_request(&prepared.request), now());
     let (output, mut output_lines) = OutputSink::channel();
@@ -301,7 +328,7 @@ pub async fn run(
             task_hosts.insert(handle.id(), host);
         }
         while let Some(event) = machine.poll_event() {
-            sink.emit(&event);
+            locks.forward(sink, event);
         }
         if machine.is_finished() {
             break;
@@ -331,8 +358,10 @@ pub async fn run(
             () = sleep_until(deadline) => {
                 machine.handle_timeout(now());
             }
+            task = locks.next() => locks.handle(sink, task),
         }
     }
+    locks.finish(sink).await;
     machine.report()
 }
 
@@ -397,6 +426,7 @@ struct ActionContext {
     plan: Arc<Plan>,
     ports: Ports,
     config: DriverConfig,
+    locks: Option<Arc<HostLocks>>,
 }
 
 impl ActionContext {
@@ -409,6 +439,9 @@ impl ActionContext {
         let on = |what: &str| format!("{what} of {}/{server}", backend.name);
         match action {
             Action::Connect { .. } => {
+                if let Some(error) = self.locks.as_ref().and_then(|l| l.refused(&host.name)) {
+                    return ActionResult::Failed(error.clone());
+                }
                 bounded(quick, || format!("connect to {host}"), executor.connect(host)).await.into()
             }
             Action::SetState { state, .. } => {

@@ -61,7 +61,7 @@ use axum::Router;
 
 pub use auth::{Principal, Scope, Tokens};
 pub use config::{Limits, LogConfig, ServerConfig, TokenConfig};
-pub use ports::{FixedPorts, PortsError, PortsFactory};
+pub use ports::{FixedPorts, LockSettings, PortsError, PortsFactory};
 pub use store::{SqliteStore, Status, Store, StoreError};
 
 /// Why the server could not start or stopped.
@@ -107,7 +107,10 @@ impl Server {
     ) -> Result<Self, ServeError> {
         let playbooks = config.validate()?;
         let metrics = Arc::new(metrics::Metrics::new());
-        let runner = Arc::new(runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone()));
+        let runner = Arc::new(
+            runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone())
+                .with_locks(factory.locks()),
+        );
         let interrupted = runner.recover().await?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");

@@ -1,6 +1,8 @@
 //! Who chooses the ports: the server asks a [`PortsFactory`] for each deployment, so it never
 //! hard-codes adapters. The real composition (Chef, HAProxy, SSH) is configured by the front end.
 
+use std::time::Duration;
+
 use vesemir_core::request::DeploymentRequest;
 use vesemir_core::Ports;
 
@@ -28,6 +30,26 @@ pub enum PortsError {
 pub trait PortsFactory: Send + Sync {
     /// The ports for `request`.
     fn ports(&self, request: &DeploymentRequest) -> Result<Ports, PortsError>;
+
+    /// How deployments take host locks (one rollout per server, shared with CLIs and other
+    /// servers: see `vesemir_core::host_locks`); `None`, the default, takes none.
+    fn locks(&self) -> Option<LockSettings> {
+        None
+    }
+}
+
+/// The host locks of the server's deployments. Each deployment's holder is its id, its
+/// requester, its application and environment, and [`machine`](LockSettings::machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockSettings {
+    /// A lock not refreshed for this long is abandoned and taken over: the same value as every
+    /// other deployer of the fleet.
+    pub stale_after: Duration,
+    /// How long a deployment waits (as `running`) for hosts another deployment holds before it
+    /// fails; zero fails at once, naming the holder.
+    pub wait: Duration,
+    /// Where the server runs, as holders show it: `vesemir serve on web-admin-1 pid 311`.
+    pub machine: String,
 }
 
 /// The same ports for every request (tests, and servers with one fleet).

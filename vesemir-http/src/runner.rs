@@ -12,6 +12,8 @@ use futures_util::FutureExt;
 use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome};
+use vesemir_core::host_locks::LockPolicy;
+use vesemir_core::lock::LockHolder;
 use vesemir_core::request::DeploymentRequest;
 use vesemir_core::{
     render, Backoff, Control, Crash, DeploymentReport, DriverConfig, Event, EventSink, Ports, Prepared,
@@ -21,6 +23,7 @@ use vesemir_core::{
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::metrics::Metrics;
+use crate::ports::LockSettings;
 use crate::store::{
     DeploymentRecord, Finish, HostRecord, Inserted, NewDeployment, Status, Store, StoreError,
 };
@@ -77,6 +80,7 @@ pub struct Runner {
     metrics: Arc<Metrics>,
     limits: Limits,
     driver: DriverConfig,
+    locks: Option<LockSettings>,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
     admission: tokio::sync::Mutex<()>,
@@ -136,10 +140,20 @@ impl Runner {
             )),
             limits,
             driver,
+            locks: None,
             queued: AtomicUsize::new(0),
             admission: tokio::sync::Mutex::new(()),
             active: Mutex::new(ActiveSet::default()),
         }
+    }
+
+    /// Deployments take host locks with `locks` (none with `None`): a host another deployment
+    /// holds makes the deployment wait up to `locks.wait` (as `running`), then end `failed`
+    /// naming the holder, with nothing changed.
+    #[must_use]
+    pub fn with_locks(mut self, locks: Option<LockSettings>) -> Self {
+        self.locks = locks;
+        self
     }
 
     fn lock_active(&self) -> MutexGuard<'_, ActiveSet> {
@@ -321,7 +335,7 @@ impl Runner {
         self.store.mark_running(id, started).await?;
         info!("running");
 
-        let prepared = match self.prepare(request, ports).await {
+        let prepared = match self.prepare(id, request, ports).await {
             Ok(prepared) => prepared,
             Err(message) => {
                 return self.end(id, labels, Status::Failed, Some(message), None, Some(started)).await;
@@ -365,10 +379,16 @@ impl Runner {
     }
 
     /// Finds and plans the hosts within `deployment_timeout`; on failure, why (nothing changed).
-    async fn prepare(&self, request: &Arc<DeploymentRequest>, ports: &Ports) -> Result<Prepared, String> {
+    async fn prepare(
+        &self,
+        id: i64,
+        request: &Arc<DeploymentRequest>,
+        ports: &Ports,
+    ) -> Result<Prepared, String> {
+        let driver = DriverConfig { locks: self.lock_policy(id, request), ..self.driver.clone() };
         let prepared = tokio::time::timeout(
             self.limits.deployment_timeout,
-            vesemir_core::prepare(request.clone(), ports, &self.driver),
+            vesemir_core::prepare(request.clone(), ports, &driver),
         )
         .await;
         match prepared {
@@ -382,6 +402,21 @@ impl Runner {
                     .into())
             }
         }
+    }
+
+    /// The host locks deployment `id` takes: held by its id, requester and target, on this
+    /// server's machine.
+    fn lock_policy(&self, id: i64, request: &DeploymentRequest) -> Option<LockPolicy> {
+        let settings = self.locks.as_ref()?;
+        let holder = LockHolder {
+            deployment: id.to_string(),
+            requested_by: request.requested_by.to_string(),
+            application: request.application.to_string(),
+            environment: request.environment.to_string(),
+            machine: settings.machine.clone(),
+            since_unix: u64::try_from(now_ms() / 1000).unwrap_or_default(),
+        };
+        Some(LockPolicy { holder, stale_after: settings.stale_after, wait: settings.wait, on_wait: None })
     }
 
     /// Runs the rollout to its end, its events into `sink`, aborting it past
