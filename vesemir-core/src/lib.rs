@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod driver;
 pub mod error;
 pub mod fake;
+pub mod fleet;
 pub mod host;
 pub mod lock;
 pub mod name;

@@ -71,6 +71,9 @@ pub fn describe(event: &Event) -> Option<String> {
             WaitReason::Pause { duration } => {
                 format!("pausing {} before the next batch", humantime::format_duration(*duration))
             }
+            WaitReason::BackendBudget { out, concurrency } => format!(
+                "waiting: {out} servers of the backend are out of rotation and concurrency is {concurrency}: no host leaves rotation until one comes back"
+            ),
         },
         EventKind::Warning { host: Some(host), message } => format!("warning: {host}: {message}"),
         EventKind::Warning { host: None, message } => format!("warning: {message}"),
