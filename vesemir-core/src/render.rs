@@ -48,6 +48,9 @@ pub fn describe(event: &Event) -> Option<String> {
         }
         EventKind::HostFinished { host, outcome, phase, error, rotation } => match outcome {
             HostOutcome::Succeeded => format!("{host}: deployed, {rotation}"),
+            HostOutcome::Skipped if *phase == crate::event::Phase::Pending => {
+                format!("{host}: {outcome} ({}), {rotation}", error.as_deref().unwrap_or(""))
+            }
             HostOutcome::Skipped | HostOutcome::Cancelled if *rotation == Rotation::InRotation => {
                 format!("{host}: {outcome} ({}), {rotation}", error.as_deref().unwrap_or(""))
             }

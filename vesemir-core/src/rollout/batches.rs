@@ -46,7 +46,9 @@ impl Rollout {
                 return;
             }
             if self.stop.is_some() {
-                self.end_admitting(now);
+                if self.budget_stopped() {
+                    self.end_admitting(now);
+                }
                 self.end_unstarted(now);
                 if self.in_flight == 0 {
                     self.finish(now);

@@ -58,7 +58,7 @@ impl Rollout {
     /// The budget timer fired: read the backend again for the hosts still waiting.
     pub(super) fn budget_recheck(&mut self, now: Instant) {
         self.budget_timer = None;
-        if self.stop.is_some() {
+        if self.budget_stopped() {
             self.end_admitting(now);
             return;
         }
@@ -72,20 +72,20 @@ impl Rollout {
         }
     }
 
-    /// Ends every host waiting for admission and not awaiting a read, once the rollout stops:
-    /// they were never taken out.
+    /// Whether the rollout stopped because the budget stayed full: hosts waiting for admission
+    /// then end. (On any other stop they are in flight and finish, as a connected host always
+    /// has.)
+    pub(super) fn budget_stopped(&self) -> bool {
+        matches!(self.stop, Some(StopReason::BackendBudget { .. }))
+    }
+
+    /// Ends every host waiting for admission and not awaiting a read, once the budget stayed
+    /// full too long: they were never taken out.
     pub(super) fn end_admitting(&mut self, now: Instant) {
-        let outcome = match self.stop {
-            Some(StopReason::Cancelled) => HostOutcome::Cancelled,
-            _ => HostOutcome::Skipped,
-        };
         for h in self.admitting() {
             if !self.hosts[h].awaiting {
-                let error = match outcome {
-                    HostOutcome::Cancelled => "not taken out: the deployment was cancelled",
-                    _ => "not taken out: the rollout stopped",
-                };
-                self.fail(h, outcome, error.to_owned(), now);
+                let error = "not taken out: the backend's out-of-rotation budget stayed full".to_owned();
+                self.fail(h, HostOutcome::Skipped, error, now);
             }
         }
     }
@@ -115,7 +115,7 @@ impl Rollout {
             .iter()
             .zip(&self.plan.hosts)
             .filter(|(run, _)| match run.outcome {
-                None => !matches!(run.stage, Stage::Pending | Stage::Admit),
+                None => !matches!(run.stage, Stage::Pending | Stage::Connect | Stage::Admit),
                 Some(_) => run.started.is_some() && run.rotation() != Rotation::InRotation,
             })
             .map(|(_, planned)| planned.server.clone())
@@ -124,7 +124,7 @@ impl Rollout {
 
     /// Admits the waiting hosts the budget has room for, given the backend's `servers`.
     fn admit(&mut self, servers: &[ServerState], now: Instant) {
-        if self.stop.is_some() {
+        if self.budget_stopped() {
             self.end_admitting(now);
             return;
         }
@@ -184,10 +184,9 @@ impl Rollout {
     /// Whether hosts have waited for the budget longer than [`BUDGET_WAIT_LIMIT`] with none of
     /// this rollout's hosts in flight (past admission).
     fn budget_blocked(&mut self, now: Instant) -> bool {
-        let own_in_flight = self
-            .hosts
-            .iter()
-            .any(|run| run.outcome.is_none() && !matches!(run.stage, Stage::Pending | Stage::Admit));
+        let own_in_flight = self.hosts.iter().any(|run| {
+            run.outcome.is_none() && !matches!(run.stage, Stage::Pending | Stage::Connect | Stage::Admit)
+        });
         if own_in_flight {
             self.budget_blocked_since = None;
             return false;
