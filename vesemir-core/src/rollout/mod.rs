@@ -18,12 +18,17 @@
 //!
 //! # Invariants (checked by property tests)
 //!
-//! - Never more than `concurrency` hosts out of rotation at once. A host that failed and stays
+//! - Never more than `concurrency` hosts out of rotation at once, and no take-out that would put
+//!   more than `concurrency` servers of the whole backend out of rotation, counting servers it
+//!   did not take out (read before each take-out: `budget.rs`). A host that failed and stays
 //!   out of rotation keeps using its slot, so failures shrink the room for new hosts rather than
 //!   take capacity below what the operator allowed.
 //! - A host goes back into rotation only after its steps and health gate passed, except a host
 //!   whose changeset never started (drain timed out, a load balancer call failed before
-//!   maintenance), which is put back as it was.
+//!   maintenance), which is put back as it was found. Every host ends at its server's original
+//!   admin state and weight on every box (the plan's `original`), or out of rotation if it
+//!   failed; a server found out of rotation is never put in; hosts the plan skips are never
+//!   touched.
 //! - A failed host is reported with its phase and error, and its rotation state.
 //! - Once failures exceed `max_failures`, or on cancel, no new host starts; hosts in flight
 //!   finish.
