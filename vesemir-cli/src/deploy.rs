@@ -37,6 +37,9 @@ async fn prepare(
         e if e.is_unreachable() => Failure::unreachable(format!("nothing was changed: {e}")),
         e => Failure::input(format!("nothing was changed: {e}")),
     })?;
+    for warning in &prepared.warnings {
+        eprintln!("vesemir: warning: {warning}");
+    }
     Ok((prepared, ports))
 }
 
@@ -320,6 +323,7 @@ fn plan_json(prepared: &Prepared, results: &SshChecks) -> serde_json::Value {
                 "name": h.host.name, "address": h.host.address, "server": h.server,
                 "ssh": match r { Some(Ok(_)) => "ok".to_owned(), Some(Err(e)) => e.clone(), None => "not checked".to_owned() },
                 "locked_by": match r { Some(Ok(Some(held))) => Some(held.to_string()), _ => None },
+                "in_rotation": h.was_in_rotation(), "skip": h.skip, "states": h.original,
             })
         })
         .collect();
@@ -332,6 +336,12 @@ fn plan_json(prepared: &Prepared, results: &SshChecks) -> serde_json::Value {
         "application": request.application, "environment": request.environment, "version": request.version,
         "backend": prepared.backend.name, "load_balancers": prepared.backend.instances.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
         "concurrency": plan.concurrency, "max_failures": plan.max_failures, "hosts": hosts, "batches": batches,
+        "budget": {
+            "concurrency": prepared.budget.concurrency,
+            "already_out": prepared.budget.already_out.iter().map(|s| serde_json::json!({ "server": s.name, "states": s.instances })).collect::<Vec<_>>(),
+            "effective": prepared.budget.effective(),
+        },
+        "warnings": prepared.warnings,
     })
 }
 
@@ -349,6 +359,10 @@ fn print_plan(prepared: &Prepared, results: &SshChecks) {
     );
     let instances: Vec<String> = prepared.backend.instances.iter().map(|i| i.to_string()).collect();
     println!("Backend {} on {}", prepared.backend.name, instances.join(", "));
+    println!("Budget: {}", prepared.budget);
+    for out in &prepared.budget.already_out {
+        println!("  out of rotation: {}: {}", out.name, out.describe());
+    }
     let width = plan.hosts.iter().map(|h| h.host.name.as_str().len()).max().unwrap_or(4).max(4);
     for (number, batch) in plan.batches.iter().enumerate() {
         let label = if number == 0 && plan.canary { " (canary)" } else { "" };
@@ -367,7 +381,29 @@ fn print_plan(prepared: &Prepared, results: &SshChecks) {
                 h.host.address,
                 h.server.as_str()
             );
+            print_states(h);
         }
+    }
+    let skipped: Vec<_> = plan.hosts.iter().filter(|h| h.skip).collect();
+    if !skipped.is_empty() {
+        println!("\nskipped (not in rotation, left as found)");
+        for h in skipped {
+            println!(
+                "  {:width$}  {:15}  server {}",
+                h.host.name.as_str(),
+                h.host.address,
+                h.server.as_str()
+            );
+            print_states(h);
+        }
+    }
+}
+
+/// A planned host's server, box by box, as it was found.
+fn print_states(h: &vesemir_core::plan::PlannedHost) {
+    let note = if h.was_in_rotation() { "" } else { "  (NOT IN ROTATION: returned to this state)" };
+    for (i, state) in h.original.iter().enumerate() {
+        println!("      {state}{}", if i == 0 { note } else { "" });
     }
 }
 

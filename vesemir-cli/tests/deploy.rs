@@ -39,7 +39,7 @@ async fn a_failing_host_is_named_with_its_phase_and_left_out_of_rotation() {
     let output = lab.vesemir(&["deploy", "-f", "broken.toml"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(all.contains("web-2 (127.0.0.1) FAILED during step 1 (install)"), "{all}");
+    assert!(all.contains("web-2 (127.0.0.2) FAILED during step 1 (install)"), "{all}");
     assert!(all.contains("why: the command ended with exit code 1"), "{all}");
     assert!(all.contains("Out of rotation now: web-2"), "{all}");
     assert!(all.contains("2 succeeded, 1 failed"), "{all}");
@@ -60,6 +60,48 @@ async fn plan_lists_hosts_servers_and_batches_and_changes_nothing() {
     assert_eq!(all.matches("ssh ok").count(), 3, "{all}");
     assert!(lab.version_on("web-1").is_none());
     assert!(lab.status("web-1").await.iter().all(|(s, _)| *s == ServerStatus::Up));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_in_maintenance_is_refused_with_exit_2_and_plan_shows_it_and_the_budget() {
+    use vesemir_core::ports::AdminState;
+    let lab = Lab::start();
+    lab.set_state("web-2", AdminState::Maint).await;
+    let output = lab.vesemir(&["deploy", "-f", "deploy.toml"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert!(all.contains("nothing was changed: 1 target server(s) not in rotation"), "{all}");
+    assert!(all.contains("web-2 (host web-2): MAINT down, weight 100/100 on 127.0.0.1:"), "{all}");
+    assert!(all.contains("servers_not_in_rotation = \"skip\""), "{all}");
+    assert!(lab.version_on("web-1").is_none(), "nothing deployed");
+    assert!(lab.status("web-1").await.iter().all(|(s, w)| *s == ServerStatus::Up && *w == 100));
+
+    let skip = std::fs::read_to_string(lab.dir.path().join("deploy.toml"))
+        .expect("deploy file")
+        .replace("drain_timeout = \"5s\"", "drain_timeout = \"5s\"\nservers_not_in_rotation = \"skip\"");
+    std::fs::write(lab.dir.path().join("skip.toml"), skip).expect("write");
+    let output = lab.vesemir(&["plan", "-f", "skip.toml"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("Budget: concurrency 2, 1 already out (web-2): 1 more may leave rotation at once"),
+        "{all}"
+    );
+    assert!(all.contains("skipped (not in rotation, left as found)\n  web-2"), "{all}");
+    assert!(all.contains("READY up, weight 100/100 on 127.0.0.1:"), "{all}");
+    let output = lab.vesemir(&["plan", "-f", "skip.toml", "--output", "json"]);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
+    assert_eq!(plan["budget"]["effective"], 1, "{plan}");
+    assert_eq!(plan["hosts"][2]["skip"], true, "{plan}");
+    assert_eq!(plan["hosts"][2]["states"][0]["admin"], "maint", "{plan}");
+
+    let output = lab.vesemir(&["deploy", "-f", "skip.toml"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(lab.version_on("web-2").is_none(), "skipped");
+    assert!(lab.status("web-2").await.iter().all(|(s, _)| *s == ServerStatus::Maint), "left as found");
+    assert_eq!(lab.version_on("web-3").as_deref(), Some("1.0.0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

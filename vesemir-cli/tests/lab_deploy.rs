@@ -235,3 +235,110 @@ fn the_lab_counts_requests_to_a_restart_without_drain_as_failed() {
     assert!(report.failures.iter().any(|f| f.contains("status 503")), "HAProxy answers 503: {report}");
     assert_eq!(lab.served_version("web-01").ok().as_deref(), Some("2.0.0"));
 }
+
+/// Servers some box does not have in rotation (not UP, or at weight 0), from HAProxy itself.
+fn servers_out(lab: &Lab) -> Vec<String> {
+    lab.hosts()
+        .iter()
+        .filter(|h| {
+            lab.lb_status(&h.name)
+                .map(|states| states.iter().any(|s| s.status != ServerStatus::Up || s.weight == 0))
+                .unwrap_or(true)
+        })
+        .map(|h| h.name.clone())
+        .collect()
+}
+
+/// Puts `host`'s server in maintenance on every HAProxy box, as an operator would.
+fn put_in_maintenance(lab: &Lab, host: &str) {
+    use vesemir_core::name::ServerName;
+    use vesemir_core::ports::{AdminState, LoadBalancer};
+    let backend = lab.backend().expect("the lab's backend");
+    let server = ServerName::new(host).expect("a server name");
+    lab.block_on(async move {
+        vesemir_haproxy::HaproxyLoadBalancer::new(vesemir_haproxy::HaproxyConfig::default())
+            .set_state(&backend, &server, AdminState::Maint)
+            .await
+    })
+    .expect("HAProxy takes the change");
+}
+
+#[test]
+fn a_host_in_maintenance_is_refused_by_default_and_skip_leaves_it_untouched_within_the_budget() {
+    let lab = lab();
+    put_in_maintenance(&lab, "web-03");
+    let traffic = lab.start_load(load());
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The default policy refuses before anything changes, naming the server and its state.
+    let refused = deploy(&lab, &[]);
+    let all = text(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{all}");
+    assert!(all.contains("web-03 (host web-03): MAINT"), "{all}");
+    assert!(all.contains("nothing was changed"), "{all}");
+    for host in lab.hosts() {
+        assert_eq!(lab.served_version(&host.name).ok().as_deref(), Some("1.0.0"), "{} untouched", host.name);
+    }
+    assert_left_out(&lab, "web-03");
+
+    // skip: the others are deployed, web-03 stays in MAINT, never more than 2 out at once.
+    let deploy_file = lab.deploy_path().to_owned();
+    let mut child = vesemir(&lab)
+        .arg("deploy")
+        .arg("-f")
+        .arg(&deploy_file)
+        .args(["--set", "load_balancer.servers_not_in_rotation=skip"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs vesemir");
+    let mut most_out = 0;
+    while child.try_wait().expect("waits").is_none() {
+        most_out = most_out.max(servers_out(&lab).len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("its output");
+    std::thread::sleep(Duration::from_millis(500));
+    let report = traffic.finish().expect("the load generator reports");
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("5 succeeded, 0 failed, 0 unreachable, 1 skipped"), "{all}");
+    assert!(all.contains("web-03: skipped (its server was not in rotation"), "{all}");
+    assert!(
+        most_out <= 2,
+        "{most_out} servers out of rotation at once, concurrency 2 (web-03 included)\n{all}"
+    );
+    assert!(most_out >= 1, "web-03 was seen out all along");
+    assert_left_out(&lab, "web-03");
+    assert_eq!(lab.served_version("web-03").ok().as_deref(), Some("1.0.0"), "web-03 never deployed");
+    for host in lab.hosts().iter().filter(|h| h.name != "web-03") {
+        assert_in_rotation_with(&lab, &host.name, "2.0.0");
+    }
+    assert_eq!(report.failed, 0, "{report}\n{all}");
+}
+
+#[test]
+fn a_host_already_down_is_refused_by_default_and_nothing_changes() {
+    let lab = lab();
+    // Its app is down (every health check fails) before the deploy starts.
+    lab.break_release_on("web-02").expect("the lab does it");
+    lab.restart_app_undrained("web-02", "1.0.0").expect("the lab does it");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.lb_status("web-02").expect("HAProxy answers").iter().all(|s| s.status == ServerStatus::Down) {
+        assert!(Instant::now() < deadline, "HAProxy never marked web-02 DOWN");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let traffic = lab.start_load(load());
+    std::thread::sleep(Duration::from_millis(500));
+    let output = deploy(&lab, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let report = traffic.finish().expect("the load generator reports");
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert!(all.contains("web-02 (host web-02): READY down"), "{all}");
+    for host in lab.hosts().iter().filter(|h| h.name != "web-02") {
+        assert_in_rotation_with(&lab, &host.name, "1.0.0");
+    }
+    assert!(lab.lb_status("web-02").expect("HAProxy answers").iter().all(|s| s.status == ServerStatus::Down));
+    assert_eq!(report.failed, 0, "{report}\n{all}");
+}

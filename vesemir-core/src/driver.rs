@@ -12,13 +12,14 @@ use tokio::task::JoinSet;
 
 use crate::error::PortError;
 use crate::event::EventSink;
+use crate::fleet::{check_servers, AddressMismatch, Budget, Checked, NotInRotation, StateRefusal};
 use crate::host::Host;
 use crate::host_locks::{self, HostLocks, LockConflicts, LockPolicy, RunLocks};
 use crate::name::{EnvVarName, ServerName};
 use crate::plan::{Plan, PlanError, PlannedHost};
 use crate::ports::{
     Backend, Executor, FileUpload, Inventory, LbEndpoint, LoadBalancer, OutputSink, RemoteCommand, Selector,
-    ServerLookup,
+    ServerLookup, ServerState,
 };
 use crate::report::DeploymentReport;
 use crate::request::{DeploymentRequest, LbInstances, Quoting, ServerMapping, StepAction, Targets};
@@ -71,11 +72,15 @@ pub struct Prepared {
     pub request: Arc<DeploymentRequest>,
     /// The backend on every load balancer instance.
     pub backend: Backend,
-    /// The hosts with their servers, in batches.
+    /// The hosts with their servers (and their servers' original states), in batches.
     pub plan: Arc<Plan>,
     /// The host locks taken for it, when [`DriverConfig::locks`] asked for them. `run` gives
     /// them back; dropping the last handle without running gives them back too (best effort).
     pub locks: Option<Arc<HostLocks>>,
+    /// The out-of-rotation budget on the real backend when it was prepared.
+    pub budget: Budget,
+    /// Things worth a look that stop nothing (addresses that could not be compared).
+    pub warnings: Vec<String>,
 }
 
 /// Why a deployment could not be prepared. Nothing was changed on any host or load balancer.
@@ -117,12 +122,60 @@ pub enum PrepareError {
         #[source]
         source: PortError,
     },
+    /// The backend's servers could not be read.
+    #[error("reading the state of backend {backend} failed: {source}")]
+    ReadBackend {
+        /// The backend.
+        backend: String,
+        /// Why it failed.
+        #[source]
+        source: PortError,
+    },
+    /// Target servers are not in rotation, and the request says to refuse them.
+    #[error("{}", not_in_rotation_message(servers))]
+    NotInRotation {
+        /// Each such server, with its host and its state on every box.
+        servers: Vec<NotInRotation>,
+    },
+    /// Servers found by name are not their hosts.
+    #[error("{}", mismatches.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    AddressMismatch {
+        /// Each host whose server has another address.
+        mismatches: Vec<AddressMismatch>,
+    },
+    /// The backend already has `concurrency` servers or more out of rotation.
+    #[error("{}", budget_message(budget))]
+    Budget {
+        /// The budget, with the servers already out.
+        budget: Budget,
+    },
     /// No valid plan.
     #[error(transparent)]
     Plan(#[from] PlanError),
     /// Hosts of the plan are locked by other deployments.
     #[error(transparent)]
     Locked(#[from] LockConflicts),
+}
+
+fn not_in_rotation_message(servers: &[NotInRotation]) -> String {
+    let lines: Vec<String> = servers.iter().map(|s| format!("  {s}")).collect();
+    format!(
+        "{} target server(s) not in rotation: someone or something else took them out, and Vesemir does not put them back in:\n{}\nbring them back into rotation first, or set load_balancer.servers_not_in_rotation = \"skip\" (leave them exactly as they are) or \"include\" (deploy them and return each to this state)",
+        servers.len(),
+        lines.join("\n")
+    )
+}
+
+fn budget_message(budget: &Budget) -> String {
+    let lines: Vec<String> =
+        budget.already_out.iter().map(|s| format!("  {}: {}", s.name, s.describe())).collect();
+    format!(
+        "the backend already has {} server(s) out of rotation and concurrency is {}: taking a host out would leave more than {} out at once:\n{}\nbring some back into rotation, or raise strategy.concurrency",
+        budget.already_out.len(),
+        budget.concurrency,
+        budget.concurrency,
+        lines.join("\n")
+    )
 }
 
 impl PrepareError {
@@ -132,10 +185,16 @@ impl PrepareError {
         match self {
             PrepareError::Hosts { source, .. }
             | PrepareError::LoadBalancers { source, .. }
-            | PrepareError::Resolve { source, .. } => {
+            | PrepareError::Resolve { source, .. }
+            | PrepareError::ReadBackend { source, .. } => {
                 matches!(source, PortError::Unreachable { .. } | PortError::Timeout { .. })
             }
-            PrepareError::ServerName { .. } | PrepareError::Plan(_) | PrepareError::Locked(_) => false,
+            PrepareError::ServerName { .. }
+            | PrepareError::Plan(_)
+            | PrepareError::NotInRotation { .. }
+            | PrepareError::AddressMismatch { .. }
+            | PrepareError::Budget { .. }
+            | PrepareError::Locked(_) => false,
         }
     }
 }
@@ -225,12 +284,11 @@ pub async fn prepare(
     };
     let backend = Backend { name: request.load_balancer.backend.clone(), instances };
     let planned = resolve_servers(&request, hosts, &backend, ports, config).await?;
-    let plan = Plan::new(planned, &request.strategy)?;
     // Before anything reads or changes the load balancer for this deployment: see `host_locks`.
     let locks = match &config.locks {
         Some(policy) => Some(Arc::new(
             host_locks::acquire(
-                &plan,
+                planned.iter().map(|p| p.host.clone()).collect(),
                 &ports.executor,
                 policy,
                 config.call_timeout,
@@ -240,7 +298,65 @@ pub async fn prepare(
         )),
         None => None,
     };
-    Ok(Prepared { request, backend, plan: Arc::new(plan), locks })
+    let checked = async {
+        let (checked, servers) = read_real_state(&request, planned, &backend, ports, config).await?;
+        let plan = Plan::new(checked.hosts, &request.strategy)?;
+        let budget = check_budget(&plan, &servers)?;
+        Ok::<_, PrepareError>((plan, budget, checked.warnings))
+    }
+    .await;
+    match checked {
+        Ok((plan, budget, warnings)) => {
+            Ok(Prepared { request, backend, plan: Arc::new(plan), budget, warnings, locks })
+        }
+        Err(e) => {
+            // Nothing was changed: give the locks back now rather than when the handle drops.
+            if let Some(locks) = &locks {
+                locks.release_all().await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Reads every server of the backend once and checks the targets against it: their states on
+/// every box (kept in the plan, to return to), the request's policy for servers not in rotation,
+/// and (servers found by name) that each server has its host's address.
+async fn read_real_state(
+    request: &DeploymentRequest,
+    planned: Vec<PlannedHost>,
+    backend: &Backend,
+    ports: &Ports,
+    config: &DriverConfig,
+) -> Result<(Checked, Vec<ServerState>), PrepareError> {
+    let what = || format!("listing the servers of backend {}", backend.name);
+    let servers = bounded(config.call_timeout, what, ports.load_balancer.servers(backend))
+        .await
+        .map_err(|source| PrepareError::ReadBackend { backend: backend.name.to_string(), source })?;
+    let by_name = matches!(request.load_balancer.server, ServerMapping::Template(_));
+    let policy = request.load_balancer.servers_not_in_rotation;
+    let checked = check_servers(planned, &servers, policy, by_name).map_err(|refusal| match refusal {
+        StateRefusal::NotInRotation(servers) => PrepareError::NotInRotation { servers },
+        StateRefusal::AddressMismatch(mismatches) => PrepareError::AddressMismatch { mismatches },
+        StateRefusal::Missing { host, server } => PrepareError::Resolve {
+            host: host.to_string(),
+            source: PortError::not_found(format!(
+                "server {server} in the listing of backend {}",
+                backend.name
+            )),
+        },
+    })?;
+    Ok((checked, servers))
+}
+
+/// The budget on the real backend; refused when the servers already out leave no room.
+fn check_budget(plan: &Plan, servers: &[ServerState]) -> Result<Budget, PrepareError> {
+    let budget = Budget::new(plan.concurrency, servers);
+    if budget.allows(plan) {
+        Ok(budget)
+    } else {
+        Err(PrepareError::Budget { budget })
+    }
 }
 
 /// The hosts the inventory finds for `selector`, within the call timeout.
@@ -286,7 +402,7 @@ async fn resolve_servers(
         })?;
         let server =
             result.map_err(|source| PrepareError::Resolve { host: host.name.to_string(), source })?;
-        planned.push(PlannedHost { host, server });
+        planned.push(PlannedHost::new(host, server));
     }
     Ok(planned)
 }
@@ -487,6 +603,20 @@ impl ActionContext {
                 let _ = tokio::time::timeout(quick, executor.close(host)).await;
                 ActionResult::Done
             }
+            Action::ReadBackend { .. } => self.read_backend().await,
+            Action::Restore { to, .. } => {
+                bounded(quick, || on("restore"), lb.restore(backend, server, &to)).await.into()
+            }
+        }
+    }
+
+    /// Every server of the backend, for the rollout's budget check before a take-out.
+    async fn read_backend(&self) -> ActionResult {
+        let backend = &self.backend;
+        let what = || format!("listing the servers of backend {}", backend.name);
+        match bounded(self.config.call_timeout, what, self.ports.load_balancer.servers(backend)).await {
+            Ok(servers) => ActionResult::Backend(servers),
+            Err(e) => ActionResult::Failed(HostError::from(&e)),
         }
     }
 

@@ -87,9 +87,9 @@ pub enum EventKind {
         /// Hosts that failed or were unreachable in it.
         failed: usize,
     },
-    /// The rollout waits before the next batch.
+    /// The rollout waits: before the next batch, or for room in the backend's budget.
     Waiting {
-        /// What the next batch waits for.
+        /// What it waits for.
         reason: WaitReason,
     },
     /// Something worth a look that stops nothing.
@@ -144,6 +144,15 @@ pub enum StopReason {
         /// The deployment's concurrency.
         concurrency: usize,
     },
+    /// Servers of the backend this rollout does not hold stayed out of rotation for
+    /// [`BUDGET_WAIT_LIMIT`](crate::rollout::BUDGET_WAIT_LIMIT) while hosts waited and none of
+    /// this rollout's was in flight: starting one would exceed the concurrency.
+    BackendBudget {
+        /// Servers of the backend out of rotation (counting this rollout's).
+        out: usize,
+        /// The deployment's concurrency.
+        concurrency: usize,
+    },
     /// The operator cancelled (or aborted) the deployment.
     Cancelled,
 }
@@ -159,6 +168,10 @@ impl fmt::Display for StopReason {
                 f,
                 "{out_of_rotation} failed hosts are out of rotation, which uses all of the concurrency ({concurrency}): no host can start without taking more capacity out"
             ),
+            StopReason::BackendBudget { out, concurrency } => write!(
+                f,
+                "{out} servers of the backend stayed out of rotation, which uses all of the concurrency ({concurrency}): no host can leave rotation without exceeding it"
+            ),
             StopReason::Cancelled => f.write_str("cancelled: hosts in flight finish, no new host starts"),
         }
     }
@@ -172,6 +185,9 @@ pub enum Phase {
     Pending,
     /// Opening the SSH session.
     Connecting,
+    /// Reading the backend before taking the server out, and waiting while that would put
+    /// more than `concurrency` servers of the backend out of rotation.
+    CheckingBudget,
     /// Setting the server to drain on every load balancer.
     Draining,
     /// Waiting for its sessions to end.
@@ -219,6 +235,7 @@ impl fmt::Display for Phase {
         match self {
             Phase::Pending => f.write_str("pending"),
             Phase::Connecting => f.write_str("connecting"),
+            Phase::CheckingBudget => f.write_str("checking the backend's out-of-rotation budget"),
             Phase::Draining => f.write_str("draining"),
             Phase::WaitingForDrain => f.write_str("waiting for sessions to end"),
             Phase::ClosingSessions => f.write_str("closing remaining sessions"),
@@ -249,7 +266,9 @@ pub enum HostOutcome {
     Failed,
     /// Could not be reached; nothing was changed on it.
     Unreachable,
-    /// Not started because the rollout stopped (too many failures, or no capacity left).
+    /// Not started because the rollout stopped (too many failures, or no capacity left), or
+    /// left exactly as found because its server was not in rotation (`servers_not_in_rotation
+    /// = "skip"`, or its state changed during the deployment). The error says which.
     Skipped,
     /// Not started, or stopped, because the deployment was cancelled.
     Cancelled,
@@ -306,6 +325,15 @@ pub enum WaitReason {
         /// The strategy's `pause_between_batches`.
         #[serde(with = "humantime_serde")]
         duration: Duration,
+    },
+    /// Taking another host out would put more than `concurrency` servers of the backend out of
+    /// rotation (counting servers out that this deployment did not take out): hosts wait, and
+    /// the backend is read again shortly.
+    BackendBudget {
+        /// Servers of the backend out of rotation now, or held by this deployment.
+        out: usize,
+        /// The deployment's concurrency.
+        concurrency: usize,
     },
 }
 

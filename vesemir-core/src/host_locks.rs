@@ -55,7 +55,7 @@ use crate::lock::{
     HeldLock, LockClaim, LockConflict, LockHolder, LockOutcome, RefreshOutcome, ReleaseOutcome,
 };
 use crate::name::HostName;
-use crate::plan::Plan;
+
 use crate::ports::Executor;
 use crate::rollout::{ErrorKind, HostError};
 
@@ -240,17 +240,16 @@ impl Drop for HostLocks {
     }
 }
 
-/// Claims the lock of every host of `plan` for `policy`, all or nothing, waiting as the policy
+/// Claims the lock of every one of `hosts` (the plan's targets) for `policy`, all or nothing, waiting as the policy
 /// says. See the [module documentation](self) for the rules.
 pub async fn acquire(
-    plan: &Plan,
+    hosts: Vec<Host>,
     executor: &Arc<dyn Executor>,
     policy: &LockPolicy,
     call_timeout: Duration,
     concurrency: usize,
 ) -> Result<HostLocks, LockConflicts> {
     let claim = LockClaim { holder: policy.holder.clone(), stale_after: policy.stale_after };
-    let hosts: Vec<Host> = plan.hosts.iter().map(|p| p.host.clone()).collect();
     let deadline = Instant::now() + policy.wait;
     let mut waited = Duration::ZERO;
     let mut retries = LOCK_WAIT_BACKOFF.retries(seed(&policy.holder));

@@ -10,6 +10,7 @@ pub mod crash;
 pub mod driver;
 pub mod error;
 pub mod fake;
+pub mod fleet;
 pub mod host;
 pub mod host_locks;
 pub mod journal;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
 use crate::name::{HostName, ServerName};
+use crate::ports::{InstanceState, ServerState};
 use crate::request::{Canary, Strategy};
 
 /// A host and its server in the backend.
@@ -16,12 +17,42 @@ pub struct PlannedHost {
     pub host: Host,
     /// Its server in the load balancer backend.
     pub server: ServerName,
+    /// Its server's state on every load balancer instance when the deployment was prepared, in
+    /// the backend's order: what the server is returned to (admin state and absolute weight,
+    /// box by box), and what the ramp's percentages are of. Empty when no state was read: the
+    /// server is then taken as in rotation at its configured weight, and put back with
+    /// percentage weights and `ready`.
+    #[serde(default)]
+    pub original: Vec<InstanceState>,
+    /// Left exactly as found and reported skipped: its server was not in rotation and the
+    /// request said `servers_not_in_rotation = "skip"`.
+    #[serde(default)]
+    pub skip: bool,
+}
+
+impl PlannedHost {
+    /// A host to deploy whose server's state was not read (taken as in rotation at 100%).
+    pub fn new(host: Host, server: ServerName) -> Self {
+        Self { host, server, original: Vec::new(), skip: false }
+    }
+
+    /// Whether its server was in rotation, the same way on every box, when the deployment was
+    /// prepared (see [`ServerState::in_rotation`] and [`ServerState::agrees`]); true when no
+    /// state was read.
+    pub fn was_in_rotation(&self) -> bool {
+        self.original.is_empty() || self.original_state().is_fully_in_rotation()
+    }
+
+    /// Its server's original state as a [`ServerState`].
+    pub fn original_state(&self) -> ServerState {
+        ServerState { name: self.server.clone(), instances: self.original.clone() }
+    }
 }
 
 /// The hosts of a deployment, in order, cut into batches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
-    /// Every host, sorted by name.
+    /// Every host, sorted by name: those to deploy first, then the skipped ones.
     pub hosts: Vec<PlannedHost>,
     /// The batches, as ranges of `hosts`, in order. The canary batch, if any, is first.
     pub batches: Vec<Range<usize>>,
@@ -46,6 +77,19 @@ pub enum PlanError {
         /// The host listed more than once.
         host: HostName,
     },
+    /// Every host is skipped: nothing to deploy.
+    #[error("every host is skipped (its server is not in rotation and servers_not_in_rotation = \"skip\"): nothing to deploy")]
+    NothingToDeploy,
+    /// Two hosts with the same address.
+    #[error("hosts {first} and {second} both have address {address}: each host needs its own address (is one listed twice under two names?)")]
+    SharedAddress {
+        /// The first host, by name.
+        first: HostName,
+        /// The other host.
+        second: HostName,
+        /// The address both have.
+        address: String,
+    },
     /// Two hosts behind the same server.
     #[error("hosts {first} and {second} both map to server {server}: each host needs its own server")]
     SharedServer {
@@ -59,13 +103,28 @@ pub enum PlanError {
 }
 
 impl Plan {
-    /// Sorts the hosts by name and cuts them into batches: the canary batch first (if asked
-    /// for), then batches of `concurrency`.
+    /// Sorts the hosts by name, those to deploy first and skipped ones after them, and cuts the
+    /// hosts to deploy into batches: the canary batch first (if asked for), then batches of
+    /// `concurrency` (a percentage is of the hosts to deploy). Skipped hosts are in no batch.
     pub fn new(mut hosts: Vec<PlannedHost>, strategy: &Strategy) -> Result<Self, PlanError> {
         if hosts.is_empty() {
             return Err(PlanError::NoHosts);
         }
         hosts.sort_by(|a, b| a.host.name.cmp(&b.host.name));
+        let mut by_address: Vec<&PlannedHost> = hosts.iter().collect();
+        by_address.sort_by(|a, b| a.host.address.cmp(&b.host.address));
+        for pair in by_address.windows(2) {
+            let (first, second) = (&pair[0].host, &pair[1].host);
+            if first.address == second.address && first.name != second.name {
+                return Err(PlanError::SharedAddress {
+                    first: first.name.clone(),
+                    second: second.name.clone(),
+                    address: first.address.clone(),
+                });
+            }
+        }
+        // Stable: hosts to deploy keep their order, skipped ones follow in theirs.
+        hosts.sort_by_key(|h| h.skip);
         for pair in hosts.windows(2) {
             if pair[0].host.name == pair[1].host.name {
                 return Err(PlanError::DuplicateHost { host: pair[0].host.name.clone() });
@@ -79,7 +138,10 @@ impl Plan {
                 return Err(PlanError::SharedServer { first, second, server: pair[0].0.clone() });
             }
         }
-        let n = hosts.len();
+        let n = hosts.iter().filter(|h| !h.skip).count();
+        if n == 0 {
+            return Err(PlanError::NothingToDeploy);
+        }
         let concurrency = strategy.concurrency.of_rounding_up(n).clamp(1, n);
         let max_failures = strategy.max_failures.of_rounding_down(n);
         let mut batches = Vec::new();
@@ -106,10 +168,10 @@ mod tests {
 
     fn host(i: usize) -> PlannedHost {
         let name = HostName::new(format!("web-{i:02}")).expect("valid");
-        PlannedHost {
-            host: Host::new(name, format!("127.0.0.{}", i + 1)).expect("valid"),
-            server: ServerName::new(format!("s{i}")).expect("valid"),
-        }
+        PlannedHost::new(
+            Host::new(name, format!("127.0.0.{}", i + 1)).expect("valid"),
+            ServerName::new(format!("s{i}")).expect("valid"),
+        )
     }
 
     fn strategy(concurrency: Amount, canary: Option<u32>) -> Strategy {
@@ -145,5 +207,32 @@ mod tests {
             Err(PlanError::SharedServer { .. })
         ));
         assert_eq!(Plan::new(vec![], &strategy(Amount::Count(1), None)), Err(PlanError::NoHosts));
+    }
+
+    #[test]
+    fn refuses_two_hosts_at_one_address() {
+        let mut hosts = vec![host(1), host(2)];
+        hosts[1].host.address = hosts[0].host.address.clone();
+        assert_eq!(
+            Plan::new(hosts, &strategy(Amount::Count(1), None)),
+            Err(PlanError::SharedAddress {
+                first: HostName::new("web-01").expect("valid"),
+                second: HostName::new("web-02").expect("valid"),
+                address: "127.0.0.2".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn skipped_hosts_come_last_in_no_batch() {
+        let mut hosts: Vec<PlannedHost> = (0..4).map(host).collect();
+        hosts[1].skip = true;
+        let plan = Plan::new(hosts, &strategy(Amount::Percent(50), None)).expect("plans");
+        let names: Vec<&str> = plan.hosts.iter().map(|h| h.host.name.as_str()).collect();
+        assert_eq!(names, ["web-00", "web-02", "web-03", "web-01"]);
+        assert_eq!(plan.batches, vec![0..2, 2..3], "50% of the 3 hosts to deploy, rounded up");
+        let mut all: Vec<PlannedHost> = (0..2).map(host).collect();
+        all.iter_mut().for_each(|h| h.skip = true);
+        assert_eq!(Plan::new(all, &strategy(Amount::Count(1), None)), Err(PlanError::NothingToDeploy));
     }
 }

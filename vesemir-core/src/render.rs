@@ -48,6 +48,9 @@ pub fn describe(event: &Event) -> Option<String> {
         }
         EventKind::HostFinished { host, outcome, phase, error, rotation } => match outcome {
             HostOutcome::Succeeded => format!("{host}: deployed, {rotation}"),
+            HostOutcome::Skipped if *phase == crate::event::Phase::Pending => {
+                format!("{host}: {outcome} ({}), {rotation}", error.as_deref().unwrap_or(""))
+            }
             HostOutcome::Skipped | HostOutcome::Cancelled if *rotation == Rotation::InRotation => {
                 format!("{host}: {outcome} ({}), {rotation}", error.as_deref().unwrap_or(""))
             }
@@ -71,6 +74,9 @@ pub fn describe(event: &Event) -> Option<String> {
             WaitReason::Pause { duration } => {
                 format!("pausing {} before the next batch", humantime::format_duration(*duration))
             }
+            WaitReason::BackendBudget { out, concurrency } => format!(
+                "waiting: {out} servers of the backend are out of rotation and concurrency is {concurrency}: no host leaves rotation until one comes back"
+            ),
         },
         EventKind::Warning { host: Some(host), message } => format!("warning: {host}: {message}"),
         EventKind::Warning { host: None, message } => format!("warning: {message}"),

@@ -29,6 +29,7 @@ discover = { tags = ["haproxy"], port = 9999 }
 match_servers_by = "address"
 drain_timeout = "2m"
 on_drain_timeout = "force"
+servers_not_in_rotation = "include"
 ramp = [{ weight = "10%", hold = "30s" }, { weight = 50, hold = "1m" }]
 
 [strategy]
@@ -83,6 +84,7 @@ fn a_full_request_parses_into_validated_types() {
     assert_eq!(r.load_balancer.server, ServerMapping::ByAddress);
     assert_eq!(r.load_balancer.drain_timeout, Duration::from_secs(120));
     assert_eq!(r.load_balancer.on_drain_timeout, DrainTimeoutPolicy::Force);
+    assert_eq!(r.load_balancer.servers_not_in_rotation, vesemir_core::request::NotInRotationPolicy::Include);
     let ramp: Vec<(Weight, Duration)> = r.load_balancer.ramp.iter().map(|s| (s.weight, s.hold)).collect();
     assert_eq!(
         ramp,
@@ -153,6 +155,16 @@ fn unknown_fields_are_refused_with_their_path() {
                    "load_balancer":{"backend":"b","instances":[{"address":"127.0.0.1","port":"x"}]}}"#;
     let error = RequestSpec::from_json(json).expect_err("bad port");
     assert!(error.to_string().starts_with("load_balancer.instances[0].port: invalid type"), "{error}");
+}
+
+#[test]
+fn an_unknown_policy_for_servers_not_in_rotation_names_the_choices() {
+    let text = FULL.replace("servers_not_in_rotation = \"include\"", "servers_not_in_rotation = \"ignore\"");
+    let errors = errors_of(&text, &RequestPolicy::permissive());
+    assert_eq!(
+        errors,
+        ["load_balancer.servers_not_in_rotation: \"ignore\" is not known: use \"refuse\", \"skip\" or \"include\""]
+    );
 }
 
 #[test]

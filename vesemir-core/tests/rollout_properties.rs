@@ -9,12 +9,16 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use vesemir_core::event::{EventKind, HostOutcome, Rotation};
+use vesemir_core::fleet::{check_servers, Budget, StateRefusal};
 use vesemir_core::host::Host;
 use vesemir_core::name::{HostName, ServerName};
-use vesemir_core::plan::{Plan, PlannedHost};
-use vesemir_core::ports::{AdminState, ExitStatus, Weight};
+use vesemir_core::plan::{Plan, PlanError, PlannedHost};
+use vesemir_core::ports::{
+    AdminState, ExitStatus, InstanceState, LbEndpoint, Operational, ServerState, ServerStatus, Weight,
+};
 use vesemir_core::request::{
-    Amount, Canary, CanaryGate, DrainTimeoutPolicy, RampStep, Strategy as RolloutStrategy,
+    Amount, Canary, CanaryGate, DrainTimeoutPolicy, NotInRotationPolicy, RampStep,
+    Strategy as RolloutStrategy,
 };
 use vesemir_core::rollout::{
     Action, ActionResult, ErrorKind, HealthRetry, HostError, HostId, Rollout, RolloutConfig, StepLimit,
@@ -53,6 +57,49 @@ fn fault() -> impl Strategy<Value = Fault> {
     ]
 }
 
+/// One box's view of one server in the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BoxState {
+    admin: AdminState,
+    /// Absolute effective weight.
+    weight: u32,
+    configured: u32,
+    /// What its health checks say (apart from maintenance).
+    up: bool,
+}
+
+impl BoxState {
+    const READY: BoxState = BoxState { admin: AdminState::Ready, weight: 100, configured: 100, up: true };
+
+    fn in_rotation(&self) -> bool {
+        self.admin == AdminState::Ready && self.weight > 0 && self.up
+    }
+
+    fn operational(&self) -> Operational {
+        if self.admin == AdminState::Maint || !self.up {
+            Operational::Down
+        } else {
+            Operational::Up
+        }
+    }
+}
+
+fn box_state() -> impl Strategy<Value = BoxState> {
+    let admin =
+        prop_oneof![3 => Just(AdminState::Ready), 1 => Just(AdminState::Drain), 2 => Just(AdminState::Maint)];
+    (admin, prop_oneof![1 => Just(0u32), 9 => 1u32..=256], 1u32..=256, prop::bool::weighted(0.8))
+        .prop_map(|(admin, weight, configured, up)| BoxState { admin, weight, configured, up })
+}
+
+/// A server's starting state on `boxes` boxes: in rotation the same everywhere (at an odd
+/// weight), or anything, box by box.
+fn server_state(boxes: usize) -> impl Strategy<Value = Vec<BoxState>> {
+    prop_oneof![
+        5 => (1u32..=256).prop_map(move |w| vec![BoxState { weight: w, configured: w, ..BoxState::READY }; boxes]),
+        1 => prop::collection::vec(box_state(), boxes),
+    ]
+}
+
 #[derive(Debug, Clone)]
 struct Scenario {
     concurrency: Amount,
@@ -68,9 +115,16 @@ struct Scenario {
     seed: u64,
     cancel_at_ms: Option<u64>,
     abort_at_ms: Option<u64>,
+    /// Each target server's starting state per box.
+    initial: Vec<Vec<BoxState>>,
+    /// Servers of the backend that are not targets, each one's state per box.
+    others: Vec<Vec<BoxState>>,
+    policy: NotInRotationPolicy,
+    /// Non-target servers going DOWN by themselves: (which, when, for how long), in ms.
+    downs: Vec<(usize, u64, u64)>,
 }
 
-fn scenario() -> impl Strategy<Value = Scenario> {
+fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl Strategy<Value = Scenario> {
     let ramp = prop::collection::btree_set(1u8..100, 0..3)
         .prop_flat_map(|weights| {
             let n = weights.len();
@@ -78,9 +132,6 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         })
         .prop_map(|(weights, holds)| weights.into_iter().zip(holds).collect::<Vec<_>>());
     (
-        (1usize..=500).prop_flat_map(|n| prop::collection::vec(fault(), n)),
-        prop_oneof![(1u32..60).prop_map(Amount::Count), (1u8..=100).prop_map(Amount::Percent)],
-        prop_oneof![(0u32..6).prop_map(Amount::Count), (0u8..30).prop_map(Amount::Percent)],
         1usize..4,
         ramp,
         prop::option::of((1000u64..20_000, 100u64..3000)),
@@ -90,45 +141,82 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop_oneof![Just(0u64), 1u64..5000],
         (any::<u64>(), prop::option::weighted(0.2, 0u64..60_000), prop::option::weighted(0.1, 0u64..60_000)),
     )
-        .prop_map(
-            |(
-                faults,
+        .prop_map(move |(steps, ramp, health, lb_up, force, canary, pause_ms, (seed, cancel, abort))| {
+            let n = faults.len();
+            Scenario {
                 concurrency,
                 max_failures,
                 steps,
                 ramp,
+                // The request validation requires a health gate: keep at least one.
+                lb_up: lb_up || health.is_none(),
                 health,
-                lb_up,
                 force,
                 canary,
                 pause_ms,
-                (seed, cancel, abort),
-            )| {
-                Scenario {
-                    concurrency,
-                    max_failures,
-                    steps,
-                    ramp,
-                    // The request validation requires a health gate: keep at least one.
-                    lb_up: lb_up || health.is_none(),
-                    health,
-                    force,
-                    canary,
-                    pause_ms,
-                    faults,
-                    seed,
-                    cancel_at_ms: cancel,
-                    abort_at_ms: abort,
-                }
-            },
-        )
+                faults: faults.clone(),
+                seed,
+                cancel_at_ms: cancel,
+                abort_at_ms: abort,
+                initial: vec![vec![BoxState::READY; 2]; n],
+                others: Vec::new(),
+                policy: NotInRotationPolicy::Refuse,
+                downs: Vec::new(),
+            }
+        })
 }
 
-/// The load balancer as the simulation sees it, independent of the rollout's own bookkeeping.
-#[derive(Debug, Clone, Copy)]
+fn concurrency() -> impl Strategy<Value = Amount> {
+    prop_oneof![(1u32..60).prop_map(Amount::Count), (1u8..=100).prop_map(Amount::Percent)]
+}
+
+fn max_failures() -> impl Strategy<Value = Amount> {
+    prop_oneof![(0u32..6).prop_map(Amount::Count), (0u8..30).prop_map(Amount::Percent)]
+}
+
+/// Fleets of 1 to 500 hosts, all in rotation at 100% on two boxes.
+fn scenario() -> impl Strategy<Value = Scenario> {
+    ((1usize..=500).prop_flat_map(|n| prop::collection::vec(fault(), n)), concurrency(), max_failures())
+        .prop_flat_map(|(faults, c, m)| base(faults, c, m))
+}
+
+/// Fleets as they are found: targets and other servers of the backend in random states per box
+/// (maintenance, drain, down, odd weights, different per box), each policy, and other servers
+/// going down by themselves mid-rollout.
+fn real_fleet() -> impl Strategy<Value = Scenario> {
+    (
+        (1usize..=40).prop_flat_map(|n| prop::collection::vec(fault(), n)),
+        prop_oneof![(1u32..12).prop_map(Amount::Count), (20u8..=100).prop_map(Amount::Percent)],
+        max_failures(),
+        1usize..=3,
+    )
+        .prop_flat_map(|(faults, c, m, boxes)| {
+            let n = faults.len();
+            (
+                base(faults, c, m),
+                prop::collection::vec(server_state(boxes), n),
+                prop::collection::vec(server_state(boxes), 0..6),
+                prop_oneof![
+                    Just(NotInRotationPolicy::Refuse),
+                    Just(NotInRotationPolicy::Skip),
+                    Just(NotInRotationPolicy::Include)
+                ],
+                prop::collection::vec((0usize..6, 0u64..60_000, 1u64..120_000), 0..4),
+            )
+        })
+        .prop_map(|(mut s, initial, others, policy, downs)| {
+            s.downs = downs.into_iter().filter(|(i, _, _)| *i < others.len()).collect();
+            s.initial = initial;
+            s.others = others;
+            s.policy = policy;
+            s
+        })
+}
+
+/// A target server in the model: its boxes, and what the changeset did on its host.
+#[derive(Debug, Clone)]
 struct ModelServer {
-    admin: AdminState,
-    weight: Weight,
+    boxes: Vec<BoxState>,
     steps_ok: usize,
     step_started: bool,
     health_ok: bool,
@@ -137,7 +225,11 @@ struct ModelServer {
 
 impl ModelServer {
     fn in_rotation(&self) -> bool {
-        self.admin == AdminState::Ready && self.weight > Weight::ZERO
+        self.boxes.iter().all(BoxState::in_rotation)
+    }
+
+    fn as_found(&self, initial: &[BoxState]) -> bool {
+        self.boxes.iter().zip(initial).all(|(b, i)| b.admin == i.admin && b.weight == i.weight)
     }
 }
 
@@ -155,14 +247,87 @@ fn err(kind: ErrorKind) -> ActionResult {
     ActionResult::Failed(HostError::new(kind, format!("simulated {kind:?}")))
 }
 
+fn endpoint(b: usize) -> LbEndpoint {
+    LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9000 + b as u16 }
+}
+
+fn address(i: usize) -> String {
+    format!("10.{}.{}.{}", i / 62_500, (i / 250) % 250, i % 250 + 1)
+}
+
+/// What the load balancer answers for a server's boxes.
+fn server_state_of(name: &ServerName, boxes: &[BoxState], address: &str) -> ServerState {
+    ServerState {
+        name: name.clone(),
+        instances: boxes
+            .iter()
+            .enumerate()
+            .map(|(b, s)| InstanceState {
+                instance: endpoint(b),
+                status: ServerStatus::Up,
+                weight: s.weight,
+                configured_weight: s.configured,
+                sessions: 0,
+                admin: s.admin,
+                operational: s.operational(),
+                check: None,
+                address: Some(address.to_owned()),
+            })
+            .collect(),
+    }
+}
+
 fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let n = s.faults.len();
-    let hosts: Vec<PlannedHost> = (0..n)
-        .map(|i| PlannedHost {
-            host: Host::new(HostName::new(format!("h{i:04}")).expect("name"), "127.0.0.1").expect("host"),
-            server: ServerName::new(format!("s{i:04}")).expect("name"),
+    let boxes = s.initial.first().map_or(2, Vec::len);
+    let target_name = |i: usize| ServerName::new(format!("s{i:04}")).expect("name");
+    let other_name = |i: usize| ServerName::new(format!("x{i:04}")).expect("name");
+    let mut model: Vec<ModelServer> = s
+        .initial
+        .iter()
+        .map(|b| ModelServer {
+            boxes: b.clone(),
+            steps_ok: 0,
+            step_started: false,
+            health_ok: false,
+            health_attempts: 0,
         })
         .collect();
+    let mut others: Vec<Vec<BoxState>> = s.others.clone();
+    let backend = |model: &[ModelServer], others: &[Vec<BoxState>]| -> Vec<ServerState> {
+        let mut all: Vec<ServerState> = model
+            .iter()
+            .enumerate()
+            .map(|(i, m)| server_state_of(&target_name(i), &m.boxes, &address(i)))
+            .collect();
+        all.extend(
+            others.iter().enumerate().map(|(i, o)| server_state_of(&other_name(i), o, &address(n + i))),
+        );
+        all
+    };
+    // Prepare, as the driver does: the real state, the policy, the plan, the budget.
+    let hosts: Vec<PlannedHost> = (0..n)
+        .map(|i| {
+            PlannedHost::new(
+                Host::new(HostName::new(format!("h{i:04}")).expect("name"), address(i)).expect("host"),
+                target_name(i),
+            )
+        })
+        .collect();
+    let read = backend(&model, &others);
+    let not_in_rotation: Vec<usize> = (0..n).filter(|&i| !read[i].is_fully_in_rotation()).collect();
+    let checked = match check_servers(hosts, &read, s.policy, true) {
+        Err(StateRefusal::NotInRotation(list)) => {
+            prop_assert_eq!(s.policy, NotInRotationPolicy::Refuse);
+            let named: Vec<usize> =
+                list.iter().map(|r| r.server.name.as_str()[1..].parse().expect("index")).collect();
+            prop_assert_eq!(named, not_in_rotation, "the refusal names exactly the servers not in rotation");
+            return Ok(());
+        }
+        Err(other) => return Err(TestCaseError::fail(format!("unexpected refusal: {other:?}"))),
+        Ok(checked) => checked,
+    };
+    prop_assert!(s.policy != NotInRotationPolicy::Refuse || not_in_rotation.is_empty());
     let strategy = RolloutStrategy {
         concurrency: s.concurrency,
         max_failures: s.max_failures,
@@ -172,8 +337,27 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             gate: hold.map_or(CanaryGate::Confirm, |ms| CanaryGate::Hold(Duration::from_millis(ms))),
         }),
     };
-    let plan = Arc::new(Plan::new(hosts, &strategy).expect("plan"));
+    let plan = match Plan::new(checked.hosts, &strategy) {
+        Err(PlanError::NothingToDeploy) => {
+            prop_assert!(s.policy == NotInRotationPolicy::Skip && not_in_rotation.len() == n);
+            return Ok(());
+        }
+        other => Arc::new(other.expect("plan")),
+    };
     let concurrency = plan.concurrency;
+    let budget = Budget::new(concurrency, &read);
+    let already_out = read.iter().filter(|s| !s.in_rotation()).count();
+    if !budget.allows(&plan) {
+        prop_assert!(
+            already_out >= concurrency,
+            "refused with room: {already_out} out, concurrency {concurrency}"
+        );
+        return Ok(());
+    }
+    // The plan's order is its own (skipped hosts last): map positions to model indices.
+    let index: Vec<usize> =
+        plan.hosts.iter().map(|h| h.server.as_str()[1..].parse().expect("index")).collect();
+    let skip: Vec<bool> = plan.hosts.iter().map(|h| h.skip).collect();
     let max_failures = plan.max_failures;
     let config = RolloutConfig {
         steps: (0..s.steps)
@@ -201,18 +385,10 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let mut now = t0;
     let mut rng = Rng(s.seed | 1);
     let mut machine = Rollout::new(plan.clone(), config, now);
-    let initial = ModelServer {
-        admin: AdminState::Ready,
-        weight: Weight::FULL,
-        steps_ok: 0,
-        step_started: false,
-        health_ok: false,
-        health_attempts: 0,
-    };
-    let mut model = vec![initial; n];
     let mut connected = vec![false; n];
+    let mut touched = vec![false; n];
     let mut pending: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut results: BTreeMap<u64, (HostId, ActionResult)> = BTreeMap::new();
+    let mut results: BTreeMap<u64, (HostId, ActionResult, Option<Instant>)> = BTreeMap::new();
     let mut outstanding = vec![false; n];
     let mut seq = 0u64;
     let mut events = Vec::new();
@@ -220,22 +396,43 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let mut failures = 0usize;
     let mut no_more_starts = false;
     let (mut cancelled, mut aborted) = (false, false);
-    let mut max_out = 0usize;
     let cancel_at = s.cancel_at_ms.map(|ms| t0 + Duration::from_millis(ms));
     let abort_at = s.abort_at_ms.map(|ms| t0 + Duration::from_millis(ms));
     let mut iterations = 0u64;
     let mut confirmed_idle = false;
+    // Other servers going down by themselves: (when, which, down?), and when each last went down.
+    let mut externals: Vec<(Instant, usize, bool)> = s
+        .downs
+        .iter()
+        .flat_map(|&(i, at, for_ms)| {
+            let down = t0 + Duration::from_millis(at);
+            [(down, i, true), (down + Duration::from_millis(for_ms), i, false)]
+        })
+        .collect();
+    externals.sort_by_key(|e| Reverse(e.0));
+    let mut saved: Vec<Option<Vec<BoxState>>> = vec![None; others.len()];
+    let mut went_down: BTreeMap<usize, Instant> = BTreeMap::new();
+    let mut last_read_delivered: Option<Instant> = None;
+    let mut latest_admission: Option<Instant> = None;
 
     loop {
         iterations += 1;
         prop_assert!(iterations < 2_000_000, "the rollout does not end");
         while let Some(action) = machine.poll_action() {
-            let h = action.host().0;
+            let p = action.host().0;
+            let h = index[p];
             prop_assert!(!outstanding[h], "two actions at once for host {h}");
+            prop_assert!(!skip[p], "host {h} is skipped but was acted on: {action:?}");
             outstanding[h] = true;
-            let m = &mut model[h];
             let f = s.faults[h];
             let latency = Duration::from_millis(rng.next() % 2000);
+            let mut snapshot = None;
+            let m = &mut model[h];
+            let lb_change =
+                matches!(action, Action::SetState { .. } | Action::SetWeight { .. } | Action::Restore { .. });
+            if lb_change || matches!(action, Action::ShutdownSessions { .. }) {
+                touched[h] = true;
+            }
             let (result, delay) = match action {
                 Action::Connect { .. } => {
                     prop_assert!(!no_more_starts, "host {h} started after the rollout stopped");
@@ -248,25 +445,47 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                         }
                     }
                 }
+                Action::ReadBackend { .. } => {
+                    snapshot = Some(now);
+                    (ActionResult::Backend(backend(&model, &others)), latency)
+                }
                 Action::SetState { state, .. } => match (state, f) {
                     (AdminState::Drain, Fault::DrainRefused) => (err(ErrorKind::Rejected), latency),
                     (AdminState::Maint, Fault::MaintTimesOut) if m.steps_ok == 0 && !m.step_started => {
-                        m.admin = state;
+                        m.boxes.iter_mut().for_each(|b| b.admin = state);
                         (err(ErrorKind::Timeout), latency)
                     }
                     (AdminState::Ready, Fault::ReadyRefused) if m.step_started => {
                         (err(ErrorKind::Rejected), latency)
                     }
                     _ => {
-                        m.admin = state;
+                        if state == AdminState::Drain {
+                            latest_admission = latest_admission.max(last_read_delivered);
+                        }
+                        m.boxes.iter_mut().for_each(|b| b.admin = state);
                         (ActionResult::Done, latency)
                     }
                 },
                 Action::SetWeight { weight, .. } => {
-                    if f == Fault::RampRefused && weight != Weight::ZERO && weight != Weight::FULL {
+                    m.boxes.iter_mut().for_each(|b| b.weight = b.configured * u32::from(weight.get()) / 100);
+                    (ActionResult::Done, latency)
+                }
+                Action::Restore { to, .. } => {
+                    let ramp_step =
+                        to.iter().zip(&s.initial[h]).any(|(t, i)| t.weight != i.weight || t.admin != i.admin);
+                    if f == Fault::RampRefused && ramp_step && to.iter().all(|t| t.admin == AdminState::Ready)
+                    {
                         (err(ErrorKind::Rejected), latency)
                     } else {
-                        m.weight = weight;
+                        prop_assert_eq!(to.len(), m.boxes.len());
+                        for t in &to {
+                            let b = (0..boxes)
+                                .find(|&b| endpoint(b) == t.instance)
+                                .expect("a box of the backend");
+                            prop_assert!(t.weight <= 256, "weight {} above 256", t.weight);
+                            m.boxes[b].admin = t.admin;
+                            m.boxes[b].weight = t.weight;
+                        }
                         (ActionResult::Done, latency)
                     }
                 }
@@ -303,28 +522,53 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                         }
                     }
                 }
-                Action::WaitUp { timeout, .. } => match f {
-                    Fault::WaitUpFails => (err(ErrorKind::Timeout), timeout),
-                    _ => (ActionResult::Done, latency),
-                },
+                Action::WaitUp { timeout, .. } => {
+                    let up = m.boxes.iter().all(|b| b.up && b.admin != AdminState::Maint);
+                    match f {
+                        Fault::WaitUpFails => (err(ErrorKind::Timeout), timeout),
+                        _ if !up => (err(ErrorKind::Timeout), timeout),
+                        _ => (ActionResult::Done, latency),
+                    }
+                }
                 Action::Close { .. } => {
                     connected[h] = false;
                     (ActionResult::Done, Duration::ZERO)
                 }
             };
-            // Into rotation only after the whole changeset and health gate passed, or untouched.
             let m = &model[h];
+            // Into rotation only after the whole changeset and health gate passed, or untouched.
             if m.in_rotation() && m.step_started {
                 prop_assert!(
                     m.steps_ok == s.steps && (s.health.is_none() || m.health_ok),
                     "host {h} back in rotation before its changeset and health gate passed"
                 );
             }
-            let out = model.iter().filter(|m| !m.in_rotation()).count();
-            max_out = max_out.max(out);
-            prop_assert!(out <= concurrency, "{out} hosts out of rotation, concurrency {concurrency}");
+            // No box that found a server out of rotation ever has it in rotation.
+            for (b, (now_box, first)) in m.boxes.iter().zip(&s.initial[h]).enumerate() {
+                prop_assert!(
+                    first.in_rotation() || !now_box.in_rotation(),
+                    "host {h} was out of rotation on box {b} ({first:?}) and was put in ({now_box:?})"
+                );
+            }
+            if lb_change {
+                // The whole backend: never more than `concurrency` out, counting servers already
+                // out, except servers that went down by themselves after the last admission.
+                let out = model.iter().filter(|m| !m.in_rotation()).count()
+                    + others.iter().filter(|o| !o.iter().all(BoxState::in_rotation)).count();
+                let excused = went_down
+                    .iter()
+                    .filter(|(i, at)| {
+                        !others[**i].iter().all(BoxState::in_rotation)
+                            && latest_admission.is_none_or(|a| **at > a)
+                    })
+                    .count();
+                prop_assert!(
+                    out - excused <= concurrency,
+                    "{out} servers of the backend out of rotation ({excused} went down by themselves since the last admission), concurrency {concurrency}"
+                );
+            }
             seq += 1;
-            results.insert(seq, (HostId(h), result));
+            results.insert(seq, (HostId(p), result, snapshot));
             pending.push(Reverse((now + delay, seq)));
         }
         while let Some(event) = machine.poll_event() {
@@ -345,9 +589,10 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
         }
         let next_result = pending.peek().map(|Reverse((at, _))| *at);
         let next_timer = machine.poll_timeout();
+        let next_external = externals.last().map(|e| e.0);
         let next_control =
             [cancel_at.filter(|_| !cancelled), abort_at.filter(|_| !aborted)].into_iter().flatten().min();
-        let next = [next_result, next_timer, next_control].into_iter().flatten().min();
+        let next = [next_result, next_timer, next_control, next_external].into_iter().flatten().min();
         let Some(next) = next else {
             // Nothing in flight, no timer: only a canary confirmation can be awaited.
             prop_assert!(
@@ -360,6 +605,20 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
         };
         now = now.max(next);
         confirmed_idle = false;
+        if next_external == Some(next) {
+            if let Some((at, i, down)) = externals.pop() {
+                if down && saved[i].is_none() {
+                    saved[i] = Some(others[i].clone());
+                    others[i].iter_mut().for_each(|b| b.up = false);
+                    went_down.insert(i, at);
+                } else if !down {
+                    if let Some(before) = saved[i].take() {
+                        others[i] = before;
+                    }
+                }
+            }
+            continue;
+        }
         if abort_at.is_some_and(|at| at <= now) && !aborted {
             aborted = true;
             no_more_starts = true;
@@ -374,8 +633,11 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
         }
         if next_result == Some(next) {
             let Some(Reverse((_, id))) = pending.pop() else { continue };
-            if let Some((host, result)) = results.remove(&id) {
-                outstanding[host.0] = false;
+            if let Some((host, result, snapshot)) = results.remove(&id) {
+                outstanding[index[host.0]] = false;
+                if snapshot.is_some() {
+                    last_read_delivered = snapshot;
+                }
                 machine.handle_result(host, result, now);
             }
         } else {
@@ -397,8 +659,10 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     prop_assert!(ends_with_finish, "the last event is not DeploymentFinished");
     // The rollout's own count (taken when results arrive) never exceeds the limit either.
     prop_assert!(report.max_out_of_rotation <= concurrency);
-    prop_assert!(max_out <= concurrency);
-    for (h, (host, m)) in report.hosts.iter().zip(&model).enumerate() {
+    for (p, host) in report.hosts.iter().enumerate() {
+        let h = index[p];
+        let m = &model[h];
+        let initial = &s.initial[h];
         // Reported rotation matches the model, unless reported unknown.
         match host.rotation {
             Rotation::InRotation => prop_assert!(m.in_rotation(), "host {h} reported in rotation but is not"),
@@ -410,11 +674,17 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
         if !aborted {
             prop_assert!(!connected[h], "host {h}'s session was left open");
         }
+        if skip[p] {
+            prop_assert_eq!(host.outcome, Some(HostOutcome::Skipped));
+            prop_assert!(!touched[h] && m.as_found(initial), "skipped host {h} was touched");
+            continue;
+        }
         match host.outcome {
             Some(HostOutcome::Succeeded) => {
                 prop_assert!(
-                    m.in_rotation() && m.weight == Weight::FULL,
-                    "host {h} succeeded but is not at 100%"
+                    m.as_found(initial),
+                    "host {h} succeeded but is not as found: {:?} vs {initial:?}",
+                    m.boxes
                 );
                 prop_assert_eq!(m.steps_ok, s.steps);
             }
@@ -422,13 +692,18 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                 prop_assert!(host.error.is_some(), "host {h} failed without a reason");
                 if m.step_started {
                     prop_assert!(!m.in_rotation(), "host {h} failed mid-changeset but is in rotation");
+                } else if host.rotation != Rotation::Unknown {
+                    prop_assert!(
+                        m.as_found(initial),
+                        "host {h} failed before its changeset and is not as found"
+                    );
                 }
             }
             Some(HostOutcome::Unreachable) => {
-                prop_assert!(m.in_rotation() && !m.step_started, "unreachable host {h} was touched");
+                prop_assert!(!touched[h] && !m.step_started, "unreachable host {h} was touched");
             }
             Some(HostOutcome::Skipped | HostOutcome::Cancelled) if !aborted => {
-                prop_assert!(m.in_rotation() && !m.step_started, "host {h} not deployed but touched");
+                prop_assert!(m.as_found(initial) && !m.step_started, "host {h} not deployed but touched");
             }
             _ => {}
         }
@@ -441,6 +716,11 @@ proptest! {
 
     #[test]
     fn rollout_invariants_hold_for_random_fleets_and_faults(s in scenario()) {
+        run(&s)?;
+    }
+
+    #[test]
+    fn fleets_starting_in_any_state_are_respected_under_each_policy(s in real_fleet()) {
         run(&s)?;
     }
 }
@@ -461,6 +741,10 @@ fn a_clean_fleet_of_500_hosts_succeeds_with_the_simulator() {
         seed: 7,
         cancel_at_ms: None,
         abort_at_ms: None,
+        initial: vec![vec![BoxState::READY; 2]; 500],
+        others: Vec::new(),
+        policy: NotInRotationPolicy::Refuse,
+        downs: Vec::new(),
     };
     run(&s).expect("invariants hold");
 }

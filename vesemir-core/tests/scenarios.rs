@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{check, check_with, fleet, host, server, FleetRequests};
+use support::{check, check_with, fleet, host, server, Fleet, FleetRequests};
 use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome, Phase, Rotation};
 use vesemir_core::ports::{AdminState, Weight};
 use vesemir_core::render;
@@ -132,7 +132,14 @@ async fn health_gate_that_never_passes_fails_the_host_out_of_rotation() {
 #[tokio::test(start_paused = true)]
 async fn load_balancer_never_reporting_up_unwinds_the_host() {
     let fleet = fleet(1);
-    fleet.lb.set_healthy(&server(1), false);
+    // Its checks start failing once it is out of rotation and its steps run (a server down
+    // before the deploy is refused: see `a_server_down_before_the_deploy_is_refused`).
+    fleet.executor.set_latency(Duration::from_secs(10));
+    let lb = fleet.lb.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        lb.set_healthy(&server(1), false);
+    });
     let out = check(&fleet, fleet.request("")).await;
     let h = out.host("web-01");
     assert_eq!(h.outcome, Some(HostOutcome::Failed), "{}", out.log);
@@ -198,7 +205,8 @@ async fn load_balancer_instance_down_mid_deploy_fails_hosts_without_taking_them_
     let report = vesemir_core::run(&prepared, &ports, &sink, &Control::new(), &Default::default()).await;
     assert_eq!(report.outcome, Some(DeploymentOutcome::Stopped));
     let first = &report.hosts[0];
-    assert_eq!((first.outcome, first.phase.clone()), (Some(HostOutcome::Failed), Phase::Draining));
+    // The backend is read before each take-out: that read fails, so the host is never drained.
+    assert_eq!((first.outcome, first.phase.clone()), (Some(HostOutcome::Failed), Phase::CheckingBudget));
     assert_eq!(first.rotation, Rotation::InRotation);
     assert_eq!(report.totals.skipped, 2);
 }
@@ -285,4 +293,206 @@ note = "$(rm -rf /); `id` 'quoted' \n next"
     assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
     let script = &fleet.executor.commands(&host(1))[0].script;
     assert_eq!(script, "echo '$(rm -rf /); `id` '\\''quoted'\\'' \n next'");
+}
+
+fn maint(fleet: Fleet, i: usize) -> Fleet {
+    use vesemir_core::ports::Operational;
+    fleet.starting(i, None, AdminState::Maint, Operational::Down, 100).expect("starts in maintenance")
+}
+
+async fn prepare_error(fleet: &Fleet, extra: &str) -> vesemir_core::PrepareError {
+    let request = std::sync::Arc::new(fleet.request(extra));
+    vesemir_core::prepare(request, &fleet.ports(), &Default::default()).await.expect_err("refused")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_in_maintenance_is_refused_by_default_naming_its_state_on_each_box() {
+    let fleet = maint(fleet(4), 3);
+    let error = prepare_error(&fleet, "[strategy]\nconcurrency = 2\n").await;
+    assert!(matches!(error, vesemir_core::PrepareError::NotInRotation { .. }), "{error:?}");
+    assert!(!error.is_unreachable());
+    let text = error.to_string();
+    assert!(
+        text.contains("web-03 (host web-03): MAINT down, weight 100/100 on 127.0.0.1:9001; MAINT down, weight 100/100 on 127.0.0.1:9002"),
+        "{text}"
+    );
+    assert!(text.contains("servers_not_in_rotation = \"skip\""), "{text}");
+    assert!(fleet.lb.rotation_log().changes.is_empty(), "nothing changed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_down_before_the_deploy_is_refused() {
+    let fleet = fleet(3);
+    fleet.lb.set_healthy(&server(2), false);
+    let error = prepare_error(&fleet, "").await;
+    assert!(error.to_string().contains("web-02 (host web-02): READY down"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn skip_leaves_the_server_as_found_and_counts_it_against_the_budget() {
+    let fleet = maint(fleet(5), 3);
+    let extra = "[strategy]\nconcurrency = 2\n[load_balancer]\nbackend = \"be_web\"\ninstances = [{ address = \"127.0.0.1\", port = 9001 }, { address = \"127.0.0.1\", port = 9002 }]\nservers_not_in_rotation = \"skip\"\n";
+    let out = check(&fleet, fleet.request(extra)).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    let skipped = out.host("web-03");
+    assert_eq!(skipped.outcome, Some(HostOutcome::Skipped));
+    assert_eq!(skipped.rotation, Rotation::OutOfRotation);
+    assert!(
+        skipped.error.as_deref().is_some_and(|e| e.contains("MAINT down, weight 100/100")),
+        "{:?}",
+        skipped.error
+    );
+    assert!(fleet.lb.rotation_log().changes.iter().all(|(s, _, _)| s != &server(3)), "never touched");
+    assert!(fleet.executor.commands(&host(3)).is_empty());
+    assert_eq!(fleet.lb.server(&server(3)).map(|s| s.admin), Some(AdminState::Maint));
+    assert_eq!(out.report.totals.succeeded, 4);
+    // web-03 out all along: with concurrency 2, one host at a time leaves rotation.
+    assert_eq!(fleet.lb.rotation_log().max_out_of_rotation, 1, "{}", out.log);
+    assert!(out.log.contains("waiting: 2 servers of the backend are out of rotation"), "{}", out.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn include_deploys_and_returns_each_server_to_its_own_state_and_weight() {
+    use vesemir_core::ports::Operational;
+    let instances = support::instances();
+    let fleet = fleet(3)
+        .starting(2, None, AdminState::Maint, Operational::Up, 37)
+        .and_then(|f| f.starting(3, Some(&instances[0]), AdminState::Ready, Operational::Up, 17))
+        .and_then(|f| f.starting(3, Some(&instances[1]), AdminState::Drain, Operational::Up, 200))
+        .expect("fleet");
+    let extra = "[strategy]\nconcurrency = 3\n[load_balancer]\nbackend = \"be_web\"\ninstances = [{ address = \"127.0.0.1\", port = 9001 }, { address = \"127.0.0.1\", port = 9002 }]\nservers_not_in_rotation = \"include\"\nramp = [{ weight = \"50%\", hold = \"10s\" }]\n";
+    let out = check(&fleet, fleet.request(extra)).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    for i in 1..=3 {
+        assert_eq!(fleet.executor.commands(&host(i)).len(), 2, "web-0{i} deployed");
+    }
+    let on = |i: usize, b: usize| fleet.lb.server_on(&instances[b], &server(i)).expect("server");
+    assert_eq!((on(2, 0).admin, on(2, 0).effective_weight()), (AdminState::Maint, 37));
+    assert_eq!((on(2, 1).admin, on(2, 1).effective_weight()), (AdminState::Maint, 37));
+    assert_eq!((on(3, 0).admin, on(3, 0).effective_weight()), (AdminState::Ready, 17));
+    assert_eq!((on(3, 1).admin, on(3, 1).effective_weight()), (AdminState::Drain, 200));
+    assert_eq!((on(1, 0).admin, on(1, 0).effective_weight()), (AdminState::Ready, 100));
+    assert_eq!(out.host("web-02").rotation, Rotation::OutOfRotation, "back out, as found");
+    // Neither was put into rotation on a box where it was out, not even for a moment.
+    for (s, admin, weight) in fleet.lb.rotation_log().changes {
+        if s == server(2) {
+            assert!(admin != AdminState::Ready || weight == Weight::ZERO, "{admin:?} {weight}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ramp_steps_are_percentages_of_each_servers_own_weight() {
+    use vesemir_core::ports::Operational;
+    let fleet = fleet(1).starting(1, None, AdminState::Ready, Operational::Up, 3).expect("fleet");
+    let extra = "[load_balancer]\nbackend = \"be_web\"\ninstances = [{ address = \"127.0.0.1\", port = 9001 }, { address = \"127.0.0.1\", port = 9002 }]\nramp = [{ weight = \"10%\", hold = \"1s\" }, { weight = \"50%\", hold = \"1s\" }]\n";
+    let lb = fleet.lb.clone();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watcher = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(s) = lb.server(&server(1)) {
+                let mut seen = watcher.lock().expect("lock");
+                if seen.last() != Some(&(s.admin, s.effective_weight())) {
+                    seen.push((s.admin, s.effective_weight()));
+                }
+            }
+        }
+    });
+    let out = check(&fleet, fleet.request(extra)).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    let seen = seen.lock().expect("lock").clone();
+    // 10% of 3 rounds to 0: a step never takes a serving server to no traffic, so it is 1.
+    assert!(seen.contains(&(AdminState::Ready, 1)), "{seen:?}");
+    assert!(seen.iter().all(|(_, w)| *w <= 3), "{seen:?}");
+    let end = fleet.lb.server(&server(1)).expect("server");
+    assert_eq!(
+        (end.admin, end.effective_weight()),
+        (AdminState::Ready, 3),
+        "back at its own weight 3, not 100"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_already_at_its_budget_is_refused_naming_the_servers_out() {
+    let fleet = maint(fleet(4), 4);
+    let extra = "[strategy]\nconcurrency = 1\n[targets]\nhosts = [{ name = \"web-01\", address = \"127.0.1.1\" }, { name = \"web-02\", address = \"127.0.1.2\" }]\n";
+    let request = only_hosts(&fleet, extra);
+    let error = vesemir_core::prepare(std::sync::Arc::new(request), &fleet.ports(), &Default::default())
+        .await
+        .expect_err("no room");
+    let text = error.to_string();
+    assert!(matches!(error, vesemir_core::PrepareError::Budget { .. }), "{text}");
+    assert!(text.contains("already has 1 server(s) out of rotation and concurrency is 1"), "{text}");
+    assert!(text.contains("web-04: MAINT"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_going_down_mid_rollout_makes_the_rollout_wait_instead_of_exceeding() {
+    let fleet = fleet(4);
+    fleet.executor.set_latency(Duration::from_secs(10));
+    let lb = fleet.lb.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        lb.set_healthy(&server(4), false);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        lb.set_healthy(&server(4), true);
+    });
+    let extra = "[strategy]\nconcurrency = 1\n[targets]\nhosts = [{ name = \"web-01\", address = \"127.0.1.1\" }, { name = \"web-02\", address = \"127.0.1.2\" }]\n";
+    let request = only_hosts(&fleet, extra);
+    let out = check(&fleet, request).await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    assert!(
+        out.log.contains("waiting: 1 servers of the backend are out of rotation and concurrency is 1"),
+        "{}",
+        out.log
+    );
+    let second = out.events.iter().find(|e| {
+        matches!(&e.kind, EventKind::HostPhase { host, phase: Phase::Draining } if host.as_str() == "web-02")
+    });
+    assert!(
+        second.is_some_and(|e| e.elapsed >= Duration::from_secs(65)),
+        "web-02 waited for web-04: {}",
+        out.log
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_found_by_name_with_another_address_is_refused() {
+    let fleet = fleet(2);
+    let request = fleet.request_toml("").replace("address = \"127.0.1.2\"", "address = \"127.0.9.9\"");
+    let request = vesemir_core::request::DeploymentRequest::from_toml(
+        &request,
+        &vesemir_core::request::RequestPolicy::permissive(),
+    )
+    .expect("valid");
+    let error = vesemir_core::prepare(std::sync::Arc::new(request), &fleet.ports(), &Default::default())
+        .await
+        .expect_err("refused");
+    assert!(
+        error.to_string().contains("host web-02 has address 127.0.9.9, but its server web-02 has address 127.0.1.2 on 127.0.0.1:9001"),
+        "{error}"
+    );
+}
+
+/// A request for the hosts `extra`'s `[targets]` lists (the rest of the fleet's servers stay in
+/// the backend, not targeted).
+fn only_hosts(fleet: &Fleet, extra: &str) -> vesemir_core::request::DeploymentRequest {
+    let all = (1..=fleet.size)
+        .map(|i| {
+            format!(
+                "{{ name = \"{}\", address = \"{}\" }}",
+                host(i),
+                vesemir_core::fake::FakeFleet::address(i)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = fleet.request_toml("").replace(&format!("[targets]\nhosts = [{all}]\n"), "") + extra;
+    vesemir_core::request::DeploymentRequest::from_toml(
+        &text,
+        &vesemir_core::request::RequestPolicy::permissive(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{text}"))
 }

@@ -18,9 +18,12 @@ use vesemir_core::rollout::{Action, ActionResult, HealthRetry, Rollout, RolloutC
 
 fn planned(n: usize) -> Vec<PlannedHost> {
     (1..=n)
-        .map(|i| PlannedHost {
-            host: Host::new(HostName::new(format!("web-{i:02}")).expect("name"), "127.0.0.1").expect("host"),
-            server: ServerName::new(format!("web-{i:02}")).expect("name"),
+        .map(|i| {
+            PlannedHost::new(
+                Host::new(HostName::new(format!("web-{i:02}")).expect("name"), format!("127.0.0.{i}"))
+                    .expect("host"),
+                ServerName::new(format!("web-{i:02}")).expect("name"),
+            )
         })
         .collect()
 }

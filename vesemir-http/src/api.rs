@@ -18,6 +18,7 @@ use vesemir_core::request::spec::RequestSpec;
 use vesemir_core::request::{
     InlineChangesets, Playbooks, RawQueries, RequestPolicy, Targets, ValidationErrors,
 };
+use vesemir_core::PrepareError;
 
 use crate::auth::{Principal, Tokens};
 use crate::clock::now_ms;
@@ -94,6 +95,38 @@ impl ApiError {
             .map(|e| Problem { field: e.field.clone(), message: e.message.clone() })
             .collect();
         Self::problems(status, &errors.to_string(), problems)
+    }
+
+    /// 422 for a fleet whose real state refuses the deployment: one problem per server.
+    fn refused(error: &PrepareError) -> Self {
+        let problems = match error {
+            PrepareError::NotInRotation { servers } => servers
+                .iter()
+                .map(|s| Problem {
+                    field: "load_balancer.servers_not_in_rotation".to_owned(),
+                    message: format!("not in rotation: {s}"),
+                })
+                .collect(),
+            PrepareError::Budget { budget } => budget
+                .already_out
+                .iter()
+                .map(|s| Problem {
+                    field: "strategy.concurrency".to_owned(),
+                    message: format!(
+                        "already out of rotation, counted against concurrency {}: {}: {}",
+                        budget.concurrency,
+                        s.name,
+                        s.describe()
+                    ),
+                })
+                .collect(),
+            PrepareError::AddressMismatch { mismatches } => mismatches
+                .iter()
+                .map(|m| Problem { field: "targets".to_owned(), message: m.to_string() })
+                .collect(),
+            other => vec![Problem { field: "(document)".to_owned(), message: other.to_string() }],
+        };
+        Self::problems(StatusCode::UNPROCESSABLE_ENTITY, &format!("nothing was changed: {error}"), problems)
     }
 
     fn store(error: &StoreError) -> Self {
@@ -194,7 +227,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 403, description = "The token's team may not deploy this application", body = ErrorBody),
         (status = 409, description = "A deployment of this application and environment is queued or running", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
-        (status = 422, description = "The request is invalid (every problem, by field)", body = ErrorBody),
+        (status = 422, description = "The request is invalid (every problem, by field), or the fleet's real state refuses it: target servers not in rotation, no room left in the backend's out-of-rotation budget, a server with another address than its host (one problem per server)", body = ErrorBody),
         (status = 429, description = "The queue is full", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -220,6 +253,7 @@ pub async fn create(
         .factory
         .ports(&request)
         .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "(document)", e.to_string()))?;
+    state.runner.precheck(&request, &ports).await.map_err(|e| ApiError::refused(&e))?;
     let new = NewDeployment {
         application: request.application.to_string(),
         environment: request.environment.to_string(),

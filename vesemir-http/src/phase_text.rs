@@ -15,6 +15,7 @@ pub fn parse(text: &str) -> Option<Phase> {
     let fixed = match text {
         "pending" => Some(Phase::Pending),
         "connecting" => Some(Phase::Connecting),
+        "checking the backend's out-of-rotation budget" => Some(Phase::CheckingBudget),
         "draining" => Some(Phase::Draining),
         "waiting for sessions to end" => Some(Phase::WaitingForDrain),
         "closing remaining sessions" => Some(Phase::ClosingSessions),
@@ -74,6 +75,7 @@ mod tests {
         vec![
             Phase::Pending,
             Phase::Connecting,
+            Phase::CheckingBudget,
             Phase::Draining,
             Phase::WaitingForDrain,
             Phase::ClosingSessions,

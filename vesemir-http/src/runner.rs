@@ -16,8 +16,8 @@ use vesemir_core::host_locks::LockPolicy;
 use vesemir_core::lock::LockHolder;
 use vesemir_core::request::DeploymentRequest;
 use vesemir_core::{
-    render, Backoff, Control, Crash, DeploymentReport, DriverConfig, Event, EventSink, Ports, Prepared,
-    Progress,
+    render, Backoff, Control, Crash, DeploymentReport, DriverConfig, Event, EventSink, Ports, PrepareError,
+    Prepared, Progress,
 };
 
 use crate::clock::now_ms;
@@ -178,6 +178,35 @@ impl Runner {
             self.metrics.interrupted_out_of_rotation(&labels, d.out_of_rotation.len() as u64);
         }
         Ok(interrupted.len())
+    }
+
+    /// Checks the fleet's real state before admission, as `prepare` will when the deployment
+    /// runs: target servers not in rotation (with `servers_not_in_rotation = "refuse"`), a
+    /// backend whose out-of-rotation budget is used up, a server found by name with another
+    /// address. Only those refusals are returned, so the API answers 422 and stores nothing;
+    /// anything else (an inventory down, a lookup that fails) is left for the run to report, as
+    /// before. Skipped while any deployment is queued or running on this server: its hosts are
+    /// out of rotation by its own doing, and this one may be queued behind it (or refused with
+    /// 409); `prepare` makes the same check when it starts, and a refusal then ends it failed
+    /// with the same message.
+    pub async fn precheck(&self, request: &DeploymentRequest, ports: &Ports) -> Result<(), PrepareError> {
+        if self.active_count() > 0 {
+            return Ok(());
+        }
+        let bound = self.driver.call_timeout.saturating_mul(3);
+        let prepared = tokio::time::timeout(
+            bound,
+            vesemir_core::prepare(Arc::new(request.clone()), ports, &self.driver),
+        )
+        .await;
+        match prepared {
+            Ok(Err(
+                e @ (PrepareError::NotInRotation { .. }
+                | PrepareError::Budget { .. }
+                | PrepareError::AddressMismatch { .. }),
+            )) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Admits a validated deployment and starts it in the background.

@@ -168,6 +168,37 @@ async fn malformed_unknown_field_invalid_and_oversized_bodies_get_4xx_naming_the
 }
 
 #[tokio::test]
+async fn servers_not_in_rotation_are_refused_with_422_naming_each_state_before_anything_is_stored() {
+    use vesemir_core::fake::FakeFleet;
+    use vesemir_core::ports::{AdminState, Operational};
+    let fleet = Fleet::new(3);
+    fleet
+        .lb
+        .set_initial(&FakeFleet::server(2), None, AdminState::Maint, Operational::Down, 100)
+        .expect("maint");
+    let t = TestServer::start(fleet).await;
+    let body = t.fleet.body("shop", "production", "payments");
+    let refused = t.post(PAYMENTS, &body).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert_eq!(
+        problems(&refused),
+        [(
+            "load_balancer.servers_not_in_rotation".to_owned(),
+            "not in rotation: web-02 (host web-02): MAINT down, weight 100/100 on 127.0.0.1:9001".to_owned()
+        )]
+    );
+    let list = t.get(ADMIN, "/v1/deployments").await;
+    assert_eq!(list.json["deployments"].as_array().expect("list").len(), 0, "nothing refused was stored");
+    assert!(t.fleet.lb.rotation_log().changes.is_empty(), "nothing changed");
+
+    let mut body = t.fleet.body("shop", "production", "payments");
+    body["load_balancer"]["servers_not_in_rotation"] = json!("skip");
+    body["strategy"]["concurrency"] = json!(2);
+    let accepted = t.post(PAYMENTS, &body).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+}
+
+#[tokio::test]
 async fn tokens_are_required_and_scoped_to_their_team() {
     let t = TestServer::start(Fleet::new(1)).await;
     let body = t.fleet.body("shop", "production", "payments");
@@ -353,7 +384,11 @@ async fn metrics_count_deployments_by_outcome_hosts_and_durations() {
     body["strategy"]["max_failures"] = json!(1);
     let id = id_of(&t.post(PAYMENTS, &body).await);
     assert_eq!(t.wait_finished(id).await["status"], "completed_with_failures");
-    let id = id_of(&t.post(PAYMENTS, &t.fleet.body("cart", "production", "payments")).await);
+    // web-02 was left out of rotation by that failure: include it (and leave room for it).
+    let mut body = t.fleet.body("cart", "production", "payments");
+    body["load_balancer"]["servers_not_in_rotation"] = json!("include");
+    body["strategy"]["concurrency"] = json!(2);
+    let id = id_of(&t.post(PAYMENTS, &body).await);
     assert_eq!(t.wait_finished(id).await["status"], "stopped");
 
     // The in-flight gauge drops just after the final status is written: poll briefly.

@@ -31,15 +31,22 @@ pub struct Lab {
 
 impl Lab {
     pub fn start() -> Self {
-        let sshd = Sshd::start();
-        let servers: String =
-            HOSTS.iter().map(|h| format!("    server {h} 127.0.0.1:{} weight 100\n", free_port())).collect();
+        // Each host has its own loopback address (a plan refuses two hosts at one address), and
+        // one sshd listens on all of them.
+        let sshd = Sshd::start_with("ListenAddress 127.0.0.2\nListenAddress 127.0.0.3");
+        let servers: String = HOSTS
+            .iter()
+            .map(|h| format!("    server {h} {}:{} weight 100\n", address_of(h), free_port()))
+            .collect();
         let backends = format!("backend be_web\n    balance roundrobin\n{servers}");
         let haproxy =
             vec![HaproxyInstance::start("be_web", &backends), HaproxyInstance::start("be_web", &backends)];
         let dir = tempfile::tempdir().expect("tempdir");
         let known_hosts = dir.path().join("known_hosts");
-        std::fs::write(&known_hosts, sshd.known_hosts_line()).expect("known_hosts");
+        let line = sshd.known_hosts_line();
+        let lines: String =
+            HOSTS.iter().map(|h| line.replace("[127.0.0.1]", &format!("[{}]", address_of(h)))).collect();
+        std::fs::write(&known_hosts, lines).expect("known_hosts");
         std::fs::create_dir_all(dir.path().join("hosts")).expect("hosts dir");
         let config = format!(
             "[ssh]\nuser = \"{user}\"\nport = {port}\nkey = \"{key}\"\nknown_hosts = \"{known}\"\n\n{playbook}",
@@ -71,7 +78,7 @@ impl Lab {
 
     pub fn write_deploy(&self, name: &str, broken: &str, instances: &str) -> PathBuf {
         let hosts: Vec<String> =
-            HOSTS.iter().map(|h| format!("{{ name = \"{h}\", address = \"127.0.0.1\" }}")).collect();
+            HOSTS.iter().map(|h| format!("{{ name = \"{h}\", address = \"{}\" }}", address_of(h))).collect();
         let text = format!(
             "application = \"shop\"\nenvironment = \"test\"\nteam = \"web\"\nversion = \"1.0.0\"\nplaybook = \"web\"\n\n\
              [targets]\nhosts = [{}]\n\n[load_balancer]\nbackend = \"be_web\"\ninstances = [{instances}]\ndrain_timeout = \"5s\"\n\n\
@@ -92,6 +99,16 @@ impl Lab {
         std::fs::read_to_string(self.dir.path().join("hosts").join(format!("{host}.version"))).ok()
     }
 
+    /// Puts `server` in `state` on both haproxy instances (an operator at work).
+    pub async fn set_state(&self, server: &str, state: vesemir_core::ports::AdminState) {
+        let lb = HaproxyLoadBalancer::new(HaproxyConfig::default());
+        let backend = Backend {
+            name: BackendName::new("be_web").expect("name"),
+            instances: self.haproxy.iter().map(HaproxyInstance::tcp_endpoint).collect(),
+        };
+        lb.set_state(&backend, &ServerName::new(server).expect("name"), state).await.expect("set state");
+    }
+
     pub async fn status(&self, server: &str) -> Vec<(ServerStatus, u32)> {
         let lb = HaproxyLoadBalancer::new(HaproxyConfig::default());
         let backend = Backend {
@@ -101,6 +118,11 @@ impl Lab {
         let states = lb.status(&backend, &ServerName::new(server).expect("name")).await.expect("status");
         states.into_iter().map(|s| (s.status, s.weight)).collect()
     }
+}
+
+/// The loopback address of host `web-N`: `127.0.0.N`.
+pub fn address_of(host: &str) -> String {
+    format!("127.0.0.{}", host.trim_start_matches("web-"))
 }
 
 /// Runs the binary in `dir` with no configuration from the environment.

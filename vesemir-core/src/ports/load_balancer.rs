@@ -225,6 +225,19 @@ impl InstanceState {
     }
 }
 
+impl fmt::Display for InstanceState {
+    /// One line for people: `MAINT down, weight 100/100 on 127.0.0.1:9001`, with the last
+    /// check's status when there is one (`READY down, weight 100/100, check L7STS on ...`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let admin = self.admin.to_string().to_uppercase();
+        write!(f, "{admin} {}, weight {}/{}", self.operational, self.weight, self.configured_weight)?;
+        if let Some(check) = &self.check {
+            write!(f, ", check {check}")?;
+        }
+        write!(f, " on {}", self.instance)
+    }
+}
+
 /// One server of a backend, as every instance sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerState {
@@ -261,6 +274,24 @@ impl ServerState {
     /// effective weight (vacuously true for one or no instance).
     pub fn agrees(&self) -> bool {
         self.instances.windows(2).all(|w| w[0].admin == w[1].admin && w[0].weight == w[1].weight)
+    }
+
+    /// Whether the server is in rotation on every instance listed ([`in_rotation`]) and the
+    /// same there ([`agrees`]): the one rule for "a server someone else has not taken out".
+    ///
+    /// [`in_rotation`]: ServerState::in_rotation
+    /// [`agrees`]: ServerState::agrees
+    pub fn is_fully_in_rotation(&self) -> bool {
+        self.in_rotation() && self.agrees()
+    }
+
+    /// Its state on each instance, for people: each instance's line (see [`InstanceState`]'s
+    /// `Display`) joined by `; `.
+    pub fn describe(&self) -> String {
+        if self.instances.is_empty() {
+            return "on no load balancer".to_owned();
+        }
+        self.instances.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     }
 
     /// The instances of `backend` that do not have this server.

@@ -76,7 +76,9 @@ pub struct LoadBalancerConfig {
     pub drain_timeout: Duration,
     /// What to do when they do not.
     pub on_drain_timeout: DrainTimeoutPolicy,
-    /// Weights to pass through before 100%.
+    /// What to do with target servers that are not in rotation when the deployment is prepared.
+    pub servers_not_in_rotation: NotInRotationPolicy,
+    /// Weights to pass through before 100% (percentages of each server's original weight).
     pub ramp: Vec<RampStep>,
 }
 
@@ -111,6 +113,24 @@ pub enum DrainTimeoutPolicy {
     Fail,
     /// End the remaining sessions and go on.
     Force,
+}
+
+/// What to do with a target server that is not in rotation when the deployment is prepared
+/// (maintenance, drain, down, stopping, weight 0 on some box, or a different admin state or
+/// weight on different boxes): someone or something else took it out, and Vesemir must not put
+/// it back in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotInRotationPolicy {
+    /// Refuse the whole deployment before anything changes, naming each such server and its
+    /// state on each box.
+    #[default]
+    Refuse,
+    /// Leave those servers exactly as found (never drained, never connected to) and report
+    /// their hosts skipped.
+    Skip,
+    /// Deploy them too, then return each to the admin state and weight it had on each box.
+    Include,
 }
 
 /// One step of the weight ramp.

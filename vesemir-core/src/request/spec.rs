@@ -100,6 +100,11 @@ pub struct LoadBalancerSpec {
     /// `"fail"` (the default) or `"force"` when sessions outlast the drain timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_drain_timeout: Option<String>,
+    /// What to do with target servers found out of rotation before the deployment (maintenance,
+    /// drain, down, weight 0, or a different state on different boxes): `"refuse"` (the
+    /// default), `"skip"` or `"include"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servers_not_in_rotation: Option<String>,
     /// Weights to pass through before 100%, each with a hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ramp: Vec<RampSpec>,

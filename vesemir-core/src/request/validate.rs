@@ -303,6 +303,18 @@ impl RequestSpec {
                 None
             }
         };
+        let servers_not_in_rotation = match lb.servers_not_in_rotation.as_deref() {
+            None | Some("refuse") => Some(NotInRotationPolicy::Refuse),
+            Some("skip") => Some(NotInRotationPolicy::Skip),
+            Some("include") => Some(NotInRotationPolicy::Include),
+            Some(other) => {
+                p.add(
+                    "load_balancer.servers_not_in_rotation",
+                    format!("{other:?} is not known: use \"refuse\", \"skip\" or \"include\""),
+                );
+                None
+            }
+        };
         let ramp = ramp(p, &lb.ramp);
         Some(LoadBalancerConfig {
             backend: backend?,
@@ -310,6 +322,7 @@ impl RequestSpec {
             server: server?,
             drain_timeout,
             on_drain_timeout: on_drain_timeout?,
+            servers_not_in_rotation: servers_not_in_rotation?,
             ramp,
         })
     }

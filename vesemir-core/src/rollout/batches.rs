@@ -20,11 +20,13 @@ pub(super) enum Gate {
     Confirm,
 }
 
-/// Whose timer fired: a host's (health retry, ramp hold) or the gate's.
+/// Whose timer fired: a host's (health retry, ramp hold), the gate's, or the backend budget's
+/// re-check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum TimerKey {
     Host(usize),
     Gate,
+    Budget,
 }
 
 impl Rollout {
@@ -44,6 +46,9 @@ impl Rollout {
                 return;
             }
             if self.stop.is_some() {
+                if self.budget_stopped() {
+                    self.end_admitting(now);
+                }
                 self.end_unstarted(now);
                 if self.in_flight == 0 {
                     self.finish(now);
@@ -99,6 +104,8 @@ impl Rollout {
                         self.timers.push(Reverse((at, TimerKey::Gate)));
                         Gate::Hold(at)
                     }
+                    // Not a reason between batches: hosts wait for the budget in `budget.rs`.
+                    WaitReason::BackendBudget { .. } => Gate::Running,
                 };
                 self.emit(now, EventKind::Waiting { reason });
             }
@@ -150,9 +157,11 @@ impl Rollout {
         }
         let outcome = match self.stop {
             Some(StopReason::Cancelled) => DeploymentOutcome::Cancelled,
-            Some(StopReason::TooManyFailures { .. } | StopReason::NoCapacity { .. }) => {
-                DeploymentOutcome::Stopped
-            }
+            Some(
+                StopReason::TooManyFailures { .. }
+                | StopReason::NoCapacity { .. }
+                | StopReason::BackendBudget { .. },
+            ) => DeploymentOutcome::Stopped,
             None if self.failures > 0 => DeploymentOutcome::CompletedWithFailures,
             None => DeploymentOutcome::Succeeded,
         };

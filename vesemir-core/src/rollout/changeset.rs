@@ -57,7 +57,7 @@ impl Rollout {
             (Stage::Step(_), ActionResult::Failed(e)) => self.fail(h, HostOutcome::Failed, e.message, now),
             (Stage::Step(i), ActionResult::Done) => self.after_steps(h, i + 1, now),
             (Stage::Health, ActionResult::Exited(status)) if status.success() => {
-                self.enter(h, Stage::PreWeight, now);
+                self.put_back(h, now);
             }
             (Stage::Health, result) => self.health_not_passed(h, result, now),
             _ => {}
@@ -71,7 +71,7 @@ impl Rollout {
         } else if self.config.health_command.is_some() {
             self.enter(h, Stage::Health, now);
         } else {
-            self.enter(h, Stage::PreWeight, now);
+            self.put_back(h, now);
         }
     }
 
@@ -81,7 +81,7 @@ impl Rollout {
         let last = match result {
             ActionResult::Exited(status) => status.to_string(),
             ActionResult::Failed(e) => e.message,
-            ActionResult::Done => "no exit status".to_owned(),
+            ActionResult::Done | ActionResult::Backend(_) => "no exit status".to_owned(),
         };
         let HealthRetry { timeout, interval } = self.config.health_command.unwrap_or_default();
         let deadline = self.hosts[h].health_deadline.unwrap_or(now);

@@ -8,15 +8,17 @@ use std::time::{Duration, Instant};
 use super::{Action, ActionResult, ErrorKind, HostError, HostId, Rollout};
 use crate::event::{EventKind, HostOutcome, Phase, Rotation, StopReason};
 use crate::name::HostName;
-use crate::ports::{AdminState, OutputLine, Weight};
+use crate::ports::{AdminState, InstanceState, Operational, OutputLine, Weight};
 
 /// Where a host is, in finer steps than its public [`Phase`]. The legs: take out
-/// (`Connect`..`Maint`, in `take_out.rs`), changeset (`Step`, `Health`, `HealthWait`, in
+/// (`Connect`..`Maint`, in `take_out.rs`; `Admit` in `budget.rs`), changeset (`Step`, `Health`, `HealthWait`, in
 /// `changeset.rs`), put back (`PreWeight`..`Full`, `Restore`, `Unwind`, in `put_back.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stage {
     Pending,
     Connect,
+    /// Waiting for the backend's answer (or for room in its budget) before the drain.
+    Admit,
     Drain,
     WaitDrain,
     Shutdown,
@@ -64,6 +66,9 @@ pub(super) struct HostRun {
     pub(super) admin_unknown: bool,
     /// A weight change timed out.
     pub(super) weight_unknown: bool,
+    /// Its health checks failed on some box when last read (before the deployment, or at
+    /// admission), and no wait for UP has passed since: out of rotation whatever its admin state.
+    pub(super) checks_down: bool,
     /// An action of this host is outstanding.
     pub(super) awaiting: bool,
     /// Its session is open and must be closed before it ends.
@@ -81,9 +86,10 @@ pub(super) struct HostRun {
 }
 
 impl HostRun {
-    /// A host not started yet, in rotation at full weight as far as the rollout knows.
-    pub(super) fn new(name: HostName) -> Self {
-        Self {
+    /// A host not started yet, in the state its server was found in (`original`; empty: in
+    /// rotation at full weight).
+    pub(super) fn new(name: HostName, original: &[InstanceState]) -> Self {
+        let mut run = Self {
             name,
             stage: Stage::Pending,
             phase: Phase::Pending,
@@ -92,6 +98,7 @@ impl HostRun {
             weight: Weight::FULL,
             admin_unknown: false,
             weight_unknown: false,
+            checks_down: false,
             awaiting: false,
             connected: false,
             health_deadline: None,
@@ -102,7 +109,27 @@ impl HostRun {
             finished: None,
             tail: VecDeque::new(),
             timer: None,
+        };
+        if !original.is_empty() {
+            run.set_states(original);
+            run.checks_down = original.iter().any(|s| s.operational != Operational::Up);
         }
+        run
+    }
+
+    /// Records a change to these states per instance: ready only if ready everywhere, a
+    /// weight above 0 only if above 0 everywhere (the rotation rule needs no more).
+    pub(super) fn set_states(&mut self, to: &[InstanceState]) {
+        let admin = if to.iter().all(|s| s.admin == AdminState::Ready) {
+            AdminState::Ready
+        } else if to.iter().any(|s| s.admin == AdminState::Maint) {
+            AdminState::Maint
+        } else {
+            AdminState::Drain
+        };
+        let weight = if to.iter().all(|s| s.weight > 0) { Weight::FULL } else { Weight::ZERO };
+        self.set_admin(admin);
+        self.set_weight(weight);
     }
 
     pub(super) fn set_admin(&mut self, admin: AdminState) {
@@ -116,7 +143,10 @@ impl HostRun {
     }
 
     pub(super) fn in_rotation(&self) -> bool {
-        !self.rotation_unknown() && self.admin == AdminState::Ready && self.weight > Weight::ZERO
+        !self.rotation_unknown()
+            && !self.checks_down
+            && self.admin == AdminState::Ready
+            && self.weight > Weight::ZERO
     }
 
     fn rotation_unknown(&self) -> bool {
@@ -141,6 +171,7 @@ impl Rollout {
         self.hosts[h].stage = stage;
         let (action, phase) = match stage {
             Stage::Pending | Stage::Finished | Stage::HealthWait => (None, None),
+            Stage::Admit => self.admit_action(host),
             Stage::Connect | Stage::Drain | Stage::WaitDrain | Stage::Shutdown | Stage::Maint => {
                 self.take_out_action(host, stage)
             }
@@ -184,6 +215,7 @@ impl Rollout {
             | Stage::Full
             | Stage::Restore
             | Stage::Unwind => self.advance_put_back(h, stage, result, now),
+            Stage::Admit => self.advance_admit(h, result, now),
             Stage::Close => self.closed(h, now),
             Stage::Pending | Stage::HealthWait | Stage::Hold(_) | Stage::Finished => {}
         }
@@ -233,7 +265,7 @@ impl Rollout {
         }
     }
 
-    /// The host was not deployed: put it back into rotation, then end it failed.
+    /// The host was not deployed: put it back as it was found, then end it failed.
     pub(super) fn restore(&mut self, h: usize, error: String, now: Instant) {
         let run = &mut self.hosts[h];
         run.failure = Some(Failure { outcome: HostOutcome::Failed, phase: run.phase.clone(), error });
@@ -246,7 +278,7 @@ impl Rollout {
         &mut self,
         h: usize,
         result: ActionResult,
-        state: AdminState,
+        change: impl FnOnce(&mut HostRun),
         also: &str,
         now: Instant,
     ) {
@@ -257,7 +289,7 @@ impl Rollout {
                 self.lb_failed(h, &e);
                 failure.error = format!("{}; {also}: {}", failure.error, e.message);
             }
-            _ => self.lb_changed(h, |run| run.set_admin(state)),
+            _ => self.lb_changed(h, change),
         }
         self.hosts[h].failure = Some(failure);
         self.enter(h, Stage::Close, now);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::PortError;
-use crate::ports::{AdminState, ExitStatus, Weight};
+use crate::ports::{AdminState, ExitStatus, InstanceState, ServerState, Weight};
 
 /// A host's position in the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,6 +73,22 @@ pub enum Action {
         /// How long to wait at most; past it the call fails with a timeout.
         timeout: Duration,
     },
+    /// Read every server of the backend (one `servers()` call), to count the servers out of
+    /// rotation before taking this host (and any other host waiting to) out. Its result is
+    /// [`ActionResult::Backend`].
+    ReadBackend {
+        /// The host whose take-out waits for the answer, by its position in the plan.
+        host: HostId,
+    },
+    /// Set the server, on each instance listed, to that instance's admin state and absolute
+    /// weight (the load balancer's `restore`): its original state, or a ramp step as a
+    /// percentage of its original weight.
+    Restore {
+        /// The host to act on, by its position in the plan.
+        host: HostId,
+        /// The state per instance (only `instance`, `admin` and `weight` matter).
+        to: Vec<InstanceState>,
+    },
     /// Close the SSH session. Its result is always [`ActionResult::Done`].
     Close {
         /// The host to act on, by its position in the plan.
@@ -92,6 +108,8 @@ impl Action {
             | Action::RunStep { host, .. }
             | Action::RunHealthCheck { host, .. }
             | Action::WaitUp { host, .. }
+            | Action::ReadBackend { host }
+            | Action::Restore { host, .. }
             | Action::Close { host } => *host,
         }
     }
@@ -106,6 +124,9 @@ pub enum ActionResult {
     Exited(ExitStatus),
     /// It did not work: the error says why, and its kind whether it was a timeout.
     Failed(HostError),
+    /// The backend's servers, as every instance sees them (the answer to
+    /// [`Action::ReadBackend`]).
+    Backend(Vec<ServerState>),
 }
 
 impl From<Result<(), PortError>> for ActionResult {

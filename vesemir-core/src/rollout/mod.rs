@@ -18,18 +18,24 @@
 //!
 //! # Invariants (checked by property tests)
 //!
-//! - Never more than `concurrency` hosts out of rotation at once. A host that failed and stays
+//! - Never more than `concurrency` hosts out of rotation at once, and no take-out that would put
+//!   more than `concurrency` servers of the whole backend out of rotation, counting servers it
+//!   did not take out (read before each take-out: `budget.rs`). A host that failed and stays
 //!   out of rotation keeps using its slot, so failures shrink the room for new hosts rather than
 //!   take capacity below what the operator allowed.
 //! - A host goes back into rotation only after its steps and health gate passed, except a host
 //!   whose changeset never started (drain timed out, a load balancer call failed before
-//!   maintenance), which is put back as it was.
+//!   maintenance), which is put back as it was found. Every host ends at its server's original
+//!   admin state and weight on every box (the plan's `original`), or out of rotation if it
+//!   failed; a server found out of rotation is never put in; hosts the plan skips are never
+//!   touched.
 //! - A failed host is reported with its phase and error, and its rotation state.
 //! - Once failures exceed `max_failures`, or on cancel, no new host starts; hosts in flight
 //!   finish.
 //! - Every host ends in exactly one [`HostOutcome`]; events are numbered 1, 2, 3... without gaps.
 
 mod batches;
+mod budget;
 mod changeset;
 mod config;
 mod host;
@@ -42,13 +48,14 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use budget::{BUDGET_RECHECK, BUDGET_WAIT_LIMIT};
 pub use config::{HealthRetry, RolloutConfig, StepLimit};
 pub use input::{Action, ActionResult, ErrorKind, HostError, HostId};
 
 use batches::{Gate, TimerKey};
 use host::{Failure, HostRun, Stage};
 
-use crate::event::{DeploymentOutcome, Event, EventKind, HostOutcome, StopReason, Totals};
+use crate::event::{DeploymentOutcome, Event, EventKind, HostOutcome, Phase, StopReason, Totals};
 use crate::plan::Plan;
 use crate::ports::OutputLine;
 use crate::report::{DeploymentReport, HostReport};
@@ -86,6 +93,14 @@ pub struct Rollout {
     events: VecDeque<Event>,
     seq: u64,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    /// The host whose [`Action::ReadBackend`] is outstanding.
+    read_by: Option<usize>,
+    /// When the backend is read again for hosts waiting for room in its budget.
+    budget_timer: Option<Instant>,
+    /// The last budget wait told of (servers out, concurrency), so it is told once.
+    budget_waiting: Option<(usize, usize)>,
+    /// Since when hosts wait for the budget with none of this rollout's in flight.
+    budget_blocked_since: Option<Instant>,
     finished_at: Option<Duration>,
     outcome: Option<DeploymentOutcome>,
 }
@@ -94,7 +109,7 @@ impl Rollout {
     /// A rollout of `plan`, starting now: the first batch's hosts are ready in
     /// [`poll_action`](Self::poll_action).
     pub fn new(plan: Arc<Plan>, config: RolloutConfig, now: Instant) -> Self {
-        let hosts = plan.hosts.iter().map(|h| HostRun::new(h.host.name.clone())).collect();
+        let hosts = plan.hosts.iter().map(|h| HostRun::new(h.host.name.clone(), &h.original)).collect();
         let mut rollout = Self {
             plan,
             config,
@@ -115,6 +130,10 @@ impl Rollout {
             events: VecDeque::new(),
             seq: 0,
             timers: BinaryHeap::new(),
+            read_by: None,
+            budget_timer: None,
+            budget_waiting: None,
+            budget_blocked_since: None,
             finished_at: None,
             outcome: None,
         };
@@ -131,9 +150,28 @@ impl Rollout {
             );
             rollout.emit(now, EventKind::Warning { host: None, message });
         }
+        rollout.skip_hosts_not_in_rotation(now);
         rollout.open_batch(now);
         rollout.pump(now);
         rollout
+    }
+
+    /// Ends the hosts the plan skips (their servers were not in rotation): left as found.
+    fn skip_hosts_not_in_rotation(&mut self, now: Instant) {
+        for h in 0..self.hosts.len() {
+            let planned = &self.plan.hosts[h];
+            if planned.skip {
+                let error = format!(
+                    "its server was not in rotation when the deployment was prepared ({}): left exactly as found (servers_not_in_rotation = \"skip\")",
+                    planned.original_state().describe()
+                );
+                self.conclude(
+                    h,
+                    Failure { outcome: HostOutcome::Skipped, phase: Phase::Pending, error },
+                    now,
+                );
+            }
+        }
     }
 
     /// The plan being rolled out.
@@ -227,6 +265,7 @@ impl Rollout {
                     self.gate = Gate::Running;
                     self.open_batch(now);
                 }
+                TimerKey::Budget => self.budget_recheck(now),
                 TimerKey::Host(h) => {
                     self.hosts[h].timer = None;
                     match self.hosts[h].stage {
@@ -276,7 +315,10 @@ impl Rollout {
                 continue;
             }
             if run.awaiting
-                && !matches!(run.stage, Stage::Connect | Stage::Step(_) | Stage::Health | Stage::Close)
+                && !matches!(
+                    run.stage,
+                    Stage::Connect | Stage::Admit | Stage::Step(_) | Stage::Health | Stage::Close
+                )
             {
                 // A load balancer call was in flight: its effect is unknown.
                 run.admin_unknown = true;
@@ -329,6 +371,7 @@ impl Rollout {
     fn timer_is_live(&self, at: Instant, key: TimerKey) -> bool {
         match key {
             TimerKey::Gate => self.gate == Gate::Hold(at),
+            TimerKey::Budget => self.budget_timer == Some(at),
             TimerKey::Host(h) => self.hosts[h].timer == Some(at),
         }
     }

@@ -1,6 +1,7 @@
-//! The first leg: taking a host out of rotation. Connect, drain on every load balancer, wait
-//! for its sessions to end (or, with `on_drain_timeout = "force"`, shut them down), then
-//! maintenance. A failure here happens before the changeset, so the host is put back as it was.
+//! The first leg: taking a host out of rotation. Connect, admission (the backend's budget, in
+//! `budget.rs`), drain on every load balancer, wait for its sessions to end (or, with
+//! `on_drain_timeout = "force"`, shut them down), then maintenance. A failure here happens
+//! before the changeset, so the host is put back as it was found.
 
 use std::time::Instant;
 
@@ -43,7 +44,7 @@ impl Rollout {
             }
             (Stage::Connect, _) => {
                 self.hosts[h].connected = true;
-                self.enter(h, Stage::Drain, now);
+                self.enter(h, Stage::Admit, now);
             }
             (Stage::Drain, ActionResult::Failed(e)) => {
                 self.lb_failed(h, &e);
