@@ -44,6 +44,7 @@ pub mod api;
 pub mod auth;
 mod clock;
 pub mod config;
+pub mod journal;
 pub mod metrics;
 pub mod openapi;
 mod phase_text;
