@@ -413,6 +413,31 @@ pub fn stopped_by_store(
     (status, out)
 }
 
+/// Deployments being recovered now, so two recoveries of one deployment never run at once.
+#[derive(Debug, Default)]
+pub struct Recoveries(Mutex<std::collections::BTreeSet<i64>>);
+
+impl Recoveries {
+    /// Marks deployment `id` as being recovered until the guard drops; `None` when it already is.
+    pub fn start(self: &Arc<Self>, id: i64) -> Option<RecoveryGuard> {
+        let mut running = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        running.insert(id).then(|| RecoveryGuard { recoveries: self.clone(), id })
+    }
+}
+
+/// Deployment `id` is being recovered while this lives.
+#[derive(Debug)]
+pub struct RecoveryGuard {
+    recoveries: Arc<Recoveries>,
+    id: i64,
+}
+
+impl Drop for RecoveryGuard {
+    fn drop(&mut self) {
+        self.recoveries.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id);
+    }
+}
+
 /// What a recovery did for one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerRecovery {
@@ -429,7 +454,7 @@ pub struct ServerRecovery {
 pub struct DeploymentRecovery {
     /// Each server the journal had left out, in the order the deployment first changed them.
     pub servers: Vec<ServerRecovery>,
-    /// Hosts still out after it (those that failed their gate).
+    /// Hosts still out after it (those that failed their gate), sorted.
     pub out_of_rotation: Vec<String>,
     /// Whether nothing is left: the journal got its `Finished`.
     pub finished: bool,
@@ -460,14 +485,14 @@ pub async fn unfinished(store: &dyn Store, id: i64) -> Result<Unfinished, Recove
 
 /// Puts back every server deployment `id`'s journal left out, each with [`recover_server`]
 /// (health gate first, then its original state on every instance), appending `Recovered` for
-/// each put back and `Finished` when none is left. `request` is the deployment's request as
-/// validated now (for the health gate), or why it cannot be rebuilt: a server that goes back
-/// into rotation then stays out, with that reason.
+/// each put back and `Finished` when none is left, and recording the hosts still out as the
+/// deployment's `out_of_rotation`. `request` is the deployment's request as validated now: its
+/// health command is the gate.
 pub async fn recover(
     store: &dyn Store,
     id: i64,
     ports: &Ports,
-    request: Result<&DeploymentRequest, &str>,
+    request: &DeploymentRequest,
     config: &RecoveryConfig,
     output_limit: usize,
 ) -> Result<DeploymentRecovery, RecoverError> {
@@ -489,11 +514,12 @@ pub async fn recover(
             outcome,
         });
     }
-    let out_of_rotation: Vec<String> = servers
+    let mut out_of_rotation: Vec<String> = servers
         .iter()
         .filter(|s| matches!(s.outcome, RecoveryOutcome::LeftOut { .. }))
         .map(|s| s.host.clone())
         .collect();
+    out_of_rotation.sort();
     let finished = out_of_rotation.is_empty();
     if finished && unfinished.finished != Some(Finished::Recovery) {
         store.append_journal(id, &JournalEntry::Finished(Finished::Recovery)).await?;
@@ -506,7 +532,7 @@ async fn recover_one(
     header: &JournalHeader,
     pending: &PendingServer,
     ports: &Ports,
-    request: Result<&DeploymentRequest, &str>,
+    request: &DeploymentRequest,
     config: &RecoveryConfig,
     output_limit: usize,
 ) -> RecoveryOutcome {
@@ -517,14 +543,9 @@ async fn recover_one(
             address: h.address.clone(),
             attributes: Default::default(),
         });
-        match (request, host) {
-            (Ok(request), Some(host)) => health_check(request, &host, output_limit),
-            (Err(e), _) => {
-                return left_out(format!(
-                    "it goes back into rotation, but its health gate cannot be rebuilt from the deployment's request ({e}): put it back by hand"
-                ))
-            }
-            (Ok(_), None) => return left_out("its host is not in the journal's plan: put it back by hand".into()),
+        match host {
+            Some(host) => health_check(request, &host, output_limit),
+            None => return left_out("its host is not in the journal's plan: put it back by hand".into()),
         }
     } else {
         None

@@ -13,6 +13,7 @@
 //! GET  /v1/deployments/{id}/events   text/event-stream, Last-Event-ID replay then live
 //! POST /v1/deployments/{id}/cancel
 //! POST /v1/deployments/{id}/confirm  (a canary waiting for confirmation)
+//! POST /v1/deployments/{id}/recover  (put back what its journal left out of rotation)
 //! GET  /healthz /readyz /metrics /openapi.json
 //! ```
 //!
@@ -123,6 +124,7 @@ impl Server {
             limits: config.limits.clone(),
             metrics,
             openapi: Arc::new(routes::document()),
+            recoveries: Arc::default(),
         });
         Ok(Self { app })
     }

@@ -250,11 +250,13 @@ fn hosts_out_of_rotation(events: &[Event]) -> Vec<String> {
 }
 
 /// Hosts a journal leaves unfinished (interrupted mid-change, or ended out of rotation), by name,
-/// in the order they were first changed; `None` when the journal has no header (no journal).
+/// sorted; `None` when the journal has no header (no journal).
 fn hosts_left_by_journal(entries: &[JournalEntry]) -> Option<Vec<String>> {
     let unfinished = replay(entries.iter().cloned());
     unfinished.header.as_ref()?;
-    Some(unfinished.servers.iter().map(|s| s.host.to_string()).collect())
+    let mut names: Vec<String> = unfinished.servers.iter().map(|s| s.host.to_string()).collect();
+    names.sort();
+    Some(names)
 }
 
 /// Writes a host's state into its row.
