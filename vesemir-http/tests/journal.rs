@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::http::{Method, StatusCode};
 use support::*;
-use vesemir_core::fake::FakeFleet;
+use vesemir_core::fake::{FakeExecutor, FakeFleet};
 use vesemir_core::journal::JournalEntry;
 use vesemir_core::name::ServerName;
-use vesemir_core::Event;
+use vesemir_core::ports::{AdminState, LbEndpoint, Operational};
+use vesemir_core::{Event, Ports};
 use vesemir_http::store::{
     DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, SqliteStore,
     Store, StoreError,
@@ -225,4 +227,131 @@ async fn events_that_cannot_be_stored_after_the_retries_stop_the_rollout() {
     let commanded = snapshot(&fleet).commanded;
     assert!(commanded.len() < 6, "{commanded:?}");
     assert_every_change_journaled(&fleet, &inner.journal(id).await.expect("journal"));
+}
+
+/// Starts a server on `database` in its own runtime, starts a deployment of `body` and stops the
+/// server (its runtime dies) once `hosts` hosts are in their steps. Returns the deployment's id.
+fn start_and_kill(database: &std::path::Path, fleet: &Fleet, body: serde_json::Value, hosts: usize) -> i64 {
+    let (database, fleet) = (database.to_owned(), fleet.clone());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let id = runtime.block_on(async {
+            let server = Server::open(&config(&database), Arc::new(FixedPorts(fleet.ports())))
+                .await
+                .expect("server opens");
+            let router = server.router();
+            let reply =
+                call(&router, Method::POST, "/v1/deployments", Some(PAYMENTS), Some(&body.to_string()), &[])
+                    .await;
+            let id = id_of(&reply);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let d = call(&router, Method::GET, &format!("/v1/deployments/{id}"), Some(ADMIN), None, &[])
+                    .await;
+                let in_steps = (0..hosts)
+                    .filter(|&i| d.json["hosts"][i]["phase"].as_str().is_some_and(|p| p.starts_with("step")))
+                    .count();
+                if in_steps == hosts {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "never reached the steps: {}", d.text);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            id
+        });
+        // The server dies with its runtime, mid-deployment.
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        id
+    })
+    .join()
+    .expect("first server thread")
+}
+
+fn names(value: &serde_json::Value) -> Vec<String> {
+    value.as_array().expect("a list").iter().map(|v| v.as_str().expect("a name").to_owned()).collect()
+}
+
+#[test]
+fn after_a_restart_the_journal_lists_the_drained_servers_and_recover_puts_them_back_at_their_original_weights(
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("vesemir.db");
+    let (web1, web2) = (FakeFleet::server(1), FakeFleet::server(2));
+    // web-01 runs at an odd weight: recovery must bring it back to 37, not to 100%.
+    let fleet = Fleet(
+        FakeFleet::new(4, vec![LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9001 }])
+            .starting(1, None, AdminState::Ready, Operational::Up, 37)
+            .expect("fleet"),
+    );
+    let original = |server: &ServerName| fleet.lb.server(server).expect("server").effective_weight();
+    let (weight1, weight2) = (original(&web1), original(&web2));
+    assert_eq!(weight1, 37);
+    // Steps take long: the first batch (two hosts) stays drained, in its steps, when the server stops.
+    fleet.executor.set_latency(Duration::from_secs(50));
+    let mut body = fleet.body("shop", "production", "payments");
+    body["strategy"]["concurrency"] = serde_json::json!(2);
+    let first = start_and_kill(&database, &fleet, body, 2);
+    let drained: BTreeSet<ServerName> = [web1.clone(), web2.clone()].into();
+    assert_eq!(fleet.lb.out_of_rotation(), drained, "two hosts were left drained");
+
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        fleet.executor.set_latency(Duration::ZERO);
+        // web-02's application does not come back at first: its health gate fails.
+        fleet.executor.fail_command(&FakeFleet::host(2), "check-app", 1);
+        let server =
+            Server::open(&config(&database), Arc::new(FixedPorts(fleet.ports()))).await.expect("reopens");
+        let router = server.router();
+        let path = format!("/v1/deployments/{first}");
+        let d = call(&router, Method::GET, &path, Some(ADMIN), None, &[]).await;
+        assert_eq!(d.json["status"], "interrupted", "{}", d.text);
+        assert_eq!(names(&d.json["out_of_rotation"]), ["web-01", "web-02"], "from the journal: {}", d.text);
+
+        let recover = format!("{path}/recover");
+        let other_team = call(&router, Method::POST, &recover, Some(SEARCH), None, &[]).await;
+        assert_eq!(other_team.status, StatusCode::FORBIDDEN, "{}", other_team.text);
+
+        let first_try = call(&router, Method::POST, &recover, Some(PAYMENTS), None, &[]).await;
+        assert_eq!(first_try.status, StatusCode::OK, "{}", first_try.text);
+        let servers = first_try.json["servers"].as_array().expect("servers");
+        assert_eq!(servers.len(), 2, "{}", first_try.text);
+        let of = |name: &str| servers.iter().find(|s| s["server"] == name).expect("listed").clone();
+        assert_eq!(of("web-01")["result"], "restored", "{}", first_try.text);
+        assert_eq!(of("web-01")["gated"], true, "{}", first_try.text);
+        assert_eq!(of("web-02")["result"], "left_out", "{}", first_try.text);
+        let reason = of("web-02")["reason"].as_str().expect("a reason").to_owned();
+        assert!(reason.contains("health command failed"), "{reason}");
+        assert_eq!(first_try.json["finished"], false);
+        assert_eq!(names(&first_try.json["out_of_rotation"]), ["web-02"]);
+        assert_eq!(fleet.lb.server(&web1).expect("web-01").effective_weight(), weight1, "back at 37");
+        assert_eq!(fleet.lb.out_of_rotation(), [web2.clone()].into(), "web-02 stays out, as found");
+        let d = call(&router, Method::GET, &path, Some(ADMIN), None, &[]).await;
+        assert_eq!(names(&d.json["out_of_rotation"]), ["web-02"], "{}", d.text);
+
+        // Its application is fixed (a server whose hosts pass their checks): the next recovery
+        // puts it back.
+        let healthy = Ports { executor: Arc::new(FakeExecutor::new()), ..fleet.ports() };
+        let router =
+            Server::open(&config(&database), Arc::new(FixedPorts(healthy))).await.expect("opens").router();
+        let second_try = call(&router, Method::POST, &recover, Some(PAYMENTS), None, &[]).await;
+        assert_eq!(second_try.status, StatusCode::OK, "{}", second_try.text);
+        assert_eq!(second_try.json["servers"].as_array().expect("servers").len(), 1, "{}", second_try.text);
+        assert_eq!(second_try.json["servers"][0]["result"], "restored", "{}", second_try.text);
+        assert_eq!(second_try.json["finished"], true);
+        assert!(fleet.lb.out_of_rotation().is_empty());
+        assert_eq!(fleet.lb.server(&web1).expect("web-01").effective_weight(), weight1);
+        assert_eq!(fleet.lb.server(&web2).expect("web-02").effective_weight(), weight2);
+        let d = call(&router, Method::GET, &path, Some(ADMIN), None, &[]).await;
+        assert_eq!(names(&d.json["out_of_rotation"]), Vec::<String>::new(), "{}", d.text);
+
+        let nothing_left = call(&router, Method::POST, &recover, Some(ADMIN), None, &[]).await;
+        assert_eq!(nothing_left.status, StatusCode::OK, "{}", nothing_left.text);
+        assert_eq!(nothing_left.json["servers"], serde_json::json!([]));
+        assert_eq!(nothing_left.json["finished"], true);
+    });
 }
