@@ -10,7 +10,7 @@ use vesemir_core::backoff::Backoff;
 use vesemir_core::event::{Event, HostOutcome, Rotation};
 use vesemir_core::progress::Progress;
 use vesemir_core::request::spec::RequestSpec;
-use vesemir_http::wire::{Accepted, Deployment, DeploymentList, ErrorBody};
+use vesemir_http::wire::{Accepted, Deployment, DeploymentList, ErrorBody, RecoveryReport};
 use vesemir_http::Status;
 
 use crate::exit::{Exit, Failure};
@@ -142,6 +142,14 @@ impl Client {
             query.push(("limit", limit.to_string()));
         }
         let response = self.send(self.request(reqwest::Method::GET, "/deployments").query(&query)).await?;
+        response.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
+    }
+
+    /// Asks the server to put back what a deployment's journal left out of rotation, and waits
+    /// for its answer (health gates included).
+    pub async fn recover(&self, id: i64) -> Result<RecoveryReport, Failure> {
+        let response =
+            self.send(self.request(reqwest::Method::POST, &format!("/deployments/{id}/recover"))).await?;
         response.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
     }
 

@@ -102,6 +102,9 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             Ok(Exit::Success)
         }
         Command::Serve { server_config } => serve(&cli, server_config).await,
+        Command::Recover(args @ recover::RecoverArgs { server: Some(server), .. }) => {
+            recover::recover_remote(args, server).await
+        }
         Command::Recover(args) => {
             let state = journal_file::StateDir::locate().map_err(Failure::input)?;
             recover::recover(args, &state, || {

@@ -34,6 +34,10 @@ pub struct RecoverArgs {
     /// `text` or `json`.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// Recover deployment RUN-ID (its id) on this Vesemir server instead of local journals
+    /// (token from `VESEMIR_TOKEN`).
+    #[arg(long, requires = "run", conflicts_with_all = ["all", "list"])]
+    pub server: Option<String>,
 }
 
 /// One unfinished run, as `--list` shows it.
@@ -435,6 +439,39 @@ fn print_listing(listings: &[RunListing], format: OutputFormat) {
     println!("\nPut them back with `vesemir recover RUN-ID` (or `vesemir recover --all`): each server passes its health gate first.");
 }
 
+/// `vesemir recover --server URL ID`: the server puts back what deployment ID's journal left out.
+pub async fn recover_remote(args: &RecoverArgs, server: &str) -> Result<Exit, Failure> {
+    let id = args
+        .run
+        .as_deref()
+        .and_then(|run| run.parse::<i64>().ok())
+        .ok_or_else(|| Failure::input("with --server, give the deployment's id (a number)"))?;
+    let report = crate::client::Client::new(server)?.recover(id).await?;
+    if args.output == OutputFormat::Json {
+        println!("{}", serde_json::json!({ "recovery": report }));
+    } else {
+        use vesemir_http::wire::RecoveryResult;
+        if report.servers.is_empty() {
+            println!("deployment {id}: nothing to recover.");
+        }
+        for s in &report.servers {
+            let what = match (s.result, s.gated) {
+                (RecoveryResult::AlreadyRestored, _) => "already in its original state".to_owned(),
+                (RecoveryResult::Restored, Some(false)) => {
+                    "back to its original state (it took no traffic, no health gate)".to_owned()
+                }
+                (RecoveryResult::Restored, _) => "healthy, back to its original state".to_owned(),
+                (RecoveryResult::LeftOut, _) => format!("LEFT OUT: {}", s.reason.as_deref().unwrap_or("")),
+            };
+            println!("  {} (host {}): {what}", s.server, s.host);
+        }
+        if !report.finished {
+            println!("deployment {id}: some servers are still out: fix them and run `vesemir recover --server {server} {id}` again.");
+        }
+    }
+    Ok(if report.finished { Exit::Success } else { Exit::DeploymentFailed })
+}
+
 fn print_recovery(results: &[RunRecovery], format: OutputFormat) {
     if format == OutputFormat::Json {
         let left: usize = results
@@ -577,8 +614,31 @@ interval = "1s"
         }
     }
 
+    #[test]
+    fn recover_with_server_takes_a_deployment_id_and_nothing_local() {
+        use clap::Parser;
+        let parse = |args: &[&str]| crate::cli::Cli::try_parse_from(args).map(|cli| cli.command);
+        let parsed = parse(&["vesemir", "recover", "--server", "http://vesemir:8080", "42"]).expect("parses");
+        let crate::cli::Command::Recover(args) = parsed else { panic!("not recover: {parsed:?}") };
+        assert_eq!(args.server.as_deref(), Some("http://vesemir:8080"));
+        assert_eq!(args.run.as_deref(), Some("42"));
+        for wrong in [
+            &["vesemir", "recover", "--server", "http://vesemir:8080"][..],
+            &["vesemir", "recover", "--server", "http://vesemir:8080", "--list", "42"],
+            &["vesemir", "recover", "--server", "http://vesemir:8080", "--all"],
+        ] {
+            assert!(parse(wrong).is_err(), "{wrong:?} is refused");
+        }
+    }
+
     fn args(run: Option<&RunId>, list: bool) -> RecoverArgs {
-        RecoverArgs { run: run.map(|r| r.to_string()), all: false, list, output: OutputFormat::Json }
+        RecoverArgs {
+            run: run.map(|r| r.to_string()),
+            all: false,
+            list,
+            output: OutputFormat::Json,
+            server: None,
+        }
     }
 
     fn fleet() -> FakeFleet {

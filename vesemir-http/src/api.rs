@@ -23,11 +23,13 @@ use vesemir_core::PrepareError;
 use crate::auth::{Principal, Tokens};
 use crate::clock::now_ms;
 use crate::config::Limits;
+use crate::journal::{RecoverError, Recoveries};
 use crate::metrics::Metrics;
 use crate::ports::PortsFactory;
 use crate::runner::{Runner, SubmitError, Submitted};
 use crate::store::{DeploymentRecord, ListFilter, NewDeployment, Status, Store, StoreError};
-use crate::wire::{Accepted, Deployment, DeploymentList, ErrorBody, Health, Problem};
+use crate::wire::{Accepted, Deployment, DeploymentList, ErrorBody, Health, Problem, RecoveryReport};
+use vesemir_core::journal::RecoveryConfig;
 
 /// Everything the handlers share.
 pub struct App {
@@ -49,6 +51,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The OpenAPI description served at `/openapi.json`, built once from the route table.
     pub openapi: Arc<utoipa::openapi::OpenApi>,
+    /// Deployments being recovered now (one recovery per deployment at a time).
+    pub recoveries: Arc<Recoveries>,
 }
 
 impl std::fmt::Debug for App {
@@ -617,6 +621,89 @@ pub async fn confirm(
     }
     tracing::info!(deployment = id, by = %principal.name, "canary confirmed");
     accepted_view(&state, id, record).await
+}
+
+/// Puts back the servers a finished deployment's journal left out of rotation (interrupted by
+/// a server stop, or failed out): each one that goes back into rotation passes its health gate
+/// first (the request's health command, then UP on every load balancer instance at weight 0),
+/// then returns to its original admin state and weight on every instance. A server that fails
+/// its gate stays out, as found, and the answer says why. Not bounded by the request timeout.
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/recover", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment's id")),
+    responses(
+        (status = 200, description = "What was done for each server the journal had left out", body = RecoveryReport),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
+        (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn recover(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<RecoveryReport>, ApiError> {
+    let id = parse_id(id)?;
+    let record = load(&state, &principal, id).await?;
+    if !record.status.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "deployment {id} is {}: cancel it, or wait for it to end, before recovering",
+                record.status
+            ),
+        ));
+    }
+    let policy = RequestPolicy {
+        playbooks: &state.playbooks,
+        inline_changesets: InlineChangesets::Refused,
+        raw_queries: RawQueries::Refused,
+    };
+    let request = RequestSpec::from_json(&record.request).and_then(|spec| spec.validate(&policy)).map_err(|e| {
+        ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "(document)",
+            format!("deployment {id}'s request no longer validates on this server, so its ports cannot be made: {e}"),
+        )
+    })?;
+    let ports = state
+        .factory
+        .ports(&request)
+        .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "(document)", e.to_string()))?;
+    let Some(guard) = state.recoveries.start(id) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("deployment {id} is being recovered already"),
+        ));
+    };
+    let config = RecoveryConfig {
+        up_timeout: request.changeset.health.load_balancer_up.unwrap_or(RecoveryConfig::default().up_timeout),
+        call_timeout: state.limits.call_timeout,
+    };
+    tracing::info!(deployment = id, by = %principal.name, "recovery asked");
+    // In its own task: a dropped connection cannot cut a server's recovery halfway.
+    let store = state.store.clone();
+    let recovered = tokio::spawn(async move {
+        let _guard = guard;
+        let output_limit = vesemir_core::DriverConfig::default().output_limit;
+        crate::journal::recover(&*store, id, &ports, &request, &config, output_limit).await
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "recovery task failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the recovery failed unexpectedly: see GET, then retry",
+        )
+    })?;
+    match recovered {
+        Ok(recovery) => Ok(Json(RecoveryReport::from_recovery(id, &recovery))),
+        Err(e @ RecoverError::NoJournal(_)) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(RecoverError::Store(e)) => Err(ApiError::store(&e)),
+    }
 }
 
 /// 202 with the deployment as stored now (or as `record` said, if it vanished meanwhile).

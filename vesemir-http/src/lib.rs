@@ -13,6 +13,7 @@
 //! GET  /v1/deployments/{id}/events   text/event-stream, Last-Event-ID replay then live
 //! POST /v1/deployments/{id}/cancel
 //! POST /v1/deployments/{id}/confirm  (a canary waiting for confirmation)
+//! POST /v1/deployments/{id}/recover  (put back what its journal left out of rotation)
 //! GET  /healthz /readyz /metrics /openapi.json
 //! ```
 //!
@@ -33,9 +34,13 @@
 //! - **Queue**: at most `limits.max_concurrent_deployments` run; the rest wait as `queued` (FIFO)
 //!   up to `limits.max_queued_deployments` (then 429). Cancel works on queued ones too.
 //! - **Persistence**: deployments, per-host results and every event are stored before live
-//!   followers see them. At startup, deployments left queued or running are marked
-//!   `interrupted`, with `out_of_rotation` listing hosts that had started draining and never
-//!   finished, or finished out of rotation.
+//!   followers see them. Every load balancer change is preceded by a journal entry with the
+//!   server's original state, committed first ([`journal`]); a store that fails stops the
+//!   deployment (no new host starts; it ends `stopped`, naming the hosts that may be out). At
+//!   startup, deployments left queued or running are marked `interrupted`, with
+//!   `out_of_rotation` listing the hosts their journal left out (taken out and never finished,
+//!   or finished out of rotation); `POST .../recover` puts them back, health gate first, to
+//!   their original state and weight.
 //! - **Timeouts**: `limits.request_timeout` bounds every call but event streams (408);
 //!   `limits.deployment_timeout` aborts a deployment; `limits.call_timeout` bounds each port call.
 #![warn(missing_docs)]
@@ -44,6 +49,7 @@ pub mod api;
 pub mod auth;
 mod clock;
 pub mod config;
+pub mod journal;
 pub mod metrics;
 pub mod openapi;
 mod phase_text;
@@ -125,6 +131,7 @@ impl Server {
             limits: config.limits.clone(),
             metrics,
             openapi: Arc::new(routes::document()),
+            recoveries: Arc::default(),
         });
         Ok(Self { app })
     }

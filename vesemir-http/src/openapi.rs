@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::wire::{
     Accepted, Deployment, DeploymentList, DeploymentRequestBody, ErrorBody, Health, HostResult, Links,
-    Problem, Timings, Totals,
+    Problem, RecoveryReport, RecoveryResult, ServerRecoveryResult, Timings, Totals,
 };
 
 #[derive(OpenApi)]
@@ -15,7 +15,7 @@ use crate::wire::{
     info(title = "Vesemir", description = "Self-service rolling deployments."),
     components(schemas(
         Accepted, Deployment, DeploymentList, ErrorBody, Health, HostResult, Links, Problem, Timings, Totals,
-        DeploymentRequestBody, crate::store::Status
+        DeploymentRequestBody, crate::store::Status, RecoveryReport, RecoveryResult, ServerRecoveryResult
     )),
     modifiers(&Bearer)
 )]

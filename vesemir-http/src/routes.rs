@@ -27,9 +27,10 @@ fn bounded() -> OpenApiRouter<AppState> {
         .routes(routes!(api::openapi))
 }
 
-/// The event stream, open as long as its deployment runs.
+/// Routes the request timeout does not bound: the event stream, open as long as its
+/// deployment runs, and recovery, which waits for each server's health gate.
 fn streams() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(api::events))
+    OpenApiRouter::new().routes(routes!(api::events)).routes(routes!(api::recover))
 }
 
 /// The OpenAPI description of every route, served at `/openapi.json`.

@@ -22,6 +22,7 @@ use vesemir_core::{
 
 use crate::clock::now_ms;
 use crate::config::Limits;
+use crate::journal::{DeploymentJournal, StoreFailure};
 use crate::metrics::Metrics;
 use crate::ports::LockSettings;
 use crate::store::{
@@ -378,6 +379,13 @@ impl Runner {
             .map(|(i, planned)| HostRecord::planned(i, planned))
             .collect();
         self.store.set_plan(id, &hosts).await?;
+        let journal =
+            match DeploymentJournal::start(self.store.clone(), id, &prepared, ports, &active.control).await {
+                Ok(journal) => journal,
+                Err(message) => {
+                    return self.end(id, labels, Status::Failed, Some(message), None, Some(started)).await;
+                }
+            };
 
         let (sender, receiver) = mpsc::unbounded_channel();
         let writer = EventWriter {
@@ -386,12 +394,16 @@ impl Runner {
             live: active.events.clone(),
             deployment: Span::current(),
             hosts,
+            failure: journal.failure(),
         };
         let writer = tokio::spawn(writer.run(receiver).instrument(Span::current()));
-        let (report, timed_out) = self.run(&prepared, ports, &active.control, ChannelSink(sender)).await;
+        let sink = journal.sink(ChannelSink(sender));
+        let (report, timed_out) = self.run(&prepared, journal.ports(), &active.control, &sink).await;
+        drop(sink);
         if writer.await.is_err() {
             error!("the event writer panicked: some events may be missing from the database");
         }
+        let store_failure = journal.close().await;
         let report = match report {
             Ok(report) => report,
             Err(crash) => return self.end_crashed(id, labels, &crash, Some(started)).await,
@@ -403,8 +415,14 @@ impl Runner {
             Some(DeploymentOutcome::Cancelled) => Status::Cancelled,
             None => Status::Stopped,
         };
-        let error = timed_out.then(|| "aborted: ran longer than the server's deployment_timeout".to_owned());
-        self.end(id, labels, status, error, Some(&report), Some(started)).await
+        let mut error =
+            timed_out.then(|| "aborted: ran longer than the server's deployment_timeout".to_owned());
+        let Some(reason) = store_failure else {
+            return self.end(id, labels, status, error, Some(&report), Some(started)).await;
+        };
+        let (status, out) = crate::journal::stopped_by_store(&reason, &report, status, &mut error);
+        self.end(id, labels, status, error, Some(&report), Some(started)).await?;
+        self.store.set_out_of_rotation(id, &out).await
     }
 
     /// Finds and plans the hosts within `deployment_timeout`; on failure, why (nothing changed).
@@ -456,10 +474,10 @@ impl Runner {
         prepared: &Prepared,
         ports: &Ports,
         control: &Control,
-        sink: ChannelSink,
+        sink: &dyn EventSink,
     ) -> (Result<DeploymentReport, Crash>, bool) {
         let mut timed_out = false;
-        let run = vesemir_core::run_catching_panics(prepared, ports, &sink, control, &self.driver);
+        let run = vesemir_core::run_catching_panics(prepared, ports, sink, control, &self.driver);
         tokio::pin!(run);
         // A cancel sent before the driver subscribed to its control would be missed: send it
         // again once the driver has been polled.
@@ -587,6 +605,8 @@ struct EventWriter {
     deployment: Span,
     /// The plan's hosts as last written, in plan order.
     hosts: Vec<HostRecord>,
+    /// Stops the deployment when events cannot be stored.
+    failure: StoreFailure,
 }
 
 impl EventWriter {
@@ -642,6 +662,7 @@ impl EventWriter {
                     }
                     None => {
                         error!(parent: &self.deployment, error = %e, "storing events failed: they are missing from the history");
+                        self.failure.failed(format!("the deployment's events could not be stored: {e}"));
                         return;
                     }
                 },

@@ -309,6 +309,78 @@ pub(crate) struct DeploymentRequestBody {
     pub requested_by: Option<String>,
 }
 
+/// What a recovery did for one server: `already_restored` (nothing to change), `restored`
+/// (put back to its original state on every load balancer instance), `left_out` (it failed its
+/// health gate, or a load balancer call failed: it is left as found, `reason` says why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryResult {
+    /// It already was in its original state everywhere: nothing was changed.
+    AlreadyRestored,
+    /// It was put back to its original admin state and weight on every instance.
+    Restored,
+    /// It is left out of rotation, as found.
+    LeftOut,
+}
+
+/// One server a deployment's journal had left out, and what the recovery did with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRecoveryResult {
+    /// The server's host.
+    pub host: String,
+    /// The server in the load balancer backend.
+    pub server: String,
+    /// What was done.
+    pub result: RecoveryResult,
+    /// For `restored`: whether it passed the health gate first (it went back into rotation);
+    /// false when its original state takes no traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gated: Option<bool>,
+    /// For `left_out`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ServerRecoveryResult {
+    /// The wire form of one server's recovery.
+    pub fn from_recovery(server: &crate::journal::ServerRecovery) -> Self {
+        use vesemir_core::journal::RecoveryOutcome;
+        let (result, gated, reason) = match &server.outcome {
+            RecoveryOutcome::AlreadyRestored => (RecoveryResult::AlreadyRestored, None, None),
+            RecoveryOutcome::Restored { gated } => (RecoveryResult::Restored, Some(*gated), None),
+            RecoveryOutcome::LeftOut { reason } => (RecoveryResult::LeftOut, None, Some(reason.clone())),
+        };
+        Self { host: server.host.clone(), server: server.server.clone(), result, gated, reason }
+    }
+}
+
+/// Answer to `POST /v1/deployments/{id}/recover`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryReport {
+    /// The deployment.
+    pub id: i64,
+    /// Each server its journal had left out, in the order the deployment first changed them.
+    pub servers: Vec<ServerRecoveryResult>,
+    /// Hosts still out of rotation after it (the deployment's `out_of_rotation` now).
+    pub out_of_rotation: Vec<String>,
+    /// Whether nothing is left to put back.
+    pub finished: bool,
+}
+
+impl RecoveryReport {
+    /// The wire form of deployment `id`'s recovery.
+    pub fn from_recovery(id: i64, recovery: &crate::journal::DeploymentRecovery) -> Self {
+        Self {
+            id,
+            servers: recovery.servers.iter().map(ServerRecoveryResult::from_recovery).collect(),
+            out_of_rotation: recovery.out_of_rotation.clone(),
+            finished: recovery.finished,
+        }
+    }
+}
+
 /// How a host ended: the JSON of the core's [`HostOutcome`], for the OpenAPI document only (the
 /// core has no utoipa; a test keeps the two equal).
 #[derive(ToSchema)]

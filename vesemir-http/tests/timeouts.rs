@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use support::*;
+use vesemir_core::journal::JournalEntry;
 use vesemir_core::Event;
 use vesemir_http::store::{
     DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, SqliteStore,
@@ -56,6 +57,15 @@ impl Store for SlowHosts {
     }
     async fn interrupt_unfinished(&self, now_ms: i64) -> Result<Vec<Interrupted>, StoreError> {
         self.0.interrupt_unfinished(now_ms).await
+    }
+    async fn append_journal(&self, id: i64, entry: &JournalEntry) -> Result<(), StoreError> {
+        self.0.append_journal(id, entry).await
+    }
+    async fn journal(&self, id: i64) -> Result<Vec<JournalEntry>, StoreError> {
+        self.0.journal(id).await
+    }
+    async fn set_out_of_rotation(&self, id: i64, hosts: &[String]) -> Result<(), StoreError> {
+        self.0.set_out_of_rotation(id, hosts).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.ping().await

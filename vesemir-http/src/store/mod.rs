@@ -1,5 +1,6 @@
-//! Persistence behind a trait: deployments, per-host results and every event. SQLite is the
-//! default ([`SqliteStore`]); another database implements [`Store`] the same way.
+//! Persistence behind a trait: deployments, per-host results, every event, and each
+//! deployment's write-ahead journal of load balancer changes. SQLite is the default
+//! ([`SqliteStore`]); another database implements [`Store`] the same way.
 
 mod sqlite;
 
@@ -7,6 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use vesemir_core::event::Totals;
+use vesemir_core::journal::JournalEntry;
 use vesemir_core::plan::PlannedHost;
 use vesemir_core::report::HostReport;
 use vesemir_core::{Event, HostProgress};
@@ -305,9 +307,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn events_after(&self, id: i64, after: u64, limit: i64) -> Result<Vec<Event>, StoreError>;
     /// Writes how it ended.
     async fn finish(&self, id: i64, finish: &Finish) -> Result<(), StoreError>;
-    /// Marks every queued or running deployment interrupted (at startup), working out from its
-    /// stored events which hosts may be out of rotation.
+    /// Marks every queued or running deployment interrupted (at startup). The hosts that may be
+    /// out of rotation are what its journal leaves unfinished (the core's
+    /// [`replay`](vesemir_core::journal::replay)); a deployment without a journal (one that never
+    /// started, or ran on a server that kept none) falls back to its stored events.
     async fn interrupt_unfinished(&self, now_ms: i64) -> Result<Vec<Interrupted>, StoreError>;
+    /// Appends one entry to deployment `id`'s journal and returns only once it is committed and
+    /// on stable storage: a load balancer change follows it at once.
+    async fn append_journal(&self, id: i64, entry: &JournalEntry) -> Result<(), StoreError>;
+    /// Deployment `id`'s journal, in the order written.
+    async fn journal(&self, id: i64) -> Result<Vec<JournalEntry>, StoreError>;
+    /// Records the hosts that may be out of rotation (after a recovery put some back, or a
+    /// deployment stopped by a failing store).
+    async fn set_out_of_rotation(&self, id: i64, hosts: &[String]) -> Result<(), StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

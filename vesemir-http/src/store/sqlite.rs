@@ -1,4 +1,7 @@
-//! The SQLite store: one file, WAL journal, migrations applied in order at open.
+//! The SQLite store: one file, WAL journal, migrations applied in order at open. Commits are
+//! `synchronous = NORMAL` (durable against a crash of the process, not of the machine), except
+//! deployment journal entries, committed with `synchronous = FULL` (the WAL is synced before the
+//! commit returns), because a load balancer change follows each one.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -8,6 +11,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::Row;
+use vesemir_core::journal::{replay, JournalEntry};
 use vesemir_core::name::HostName;
 use vesemir_core::{Event, HostProgress, Progress};
 
@@ -18,9 +22,10 @@ use super::{
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
 /// Never edit a shipped entry: add a new one.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE deployments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     application TEXT NOT NULL,
@@ -69,7 +74,19 @@ CREATE TABLE events (
     PRIMARY KEY (deployment_id, seq)
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE deployment_journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id INTEGER NOT NULL REFERENCES deployments (id),
+    body TEXT NOT NULL
+);
+CREATE INDEX deployment_journal_deployment ON deployment_journal (deployment_id, id);
+"#,
+    ),
+];
 
 const COLUMNS: &str = "id, application, environment, team, version, requested_by, playbook, query, request, \
      status, error, host_count, totals, out_of_rotation, cancel_requested, idempotency_key, body_sha256, \
@@ -230,6 +247,16 @@ fn hosts_out_of_rotation(events: &[Event]) -> Vec<String> {
         Progress::from_events(events).out_of_rotation().map(|h| h.name.to_string()).collect();
     names.sort();
     names
+}
+
+/// Hosts a journal leaves unfinished (interrupted mid-change, or ended out of rotation), by name,
+/// sorted; `None` when the journal has no header (no journal).
+fn hosts_left_by_journal(entries: &[JournalEntry]) -> Option<Vec<String>> {
+    let unfinished = replay(entries.iter().cloned());
+    unfinished.header.as_ref()?;
+    let mut names: Vec<String> = unfinished.servers.iter().map(|s| s.host.to_string()).collect();
+    names.sort();
+    Some(names)
 }
 
 /// Writes a host's state into its row.
@@ -492,8 +519,10 @@ impl Store for SqliteStore {
         let mut interrupted = Vec::new();
         for row in &rows {
             let d = deployment(row)?;
-            let events = self.events_after(d.id, 0, i64::MAX).await?;
-            let out = hosts_out_of_rotation(&events);
+            let out = match hosts_left_by_journal(&self.journal(d.id).await?) {
+                Some(out) => out,
+                None => hosts_out_of_rotation(&self.events_after(d.id, 0, i64::MAX).await?),
+            };
             let encoded = serde_json::to_string(&out).map_err(|e| StoreError::new("encoding hosts", e))?;
             sqlx::query(
                 "UPDATE deployments SET status = 'interrupted', out_of_rotation = ?, finished_ms = ?, \
@@ -515,6 +544,53 @@ impl Store for SqliteStore {
             });
         }
         Ok(interrupted)
+    }
+
+    async fn append_journal(&self, id: i64, entry: &JournalEntry) -> Result<(), StoreError> {
+        let body =
+            serde_json::to_string(entry).map_err(|e| StoreError::new("encoding a journal entry", e))?;
+        let mut conn = self.pool.acquire().await.map_err(err("connecting"))?;
+        // FULL syncs the WAL at this commit; the connection goes back to the pool at NORMAL, or
+        // is closed when that cannot be set.
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await
+            .map_err(err("making the journal's commit durable"))?;
+        let inserted = sqlx::query("INSERT INTO deployment_journal (deployment_id, body) VALUES (?, ?)")
+            .bind(id)
+            .bind(body)
+            .execute(&mut *conn)
+            .await
+            .map_err(err("appending to the journal"));
+        if sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await.is_err() {
+            conn.close_on_drop();
+        }
+        inserted.map(drop)
+    }
+
+    async fn journal(&self, id: i64) -> Result<Vec<JournalEntry>, StoreError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM deployment_journal WHERE deployment_id = ? ORDER BY id")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err("reading the journal"))?;
+        rows.iter()
+            .map(|body| {
+                serde_json::from_str(body).map_err(|e| StoreError::new("decoding a journal entry", e))
+            })
+            .collect()
+    }
+
+    async fn set_out_of_rotation(&self, id: i64, hosts: &[String]) -> Result<(), StoreError> {
+        let encoded = serde_json::to_string(hosts).map_err(|e| StoreError::new("encoding hosts", e))?;
+        sqlx::query("UPDATE deployments SET out_of_rotation = ? WHERE id = ?")
+            .bind(encoded)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err("recording hosts out of rotation"))?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
