@@ -243,12 +243,15 @@ impl Drop for HostLocks {
 /// Claims the lock of every one of `hosts` (the plan's targets) for `policy`, all or nothing, waiting as the policy
 /// says. See the [module documentation](self) for the rules.
 pub async fn acquire(
-    hosts: Vec<Host>,
+    mut hosts: Vec<Host>,
     executor: &Arc<dyn Executor>,
     policy: &LockPolicy,
     call_timeout: Duration,
     concurrency: usize,
 ) -> Result<HostLocks, LockConflicts> {
+    // In name order, so that a refusal lists the hosts as the plan does, whatever the
+    // inventory's order.
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
     let claim = LockClaim { holder: policy.holder.clone(), stale_after: policy.stale_after };
     let deadline = Instant::now() + policy.wait;
     let mut waited = Duration::ZERO;
