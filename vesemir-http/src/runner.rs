@@ -195,17 +195,22 @@ impl Runner {
             return Ok(());
         }
         let bound = self.driver.call_timeout.saturating_mul(3);
-        let prepared = tokio::time::timeout(
-            bound,
-            vesemir_core::prepare(Arc::new(request.clone()), ports, &self.driver),
-        )
-        .await;
-        match prepared {
-            Ok(Err(
+        let (request, ports, driver) = (Arc::new(request.clone()), ports.clone(), self.driver.clone());
+        // In a task of its own: a port that panics must not take the handler down; the
+        // deployment is then admitted and its own run records the panic as a failure.
+        let check = tokio::spawn(async move {
+            tokio::time::timeout(bound, vesemir_core::prepare(request, &ports, &driver)).await
+        });
+        match check.await {
+            Ok(Ok(Err(
                 e @ (PrepareError::NotInRotation { .. }
                 | PrepareError::Budget { .. }
                 | PrepareError::AddressMismatch { .. }),
-            )) => Err(e),
+            ))) => Err(e),
+            Err(panicked) => {
+                error!(error = %panicked, "the check before admission panicked: admitting, the run records it");
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
