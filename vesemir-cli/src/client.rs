@@ -147,7 +147,13 @@ impl Client {
 
     /// Asks the server to cancel a deployment.
     pub async fn cancel(&self, id: i64) -> Result<(), Failure> {
-        self.send(self.request(reqwest::Method::POST, &format!("/deployments/{id}/cancel"))).await?;
+        self.order(id, "cancel").await
+    }
+
+    /// Sends an order to a deployment: `POST /v1/deployments/{id}/{order}` (`cancel`, `pause`,
+    /// `resume`, `confirm`).
+    pub async fn order(&self, id: i64, order: &str) -> Result<(), Failure> {
+        self.send(self.request(reqwest::Method::POST, &format!("/deployments/{id}/{order}"))).await?;
         Ok(())
     }
 
