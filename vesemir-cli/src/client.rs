@@ -259,6 +259,15 @@ pub fn describe(d: &Deployment) -> String {
         d.requested_by,
         serde_json::to_value(d.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
     );
+    if d.paused {
+        out.push_str(&format!("  PAUSED: no new host starts until `vesemir resume --server URL {}`\n", d.id));
+    }
+    if d.links.confirm.is_some() {
+        out.push_str(&format!(
+            "  the canary waits for confirmation: `vesemir confirm --server URL {}`\n",
+            d.id
+        ));
+    }
     if let Some(error) = &d.error {
         out.push_str(&format!("  why: {error}\n"));
     }
