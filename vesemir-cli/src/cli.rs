@@ -106,14 +106,17 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Ask the server to cancel a deployment: hosts in flight finish, no new host starts.
-    Cancel {
-        /// The deployment's id.
-        id: i64,
-        /// The server.
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    /// Cancel a deployment: hosts in flight finish, no new host starts. RUN-ID is a local
+    /// deploy's run id (printed when it starts), or with --server a deployment's id there.
+    Cancel(ControlArgs),
+    /// Pause a deployment from another terminal: no new host starts until `resume`; hosts in
+    /// flight finish. RUN-ID as for `cancel`.
+    Pause(ControlArgs),
+    /// Resume a paused deployment: hosts start again. RUN-ID as for `cancel`.
+    Resume(ControlArgs),
+    /// Confirm a canary that waits for confirmation (`canary = { confirm = true }`): the rest of
+    /// the hosts start. RUN-ID as for `cancel`.
+    Confirm(ControlArgs),
     /// Run the HTTP server: deployments go through the adapters of --config.
     Serve {
         /// The server's own configuration: listen address, database, tokens, playbooks, limits.
@@ -146,6 +149,19 @@ pub struct ServerArgs {
     /// The Vesemir server, e.g. `https://vesemir.example.com`.
     #[arg(long, env = "VESEMIR_SERVER")]
     pub server: String,
+}
+
+/// Which deployment `cancel`, `pause`, `resume` and `confirm` act on.
+#[derive(Debug, clap::Args)]
+pub struct ControlArgs {
+    /// A local deploy's run id (as it printed when it started: `vesemir: run RUN-ID ...`), or
+    /// with --server the deployment's id on the server.
+    #[arg(value_name = "RUN-ID")]
+    pub id: String,
+    /// Act on this Vesemir server's deployment instead of a local deploy (token from
+    /// `VESEMIR_TOKEN`).
+    #[arg(long, env = "VESEMIR_SERVER")]
+    pub server: Option<String>,
 }
 
 /// The hosts of a deployment file (`unlock`, `locks`).
@@ -187,4 +203,10 @@ pub struct DeployArgs {
     /// --server (the server's configuration decides).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub lock_wait: Option<std::time::Duration>,
+    /// For a canary with `confirm = true` run without a terminal (CI, nohup): wait for
+    /// `vesemir confirm RUN-ID` from another shell instead of refusing to start. On a terminal
+    /// the deploy asks instead ("continue with N hosts? [y/N]"), and `vesemir confirm` works
+    /// too. Not with --server (confirm there with `vesemir confirm --server URL ID`).
+    #[arg(long)]
+    pub confirm_from_socket: bool,
 }

@@ -155,7 +155,13 @@ impl Client {
 
     /// Asks the server to cancel a deployment.
     pub async fn cancel(&self, id: i64) -> Result<(), Failure> {
-        self.send(self.request(reqwest::Method::POST, &format!("/deployments/{id}/cancel"))).await?;
+        self.order(id, "cancel").await
+    }
+
+    /// Sends an order to a deployment: `POST /v1/deployments/{id}/{order}` (`cancel`, `pause`,
+    /// `resume`, `confirm`).
+    pub async fn order(&self, id: i64, order: &str) -> Result<(), Failure> {
+        self.send(self.request(reqwest::Method::POST, &format!("/deployments/{id}/{order}"))).await?;
         Ok(())
     }
 
@@ -261,6 +267,15 @@ pub fn describe(d: &Deployment) -> String {
         d.requested_by,
         serde_json::to_value(d.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
     );
+    if d.paused {
+        out.push_str(&format!("  PAUSED: no new host starts until `vesemir resume --server URL {}`\n", d.id));
+    }
+    if d.links.confirm.is_some() {
+        out.push_str(&format!(
+            "  the canary waits for confirmation: `vesemir confirm --server URL {}`\n",
+            d.id
+        ));
+    }
     if let Some(error) = &d.error {
         out.push_str(&format!("  why: {error}\n"));
     }

@@ -8,10 +8,12 @@ use tokio::task::JoinSet;
 use vesemir_core::host_locks::{LockConflicts, WaitNotice};
 use vesemir_core::journal::{replay, JournalHeader, JournalHost, JournalSink, JournaledLoadBalancer, RunId};
 use vesemir_core::lock::HeldLock;
+use vesemir_core::request::CanaryGate;
 use vesemir_core::{Control, Event, EventSink, PrepareError, Prepared};
 
 use crate::cli::DeployArgs;
 use crate::config::Config;
+use crate::control_socket::{self, ControlSocket, LocalControl};
 use crate::exit::{Exit, Failure};
 use crate::journal_file::{FileJournal, StateDir};
 use crate::output::{self, OutputFormat};
@@ -24,6 +26,9 @@ async fn prepare(
     lock: bool,
 ) -> Result<(Prepared, vesemir_core::Ports), Failure> {
     let request = request::load(&args.file, &args.sets, args.concurrency.as_deref(), &config.playbooks)?;
+    if lock {
+        refuse_unconfirmable(args, &request, control_socket::stdin_is_terminal())?;
+    }
     let ports = compose::ports(config, &request)?;
     let mut driver = compose::driver_config(config);
     if lock {
@@ -41,6 +46,24 @@ async fn prepare(
         eprintln!("vesemir: warning: {warning}");
     }
     Ok((prepared, ports))
+}
+
+/// A canary that waits for confirmation needs someone to confirm: a person at the terminal, or
+/// `vesemir confirm RUN-ID` from elsewhere (`--confirm-from-socket`). Without either the deploy
+/// would wait forever, so it is refused before anything is looked up or changed.
+fn refuse_unconfirmable(
+    args: &DeployArgs,
+    request: &vesemir_core::request::DeploymentRequest,
+    terminal: bool,
+) -> Result<(), Failure> {
+    let confirm = matches!(&request.strategy.canary, Some(c) if c.gate == CanaryGate::Confirm);
+    if !confirm || terminal || args.confirm_from_socket {
+        return Ok(());
+    }
+    Err(Failure::input(format!(
+        "nothing was changed: {}: the canary waits for confirmation (strategy.canary.confirm = true), but stdin is not a terminal, so nobody can answer the prompt. Add --confirm-from-socket and run `vesemir confirm RUN-ID` from another shell once the canary is done, or give the canary a hold instead (strategy.canary.hold = \"5m\")",
+        args.file.display()
+    )))
 }
 
 /// What to do about hosts another deployment holds.
@@ -62,12 +85,41 @@ pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure>
     warn_unfinished(&state, &prepared);
     let journal = start_journal(args, &state, &prepared, &mut ports)?;
     let reporter = output::sink(args.output);
-    let sink = Both(&*reporter, &journal.sink);
     let control = Control::new();
+    let local = LocalControl::new(control.clone());
+    let socket = ControlSocket::bind(&state.socket_of(&journal.run), local.clone())
+        .map_err(|e| {
+            eprintln!(
+                "vesemir: warning: no control socket ({e}): `vesemir pause|resume|confirm {}` will not reach this deploy",
+                journal.run
+            )
+        })
+        .ok();
+    eprintln!(
+        "vesemir: run {run}: from another terminal: vesemir pause {run} | vesemir resume {run} | vesemir cancel {run}{}",
+        if prepared.request.strategy.canary.as_ref().is_some_and(|c| c.gate == CanaryGate::Confirm) {
+            format!(" | vesemir confirm {run} (once the canary is done)", run = journal.run)
+        } else {
+            String::new()
+        },
+        run = journal.run
+    );
+    let prompt = control_socket::stdin_is_terminal().then(|| {
+        let plan = &prepared.plan;
+        let canary = plan.batches.first().cloned().unwrap_or_default();
+        let names: Vec<&str> = plan.hosts[canary.clone()].iter().map(|h| h.host.name.as_str()).collect();
+        let rest = plan.hosts.len() - canary.len();
+        tokio::spawn(local.clone().prompt_on_terminal(names.join(", "), rest))
+    });
+    let sink = Both(&*reporter, &journal.sink, &local);
     let interrupts = tokio::spawn(handle_interrupts(control.clone()));
     let driver = compose::driver_config(config);
     let outcome = vesemir_core::run_catching_panics(&prepared, &ports, &sink, &control, &driver).await;
     interrupts.abort();
+    if let Some(prompt) = prompt {
+        prompt.abort();
+    }
+    drop(socket);
     let report = match outcome {
         Ok(report) => report,
         Err(crash) => {
@@ -97,13 +149,15 @@ fn crash_summary(crash: &vesemir_core::Crash) -> String {
     format!("vesemir: the deployment stopped on an {crash}.\n{hosts}")
 }
 
-/// Every event to the reporter, then to the journal.
-struct Both<'a>(&'a dyn EventSink, &'a JournalSink<Arc<FileJournal>>);
+/// Every event to the journal, then to the reporter, then to the local control (which may
+/// prompt).
+struct Both<'a>(&'a dyn EventSink, &'a JournalSink<Arc<FileJournal>>, &'a LocalControl);
 
 impl EventSink for Both<'_> {
     fn emit(&self, event: &Event) {
         self.1.emit(event);
         self.0.emit(event);
+        self.2.emit(event);
     }
 }
 

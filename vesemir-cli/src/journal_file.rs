@@ -82,6 +82,11 @@ impl StateDir {
         self.runs().join(format!("{run}.jsonl"))
     }
 
+    /// The control socket of `run` while its deploy runs (see [`crate::control_socket`]).
+    pub fn socket_of(&self, run: &RunId) -> PathBuf {
+        self.runs().join(format!("{run}.sock"))
+    }
+
     /// A new run id, unique here: the UTC time and this process's id.
     pub fn new_run_id(&self, now: SystemTime) -> Result<RunId, String> {
         let stamp: String = humantime::format_rfc3339_seconds(now)

@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod compose;
 mod config;
+mod control_socket;
 mod deploy;
 mod exit;
 mod inventory_file;
@@ -51,6 +52,9 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             Some(_) if args.lock_wait.is_some() => Err(Failure::input(
                 "--lock-wait is for deploys from here: with --server, the server's [locks] wait decides",
             )),
+            Some(_) if args.confirm_from_socket => Err(Failure::input(
+                "--confirm-from-socket is for deploys from here: with --server, confirm with `vesemir confirm --server URL ID`",
+            )),
             Some(server) => deploy::deploy_remote(args, server).await,
             None => {
                 let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
@@ -96,11 +100,10 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             print_list(&list);
             Ok(Exit::Success)
         }
-        Command::Cancel { id, server } => {
-            client::Client::new(&server.server)?.cancel(*id).await?;
-            println!("deployment {id}: cancel requested (hosts in flight finish, no new host starts)");
-            Ok(Exit::Success)
-        }
+        Command::Cancel(args) => control(args, control_socket::Order::Cancel).await,
+        Command::Pause(args) => control(args, control_socket::Order::Pause).await,
+        Command::Resume(args) => control(args, control_socket::Order::Resume).await,
+        Command::Confirm(args) => control(args, control_socket::Order::Confirm).await,
         Command::Serve { server_config } => serve(&cli, server_config).await,
         Command::Recover(args @ recover::RecoverArgs { server: Some(server), .. }) => {
             recover::recover_remote(args, server).await
@@ -114,6 +117,35 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             .await
         }
     }
+}
+
+/// `vesemir cancel|pause|resume|confirm`: through the server's API with --server, else through
+/// the control socket of the local deploy with that run id.
+async fn control(args: &cli::ControlArgs, order: control_socket::Order) -> Result<Exit, Failure> {
+    let word = order.word();
+    if let Some(server) = &args.server {
+        let id: i64 = args.id.parse().map_err(|_| {
+            Failure::input(format!(
+                "{:?} is not a deployment id of the server {server}: a local deploy's run id needs no --server (unset VESEMIR_SERVER)",
+                args.id
+            ))
+        })?;
+        client::Client::new(server)?.order(id, word).await?;
+        let done = match order {
+            control_socket::Order::Cancel => "cancel requested (hosts in flight finish, no new host starts)",
+            control_socket::Order::Pause => {
+                "pause requested (hosts in flight finish, no new host starts until resumed)"
+            }
+            control_socket::Order::Resume => "resumed (hosts start again)",
+            control_socket::Order::Confirm => "canary confirmed (the rest of the hosts start)",
+        };
+        println!("deployment {id}: {done}");
+        return Ok(Exit::Success);
+    }
+    let run = vesemir_core::journal::RunId::new(args.id.clone())
+        .map_err(|e| Failure::input(format!("{:?} is not a run id: {e}", args.id)))?;
+    let state = journal_file::StateDir::locate().map_err(Failure::input)?;
+    control_socket::send(&state.socket_of(&run), run.as_str(), order).await
 }
 
 /// `vesemir config check`: every problem of the configuration, or a one-line summary.

@@ -95,3 +95,50 @@ async fn the_server_refuses_a_missing_token_and_names_bad_fields() {
     assert!(all.contains("strategy.concurrency: must be at least 1"), "{all}");
     assert!(lab.version_on("web-1").is_none(), "nothing deployed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_confirm_and_resume_a_server_deployment_from_another_process() {
+    let lab = Lab::start();
+    let served = serve(&lab);
+    let deploy = Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .args(["deploy", "-f", "deploy.toml", "--set", "version=4.0.0"])
+        .args(["--set", "strategy.canary.hosts=1", "--set", "strategy.canary.confirm=true"])
+        .current_dir(lab.dir.path())
+        .env("VESEMIR_SERVER", &served.url)
+        .env("VESEMIR_TOKEN", TOKEN)
+        .env_remove("VESEMIR_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts the deploy");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = client(&lab, &served, Some(TOKEN), &["status", "1"]);
+        if text(&status).contains("the canary waits for confirmation: `vesemir confirm --server URL 1`") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the canary never waited: {}", text(&status));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let paused = client(&lab, &served, Some(TOKEN), &["pause", "1"]);
+    assert_eq!(paused.status.code(), Some(0), "{}", text(&paused));
+    let status = client(&lab, &served, Some(TOKEN), &["status", "1"]);
+    assert!(text(&status).contains("PAUSED: no new host starts"), "{}", text(&status));
+    let confirmed = client(&lab, &served, Some(TOKEN), &["confirm", "1"]);
+    assert_eq!(confirmed.status.code(), Some(0), "{}", text(&confirmed));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(lab.version_on("web-2"), None, "confirmed while paused: nothing starts before the resume");
+    let resumed = client(&lab, &served, Some(TOKEN), &["resume", "1"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    let not_local = client(&lab, &served, Some(TOKEN), &["resume", "20250101T000000Z-1"]);
+    assert_eq!(not_local.status.code(), Some(2), "{}", text(&not_local));
+    let output = deploy.wait_with_output().expect("the deploy ends");
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("paused: no new host starts until resumed"), "{all}");
+    assert!(all.contains("resumed: hosts start again"), "{all}");
+    for host in HOSTS {
+        assert_eq!(lab.version_on(host).as_deref(), Some("4.0.0"), "{host}");
+    }
+}

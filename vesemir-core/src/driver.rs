@@ -210,6 +210,7 @@ struct ControlState {
     cancel: bool,
     abort: bool,
     confirmations: u64,
+    paused: bool,
 }
 
 impl Default for Control {
@@ -239,9 +240,24 @@ impl Control {
         self.sender.send_modify(|s| s.confirmations += 1);
     }
 
+    /// Pause: no new host starts until [`resume`](Self::resume); hosts in flight finish.
+    pub fn pause(&self) {
+        self.sender.send_if_modified(|s| !std::mem::replace(&mut s.paused, true));
+    }
+
+    /// Resume after [`pause`](Self::pause): hosts start again as the gates allow.
+    pub fn resume(&self) {
+        self.sender.send_if_modified(|s| std::mem::replace(&mut s.paused, false));
+    }
+
     /// Whether cancel was asked for.
     pub fn is_cancelled(&self) -> bool {
         self.sender.borrow().cancel
+    }
+
+    /// Whether the deployment is paused (asked to pause and not resumed since).
+    pub fn is_paused(&self) -> bool {
+        self.sender.borrow().paused
     }
 }
 
@@ -495,8 +511,14 @@ fn apply_control(
     } else if state.cancel && !seen.cancel {
         machine.handle_cancel(now());
     }
+    if state.paused && !seen.paused {
+        machine.handle_pause(now());
+    }
     if state.confirmations > seen.confirmations {
         machine.handle_confirm(now());
+    }
+    if !state.paused && seen.paused {
+        machine.handle_resume(now());
     }
 }
 

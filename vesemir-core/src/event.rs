@@ -100,6 +100,14 @@ pub enum EventKind {
         /// What happened, and what to look at.
         message: String,
     },
+    /// The operator paused the deployment: no new host starts until it is resumed; hosts in
+    /// flight finish, and a gate (canary confirmation or hold) keeps waiting.
+    Paused {
+        /// Hosts in flight when the pause came: they go on to their end.
+        in_flight: usize,
+    },
+    /// The operator resumed a paused deployment: hosts start again as the gates allow.
+    Resumed,
     /// The rollout stops starting hosts (too many failures, cancel, or no capacity left).
     /// Build it with [`EventKind::stopping`], which keeps `reason` and `cause` in step.
     Stopping {

@@ -66,6 +66,7 @@ pub struct Progress {
     outcome: Option<DeploymentOutcome>,
     totals: Option<Totals>,
     last_seq: u64,
+    paused: bool,
 }
 
 impl Progress {
@@ -118,9 +119,12 @@ impl Progress {
                 progress.rotation = *rotation;
                 progress.finished = Some(event.elapsed);
             }
+            EventKind::Paused { .. } => self.paused = true,
+            EventKind::Resumed => self.paused = false,
             EventKind::DeploymentFinished { outcome, totals } => {
                 self.outcome = Some(*outcome);
                 self.totals = Some(*totals);
+                self.paused = false;
             }
             _ => {}
         }
@@ -156,6 +160,12 @@ impl Progress {
             }
             totals
         })
+    }
+
+    /// Whether the deployment is paused now: a [`Paused`](EventKind::Paused) event not followed
+    /// by a [`Resumed`](EventKind::Resumed) one, and the deployment not finished.
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// The number of the last event folded (0 before any).
@@ -239,6 +249,25 @@ mod tests {
         assert_eq!(host.phase, Phase::Step { number: 1, name: "install".into() });
         assert_eq!(progress.out_of_rotation().count(), 1);
         assert_eq!(progress.totals().failed, 1);
+    }
+
+    #[test]
+    fn paused_from_a_pause_until_its_resume_or_the_end() {
+        let mut progress = Progress::new();
+        assert!(!progress.is_paused());
+        progress.apply(&event(1, EventKind::Paused { in_flight: 2 }));
+        assert!(progress.is_paused());
+        progress.apply(&event(2, EventKind::Resumed));
+        assert!(!progress.is_paused());
+        progress.apply(&event(3, EventKind::Paused { in_flight: 0 }));
+        progress.apply(&event(
+            4,
+            EventKind::DeploymentFinished {
+                outcome: DeploymentOutcome::Cancelled,
+                totals: Totals::default(),
+            },
+        ));
+        assert!(!progress.is_paused(), "a finished deployment is not paused");
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub fn describe(event: &Event) -> Option<String> {
         },
         EventKind::Warning { host: Some(host), message } => format!("warning: {host}: {message}"),
         EventKind::Warning { host: None, message } => format!("warning: {message}"),
+        EventKind::Paused { in_flight: 0 } => "paused: no new host starts until resumed".to_owned(),
+        EventKind::Paused { in_flight } => format!(
+            "paused: no new host starts until resumed; {in_flight} {} in flight finish",
+            plural(*in_flight, "host", "hosts")
+        ),
+        EventKind::Resumed => "resumed: hosts start again".to_owned(),
         EventKind::Stopping { reason, .. } => format!("stopping: {reason}"),
         EventKind::DeploymentFinished { outcome, totals } => format!(
             "deployment {outcome}: {} succeeded, {} failed, {} unreachable, {} skipped, {} cancelled",

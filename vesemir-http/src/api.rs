@@ -26,7 +26,7 @@ use crate::config::Limits;
 use crate::journal::{RecoverError, Recoveries};
 use crate::metrics::Metrics;
 use crate::ports::PortsFactory;
-use crate::runner::{Runner, SubmitError, Submitted};
+use crate::runner::{ResumeRefused, Runner, SubmitError, Submitted};
 use crate::store::{DeploymentRecord, ListFilter, NewDeployment, Status, Store, StoreError};
 use crate::wire::{Accepted, Deployment, DeploymentList, ErrorBody, Health, Problem, RecoveryReport};
 use vesemir_core::journal::RecoveryConfig;
@@ -423,7 +423,7 @@ pub async fn get_one(
     let id = parse_id(id)?;
     let record = load(&state, &principal, id).await?;
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    Ok(Json(Deployment::from_record(&record, &hosts, now_ms())))
+    Ok(Json(Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.live_state(id))))
 }
 
 /// Filters and page of the deployment list.
@@ -519,7 +519,10 @@ pub async fn list(
         }
         _ => None,
     };
-    let deployments = records.iter().map(|r| Deployment::from_record(r, &[], now)).collect();
+    let deployments = records
+        .iter()
+        .map(|r| Deployment::from_record(r, &[], now).with_live(state.runner.live_state(r.id)))
+        .collect();
     Ok(Json(DeploymentList { deployments, next }))
 }
 
@@ -706,11 +709,80 @@ pub async fn recover(
     }
 }
 
+/// Pauses a queued or running deployment: no new host starts until it is resumed; hosts in
+/// flight finish, and a canary waiting for confirmation keeps waiting. Pausing a paused
+/// deployment changes nothing.
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/pause", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment's id")),
+    responses(
+        (status = 202, description = "Paused", body = Deployment),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "The deployment has already ended", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn pause(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    let record = load(&state, &principal, id).await?;
+    if !state.runner.pause(id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("deployment {id} has already ended ({}): nothing to pause", record.status),
+        ));
+    }
+    tracing::info!(deployment = id, by = %principal.name, "paused");
+    accepted_view(&state, id, record).await
+}
+
+/// Resumes a paused deployment: hosts start again as the gates allow.
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/resume", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment's id")),
+    responses(
+        (status = 202, description = "Resumed", body = Deployment),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "The deployment is not paused, or has already ended", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn resume(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    let record = load(&state, &principal, id).await?;
+    match state.runner.resume(id) {
+        Ok(()) => {}
+        Err(ResumeRefused::NotPaused) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, format!("deployment {id} is not paused")));
+        }
+        Err(ResumeRefused::NotActive) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("deployment {id} has already ended ({}): nothing to resume", record.status),
+            ));
+        }
+    }
+    tracing::info!(deployment = id, by = %principal.name, "resumed");
+    accepted_view(&state, id, record).await
+}
+
 /// 202 with the deployment as stored now (or as `record` said, if it vanished meanwhile).
 async fn accepted_view(state: &App, id: i64, record: DeploymentRecord) -> Result<Response, ApiError> {
     let record = state.store.get(id).await.map_err(|e| ApiError::store(&e))?.unwrap_or(record);
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    Ok((StatusCode::ACCEPTED, Json(Deployment::from_record(&record, &hosts, now_ms()))).into_response())
+    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.live_state(id));
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
 /// Whether the process is up.

@@ -1,5 +1,5 @@
 //! Prometheus metrics, kept per server (no global recorder, so several servers can live in one
-//! process): deployments by outcome, durations, hosts deployed, in flight and queued.
+//! process): deployments by outcome, durations, hosts deployed, in flight, queued and paused.
 
 use metrics::{counter, gauge, histogram, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -55,7 +55,12 @@ impl Metrics {
                 "vesemir_interrupted_hosts_out_of_rotation_total",
                 "Hosts possibly left out of rotation by deployments interrupted by a server stop."
             );
+            metrics::describe_gauge!(
+                "vesemir_deployments_paused",
+                "Deployments paused by an operator now (no new host starts until resumed)."
+            );
             gauge!("vesemir_deployments_in_flight").set(0.0);
+            gauge!("vesemir_deployments_paused").set(0.0);
             gauge!("vesemir_deployments_queued").set(0.0);
         });
         metrics
@@ -102,6 +107,14 @@ impl Metrics {
     /// Deployments queued now changed by `delta`.
     pub fn queued(&self, delta: f64) {
         self.with(|| gauge!("vesemir_deployments_queued").increment(delta));
+    }
+
+    /// Deployments paused now.
+    pub fn paused(&self, count: usize) {
+        // Counts of deployments fit f64 exactly.
+        #[allow(clippy::cast_precision_loss)]
+        let count = count as f64;
+        self.with(|| gauge!("vesemir_deployments_paused").set(count));
     }
 
     /// The Prometheus text exposition.

@@ -21,6 +21,8 @@ fn bounded() -> OpenApiRouter<AppState> {
         .routes(routes!(api::get_one))
         .routes(routes!(api::cancel))
         .routes(routes!(api::confirm))
+        .routes(routes!(api::pause))
+        .routes(routes!(api::resume))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
         .routes(routes!(api::metrics))

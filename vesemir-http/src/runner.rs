@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
-use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome};
+use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome, WaitReason};
 use vesemir_core::host_locks::LockPolicy;
 use vesemir_core::lock::LockHolder;
 use vesemir_core::request::DeploymentRequest;
@@ -64,6 +64,8 @@ pub enum SubmitError {
 #[derive(Clone)]
 struct Active {
     control: Control,
+    /// Whether the canary waits for confirmation now (set from the deployment's events).
+    waiting_for_confirmation: Arc<AtomicBool>,
     cancel: Arc<Notify>,
     events: broadcast::Sender<Arc<Event>>,
     target: (String, String),
@@ -94,10 +96,22 @@ impl std::fmt::Debug for Runner {
     }
 }
 
-struct ChannelSink(mpsc::UnboundedSender<Event>);
+/// The events to the writer; also keeps the deployment's "waiting for confirmation" flag.
+struct ChannelSink(mpsc::UnboundedSender<Event>, Arc<AtomicBool>);
 
 impl EventSink for ChannelSink {
     fn emit(&self, event: &Event) {
+        match &event.kind {
+            EventKind::Waiting { reason: WaitReason::CanaryConfirmation } => {
+                self.1.store(true, Ordering::SeqCst)
+            }
+            EventKind::BatchStarted { .. }
+            | EventKind::Stopping { .. }
+            | EventKind::DeploymentFinished { .. } => {
+                self.1.store(false, Ordering::SeqCst);
+            }
+            _ => {}
+        }
         // The writer only stops once this sink is dropped: a send cannot fail before.
         let _ = self.0.send(event.clone());
     }
@@ -118,7 +132,27 @@ impl Drop for ActiveGuard {
                 set.by_target.remove(&active.target);
             }
         }
+        drop(set);
+        self.runner.count_paused();
     }
+}
+
+/// What a queued or running deployment's view shows beyond its stored record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveState {
+    /// Paused by an operator (no new host starts until resumed).
+    pub paused: bool,
+    /// Its canary waits for confirmation.
+    pub waiting_for_confirmation: bool,
+}
+
+/// Why a resume was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeRefused {
+    /// The deployment is not queued or running.
+    NotActive,
+    /// It runs, but is not paused.
+    NotPaused,
 }
 
 struct GaugeGuard<'a>(&'a Metrics);
@@ -248,6 +282,7 @@ impl Runner {
         };
         let active = Active {
             control: Control::new(),
+            waiting_for_confirmation: Arc::new(AtomicBool::new(false)),
             cancel: Arc::new(Notify::new()),
             events: broadcast::channel(LIVE_CAPACITY).0,
             target: target.clone(),
@@ -289,6 +324,44 @@ impl Runner {
             }
             None => false,
         }
+    }
+
+    /// Pauses a queued or running deployment: no new host starts until [`resume`](Self::resume);
+    /// hosts in flight finish. Pausing a paused deployment changes nothing. False if it is not
+    /// active.
+    pub fn pause(&self, id: i64) -> bool {
+        let active = self.lock_active().by_id.get(&id).cloned();
+        let Some(active) = active else { return false };
+        active.control.pause();
+        self.count_paused();
+        true
+    }
+
+    /// Resumes a paused deployment: hosts start again.
+    pub fn resume(&self, id: i64) -> Result<(), ResumeRefused> {
+        let active = self.lock_active().by_id.get(&id).cloned();
+        let Some(active) = active else { return Err(ResumeRefused::NotActive) };
+        if !active.control.is_paused() {
+            return Err(ResumeRefused::NotPaused);
+        }
+        active.control.resume();
+        self.count_paused();
+        Ok(())
+    }
+
+    /// Whether a queued or running deployment is paused and whether its canary waits for
+    /// confirmation; `None` once it has ended.
+    pub fn live_state(&self, id: i64) -> Option<LiveState> {
+        self.lock_active().by_id.get(&id).map(|a| LiveState {
+            paused: a.control.is_paused(),
+            waiting_for_confirmation: a.waiting_for_confirmation.load(Ordering::SeqCst),
+        })
+    }
+
+    /// Sets the paused-deployments gauge from the active set.
+    fn count_paused(&self) {
+        let paused = self.lock_active().by_id.values().filter(|a| a.control.is_paused()).count();
+        self.metrics.paused(paused);
     }
 
     /// Cancels every queued or running deployment and waits up to `grace` for them to end.
@@ -402,7 +475,7 @@ impl Runner {
             failure: journal.failure(),
         };
         let writer = tokio::spawn(writer.run(receiver).instrument(Span::current()));
-        let sink = journal.sink(ChannelSink(sender));
+        let sink = journal.sink(ChannelSink(sender, active.waiting_for_confirmation.clone()));
         let (report, timed_out) = self.run(&prepared, journal.ports(), &active.control, &sink).await;
         drop(sink);
         if writer.await.is_err() {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vesemir_core::event::{HostOutcome, Phase, Rotation};
 
+use crate::runner::LiveState;
 use crate::store::{DeploymentRecord, HostRecord, Status};
 
 /// Links to a deployment's resources.
@@ -20,16 +21,42 @@ pub struct Links {
     pub events: String,
     /// Where to POST to cancel it.
     pub cancel: String,
+    /// Where to POST to pause it: while it is queued or running and not paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<String>,
+    /// Where to POST to resume it: while it is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+    /// Where to POST to confirm its canary: while the canary waits for confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
 }
 
 impl Links {
-    /// The links of deployment `id`.
+    /// The links of deployment `id` (without the ones that depend on its live state).
     pub fn of(id: i64) -> Self {
         Self {
             self_: format!("/v1/deployments/{id}"),
             events: format!("/v1/deployments/{id}/events"),
             cancel: format!("/v1/deployments/{id}/cancel"),
+            pause: None,
+            resume: None,
+            confirm: None,
         }
+    }
+
+    /// Adds the links that apply to a queued or running deployment in `live` state.
+    pub fn with_live(mut self, id: i64, live: LiveState) -> Self {
+        let link = |order: &str| Some(format!("/v1/deployments/{id}/{order}"));
+        if live.paused {
+            self.resume = link("resume");
+        } else {
+            self.pause = link("pause");
+        }
+        if live.waiting_for_confirmation {
+            self.confirm = link("confirm");
+        }
+        self
     }
 }
 
@@ -129,6 +156,9 @@ pub struct Deployment {
     pub query: String,
     /// Where the deployment is in its life (`queued`, `running`, `succeeded`...).
     pub status: Status,
+    /// Whether an operator paused it (queued or running, no new host starts until resumed).
+    #[serde(default)]
+    pub paused: bool,
     /// Why it failed to start, or was interrupted.
     pub error: Option<String>,
     /// Whether a cancel was asked for.
@@ -222,6 +252,7 @@ impl Deployment {
             playbook: d.playbook.clone(),
             query: d.query.clone(),
             status: d.status,
+            paused: false,
             error: d.error.clone(),
             cancel_requested: d.cancel_requested,
             host_count: d.host_count,
@@ -237,6 +268,17 @@ impl Deployment {
             hosts: hosts.iter().map(HostResult::from_record).collect(),
             links: Links::of(d.id),
         }
+    }
+
+    /// Adds what only the running server knows of a queued or running deployment: whether it is
+    /// paused, and the links to pause, resume or confirm it that apply. `None` (ended) changes
+    /// nothing.
+    pub fn with_live(mut self, live: Option<LiveState>) -> Self {
+        if let Some(live) = live {
+            self.paused = live.paused;
+            self.links = self.links.with_live(self.id, live);
+        }
+        self
     }
 }
 

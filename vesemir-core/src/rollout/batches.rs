@@ -59,12 +59,16 @@ impl Rollout {
                 self.finish(now);
                 return;
             };
-            while self.next_host < range.end && self.in_flight + self.finished_out < self.plan.concurrency {
+            // Paused: no host starts; hosts in flight finish and the batch waits for the resume.
+            while !self.paused
+                && self.next_host < range.end
+                && self.in_flight + self.finished_out < self.plan.concurrency
+            {
                 let h = self.next_host;
                 self.next_host += 1;
                 self.start_host(h, now);
             }
-            if self.next_host < range.end && self.in_flight == 0 {
+            if !self.paused && self.next_host < range.end && self.in_flight == 0 {
                 let reason = StopReason::NoCapacity {
                     out_of_rotation: self.finished_out,
                     concurrency: self.plan.concurrency,

@@ -11,7 +11,8 @@
 //!    - take every [`Rollout::poll_event`] and hand it to the sinks;
 //!    - sleep until [`Rollout::poll_timeout`] (if any) and call [`Rollout::handle_timeout`];
 //!    - forward command output with [`Rollout::handle_output`], and the operator's
-//!      [`Rollout::handle_cancel`], [`Rollout::handle_confirm`], [`Rollout::handle_abort`].
+//!      [`Rollout::handle_cancel`], [`Rollout::handle_confirm`], [`Rollout::handle_abort`],
+//!      [`Rollout::handle_pause`], [`Rollout::handle_resume`].
 //! 3. [`Rollout::report`].
 //!
 //! Every input carries `now`; the machine reads no clock, sleeps never and spawns nothing.
@@ -32,6 +33,8 @@
 //! - A failed host is reported with its phase and error, and its rotation state.
 //! - Once failures exceed `max_failures`, or on cancel, no new host starts; hosts in flight
 //!   finish.
+//! - While paused no new host starts; hosts in flight finish, gates keep waiting, and cancel
+//!   still ends the deployment.
 //! - Every host ends in exactly one [`HostOutcome`]; events are numbered 1, 2, 3... without gaps.
 
 mod batches;
@@ -79,6 +82,8 @@ pub struct Rollout {
     gate: Gate,
     /// Set once no new host may start.
     stop: Option<StopReason>,
+    /// Set by the operator's pause: no new host starts until resumed.
+    paused: bool,
     /// Hosts started and not ended.
     in_flight: usize,
     /// Ended hosts left out of rotation (or unknown): they keep their concurrency slot.
@@ -120,6 +125,7 @@ impl Rollout {
             batch_open: 0,
             gate: Gate::Running,
             stop: None,
+            paused: false,
             in_flight: 0,
             finished_out: 0,
             out_now: 0,
@@ -289,6 +295,33 @@ impl Rollout {
             self.open_batch(now);
             self.pump(now);
         }
+    }
+
+    /// Pause: no new host starts until [`handle_resume`](Self::handle_resume); hosts in flight
+    /// go on to their end, and a gate (canary confirmation, hold, pause between batches) keeps
+    /// running. Ignored once the deployment finished or while already paused.
+    pub fn handle_pause(&mut self, now: Instant) {
+        if self.outcome.is_some() || self.paused {
+            return;
+        }
+        self.paused = true;
+        let in_flight = self.in_flight;
+        self.emit(now, EventKind::Paused { in_flight });
+    }
+
+    /// Resume a paused deployment: hosts start again as the gates allow. Ignored unless paused.
+    pub fn handle_resume(&mut self, now: Instant) {
+        if self.outcome.is_some() || !self.paused {
+            return;
+        }
+        self.paused = false;
+        self.emit(now, EventKind::Resumed);
+        self.pump(now);
+    }
+
+    /// Whether the operator paused the deployment (and has not resumed it).
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// Cancel: no new host starts; hosts in flight finish. Hosts not started end cancelled.
