@@ -72,7 +72,17 @@ pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure>
         }
     };
     warn_unfinished(&state, prepared.backend.name.as_str());
-    let journal = start_journal(args, &state, &prepared, &mut ports)?;
+    let journal = match start_journal(args, &state, &prepared, &mut ports) {
+        Ok(journal) => journal,
+        Err(refused) => {
+            // Nothing was changed: give the locks back now (dropping them only starts releases
+            // that the runtime's end cuts short, leaving the hosts locked for `stale_after`).
+            if let Some(locks) = &prepared.locks {
+                locks.release_all().await;
+            }
+            return Err(refused);
+        }
+    };
     let reporter = output::sink(args.output);
     let sink = Both(&*reporter, &journal.sink);
     let control = Control::new();

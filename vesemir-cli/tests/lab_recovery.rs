@@ -521,3 +521,36 @@ fn a_second_sigterm_aborts_names_the_servers_left_out_and_recover_puts_them_back
     let report = finish_load(traffic, "second SIGTERM", started);
     assert_eq!(report.failed, 0, "{report}\n{all}");
 }
+
+// Found by this file: the journal is opened after the locks are taken, and a journal that cannot
+// be written refused the deploy ("nothing was changed") leaving every host locked for an hour.
+#[test]
+fn a_journal_that_cannot_be_written_refuses_the_deploy_and_gives_every_lock_back() {
+    let started = Instant::now();
+    let lab = lab();
+    let traffic = lab.start_load(load());
+    std::thread::sleep(Duration::from_millis(500));
+    // A state directory under a regular file: nothing can be created there.
+    let output = vesemir(&lab)
+        .env("VESEMIR_STATE_DIR", lab.deploy_path().join("state"))
+        .args(["deploy", "-f", &deploy_file(&lab)])
+        .output()
+        .expect("runs vesemir");
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("nothing was changed: the journal of load balancer changes cannot be written"),
+        "{all}"
+    );
+    assert_eq!(locks(&lab).matches(" free").count(), 6, "every lock given back: {all}");
+    assert_eq!(servers_out(&lab), Vec::<String>::new());
+    for host in HOSTS {
+        assert_in_rotation_at(&lab, host, 100);
+        assert_eq!(lab.served_version(host).ok().as_deref(), Some("1.0.0"), "{host} serves");
+    }
+    // So the next deploy, with a writable journal, runs at once.
+    let again = run(&lab, &["deploy", "-f", &deploy_file(&lab)]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let report = finish_load(traffic, "unwritable journal", started);
+    assert_eq!(report.failed, 0, "{report}");
+}
