@@ -9,13 +9,13 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{text, Lab, HOSTS};
+use common::{address_of, text, Lab, HOSTS};
 use vesemir_core::ports::ServerStatus;
 
 /// A deployment whose step takes long enough to be killed in: an inline changeset.
 fn slow_deploy(lab: &Lab, seconds: u32) -> std::path::PathBuf {
     let hosts: Vec<String> =
-        HOSTS.iter().map(|h| format!("{{ name = \"{h}\", address = \"127.0.0.1\" }}")).collect();
+        HOSTS.iter().map(|h| format!("{{ name = \"{h}\", address = \"{}\" }}", address_of(h))).collect();
     let text = format!(
         "application = \"shop\"\nenvironment = \"test\"\nteam = \"web\"\nversion = \"2.0.0\"\n\n\
          [targets]\nhosts = [{}]\n\n[load_balancer]\nbackend = \"be_web\"\ninstances = [{}]\ndrain_timeout = \"5s\"\n\n\
@@ -110,6 +110,12 @@ async fn kill_9_mid_rollout_then_recover_puts_every_server_back() {
     let after = lab.vesemir(&["recover", "--list", "-o", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&after.stdout).expect("json");
     assert_eq!(json["runs"].as_array().map(Vec::len), Some(0), "nothing left: {json}");
+
+    // The killed run's host locks stay until `vesemir unlock` (or `[locks] stale_after`).
+    let mut unlock = vec!["unlock", "-f", "deploy.toml"];
+    unlock.extend(HOSTS);
+    let unlocked = lab.vesemir(&unlock);
+    assert_eq!(unlocked.status.code(), Some(0), "{}", text(&unlocked));
 
     // A new deploy of the backend no longer warns; one after another kill would.
     let clean = lab.vesemir(&["deploy", "-f", "deploy.toml"]);
