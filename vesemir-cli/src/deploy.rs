@@ -80,10 +80,32 @@ fn locked_message(conflicts: &LockConflicts, file: &std::path::Path) -> String {
 
 /// Runs a deployment to its end, journaling every load balancer change before making it.
 pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
-    let (prepared, mut ports) = prepare(args, config, true).await?;
     let state = StateDir::locate().map_err(Failure::input)?;
-    warn_unfinished(&state, &prepared);
-    let journal = start_journal(args, &state, &prepared, &mut ports)?;
+    let (prepared, mut ports) = match prepare(args, config, true).await {
+        Ok(prepared) => prepared,
+        Err(refused) => {
+            // Refused (its servers out of rotation, its hosts locked...): when a killed or failed
+            // run of this backend left servers out, that is likely why; say how to put them back.
+            let request =
+                request::load(&args.file, &args.sets, args.concurrency.as_deref(), &config.playbooks);
+            if let Ok(request) = request {
+                warn_unfinished(&state, request.load_balancer.backend.as_str());
+            }
+            return Err(refused);
+        }
+    };
+    warn_unfinished(&state, prepared.backend.name.as_str());
+    let journal = match start_journal(args, &state, &prepared, &mut ports) {
+        Ok(journal) => journal,
+        Err(refused) => {
+            // Nothing was changed: give the locks back now (dropping them only starts releases
+            // that the runtime's end cuts short, leaving the hosts locked for `stale_after`).
+            if let Some(locks) = &prepared.locks {
+                locks.release_all().await;
+            }
+            return Err(refused);
+        }
+    };
     let reporter = output::sink(args.output);
     let control = Control::new();
     let local = LocalControl::new(control.clone());
@@ -255,9 +277,9 @@ impl RunJournal {
     }
 }
 
-/// Warns when journals left servers of this backend out (a killed deploy, or hosts that failed).
-fn warn_unfinished(state: &StateDir, prepared: &Prepared) {
-    for run in crate::recover::unfinished_for_backend(state, prepared.backend.name.as_str()) {
+/// Warns when journals left servers of `backend` out (a killed deploy, or hosts that failed).
+fn warn_unfinished(state: &StateDir, backend: &str) {
+    for run in crate::recover::unfinished_for_backend(state, backend) {
         let servers: Vec<&str> = run.servers.iter().map(|s| s.server.as_str()).collect();
         let what = match run.state {
             crate::recover::RunState::Running => "a deploy still running",
@@ -267,7 +289,7 @@ fn warn_unfinished(state: &StateDir, prepared: &Prepared) {
         eprintln!(
             "vesemir: warning: {what} (run {}) left servers of backend {} out of rotation: {}. See `vesemir recover --list`; `vesemir recover {}` puts them back.",
             run.run,
-            prepared.backend.name,
+            backend,
             servers.join(", "),
             run.run
         );

@@ -32,6 +32,8 @@ fn vesemir(lab: &Lab) -> Command {
         .current_dir(lab.dir())
         .env_remove("VESEMIR_CONFIG")
         .env_remove("VESEMIR_SERVER")
+        // The lab's own journals: not the user's state directory, which every run would share.
+        .env("VESEMIR_STATE_DIR", lab.dir().join("state"))
         .env("VESEMIR_REQUESTED_BY", "lab-test");
     command
 }
@@ -135,13 +137,19 @@ fn two_deploys_at_once_the_second_is_refused_naming_the_first_and_the_fleet_ends
     let second = deploy(&lab, "3.0.0", &[]);
     let refused = text(&second);
     assert_eq!(second.status.code(), Some(2), "{refused}");
-    assert!(refused.contains("nothing was changed: web-01 is locked by deployment local-"), "{refused}");
+    // Every host is named, in the order the inventory (Chef search) gave them.
+    assert!(refused.contains("nothing was changed: web-0"), "{refused}");
+    assert!(refused.contains("web-01 is locked by deployment local-"), "{refused}");
     assert!(refused.contains("of shop/lab (lab-test on "), "names who and where: {refused}");
     assert!(
         refused.contains("wait with --lock-wait 10m, or if that deployment is dead: vesemir unlock -f "),
         "{refused}"
     );
-    assert!(refused.contains("web-01 web-02 web-03 web-04 web-05 web-06"), "{refused}");
+    let hint = format!("vesemir unlock -f {} ", deploy_file(&lab));
+    let start = refused.find(&hint).unwrap_or_else(|| panic!("{refused}")) + hint.len();
+    let mut named: Vec<&str> = refused[start..].split_whitespace().collect();
+    named.sort_unstable();
+    assert_eq!(named, ["web-01", "web-02", "web-03", "web-04", "web-05", "web-06"], "{refused}");
 
     let (code, all) = first.finish();
     std::thread::sleep(Duration::from_millis(500));

@@ -49,13 +49,16 @@ async fn a_paused_deployment_starts_no_host_until_resumed() {
     assert_eq!(order(&t, PAYMENTS, id, "pause").await.status, StatusCode::ACCEPTED, "pausing twice is fine");
     assert!(metric(&t, "vesemir_deployments_paused 1").await);
 
-    // The host in flight finishes; then nothing moves.
-    let settled = t
-        .wait_for(id, "the host in flight done", |d| {
-            let hosts = d["hosts"].as_array().cloned().unwrap_or_default();
-            hosts.iter().all(|h| !h["outcome"].is_null() || h["phase"] == "pending")
-        })
-        .await;
+    // The host in flight finishes (about 0.3 s at this latency; its rows reach the store a
+    // little later, so a read right after the pause may not show it started yet); then nothing
+    // moves.
+    t.wait_for(id, "the host in flight done", |d| {
+        let hosts = d["hosts"].as_array().cloned().unwrap_or_default();
+        hosts.iter().all(|h| !h["outcome"].is_null() || h["phase"] == "pending")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let settled = t.get(PAYMENTS, &format!("/v1/deployments/{id}")).await.json;
     let done =
         |d: &Value| d["hosts"].as_array().map_or(0, |h| h.iter().filter(|h| !h["outcome"].is_null()).count());
     tokio::time::sleep(Duration::from_millis(800)).await;
