@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinSet;
 use vesemir_core::host_locks::{LockConflicts, WaitNotice};
-use vesemir_core::journal::{replay, JournalHeader, JournalHost, JournalSink, JournaledLoadBalancer, RunId};
+use vesemir_core::journal::{replay, JournalHeader, JournalSink, JournaledLoadBalancer, RunId};
 use vesemir_core::lock::HeldLock;
 use vesemir_core::request::CanaryGate;
 use vesemir_core::{Control, Event, EventSink, PrepareError, Prepared};
@@ -210,29 +210,10 @@ fn start_journal(
         args.concurrency.as_deref(),
         request::Requester::FromEnvironment,
     )?;
-    let request = &prepared.request;
     let now = SystemTime::now();
     let run = state.new_run_id(now).map_err(|e| cannot(&e))?;
-    let header = JournalHeader {
-        run: run.clone(),
-        application: request.application.clone(),
-        environment: request.environment.clone(),
-        version: request.version.clone(),
-        backend: prepared.backend.clone(),
-        hosts: prepared
-            .plan
-            .hosts
-            .iter()
-            .map(|h| JournalHost {
-                name: h.host.name.clone(),
-                address: h.host.address.clone(),
-                server: h.server.clone(),
-            })
-            .collect(),
-        request: serde_json::to_value(&spec).map_err(|e| cannot(&e))?,
-        requested_by: request.requested_by.to_string(),
-        started_at: now,
-    };
+    let request_json = serde_json::to_value(&spec).map_err(|e| cannot(&e))?;
+    let header = JournalHeader::of_prepared(run.clone(), prepared, request_json, now);
     let file = Arc::new(state.create(&run).map_err(|e| cannot(&e))?);
     let journaled = JournaledLoadBalancer::start(ports.load_balancer.clone(), file.clone(), &header)
         .map_err(|e| cannot(&e))?;

@@ -19,9 +19,9 @@ use tokio::sync::{watch, Notify};
 use tracing::{error, warn};
 use vesemir_core::error::PortError;
 use vesemir_core::journal::{
-    health_check, recover_server, replay, Finished, JournalEntry, JournalError, JournalHeader, JournalHost,
-    JournalSink, JournalWriter, JournaledLoadBalancer, PendingServer, Recovered, RecoveryConfig,
-    RecoveryOutcome, RunId, Unfinished,
+    health_check, recover_server, replay, Finished, JournalEntry, JournalError, JournalHeader, JournalSink,
+    JournalWriter, JournaledLoadBalancer, PendingServer, Recovered, RecoveryConfig, RecoveryOutcome, RunId,
+    Unfinished,
 };
 use vesemir_core::name::ServerName;
 use vesemir_core::ports::{
@@ -367,27 +367,8 @@ impl<S: EventSink> EventSink for JournaledEvents<'_, S> {
 
 /// Deployment `id`'s journal header: the run `deployment-<id>`, the plan's hosts and servers.
 fn header(id: i64, prepared: &Prepared, request: serde_json::Value) -> Result<JournalHeader, String> {
-    let r = &prepared.request;
-    Ok(JournalHeader {
-        run: RunId::new(format!("deployment-{id}"))?,
-        application: r.application.clone(),
-        environment: r.environment.clone(),
-        version: r.version.clone(),
-        backend: prepared.backend.clone(),
-        hosts: prepared
-            .plan
-            .hosts
-            .iter()
-            .map(|h| JournalHost {
-                name: h.host.name.clone(),
-                address: h.host.address.clone(),
-                server: h.server.clone(),
-            })
-            .collect(),
-        request,
-        requested_by: r.requested_by.to_string(),
-        started_at: SystemTime::now(),
-    })
+    let run = RunId::new(format!("deployment-{id}"))?;
+    Ok(JournalHeader::of_prepared(run, prepared, request, SystemTime::now()))
 }
 
 /// A deployment's ending when the store failed during its run (`reason`): never `succeeded`

@@ -482,6 +482,21 @@ impl Runner {
             error!("the event writer panicked: some events may be missing from the database");
         }
         let store_failure = journal.close().await;
+        self.record_outcome(id, labels, report, timed_out, store_failure, started).await
+    }
+
+    /// Records how a deployment that ran ended: its report's outcome, or the crash of its
+    /// rollout task, a timeout, or the store failure that stopped it (with the hosts it may have
+    /// left out).
+    async fn record_outcome(
+        &self,
+        id: i64,
+        labels: &[(&'static str, String)],
+        report: Result<DeploymentReport, Crash>,
+        timed_out: bool,
+        store_failure: Option<String>,
+        started: i64,
+    ) -> Result<(), StoreError> {
         let report = match report {
             Ok(report) => report,
             Err(crash) => return self.end_crashed(id, labels, &crash, Some(started)).await,

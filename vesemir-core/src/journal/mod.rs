@@ -112,6 +112,37 @@ pub struct JournalHeader {
 }
 
 impl JournalHeader {
+    /// The header of run `run` of `prepared`: its target, backend and plan's hosts, with the
+    /// request's wire form (`request`) and when it started (the front end's clock).
+    pub fn of_prepared(
+        run: RunId,
+        prepared: &crate::driver::Prepared,
+        request: serde_json::Value,
+        started_at: SystemTime,
+    ) -> Self {
+        let r = &prepared.request;
+        Self {
+            run,
+            application: r.application.clone(),
+            environment: r.environment.clone(),
+            version: r.version.clone(),
+            backend: prepared.backend.clone(),
+            hosts: prepared
+                .plan
+                .hosts
+                .iter()
+                .map(|h| JournalHost {
+                    name: h.host.name.clone(),
+                    address: h.host.address.clone(),
+                    server: h.server.clone(),
+                })
+                .collect(),
+            request,
+            requested_by: r.requested_by.to_string(),
+            started_at,
+        }
+    }
+
     /// The plan's host whose server is `server`.
     pub fn host_of(&self, server: &ServerName) -> Option<&JournalHost> {
         self.hosts.iter().find(|h| &h.server == server)
