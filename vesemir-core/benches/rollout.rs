@@ -65,6 +65,7 @@ fn per_host(elapsed: Duration) -> f64 {
 }
 
 fn bare_machine(request: &DeploymentRequest, plan: Arc<vesemir_core::Plan>) -> (Duration, usize, usize) {
+    let backend = serving(&plan);
     let start = Instant::now();
     let mut machine = Rollout::new(plan, RolloutConfig::from_request(request), start);
     let (mut actions, mut events) = (0usize, 0usize);
@@ -82,6 +83,7 @@ fn bare_machine(request: &DeploymentRequest, plan: Arc<vesemir_core::Plan>) -> (
                 Action::RunStep { .. } | Action::RunHealthCheck { .. } => {
                     ActionResult::Exited(ExitStatus::code(0))
                 }
+                Action::ReadBackend { .. } => ActionResult::Backend(backend.clone()),
                 _ => ActionResult::Done,
             };
             machine.handle_result(action.host(), result, start);
@@ -93,9 +95,37 @@ fn bare_machine(request: &DeploymentRequest, plan: Arc<vesemir_core::Plan>) -> (
     (start.elapsed(), actions, events)
 }
 
-/// Ports that answer every call at once, with no state: what is left is the core's own cost.
+/// Every server of `plan` in rotation at full weight on both instances: what a healthy backend
+/// lists when the rollout reads it before a take-out.
+fn serving(plan: &vesemir_core::Plan) -> Vec<vesemir_core::ports::ServerState> {
+    let instances = [
+        LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 1 },
+        LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 2 },
+    ];
+    vesemir_core::ports::ServerState::gather(plan.hosts.iter().flat_map(|h| {
+        instances.iter().map(move |instance| {
+            let state = InstanceState {
+                instance: instance.clone(),
+                status: vesemir_core::ports::ServerStatus::Up,
+                weight: 100,
+                configured_weight: 100,
+                sessions: 0,
+                admin: AdminState::Ready,
+                operational: vesemir_core::ports::Operational::Up,
+                check: None,
+                address: Some(h.host.address.clone()),
+            };
+            (h.server.clone(), state)
+        })
+    }))
+}
+
+/// Ports that answer every call at once, with no state but the backend's listing: what is left
+/// is the core's own cost.
 #[derive(Debug)]
-struct Instant0;
+struct Instant0 {
+    backend: Vec<vesemir_core::ports::ServerState>,
+}
 
 #[async_trait::async_trait]
 impl vesemir_core::ports::LoadBalancer for Instant0 {
@@ -118,7 +148,7 @@ impl vesemir_core::ports::LoadBalancer for Instant0 {
         Ok(Vec::new())
     }
     async fn servers(&self, _: &Backend) -> Result<Vec<vesemir_core::ports::ServerState>, PortError> {
-        Ok(Vec::new())
+        Ok(self.backend.clone())
     }
     async fn restore(&self, _: &Backend, _: &ServerName, _: &[InstanceState]) -> Result<(), PortError> {
         Ok(())
@@ -172,10 +202,11 @@ fn main() {
     assert_eq!(report.totals.succeeded, HOSTS, "every host deployed");
     assert!(report.max_out_of_rotation <= CONCURRENCY);
 
+    let instant0 = Arc::new(Instant0 { backend: serving(&prepared.plan) });
     let null_ports = Ports {
         inventory: Arc::new(FakeInventory::new()),
-        load_balancer: Arc::new(Instant0),
-        executor: Arc::new(Instant0),
+        load_balancer: instant0.clone(),
+        executor: instant0,
     };
     let null_start = Instant::now();
     let null_report =
