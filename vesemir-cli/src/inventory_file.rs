@@ -1,6 +1,6 @@
 //! The static inventory file (`[inventory] file = ...` in `vesemir.toml`): TOML with one
 //! `[[hosts]]` table per host, read into the core's pure
-//! [`StaticInventory`](vesemir_core::static_inventory::StaticInventory).
+//! `vesemir_core::static_inventory::StaticInventory`.
 //!
 //! ```toml
 //! [[hosts]]

@@ -9,7 +9,7 @@
 //! end's business: it implements [`JournalWriter`] (the CLI: an fsync'd JSON-lines file), and
 //! this module stays pure.
 //!
-//! [`JournaledLoadBalancer`] makes the rule mechanical: it wraps any [`LoadBalancer`] and journals
+//! [`JournaledLoadBalancer`] makes the rule mechanical: it wraps any [`LoadBalancer`](crate::ports::LoadBalancer) and journals
 //! every change before making it. [`JournalSink`] turns a rollout's events into [`Done`] and
 //! [`Finished`] entries. [`recover_server`] puts one server back, health gate first.
 
