@@ -265,7 +265,9 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-async fn bounded<T>(
+/// `call`, failing with a timeout that names `what` past `bound`: every port call the core makes
+/// is bounded this way.
+pub(crate) async fn bounded<T>(
     bound: Duration,
     what: impl FnOnce() -> String,
     call: impl std::future::Future<Output = Result<T, PortError>>,

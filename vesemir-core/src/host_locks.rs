@@ -38,6 +38,7 @@
 //!   its locks on the hosts: they go stale `stale_after` after their last refresh and the next
 //!   deployer takes them over with a warning, or `vesemir unlock HOST` breaks them at once.
 
+use crate::driver::bounded;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -535,17 +536,6 @@ async fn release(
     // The host is done with: the session the release opened goes too.
     let _ = tokio::time::timeout(bound, executor.close(host)).await;
     result
-}
-
-async fn bounded<T>(
-    bound: Duration,
-    what: impl FnOnce() -> String,
-    call: impl std::future::Future<Output = Result<T, PortError>>,
-) -> Result<T, PortError> {
-    match tokio::time::timeout(bound, call).await {
-        Ok(result) => result,
-        Err(_) => Err(PortError::timeout(what(), bound)),
-    }
 }
 
 /// Runs `call` for every host, `concurrency` at a time, and gives the results in host order.
