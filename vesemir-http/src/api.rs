@@ -585,14 +585,7 @@ pub async fn cancel(
     let id = parse_id(id)?;
     let record = load(&state, &principal, id).await?;
     let cancelled = state.runner.cancel(id).await.map_err(|e| ApiError::store(&e))?;
-    if !cancelled {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("deployment {id} has already ended ({}): nothing to cancel", record.status),
-        ));
-    }
-    tracing::info!(deployment = id, by = %principal.name, "cancel asked");
-    accepted_view(&state, id, record).await
+    answer_order(&state, &principal, record, cancelled, "cancel", "cancel asked").await
 }
 
 /// Confirms the canary of a deployment waiting for it (`strategy.canary.confirm = true`): the
@@ -616,14 +609,29 @@ pub async fn confirm(
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
     let record = load(&state, &principal, id).await?;
-    if !state.runner.confirm(id) {
+    let confirmed = state.runner.confirm(id);
+    answer_order(&state, &principal, record, confirmed, "confirm", "canary confirmed").await
+}
+
+/// The 202 answer to an order given to deployment `record` (cancel, confirm, pause), or 409 when
+/// it could not be given because the deployment has ended (`verb` names the order).
+async fn answer_order(
+    state: &AppState,
+    principal: &Principal,
+    record: DeploymentRecord,
+    given: bool,
+    verb: &str,
+    log: &str,
+) -> Result<Response, ApiError> {
+    let id = record.id;
+    if !given {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("deployment {id} has already ended ({}): nothing to confirm", record.status),
+            format!("deployment {id} has already ended ({}): nothing to {verb}", record.status),
         ));
     }
-    tracing::info!(deployment = id, by = %principal.name, "canary confirmed");
-    accepted_view(&state, id, record).await
+    tracing::info!(deployment = id, by = %principal.name, "{log}");
+    accepted_view(state, id, record).await
 }
 
 /// Puts back the servers a finished deployment's journal left out of rotation (interrupted by
@@ -731,14 +739,8 @@ pub async fn pause(
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
     let record = load(&state, &principal, id).await?;
-    if !state.runner.pause(id) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("deployment {id} has already ended ({}): nothing to pause", record.status),
-        ));
-    }
-    tracing::info!(deployment = id, by = %principal.name, "paused");
-    accepted_view(&state, id, record).await
+    let paused = state.runner.pause(id);
+    answer_order(&state, &principal, record, paused, "pause", "paused").await
 }
 
 /// Resumes a paused deployment: hosts start again as the gates allow.
