@@ -10,14 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use support::{check_with, fleet, FleetRequests};
+use support::{check_with, fleet, serving, FleetRequests};
 use vesemir_core::event::{DeploymentOutcome, Event, EventKind, HostOutcome, Phase};
 use vesemir_core::host::Host;
 use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::plan::{Plan, PlannedHost};
-use vesemir_core::ports::{
-    AdminState, ExitStatus, InstanceState, LbEndpoint, Operational, ServerState, ServerStatus,
-};
+use vesemir_core::ports::ExitStatus;
 use vesemir_core::request::{Amount, Canary, CanaryGate, DrainTimeoutPolicy, Strategy as RolloutStrategy};
 use vesemir_core::rollout::{Action, ActionResult, HealthRetry, HostId, Rollout, RolloutConfig, StepLimit};
 use vesemir_core::{Control, Progress};
@@ -66,25 +64,6 @@ enum Answer {
     Done,
     Exited,
     Backend,
-}
-
-/// The backend as one load balancer instance lists `hosts`' servers: all in rotation.
-fn serving(hosts: &[PlannedHost]) -> Vec<ServerState> {
-    let instance = LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9999 };
-    ServerState::gather(hosts.iter().map(|h| {
-        let state = InstanceState {
-            instance: instance.clone(),
-            status: ServerStatus::Up,
-            weight: 100,
-            configured_weight: 100,
-            sessions: 0,
-            admin: AdminState::Ready,
-            operational: Operational::Up,
-            check: None,
-            address: Some(h.host.address.clone()),
-        };
-        (h.server.clone(), state)
-    }))
 }
 
 /// Runs `s` on the bare state machine (every action succeeds after a pseudo-random latency)

@@ -7,14 +7,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{check, fleet, FleetRequests};
+use support::{check, fleet, serving, FleetRequests};
 use vesemir_core::event::{DeploymentOutcome, EventKind};
 use vesemir_core::host::Host;
 use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::plan::{Plan, PlannedHost};
-use vesemir_core::ports::{
-    AdminState, ExitStatus, InstanceState, LbEndpoint, Operational, ServerState, ServerStatus, Weight,
-};
+use vesemir_core::ports::{ExitStatus, Weight};
 use vesemir_core::request::{Amount, Canary, CanaryGate, DrainTimeoutPolicy, RampStep, Strategy};
 use vesemir_core::rollout::{Action, ActionResult, HealthRetry, Rollout, RolloutConfig, StepLimit};
 
@@ -28,26 +26,6 @@ fn planned(n: usize) -> Vec<PlannedHost> {
             )
         })
         .collect()
-}
-
-/// The backend as a load balancer with one instance would list `hosts`' servers: all in
-/// rotation at full weight.
-fn serving(hosts: &[PlannedHost]) -> Vec<ServerState> {
-    let instance = LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9999 };
-    ServerState::gather(hosts.iter().map(|h| {
-        let state = InstanceState {
-            instance: instance.clone(),
-            status: ServerStatus::Up,
-            weight: 100,
-            configured_weight: 100,
-            sessions: 0,
-            admin: AdminState::Ready,
-            operational: Operational::Up,
-            check: None,
-            address: Some(h.host.address.clone()),
-        };
-        (h.server.clone(), state)
-    }))
 }
 
 /// A rollout whose every duration is `Duration::MAX`, driven by answering each action at once

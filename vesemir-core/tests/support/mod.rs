@@ -8,7 +8,8 @@ use std::sync::Arc;
 use vesemir_core::event::MemorySink;
 use vesemir_core::fake::FakeFleet;
 use vesemir_core::name::{HostName, ServerName};
-use vesemir_core::ports::LbEndpoint;
+use vesemir_core::plan::PlannedHost;
+use vesemir_core::ports::{AdminState, InstanceState, LbEndpoint, Operational, ServerState, ServerStatus};
 use vesemir_core::request::{DeploymentRequest, RequestPolicy};
 use vesemir_core::{render, Control, DeploymentReport, DriverConfig, Event};
 
@@ -120,4 +121,24 @@ pub async fn check_with(fleet: &Fleet, request: DeploymentRequest, control: Cont
 
 pub async fn check(fleet: &Fleet, request: DeploymentRequest) -> Outcome {
     check_with(fleet, request, Control::new()).await
+}
+
+/// The backend as one load balancer instance lists `hosts`' servers: all in rotation at full
+/// weight (what the rollout's backend reads see when a test answers actions by hand).
+pub fn serving(hosts: &[PlannedHost]) -> Vec<ServerState> {
+    let instance = LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9999 };
+    ServerState::gather(hosts.iter().map(|h| {
+        let state = InstanceState {
+            instance: instance.clone(),
+            status: ServerStatus::Up,
+            weight: 100,
+            configured_weight: 100,
+            sessions: 0,
+            admin: AdminState::Ready,
+            operational: Operational::Up,
+            check: None,
+            address: Some(h.host.address.clone()),
+        };
+        (h.server.clone(), state)
+    }))
 }
