@@ -66,9 +66,11 @@ async fn the_list_filters_by_application_environment_team_and_status_newest_firs
         t.wait_finished(id).await;
         shop.push(id);
     }
+    // One after the other: both run on the fleet's one host, and a host takes one rollout at a
+    // time (the second would be refused by the host lock).
     let staging = id_of(&t.post(PAYMENTS, &t.fleet.body("shop", "staging", "payments")).await);
-    let search = id_of(&t.post(SEARCH, &t.fleet.body("finder", "production", "search")).await);
     t.wait_finished(staging).await;
+    let search = id_of(&t.post(SEARCH, &t.fleet.body("finder", "production", "search")).await);
     t.wait_finished(search).await;
 
     let page = t.get(ADMIN, "/v1/deployments?application=shop&environment=production&limit=2").await;
