@@ -92,6 +92,22 @@ pub enum EventKind {
         /// What it waits for.
         reason: WaitReason,
     },
+    /// A step failed for a passing reason and will run again after `delay` (its `retries`).
+    StepRetry {
+        /// The host it runs on.
+        host: HostName,
+        /// The step's name.
+        step: String,
+        /// The try that failed, from 1.
+        attempt: u32,
+        /// Tries in all, at most (the first and its retries).
+        attempts: u32,
+        /// Why it failed.
+        reason: String,
+        /// The wait before the next try.
+        #[serde(with = "humantime_serde")]
+        delay: Duration,
+    },
     /// Something worth a look that stops nothing.
     Warning {
         /// The host it concerns, if one.

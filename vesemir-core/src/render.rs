@@ -78,6 +78,10 @@ pub fn describe(event: &Event) -> Option<String> {
                 "waiting: {out} servers of the backend are out of rotation and concurrency is {concurrency}: no host leaves rotation until one comes back"
             ),
         },
+        EventKind::StepRetry { host, step, attempt, attempts, reason, delay } => format!(
+            "{host}: step {step:?} failed ({reason}), try {attempt} of {attempts}: trying again in {}",
+            humantime::format_duration(*delay)
+        ),
         EventKind::Warning { host: Some(host), message } => format!("warning: {host}: {message}"),
         EventKind::Warning { host: None, message } => format!("warning: {message}"),
         EventKind::Paused { in_flight: 0 } => "paused: no new host starts until resumed".to_owned(),

@@ -361,7 +361,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let max_failures = plan.max_failures;
     let config = RolloutConfig {
         steps: (0..s.steps)
-            .map(|i| StepLimit { name: format!("step{i}"), timeout: Duration::from_secs(60) })
+            .map(|i| StepLimit { name: format!("step{i}"), timeout: Duration::from_secs(60), retries: None })
             .collect(),
         health_command: s.health.map(|(t, i)| HealthRetry {
             timeout: Duration::from_millis(t),

@@ -28,8 +28,15 @@ pub struct CommandRecord {
 
 #[derive(Debug, Clone)]
 enum Fault {
-    Exit { contains: String, code: i32 },
-    Hang { contains: String },
+    /// Exit with `code`; `times`: only the next so many matching commands (then they pass).
+    Exit {
+        contains: String,
+        code: i32,
+        times: Option<u32>,
+    },
+    Hang {
+        contains: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -183,11 +190,21 @@ impl FakeExecutor {
     /// Makes commands on `host` whose text contains `contains` exit with `code`, printing a
     /// line on stderr.
     pub fn fail_command(&self, host: &HostName, contains: &str, code: i32) {
-        lock(&self.state)
-            .faults
-            .entry(host.clone())
-            .or_default()
-            .push(Fault::Exit { contains: contains.to_owned(), code });
+        lock(&self.state).faults.entry(host.clone()).or_default().push(Fault::Exit {
+            contains: contains.to_owned(),
+            code,
+            times: None,
+        });
+    }
+
+    /// Makes the next `times` commands on `host` whose text contains `contains` exit with
+    /// `code` (a flaky mirror, a package lock held for a moment); later ones pass.
+    pub fn fail_command_times(&self, host: &HostName, contains: &str, code: i32, times: u32) {
+        lock(&self.state).faults.entry(host.clone()).or_default().push(Fault::Exit {
+            contains: contains.to_owned(),
+            code,
+            times: Some(times),
+        });
     }
 
     /// Makes commands on `host` whose text contains `contains` run until their timeout.
@@ -262,15 +279,20 @@ impl Executor for FakeExecutor {
                 .entry(host.name.clone())
                 .or_default()
                 .push(CommandRecord { script: command.script.clone(), env: command.env.clone() });
-            let fault = state.faults.get(&host.name).and_then(|faults| {
-                faults
-                    .iter()
-                    .find(|f| match f {
-                        Fault::Exit { contains, .. } | Fault::Hang { contains } => {
-                            command.script.contains(contains.as_str())
-                        }
-                    })
-                    .cloned()
+            let fault = state.faults.get_mut(&host.name).and_then(|faults| {
+                let i = faults.iter().position(|f| match f {
+                    Fault::Exit { contains, .. } | Fault::Hang { contains } => {
+                        command.script.contains(contains.as_str())
+                    }
+                })?;
+                let fault = faults[i].clone();
+                if let Fault::Exit { times: Some(times), .. } = &mut faults[i] {
+                    *times = times.saturating_sub(1);
+                    if *times == 0 {
+                        faults.remove(i);
+                    }
+                }
+                Some(fault)
             });
             (fault, state.latency)
         };

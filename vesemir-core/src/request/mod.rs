@@ -21,11 +21,12 @@ pub use validate::{
     validate_playbooks, InlineChangesets, Playbooks, RawQueries, RequestPolicy, BUILTIN_VARIABLES,
 };
 
+use crate::backoff::Backoff;
 use crate::host::Host;
 use crate::name::{
     AppName, BackendName, EnvironmentName, PlaybookName, Requester, TeamName, VariableName, Version,
 };
-use crate::ports::{LbEndpoint, Selector, Weight};
+use crate::ports::{ExitStatus, LbEndpoint, Selector, Weight};
 
 /// A validated deployment request.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,6 +192,44 @@ pub struct Step {
     pub action: StepAction,
     /// How long it may take.
     pub timeout: Duration,
+    /// Whether and how it is tried again after a transient failure.
+    pub retries: Option<StepRetries>,
+}
+
+/// How a step that failed for a passing reason is tried again: at most `count` more times, the
+/// first after `delay`, each next after twice the last (at most [`StepRetries::MAX_DELAY`]).
+///
+/// What counts as passing: the exit codes listed in `exit_codes` (any non-zero code when the
+/// list is empty), and a host that could not be reached. A step that timed out, was killed by a
+/// signal or was refused otherwise is never retried: it may still be running, or will fail the
+/// same way again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRetries {
+    /// Tries after the first, at most.
+    pub count: u32,
+    /// The wait before the first retry.
+    pub delay: Duration,
+    /// The exit codes that mean "try again" (empty: every non-zero code).
+    pub exit_codes: Vec<i32>,
+}
+
+impl StepRetries {
+    /// The longest wait between two tries, whatever `delay` and `count` give.
+    pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
+    /// Whether a run that ended with `status` may be tried again.
+    pub fn retries_exit(&self, status: &ExitStatus) -> bool {
+        match (status.code, &status.signal) {
+            (Some(code), None) if code != 0 => self.exit_codes.is_empty() || self.exit_codes.contains(&code),
+            _ => false,
+        }
+    }
+
+    /// The wait before retry number `retry` (1 for the first).
+    pub fn delay_before(&self, retry: u32) -> Duration {
+        Backoff::new(self.count.saturating_add(1), self.delay, Self::MAX_DELAY.max(self.delay))
+            .base_delay(retry)
+    }
 }
 
 /// What a step does.

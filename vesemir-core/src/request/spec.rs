@@ -220,6 +220,26 @@ pub struct StepSpec {
     /// How long the step may take, e.g. `"5m"`. Default 10 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Try the step again after a transient failure, e.g.
+    /// `retries = { count = 2, delay = "1s", exit_codes = [75] }`. Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<StepRetriesSpec>,
+}
+
+/// A step's retries, as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRetriesSpec {
+    /// Tries after the first, at most: 1 to 10.
+    pub count: u32,
+    /// The wait before the first retry, doubled before each next (at most a minute), e.g.
+    /// `"2s"`. Default 1 second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+    /// The exit codes that mean "try again", 1 to 255. Default: every non-zero exit code. A host
+    /// that could not be reached is always tried again; a timeout or a signal never is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_codes: Option<Vec<i64>>,
 }
 
 /// The health gate.

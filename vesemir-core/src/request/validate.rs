@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::errors::{Problems, ValidationErrors};
 use super::spec::{
-    ChangesetSpec, EndpointSpec, HealthSpec, Lenient, LoadBalancerSpec, RampSpec, RequestSpec, StepSpec,
-    StrategySpec,
+    ChangesetSpec, EndpointSpec, HealthSpec, Lenient, LoadBalancerSpec, RampSpec, RequestSpec,
+    StepRetriesSpec, StepSpec, StrategySpec,
 };
 use super::*;
 use crate::host::{validate_address, Host};
@@ -627,7 +627,42 @@ fn validate_step<'s>(
             return None;
         }
     };
-    Some(Step { name: s.name.clone(), action, timeout })
+    let retries = s.retries.as_ref().map(|r| step_retries(p, &format!("{field}.retries"), r));
+    Some(Step { name: s.name.clone(), action, timeout, retries })
+}
+
+/// The most retries a step may declare: more would hide a broken step behind a long wait.
+const MOST_STEP_RETRIES: u32 = 10;
+const DEFAULT_STEP_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+fn step_retries(p: &mut Problems, field: &str, r: &StepRetriesSpec) -> StepRetries {
+    if !(1..=MOST_STEP_RETRIES).contains(&r.count) {
+        p.add(
+            format!("{field}.count"),
+            format!("is {}: must be 1 to {MOST_STEP_RETRIES} (leave retries out to never retry)", r.count),
+        );
+    }
+    let delay = duration(p, &format!("{field}.delay"), r.delay.as_deref(), DEFAULT_STEP_RETRY_DELAY);
+    if delay > StepRetries::MAX_DELAY {
+        p.add(format!("{field}.delay"), "must be at most 1m");
+    }
+    let mut exit_codes = Vec::new();
+    for (i, &code) in r.exit_codes.iter().flatten().enumerate() {
+        match i32::try_from(code) {
+            Ok(code @ 1..=255) => exit_codes.push(code),
+            _ => p.add(
+                format!("{field}.exit_codes[{i}]"),
+                format!("is {code}: an exit code that means failure is 1 to 255"),
+            ),
+        }
+    }
+    if r.exit_codes.as_ref().is_some_and(Vec::is_empty) {
+        p.add(
+            format!("{field}.exit_codes"),
+            "is empty: list the exit codes to retry, or leave it out to retry every non-zero code",
+        );
+    }
+    StepRetries { count: r.count, delay, exit_codes }
 }
 
 fn validate_health(p: &mut Problems, h: Option<&HealthSpec>) -> Option<HealthGate> {

@@ -1,13 +1,14 @@
-//! The middle leg: the changeset on a host out of rotation. Its steps in order, then the health
-//! command, retried every `interval` until it passes or its `timeout` is spent. A failure here
-//! leaves the host out of rotation.
+//! The middle leg: the changeset on a host out of rotation. Its steps in order (a step that
+//! declares `retries` is tried again after a transient failure, with a growing wait), then the
+//! health command, retried every `interval` until it passes or its `timeout` is spent. A failure
+//! here leaves the host out of rotation.
 
 use std::time::{Duration, Instant};
 
 use super::config::{HealthRetry, StepLimit};
 use super::host::Stage;
-use super::{Action, ActionResult, HostId, Rollout};
-use crate::event::{HostOutcome, Phase};
+use super::{Action, ActionResult, ErrorKind, HostId, Rollout};
+use crate::event::{EventKind, HostOutcome, Phase};
 
 impl Rollout {
     /// The action and phase of a changeset stage; starting one clears the host's output tail.
@@ -22,7 +23,7 @@ impl Rollout {
         match stage {
             Stage::Step(i) => {
                 run.tail.clear();
-                let StepLimit { name, timeout } = self.config.steps[i].clone();
+                let StepLimit { name, timeout, .. } = self.config.steps[i].clone();
                 (Some(Action::RunStep { host, step: i, timeout }), Some(Phase::Step { number: i + 1, name }))
             }
             Stage::Health => {
@@ -50,11 +51,16 @@ impl Rollout {
             (Stage::Step(i), ActionResult::Exited(status)) if status.success() => {
                 self.after_steps(h, i + 1, now)
             }
-            (Stage::Step(_), ActionResult::Exited(status)) => {
+            (Stage::Step(i), ActionResult::Exited(status)) => {
+                let transient =
+                    self.config.steps[i].retries.as_ref().is_some_and(|r| r.retries_exit(&status));
                 let message = format!("the command ended with {status}");
-                self.fail(h, HostOutcome::Failed, message, now);
+                self.step_failed(h, i, transient, message, now);
             }
-            (Stage::Step(_), ActionResult::Failed(e)) => self.fail(h, HostOutcome::Failed, e.message, now),
+            (Stage::Step(i), ActionResult::Failed(e)) => {
+                let transient = e.kind == ErrorKind::Unreachable && self.config.steps[i].retries.is_some();
+                self.step_failed(h, i, transient, e.message, now);
+            }
             (Stage::Step(i), ActionResult::Done) => self.after_steps(h, i + 1, now),
             (Stage::Health, ActionResult::Exited(status)) if status.success() => {
                 self.put_back(h, now);
@@ -64,9 +70,44 @@ impl Rollout {
         }
     }
 
+    /// Step `i` failed (`transient`: for a reason its retries cover): try it again after the
+    /// retry's wait while tries are left, else fail the host.
+    fn step_failed(&mut self, h: usize, i: usize, transient: bool, reason: String, now: Instant) {
+        let attempt = self.hosts[h].step_attempt;
+        let retries = self.config.steps[i].retries.as_ref().filter(|r| transient && attempt <= r.count);
+        let Some(retries) = retries else {
+            let message = match self.config.steps[i].retries.as_ref() {
+                Some(_) if attempt > 1 => format!("{reason} (attempt {attempt}, the last)"),
+                _ => reason,
+            };
+            self.fail(h, HostOutcome::Failed, message, now);
+            return;
+        };
+        let delay = retries.delay_before(attempt);
+        let attempts = retries.count + 1;
+        let kind = EventKind::StepRetry {
+            host: self.hosts[h].name.clone(),
+            step: self.config.steps[i].name.clone(),
+            attempt,
+            attempts,
+            reason,
+            delay,
+        };
+        self.emit(now, kind);
+        self.enter(h, Stage::StepWait(i), now);
+        self.set_host_timer(h, crate::time::deadline(now, delay));
+    }
+
+    /// The wait after a transient failure of step `i` is over: run it again.
+    pub(super) fn retry_step(&mut self, h: usize, i: usize, now: Instant) {
+        self.hosts[h].step_attempt += 1;
+        self.enter(h, Stage::Step(i), now);
+    }
+
     /// What follows the changeset step before `next_step` (or the start of the changeset).
     pub(super) fn after_steps(&mut self, h: usize, next_step: usize, now: Instant) {
         if next_step < self.config.steps.len() {
+            self.hosts[h].step_attempt = 1;
             self.enter(h, Stage::Step(next_step), now);
         } else if self.config.health_command.is_some() {
             self.enter(h, Stage::Health, now);

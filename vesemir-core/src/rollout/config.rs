@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::request::{CanaryGate, DeploymentRequest, DrainTimeoutPolicy, RampStep};
+use crate::request::{CanaryGate, DeploymentRequest, DrainTimeoutPolicy, RampStep, StepRetries};
 
 /// The parts of a request the rollout needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,8 @@ pub struct StepLimit {
     pub name: String,
     /// How long one run of it may take.
     pub timeout: Duration,
+    /// Whether a transient failure is tried again, and how.
+    pub retries: Option<StepRetries>,
 }
 
 /// How the health command is retried: until it exits 0 or `timeout` has passed since its first
@@ -52,7 +54,7 @@ impl RolloutConfig {
             steps: changeset
                 .steps
                 .iter()
-                .map(|s| StepLimit { name: s.name.clone(), timeout: s.timeout })
+                .map(|s| StepLimit { name: s.name.clone(), timeout: s.timeout, retries: s.retries.clone() })
                 .collect(),
             health_command: (changeset.health.command.as_ref())
                 .map(|h| HealthRetry { timeout: h.timeout, interval: h.interval }),

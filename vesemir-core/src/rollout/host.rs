@@ -24,6 +24,8 @@ pub(super) enum Stage {
     Shutdown,
     Maint,
     Step(usize),
+    /// Waiting to try step `n` again after a transient failure.
+    StepWait(usize),
     Health,
     HealthWait,
     /// Set the first weight (0 when waiting for UP, else the first ramp weight or 100%).
@@ -73,6 +75,8 @@ pub(super) struct HostRun {
     pub(super) awaiting: bool,
     /// Its session is open and must be closed before it ends.
     pub(super) connected: bool,
+    /// Tries of the current step so far (1 while its first runs).
+    pub(super) step_attempt: u32,
     pub(super) health_deadline: Option<Instant>,
     pub(super) health_attempt: u32,
     pub(super) last_health: Option<String>,
@@ -101,6 +105,7 @@ impl HostRun {
             checks_down: false,
             awaiting: false,
             connected: false,
+            step_attempt: 0,
             health_deadline: None,
             health_attempt: 0,
             last_health: None,
@@ -170,7 +175,7 @@ impl Rollout {
         let host = HostId(h);
         self.hosts[h].stage = stage;
         let (action, phase) = match stage {
-            Stage::Pending | Stage::Finished | Stage::HealthWait => (None, None),
+            Stage::Pending | Stage::Finished | Stage::HealthWait | Stage::StepWait(_) => (None, None),
             Stage::Admit => self.admit_action(host),
             Stage::Connect | Stage::Drain | Stage::WaitDrain | Stage::Shutdown | Stage::Maint => {
                 self.take_out_action(host, stage)
@@ -217,7 +222,7 @@ impl Rollout {
             | Stage::Unwind => self.advance_put_back(h, stage, result, now),
             Stage::Admit => self.advance_admit(h, result, now),
             Stage::Close => self.closed(h, now),
-            Stage::Pending | Stage::HealthWait | Stage::Hold(_) | Stage::Finished => {}
+            Stage::Pending | Stage::HealthWait | Stage::StepWait(_) | Stage::Hold(_) | Stage::Finished => {}
         }
     }
 

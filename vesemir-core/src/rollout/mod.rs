@@ -279,6 +279,7 @@ impl Rollout {
                             self.hosts[h].health_attempt += 1;
                             self.enter(h, Stage::Health, now);
                         }
+                        Stage::StepWait(i) => self.retry_step(h, i, now),
                         Stage::Hold(i) => self.after_hold(h, i, now),
                         _ => {}
                     }
