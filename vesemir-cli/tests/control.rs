@@ -279,3 +279,114 @@ fn a_canary_that_needs_confirming_without_a_terminal_is_refused_at_once() {
         .expect("runs");
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
 }
+
+/// A deploy run on a pseudo-terminal by util-linux's `script`: its stdin, stdout and stderr are
+/// a terminal, as when a person runs it; what it prints is read as it comes, and answers are
+/// typed into it.
+struct OnTerminal {
+    child: Child,
+    screen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl OnTerminal {
+    fn start(lab: &Lab, args: &[&str]) -> Self {
+        let command = format!("{} {}", env!("CARGO_BIN_EXE_vesemir"), args.join(" "));
+        let mut child = Command::new("script")
+            .args(["--quiet", "--flush", "--return", "--command", &command, "/dev/null"])
+            .current_dir(lab.dir.path())
+            .env_remove("VESEMIR_CONFIG")
+            .env_remove("VESEMIR_SERVER")
+            .env("VESEMIR_STATE_DIR", lab.dir.path().join("state"))
+            .env("TERM", "dumb")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("`script` does not start ({e}): install the Debian package bsdutils"));
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().expect("stdout");
+        let written = std::sync::Arc::clone(&screen);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buffer) {
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                written.lock().expect("screen").push_str(&text);
+            }
+        });
+        Self { child, screen }
+    }
+
+    fn screen(&self) -> String {
+        self.screen.lock().expect("screen").clone()
+    }
+
+    /// Waits until the screen shows `text` (at most a minute).
+    fn wait_for(&self, text: &str) {
+        let started = std::time::Instant::now();
+        while !self.screen().contains(text) {
+            assert!(started.elapsed() < Duration::from_secs(60), "{text:?} never shown:\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(format!("{line}\n").as_bytes()).expect("typed");
+        stdin.flush().expect("flushed");
+    }
+
+    /// Waits for the end: its exit code and the whole screen.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().expect("waits");
+        std::thread::sleep(Duration::from_millis(100));
+        (status.code(), self.screen())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_canary_asks_y_goes_on_and_no_cancels() {
+    let lab = Lab::start();
+    let args = |version: &str| {
+        [
+            "deploy",
+            "-f",
+            "deploy.toml",
+            "--set",
+            &format!("version={version}"),
+            "--set",
+            "strategy.canary.hosts=1",
+            "--set",
+            "strategy.canary.confirm=true",
+        ]
+        .map(str::to_owned)
+    };
+    let prompt = "continue with 2 hosts? [y/N]";
+
+    let yes = args("2.0.0");
+    let mut deploy = OnTerminal::start(&lab, &yes.iter().map(String::as_str).collect::<Vec<_>>());
+    deploy.wait_for(prompt);
+    let on_new: Vec<_> = HOSTS.iter().filter(|h| lab.version_on(h).as_deref() == Some("2.0.0")).collect();
+    assert_eq!(on_new.len(), 1, "only the canary before the answer: {on_new:?}");
+    deploy.type_line("y");
+    let (code, screen) = deploy.finish();
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("confirmed: the rest of the hosts start"), "{screen}");
+    assert_all_deployed(&lab, "2.0.0").await;
+
+    let no = args("3.0.0");
+    let mut deploy = OnTerminal::start(&lab, &no.iter().map(String::as_str).collect::<Vec<_>>());
+    deploy.wait_for(prompt);
+    deploy.type_line("n");
+    let (code, screen) = deploy.finish();
+    assert_ne!(code, Some(0), "a cancelled deploy does not exit 0: {screen}");
+    assert!(screen.contains("cancelling"), "{screen}");
+    let versions: Vec<_> = HOSTS.iter().map(|h| lab.version_on(h)).collect();
+    assert_eq!(versions.iter().filter(|v| v.as_deref() == Some("3.0.0")).count(), 1, "{versions:?}");
+    assert_eq!(versions.iter().filter(|v| v.as_deref() == Some("2.0.0")).count(), 2, "{versions:?}");
+    for host in HOSTS {
+        let states = lab.status(host).await;
+        assert!(states.iter().all(|(s, w)| *s == ServerStatus::Up && *w == 100), "{host}: {states:?}");
+    }
+}
