@@ -134,6 +134,13 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the manual pages, vesemir(1) and one per subcommand (vesemir-deploy(1)...), into a
+    /// directory: for packagers.
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// `vesemir config ...`.

@@ -10,6 +10,7 @@ mod exit;
 mod inventory_file;
 mod journal_file;
 mod locks;
+mod manpages;
 mod output;
 mod overrides;
 mod recover;
@@ -45,6 +46,11 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
     match &cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "vesemir", &mut std::io::stdout());
+            Ok(Exit::Success)
+        }
+        Command::Manpages { dir } => {
+            let written = manpages::write_all(dir).map_err(Failure::input)?;
+            println!("wrote {} manual pages into {}", written.len(), dir.display());
             Ok(Exit::Success)
         }
         Command::Config { command: ConfigCommand::Check } => config_check(&cli),
