@@ -22,23 +22,32 @@ use vesemir_http::{FixedPorts, Server};
 /// The schemathesis release this contract is checked with (`.ci/install-test-servers` installs it).
 const SCHEMATHESIS: &str = "4.32.5";
 
-/// The `schemathesis` command, or a failure naming how to install it.
+/// The `schemathesis` command of version [`SCHEMATHESIS`]: `$SCHEMATHESIS` if set, else the one
+/// on PATH, else the virtualenv `.ci/install-test-servers` makes; or a failure naming how to
+/// install it.
 fn schemathesis() -> String {
-    let found = Command::new("schemathesis").arg("--version").output();
-    match found {
-        Ok(out) if out.status.success() => {
-            let version = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(
-                version.contains(SCHEMATHESIS),
-                "schemathesis {SCHEMATHESIS} is needed, found {version}: pip install schemathesis=={SCHEMATHESIS}"
-            );
-            "schemathesis".to_owned()
+    let data = std::env::var("XDG_DATA_HOME")
+        .ok()
+        .or_else(|| std::env::var("HOME").ok().map(|home| format!("{home}/.local/share")))
+        .unwrap_or_default();
+    let candidates = [
+        std::env::var("SCHEMATHESIS").ok(),
+        Some("schemathesis".to_owned()),
+        Some(format!("{data}/vesemir/schemathesis-{SCHEMATHESIS}/bin/schemathesis")),
+    ];
+    let mut found = Vec::new();
+    for command in candidates.into_iter().flatten() {
+        let Ok(out) = Command::new(&command).arg("--version").output() else { continue };
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && version.ends_with(SCHEMATHESIS) {
+            return command;
         }
-        _ => panic!(
-            "schemathesis is not installed: pip install schemathesis=={SCHEMATHESIS} \
-             (bash .ci/install-test-servers does it)"
-        ),
+        found.push(format!("{command}: {version}"));
     }
+    panic!(
+        "schemathesis {SCHEMATHESIS} is not installed (found: {found:?}): \
+         pip install schemathesis=={SCHEMATHESIS}, or run bash .ci/install-test-servers"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
