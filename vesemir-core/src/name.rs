@@ -18,7 +18,7 @@ pub struct NameError {
     pub rule: &'static str,
 }
 
-/// The rules of [`Rule`] as ECMA-262 regular expressions (the OpenAPI document's `pattern`s):
+/// The name rules as ECMA-262 regular expressions (the OpenAPI document's `pattern`s):
 /// every name a pattern matches is accepted by its rule (`tests::patterns_agree_with_the_rules`),
 /// and the rules' descriptions say the same.
 pub mod pattern {

@@ -2,7 +2,7 @@
 //! (the request's is the core's own `RequestSpec`, derived by its `openapi` feature, so it cannot
 //! drift from what the server reads), and the bearer security scheme. The paths come from the
 //! handlers' `#[utoipa::path]` attributes as the routes are registered (`routes.rs`), so routes
-//! and description have one source. [`finish`] then adds what holds for every operation alike:
+//! and description have one source. `finish` then adds what holds for every operation alike:
 //! problem details as `application/problem+json`, the statuses every `/v1` call can answer
 //! (401, 408, 500), `Location` on 202, and the links from a created deployment to every
 //! operation on it.
