@@ -391,3 +391,56 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     let undocumented: Vec<_> = answered.difference(&documented).collect();
     assert!(undocumented.is_empty(), "answered but not documented: {undocumented:?}");
 }
+
+#[tokio::test]
+async fn deployment_reads_are_tagged_and_answers_point_at_the_deployment() {
+    let fleet = Fleet::new(2);
+    fleet.executor.set_latency(Duration::from_millis(200));
+    let t = TestServer::start(fleet).await;
+    let accepted = t.post(PAYMENTS, &t.fleet.body("shop", "production", "payments")).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+    let id = accepted.json["id"].as_i64().expect("an id");
+    let path = format!("/v1/deployments/{id}");
+    assert_eq!(accepted.headers["location"], path.as_str());
+    // An order's 202 names the deployment too.
+    for order in ["pause", "cancel"] {
+        let answer = t.call(Method::POST, &format!("{path}/{order}"), Some(PAYMENTS), None).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{order}: {}", answer.text);
+        assert_eq!(answer.headers["location"], path.as_str(), "{order}");
+    }
+    t.wait_finished(id).await;
+    let read = t.get(ADMIN, &path).await;
+    let tag = read.headers["etag"].to_str().expect("an ETag").to_owned();
+    assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() > 2, "{tag}");
+    // The same bytes, the same tag; a matching If-None-Match gets 304 and no body.
+    assert_eq!(t.get(ADMIN, &path).await.headers["etag"], tag.as_str());
+    for matching in [tag.clone(), format!("\"other\", {tag}"), format!("W/{tag}"), "*".to_owned()] {
+        let unchanged = t.raw(Method::GET, &path, Some(ADMIN), None, &[("if-none-match", &matching)]).await;
+        assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED, "{matching}");
+        assert!(unchanged.text.is_empty());
+        assert_eq!(unchanged.headers["etag"], tag.as_str());
+    }
+    let stale = t.raw(Method::GET, &path, Some(ADMIN), None, &[("if-none-match", "\"stale\"")]).await;
+    assert_eq!(stale.status, StatusCode::OK);
+    assert_eq!(stale.json["id"], id);
+    // An order to an ended deployment: a problem naming the call's path.
+    let ended = t.call(Method::POST, &format!("{path}/cancel"), Some(ADMIN), None).await;
+    assert_eq!(ended.status, StatusCode::CONFLICT);
+    assert_eq!(ended.json["instance"], format!("{path}/cancel"));
+    assert_eq!(ended.json["type"], "about:blank");
+    assert_eq!(ended.json["title"], "Conflict");
+}
+
+#[tokio::test]
+async fn the_reference_page_is_served_whole_with_no_external_asset() {
+    let t = TestServer::start(Fleet::new(1)).await;
+    let page = t.raw(Method::GET, "/docs", None, None, &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.headers["content-type"].to_str().expect("text").starts_with("text/html"));
+    let policy = page.headers["content-security-policy"].to_str().expect("a policy");
+    assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"), "{policy}");
+    assert!(page.text.contains("fetch(\"/openapi.json\")"), "the page renders the served document");
+    for external in ["http://", "https://", "//cdn", "<link ", " src="] {
+        assert!(!page.text.contains(external), "the page refers to something outside it: {external}");
+    }
+}
