@@ -69,8 +69,9 @@ impl Client {
             return Ok(response);
         }
         let status = response.status();
+        // Problem details (RFC 9457): `detail` says what, `problems` lists each field's problem.
         let body: Option<ErrorBody> = response.json().await.ok();
-        let mut message = body.as_ref().map_or_else(|| status.to_string(), |b| b.error.clone());
+        let mut message = body.as_ref().map_or_else(|| status.to_string(), |b| b.detail.clone());
         if let Some(body) = &body {
             for problem in &body.problems {
                 message.push_str(&format!("\n  {}: {}", problem.field, problem.message));

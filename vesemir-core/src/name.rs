@@ -18,6 +18,27 @@ pub struct NameError {
     pub rule: &'static str,
 }
 
+/// The name rules as ECMA-262 regular expressions (the OpenAPI document's `pattern`s):
+/// every name a pattern matches is accepted by its rule (`tests::patterns_agree_with_the_rules`),
+/// and the rules' descriptions say the same.
+pub mod pattern {
+    /// Application, environment, team, host and playbook names: 1 to 64 letters, digits, `-`,
+    /// `_` or `.`, starting with a letter or digit.
+    pub const IDENTIFIER: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+    /// HAProxy backend and server names: 1 to 64 letters, digits, `-`, `_`, `.` or `:`.
+    pub const HAPROXY: &str = "^[A-Za-z0-9._:-]{1,64}$";
+    /// Versions: 1 to 128 letters, digits, `-_.:+~`, starting with a letter or digit.
+    pub const VERSION: &str = "^[A-Za-z0-9][A-Za-z0-9._:+~-]{0,127}$";
+    /// Template variable names: 1 to 64 lower-case letters, digits or `_`, not starting with a
+    /// digit.
+    pub const VARIABLE: &str = "^[a-z_][a-z0-9_]{0,63}$";
+    /// Chef terms and requesters: printable text without control characters or surrounding
+    /// white space (at most 255 bytes: `maxLength` 255 counts characters, so a long name of
+    /// multi-byte characters is refused although it matches).
+    pub const PRINTABLE: &str =
+        "^[^\\s\\x00-\\x1f\\x7f-\\x9f]([^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f])?$";
+}
+
 /// The character rules a name can follow.
 #[derive(Debug, Clone, Copy)]
 enum Rule {
@@ -220,7 +241,32 @@ impl EnvVarName {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Strings matching `pattern` (its anchors dropped: the generator matches whole strings).
+    fn matching(pattern: &'static str) -> impl Strategy<Value = String> {
+        let inner = pattern.trim_start_matches('^').trim_end_matches('$');
+        proptest::string::string_regex(inner).expect("a pattern the generator reads")
+    }
+
+    proptest! {
+        #[test]
+        fn patterns_agree_with_the_rules(
+            identifier in matching(pattern::IDENTIFIER),
+            haproxy in matching(pattern::HAPROXY),
+            version in matching(pattern::VERSION),
+            variable in matching(pattern::VARIABLE),
+            printable in matching(pattern::PRINTABLE),
+        ) {
+            prop_assert!(Rule::Identifier.accepts(&identifier), "{identifier:?}");
+            prop_assert!(Rule::Haproxy.accepts(&haproxy), "{haproxy:?}");
+            prop_assert!(Rule::Version.accepts(&version), "{version:?}");
+            prop_assert!(Rule::Variable.accepts(&variable), "{variable:?}");
+            prop_assert!(printable.len() > 255 || Rule::Printable.accepts(&printable), "{printable:?}");
+        }
+    }
 
     #[test]
     fn haproxy_names_refuse_command_separators() {

@@ -158,6 +158,26 @@ fn unknown_fields_are_refused_with_their_path() {
 }
 
 #[test]
+fn whole_numbers_written_with_a_fraction_are_integers_as_json_schema_says() {
+    let json = |port: &str, hosts: &str| {
+        format!(
+            r#"{{"application":"a","environment":"e","team":"t","version":"1","targets":{{"tags":["x"]}},
+               "load_balancer":{{"backend":"b","instances":[{{"address":"127.0.0.1","port":{port}}}]}},
+               "strategy":{{"concurrency":2.0,"canary":{{"hosts":{hosts}}}}}}}"#
+        )
+    };
+    let spec = RequestSpec::from_json(&json("9001.0", "1e0")).expect("whole numbers");
+    assert_eq!(spec.load_balancer.instances[0].port, Some(9001));
+    assert_eq!(spec.strategy.canary.map(|c| c.hosts), Some(1));
+    assert_eq!(spec.strategy.concurrency, Some(vesemir_core::request::Amount::Count(2)));
+    let error = RequestSpec::from_json(&json("9001.5", "1")).expect_err("a fraction");
+    assert!(
+        error.to_string().starts_with("load_balancer.instances[0].port: invalid type: floating point"),
+        "{error}"
+    );
+}
+
+#[test]
 fn an_unknown_policy_for_servers_not_in_rotation_names_the_choices() {
     let text = FULL.replace("servers_not_in_rotation = \"include\"", "servers_not_in_rotation = \"ignore\"");
     let errors = errors_of(&text, &RequestPolicy::permissive());

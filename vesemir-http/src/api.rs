@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{KeepAlive, Sse};
@@ -50,7 +50,7 @@ pub struct App {
     /// The server's Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// The OpenAPI description served at `/openapi.json`, built once from the route table.
-    pub openapi: Arc<utoipa::openapi::OpenApi>,
+    pub openapi: Arc<serde_json::Value>,
     /// Deployments being recovered now (one recovery per deployment at a time).
     pub recoveries: Arc<Recoveries>,
 }
@@ -76,14 +76,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: Box::new(ErrorBody { error: error.into(), problems: Vec::new(), running: None }),
-        }
+        Self { status, body: Box::new(ErrorBody::new(status, error)) }
     }
 
     fn problems(status: StatusCode, error: &str, problems: Vec<Problem>) -> Self {
-        Self { status, body: Box::new(ErrorBody { error: error.to_owned(), problems, running: None }) }
+        Self { status, body: Box::new(ErrorBody { problems, ..ErrorBody::new(status, error) }) }
     }
 
     fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
@@ -148,12 +145,45 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(*self.body)).into_response();
+        let mut response = problem_response(self.status, &self.body);
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // `problem_instance` reads it back to fill in the request's path.
+        response.extensions_mut().insert(*self.body);
         response
     }
+}
+
+/// The media type of every error answer (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// `body` as an `application/problem+json` answer of `status`.
+fn problem_response(status: StatusCode, body: &ErrorBody) -> Response {
+    let json = serde_json::to_vec(body).unwrap_or_default();
+    (status, [(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], json).into_response()
+}
+
+/// Completes every error answer: a problem gets the request's path as its `instance`, and the
+/// router's own bodiless 405 becomes a problem too (its `Allow` header kept).
+pub async fn problem_instance(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let problem = match response.extensions().get::<ErrorBody>() {
+        Some(problem) => Some(problem.clone()),
+        None if status == StatusCode::METHOD_NOT_ALLOWED => {
+            Some(ErrorBody::new(status, format!("{path} does not answer this method: see the Allow header")))
+        }
+        None => None,
+    };
+    let Some(mut problem) = problem else { return response };
+    problem.instance = Some(path);
+    let (mut parts, _) = response.into_parts();
+    let fresh = problem_response(status, &problem);
+    parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, fresh.into_body())
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -218,11 +248,12 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Starts a deployment.
 #[utoipa::path(
     post, path = "/v1/deployments", tag = "deployments",
-    request_body(content = crate::wire::DeploymentRequestBody, content_type = "application/json",
+    request_body(content = RequestSpec, content_type = "application/json",
         description = "The deployment request: a playbook configured on the server and its variables. \
         `requested_by` is set by the server from the token's name: leave it out (a different value is refused). \
         Inline changesets and raw inventory queries are refused."),
-    params(("Idempotency-Key" = Option<String>, Header, description = "The same key (per token) returns the same deployment.")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]*[!-~])?$",
+        description = "The same key (per token) returns the same deployment: 1 to 200 visible ASCII characters.")),
     responses(
         (status = 202, description = "Accepted: the deployment runs in the background", body = Accepted),
         (status = 200, description = "This Idempotency-Key was used before with the same body: that deployment", body = Accepted),
@@ -231,7 +262,8 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 403, description = "The token's team may not deploy this application", body = ErrorBody),
         (status = 409, description = "A deployment of this application and environment is queued or running", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
-        (status = 422, description = "The request is invalid (every problem, by field), or the fleet's real state refuses it: target servers not in rotation, no room left in the backend's out-of-rotation budget, a server with another address than its host (one problem per server)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `application/json`", body = ErrorBody),
+        (status = 422, description = "The request is invalid (every problem, by field), refused by this server's configuration (an unknown playbook or variable, a `requested_by` that is not the token's name, an `Idempotency-Key` used with another body), or the fleet's real state refuses it: target servers not in rotation, no room left in the backend's out-of-rotation budget, a server with another address than its host (one problem per server)", body = ErrorBody),
         (status = 429, description = "The queue is full", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -242,6 +274,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    check_json(&headers)?;
     let body = body.map_err(|rejection| body_error(&state, &rejection))?;
     let spec = read_request(&body, &principal)?;
     check_owner(&state, &principal, &spec)?;
@@ -283,6 +316,25 @@ pub async fn create(
             )
         })?;
     submitted_response(submitted, &principal)
+}
+
+/// 415 unless the body is said to be JSON (`application/json`, or any `+json` type).
+fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let media = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match media.as_deref() {
+        Some(m) if m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")) => {
+            Ok(())
+        }
+        other => Err(ApiError::field(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+            format!("is {}: send the request as application/json", other.unwrap_or("missing")),
+        )),
+    }
 }
 
 /// 413 for a body over the limit, 400 for any other unreadable body.
@@ -343,13 +395,15 @@ fn check_owner(state: &App, principal: &Principal, spec: &RequestSpec) -> Result
 /// The `Idempotency-Key` header, if sent: 1 to 200 visible ASCII characters.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200).ok_or_else(|| {
-        ApiError::field(
-            StatusCode::BAD_REQUEST,
-            "Idempotency-Key",
-            "must be 1 to 200 visible ASCII characters",
-        )
-    })?;
+    let visible = |k: &str| k.bytes().all(|b| (b' '..=b'~').contains(&b));
+    let key =
+        value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200 && visible(k)).ok_or_else(|| {
+            ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key",
+                "must be 1 to 200 visible ASCII characters",
+            )
+        })?;
     Ok(Some(key.to_owned()))
 }
 
@@ -405,9 +459,15 @@ fn submitted_response(
 /// One deployment: status, per-host results, timings, who asked.
 #[utoipa::path(
     get, path = "/v1/deployments/{id}", tag = "deployments",
-    params(("id" = i64, Path, description = "The deployment's id")),
+    params(
+        ("id" = i64, Path, description = "The deployment's id"),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` of an earlier read: 304 while the deployment is unchanged"),
+    ),
     responses(
-        (status = 200, description = "The deployment", body = Deployment),
+        (status = 200, description = "The deployment", body = Deployment,
+            headers(("ETag" = String, description = "A strong tag of this answer's bytes: send it as If-None-Match"))),
+        (status = 304, description = "Unchanged since the read tagged by If-None-Match",
+            headers(("ETag" = String, description = "The tag, unchanged"))),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
         (status = 403, description = "Another team's deployment", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
@@ -419,11 +479,32 @@ pub async fn get_one(
     State(state): State<AppState>,
     principal: Principal,
     id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<Deployment>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
     let record = load(&state, &principal, id).await?;
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    Ok(Json(Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.live_state(id))))
+    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.live_state(id));
+    Ok(tagged(&headers, &view))
+}
+
+/// `view` as JSON with a strong `ETag` (a digest of the bytes), or 304 with no body when
+/// `If-None-Match` names that tag (or is `*`).
+fn tagged(headers: &HeaderMap, view: &Deployment) -> Response {
+    let body = serde_json::to_vec(view).unwrap_or_default();
+    let digest = crate::auth::sha256_hex(&body);
+    let tag = format!("\"{}\"", &digest[..32]);
+    let matches = headers.get_all(IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag.as_str()))
+    });
+    let etag = HeaderValue::from_str(&tag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response();
+    }
+    (StatusCode::OK, [(ETAG, etag), (CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
+        .into_response()
 }
 
 /// Filters and page of the deployment list.
@@ -438,10 +519,14 @@ pub struct ListParams {
     /// Only this team (a team token sees only its own).
     pub team: Option<String>,
     /// Only this status.
+    #[param(value_type = Option<Status>)]
     pub status: Option<String>,
-    /// At most this many (default 50, at most 200).
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 200, example = 50)]
     pub limit: Option<i64>,
-    /// Only deployments with an id below this (the next page's cursor).
+    /// Only deployments with an id below this: the cursor of the next page, which `next` gives
+    /// (the last id of this page).
+    #[param(minimum = 1, example = 120)]
     pub before: Option<i64>,
 }
 
@@ -450,7 +535,8 @@ pub struct ListParams {
     get, path = "/v1/deployments", tag = "deployments",
     params(ListParams),
     responses(
-        (status = 200, description = "A page of deployments, newest first", body = DeploymentList),
+        (status = 200, description = "A page of deployments, newest first. `next` is the next page's path \
+            (`before` = the last id of this page, same filters and `limit`), or null on the last page", body = DeploymentList),
         (status = 400, description = "An unknown or malformed parameter", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
         (status = 403, description = "Another team's deployments", body = ErrorBody),
@@ -478,6 +564,13 @@ pub async fn list(
     let limit = params.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::field(StatusCode::BAD_REQUEST, "limit", "must be between 1 and 200"));
+    }
+    if params.before.is_some_and(|before| before < 1) {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "before",
+            "must be a deployment id (1 or more)",
+        ));
     }
     let team = match (principal.team(), &params.team) {
         (None, team) => team.clone(),
@@ -533,7 +626,7 @@ pub async fn list(
     get, path = "/v1/deployments/{id}/events", tag = "deployments",
     params(
         ("id" = i64, Path, description = "The deployment's id"),
-        ("Last-Event-ID" = Option<u64>, Header, description = "Replay only events after this sequence number"),
+        ("Last-Event-ID" = Option<u64>, Header, minimum = 0, maximum = 9223372036854775807_i64, description = "Replay only events after this sequence number"),
     ),
     responses(
         (status = 200, description = "text/event-stream of the deployment's events", content_type = "text/event-stream", body = String),
@@ -553,9 +646,18 @@ pub async fn events(
     let id = parse_id(id)?;
     let after = match headers.get("last-event-id") {
         None => 0,
-        Some(value) => value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
-            ApiError::field(StatusCode::BAD_REQUEST, "Last-Event-ID", "must be an event's sequence number")
-        })?,
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| {
+                ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "Last-Event-ID",
+                    "must be an event's sequence number",
+                )
+            })?,
     };
     // Subscribe before reading anything, so nothing falls between replay and live.
     let live = state.runner.subscribe(id);
@@ -784,7 +886,11 @@ async fn accepted_view(state: &App, id: i64, record: DeploymentRecord) -> Result
     let record = state.store.get(id).await.map_err(|e| ApiError::store(&e))?.unwrap_or(record);
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
     let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.live_state(id));
-    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+    let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/deployments/{id}")) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
 }
 
 /// Whether the process is up.

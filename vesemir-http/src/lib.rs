@@ -14,14 +14,19 @@
 //! POST /v1/deployments/{id}/cancel
 //! POST /v1/deployments/{id}/confirm  (a canary waiting for confirmation)
 //! POST /v1/deployments/{id}/recover  (put back what its journal left out of rotation)
-//! GET  /healthz /readyz /metrics /openapi.json
+//! GET  /healthz /readyz /metrics /openapi.json /docs
 //! ```
 //!
 //! How it behaves:
 //! - **Requests** are the core's `RequestSpec` JSON with a `playbook` configured on the server and
 //!   its `variables`; inline changesets and raw inventory queries are refused (422). Malformed
 //!   JSON and unknown fields get 400, invalid values 422, each problem as `{ field, message }`;
-//!   bodies over `limits.max_body_bytes` get 413.
+//!   bodies over `limits.max_body_bytes` get 413, a body not sent as JSON 415.
+//! - **Errors** are RFC 9457 problem details (`application/problem+json`: `type`, `title`,
+//!   `status`, `detail`, `instance`), the per-field problems in the `problems` member.
+//! - **Contract**: `/openapi.json` says what the server accepts and answers (schemas derived
+//!   from the types it reads and writes); `/docs` renders it; schemathesis checks the two agree
+//!   (`tests/schemathesis.rs`).
 //! - **Who asked**: `requested_by` is the token's configured name. A body that sets it to
 //!   anything else is refused (422).
 //! - **Auth**: `Authorization: Bearer <token>`; tokens are configured as SHA-256 hashes, each
@@ -49,6 +54,7 @@ pub mod api;
 pub mod auth;
 mod clock;
 pub mod config;
+mod docs;
 pub mod journal;
 pub mod metrics;
 pub mod openapi;
@@ -130,7 +136,7 @@ impl Server {
             factory,
             limits: config.limits.clone(),
             metrics,
-            openapi: Arc::new(routes::document()),
+            openapi: Arc::new(openapi::to_json(&routes::document())),
             recoveries: Arc::default(),
         });
         Ok(Self { app })

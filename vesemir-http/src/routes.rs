@@ -27,6 +27,7 @@ fn bounded() -> OpenApiRouter<AppState> {
         .routes(routes!(api::readyz))
         .routes(routes!(api::metrics))
         .routes(routes!(api::openapi))
+        .routes(routes!(crate::docs::docs))
 }
 
 /// Routes the request timeout does not bound: the event stream, open as long as its
@@ -37,7 +38,10 @@ fn streams() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI description of every route, served at `/openapi.json`.
 pub fn document() -> utoipa::openapi::OpenApi {
-    bounded().merge(streams()).into_openapi()
+    let unbounded: Vec<String> = streams().into_openapi().paths.paths.into_keys().collect();
+    let mut document = bounded().merge(streams()).into_openapi();
+    crate::openapi::finish(&mut document, &unbounded);
+    document
 }
 
 /// Every route over `state`. `limits.request_timeout` applies to every route but the event
@@ -51,6 +55,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
     bounded
         .merge(streams)
         .fallback(api::fallback)
+        .layer(axum::middleware::from_fn(api::problem_instance))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

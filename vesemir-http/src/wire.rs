@@ -1,8 +1,6 @@
 //! The API's JSON bodies, converted explicitly from stored records: the wire shape is chosen
 //! here, not inherited from internals.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vesemir_core::event::{HostOutcome, Phase, Rotation};
@@ -197,18 +195,62 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Every error answer.
+/// Every error answer: RFC 9457 problem details (`application/problem+json`), with the
+/// per-field problems and, on a 409 for a second deployment, the one running as extension
+/// members.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ProblemDetails, example = json!({
+    "type": "about:blank",
+    "title": "Unprocessable Entity",
+    "status": 422,
+    "detail": "strategy.concurrency: 0 is below the minimum of 1",
+    "instance": "/v1/deployments",
+    "problems": [{ "field": "strategy.concurrency", "message": "0 is below the minimum of 1" }]
+}))]
 pub struct ErrorBody {
+    /// The problem type: `about:blank` (the status says it all; `title` is its phrase).
+    #[serde(rename = "type", default = "about_blank")]
+    pub type_: String,
+    /// The HTTP status's phrase, e.g. `Unprocessable Entity`.
+    pub title: String,
+    /// The HTTP status code, as answered.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
     /// What went wrong and what to do.
-    pub error: String,
-    /// Problems by field (validation errors).
+    pub detail: String,
+    /// The request's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Problems by field (validation errors), each with where and what: an extension member.
     #[serde(default)]
     pub problems: Vec<Problem>,
-    /// On 409: the deployment already running for this application and environment.
-    #[serde(default)]
+    /// On 409 for a second deployment of an application and environment: the one queued or
+    /// running (an extension member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running: Option<Accepted>,
+}
+
+/// The problem type of every error answer.
+pub const ABOUT_BLANK: &str = "about:blank";
+
+fn about_blank() -> String {
+    ABOUT_BLANK.to_owned()
+}
+
+impl ErrorBody {
+    /// A problem of `status` saying `detail`, with no per-field problems.
+    pub fn new(status: axum::http::StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            type_: about_blank(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            instance: None,
+            problems: Vec::new(),
+            running: None,
+        }
+    }
 }
 
 /// Health and readiness answers.
@@ -318,37 +360,6 @@ impl Accepted {
     pub fn from_record(d: &DeploymentRecord) -> Self {
         Self { id: d.id, status: d.status, requested_by: d.requested_by.clone(), links: Links::of(d.id) }
     }
-}
-
-/// The body of `POST /v1/deployments`, for the OpenAPI document only: the server parses the body
-/// as the core's `vesemir_core::request::spec::RequestSpec` (refusing unknown fields), which
-/// cannot derive a schema without a core dependency on utoipa. Never built.
-#[derive(ToSchema)]
-#[expect(dead_code, reason = "a schema only: the body is read as the core's RequestSpec")]
-pub(crate) struct DeploymentRequestBody {
-    /// The application deployed, as named in the request.
-    pub application: String,
-    /// The environment deployed to.
-    pub environment: String,
-    /// The team owning the application: must be the token's team.
-    pub team: String,
-    /// The version deployed, as the request gave it.
-    pub version: String,
-    /// Which hosts: `tags`, `roles`, `recipes` (escaped), optionally `chef_environment`; or `hosts`.
-    #[schema(value_type = Object)]
-    pub targets: serde_json::Value,
-    /// The load balancer: `backend`, `instances` or `discover`, `server_name`, `drain_timeout`, `ramp`...
-    #[schema(value_type = Object)]
-    pub load_balancer: serde_json::Value,
-    /// `concurrency`, `max_failures`, `pause_between_batches`, `canary`.
-    #[schema(value_type = Option<Object>)]
-    pub strategy: Option<serde_json::Value>,
-    /// A playbook configured on the server.
-    pub playbook: String,
-    /// Values of the playbook's `{variables}`.
-    pub variables: Option<BTreeMap<String, String>>,
-    /// Set by the server from the token's name: leave it out.
-    pub requested_by: Option<String>,
 }
 
 /// What a recovery did for one server: `already_restored` (nothing to change), `restored`

@@ -163,7 +163,7 @@ async fn malformed_unknown_field_invalid_and_oversized_bodies_get_4xx_naming_the
     body["variables"]["padding"] = json!("x".repeat(8000));
     let oversized = t.post(PAYMENTS, &body).await;
     assert_eq!(oversized.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", oversized.text);
-    assert!(oversized.json["error"].as_str().expect("error").contains("4096"), "{}", oversized.text);
+    assert!(oversized.json["detail"].as_str().expect("error").contains("4096"), "{}", oversized.text);
 
     let list = t.get(ADMIN, "/v1/deployments").await;
     assert_eq!(list.json["deployments"].as_array().expect("list").len(), 0, "nothing refused was stored");
@@ -208,22 +208,22 @@ async fn tokens_are_required_and_scoped_to_their_team() {
     let none = t.call(Method::POST, "/v1/deployments", None, Some(&body)).await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
     assert_eq!(none.headers["www-authenticate"], "Bearer");
-    assert!(none.json["error"].as_str().expect("error").contains("Authorization: Bearer"), "{}", none.text);
+    assert!(none.json["detail"].as_str().expect("error").contains("Authorization: Bearer"), "{}", none.text);
     let wrong = t.post("not-a-token", &body).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    assert!(wrong.json["error"].as_str().expect("error").contains("not known"), "{}", wrong.text);
+    assert!(wrong.json["detail"].as_str().expect("error").contains("not known"), "{}", wrong.text);
 
     let other_team = t.post(SEARCH, &body).await;
     assert_eq!(other_team.status, StatusCode::FORBIDDEN, "{}", other_team.text);
     assert!(
-        other_team.json["error"].as_str().expect("error").contains("team search only"),
+        other_team.json["detail"].as_str().expect("error").contains("team search only"),
         "{}",
         other_team.text
     );
     // `ledger` belongs to payments in the configuration: search cannot claim it.
     let claimed = t.post(SEARCH, &t.fleet.body("ledger", "production", "search")).await;
     assert_eq!(claimed.status, StatusCode::FORBIDDEN, "{}", claimed.text);
-    assert!(claimed.json["error"].as_str().expect("error").contains("belongs to team payments"));
+    assert!(claimed.json["detail"].as_str().expect("error").contains("belongs to team payments"));
 
     let id = id_of(&t.post(PAYMENTS, &body).await);
     t.wait_finished(id).await;
@@ -233,7 +233,7 @@ async fn tokens_are_required_and_scoped_to_their_team() {
 
     let peek = t.get(SEARCH, &format!("/v1/deployments/{id}")).await;
     assert_eq!(peek.status, StatusCode::FORBIDDEN);
-    assert!(peek.json["error"].as_str().expect("error").contains("belongs to team payments"));
+    assert!(peek.json["detail"].as_str().expect("error").contains("belongs to team payments"));
     let cancel = t.call(Method::POST, &format!("/v1/deployments/{id}/cancel"), Some(SEARCH), None).await;
     assert_eq!(cancel.status, StatusCode::FORBIDDEN);
     let events = t.get(SEARCH, &format!("/v1/deployments/{id}/events")).await;
@@ -264,7 +264,7 @@ async fn a_second_deployment_of_the_same_application_and_environment_gets_409_na
     let second = t.post(PAYMENTS, &t.fleet.body("shop", "production", "payments")).await;
     assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.text);
     assert_eq!(second.json["running"]["id"], first);
-    assert!(second.json["error"]
+    assert!(second.json["detail"]
         .as_str()
         .expect("error")
         .contains(&format!("deployment {first} of shop in production")));
@@ -318,7 +318,7 @@ async fn cancel_stops_a_running_deployment_and_an_ended_one_gets_409() {
     assert!(t.fleet.lb.out_of_rotation().is_empty(), "hosts in flight finished");
     let again = t.call(Method::POST, &format!("/v1/deployments/{id}/cancel"), Some(PAYMENTS), None).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
-    assert!(again.json["error"].as_str().expect("error").contains("already ended"));
+    assert!(again.json["detail"].as_str().expect("error").contains("already ended"));
     let missing = t.call(Method::POST, "/v1/deployments/999/cancel", Some(PAYMENTS), None).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
@@ -361,7 +361,7 @@ async fn a_full_queue_refuses_with_429() {
     assert_eq!(second.status, StatusCode::ACCEPTED);
     let third = t.post(PAYMENTS, &t.fleet.body("a3", "production", "payments")).await;
     assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "{}", third.text);
-    assert!(third.json["error"].as_str().expect("error").contains("queued already"));
+    assert!(third.json["detail"].as_str().expect("error").contains("queued already"));
     t.wait_finished(id_of(&second)).await;
 }
 
@@ -430,12 +430,12 @@ async fn health_readiness_and_unknown_paths() {
     assert_eq!((ready.status, ready.json["status"].as_str()), (StatusCode::OK, Some("ok")));
     let missing = t.raw(Method::GET, "/v2/nothing", None, None, &[]).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert!(missing.json["error"].as_str().expect("error").contains("openapi"));
+    assert!(missing.json["detail"].as_str().expect("error").contains("openapi"));
     let bad_id = t.get(ADMIN, "/v1/deployments/abc").await;
     assert_eq!(bad_id.status, StatusCode::NOT_FOUND);
     let none = t.get(ADMIN, "/v1/deployments/12345").await;
     assert_eq!(none.status, StatusCode::NOT_FOUND);
-    assert_eq!(none.json["error"], "no deployment 12345");
+    assert_eq!(none.json["detail"], "no deployment 12345");
 }
 
 #[tokio::test]

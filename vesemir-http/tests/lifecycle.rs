@@ -250,8 +250,11 @@ fn check_response(doc: &Value, path: &str, method: &str, reply: &Reply) {
     let code = reply.status.as_u16().to_string();
     let response = &doc["paths"][path][method]["responses"][code.as_str()];
     assert!(!response.is_null(), "{method} {path} answered {code}, which is not documented");
-    let schema = &response["content"]["application/json"]["schema"];
-    assert!(!schema.is_null(), "{method} {path} {code} has no JSON schema");
+    // The schema documented for the media type answered (errors are application/problem+json).
+    let media = reply.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media = media.split(';').next().unwrap_or_default().trim();
+    let schema = &response["content"][media]["schema"];
+    assert!(!schema.is_null(), "{method} {path} {code} has no schema for {media}");
     let mut problems = Vec::new();
     check(doc, schema, &reply.json, "$", &mut problems);
     assert!(problems.is_empty(), "{method} {path} {code}: {problems:#?}\n{}", reply.text);

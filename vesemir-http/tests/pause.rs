@@ -72,7 +72,7 @@ async fn a_paused_deployment_starts_no_host_until_resumed() {
     assert_eq!(resumed.json["paused"], false);
     let again = order(&t, PAYMENTS, id, "resume").await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
-    assert!(again.json["error"].as_str().is_some_and(|e| e.contains("not paused")), "{}", again.text);
+    assert!(again.json["detail"].as_str().is_some_and(|e| e.contains("not paused")), "{}", again.text);
     assert_eq!(t.wait_finished(id).await["status"], "succeeded");
     assert!(metric(&t, "vesemir_deployments_paused 0").await);
     assert_eq!(order(&t, PAYMENTS, id, "pause").await.status, StatusCode::CONFLICT, "ended");

@@ -97,5 +97,5 @@ async fn a_slow_request_times_out_but_an_event_stream_outlives_the_request_timeo
 
     let slow = call(&router, Method::GET, &format!("/v1/deployments/{id}"), Some(PAYMENTS), None, &[]).await;
     assert_eq!(slow.status, StatusCode::REQUEST_TIMEOUT);
-    assert!(slow.json["error"].as_str().expect("a JSON error").contains("request_timeout"), "{}", slow.text);
+    assert!(slow.json["detail"].as_str().expect("a JSON error").contains("request_timeout"), "{}", slow.text);
 }

@@ -95,6 +95,46 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
+/// A JSON number of hosts, or a string percentage: what the OpenAPI document says of every
+/// [`Amount`] field.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Amount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        let count = ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Integer))
+            .minimum(Some(0))
+            .maximum(Some(u32::MAX))
+            .description(Some("A number of hosts."));
+        let percent = ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .pattern(Some(PERCENT))
+            .description(Some("A percentage of the fleet, 0% to 100% (or a count, as a string)."));
+        OneOfBuilder::new()
+            .item(count)
+            .item(percent)
+            .description(Some("A number of hosts (`3`) or a percentage of the fleet (`\"25%\"`)."))
+            .examples([serde_json::json!(1), serde_json::json!("25%")])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Amount {}
+
+/// An amount as [`Amount`] reads it from a string: a percentage (a whole number from 0 to 100
+/// and `%`), or a count (0 to `u32::MAX`) written as a string; white space around both, a `+`
+/// and leading zeros allowed, as Rust's integer parsing allows them.
+pub const PERCENT: &str = concat!(
+    "^\\s*\\+?0*(",
+    // A count from 0 to 4294967295 (u32::MAX).
+    "[0-9]{1,9}|[1-3][0-9]{9}|4[01][0-9]{8}|42[0-8][0-9]{7}|429[0-3][0-9]{6}|4294[0-8][0-9]{5}",
+    "|42949[0-5][0-9]{4}|429496[0-6][0-9]{3}|4294967[01][0-9]{2}|42949672[0-8][0-9]|429496729[0-5]",
+    // A percentage from 0% to 100%.
+    "|(100|[1-9]?[0-9])\\s*%",
+    ")\\s*$"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,20 +9,42 @@ use serde::{Deserialize, Serialize};
 use super::amount::Amount;
 use super::errors::{FieldError, ValidationErrors};
 
+/// A duration as humantime reads it (`"90s"`, `"1m 30s"`, `"1.5s"`, `"0"`): one or more numbers
+/// each followed by a unit. Every string humantime accepts matches; units and the bound (7 days)
+/// are checked by the validation.
+pub const DURATION: &str = "^(0|\\s*([0-9]+(\\.[0-9]*)?\\s*[A-Za-z\\u00b5]+\\s*)+)$";
+
 /// A deployment request as written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "application": "shop-web",
+    "environment": "production",
+    "team": "payments",
+    "version": "2026.11.21-1",
+    "targets": { "tags": ["web"] },
+    "load_balancer": { "backend": "be_web", "instances": [{ "address": "10.0.0.2", "port": 9001 }] },
+    "strategy": { "concurrency": "25%" },
+    "playbook": "web",
+    "variables": { "channel": "stable" }
+})))]
 #[serde(deny_unknown_fields)]
 pub struct RequestSpec {
     /// The application to deploy.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::identifier))]
     pub application: String,
     /// The environment to deploy to.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::identifier))]
     pub environment: String,
     /// The team that owns the application.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::identifier))]
     pub team: String,
     /// The changeset's identity: the version being deployed.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::version))]
     pub version: String,
     /// Who asked (a person or a pipeline). Front ends may fill it in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_printable))]
     pub requested_by: Option<String>,
     /// Which hosts to deploy to.
     pub targets: TargetsSpec,
@@ -33,17 +55,20 @@ pub struct RequestSpec {
     pub strategy: StrategySpec,
     /// A playbook configured by the operator, instead of an inline changeset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_identifier))]
     pub playbook: Option<String>,
     /// The changeset, inline (where the front end allows it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changeset: Option<ChangesetSpec>,
     /// Values for the `{variables}` of the changeset's templates.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(example = json!({"channel": "stable"})))]
     pub variables: BTreeMap<String, String>,
 }
 
 /// Which hosts to deploy to: a search (tags, roles, recipes, a raw query) or a list of hosts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TargetsSpec {
     /// Tags every host must carry.
@@ -57,6 +82,7 @@ pub struct TargetsSpec {
     pub recipes: Vec<String>,
     /// The Chef environment to search in; defaults to the request's environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_identifier))]
     pub chef_environment: Option<String>,
     /// A raw inventory query (where the front end allows it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,19 +94,24 @@ pub struct TargetsSpec {
 
 /// A host listed by hand.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
     /// The host's name, as events and reports show it (checked as a host name).
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::identifier))]
     pub name: String,
     /// Its IP address or DNS name: SSH connects there (checked, never passed to a shell raw).
+    #[cfg_attr(feature = "openapi", schema(max_length = 253, example = "10.0.0.11"))]
     pub address: String,
 }
 
 /// The load balancer in front of the hosts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoadBalancerSpec {
     /// The HAProxy backend the hosts are servers of.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::haproxy))]
     pub backend: String,
     /// The HAProxy instances, listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -93,17 +124,21 @@ pub struct LoadBalancerSpec {
     pub server_name: Option<String>,
     /// `"address"` to find each host's server by its address instead of by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ServerMatch>))]
     pub match_servers_by: Option<String>,
     /// How long to wait for a drained server's sessions to end, e.g. `"60s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
     pub drain_timeout: Option<String>,
     /// `"fail"` (the default) or `"force"` when sessions outlast the drain timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<OnDrainTimeout>))]
     pub on_drain_timeout: Option<String>,
     /// What to do with target servers found out of rotation before the deployment (maintenance,
     /// drain, down, weight 0, or a different state on different boxes): `"refuse"` (the
     /// default), `"skip"` or `"include"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<NotInRotation>))]
     pub servers_not_in_rotation: Option<String>,
     /// Weights to pass through before 100%, each with a hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -112,6 +147,7 @@ pub struct LoadBalancerSpec {
 
 /// One load balancer instance's runtime API: `{ address, port }` or `{ socket }`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     /// IP address or DNS name of a TCP runtime API.
@@ -119,6 +155,7 @@ pub struct EndpointSpec {
     pub address: Option<String>,
     /// The TCP port of that runtime API (with `address`; not with `socket`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535, example = 9001))]
     pub port: Option<u16>,
     /// Path of a unix socket runtime API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +164,7 @@ pub struct EndpointSpec {
 
 /// How to find the load balancer instances through the inventory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DiscoverSpec {
     /// Tags the load balancer hosts carry.
@@ -140,24 +178,29 @@ pub struct DiscoverSpec {
     pub recipes: Vec<String>,
     /// The Chef environment to search in (any, by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_identifier))]
     pub chef_environment: Option<String>,
     /// The TCP port of their runtime API.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535, example = 9001))]
     pub port: u16,
 }
 
 /// One step of the weight ramp.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RampSpec {
     /// `"10%"`, or a number of percent.
     pub weight: Amount,
     /// How long to stay at this weight, e.g. `"30s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
     pub hold: Option<String>,
 }
 
 /// How many hosts at a time, and when to stop.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StrategySpec {
     /// Hosts out of rotation at once: a count or a percentage of the fleet. Default 1.
@@ -168,6 +211,7 @@ pub struct StrategySpec {
     pub max_failures: Option<Amount>,
     /// A pause after each batch, e.g. `"10s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
     pub pause_between_batches: Option<String>,
     /// Deploy a first small batch, then wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,12 +220,15 @@ pub struct StrategySpec {
 
 /// The canary batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CanarySpec {
     /// How many hosts the canary batch has.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4294967295_u32, example = 1))]
     pub hosts: u32,
     /// How long to watch the canary before going on, e.g. `"5m"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
     pub hold: Option<String>,
     /// Wait for someone to confirm before going on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +237,7 @@ pub struct CanarySpec {
 
 /// The changeset: steps, then a health gate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChangesetSpec {
     /// The steps, run in order on each host.
@@ -201,6 +249,7 @@ pub struct ChangesetSpec {
 
 /// One step: `run` a command, or `upload` a file `to` a path.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     /// A short name shown in progress and logs.
@@ -219,6 +268,7 @@ pub struct StepSpec {
     pub mode: Option<String>,
     /// How long the step may take, e.g. `"5m"`. Default 10 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
     pub timeout: Option<String>,
     /// Try the step again after a transient failure, e.g.
     /// `retries = { count = 2, delay = "1s", exit_codes = [75] }`. Default: never.
@@ -244,6 +294,7 @@ pub struct StepRetriesSpec {
 
 /// The health gate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HealthSpec {
     /// A command template that exits 0 when the host is healthy; retried until `timeout`.
@@ -251,16 +302,144 @@ pub struct HealthSpec {
     pub command: Option<String>,
     /// How long the command may keep failing, e.g. `"60s"`. Default 60 seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
     pub timeout: Option<String>,
     /// The pause between attempts, e.g. `"2s"`. Default 2 seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
     pub interval: Option<String>,
     /// Also wait until every load balancer instance reports the server UP. Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_up: Option<bool>,
     /// How long to wait for UP, e.g. `"30s"`. Default 30 seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
     pub up_timeout: Option<String>,
+}
+
+/// The schemas of the request's constrained strings: each with its pattern, so the document
+/// says what the validation accepts.
+#[cfg(feature = "openapi")]
+mod schemas {
+    use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
+
+    use crate::name::pattern;
+
+    fn text(pattern: &str, max_length: Option<usize>, example: &str, description: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .pattern(Some(pattern))
+            .max_length(max_length)
+            .description(Some(description))
+            .examples([serde_json::Value::from(example)])
+    }
+
+    /// `schema`, or null (an optional field: `null` reads as left out).
+    fn or_null(schema: ObjectBuilder) -> Object {
+        schema.schema_type(SchemaType::from_iter([Type::String, Type::Null])).build()
+    }
+
+    fn identifier_text() -> ObjectBuilder {
+        text(
+            pattern::IDENTIFIER,
+            Some(64),
+            "shop-web",
+            "1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit.",
+        )
+    }
+
+    pub(super) fn identifier() -> Object {
+        identifier_text().build()
+    }
+
+    pub(super) fn optional_identifier() -> Object {
+        or_null(identifier_text())
+    }
+
+    fn haproxy_text() -> ObjectBuilder {
+        text(
+            pattern::HAPROXY,
+            Some(64),
+            "be_web",
+            "1 to 64 letters, digits, '-', '_', '.' or ':' (HAProxy's legal characters).",
+        )
+    }
+
+    pub(super) fn haproxy() -> Object {
+        haproxy_text().build()
+    }
+
+    fn version_text() -> ObjectBuilder {
+        text(
+            pattern::VERSION,
+            Some(128),
+            "2026.11.21-1",
+            "1 to 128 letters, digits, '-', '_', '.', ':', '+' or '~', starting with a letter or digit.",
+        )
+    }
+
+    pub(super) fn version() -> Object {
+        version_text().build()
+    }
+
+    fn printable_text() -> ObjectBuilder {
+        text(
+            pattern::PRINTABLE,
+            Some(255),
+            "ci-pipeline",
+            "1 to 255 bytes of text, no control characters, no white space around it.",
+        )
+    }
+
+    pub(super) fn optional_printable() -> Object {
+        or_null(printable_text())
+    }
+
+    fn duration_text() -> ObjectBuilder {
+        text(super::DURATION, None, "30s", "A duration: `90s`, `5m`, `1h 30m`, `500ms`; at most 7 days.")
+    }
+
+    pub(super) fn optional_duration() -> Object {
+        or_null(duration_text())
+    }
+}
+
+/// The words of `load_balancer.match_servers_by`, for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[expect(dead_code, reason = "a schema only: the field is read as text and checked by validate")]
+enum ServerMatch {
+    /// By the `server_name` template (`{host}` by default).
+    Name,
+    /// By the host's address.
+    Address,
+}
+
+/// The words of `load_balancer.on_drain_timeout`, for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[expect(dead_code, reason = "a schema only: the field is read as text and checked by validate")]
+enum OnDrainTimeout {
+    /// The host fails (the default).
+    Fail,
+    /// Its remaining sessions are shut down.
+    Force,
+}
+
+/// The words of `load_balancer.servers_not_in_rotation`, for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[expect(dead_code, reason = "a schema only: the field is read as text and checked by validate")]
+enum NotInRotation {
+    /// Nothing is deployed (the default).
+    Refuse,
+    /// Those servers are left alone.
+    Skip,
+    /// They are deployed to and left as found.
+    Include,
 }
 
 impl RequestSpec {
@@ -329,10 +508,30 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<Lenient<T
 
 /// Reads JSON leniently (see [`Lenient`]); only a syntax error stops it.
 pub fn read_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<Lenient<T>, ValidationErrors> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+    let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         ValidationErrors::one(FieldError::new("(document)", format!("is not valid JSON: {e}")))
     })?;
+    whole_numbers(&mut value);
     read(value, |e: serde_json::Error| strip_position(&e.to_string()))
+}
+
+/// Writes each number with a zero fraction (`3.0`, `1e2`) as the integer it is: JSON does not
+/// tell them apart, and JSON Schema counts them as integers, so a count may be written either
+/// way. Other fractions stay, and are refused where a whole number is needed.
+fn whole_numbers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            // Exact: the fraction is zero and the value within i64's range (2^63 is exact in f64).
+            #[allow(clippy::cast_possible_truncation)]
+            if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
+                *value = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 /// At most this many repairs: a document with more problems reports the ones found so far.

@@ -1,0 +1,446 @@
+//! The document and the router agree: every documented operation is served and every served
+//! route is documented; every error status an operation documents is answered by it for some
+//! input (a table of inputs, which must cover exactly the documented statuses).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::*;
+use vesemir_core::journal::JournalEntry;
+use vesemir_core::Event;
+use vesemir_http::store::{
+    DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, SqliteStore,
+    Store, StoreError,
+};
+use vesemir_http::{FixedPorts, Server};
+
+/// Every documented operation: (method, path) → its documented statuses.
+fn operations(doc: &Value) -> BTreeMap<(String, String), BTreeSet<u16>> {
+    let mut out = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            let statuses = operation["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .map(|s| s.parse::<u16>().expect("a status code"))
+                .collect();
+            out.insert((method.to_uppercase(), path.clone()), statuses);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_route_is_documented_and_every_documented_route_is_served() {
+    let t = TestServer::start(Fleet::new(1)).await;
+    let doc = t.raw(Method::GET, "/openapi.json", None, None, &[]).await.json;
+    let documented = operations(&doc);
+    assert!(documented.len() >= 13, "{documented:?}");
+    let paths: BTreeSet<&String> = documented.keys().map(|(_, path)| path).collect();
+    for path in paths {
+        let concrete = path.replace("{id}", "999999");
+        for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            let reply = t.raw(method.clone(), &concrete, Some(ADMIN), Some("{}"), &[]).await;
+            if documented.contains_key(&(method.to_string(), path.clone())) {
+                assert_ne!(
+                    reply.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is documented, not served"
+                );
+                let fallback = reply.json["detail"].as_str().is_some_and(|d| d.starts_with("no such path"));
+                assert!(!fallback, "{method} {path} is documented but falls through: {}", reply.text);
+            } else {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is served but not documented: {}",
+                    reply.text
+                );
+                assert_eq!(reply.headers["content-type"], "application/problem+json");
+                assert!(reply.headers.contains_key("allow"), "a 405 names the methods");
+            }
+        }
+    }
+    // Undocumented paths fall through to the 404 problem.
+    for path in ["/v1", "/v1/deployments/1/unknown", "/docs/x", "/v2/deployments"] {
+        let reply = t.raw(Method::GET, path, Some(ADMIN), None, &[]).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}: {}", reply.text);
+        assert_eq!(reply.json["instance"], path);
+    }
+    // Routes are registered only through utoipa-axum's `routes!`, which documents each one: no
+    // plain axum route can be served without appearing in the document.
+    let table = include_str!("../src/routes.rs");
+    for plain in [".route(", ".route_service(", ".nest(", ".nest_service("] {
+        assert!(
+            !table.contains(plain),
+            "routes.rs registers a route with {plain}, which the document misses"
+        );
+    }
+}
+
+/// A store that works, answers slowly (past the request timeout) or fails, as the test says.
+#[derive(Debug)]
+struct Switch {
+    inner: SqliteStore,
+    mode: AtomicU8,
+}
+
+const WORKS: u8 = 0;
+const SLOW: u8 = 1;
+const FAILS: u8 = 2;
+
+impl Switch {
+    async fn gate(&self) -> Result<(), StoreError> {
+        match self.mode.load(Ordering::SeqCst) {
+            SLOW => {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Ok(())
+            }
+            FAILS => Err(StoreError::new("reading", "disk I/O error (injected)")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Switch {
+    async fn insert(&self, d: &NewDeployment) -> Result<Inserted, StoreError> {
+        self.gate().await?;
+        self.inner.insert(d).await
+    }
+    async fn get(&self, id: i64) -> Result<Option<DeploymentRecord>, StoreError> {
+        self.gate().await?;
+        self.inner.get(id).await
+    }
+    async fn by_idempotency_key(&self, who: &str, key: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        self.gate().await?;
+        self.inner.by_idempotency_key(who, key).await
+    }
+    async fn hosts(&self, id: i64) -> Result<Vec<HostRecord>, StoreError> {
+        self.gate().await?;
+        self.inner.hosts(id).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<DeploymentRecord>, StoreError> {
+        self.gate().await?;
+        self.inner.list(filter).await
+    }
+    async fn mark_running(&self, id: i64, started_ms: i64) -> Result<(), StoreError> {
+        self.inner.mark_running(id, started_ms).await
+    }
+    async fn set_plan(&self, id: i64, hosts: &[HostRecord]) -> Result<(), StoreError> {
+        self.inner.set_plan(id, hosts).await
+    }
+    async fn mark_cancel_requested(&self, id: i64) -> Result<(), StoreError> {
+        self.gate().await?;
+        self.inner.mark_cancel_requested(id).await
+    }
+    async fn append_events(&self, id: i64, events: &[Event], hosts: &[HostRecord]) -> Result<(), StoreError> {
+        self.inner.append_events(id, events, hosts).await
+    }
+    async fn events_after(&self, id: i64, after: u64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        self.gate().await?;
+        self.inner.events_after(id, after, limit).await
+    }
+    async fn finish(&self, id: i64, finish: &Finish) -> Result<(), StoreError> {
+        self.inner.finish(id, finish).await
+    }
+    async fn interrupt_unfinished(&self, now_ms: i64) -> Result<Vec<Interrupted>, StoreError> {
+        self.inner.interrupt_unfinished(now_ms).await
+    }
+    async fn append_journal(&self, id: i64, entry: &JournalEntry) -> Result<(), StoreError> {
+        self.inner.append_journal(id, entry).await
+    }
+    async fn journal(&self, id: i64) -> Result<Vec<JournalEntry>, StoreError> {
+        self.gate().await?;
+        self.inner.journal(id).await
+    }
+    async fn set_out_of_rotation(&self, id: i64, hosts: &[String]) -> Result<(), StoreError> {
+        self.inner.set_out_of_rotation(id, hosts).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.gate().await?;
+        self.inner.ping().await
+    }
+}
+
+/// One call of the table: the operation, the status it must answer, and how to call it.
+struct Case {
+    method: Method,
+    path: &'static str,
+    status: u16,
+    token: Option<&'static str>,
+    concrete: String,
+    body: Option<String>,
+    headers: Vec<(&'static str, &'static str)>,
+}
+
+fn case(method: Method, path: &'static str, status: u16, token: Option<&'static str>, id: i64) -> Case {
+    Case {
+        method,
+        path,
+        status,
+        token,
+        concrete: path.replace("{id}", &id.to_string()),
+        body: None,
+        headers: Vec::new(),
+    }
+}
+
+impl Case {
+    fn body(mut self, body: impl Into<String>, content_type: &'static str) -> Self {
+        self.body = Some(body.into());
+        self.headers.push(("content-type", content_type));
+        self
+    }
+    fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+    fn query(mut self, query: &str) -> Self {
+        self.concrete.push_str(query);
+        self
+    }
+}
+
+/// Sends `c` as it is (its own Content-Type, if any) and reads the answer.
+async fn send(router: &axum::Router, c: &Case) -> Reply {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::builder().method(c.method.clone()).uri(&c.concrete);
+    if let Some(token) = c.token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    for (name, value) in &c.headers {
+        request = request.header(*name, *value);
+    }
+    let body = axum::body::Body::from(c.body.clone().unwrap_or_default());
+    let response = router.clone().oneshot(request.body(body).expect("a request")).await.expect("infallible");
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = tokio::time::timeout(Duration::from_secs(30), response.into_body().collect())
+        .await
+        .expect("an answer within 30 s")
+        .expect("a body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply { status, headers, text, json }
+}
+
+/// Runs `cases` on `router`: each must answer its status, as a problem.
+async fn run(router: &axum::Router, cases: &[Case], answered: &mut BTreeSet<(String, String, u16)>) {
+    for c in cases {
+        let reply = send(router, c).await;
+        assert_eq!(reply.status.as_u16(), c.status, "{} {}: {}", c.method, c.concrete, reply.text);
+        if c.status >= 400 {
+            assert_eq!(reply.headers["content-type"], "application/problem+json", "{}", c.concrete);
+            assert_eq!(reply.json["status"], c.status, "{}", reply.text);
+        }
+        answered.insert((c.method.to_string(), c.path.to_owned(), c.status));
+    }
+}
+
+const ORDERS: [&str; 4] = [
+    "/v1/deployments/{id}/cancel",
+    "/v1/deployments/{id}/confirm",
+    "/v1/deployments/{id}/pause",
+    "/v1/deployments/{id}/resume",
+];
+
+#[tokio::test]
+async fn each_documented_error_status_is_answered_by_its_route() {
+    let mut answered = BTreeSet::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("v.db");
+    let fleet = Fleet::new(1);
+    let mut settings = config(&database);
+    settings.limits.request_timeout = Duration::from_secs(1);
+    settings.limits.max_body_bytes = 4096;
+    let store = Arc::new(Switch {
+        inner: SqliteStore::open(&database).await.expect("opens"),
+        mode: AtomicU8::new(WORKS),
+    });
+    let server = Server::with_store(&settings, Arc::new(FixedPorts(fleet.ports())), store.clone())
+        .await
+        .expect("opens");
+    let router = server.router();
+    let (get, post) = (Method::GET, Method::POST);
+
+    // A payments deployment that ends at once (its backend does not exist).
+    let mut ended = fleet.body("shop", "production", "payments");
+    ended["load_balancer"]["backend"] = json!("be_missing");
+    let reply =
+        call(&router, post.clone(), "/v1/deployments", Some(PAYMENTS), Some(&ended.to_string()), &[]).await;
+    let id = reply.json["id"].as_i64().unwrap_or_else(|| panic!("accepted: {}", reply.text));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while call(&router, get.clone(), &format!("/v1/deployments/{id}"), Some(ADMIN), None, &[]).await.json
+        ["status"]
+        != "failed"
+    {
+        assert!(tokio::time::Instant::now() < deadline, "deployment {id} never failed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let valid = fleet.body("shop", "production", "payments").to_string();
+    let mut invalid = fleet.body("shop", "production", "payments");
+    invalid["strategy"]["concurrency"] = json!(0);
+    let on_deployment = [
+        (get.clone(), "/v1/deployments/{id}"),
+        (get.clone(), "/v1/deployments/{id}/events"),
+        (post.clone(), "/v1/deployments/{id}/recover"),
+    ]
+    .into_iter()
+    .chain(ORDERS.map(|path| (post.clone(), path)));
+    let mut cases = vec![
+        case(get.clone(), "/v1/deployments", 400, Some(ADMIN), id).query("?status=nope"),
+        case(get.clone(), "/v1/deployments", 401, None, id),
+        case(get.clone(), "/v1/deployments", 403, Some(SEARCH), id).query("?team=payments"),
+        case(post.clone(), "/v1/deployments", 400, Some(PAYMENTS), id).body("{", "application/json"),
+        case(post.clone(), "/v1/deployments", 401, None, id).body(valid.clone(), "application/json"),
+        case(post.clone(), "/v1/deployments", 403, Some(SEARCH), id).body(valid.clone(), "application/json"),
+        case(post.clone(), "/v1/deployments", 413, Some(PAYMENTS), id)
+            .body(format!("{{\"application\": \"{}\"}}", "a".repeat(5000)), "application/json"),
+        case(post.clone(), "/v1/deployments", 415, Some(PAYMENTS), id).body(valid.clone(), "text/plain"),
+        case(post.clone(), "/v1/deployments", 422, Some(PAYMENTS), id)
+            .body(invalid.to_string(), "application/json"),
+        case(get.clone(), "/v1/deployments/{id}/events", 400, Some(ADMIN), id).header("last-event-id", "x"),
+        case(post.clone(), "/v1/deployments/{id}/recover", 409, Some(ADMIN), id),
+    ];
+    for (method, path) in on_deployment {
+        cases.push(case(method.clone(), path, 401, None, id));
+        cases.push(case(method.clone(), path, 403, Some(SEARCH), id));
+        cases.push(case(method, path, 404, Some(ADMIN), 999_999));
+    }
+    cases.extend(ORDERS.map(|path| case(post.clone(), path, 409, Some(ADMIN), id)));
+    run(&router, &cases, &mut answered).await;
+
+    // 409 and 429 on creation: one deployment runs (slowly), one waits, the queue holds one.
+    let busy = Fleet::new(1);
+    busy.executor.set_latency(Duration::from_millis(500));
+    let queue = TestServer::start_with(busy, |c| {
+        c.limits.max_concurrent_deployments = 1;
+        c.limits.max_queued_deployments = 1;
+    })
+    .await;
+    let first = queue.post(PAYMENTS, &queue.fleet.body("shop", "production", "payments")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    let first = first.json["id"].as_i64().expect("an id");
+    queue.wait_for(first, "running", |d| d["status"] == "running").await;
+    let waiting = queue.post(PAYMENTS, &queue.fleet.body("shop", "staging", "payments")).await;
+    assert_eq!(waiting.status, StatusCode::ACCEPTED, "{}", waiting.text);
+    let again = queue.fleet.body("shop", "production", "payments").to_string();
+    let other = queue.fleet.body("shop", "qa", "payments").to_string();
+    let cases = [
+        case(post.clone(), "/v1/deployments", 409, Some(PAYMENTS), 0).body(again, "application/json"),
+        case(post.clone(), "/v1/deployments", 429, Some(PAYMENTS), 0).body(other, "application/json"),
+    ];
+    run(&queue.router, &cases, &mut answered).await;
+
+    // 422 on recovery: the server's configuration no longer has the request's playbook.
+    let mut renamed = config(&database);
+    let web = renamed.playbooks.remove("web").expect("the web playbook");
+    renamed.playbooks.insert("web2".into(), web);
+    let reopened = Server::with_store(&renamed, Arc::new(FixedPorts(fleet.ports())), store.clone())
+        .await
+        .expect("reopens");
+    let cases = [case(post.clone(), "/v1/deployments/{id}/recover", 422, Some(ADMIN), id)];
+    run(&reopened.router(), &cases, &mut answered).await;
+
+    // 408: every bounded /v1 call, while the store answers after the request timeout.
+    store.mode.store(SLOW, Ordering::SeqCst);
+    let mut cases = vec![
+        case(get.clone(), "/v1/deployments", 408, Some(ADMIN), id),
+        case(post.clone(), "/v1/deployments", 408, Some(PAYMENTS), id)
+            .body(valid.clone(), "application/json"),
+        case(get.clone(), "/v1/deployments/{id}", 408, Some(ADMIN), id),
+    ];
+    cases.extend(ORDERS.map(|path| case(post.clone(), path, 408, Some(ADMIN), id)));
+    run(&router, &cases, &mut answered).await;
+
+    // 500 on every /v1 call and 503 on /readyz, while the store fails.
+    store.mode.store(FAILS, Ordering::SeqCst);
+    let mut cases = vec![
+        case(get.clone(), "/v1/deployments", 500, Some(ADMIN), id),
+        case(post.clone(), "/v1/deployments", 500, Some(PAYMENTS), id)
+            .body(fleet.body("shop", "qa", "payments").to_string(), "application/json"),
+        case(get.clone(), "/v1/deployments/{id}", 500, Some(ADMIN), id),
+        case(get.clone(), "/v1/deployments/{id}/events", 500, Some(ADMIN), id),
+        case(post.clone(), "/v1/deployments/{id}/recover", 500, Some(ADMIN), id),
+    ];
+    cases.extend(ORDERS.map(|path| case(post.clone(), path, 500, Some(ADMIN), id)));
+    run(&router, &cases, &mut answered).await;
+    let ready = call(&router, get.clone(), "/readyz", None, None, &[]).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.text);
+    answered.insert(("GET".into(), "/readyz".into(), 503));
+
+    let doc = call(&router, get, "/openapi.json", None, None, &[]).await.json;
+    let documented: BTreeSet<(String, String, u16)> = operations(&doc)
+        .into_iter()
+        .flat_map(|((method, path), statuses)| {
+            statuses.into_iter().filter(|s| *s >= 400).map(move |s| (method.clone(), path.clone(), s))
+        })
+        .collect();
+    let never: Vec<_> = documented.difference(&answered).collect();
+    assert!(never.is_empty(), "documented but never answered by this test: {never:?}");
+    let undocumented: Vec<_> = answered.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "answered but not documented: {undocumented:?}");
+}
+
+#[tokio::test]
+async fn deployment_reads_are_tagged_and_answers_point_at_the_deployment() {
+    let fleet = Fleet::new(2);
+    fleet.executor.set_latency(Duration::from_millis(200));
+    let t = TestServer::start(fleet).await;
+    let accepted = t.post(PAYMENTS, &t.fleet.body("shop", "production", "payments")).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+    let id = accepted.json["id"].as_i64().expect("an id");
+    let path = format!("/v1/deployments/{id}");
+    assert_eq!(accepted.headers["location"], path.as_str());
+    // An order's 202 names the deployment too.
+    for order in ["pause", "cancel"] {
+        let answer = t.call(Method::POST, &format!("{path}/{order}"), Some(PAYMENTS), None).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{order}: {}", answer.text);
+        assert_eq!(answer.headers["location"], path.as_str(), "{order}");
+    }
+    t.wait_finished(id).await;
+    let read = t.get(ADMIN, &path).await;
+    let tag = read.headers["etag"].to_str().expect("an ETag").to_owned();
+    assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() > 2, "{tag}");
+    // The same bytes, the same tag; a matching If-None-Match gets 304 and no body.
+    assert_eq!(t.get(ADMIN, &path).await.headers["etag"], tag.as_str());
+    for matching in [tag.clone(), format!("\"other\", {tag}"), format!("W/{tag}"), "*".to_owned()] {
+        let unchanged = t.raw(Method::GET, &path, Some(ADMIN), None, &[("if-none-match", &matching)]).await;
+        assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED, "{matching}");
+        assert!(unchanged.text.is_empty());
+        assert_eq!(unchanged.headers["etag"], tag.as_str());
+    }
+    let stale = t.raw(Method::GET, &path, Some(ADMIN), None, &[("if-none-match", "\"stale\"")]).await;
+    assert_eq!(stale.status, StatusCode::OK);
+    assert_eq!(stale.json["id"], id);
+    // An order to an ended deployment: a problem naming the call's path.
+    let ended = t.call(Method::POST, &format!("{path}/cancel"), Some(ADMIN), None).await;
+    assert_eq!(ended.status, StatusCode::CONFLICT);
+    assert_eq!(ended.json["instance"], format!("{path}/cancel"));
+    assert_eq!(ended.json["type"], "about:blank");
+    assert_eq!(ended.json["title"], "Conflict");
+}
+
+#[tokio::test]
+async fn the_reference_page_is_served_whole_with_no_external_asset() {
+    let t = TestServer::start(Fleet::new(1)).await;
+    let page = t.raw(Method::GET, "/docs", None, None, &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.headers["content-type"].to_str().expect("text").starts_with("text/html"));
+    let policy = page.headers["content-security-policy"].to_str().expect("a policy");
+    assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"), "{policy}");
+    assert!(page.text.contains("fetch(\"/openapi.json\")"), "the page renders the served document");
+    for external in ["http://", "https://", "//cdn", "<link ", " src="] {
+        assert!(!page.text.contains(external), "the page refers to something outside it: {external}");
+    }
+}
