@@ -278,17 +278,21 @@ pub struct StepSpec {
 
 /// A step's retries, as written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StepRetriesSpec {
     /// Tries after the first, at most: 1 to 10.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10, example = 2))]
     pub count: u32,
     /// The wait before the first retry, doubled before each next (at most a minute), e.g.
     /// `"2s"`. Default 1 second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
     pub delay: Option<String>,
     /// The exit codes that mean "try again", 1 to 255. Default: every non-zero exit code. A host
     /// that could not be reached is always tried again; a timeout or a signal never is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_exit_codes))]
     pub exit_codes: Option<Vec<i64>>,
 }
 
@@ -401,6 +405,24 @@ mod schemas {
 
     pub(super) fn optional_duration() -> Object {
         or_null(duration_text())
+    }
+
+    /// A list of 1 or more exit codes that mean failure (1 to 255), or null.
+    pub(super) fn optional_exit_codes() -> utoipa::openapi::schema::Array {
+        use utoipa::openapi::schema::ArrayBuilder;
+        let code = ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Integer))
+            .minimum(Some(1))
+            .maximum(Some(255));
+        ArrayBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+            .items(code)
+            .min_items(Some(1))
+            .description(Some(
+                "Exit codes that mean \"try again\" (1 to 255); left out: every non-zero code.",
+            ))
+            .examples([serde_json::json!([75])])
+            .build()
     }
 }
 
