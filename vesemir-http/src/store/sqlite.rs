@@ -16,8 +16,8 @@ use vesemir_core::name::HostName;
 use vesemir_core::{Event, HostProgress, Progress};
 
 use super::{
-    DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, Status, Store,
-    StoreError,
+    DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, Origin, Status,
+    Store, StoreError,
 };
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
@@ -84,6 +84,18 @@ CREATE TABLE deployment_journal (
     body TEXT NOT NULL
 );
 CREATE INDEX deployment_journal_deployment ON deployment_journal (deployment_id, id);
+"#,
+    ),
+    (
+        3,
+        r#"
+CREATE TABLE deployment_origin (
+    deployment_id INTEGER PRIMARY KEY REFERENCES deployments (id),
+    retry_of INTEGER,
+    rollback_of INTEGER,
+    only_hosts TEXT,
+    resume INTEGER
+);
 "#,
     ),
 ];
@@ -590,6 +602,55 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(err("recording hosts out of rotation"))?;
+        Ok(())
+    }
+
+    async fn set_origin(&self, id: i64, origin: &Origin) -> Result<(), StoreError> {
+        let only = match &origin.only_hosts {
+            Some(hosts) => {
+                Some(serde_json::to_string(hosts).map_err(|e| StoreError::new("encoding hosts", e))?)
+            }
+            None => None,
+        };
+        sqlx::query(
+            "INSERT OR REPLACE INTO deployment_origin (deployment_id, retry_of, rollback_of, only_hosts, resume) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(origin.retry_of)
+        .bind(origin.rollback_of)
+        .bind(only)
+        .bind(origin.resume)
+        .execute(&self.pool)
+        .await
+        .map_err(err("recording a deployment's origin"))?;
+        Ok(())
+    }
+
+    async fn origin(&self, id: i64) -> Result<Option<Origin>, StoreError> {
+        let row: Option<(Option<i64>, Option<i64>, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT retry_of, rollback_of, only_hosts, resume FROM deployment_origin WHERE deployment_id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("reading a deployment's origin"))?;
+        let Some((retry_of, rollback_of, only, resume)) = row else { return Ok(None) };
+        let only_hosts = match only {
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|e| StoreError::new("decoding hosts", e))?)
+            }
+            None => None,
+        };
+        Ok(Some(Origin { retry_of, rollback_of, only_hosts, resume }))
+    }
+
+    async fn set_error(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET error = ? WHERE id = ?")
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err("recording an error"))?;
         Ok(())
     }
 
