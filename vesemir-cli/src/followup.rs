@@ -90,19 +90,93 @@ fn options(output: OutputFormat, lock_wait: Option<std::time::Duration>) -> RunO
     RunOptions { output, lock_wait, confirm_from_socket: true }
 }
 
-/// The edits that make a follow-up of `run` take the servers it left out as they are, and the
-/// run to resume them from; nothing when it left none out.
-fn resume_from(state: &StateDir, run: &str) -> (Vec<String>, Option<RunId>) {
-    let Ok(id) = RunId::new(run.to_owned()) else { return (Vec::new(), None) };
-    let left_out = match crate::journal_file::read(&state.path_of(&id), id.clone()) {
-        Ok(journal) => !replay(journal.entries).is_empty(),
-        Err(_) => false,
-    };
-    if left_out {
-        (vec!["load_balancer.servers_not_in_rotation=include".to_owned()], Some(id))
-    } else {
-        (Vec::new(), None)
+/// The hosts whose servers run `run`'s journal left out of rotation.
+fn left_out_by(state: &StateDir, run: &str) -> BTreeSet<HostName> {
+    let Ok(id) = RunId::new(run.to_owned()) else { return BTreeSet::new() };
+    match crate::journal_file::read(&state.path_of(&id), id) {
+        Ok(journal) => replay(journal.entries).servers.into_iter().map(|s| s.host).collect(),
+        Err(_) => BTreeSet::new(),
     }
+}
+
+/// A follow-up of local run `parent`, to run: its recorded request with `edits`, `--set` and
+/// `--concurrency`, over `candidates` (all the request finds when `None`; `fleet` names them).
+struct FollowUp<'a> {
+    recorded: &'a serde_json::Value,
+    edits: Vec<String>,
+    sets: &'a [String],
+    concurrency: Option<&'a str>,
+    candidates: Option<BTreeSet<HostName>>,
+    fleet: BTreeSet<HostName>,
+    parent: &'a str,
+    links: Links,
+    source: String,
+}
+
+/// Runs a follow-up. When its parent left servers out, it runs in two deployments: first those
+/// hosts (taken as they are, with `servers_not_in_rotation = "include"`, then put back to the
+/// state the parent found them in, health gate first), so that they count against no budget;
+/// then, once that succeeded, the others.
+async fn run_follow_up(
+    follow_up: FollowUp<'_>,
+    options: RunOptions,
+    config: &Config,
+    state: &StateDir,
+) -> Result<Ran, Failure> {
+    let left = left_out_by(state, follow_up.parent);
+    let job = |only: Option<BTreeSet<HostName>>, resume: bool| -> Result<Job, Failure> {
+        let mut edits = follow_up.edits.clone();
+        if resume {
+            edits.push("load_balancer.servers_not_in_rotation=include".to_owned());
+        }
+        let (spec, request) = crate::request::from_recorded(
+            follow_up.recorded,
+            &edits,
+            follow_up.sets,
+            follow_up.concurrency,
+            &config.playbooks,
+        )?;
+        let resume = if resume {
+            Some(RunId::new(follow_up.parent.to_owned()).map_err(Failure::input)?)
+        } else {
+            None
+        };
+        Ok(Job {
+            request,
+            spec,
+            source: follow_up.source.clone(),
+            only_hosts: only,
+            links: follow_up.links.clone(),
+            resume,
+        })
+    };
+    let candidates = follow_up.candidates.clone().unwrap_or_else(|| follow_up.fleet.clone());
+    let (first, rest): (BTreeSet<HostName>, BTreeSet<HostName>) =
+        candidates.into_iter().partition(|h| left.contains(h));
+    if first.is_empty() {
+        return run_job(job(follow_up.candidates.clone(), false)?, options, config, state).await;
+    }
+    let names =
+        |hosts: &BTreeSet<HostName>| hosts.iter().map(HostName::as_str).collect::<Vec<_>>().join(", ");
+    eprintln!(
+        "vesemir: first the host(s) run {} left out of rotation ({}){}",
+        follow_up.parent,
+        names(&first),
+        if rest.is_empty() { String::new() } else { format!(", then the others ({})", names(&rest)) }
+    );
+    let ran = run_job(job(Some(first), true)?, options, config, state).await?;
+    if rest.is_empty() {
+        return Ok(ran);
+    }
+    if ran.exit != Exit::Success {
+        eprintln!(
+            "vesemir: the other host(s) ({}) were not started: fix the failure, then `vesemir retry {}`",
+            names(&rest),
+            ran.record.id
+        );
+        return Ok(ran);
+    }
+    run_job(job(Some(rest), false)?, options, config, state).await
 }
 
 /// Runs `vesemir retry RUN` here.
@@ -120,25 +194,20 @@ pub async fn retry(args: &RetryArgs, config: &Config) -> Result<Exit, Failure> {
         say(args.output, &format!("run {}: every host succeeded, nothing to retry", args.id));
         return Ok(Exit::Success);
     }
-    let (edits, resume) = resume_from(&state, &args.id);
-    let (spec, request) = crate::request::from_recorded(
-        &parent.request,
-        &edits,
-        &args.sets,
-        args.concurrency.as_deref(),
-        &config.playbooks,
-    )?;
     let names: Vec<&str> = hosts.iter().map(HostName::as_str).collect();
     eprintln!("vesemir: retrying run {} on {} host(s): {}", args.id, hosts.len(), names.join(", "));
-    let job = Job {
-        request,
-        spec,
-        source: format!("retry of {}", args.id),
-        only_hosts: Some(hosts),
+    let follow_up = FollowUp {
+        recorded: &parent.request,
+        edits: Vec::new(),
+        sets: &args.sets,
+        concurrency: args.concurrency.as_deref(),
+        candidates: Some(hosts),
+        fleet: BTreeSet::new(),
+        parent: &args.id,
         links: Links { retry_of: Some(args.id.clone()), rollback_of: None },
-        resume,
+        source: format!("retry of {}", args.id),
     };
-    let ran = run_job(job, options(args.output, args.lock_wait), config, &state).await?;
+    let ran = run_follow_up(follow_up, options(args.output, args.lock_wait), config, &state).await?;
     Ok(ran.exit)
 }
 
@@ -172,24 +241,23 @@ async fn rollback_of(
         .iter()
         .find(|r| r.record.id == target.source)
         .ok_or_else(|| Failure::input(format!("run {} is no longer in the history", target.source)))?;
-    let (mut edits, resume) = resume_from(state, &target.rollback_of);
-    edits.push(format!("version={}", target.version));
-    let (spec, request) =
-        crate::request::from_recorded(&source.request, &edits, &[], None, &config.playbooks)?;
     let current = &records[0];
     eprintln!(
         "vesemir: rolling back {} in {} from {} (run {}) to {} (as run {} deployed it)",
         current.application, current.environment, current.version, current.id, target.version, target.source
     );
-    let job = Job {
-        request,
-        spec,
-        source: format!("rollback of {}", target.rollback_of),
-        only_hosts: only,
+    let follow_up = FollowUp {
+        recorded: &source.request,
+        edits: vec![format!("version={}", target.version)],
+        sets: &[],
+        concurrency: None,
+        candidates: only,
+        fleet: current.hosts.iter().map(|h| h.host.clone()).collect(),
+        parent: &target.rollback_of,
         links: Links { retry_of: None, rollback_of: Some(target.rollback_of.clone()) },
-        resume,
+        source: format!("rollback of {}", target.rollback_of),
     };
-    run_job(job, options, config, state).await
+    run_follow_up(follow_up, options, config, state).await
 }
 
 /// `strategy.on_failure = "rollback"`: `failed` stopped on its failures, so the hosts it changed

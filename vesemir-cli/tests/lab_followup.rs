@@ -130,11 +130,25 @@ fn retry_automatic_rollback_rollback_and_restore_under_load() {
     assert!(all.contains("rolling back shop in lab from 3.0.0"), "{all}");
     assert!(all.contains("succeeded"), "{all}");
     assert_fleet_on(&lab, "2.0.0", &all);
+    // Two deployments linked to the failed one: first web-02, which it left out (taken as it
+    // is, then put back), then web-01.
+    assert!(
+        all.contains("first the host(s) run") && all.contains("(web-02), then the others (web-01)"),
+        "{all}"
+    );
     let shown = history(&lab);
-    let failed_id = shown["deployments"][1]["id"].as_str().expect("an id").to_owned();
-    assert_eq!(shown["deployments"][1]["outcome"], "stopped", "{shown}");
-    assert_eq!(shown["deployments"][0]["rollback_of"], failed_id.as_str(), "{shown}");
-    assert_eq!(shown["deployments"][0]["outcome"], "succeeded", "{shown}");
+    let failed_id = shown["deployments"][2]["id"].as_str().expect("an id").to_owned();
+    assert_eq!(shown["deployments"][2]["outcome"], "stopped", "{shown}");
+    for (i, host) in [(0, "web-01"), (1, "web-02")] {
+        let d = &shown["deployments"][i];
+        assert_eq!(d["rollback_of"], failed_id.as_str(), "{shown}");
+        assert_eq!(
+            (d["outcome"].as_str(), d["version"].as_str()),
+            (Some("succeeded"), Some("2.0.0")),
+            "{shown}"
+        );
+        assert_eq!(d["hosts"][0]["host"], host, "{shown}");
+    }
 
     // 3. A good 3.0.0, then `vesemir rollback`: every host back on 2.0.0.
     lab.heal_release_on("web-02").expect("the lab does it");

@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use vesemir_core::event::HostOutcome;
 use vesemir_core::history::{rollback_target, HistoryOutcome, HistoryRecord, HostResult, NoRollback};
-use vesemir_core::name::{AppName, EnvironmentName, Version};
+use vesemir_core::name::{AppName, EnvironmentName, HostName, Version};
 use vesemir_core::request::spec::RequestSpec;
 use vesemir_core::request::{InlineChangesets, RawQueries, RequestPolicy, ValidationErrors};
 use vesemir_core::PrepareError;
@@ -134,9 +134,24 @@ pub struct Edits {
     pub include_not_in_rotation: bool,
 }
 
-/// Whether deployment `id`'s journal left servers out.
-async fn left_servers_out(store: &dyn Store, id: i64) -> Result<bool, StoreError> {
-    Ok(!vesemir_core::journal::replay(store.journal(id).await?).is_empty())
+/// The hosts whose servers deployment `id`'s journal left out.
+async fn left_out_hosts(store: &dyn Store, id: i64) -> Result<BTreeSet<String>, StoreError> {
+    let unfinished = vesemir_core::journal::replay(store.journal(id).await?);
+    Ok(unfinished.servers.into_iter().map(|s| s.host.to_string()).collect())
+}
+
+/// How a follow-up of `candidates` runs when its parent left `left` out: first the hosts it left
+/// out (taken as they are, then put back: they count against no budget after that), then, once
+/// that succeeded, the others. Answers the first deployment's hosts, whether it resumes the
+/// parent's servers, and the second deployment's hosts.
+fn phases(candidates: &[String], left: &BTreeSet<String>) -> (Vec<String>, bool, Option<Vec<String>>) {
+    let (first, rest): (Vec<String>, Vec<String>) =
+        candidates.iter().cloned().partition(|h| left.contains(h));
+    if first.is_empty() {
+        (rest, false, None)
+    } else {
+        (first, true, (!rest.is_empty()).then_some(rest))
+    }
 }
 
 /// Starts a follow-up of `parent` (whose request it runs, edited), asked by `requested_by`.
@@ -182,7 +197,9 @@ pub async fn submit(
     };
     let request = spec.validate(&policy).map_err(|e| FollowUpError::Invalid(parent.id, e))?;
     let ports = app.factory.ports(&request).map_err(|e| FollowUpError::Ports(e.to_string()))?;
-    app.runner.precheck(&request, &ports).await.map_err(FollowUpError::Refused)?;
+    let only =
+        origin.only_hosts.as_ref().map(|hosts| hosts.iter().filter_map(|h| HostName::new(h).ok()).collect());
+    app.runner.precheck_hosts(&request, &ports, only).await.map_err(FollowUpError::Refused)?;
     let new = NewDeployment {
         application: request.application.to_string(),
         environment: request.environment.to_string(),
@@ -222,12 +239,14 @@ pub async fn retry(
     if retry.is_empty() {
         return Err(FollowUpError::NothingToRetry(parent.id));
     }
-    let left_out = left_servers_out(&*app.store, parent.id).await?;
-    let edits = Edits { concurrency, variables, include_not_in_rotation: left_out, ..Edits::default() };
+    let left = left_out_hosts(&*app.store, parent.id).await?;
+    let (first, resume, then) = phases(&retry, &left);
+    let edits = Edits { concurrency, variables, include_not_in_rotation: resume, ..Edits::default() };
     let origin = Origin {
         retry_of: Some(parent.id),
-        only_hosts: Some(retry),
-        resume: left_out.then_some(parent.id),
+        only_hosts: Some(first),
+        resume: resume.then_some(parent.id),
+        then_hosts: then,
         ..Origin::default()
     };
     submit(app, parent, edits, requested_by, origin).await
@@ -248,16 +267,27 @@ pub async fn rollback(
     let (Some(source), Some(newest)) = (by_id(&target.source), by_id(&target.rollback_of)) else {
         return Err(FollowUpError::NoRollback(NoRollback::NoHistory));
     };
-    let left_out = left_servers_out(&*app.store, newest.id).await?;
+    let left = left_out_hosts(&*app.store, newest.id).await?;
+    let (only, resume, then) = if left.is_empty() {
+        (only, false, None)
+    } else {
+        let candidates = match only {
+            Some(only) => only,
+            None => app.store.hosts(newest.id).await?.iter().map(|h| h.state.name.to_string()).collect(),
+        };
+        let (first, resume, then) = phases(&candidates, &left);
+        (Some(first), resume, then)
+    };
     let edits = Edits {
         version: Some(target.version.to_string()),
-        include_not_in_rotation: left_out,
+        include_not_in_rotation: resume,
         ..Edits::default()
     };
     let origin = Origin {
         rollback_of: Some(newest.id),
         only_hosts: only,
-        resume: left_out.then_some(newest.id),
+        resume: resume.then_some(newest.id),
+        then_hosts: then,
         ..Origin::default()
     };
     submit(app, source, edits, requested_by, origin).await
@@ -268,6 +298,10 @@ pub async fn rollback(
 /// asked by its requester). When there is none, the deployment's `error` says why.
 pub async fn after_end(app: std::sync::Arc<App>, id: i64) {
     let Ok(Some(record)) = app.store.get(id).await else { return };
+    let origin = app.store.origin(id).await.ok().flatten();
+    if let Some(then) = origin.as_ref().and_then(|o| o.then_hosts.clone()) {
+        return second_phase(&app, &record, origin.unwrap_or_default(), then).await;
+    }
     if record.status != Status::Stopped {
         return;
     }
@@ -275,7 +309,6 @@ pub async fn after_end(app: std::sync::Arc<App>, id: i64) {
         .ok()
         .and_then(|spec| spec.strategy.on_failure)
         .is_some_and(|on| on == "rollback");
-    let origin = app.store.origin(id).await.ok().flatten();
     if !wants_rollback || origin.as_ref().is_some_and(|o| o.rollback_of.is_some()) {
         return;
     }
@@ -309,11 +342,33 @@ pub async fn after_end(app: std::sync::Arc<App>, id: i64) {
             format!("stopped on its failures; on_failure = \"rollback\": no rollback: {reason}; the failure is left as it is")
         }
     };
+    note_on(&app, &record, &note).await;
+}
+
+/// Adds `note` to an ended deployment's `error`.
+async fn note_on(app: &App, record: &DeploymentRecord, note: &str) {
     let error = match &record.error {
         Some(error) => format!("{error}; {note}"),
-        None => note,
+        None => note.to_owned(),
     };
-    if let Err(e) = app.store.set_error(id, &error).await {
-        tracing::error!(deployment = id, error = %e, "could not record the rollback");
+    if let Err(e) = app.store.set_error(record.id, &error).await {
+        tracing::error!(deployment = record.id, error = %e, "could not record what followed the deployment");
     }
+}
+
+/// The second deployment of a follow-up whose first one (`first`, the servers its parent had
+/// left out) ended: the other hosts, once it succeeded.
+async fn second_phase(app: &App, first: &DeploymentRecord, origin: Origin, then: Vec<String>) {
+    let hosts = then.join(", ");
+    if first.status != Status::Succeeded {
+        let note =
+            format!("the other hosts ({hosts}) were not started: retry this deployment once it is fixed");
+        return note_on(app, first, &note).await;
+    }
+    let origin = Origin { only_hosts: Some(then), resume: None, then_hosts: None, ..origin };
+    let note = match submit(app, first, Edits::default(), &first.requested_by, origin).await {
+        Ok(next) => format!("the other hosts ({hosts}) go on in deployment {next}"),
+        Err(e) => format!("the other hosts ({hosts}) were not started: {e}"),
+    };
+    note_on(app, first, &note).await;
 }

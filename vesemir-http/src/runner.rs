@@ -237,11 +237,22 @@ impl Runner {
     /// 409); `prepare` makes the same check when it starts, and a refusal then ends it failed
     /// with the same message.
     pub async fn precheck(&self, request: &DeploymentRequest, ports: &Ports) -> Result<(), PrepareError> {
+        self.precheck_hosts(request, ports, None).await
+    }
+
+    /// [`precheck`](Self::precheck) of a follow-up limited to `only_hosts`.
+    pub async fn precheck_hosts(
+        &self,
+        request: &DeploymentRequest,
+        ports: &Ports,
+        only_hosts: Option<std::collections::BTreeSet<vesemir_core::name::HostName>>,
+    ) -> Result<(), PrepareError> {
         if self.active_count() > 0 {
             return Ok(());
         }
         let bound = self.driver.call_timeout.saturating_mul(3);
-        let (request, ports, driver) = (Arc::new(request.clone()), ports.clone(), self.driver.clone());
+        let driver = DriverConfig { only_hosts, ..self.driver.clone() };
+        let (request, ports) = (Arc::new(request.clone()), ports.clone());
         // In a task of its own: a port that panics must not take the handler down; the
         // deployment is then admitted and its own run records the panic as a failure.
         let check = tokio::spawn(async move {

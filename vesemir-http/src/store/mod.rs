@@ -290,6 +290,10 @@ pub struct Origin {
     /// one ends, those whose hosts succeeded go back to the state that deployment found them in
     /// (health gate first).
     pub resume: Option<i64>,
+    /// Hosts of a second deployment started once this one succeeded (same links): a follow-up
+    /// first deploys the servers its parent left out, which then count against no budget, and
+    /// only then the others.
+    pub then_hosts: Option<Vec<String>>,
 }
 
 /// Where deployments, host results and events are kept.

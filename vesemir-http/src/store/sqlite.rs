@@ -94,7 +94,8 @@ CREATE TABLE deployment_origin (
     retry_of INTEGER,
     rollback_of INTEGER,
     only_hosts TEXT,
-    resume INTEGER
+    resume INTEGER,
+    then_hosts TEXT
 );
 "#,
     ),
@@ -108,6 +109,16 @@ const COLUMNS: &str = "id, application, environment, team, version, requested_by
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+}
+
+/// A list of host names as stored (JSON), or NULL.
+fn encode_hosts(hosts: Option<&[String]>) -> Result<Option<String>, StoreError> {
+    hosts.map(|h| serde_json::to_string(h).map_err(|e| StoreError::new("encoding hosts", e))).transpose()
+}
+
+/// A stored list of host names.
+fn decode_hosts(text: Option<&str>) -> Result<Option<Vec<String>>, StoreError> {
+    text.map(|t| serde_json::from_str(t).map_err(|e| StoreError::new("decoding hosts", e))).transpose()
 }
 
 fn err(context: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
@@ -606,20 +617,15 @@ impl Store for SqliteStore {
     }
 
     async fn set_origin(&self, id: i64, origin: &Origin) -> Result<(), StoreError> {
-        let only = match &origin.only_hosts {
-            Some(hosts) => {
-                Some(serde_json::to_string(hosts).map_err(|e| StoreError::new("encoding hosts", e))?)
-            }
-            None => None,
-        };
         sqlx::query(
-            "INSERT OR REPLACE INTO deployment_origin (deployment_id, retry_of, rollback_of, only_hosts, resume) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO deployment_origin (deployment_id, retry_of, rollback_of, only_hosts, resume, then_hosts) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(origin.retry_of)
         .bind(origin.rollback_of)
-        .bind(only)
+        .bind(encode_hosts(origin.only_hosts.as_deref())?)
         .bind(origin.resume)
+        .bind(encode_hosts(origin.then_hosts.as_deref())?)
         .execute(&self.pool)
         .await
         .map_err(err("recording a deployment's origin"))?;
@@ -627,21 +633,22 @@ impl Store for SqliteStore {
     }
 
     async fn origin(&self, id: i64) -> Result<Option<Origin>, StoreError> {
-        let row: Option<(Option<i64>, Option<i64>, Option<String>, Option<i64>)> = sqlx::query_as(
-            "SELECT retry_of, rollback_of, only_hosts, resume FROM deployment_origin WHERE deployment_id = ?",
+        type Row = (Option<i64>, Option<i64>, Option<String>, Option<i64>, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT retry_of, rollback_of, only_hosts, resume, then_hosts FROM deployment_origin WHERE deployment_id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await
         .map_err(err("reading a deployment's origin"))?;
-        let Some((retry_of, rollback_of, only, resume)) = row else { return Ok(None) };
-        let only_hosts = match only {
-            Some(text) => {
-                Some(serde_json::from_str(&text).map_err(|e| StoreError::new("decoding hosts", e))?)
-            }
-            None => None,
-        };
-        Ok(Some(Origin { retry_of, rollback_of, only_hosts, resume }))
+        let Some((retry_of, rollback_of, only, resume, then)) = row else { return Ok(None) };
+        Ok(Some(Origin {
+            retry_of,
+            rollback_of,
+            only_hosts: decode_hosts(only.as_deref())?,
+            resume,
+            then_hosts: decode_hosts(then.as_deref())?,
+        }))
     }
 
     async fn set_error(&self, id: i64, error: &str) -> Result<(), StoreError> {
