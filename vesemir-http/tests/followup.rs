@@ -77,8 +77,10 @@ async fn a_retry_runs_only_the_hosts_left_and_puts_back_the_ones_left_out() {
     // with concurrency 1, web-02 out would leave no room for web-03.
     assert_eq!(host_names(&retry), ["web-02"], "{retry}");
     assert!(retry["links"].get("retry").is_none(), "{retry}");
-    let second =
-        wait_history(&t, |d| d["retry_of"] == id.to_string() && d["hosts"][0]["host"] == "web-03").await;
+    let second = wait_history(&t, |d| {
+        d["retry_of"].as_str() == Some(id.to_string().as_str()) && d["hosts"][0]["host"] == "web-03"
+    })
+    .await;
     assert_eq!(second["outcome"], "succeeded", "{second}");
     assert!(t.fleet.lb.out_of_rotation().is_empty(), "web-02 is back in rotation");
     let first = t.get(PAYMENTS, &format!("/v1/deployments/{}", id_of(&accepted))).await.json;
