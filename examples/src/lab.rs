@@ -468,6 +468,22 @@ impl Lab {
         write(&self.host(host)?.dir.join(BROKEN_RELEASE_MARKER), "")
     }
 
+    /// Makes release `version` broken on `host` (a bad build that stays bad): whenever the app
+    /// starts with that version, `/health` answers 500; other versions are healthy.
+    pub fn break_version_on(&self, host: &str, version: &str) -> LabResult<()> {
+        write(&self.host(host)?.dir.join(BROKEN_RELEASE_MARKER), version)
+    }
+
+    /// Heals `host`'s broken release for its next start (the fault is fixed).
+    pub fn heal_release_on(&self, host: &str) -> LabResult<()> {
+        let marker = self.host(host)?.dir.join(BROKEN_RELEASE_MARKER);
+        match std::fs::remove_file(&marker) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(LabError::new(format!("{}: {e}", marker.display()))),
+        }
+    }
+
     /// Stops `host`'s sshd: the host becomes unreachable over SSH (its app keeps serving).
     pub fn stop_sshd(&mut self, host: &str) -> LabResult<()> {
         let index = self

@@ -62,10 +62,34 @@ pub enum Command {
         #[command(flatten)]
         file: HostsArgs,
     },
+    /// The deployments of an application in an environment, newest first, each host's result,
+    /// and the version each host last succeeded with: local runs (this machine's state
+    /// directory), or with --server the server's.
+    #[command(after_help = crate::exit::FOLLOW_UP_EXIT_CODES_HELP)]
+    History(crate::history::HistoryArgs),
+    /// Run a deployment again over only the hosts it did not finish (failed, unreachable,
+    /// skipped, cancelled), with the same request (`--concurrency`, `--set` to change it). Its
+    /// servers left out of rotation are taken as they are and, once deployed, go back to the
+    /// state the deployment found them in. ID is a local run id, or with --server a deployment's.
+    #[command(after_help = crate::exit::FOLLOW_UP_EXIT_CODES_HELP)]
+    Retry(crate::followup::RetryArgs),
+    /// Put back servers a deployment left out of rotation: each passes its health gate (the
+    /// request's health command, then UP on every load balancer at weight 0) and goes back to
+    /// its original weight and state; one that fails stays out and the reason is shown.
+    #[command(after_help = crate::exit::FOLLOW_UP_EXIT_CODES_HELP)]
+    Restore(crate::followup::RestoreArgs),
+    /// Deploy the previous version: the newest one before the current one that succeeded on
+    /// every host (from the history), or --to VERSION; the same safety as a deploy.
+    #[command(after_help = crate::exit::FOLLOW_UP_EXIT_CODES_HELP)]
+    Rollback(crate::followup::RollbackArgs),
     /// Show a deployment's status on the server (`--server`).
+    #[command(after_help = EXIT_CODES_HELP)]
     Status {
         /// The deployment's id.
         id: i64,
+        /// `text` or `json` (the deployment as the API shows it).
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: OutputFormat,
         /// The server.
         #[command(flatten)]
         server: ServerArgs,
@@ -102,6 +126,9 @@ pub enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// `text` or `json` (the list as the API shows it).
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: OutputFormat,
         /// The server.
         #[command(flatten)]
         server: ServerArgs,

@@ -10,11 +10,14 @@ use vesemir_core::backoff::Backoff;
 use vesemir_core::event::{Event, HostOutcome, Rotation};
 use vesemir_core::progress::Progress;
 use vesemir_core::request::spec::RequestSpec;
-use vesemir_http::wire::{Accepted, Deployment, DeploymentList, ErrorBody, RecoveryReport};
+use vesemir_http::wire::{
+    Accepted, Deployment, DeploymentList, ErrorBody, History, RecoveryReport, RestoreBody, RetryBody,
+    RollbackBody,
+};
 use vesemir_http::Status;
 
 use crate::exit::{Exit, Failure};
-use crate::output::Reporter;
+use crate::output::{OutputFormat, Reporter};
 
 /// A connection to a Vesemir server.
 pub struct Client {
@@ -154,6 +157,40 @@ impl Client {
         response.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
     }
 
+    /// The history of an application in an environment.
+    pub async fn history(&self, application: &str, environment: &str) -> Result<History, Failure> {
+        let path = format!("/applications/{application}/environments/{environment}/history");
+        let response = self.send(self.request(reqwest::Method::GET, &path)).await?;
+        response.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
+    }
+
+    /// Asks the server to retry deployment `id`'s hosts that did not succeed.
+    pub async fn retry(&self, id: i64, body: &RetryBody) -> Result<Accepted, Failure> {
+        let builder = self.request(reqwest::Method::POST, &format!("/deployments/{id}/retry")).json(body);
+        self.send(builder).await?.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
+    }
+
+    /// Asks the server to put back the servers deployment `id` left out (of `hosts`, or all),
+    /// and waits for its answer (health gates included).
+    pub async fn restore(&self, id: i64, hosts: &[String]) -> Result<RecoveryReport, Failure> {
+        let body = RestoreBody { hosts: hosts.to_vec() };
+        let builder = self.request(reqwest::Method::POST, &format!("/deployments/{id}/restore")).json(&body);
+        self.send(builder).await?.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
+    }
+
+    /// Asks the server to roll an application in an environment back.
+    pub async fn rollback(
+        &self,
+        application: &str,
+        environment: &str,
+        to: Option<&str>,
+    ) -> Result<Accepted, Failure> {
+        let path = format!("/applications/{application}/environments/{environment}/rollback");
+        let body = RollbackBody { to: to.map(str::to_owned) };
+        let builder = self.request(reqwest::Method::POST, &path).json(&body);
+        self.send(builder).await?.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
+    }
+
     /// Asks the server to cancel a deployment.
     pub async fn cancel(&self, id: i64) -> Result<(), Failure> {
         self.order(id, "cancel").await
@@ -246,6 +283,77 @@ async fn forward(
             return Followed::Ended;
         }
     }
+}
+
+/// Follows a deployment the server accepted to its end, then shows it.
+pub async fn follow(client: &Client, accepted: &Accepted, output: OutputFormat) -> Result<Exit, Failure> {
+    let id = accepted.id;
+    eprintln!(
+        "vesemir: deployment {id} accepted for {} (following {})",
+        accepted.requested_by, accepted.links.events
+    );
+    let reporter = crate::output::sink(output);
+    client.events(id, &*reporter, true).await?;
+    let deployment = client.wait_until_ended(id).await?;
+    if output == OutputFormat::Json {
+        println!("{}", serde_json::json!({ "deployment": deployment }));
+    } else {
+        println!("\n{}", describe(&deployment).trim_end());
+    }
+    Ok(exit_for(deployment.status))
+}
+
+/// `vesemir retry --server URL ID`.
+pub async fn retry_remote(args: &crate::followup::RetryArgs, server: &str) -> Result<Exit, Failure> {
+    if !args.sets.iter().all(|s| s.starts_with("variables.")) {
+        return Err(Failure::input(
+            "with --server, --set changes only variables (--set variables.NAME=VALUE): the server runs the deployment's own request",
+        ));
+    }
+    let id: i64 = args.id.parse().map_err(|_| {
+        Failure::input(format!(
+            "{:?} is not a deployment id of the server {server}: a local run needs no --server",
+            args.id
+        ))
+    })?;
+    let mut body = RetryBody::default();
+    if let Some(concurrency) = &args.concurrency {
+        body.concurrency = Some(match concurrency.parse::<u64>() {
+            Ok(n) => serde_json::json!(n),
+            Err(_) => serde_json::json!(concurrency),
+        });
+    }
+    for set in &args.sets {
+        if let Some((key, value)) = set.strip_prefix("variables.").and_then(|s| s.split_once('=')) {
+            body.variables.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    let client = Client::new(server)?;
+    let accepted = client.retry(id, &body).await?;
+    follow(&client, &accepted, args.output).await
+}
+
+/// `vesemir rollback --server URL APP ENV`.
+pub async fn rollback_remote(args: &crate::followup::RollbackArgs, server: &str) -> Result<Exit, Failure> {
+    let client = Client::new(server)?;
+    let accepted = client.rollback(&args.application, &args.environment, args.to.as_deref()).await?;
+    follow(&client, &accepted, args.output).await
+}
+
+/// `vesemir restore --server URL --deployment ID [HOST…]`.
+pub async fn restore_remote(args: &crate::followup::RestoreArgs, server: &str) -> Result<Exit, Failure> {
+    let id: i64 = args
+        .deployment
+        .as_deref()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| Failure::input("with --server, give the deployment's id: --deployment ID"))?;
+    let report = Client::new(server)?.restore(id, &args.hosts).await?;
+    crate::recover::print_remote_recovery(id, &report, server, args.output);
+    Ok(if report.servers.iter().any(|s| s.result == vesemir_http::wire::RecoveryResult::LeftOut) {
+        Exit::DeploymentFailed
+    } else {
+        Exit::Success
+    })
 }
 
 /// The exit code for a deployment's final status.

@@ -11,34 +11,104 @@ use vesemir_core::lock::HeldLock;
 use vesemir_core::request::CanaryGate;
 use vesemir_core::{Control, Event, EventSink, PrepareError, Prepared};
 
+use vesemir_core::history::HistoryOutcome;
+use vesemir_core::request::OnFailure;
+
 use crate::cli::DeployArgs;
 use crate::config::Config;
 use crate::control_socket::{self, ControlSocket, LocalControl};
 use crate::exit::{Exit, Failure};
+use crate::history::{Links, LocalRun};
 use crate::journal_file::{FileJournal, StateDir};
 use crate::output::{self, OutputFormat};
 use crate::{compose, request};
 
+/// A deployment to run here: its request (as written, and validated), where it came from, and
+/// what it follows up on.
+pub struct Job {
+    /// The request, validated.
+    pub request: vesemir_core::request::DeploymentRequest,
+    /// The request as written (overrides applied), recorded in the journal and the history.
+    pub spec: vesemir_core::request::spec::RequestSpec,
+    /// Where it came from, for messages: the deployment file, or `retry of RUN`.
+    pub source: String,
+    /// Only these hosts of the ones found (a retry, an automatic rollback).
+    pub only_hosts: Option<std::collections::BTreeSet<vesemir_core::name::HostName>>,
+    /// The deployment it retries or rolls back.
+    pub links: Links,
+    /// A run whose journal left servers out that this job takes as they are (its request says
+    /// `servers_not_in_rotation = "include"`): once such a host succeeds here, its server goes
+    /// back to the state that run found it in, health gate first.
+    pub resume: Option<RunId>,
+}
+
+impl Job {
+    /// The job of a deployment file.
+    pub fn from_file(args: &DeployArgs, config: &Config) -> Result<Self, Failure> {
+        let request = request::load(&args.file, &args.sets, args.concurrency.as_deref(), &config.playbooks)?;
+        let spec = request::spec(
+            &args.file,
+            &args.sets,
+            args.concurrency.as_deref(),
+            request::Requester::FromEnvironment,
+        )?;
+        Ok(Self {
+            request,
+            spec,
+            source: args.file.display().to_string(),
+            only_hosts: None,
+            links: Links::default(),
+            resume: None,
+        })
+    }
+}
+
+/// How a local run shows and waits.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// `text` or `json`.
+    pub output: OutputFormat,
+    /// How long to wait for hosts locked by another deployment.
+    pub lock_wait: Option<std::time::Duration>,
+    /// Wait for `vesemir confirm` without a terminal.
+    pub confirm_from_socket: bool,
+}
+
+impl RunOptions {
+    /// The options of `deploy`.
+    pub fn of(args: &DeployArgs) -> Self {
+        Self { output: args.output, lock_wait: args.lock_wait, confirm_from_socket: args.confirm_from_socket }
+    }
+}
+
 /// Finds, resolves and plans; with `lock`, also takes every host's lock (deploy, not plan).
 async fn prepare(
-    args: &DeployArgs,
+    request: vesemir_core::request::DeploymentRequest,
+    source: &str,
+    only_hosts: Option<std::collections::BTreeSet<vesemir_core::name::HostName>>,
+    options: RunOptions,
     config: &Config,
     lock: bool,
 ) -> Result<(Prepared, vesemir_core::Ports), Failure> {
-    let request = request::load(&args.file, &args.sets, args.concurrency.as_deref(), &config.playbooks)?;
     if lock {
-        refuse_unconfirmable(args, &request, control_socket::stdin_is_terminal())?;
+        refuse_unconfirmable(
+            options.confirm_from_socket,
+            source,
+            &request,
+            control_socket::stdin_is_terminal(),
+        )?;
     }
     let ports = compose::ports(config, &request)?;
     let mut driver = compose::driver_config(config);
+    driver.only_hosts = only_hosts;
     if lock {
-        let wait = args.lock_wait.or(config.locks.wait).unwrap_or_default();
+        let wait = options.lock_wait.or(config.locks.wait).unwrap_or_default();
         let mut policy = compose::lock_policy(config, &request, wait);
         policy.on_wait = Some(WaitNotice(Arc::new(|wait| eprintln!("vesemir: {wait}"))));
         driver.locks = Some(policy);
     }
     let prepared = vesemir_core::prepare(Arc::new(request), &ports, &driver).await.map_err(|e| match &e {
-        PrepareError::Locked(conflicts) => Failure::input(locked_message(conflicts, &args.file)),
+        PrepareError::Locked(conflicts) => Failure::input(locked_message(conflicts, source)),
         e if e.is_unreachable() => Failure::unreachable(format!("nothing was changed: {e}")),
         e => Failure::input(format!("nothing was changed: {e}")),
     })?;
@@ -52,50 +122,81 @@ async fn prepare(
 /// `vesemir confirm RUN-ID` from elsewhere (`--confirm-from-socket`). Without either the deploy
 /// would wait forever, so it is refused before anything is looked up or changed.
 fn refuse_unconfirmable(
-    args: &DeployArgs,
+    confirm_from_socket: bool,
+    source: &str,
     request: &vesemir_core::request::DeploymentRequest,
     terminal: bool,
 ) -> Result<(), Failure> {
     let confirm = matches!(&request.strategy.canary, Some(c) if c.gate == CanaryGate::Confirm);
-    if !confirm || terminal || args.confirm_from_socket {
+    if !confirm || terminal || confirm_from_socket {
         return Ok(());
     }
     Err(Failure::input(format!(
         "nothing was changed: {}: the canary waits for confirmation (strategy.canary.confirm = true), but stdin is not a terminal, so nobody can answer the prompt. Add --confirm-from-socket and run `vesemir confirm RUN-ID` from another shell once the canary is done, or give the canary a hold instead (strategy.canary.hold = \"5m\")",
-        args.file.display()
+        source
     )))
 }
 
 /// What to do about hosts another deployment holds.
-fn locked_message(conflicts: &LockConflicts, file: &std::path::Path) -> String {
+fn locked_message(conflicts: &LockConflicts, file: &str) -> String {
     let hosts: Vec<&str> = conflicts.hosts().map(|h| h.as_str()).collect();
     let wait =
         if conflicts.waited.is_zero() { "wait with --lock-wait 10m" } else { "wait longer with --lock-wait" };
     format!(
         "nothing was changed: {conflicts}; {wait}, or if that deployment is dead: vesemir unlock -f {} {}",
-        file.display(),
+        file,
         hosts.join(" ")
     )
 }
 
-/// Runs a deployment to its end, journaling every load balancer change before making it.
+/// Runs a deployment to its end, journaling every load balancer change before making it; with
+/// `strategy.on_failure = "rollback"`, a deployment stopped by its failures is followed by a
+/// rollback of the hosts it changed.
 pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
     let state = StateDir::locate().map_err(Failure::input)?;
-    let (prepared, mut ports) = match prepare(args, config, true).await {
+    let job = match Job::from_file(args, config) {
+        Ok(job) => job,
+        Err(refused) => return Err(refused),
+    };
+    let options = RunOptions::of(args);
+    let on_failure = job.request.strategy.on_failure;
+    let ran = run_job(job, options, config, &state).await?;
+    if on_failure == OnFailure::Rollback && ran.record.outcome == HistoryOutcome::Stopped {
+        return crate::followup::rollback_after_failure(&ran, options, config, &state).await;
+    }
+    Ok(ran.exit)
+}
+
+/// How a local run ended.
+pub struct Ran {
+    /// The exit code it calls for.
+    pub exit: Exit,
+    /// Its history record, as written.
+    pub record: vesemir_core::history::HistoryRecord,
+}
+
+/// Runs `job` here to its end: prepared, journaled, recorded in the history (when it starts and
+/// when it ends), with the control socket, the prompt and the signals of a local deploy.
+pub async fn run_job(
+    job: Job,
+    options: RunOptions,
+    config: &Config,
+    state: &StateDir,
+) -> Result<Ran, Failure> {
+    let Job { request, spec, source, only_hosts, links, resume } = job;
+    let backend = request.load_balancer.backend.as_str().to_owned();
+    let (prepared, mut ports) = match prepare(request, &source, only_hosts, options, config, true).await {
         Ok(prepared) => prepared,
         Err(refused) => {
             // Refused (its servers out of rotation, its hosts locked...): when a killed or failed
             // run of this backend left servers out, that is likely why; say how to put them back.
-            let request =
-                request::load(&args.file, &args.sets, args.concurrency.as_deref(), &config.playbooks);
-            if let Ok(request) = request {
-                warn_unfinished(&state, request.load_balancer.backend.as_str());
-            }
+            warn_unfinished(state, &backend);
             return Err(refused);
         }
     };
-    warn_unfinished(&state, prepared.backend.name.as_str());
-    let journal = match start_journal(args, &state, &prepared, &mut ports) {
+    warn_unfinished(state, prepared.backend.name.as_str());
+    let started_at = SystemTime::now();
+    let journal = match start_journal(&spec, state, &prepared, &mut ports, started_at) {
         Ok(journal) => journal,
         Err(refused) => {
             // Nothing was changed: give the locks back now (dropping them only starts releases
@@ -106,7 +207,21 @@ pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure>
             return Err(refused);
         }
     };
-    let reporter = output::sink(args.output);
+    let request_json = serde_json::to_value(&spec).unwrap_or_default();
+    let mut record = LocalRun {
+        record: crate::history::started(&journal.run, &prepared, started_at, &links),
+        request: request_json,
+    };
+    if let Err(e) = state.write_history(&record) {
+        if let Some(locks) = &prepared.locks {
+            locks.release_all().await;
+        }
+        return Err(Failure::input(format!(
+            "nothing was changed: the run's history record cannot be written ({e}); set {} to a writable directory",
+            crate::journal_file::STATE_DIR_VARIABLE
+        )));
+    }
+    let reporter = output::sink(options.output);
     let control = Control::new();
     let local = LocalControl::new(control.clone());
     let socket = ControlSocket::bind(&state.socket_of(&journal.run), local.clone())
@@ -117,8 +232,13 @@ pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure>
             )
         })
         .ok();
+    let what = match (&links.retry_of, &links.rollback_of) {
+        (Some(parent), _) => format!(" (retry of {parent})"),
+        (_, Some(parent)) => format!(" (rollback of {parent})"),
+        _ => String::new(),
+    };
     eprintln!(
-        "vesemir: run {run}: from another terminal: vesemir pause {run} | vesemir resume {run} | vesemir cancel {run}{}",
+        "vesemir: run {run}{what}: from another terminal: vesemir pause {run} | vesemir resume {run} | vesemir cancel {run}{}",
         if prepared.request.strategy.canary.as_ref().is_some_and(|c| c.gate == CanaryGate::Confirm) {
             format!(" | vesemir confirm {run} (once the canary is done)", run = journal.run)
         } else {
@@ -146,12 +266,67 @@ pub async fn deploy(args: &DeployArgs, config: &Config) -> Result<Exit, Failure>
         Ok(report) => report,
         Err(crash) => {
             eprintln!("\n{}", crash_summary(&crash));
-            return Ok(Exit::DeploymentFailed);
+            record.record.outcome = HistoryOutcome::Failed;
+            record.record.error = Some(crash.to_string());
+            record.record.finished_at = Some(SystemTime::now());
+            if let Err(e) = state.write_history(&record) {
+                eprintln!("vesemir: warning: {e}");
+            }
+            return Ok(Ran { exit: Exit::DeploymentFailed, record: record.record });
         }
     };
     reporter.finish(&report);
-    journal.close(&state);
-    Ok(if report.succeeded() { Exit::Success } else { Exit::DeploymentFailed })
+    record.record.outcome = report.outcome.map_or(HistoryOutcome::Failed, HistoryOutcome::from);
+    record.record.hosts = vesemir_core::history::HistoryRecord::host_results(&report);
+    record.record.finished_at = Some(SystemTime::now());
+    if let Err(e) = state.write_history(&record) {
+        eprintln!("vesemir: warning: {e}");
+    }
+    if let Some(parent) = &resume {
+        let succeeded = record.record.succeeded();
+        if !succeeded.is_empty() {
+            crate::followup::resume_servers(state, parent, &succeeded, &journal, config, options.output)
+                .await;
+        }
+    }
+    journal.close(state);
+    if !report.succeeded() && options.output == OutputFormat::Text {
+        eprintln!("{}", next_steps(&record.record));
+    }
+    Ok(Ran {
+        exit: if report.succeeded() { Exit::Success } else { Exit::DeploymentFailed },
+        record: record.record,
+    })
+}
+
+/// The commands that come next after a run that did not fully succeed.
+pub fn next_steps(record: &vesemir_core::history::HistoryRecord) -> String {
+    let mut lines = vec!["Next steps:".to_owned()];
+    let retry = record.to_retry();
+    if !retry.is_empty() {
+        lines.push(format!(
+            "  vesemir retry {}    runs the {} host(s) that did not succeed again, once the cause is fixed",
+            record.id,
+            retry.len()
+        ));
+    }
+    let out: Vec<&str> = record
+        .hosts
+        .iter()
+        .filter(|h| h.rotation != vesemir_core::event::Rotation::InRotation)
+        .map(|h| h.host.as_str())
+        .collect();
+    if !out.is_empty() {
+        lines.push(format!(
+            "  vesemir restore {}    puts them back into rotation once healthy (health gate first)",
+            out.join(" ")
+        ));
+    }
+    lines.push(format!(
+        "  vesemir rollback {} {}    deploys the previous version everywhere",
+        record.application, record.environment
+    ));
+    lines.join("\n")
 }
 
 /// What `vesemir deploy` says when its rollout task panicked: the internal error, and every
@@ -184,19 +359,22 @@ impl EventSink for Both<'_> {
 }
 
 /// A run's journal while the deploy runs.
-struct RunJournal {
-    run: RunId,
-    file: Arc<FileJournal>,
+pub struct RunJournal {
+    /// The run.
+    pub run: RunId,
+    /// Its file, to append to.
+    pub file: Arc<FileJournal>,
     sink: JournalSink<Arc<FileJournal>>,
 }
 
 /// Opens the run's journal and wraps the load balancer so that every change is journaled first.
 /// A journal that cannot be written stops the deploy before anything changes.
 fn start_journal(
-    args: &DeployArgs,
+    spec: &vesemir_core::request::spec::RequestSpec,
     state: &StateDir,
     prepared: &Prepared,
     ports: &mut vesemir_core::Ports,
+    now: SystemTime,
 ) -> Result<RunJournal, Failure> {
     let cannot = |e: &dyn std::fmt::Display| {
         Failure::input(format!(
@@ -204,15 +382,8 @@ fn start_journal(
             crate::journal_file::STATE_DIR_VARIABLE
         ))
     };
-    let spec = request::spec(
-        &args.file,
-        &args.sets,
-        args.concurrency.as_deref(),
-        request::Requester::FromEnvironment,
-    )?;
-    let now = SystemTime::now();
     let run = state.new_run_id(now).map_err(|e| cannot(&e))?;
-    let request_json = serde_json::to_value(&spec).map_err(|e| cannot(&e))?;
+    let request_json = serde_json::to_value(spec).map_err(|e| cannot(&e))?;
     let header = JournalHeader::of_prepared(run.clone(), prepared, request_json, now);
     let file = Arc::new(state.create(&run).map_err(|e| cannot(&e))?);
     let journaled = JournaledLoadBalancer::start(ports.load_balancer.clone(), file.clone(), &header)
@@ -319,7 +490,9 @@ impl Signals {
 
 /// Shows what a deployment would do and checks every host can be reached over SSH.
 pub async fn plan(args: &DeployArgs, config: &Config) -> Result<Exit, Failure> {
-    let (prepared, ports) = prepare(args, config, false).await?;
+    let request = request::load(&args.file, &args.sets, args.concurrency.as_deref(), &config.playbooks)?;
+    let source = args.file.display().to_string();
+    let (prepared, ports) = prepare(request, &source, None, RunOptions::of(args), config, false).await?;
     let results = check_ssh(&prepared, &ports).await;
     let unreachable = results.iter().filter(|r| !matches!(r, Some(Ok(_)))).count();
     let locked = results.iter().filter(|r| matches!(r, Some(Ok(Some(_))))).count();

@@ -58,3 +58,12 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   2  bad input or configuration, or hosts locked by another deployment: nothing was changed
   3  infrastructure unreachable before anything changed (Chef, HAProxy, SSH); unlock/locks:
      a host's lock could not be read or broken";
+
+/// What the help of `history`, `retry`, `restore` and `rollback` says about exit codes.
+pub const FOLLOW_UP_EXIT_CODES_HELP: &str = "Exit codes:
+  0  done: history listed; the retry or rollback succeeded on every host; every server restored
+  1  the retry or rollback deployment failed, stopped or was cancelled; a server failed its
+     health gate and stays out of rotation (the reason is shown)
+  2  bad input, nothing to act on (unknown run, no previous version), or hosts locked by another
+     deployment: nothing was changed
+  3  infrastructure unreachable before anything changed (Chef, HAProxy, SSH, the server)";

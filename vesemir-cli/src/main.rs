@@ -7,6 +7,8 @@ mod config;
 mod control_socket;
 mod deploy;
 mod exit;
+mod followup;
+mod history;
 mod inventory_file;
 mod journal_file;
 mod locks;
@@ -84,17 +86,43 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
             locks::list(file, &config).await
         }
-        Command::Status { id, server } => {
+        Command::Status { id, output, server } => {
             let deployment = client::Client::new(&server.server)?.get(*id).await?;
-            println!("{}", client::describe(&deployment).trim_end());
+            if *output == output::OutputFormat::Json {
+                println!("{}", serde_json::json!({ "deployment": deployment }));
+            } else {
+                println!("{}", client::describe(&deployment).trim_end());
+            }
             Ok(client::exit_for(deployment.status))
         }
+        Command::History(args) => history::history(args).await,
+        Command::Retry(args) => match &args.server {
+            Some(server) => client::retry_remote(args, server).await,
+            None => {
+                let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
+                followup::retry(args, &config).await
+            }
+        },
+        Command::Restore(args) => match &args.server {
+            Some(server) => client::restore_remote(args, server).await,
+            None => {
+                let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
+                followup::restore(args, &config).await
+            }
+        },
+        Command::Rollback(args) => match &args.server {
+            Some(server) => client::rollback_remote(args, server).await,
+            None => {
+                let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
+                followup::rollback(args, &config).await
+            }
+        },
         Command::Logs { id, follow, output, server } => {
             let client = client::Client::new(&server.server)?;
             client.events(*id, &*output::sink(*output), *follow).await?;
             Ok(Exit::Success)
         }
-        Command::List { application, environment, team, status, limit, server } => {
+        Command::List { application, environment, team, status, limit, output, server } => {
             let filter = client::ListFilter {
                 application: application.clone(),
                 environment: environment.clone(),
@@ -103,7 +131,11 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
                 limit: Some(*limit),
             };
             let list = client::Client::new(&server.server)?.list(&filter).await?;
-            print_list(&list);
+            if *output == output::OutputFormat::Json {
+                println!("{}", serde_json::to_string(&list).map_err(|e| Failure::input(e.to_string()))?);
+            } else {
+                print_list(&list);
+            }
             Ok(Exit::Success)
         }
         Command::Cancel(args) => control(args, control_socket::Order::Cancel).await,

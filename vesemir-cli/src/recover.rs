@@ -182,7 +182,7 @@ pub async fn recover(
             }
         }
         let Some(ports) = built.as_ref() else { continue };
-        results.push(recover_run(state, journal, unfinished, ports).await);
+        results.push(recover_run(state, journal, unfinished, ports, None).await);
     }
     print_recovery(&results, args.output);
     let clean = results.iter().all(|r| r.skipped.is_none() && r.finished);
@@ -215,11 +215,14 @@ pub fn ports(config: &crate::config::Config) -> RecoveryPorts {
     }
 }
 
-async fn recover_run(
+/// Puts back the servers `journal` left out (only those of `only`'s hosts, when given), each
+/// through its health gate; the run is finished (and archived) once none is left.
+pub async fn recover_run(
     state: &StateDir,
     journal: &ReadJournal,
     unfinished: Unfinished,
     ports: &RecoveryPorts,
+    only: Option<&std::collections::BTreeSet<vesemir_core::name::HostName>>,
 ) -> RunRecovery {
     let run = journal.run.clone();
     let skip = |reason: String| RunRecovery {
@@ -244,7 +247,10 @@ async fn recover_run(
         .unwrap_or(RecoveryConfig::default().up_timeout);
     let config = RecoveryConfig { up_timeout, call_timeout: ports.call_timeout };
     let mut servers = Vec::new();
-    for pending in &unfinished.servers {
+    let selected: Vec<&PendingServer> =
+        unfinished.servers.iter().filter(|p| only.is_none_or(|only| only.contains(&p.host))).collect();
+    let every_one = selected.len() == unfinished.servers.len();
+    for pending in selected {
         let outcome = recover_one(header, pending, request.as_ref(), ports, &config).await;
         if !matches!(outcome, RecoveryOutcome::LeftOut { .. }) {
             let entry = JournalEntry::Recovered(Recovered {
@@ -263,7 +269,7 @@ async fn recover_run(
     }
     let left = servers.iter().any(|s| matches!(s.outcome, RecoveryOutcome::LeftOut { .. }));
     let mut finished = false;
-    if !left {
+    if !left && every_one {
         finished = match writer.append(&JournalEntry::Finished(Finished::Recovery)) {
             Ok(()) => {
                 drop(writer);
@@ -447,32 +453,46 @@ pub async fn recover_remote(args: &RecoverArgs, server: &str) -> Result<Exit, Fa
         .and_then(|run| run.parse::<i64>().ok())
         .ok_or_else(|| Failure::input("with --server, give the deployment's id (a number)"))?;
     let report = crate::client::Client::new(server)?.recover(id).await?;
-    if args.output == OutputFormat::Json {
-        println!("{}", serde_json::json!({ "recovery": report }));
-    } else {
-        use vesemir_http::wire::RecoveryResult;
-        if report.servers.is_empty() {
-            println!("deployment {id}: nothing to recover.");
-        }
-        for s in &report.servers {
-            let what = match (s.result, s.gated) {
-                (RecoveryResult::AlreadyRestored, _) => "already in its original state".to_owned(),
-                (RecoveryResult::Restored, Some(false)) => {
-                    "back to its original state (it took no traffic, no health gate)".to_owned()
-                }
-                (RecoveryResult::Restored, _) => "healthy, back to its original state".to_owned(),
-                (RecoveryResult::LeftOut, _) => format!("LEFT OUT: {}", s.reason.as_deref().unwrap_or("")),
-            };
-            println!("  {} (host {}): {what}", s.server, s.host);
-        }
-        if !report.finished {
-            println!("deployment {id}: some servers are still out: fix them and run `vesemir recover --server {server} {id}` again.");
-        }
-    }
+    print_remote_recovery(id, &report, server, args.output);
     Ok(if report.finished { Exit::Success } else { Exit::DeploymentFailed })
 }
 
-fn print_recovery(results: &[RunRecovery], format: OutputFormat) {
+/// Shows what the server's recovery (or restore) of deployment `id` did.
+pub fn print_remote_recovery(
+    id: i64,
+    report: &vesemir_http::wire::RecoveryReport,
+    server: &str,
+    output: OutputFormat,
+) {
+    if output == OutputFormat::Json {
+        println!("{}", serde_json::json!({ "recovery": report }));
+        return;
+    }
+    use vesemir_http::wire::RecoveryResult;
+    if report.servers.is_empty() {
+        println!("deployment {id}: nothing to recover.");
+    }
+    for s in &report.servers {
+        let what = match (s.result, s.gated) {
+            (RecoveryResult::AlreadyRestored, _) => "already in its original state".to_owned(),
+            (RecoveryResult::Restored, Some(false)) => {
+                "back to its original state (it took no traffic, no health gate)".to_owned()
+            }
+            (RecoveryResult::Restored, _) => "healthy, back to its original state".to_owned(),
+            (RecoveryResult::LeftOut, _) => format!("LEFT OUT: {}", s.reason.as_deref().unwrap_or("")),
+        };
+        println!("  {} (host {}): {what}", s.server, s.host);
+    }
+    if !report.finished {
+        println!(
+            "deployment {id}: some servers are still out ({}): fix them and run `vesemir restore --server {server} --deployment {id}` again.",
+            report.out_of_rotation.join(", ")
+        );
+    }
+}
+
+/// Shows what a recovery (or a restore) did.
+pub fn print_recovery(results: &[RunRecovery], format: OutputFormat) {
     if format == OutputFormat::Json {
         let left: usize = results
             .iter()
@@ -504,10 +524,20 @@ fn print_recovery(results: &[RunRecovery], format: OutputFormat) {
             };
             println!("  {} (host {}): {what}", s.server, s.host);
         }
+        let left: Vec<&str> = r
+            .servers
+            .iter()
+            .filter(|s| matches!(s.outcome, RecoveryOutcome::LeftOut { .. }))
+            .map(|s| s.host.as_str())
+            .collect();
         if r.finished {
             println!("  every server is back: the run's journal is finished.");
-        } else {
-            println!("  some servers are still out: fix them and run `vesemir recover {}` again.", r.run);
+        } else if !left.is_empty() {
+            println!(
+                "  some servers are still out: fix them and run `vesemir restore {}` (or `vesemir recover {}`) again.",
+                left.join(" "),
+                r.run
+            );
         }
     }
 }

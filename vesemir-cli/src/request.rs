@@ -47,6 +47,36 @@ pub fn spec(
     RequestSpec::from_toml(&text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
 }
 
+/// A request a local run recorded (its wire form, JSON), run again by `retry` or `rollback`:
+/// `edits` first (what the follow-up changes: `version=...`, the policy for servers not in
+/// rotation), then the person's `--set` and `--concurrency`; `requested_by` is whoever runs
+/// this. Answers the request as written and validated.
+pub fn from_recorded(
+    recorded: &serde_json::Value,
+    edits: &[String],
+    sets: &[String],
+    concurrency: Option<&str>,
+    playbooks: &Playbooks,
+) -> Result<(RequestSpec, DeploymentRequest), Failure> {
+    let mut document: toml::Table = serde_json::from_value(recorded.clone())
+        .map_err(|e| Failure::input(format!("the recorded request cannot be read: {e}")))?;
+    document.remove("requested_by");
+    for edit in edits {
+        apply_set(&mut document, "--set", edit).map_err(Failure::input)?;
+    }
+    let text = edit_document(document, sets, concurrency, Requester::FromEnvironment)?;
+    let policy = RequestPolicy {
+        playbooks,
+        inline_changesets: InlineChangesets::Allowed,
+        raw_queries: RawQueries::Allowed,
+    };
+    let request = DeploymentRequest::from_toml(&text, &policy)
+        .map_err(|e| Failure::input(format!("the recorded request, edited: {e}")))?;
+    let spec =
+        RequestSpec::from_toml(&text).map_err(|e| Failure::input(format!("the recorded request: {e}")))?;
+    Ok((spec, request))
+}
+
 /// The file's TOML with the overrides and `requested_by` applied.
 fn edited(
     path: &Path,
@@ -56,9 +86,19 @@ fn edited(
 ) -> Result<String, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::input(format!("{}: cannot read the deployment file: {e}", path.display())))?;
-    let mut document: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+    let document: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         Failure::input(format!("{}: is not valid TOML: {}", path.display(), e.message()))
     })?;
+    edit_document(document, sets, concurrency, requester)
+}
+
+/// `document` with the overrides and `requested_by` applied, as TOML text.
+fn edit_document(
+    mut document: toml::Table,
+    sets: &[String],
+    concurrency: Option<&str>,
+    requester: Requester,
+) -> Result<String, Failure> {
     for set in sets {
         apply_set(&mut document, "--set", set).map_err(Failure::input)?;
     }

@@ -73,6 +73,31 @@ async fn deploy_through_the_server_then_status_list_and_logs() {
     let logged = text(&logs);
     assert!(logged.contains("batch 1: web-1, web-2"), "{logged}");
     assert!(logged.contains("deployment succeeded: 3 succeeded"), "{logged}");
+
+    // JSON for machines: status, list and history.
+    let status = client(&lab, &served, Some(TOKEN), &["status", "1", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status -o json is JSON");
+    assert_eq!(json["deployment"]["status"], "succeeded", "{json}");
+    let list = client(&lab, &served, Some(TOKEN), &["list", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&list.stdout).expect("list -o json is JSON");
+    assert_eq!(json["deployments"][0]["version"], "3.1.0", "{json}");
+
+    // A second version, then a rollback through the server: every host back on 3.1.0, and the
+    // history says which deployment it rolled back.
+    let second =
+        client(&lab, &served, Some(TOKEN), &["deploy", "-f", "deploy.toml", "--set", "version=3.2.0"]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let rolled = client(&lab, &served, Some(TOKEN), &["rollback", "shop", "test"]);
+    let all = text(&rolled);
+    assert_eq!(rolled.status.code(), Some(0), "{all}");
+    assert!(all.contains("deployment 3: shop 3.1.0 to test"), "{all}");
+    for host in HOSTS {
+        assert_eq!(lab.version_on(host).as_deref(), Some("3.1.0"), "{host}");
+    }
+    let history = client(&lab, &served, Some(TOKEN), &["history", "shop", "test", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&history.stdout).expect("history -o json is JSON");
+    assert_eq!(json["deployments"][0]["rollback_of"], "2", "{json}");
+    assert_eq!(json["hosts"]["web-1"]["version"], "3.1.0", "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,10 @@ pub struct DriverConfig {
     /// The host locks to take while preparing, keep while running and give back at the end
     /// (see [`host_locks`]); `None` takes none (tests, embedders with their own guarantee).
     pub locks: Option<LockPolicy>,
+    /// Deploy only these hosts of the ones found (a retry of the hosts a deployment left,
+    /// a rollback of the hosts it moved); `None` deploys every host found. A host named here
+    /// and not found is not an error: it is simply not in the plan.
+    pub only_hosts: Option<std::collections::BTreeSet<crate::name::HostName>>,
 }
 
 impl Default for DriverConfig {
@@ -61,6 +65,7 @@ impl Default for DriverConfig {
             output_limit: 1 << 20,
             resolve_concurrency: 16,
             locks: None,
+            only_hosts: None,
         }
     }
 }
@@ -290,6 +295,10 @@ pub async fn prepare(
         Targets::Search(selector) => discover(ports, config, selector)
             .await
             .map_err(|source| PrepareError::Hosts { selector: selector.to_string(), source })?,
+    };
+    let hosts = match &config.only_hosts {
+        Some(only) => hosts.into_iter().filter(|h| only.contains(&h.name)).collect(),
+        None => hosts,
     };
     let instances = match &request.load_balancer.instances {
         LbInstances::Listed(endpoints) => endpoints.clone(),

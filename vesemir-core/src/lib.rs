@@ -11,6 +11,7 @@ pub mod driver;
 pub mod error;
 pub mod fake;
 pub mod fleet;
+pub mod history;
 pub mod host;
 pub mod host_locks;
 pub mod journal;

@@ -163,7 +163,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{Amount, CanaryGate};
+    use crate::request::{Amount, CanaryGate, OnFailure};
     use std::time::Duration;
 
     fn host(i: usize) -> PlannedHost {
@@ -180,6 +180,7 @@ mod tests {
             max_failures: Amount::Percent(10),
             pause_between_batches: Duration::ZERO,
             canary: canary.map(|hosts| Canary { hosts, gate: CanaryGate::Confirm }),
+            on_failure: OnFailure::Stop,
         }
     }
 

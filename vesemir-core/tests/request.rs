@@ -188,6 +188,21 @@ fn an_unknown_policy_for_servers_not_in_rotation_names_the_choices() {
 }
 
 #[test]
+fn on_failure_is_stop_by_default_rollback_when_asked_and_nothing_else() {
+    use vesemir_core::request::OnFailure;
+    let policy = RequestPolicy::permissive();
+    let parsed = |text: &str| DeploymentRequest::from_toml(text, &policy).expect("valid").strategy.on_failure;
+    assert_eq!(parsed(FULL), OnFailure::Stop);
+    let rollback = FULL.replace("[strategy]\n", "[strategy]\non_failure = \"rollback\"\n");
+    assert_eq!(parsed(&rollback), OnFailure::Rollback);
+    let wrong = FULL.replace("[strategy]\n", "[strategy]\non_failure = \"retry\"\n");
+    assert_eq!(
+        errors_of(&wrong, &policy),
+        ["strategy.on_failure: is \"retry\": write \"stop\" (the default) or \"rollback\""]
+    );
+}
+
+#[test]
 fn malformed_documents_say_so() {
     let error = RequestSpec::from_toml("application = ").expect_err("bad toml");
     assert!(error.to_string().contains("is not valid TOML"), "{error}");

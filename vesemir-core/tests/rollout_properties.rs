@@ -329,6 +329,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     };
     prop_assert!(s.policy != NotInRotationPolicy::Refuse || not_in_rotation.is_empty());
     let strategy = RolloutStrategy {
+        on_failure: vesemir_core::request::OnFailure::Stop,
         concurrency: s.concurrency,
         max_failures: s.max_failures,
         pause_between_batches: Duration::from_millis(s.pause_ms),

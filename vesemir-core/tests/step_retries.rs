@@ -143,6 +143,7 @@ fn drive_one_host(retries: Option<StepRetries>, step_results: Vec<ActionResult>)
         max_failures: Amount::Count(0),
         pause_between_batches: Duration::ZERO,
         canary: None,
+        on_failure: vesemir_core::request::OnFailure::Stop,
     };
     let plan = Arc::new(Plan::new(planned, &strategy).expect("plan"));
     let backend = serving(&plan.hosts);

@@ -23,6 +23,7 @@ use vesemir_core::PrepareError;
 use crate::auth::{Principal, Tokens};
 use crate::clock::now_ms;
 use crate::config::Limits;
+use crate::followup::FollowUpError;
 use crate::journal::{RecoverError, Recoveries};
 use crate::metrics::Metrics;
 use crate::ports::PortsFactory;
@@ -760,7 +761,18 @@ pub async fn recover(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<RecoveryReport>, ApiError> {
     let id = parse_id(id)?;
-    let record = load(&state, &principal, id).await?;
+    recover_servers(&state, &principal, id, None).await
+}
+
+/// Puts back the servers deployment `id` left out (only those of `only`'s hosts, when given),
+/// each through its health gate.
+async fn recover_servers(
+    state: &AppState,
+    principal: &Principal,
+    id: i64,
+    only: Option<std::collections::BTreeSet<vesemir_core::name::HostName>>,
+) -> Result<Json<RecoveryReport>, ApiError> {
+    let record = load(state, principal, id).await?;
     if !record.status.is_finished() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -802,7 +814,8 @@ pub async fn recover(
     let recovered = tokio::spawn(async move {
         let _guard = guard;
         let output_limit = vesemir_core::DriverConfig::default().output_limit;
-        crate::journal::recover(&*store, id, &ports, &request, &config, output_limit).await
+        crate::journal::recover_hosts(&*store, id, &ports, &request, &config, output_limit, only.as_ref())
+            .await
     })
     .await
     .map_err(|e| {
@@ -817,6 +830,194 @@ pub async fn recover(
         Err(e @ RecoverError::NoJournal(_)) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
         Err(RecoverError::Store(e)) => Err(ApiError::store(&e)),
     }
+}
+
+/// Puts back the servers a deployment left out of rotation, as `recover` does, only for the
+/// hosts named (all of them with an empty body): each passes its health gate (the request's
+/// health command, then UP on every instance at weight 0), then returns to its original admin
+/// state and weight. A server that fails its gate stays out, and the answer says why. Not
+/// bounded by the request timeout.
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/restore", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment's id")),
+    request_body(content = Option<crate::wire::RestoreBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was done for each server asked for", body = RecoveryReport),
+        (status = 400, description = "Malformed body, or a host name that is not one", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
+        (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn restore(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RecoveryReport>, ApiError> {
+    let id = parse_id(id)?;
+    let body: crate::wire::RestoreBody = optional_body(&state, body)?;
+    let mut only = std::collections::BTreeSet::new();
+    for host in &body.hosts {
+        let name = vesemir_core::name::HostName::new(host)
+            .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "hosts", e.to_string()))?;
+        only.insert(name);
+    }
+    recover_servers(&state, &principal, id, (!only.is_empty()).then_some(only)).await
+}
+
+/// A JSON body of type `T`, or its default when the body is empty.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    state: &App,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| body_error(state, &rejection))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "(document)", e.to_string()))
+}
+
+/// The answer to a follow-up: 202 with its `Location`, or why it was not started.
+fn follow_up_response(
+    started: Result<i64, FollowUpError>,
+    principal: &Principal,
+) -> Result<Response, ApiError> {
+    match started {
+        Ok(id) => submitted_response(Ok(Submitted::New(id)), principal),
+        Err(FollowUpError::Submit(e)) => submitted_response(Err(e), principal),
+        Err(FollowUpError::Store(e)) => Err(ApiError::store(&e)),
+        Err(FollowUpError::Refused(e)) => Err(ApiError::refused(&e)),
+        Err(FollowUpError::Invalid(_, e)) => Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, &e)),
+        Err(e @ FollowUpError::Ports(_)) => {
+            Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "(document)", e.to_string()))
+        }
+        Err(
+            e @ (FollowUpError::NotFinished(..)
+            | FollowUpError::NothingToRetry(_)
+            | FollowUpError::NoRollback(_)),
+        ) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
+    }
+}
+
+/// Starts a new deployment, linked to this one (`retry_of` in the history), over the hosts it
+/// did not finish (failed, unreachable, skipped, cancelled), with the same request; the body may
+/// change `concurrency` and `variables`. Servers it left out of rotation are taken as they are
+/// (the budget counts them) and, once deployed, go back to the state it found them in.
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/retry", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment to retry")),
+    request_body(content = Option<crate::wire::RetryBody>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The retry was accepted: a new deployment", body = Accepted),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "It has not ended, every host succeeded, or another deployment of its application and environment runs", body = ErrorBody),
+        (status = 422, description = "Its request, edited, no longer validates, or the fleet's real state refuses it", body = ErrorBody),
+        (status = 429, description = "The queue is full", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    let body: crate::wire::RetryBody = optional_body(&state, body)?;
+    let parent = load(&state, &principal, id).await?;
+    tracing::info!(deployment = id, by = %principal.name, "retry asked");
+    let started =
+        crate::followup::retry(&state, &parent, body.concurrency, body.variables, &principal.name).await;
+    follow_up_response(started, &principal)
+}
+
+/// The deployments of an application in an environment, newest first (at most 200), each
+/// host's result, and the version each host last succeeded with.
+#[utoipa::path(
+    get, path = "/v1/applications/{application}/environments/{environment}/history", tag = "deployments",
+    params(
+        ("application" = String, Path, description = "The application"),
+        ("environment" = String, Path, description = "The environment"),
+    ),
+    responses(
+        (status = 200, description = "The history, newest first", body = crate::wire::History),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's application", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((application, environment)): Path<(String, String)>,
+) -> Result<Json<crate::wire::History>, ApiError> {
+    let history = crate::followup::history(&*state.store, &application, &environment)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    if let Some((newest, _)) = history.first() {
+        check_team(&principal, newest)?;
+    }
+    let records = history.into_iter().map(|(_, r)| r).collect();
+    Ok(Json(crate::wire::History::of(&application, &environment, records)))
+}
+
+/// Deploys the previous version of an application in an environment: the newest one before the
+/// current one that succeeded on every host (from the history), or `to`; the deployment whose
+/// request ran that version is run again with it, linked to the newest one (`rollback_of`).
+/// Servers the newest deployment left out are taken as they are and put back once deployed.
+#[utoipa::path(
+    post, path = "/v1/applications/{application}/environments/{environment}/rollback", tag = "deployments",
+    params(
+        ("application" = String, Path, description = "The application"),
+        ("environment" = String, Path, description = "The environment"),
+    ),
+    request_body(content = Option<crate::wire::RollbackBody>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The rollback was accepted: a new deployment", body = Accepted),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Another team's application", body = ErrorBody),
+        (status = 404, description = "No deployment of it is recorded", body = ErrorBody),
+        (status = 409, description = "No version to roll back to, the newest deployment still runs, or another deployment of it runs", body = ErrorBody),
+        (status = 422, description = "The request to run again no longer validates, or the fleet's real state refuses it", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn rollback(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((application, environment)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: crate::wire::RollbackBody = optional_body(&state, body)?;
+    let to = match &body.to {
+        Some(v) => Some(
+            vesemir_core::name::Version::new(v)
+                .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "to", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let history = crate::followup::history(&*state.store, &application, &environment)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    let Some((newest, _)) = history.first() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no deployment of {application} in {environment} is recorded: nothing to roll back"),
+        ));
+    };
+    check_team(&principal, newest)?;
+    tracing::info!(%application, %environment, by = %principal.name, "rollback asked");
+    let started = crate::followup::rollback(&state, &history, to.as_ref(), None, &principal.name).await;
+    follow_up_response(started, &principal)
 }
 
 /// Pauses a queued or running deployment: no new host starts until it is resumed; hosts in

@@ -477,10 +477,30 @@ pub async fn recover(
     config: &RecoveryConfig,
     output_limit: usize,
 ) -> Result<DeploymentRecovery, RecoverError> {
+    recover_hosts(store, id, ports, request, config, output_limit, None).await
+}
+
+/// [`recover`], only for the servers of `only`'s hosts when given (`POST .../restore` with
+/// hosts; a follow-up putting back the servers its parent left out once it deployed them). The
+/// deployment's `out_of_rotation` keeps the pending servers not asked for.
+pub async fn recover_hosts(
+    store: &dyn Store,
+    id: i64,
+    ports: &Ports,
+    request: &DeploymentRequest,
+    config: &RecoveryConfig,
+    output_limit: usize,
+    only: Option<&std::collections::BTreeSet<vesemir_core::name::HostName>>,
+) -> Result<DeploymentRecovery, RecoverError> {
     let unfinished = unfinished(store, id).await?;
     let Some(header) = unfinished.header.as_ref() else { return Err(RecoverError::NoJournal(id)) };
     let mut servers = Vec::new();
+    let mut not_asked: Vec<String> = Vec::new();
     for pending in &unfinished.servers {
+        if only.is_some_and(|only| !only.contains(&pending.host)) {
+            not_asked.push(pending.host.to_string());
+            continue;
+        }
         let outcome = recover_one(header, pending, ports, request, config, output_limit).await;
         if !matches!(outcome, RecoveryOutcome::LeftOut { .. }) {
             let entry = JournalEntry::Recovered(Recovered {
@@ -499,6 +519,7 @@ pub async fn recover(
         .iter()
         .filter(|s| matches!(s.outcome, RecoveryOutcome::LeftOut { .. }))
         .map(|s| s.host.clone())
+        .chain(not_asked)
         .collect();
     out_of_rotation.sort();
     let finished = out_of_rotation.is_empty();

@@ -14,6 +14,10 @@
 //! POST /v1/deployments/{id}/cancel
 //! POST /v1/deployments/{id}/confirm  (a canary waiting for confirmation)
 //! POST /v1/deployments/{id}/recover  (put back what its journal left out of rotation)
+//! POST /v1/deployments/{id}/restore  (the same, for some hosts: { "hosts": [...] })
+//! POST /v1/deployments/{id}/retry    (a new deployment of the hosts it did not finish)
+//! GET  /v1/applications/{app}/environments/{env}/history
+//! POST /v1/applications/{app}/environments/{env}/rollback  ({ "to": VERSION } optional)
 //! GET  /healthz /readyz /metrics /openapi.json /docs
 //! ```
 //!
@@ -55,6 +59,7 @@ pub mod auth;
 mod clock;
 pub mod config;
 mod docs;
+pub mod followup;
 pub mod journal;
 pub mod metrics;
 pub mod openapi;
@@ -139,6 +144,14 @@ impl Server {
             openapi: Arc::new(openapi::to_json(&routes::document())),
             recoveries: Arc::default(),
         });
+        // on_failure = "rollback": once a deployment has ended, its follow-up (if any) is
+        // submitted like any other deployment.
+        let weak = Arc::downgrade(&app);
+        app.runner.set_after_end(Arc::new(move |id| {
+            if let Some(app) = weak.upgrade() {
+                tokio::spawn(followup::after_end(app, id));
+            }
+        }));
         Ok(Self { app })
     }
 

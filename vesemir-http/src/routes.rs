@@ -23,6 +23,9 @@ fn bounded() -> OpenApiRouter<AppState> {
         .routes(routes!(api::confirm))
         .routes(routes!(api::pause))
         .routes(routes!(api::resume))
+        .routes(routes!(api::retry))
+        .routes(routes!(api::history))
+        .routes(routes!(api::rollback))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
         .routes(routes!(api::metrics))
@@ -33,7 +36,10 @@ fn bounded() -> OpenApiRouter<AppState> {
 /// Routes the request timeout does not bound: the event stream, open as long as its
 /// deployment runs, and recovery, which waits for each server's health gate.
 fn streams() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(api::events)).routes(routes!(api::recover))
+    OpenApiRouter::new()
+        .routes(routes!(api::events))
+        .routes(routes!(api::recover))
+        .routes(routes!(api::restore))
 }
 
 /// The OpenAPI description of every route, served at `/openapi.json`.

@@ -26,7 +26,7 @@ use crate::journal::{DeploymentJournal, StoreFailure};
 use crate::metrics::Metrics;
 use crate::ports::LockSettings;
 use crate::store::{
-    DeploymentRecord, Finish, HostRecord, Inserted, NewDeployment, Status, Store, StoreError,
+    DeploymentRecord, Finish, HostRecord, Inserted, NewDeployment, Origin, Status, Store, StoreError,
 };
 
 /// Live events of one deployment, broadcast after they are stored.
@@ -88,7 +88,12 @@ pub struct Runner {
     queued: AtomicUsize,
     admission: tokio::sync::Mutex<()>,
     active: Mutex<ActiveSet>,
+    after_end: std::sync::OnceLock<AfterEnd>,
 }
+
+/// Called with a deployment's id once it has ended and left the active set (the server's
+/// `on_failure = "rollback"`).
+pub type AfterEnd = Arc<dyn Fn(i64) + Send + Sync>;
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -179,6 +184,7 @@ impl Runner {
             queued: AtomicUsize::new(0),
             admission: tokio::sync::Mutex::new(()),
             active: Mutex::new(ActiveSet::default()),
+            after_end: std::sync::OnceLock::new(),
         }
     }
 
@@ -189,6 +195,12 @@ impl Runner {
     pub fn with_locks(mut self, locks: Option<LockSettings>) -> Self {
         self.locks = locks;
         self
+    }
+
+    /// Sets what is called with each deployment's id once it has ended (set once; later calls
+    /// change nothing).
+    pub fn set_after_end(&self, after_end: AfterEnd) {
+        let _ = self.after_end.set(after_end);
     }
 
     fn lock_active(&self) -> MutexGuard<'_, ActiveSet> {
@@ -225,11 +237,22 @@ impl Runner {
     /// 409); `prepare` makes the same check when it starts, and a refusal then ends it failed
     /// with the same message.
     pub async fn precheck(&self, request: &DeploymentRequest, ports: &Ports) -> Result<(), PrepareError> {
+        self.precheck_hosts(request, ports, None).await
+    }
+
+    /// [`precheck`](Self::precheck) of a follow-up limited to `only_hosts`.
+    pub async fn precheck_hosts(
+        &self,
+        request: &DeploymentRequest,
+        ports: &Ports,
+        only_hosts: Option<std::collections::BTreeSet<vesemir_core::name::HostName>>,
+    ) -> Result<(), PrepareError> {
         if self.active_count() > 0 {
             return Ok(());
         }
         let bound = self.driver.call_timeout.saturating_mul(3);
-        let (request, ports, driver) = (Arc::new(request.clone()), ports.clone(), self.driver.clone());
+        let driver = DriverConfig { only_hosts, ..self.driver.clone() };
+        let (request, ports) = (Arc::new(request.clone()), ports.clone());
         // In a task of its own: a port that panics must not take the handler down; the
         // deployment is then admitted and its own run records the panic as a failure.
         let check = tokio::spawn(async move {
@@ -256,6 +279,18 @@ impl Runner {
         ports: Ports,
         new: NewDeployment,
     ) -> Result<Submitted, SubmitError> {
+        self.submit_with(request, ports, new, Origin::default()).await
+    }
+
+    /// [`submit`](Self::submit) of a follow-up: `origin` (what it retries or rolls back, the
+    /// hosts it is limited to) is stored before it starts.
+    pub async fn submit_with(
+        self: &Arc<Self>,
+        request: DeploymentRequest,
+        ports: Ports,
+        new: NewDeployment,
+        origin: Origin,
+    ) -> Result<Submitted, SubmitError> {
         let _admission = self.admission.lock().await;
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = self.store.by_idempotency_key(&new.requested_by, key).await? {
@@ -280,6 +315,9 @@ impl Runner {
             Inserted::New(id) => id,
             Inserted::Existing(record) => return Ok(Submitted::Existing(record)),
         };
+        if origin != Origin::default() {
+            self.store.set_origin(id, &origin).await?;
+        }
         let active = Active {
             control: Control::new(),
             waiting_for_confirmation: Arc::new(AtomicBool::new(false)),
@@ -414,6 +452,9 @@ impl Runner {
             span.in_scope(|| error!(error = %e, "the deployment's record could not be written"));
         }
         drop(guard);
+        if let Some(after_end) = self.after_end.get() {
+            after_end(id);
+        }
     }
 
     async fn drive_inner(
@@ -482,7 +523,84 @@ impl Runner {
             error!("the event writer panicked: some events may be missing from the database");
         }
         let store_failure = journal.close().await;
-        self.record_outcome(id, labels, report, timed_out, store_failure, started).await
+        self.record_outcome(id, labels, report, timed_out, store_failure, started).await?;
+        if let Some(parent) = self.store.origin(id).await?.and_then(|o| o.resume) {
+            self.resume_servers(id, parent, request, ports).await?;
+        }
+        Ok(())
+    }
+
+    /// After follow-up `id` of `parent` (which took the servers `parent` left out as they were):
+    /// those whose hosts succeeded go back to the state `parent` found them in, health gate
+    /// first, and are marked recovered in both journals; their host records say they are in
+    /// rotation again.
+    async fn resume_servers(
+        &self,
+        id: i64,
+        parent: i64,
+        request: &DeploymentRequest,
+        ports: &Ports,
+    ) -> Result<(), StoreError> {
+        let mut hosts = self.store.hosts(id).await?;
+        let succeeded: std::collections::BTreeSet<vesemir_core::name::HostName> = hosts
+            .iter()
+            .filter(|h| h.state.outcome == Some(HostOutcome::Succeeded))
+            .map(|h| h.state.name.clone())
+            .collect();
+        if succeeded.is_empty() {
+            return Ok(());
+        }
+        let config = vesemir_core::journal::RecoveryConfig {
+            up_timeout: request
+                .changeset
+                .health
+                .load_balancer_up
+                .unwrap_or(vesemir_core::journal::RecoveryConfig::default().up_timeout),
+            call_timeout: self.limits.call_timeout,
+        };
+        let recovered = crate::journal::recover_hosts(
+            &*self.store,
+            parent,
+            ports,
+            request,
+            &config,
+            self.driver.output_limit,
+            Some(&succeeded),
+        )
+        .await;
+        let recovery = match recovered {
+            Ok(recovery) => recovery,
+            Err(e) => {
+                warn!(parent, error = %e, "putting back the servers the parent left out failed");
+                return Ok(());
+            }
+        };
+        let mut back = Vec::new();
+        for s in &recovery.servers {
+            if let vesemir_core::journal::RecoveryOutcome::LeftOut { reason } = &s.outcome {
+                warn!(parent, host = %s.host, %reason, "left out: it failed its health gate");
+                continue;
+            }
+            let (Ok(host), Ok(server)) =
+                (vesemir_core::name::HostName::new(&s.host), vesemir_core::name::ServerName::new(&s.server))
+            else {
+                continue;
+            };
+            let entry = vesemir_core::journal::JournalEntry::Recovered(vesemir_core::journal::Recovered {
+                host,
+                server,
+            });
+            self.store.append_journal(id, &entry).await?;
+            back.push(s.host.clone());
+        }
+        for h in hosts.iter_mut().filter(|h| back.contains(&h.state.name.to_string())) {
+            h.state.rotation = vesemir_core::event::Rotation::InRotation;
+        }
+        let changed: Vec<HostRecord> =
+            hosts.into_iter().filter(|h| back.contains(&h.state.name.to_string())).collect();
+        self.store.append_events(id, &[], &changed).await?;
+        info!(parent, restored = ?back, "servers the parent left out are back in rotation");
+        Ok(())
     }
 
     /// Records how a deployment that ran ended: its report's outcome, or the crash of its
@@ -525,7 +643,13 @@ impl Runner {
         request: &Arc<DeploymentRequest>,
         ports: &Ports,
     ) -> Result<Prepared, String> {
-        let driver = DriverConfig { locks: self.lock_policy(id, request), ..self.driver.clone() };
+        let only_hosts = match self.store.origin(id).await {
+            Ok(origin) => origin.and_then(|o| o.only_hosts).map(|hosts| {
+                hosts.iter().filter_map(|h| vesemir_core::name::HostName::new(h).ok()).collect()
+            }),
+            Err(e) => return Err(format!("could not start, nothing was changed: {e}")),
+        };
+        let driver = DriverConfig { locks: self.lock_policy(id, request), only_hosts, ..self.driver.clone() };
         let prepared = tokio::time::timeout(
             self.limits.deployment_timeout,
             vesemir_core::prepare(request.clone(), ports, &driver),

@@ -1,6 +1,8 @@
 //! The API's JSON bodies, converted explicitly from stored records: the wire shape is chosen
 //! here, not inherited from internals.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vesemir_core::event::{HostOutcome, Phase, Rotation};
@@ -28,6 +30,16 @@ pub struct Links {
     /// Where to POST to confirm its canary: while the canary waits for confirmation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm: Option<String>,
+    /// Where to POST to retry the hosts it did not finish: once it ended with some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// Where to POST to put back the servers it left out of rotation: once it ended with some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
+    /// Where to POST to roll its application and environment back to the previous version:
+    /// once it ended having changed some host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }
 
 impl Links {
@@ -40,7 +52,31 @@ impl Links {
             pause: None,
             resume: None,
             confirm: None,
+            retry: None,
+            restore: None,
+            rollback: None,
         }
+    }
+
+    /// Adds the links that apply to an ended deployment: retry (some host did not succeed),
+    /// restore (some host is out of rotation), rollback (some host was changed).
+    pub fn with_follow_ups(mut self, d: &DeploymentRecord, hosts: &[HostRecord]) -> Self {
+        if !d.status.is_finished() {
+            return self;
+        }
+        let id = d.id;
+        if hosts.iter().any(|h| h.state.outcome != Some(HostOutcome::Succeeded)) {
+            self.retry = Some(format!("/v1/deployments/{id}/retry"));
+        }
+        if !d.out_of_rotation.is_empty() || hosts.iter().any(|h| h.state.rotation != Rotation::InRotation) {
+            self.restore = Some(format!("/v1/deployments/{id}/restore"));
+        }
+        if hosts.iter().any(|h| matches!(h.state.outcome, Some(HostOutcome::Succeeded | HostOutcome::Failed)))
+        {
+            self.rollback =
+                Some(format!("/v1/applications/{}/environments/{}/rollback", d.application, d.environment));
+        }
+        self
     }
 
     /// Adds the links that apply to a queued or running deployment in `live` state.
@@ -308,7 +344,7 @@ impl Deployment {
                 duration_seconds: d.started_ms.map(|s| seconds((end - s).max(0))),
             },
             hosts: hosts.iter().map(HostResult::from_record).collect(),
-            links: Links::of(d.id),
+            links: Links::of(d.id).with_follow_ups(d, hosts),
         }
     }
 
@@ -503,4 +539,72 @@ mod tests {
         assert_eq!(values::<HostOutcomeSchema>(), serde_json::to_value(every_outcome).expect("json"));
         assert_eq!(values::<RotationSchema>(), serde_json::to_value(every_rotation).expect("json"));
     }
+}
+
+/// The history of an application in an environment: its deployments newest first, each host's
+/// result, and the version each host last succeeded with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    /// The application.
+    pub application: String,
+    /// The environment.
+    pub environment: String,
+    /// Newest first: `id`, `version`, `requested_by`, `started_at`, `finished_at`, `outcome`
+    /// (`running`, `succeeded`, `completed_with_failures`, `stopped`, `cancelled`, `failed`,
+    /// `interrupted`), `error`, `hosts` (each `host`, `outcome`, `phase`, `error`, `rotation`),
+    /// `retry_of`, `rollback_of` (the core's `HistoryRecord`).
+    #[schema(value_type = Vec<Object>)]
+    pub deployments: Vec<vesemir_core::history::HistoryRecord>,
+    /// Each host's last successful version: `{ "web-01": { "version": "2.0.0", "deployment": "12" } }`.
+    #[schema(value_type = Object)]
+    pub hosts: BTreeMap<String, vesemir_core::history::HostVersion>,
+}
+
+impl History {
+    /// The history of `records` (newest first).
+    pub fn of(
+        application: &str,
+        environment: &str,
+        records: Vec<vesemir_core::history::HistoryRecord>,
+    ) -> Self {
+        let hosts = vesemir_core::history::last_succeeded(&records)
+            .into_iter()
+            .map(|(h, v)| (h.to_string(), v))
+            .collect();
+        Self { application: application.into(), environment: environment.into(), deployments: records, hosts }
+    }
+}
+
+/// What a retry changes of its parent's request (`POST /v1/deployments/{id}/retry`); an empty
+/// body changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    /// `strategy.concurrency`: a count or a percentage (`"25%"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub concurrency: Option<serde_json::Value>,
+    /// Values of the playbook's `{variables}` to change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Which servers to put back (`POST /v1/deployments/{id}/restore`); an empty body: every one
+/// the deployment left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBody {
+    /// Only these hosts' servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+/// Where to roll back to (`POST /v1/applications/{app}/environments/{env}/rollback`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    /// The version; default: the newest one before the current one that succeeded on every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }

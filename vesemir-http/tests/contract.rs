@@ -164,6 +164,16 @@ impl Store for Switch {
     async fn set_out_of_rotation(&self, id: i64, hosts: &[String]) -> Result<(), StoreError> {
         self.inner.set_out_of_rotation(id, hosts).await
     }
+    async fn set_origin(&self, id: i64, origin: &vesemir_http::store::Origin) -> Result<(), StoreError> {
+        self.inner.set_origin(id, origin).await
+    }
+    async fn origin(&self, id: i64) -> Result<Option<vesemir_http::store::Origin>, StoreError> {
+        self.gate().await?;
+        self.inner.origin(id).await
+    }
+    async fn set_error(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        self.inner.set_error(id, error).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.gate().await?;
         self.inner.ping().await

@@ -20,7 +20,8 @@ pub const VERSION_FILE: &str = "version";
 pub const NEXT_VERSION_FILE: &str = "version.next";
 /// The marker that asks the app to restart; the app removes it once it serves again.
 pub const RESTART_MARKER: &str = "restart";
-/// When this file exists as the app starts, its `/health` answers 500 (a broken release).
+/// When this file exists as the app starts, its `/health` answers 500 (a broken release): every
+/// release when it is empty, only the version it names otherwise.
 pub const BROKEN_RELEASE_MARKER: &str = "broken-release";
 /// How long the app is down while it restarts.
 pub const RESTART_DOWNTIME: Duration = Duration::from_secs(1);
@@ -30,7 +31,7 @@ pub const RESTART_DOWNTIME: Duration = Duration::from_secs(1);
 pub async fn supervise(address: SocketAddr, dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
     loop {
         let version = read_trimmed(&dir.join(VERSION_FILE)).unwrap_or_else(|| "unknown".to_owned());
-        let healthy = !dir.join(BROKEN_RELEASE_MARKER).exists();
+        let healthy = healthy_release(&dir, &version);
         let Some(listener) = bind(address, &mut shutdown).await else { return };
         // Serving again: a restart in progress is over.
         let _ = std::fs::remove_file(dir.join(RESTART_MARKER));
@@ -121,6 +122,15 @@ async fn answer(mut stream: TcpStream, version: String, healthy: bool) {
 
 fn read_trimmed(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// Whether the release `version` of the host whose files are in `dir` is healthy: no
+/// broken-release marker, or one naming another version.
+fn healthy_release(dir: &Path, version: &str) -> bool {
+    match std::fs::read_to_string(dir.join(BROKEN_RELEASE_MARKER)) {
+        Err(_) => true,
+        Ok(broken) => !broken.trim().is_empty() && broken.trim() != version,
+    }
 }
 
 /// One `GET path` to `address`: the status code and the body, or why it failed.

@@ -154,6 +154,19 @@ pub struct Strategy {
     pub pause_between_batches: Duration,
     /// A first small batch, then a wait.
     pub canary: Option<Canary>,
+    /// What the front end does after the deployment stopped on `max_failures`.
+    pub on_failure: OnFailure,
+}
+
+/// What the front end that ran a deployment does when it stopped on `max_failures`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Nothing: the failure is left for a person (`vesemir retry`, `restore`, `rollback`).
+    #[default]
+    Stop,
+    /// Deploy the previous version (the newest one the history shows succeeded on every host)
+    /// to the hosts the deployment changed, as a follow-up deployment linked to it.
+    Rollback,
 }
 
 /// The canary batch.

@@ -216,6 +216,11 @@ pub struct StrategySpec {
     /// Deploy a first small batch, then wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySpec>,
+    /// What the front end does when the deployment stops on `max_failures`: `"stop"` (the
+    /// default: leave it for a person) or `"rollback"` (deploy the previous version, from the
+    /// history, to the hosts it changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
 }
 
 /// The canary batch.

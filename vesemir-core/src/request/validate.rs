@@ -535,7 +535,19 @@ fn validate_strategy(p: &mut Problems, s: &StrategySpec) -> Option<Strategy> {
         };
         Some(Canary { hosts: c.hosts, gate })
     });
+    let on_failure = match s.on_failure.as_deref() {
+        None | Some("stop") => OnFailure::Stop,
+        Some("rollback") => OnFailure::Rollback,
+        Some(other) => {
+            p.add(
+                "strategy.on_failure",
+                format!("is {other:?}: write \"stop\" (the default) or \"rollback\""),
+            );
+            OnFailure::Stop
+        }
+    };
     Some(Strategy {
+        on_failure,
         concurrency,
         max_failures: s.max_failures.unwrap_or(Amount::Count(0)),
         pause_between_batches: duration(

@@ -276,6 +276,26 @@ pub struct Interrupted {
     pub out_of_rotation: Vec<String>,
 }
 
+/// What a deployment follows up on (a retry, a rollback), and how that shapes it. Stored with
+/// the deployment before it starts; read by the runner when it prepares and when it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The deployment it retries (its hosts that did not succeed).
+    pub retry_of: Option<i64>,
+    /// The deployment it rolls back.
+    pub rollback_of: Option<i64>,
+    /// Only these hosts of the ones found (a retry, an automatic rollback); `None`: all.
+    pub only_hosts: Option<Vec<String>>,
+    /// A deployment whose journal left servers out that this one takes as they are: once this
+    /// one ends, those whose hosts succeeded go back to the state that deployment found them in
+    /// (health gate first).
+    pub resume: Option<i64>,
+    /// Hosts of a second deployment started once this one succeeded (same links): a follow-up
+    /// first deploys the servers its parent left out, which then count against no budget, and
+    /// only then the others.
+    pub then_hosts: Option<Vec<String>>,
+}
+
 /// Where deployments, host results and events are kept.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -320,6 +340,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Records the hosts that may be out of rotation (after a recovery put some back, or a
     /// deployment stopped by a failing store).
     async fn set_out_of_rotation(&self, id: i64, hosts: &[String]) -> Result<(), StoreError>;
+    /// Records what deployment `id` follows up on (before it starts).
+    async fn set_origin(&self, id: i64, origin: &Origin) -> Result<(), StoreError>;
+    /// What deployment `id` follows up on; `None` for a plain deployment.
+    async fn origin(&self, id: i64) -> Result<Option<Origin>, StoreError>;
+    /// Replaces an ended deployment's `error` (what happened after it ended: an automatic
+    /// rollback, or why there was none).
+    async fn set_error(&self, id: i64, error: &str) -> Result<(), StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

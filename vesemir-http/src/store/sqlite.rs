@@ -16,8 +16,8 @@ use vesemir_core::name::HostName;
 use vesemir_core::{Event, HostProgress, Progress};
 
 use super::{
-    DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, Status, Store,
-    StoreError,
+    DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, Origin, Status,
+    Store, StoreError,
 };
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
@@ -86,6 +86,19 @@ CREATE TABLE deployment_journal (
 CREATE INDEX deployment_journal_deployment ON deployment_journal (deployment_id, id);
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE deployment_origin (
+    deployment_id INTEGER PRIMARY KEY REFERENCES deployments (id),
+    retry_of INTEGER,
+    rollback_of INTEGER,
+    only_hosts TEXT,
+    resume INTEGER,
+    then_hosts TEXT
+);
+"#,
+    ),
 ];
 
 const COLUMNS: &str = "id, application, environment, team, version, requested_by, playbook, query, request, \
@@ -96,6 +109,16 @@ const COLUMNS: &str = "id, application, environment, team, version, requested_by
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+}
+
+/// A list of host names as stored (JSON), or NULL.
+fn encode_hosts(hosts: Option<&[String]>) -> Result<Option<String>, StoreError> {
+    hosts.map(|h| serde_json::to_string(h).map_err(|e| StoreError::new("encoding hosts", e))).transpose()
+}
+
+/// A stored list of host names.
+fn decode_hosts(text: Option<&str>) -> Result<Option<Vec<String>>, StoreError> {
+    text.map(|t| serde_json::from_str(t).map_err(|e| StoreError::new("decoding hosts", e))).transpose()
 }
 
 fn err(context: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
@@ -590,6 +613,51 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(err("recording hosts out of rotation"))?;
+        Ok(())
+    }
+
+    async fn set_origin(&self, id: i64, origin: &Origin) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO deployment_origin (deployment_id, retry_of, rollback_of, only_hosts, resume, then_hosts) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(origin.retry_of)
+        .bind(origin.rollback_of)
+        .bind(encode_hosts(origin.only_hosts.as_deref())?)
+        .bind(origin.resume)
+        .bind(encode_hosts(origin.then_hosts.as_deref())?)
+        .execute(&self.pool)
+        .await
+        .map_err(err("recording a deployment's origin"))?;
+        Ok(())
+    }
+
+    async fn origin(&self, id: i64) -> Result<Option<Origin>, StoreError> {
+        type Row = (Option<i64>, Option<i64>, Option<String>, Option<i64>, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT retry_of, rollback_of, only_hosts, resume, then_hosts FROM deployment_origin WHERE deployment_id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("reading a deployment's origin"))?;
+        let Some((retry_of, rollback_of, only, resume, then)) = row else { return Ok(None) };
+        Ok(Some(Origin {
+            retry_of,
+            rollback_of,
+            only_hosts: decode_hosts(only.as_deref())?,
+            resume,
+            then_hosts: decode_hosts(then.as_deref())?,
+        }))
+    }
+
+    async fn set_error(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET error = ? WHERE id = ?")
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err("recording an error"))?;
         Ok(())
     }
 
