@@ -18,7 +18,7 @@ use vesemir_core::ports::{
 };
 use vesemir_core::request::{
     Amount, Canary, CanaryGate, DrainTimeoutPolicy, NotInRotationPolicy, RampStep,
-    Strategy as RolloutStrategy,
+    Strategy as RolloutStrategy, Window,
 };
 use vesemir_core::rollout::{
     Action, ActionResult, ErrorKind, HealthRetry, HostError, HostId, Rollout, RolloutConfig, StepLimit,
@@ -122,6 +122,10 @@ struct Scenario {
     policy: NotInRotationPolicy,
     /// Non-target servers going DOWN by themselves: (which, when, for how long), in ms.
     downs: Vec<(usize, u64, u64)>,
+    /// A sliding window or strict batches (a pause between batches only with batches).
+    window: Window,
+    /// The operator pauses at this moment and resumes this long after, in ms.
+    pause_at_ms: Option<(u64, u64)>,
 }
 
 fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl Strategy<Value = Scenario> {
@@ -140,30 +144,50 @@ fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl S
         prop::option::of((1u32..4, prop::option::of(0u64..10_000))),
         prop_oneof![Just(0u64), 1u64..5000],
         (any::<u64>(), prop::option::weighted(0.2, 0u64..60_000), prop::option::weighted(0.1, 0u64..60_000)),
+        (
+            prop_oneof![2 => Just(Window::Sliding), 1 => Just(Window::Batches)],
+            prop::option::weighted(0.3, (0u64..30_000, 0u64..20_000)),
+        ),
     )
-        .prop_map(move |(steps, ramp, health, lb_up, force, canary, pause_ms, (seed, cancel, abort))| {
-            let n = faults.len();
-            Scenario {
-                concurrency,
-                max_failures,
+        .prop_map(
+            move |(
                 steps,
                 ramp,
-                // The request validation requires a health gate: keep at least one.
-                lb_up: lb_up || health.is_none(),
                 health,
+                lb_up,
                 force,
                 canary,
                 pause_ms,
-                faults: faults.clone(),
-                seed,
-                cancel_at_ms: cancel,
-                abort_at_ms: abort,
-                initial: vec![vec![BoxState::READY; 2]; n],
-                others: Vec::new(),
-                policy: NotInRotationPolicy::Refuse,
-                downs: Vec::new(),
-            }
-        })
+                (seed, cancel, abort),
+                (window, pause_at),
+            )| {
+                let n = faults.len();
+                // A pause between batches is refused with a sliding window.
+                let pause_ms = if window == Window::Sliding { 0 } else { pause_ms };
+                Scenario {
+                    concurrency,
+                    max_failures,
+                    steps,
+                    ramp,
+                    // The request validation requires a health gate: keep at least one.
+                    lb_up: lb_up || health.is_none(),
+                    health,
+                    force,
+                    canary,
+                    pause_ms,
+                    faults: faults.clone(),
+                    seed,
+                    cancel_at_ms: cancel,
+                    abort_at_ms: abort,
+                    initial: vec![vec![BoxState::READY; 2]; n],
+                    others: Vec::new(),
+                    policy: NotInRotationPolicy::Refuse,
+                    downs: Vec::new(),
+                    window,
+                    pause_at_ms: pause_at,
+                }
+            },
+        )
 }
 
 fn concurrency() -> impl Strategy<Value = Amount> {
@@ -336,6 +360,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             hosts,
             gate: hold.map_or(CanaryGate::Confirm, |ms| CanaryGate::Hold(Duration::from_millis(ms))),
         }),
+        window: s.window,
     };
     let plan = match Plan::new(checked.hosts, &strategy) {
         Err(PlanError::NothingToDeploy) => {
@@ -358,6 +383,8 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let index: Vec<usize> =
         plan.hosts.iter().map(|h| h.server.as_str()[1..].parse().expect("index")).collect();
     let skip: Vec<bool> = plan.hosts.iter().map(|h| h.skip).collect();
+    let batch_of: Vec<Option<usize>> =
+        (0..plan.hosts.len()).map(|p| plan.batches.iter().position(|b| b.contains(&p))).collect();
     let max_failures = plan.max_failures;
     let config = RolloutConfig {
         steps: (0..s.steps)
@@ -398,6 +425,9 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let (mut cancelled, mut aborted) = (false, false);
     let cancel_at = s.cancel_at_ms.map(|ms| t0 + Duration::from_millis(ms));
     let abort_at = s.abort_at_ms.map(|ms| t0 + Duration::from_millis(ms));
+    let pause_at = s.pause_at_ms.map(|(at, _)| t0 + Duration::from_millis(at));
+    let resume_at = s.pause_at_ms.map(|(at, after)| t0 + Duration::from_millis(at + after));
+    let (mut paused, mut resumed) = (false, false);
     let mut iterations = 0u64;
     let mut confirmed_idle = false;
     // Other servers going down by themselves: (when, which, down?), and when each last went down.
@@ -418,6 +448,20 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     loop {
         iterations += 1;
         prop_assert!(iterations < 2_000_000, "the rollout does not end");
+        // Events first: a host's end is known before the actions the same input started.
+        while let Some(event) = machine.poll_event() {
+            if let EventKind::HostFinished { host, outcome, .. } = &event.kind {
+                let h: usize = host.as_str()[1..].parse().expect("index");
+                finished[h] += 1;
+                if matches!(outcome, HostOutcome::Failed | HostOutcome::Unreachable) {
+                    failures += 1;
+                    if failures > max_failures {
+                        no_more_starts = true;
+                    }
+                }
+            }
+            events.push(event);
+        }
         while let Some(action) = machine.poll_action() {
             let p = action.host().0;
             let h = index[p];
@@ -436,6 +480,18 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             let (result, delay) = match action {
                 Action::Connect { .. } => {
                     prop_assert!(!no_more_starts, "host {h} started after the rollout stopped");
+                    prop_assert!(!paused || resumed, "host {h} started while paused");
+                    if s.window == Window::Batches {
+                        // Strict batches: every host of the batches before has ended.
+                        let b = batch_of[p].expect("a started host is in a batch");
+                        let open = (0..plan.hosts.len())
+                            .filter(|&q| batch_of[q].is_some_and(|c| c < b))
+                            .find(|&q| finished[index[q]] == 0);
+                        prop_assert!(
+                            open.is_none(),
+                            "host {h} of batch {b} started before host {open:?} of an earlier batch ended"
+                        );
+                    }
                     match f {
                         Fault::Unreachable => (err(ErrorKind::Unreachable), latency),
                         Fault::Unauthorized => (err(ErrorKind::Unauthorized), latency),
@@ -571,27 +627,21 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             results.insert(seq, (HostId(p), result, snapshot));
             pending.push(Reverse((now + delay, seq)));
         }
-        while let Some(event) = machine.poll_event() {
-            if let EventKind::HostFinished { host, outcome, .. } = &event.kind {
-                let h: usize = host.as_str()[1..].parse().expect("index");
-                finished[h] += 1;
-                if matches!(outcome, HostOutcome::Failed | HostOutcome::Unreachable) {
-                    failures += 1;
-                    if failures > max_failures {
-                        no_more_starts = true;
-                    }
-                }
-            }
-            events.push(event);
-        }
         if machine.is_finished() {
             break;
         }
         let next_result = pending.peek().map(|Reverse((at, _))| *at);
         let next_timer = machine.poll_timeout();
         let next_external = externals.last().map(|e| e.0);
-        let next_control =
-            [cancel_at.filter(|_| !cancelled), abort_at.filter(|_| !aborted)].into_iter().flatten().min();
+        let next_control = [
+            cancel_at.filter(|_| !cancelled),
+            abort_at.filter(|_| !aborted),
+            pause_at.filter(|_| !paused),
+            resume_at.filter(|_| !resumed),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let next = [next_result, next_timer, next_control, next_external].into_iter().flatten().min();
         let Some(next) = next else {
             // Nothing in flight, no timer: only a canary confirmation can be awaited.
@@ -617,6 +667,16 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                     }
                 }
             }
+            continue;
+        }
+        if pause_at.is_some_and(|at| at <= now) && !paused {
+            paused = true;
+            machine.handle_pause(now);
+            continue;
+        }
+        if resume_at.is_some_and(|at| at <= now) && !resumed {
+            resumed = true;
+            machine.handle_resume(now);
             continue;
         }
         if abort_at.is_some_and(|at| at <= now) && !aborted {
@@ -745,6 +805,10 @@ fn a_clean_fleet_of_500_hosts_succeeds_with_the_simulator() {
         others: Vec::new(),
         policy: NotInRotationPolicy::Refuse,
         downs: Vec::new(),
+        window: Window::Batches,
+        pause_at_ms: None,
     };
     run(&s).expect("invariants hold");
+    let sliding = Scenario { window: Window::Sliding, pause_ms: 0, pause_at_ms: Some((5000, 3000)), ..s };
+    run(&sliding).expect("invariants hold with a sliding window and a pause");
 }

@@ -14,7 +14,7 @@ use vesemir_core::Control;
 #[tokio::test(start_paused = true)]
 async fn clean_deploy_updates_every_host_two_at_a_time() {
     let fleet = fleet(5);
-    let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 2\n")).await;
+    let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 2\nwindow = \"batches\"\n")).await;
 
     assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
     assert_eq!(out.report.totals.succeeded, 5);
@@ -32,6 +32,80 @@ async fn clean_deploy_updates_every_host_two_at_a_time() {
     assert!(out.log.contains("web-01: step 1 (install)"), "{}", out.log);
     let seqs: Vec<u64> = out.events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=out.events.len() as u64).collect::<Vec<_>>(), "events numbered without gaps");
+}
+
+/// When each host started and ended, in ms since the deployment started.
+fn span(out: &support::Outcome, name: &str) -> (u128, u128) {
+    let h = out.host(name);
+    let ms = |d: Option<Duration>| d.expect("started and ended").as_millis();
+    (ms(h.started), ms(h.finished))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sliding_window_starts_the_next_host_as_soon_as_one_ends() {
+    // web-01's install hangs until its 1m timeout; the other slot serves web-02..05 meanwhile.
+    let fleet = fleet(5);
+    fleet.executor.hang_command(&host(1), "install-shop");
+    let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 2\nmax_failures = 1\n")).await;
+
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::CompletedWithFailures), "{}", out.log);
+    assert_eq!(out.report.totals.succeeded, 4, "{}", out.log);
+    let (_, web01_end) = span(&out, "web-01");
+    for name in ["web-03", "web-04", "web-05"] {
+        let (start, end) = span(&out, name);
+        assert!(start < web01_end && end < web01_end, "{name} ran in the free slot: {}", out.log);
+    }
+    // Never more than 2 out, web-01 (failed, out of rotation) included.
+    assert_eq!(fleet.lb.rotation_log().max_out_of_rotation, 2, "{}", out.log);
+    assert_eq!(fleet.lb.out_of_rotation().len(), 1);
+
+    // The same with strict batches: web-03 waits for web-01's batch to end.
+    let fleet = support::fleet(5);
+    fleet.executor.hang_command(&host(1), "install-shop");
+    let batches = "[strategy]\nconcurrency = 2\nmax_failures = 1\nwindow = \"batches\"\n";
+    let out = check(&fleet, fleet.request(batches)).await;
+    let (_, web01_end) = span(&out, "web-01");
+    let (web03_start, _) = span(&out, "web-03");
+    assert!(web03_start >= web01_end, "{}", out.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sliding_window_keeps_the_canary_gate() {
+    let fleet = fleet(6);
+    let out =
+        check(&fleet, fleet.request("[strategy]\nconcurrency = 3\ncanary = { hosts = 1, hold = \"30s\" }\n"))
+            .await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    let (_, canary_end) = span(&out, "web-01");
+    for name in ["web-02", "web-03", "web-04", "web-05", "web-06"] {
+        assert!(span(&out, name).0 >= canary_end + 30_000, "{name} waited for the hold: {}", out.log);
+    }
+    assert_eq!(fleet.lb.rotation_log().max_out_of_rotation, 3, "{}", out.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_between_batches_needs_strict_batches() {
+    let fleet = fleet(2);
+    let text = fleet.request_toml("[strategy]\nwindow = \"sliding\"\npause_between_batches = \"5s\"\n");
+    let err = vesemir_core::request::DeploymentRequest::from_toml(
+        &text,
+        &vesemir_core::request::RequestPolicy::permissive(),
+    )
+    .expect_err("refused");
+    assert!(
+        err.to_string().contains("strategy.pause_between_batches: applies between strict batches"),
+        "{err}"
+    );
+    let implied = fleet.request("[strategy]\npause_between_batches = \"5s\"\n");
+    assert_eq!(implied.strategy.window, vesemir_core::request::Window::Batches);
+    assert_eq!(fleet.request("").strategy.window, vesemir_core::request::Window::Sliding);
+    let text = fleet.request_toml("[strategy]\nwindow = \"rolling\"\n");
+    let err = vesemir_core::request::DeploymentRequest::from_toml(
+        &text,
+        &vesemir_core::request::RequestPolicy::permissive(),
+    )
+    .expect_err("refused");
+    assert!(err.to_string().contains("strategy.window: is \"rolling\""), "{err}");
 }
 
 #[tokio::test(start_paused = true)]

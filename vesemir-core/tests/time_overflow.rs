@@ -13,7 +13,7 @@ use vesemir_core::host::Host;
 use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::plan::{Plan, PlannedHost};
 use vesemir_core::ports::{ExitStatus, Weight};
-use vesemir_core::request::{Amount, Canary, CanaryGate, DrainTimeoutPolicy, RampStep, Strategy};
+use vesemir_core::request::{Amount, Canary, CanaryGate, DrainTimeoutPolicy, RampStep, Strategy, Window};
 use vesemir_core::rollout::{Action, ActionResult, HealthRetry, Rollout, RolloutConfig, StepLimit};
 
 fn planned(n: usize) -> Vec<PlannedHost> {
@@ -36,6 +36,7 @@ fn drive_unbounded(health_fails_first: bool) -> Vec<EventKind> {
         max_failures: Amount::Count(10),
         pause_between_batches: Duration::MAX,
         canary: Some(Canary { hosts: 1, gate: CanaryGate::Hold(Duration::MAX) }),
+        window: Window::Batches,
     };
     let plan = Arc::new(Plan::new(planned(3), &strategy).expect("plan"));
     let config = RolloutConfig {

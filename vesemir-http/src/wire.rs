@@ -340,7 +340,7 @@ pub(crate) struct DeploymentRequestBody {
     /// The load balancer: `backend`, `instances` or `discover`, `server_name`, `drain_timeout`, `ramp`...
     #[schema(value_type = Object)]
     pub load_balancer: serde_json::Value,
-    /// `concurrency`, `max_failures`, `pause_between_batches`, `canary`.
+    /// `concurrency`, `max_failures`, `window` (`sliding` or `batches`), `pause_between_batches`, `canary`.
     #[schema(value_type = Option<Object>)]
     pub strategy: Option<serde_json::Value>,
     /// A playbook configured on the server.

@@ -149,10 +149,35 @@ pub struct Strategy {
     pub concurrency: Amount,
     /// Failures tolerated over the whole fleet; one more and no new host starts.
     pub max_failures: Amount,
-    /// A pause after each batch.
+    /// A pause after each batch (only with [`Window::Batches`]).
     pub pause_between_batches: Duration,
     /// A first small batch, then a wait.
     pub canary: Option<Canary>,
+    /// How hosts start within `concurrency`: a sliding window or strict batches.
+    pub window: Window,
+}
+
+/// How hosts start within `concurrency` (after the canary batch, if any).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Window {
+    /// At most `concurrency` hosts out of rotation at any moment (Kubernetes'
+    /// `maxUnavailable`): a host that ends frees its slot at once for the next one.
+    #[default]
+    Sliding,
+    /// Strict batches of `concurrency` hosts: a batch starts once every host of the one
+    /// before has ended (and `pause_between_batches` has passed).
+    Batches,
+}
+
+impl Window {
+    /// The request's word for it (`"sliding"`, `"batches"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Sliding => "sliding",
+            Window::Batches => "batches",
+        }
+    }
 }
 
 /// The canary batch.

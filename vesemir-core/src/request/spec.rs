@@ -172,6 +172,10 @@ pub struct StrategySpec {
     /// Deploy a first small batch, then wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySpec>,
+    /// `"sliding"` (a host that ends frees its slot at once) or `"batches"` (strict batches).
+    /// Default: `"batches"` when `pause_between_batches` is set, else `"sliding"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 /// The canary batch.

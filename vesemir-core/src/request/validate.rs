@@ -535,16 +535,31 @@ fn validate_strategy(p: &mut Problems, s: &StrategySpec) -> Option<Strategy> {
         };
         Some(Canary { hosts: c.hosts, gate })
     });
+    let pause_between_batches =
+        duration(p, "strategy.pause_between_batches", s.pause_between_batches.as_deref(), Duration::ZERO);
+    let window = match s.window.as_deref() {
+        None if pause_between_batches.is_zero() => Window::Sliding,
+        None | Some("batches") => Window::Batches,
+        Some("sliding") => {
+            if !pause_between_batches.is_zero() {
+                p.add(
+                    "strategy.pause_between_batches",
+                    "applies between strict batches: with window = \"sliding\" hosts start as slots free; set window = \"batches\" or remove the pause",
+                );
+            }
+            Window::Sliding
+        }
+        Some(other) => {
+            p.add("strategy.window", format!("is {other:?}: use \"sliding\" or \"batches\""));
+            Window::Sliding
+        }
+    };
     Some(Strategy {
         concurrency,
         max_failures: s.max_failures.unwrap_or(Amount::Count(0)),
-        pause_between_batches: duration(
-            p,
-            "strategy.pause_between_batches",
-            s.pause_between_batches.as_deref(),
-            Duration::ZERO,
-        ),
+        pause_between_batches,
         canary,
+        window,
     })
 }
 
