@@ -67,7 +67,7 @@ fn a_planned_then_clean_deploy_under_load_updates_every_host_without_a_failed_re
     let plan = vesemir(&lab).arg("plan").arg("-f").arg(lab.deploy_path()).output().expect("runs vesemir");
     let planned = text(&plan);
     assert_eq!(plan.status.code(), Some(0), "{planned}");
-    assert!(planned.contains("(6 hosts, 3 batches, at most 2 out of rotation"), "{planned}");
+    assert!(planned.contains("(6 hosts, sliding window, at most 2 out of rotation"), "{planned}");
     for lb in lab.haproxy() {
         assert!(planned.contains(&format!("{}:{}", lb.address, lab.api_port())), "{planned}");
     }

@@ -95,6 +95,7 @@ fn simulate(s: &Scenario) -> Result<Vec<Event>, TestCaseError> {
     let plan = Arc::new(Plan::new(hosts, &strategy).expect("plan"));
     let config = RolloutConfig {
         steps: vec![StepLimit { name: "install".into(), timeout: Duration::from_secs(60) }],
+        health_http: None,
         health_command: Some(HealthRetry {
             timeout: Duration::from_secs(5),
             interval: Duration::from_secs(1),

@@ -35,6 +35,8 @@ enum Fault {
     StepExit(usize),
     StepLost(usize),
     HealthFails(u32),
+    /// The orchestrator's HTTP check fails this many times.
+    ProbeFails(u32),
     WaitUpFails,
     RampRefused,
     ReadyRefused,
@@ -51,6 +53,7 @@ fn fault() -> impl Strategy<Value = Fault> {
         2 => (0usize..3).prop_map(Fault::StepExit),
         1 => (0usize..3).prop_map(Fault::StepLost),
         3 => (1u32..8).prop_map(Fault::HealthFails),
+        2 => (1u32..30).prop_map(Fault::ProbeFails),
         1 => Just(Fault::WaitUpFails),
         1 => Just(Fault::RampRefused),
         1 => Just(Fault::ReadyRefused),
@@ -126,6 +129,8 @@ struct Scenario {
     window: Window,
     /// The operator pauses at this moment and resumes this long after, in ms.
     pause_at_ms: Option<(u64, u64)>,
+    /// The orchestrator's HTTP check: (timeout, interval) in ms.
+    http: Option<(u64, u64)>,
 }
 
 fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl Strategy<Value = Scenario> {
@@ -147,6 +152,7 @@ fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl S
         (
             prop_oneof![2 => Just(Window::Sliding), 1 => Just(Window::Batches)],
             prop::option::weighted(0.3, (0u64..30_000, 0u64..20_000)),
+            prop::option::weighted(0.4, (200u64..5000, 20u64..500)),
         ),
     )
         .prop_map(
@@ -159,7 +165,7 @@ fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl S
                 canary,
                 pause_ms,
                 (seed, cancel, abort),
-                (window, pause_at),
+                (window, pause_at, http),
             )| {
                 let n = faults.len();
                 // A pause between batches is refused with a sliding window.
@@ -185,6 +191,7 @@ fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl S
                     downs: Vec::new(),
                     window,
                     pause_at_ms: pause_at,
+                    http,
                 }
             },
         )
@@ -245,6 +252,8 @@ struct ModelServer {
     step_started: bool,
     health_ok: bool,
     health_attempts: u32,
+    probe_ok: bool,
+    probe_attempts: u32,
 }
 
 impl ModelServer {
@@ -315,6 +324,8 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             step_started: false,
             health_ok: false,
             health_attempts: 0,
+            probe_ok: false,
+            probe_attempts: 0,
         })
         .collect();
     let mut others: Vec<Vec<BoxState>> = s.others.clone();
@@ -390,6 +401,10 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
         steps: (0..s.steps)
             .map(|i| StepLimit { name: format!("step{i}"), timeout: Duration::from_secs(60) })
             .collect(),
+        health_http: s.http.map(|(t, i)| HealthRetry {
+            timeout: Duration::from_millis(t),
+            interval: Duration::from_millis(i),
+        }),
         health_command: s.health.map(|(t, i)| HealthRetry {
             timeout: Duration::from_millis(t),
             interval: Duration::from_millis(i),
@@ -578,6 +593,24 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                         }
                     }
                 }
+                Action::ProbeHealth { .. } => {
+                    prop_assert!(s.http.is_some(), "an HTTP check for host {h} without health.http");
+                    prop_assert!(!m.in_rotation(), "HTTP check on host {h} while in rotation");
+                    prop_assert!(
+                        s.health.is_none() || m.health_ok,
+                        "HTTP check on host {h} before its health command passed"
+                    );
+                    m.probe_attempts += 1;
+                    match f {
+                        Fault::ProbeFails(times) if m.probe_attempts <= times => {
+                            (err(ErrorKind::Unreachable), Duration::from_millis(rng.next() % 50))
+                        }
+                        _ => {
+                            m.probe_ok = true;
+                            (ActionResult::Done, Duration::from_millis(rng.next() % 50))
+                        }
+                    }
+                }
                 Action::WaitUp { timeout, .. } => {
                     let up = m.boxes.iter().all(|b| b.up && b.admin != AdminState::Maint);
                     match f {
@@ -595,7 +628,9 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             // Into rotation only after the whole changeset and health gate passed, or untouched.
             if m.in_rotation() && m.step_started {
                 prop_assert!(
-                    m.steps_ok == s.steps && (s.health.is_none() || m.health_ok),
+                    m.steps_ok == s.steps
+                        && (s.health.is_none() || m.health_ok)
+                        && (s.http.is_none() || m.probe_ok),
                     "host {h} back in rotation before its changeset and health gate passed"
                 );
             }
@@ -807,8 +842,15 @@ fn a_clean_fleet_of_500_hosts_succeeds_with_the_simulator() {
         downs: Vec::new(),
         window: Window::Batches,
         pause_at_ms: None,
+        http: None,
     };
     run(&s).expect("invariants hold");
-    let sliding = Scenario { window: Window::Sliding, pause_ms: 0, pause_at_ms: Some((5000, 3000)), ..s };
+    let sliding = Scenario {
+        window: Window::Sliding,
+        pause_ms: 0,
+        pause_at_ms: Some((5000, 3000)),
+        http: Some((2000, 20)),
+        ..s
+    };
     run(&sliding).expect("invariants hold with a sliding window and a pause");
 }

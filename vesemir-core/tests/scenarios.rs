@@ -108,6 +108,80 @@ async fn a_pause_between_batches_needs_strict_batches() {
     assert!(err.to_string().contains("strategy.window: is \"rolling\""), "{err}");
 }
 
+const HTTP_HEALTH: &str = "[changeset]\nsteps = [{ name = \"install\", run = \"install-shop {version}\", timeout = \"1m\" }]\n[changeset.health]\nload_balancer_up = false\nhttp = { url = \"http://{address}:8080/health\", interval = \"20ms\", timeout = \"2s\" }\n";
+
+#[tokio::test(start_paused = true)]
+async fn the_http_health_check_is_polled_from_the_orchestrator_until_it_passes() {
+    let fleet = fleet(3);
+    let probe = vesemir_core::fake::FakeHealthProbe::new();
+    let url = |i: usize| format!("http://{}:8080/health", vesemir_core::fake::FakeFleet::address(i));
+    probe.fail_first(&url(2), 10);
+    probe.fail_first(&url(3), 1000);
+    let config = vesemir_core::DriverConfig {
+        health_probe: Some(std::sync::Arc::new(probe.clone())),
+        ..vesemir_core::DriverConfig::default()
+    };
+    let request = fleet.request(&format!("[strategy]\nconcurrency = 3\nmax_failures = 1\n{HTTP_HEALTH}"));
+    let ports = fleet.ports();
+    let prepared =
+        vesemir_core::prepare(std::sync::Arc::new(request), &ports, &config).await.expect("prepares");
+    let sink = vesemir_core::event::MemorySink::new();
+    let report = vesemir_core::run(&prepared, &ports, &sink, &Control::new(), &config).await;
+
+    let outcomes: Vec<_> = report.hosts.iter().map(|h| h.outcome).collect();
+    use HostOutcome::*;
+    assert_eq!(outcomes, [Some(Succeeded), Some(Succeeded), Some(Failed)]);
+    let checks = probe.checks();
+    assert_eq!(checks.iter().filter(|c| c.url == url(2)).count(), 11, "10 failed, then passed");
+    // 2s at one check every 20ms: about 100 checks, then the host fails, out of rotation.
+    let third = checks.iter().filter(|c| c.url == url(3)).count();
+    assert!((90..=101).contains(&third), "{third} checks in 2s");
+    let failed = &report.hosts[2];
+    assert_eq!(failed.rotation, Rotation::OutOfRotation);
+    let error = failed.error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("HTTP health check did not pass within 2s ("), "{error}");
+    assert!(error.ends_with("attempts; last: status 503)"), "{error}");
+    // One phase event per host for the whole poll, not one per request.
+    let phases = sink
+        .events()
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::HostPhase { phase: Phase::HealthCheck { .. }, .. }))
+        .count();
+    assert_eq!(phases, 3);
+
+    // A front end without a probe refuses such a request before anything changes.
+    let request = fleet.request(HTTP_HEALTH);
+    let refused =
+        vesemir_core::prepare(std::sync::Arc::new(request), &ports, &vesemir_core::DriverConfig::default())
+            .await
+            .expect_err("no probe");
+    assert!(refused
+        .to_string()
+        .starts_with("changeset.health.http: this front end has no HTTP health probe"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_health_fields_are_checked_by_name() {
+    let fleet = fleet(1);
+    let bad = "[changeset]\nsteps = [{ name = \"install\", run = \"x\" }]\n[changeset.health]\nhttp = { url = \"ftp://{address}/\", status = 42, interval = \"0s\", timeout = \"soon\", body_contains = \"\" }\n";
+    let text = fleet.request_toml(bad);
+    let err = vesemir_core::request::DeploymentRequest::from_toml(
+        &text,
+        &vesemir_core::request::RequestPolicy::permissive(),
+    )
+    .expect_err("refused")
+    .to_string();
+    for field in [
+        "changeset.health.http.url: \"ftp://{address}/\" must start with http:// or https://",
+        "changeset.health.http.status: 42 is not an HTTP status",
+        "changeset.health.http.interval: must be at least 1ms",
+        "changeset.health.http.timeout: \"soon\" is not a duration",
+        "changeset.health.http.body_contains: is empty",
+    ] {
+        assert!(err.contains(field), "{field} in {err}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn ramp_holds_each_weight_and_waits_for_up_at_weight_zero() {
     let fleet = fleet(1);

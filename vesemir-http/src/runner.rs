@@ -191,6 +191,13 @@ impl Runner {
         self
     }
 
+    /// Deployments whose request has `health.http` make the check through `probe`.
+    #[must_use]
+    pub fn with_health_probe(mut self, probe: Option<Arc<dyn vesemir_core::ports::HealthProbe>>) -> Self {
+        self.driver.health_probe = probe;
+        self
+    }
+
     fn lock_active(&self) -> MutexGuard<'_, ActiveSet> {
         // Only plain map updates happen under this lock; a poisoned lock still holds a usable map.
         self.active.lock().unwrap_or_else(PoisonError::into_inner)

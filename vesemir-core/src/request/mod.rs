@@ -241,6 +241,25 @@ pub struct HealthGate {
     pub command: Option<HealthCommand>,
     /// Wait until every load balancer instance reports the server UP, for at most this long.
     pub load_balancer_up: Option<Duration>,
+    /// An HTTP check made by Vesemir itself, polled until it passes (after the command).
+    pub http: Option<HttpHealth>,
+}
+
+/// The health gate's HTTP check, made from the orchestrator through the
+/// [`HealthProbe`](crate::ports::HealthProbe) port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpHealth {
+    /// The URL template, rendered per host as it is (no shell quoting); the rendered URL must
+    /// start with `http://` or `https://`.
+    pub url: Template,
+    /// The status code that passes.
+    pub status: u16,
+    /// Text the body must contain, if any.
+    pub body_contains: Option<String>,
+    /// The pause between two requests.
+    pub interval: Duration,
+    /// How long it may keep failing, from its first request.
+    pub timeout: Duration,
 }
 
 /// The health gate's command.

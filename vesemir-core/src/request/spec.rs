@@ -245,6 +245,29 @@ pub struct HealthSpec {
     /// How long to wait for UP, e.g. `"30s"`. Default 30 seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up_timeout: Option<String>,
+    /// An HTTP check made by Vesemir itself (after the command, if both are given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpHealthSpec>,
+}
+
+/// `health.http`: a GET from the orchestrator, polled until it passes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpHealthSpec {
+    /// The URL template, e.g. `"http://{address}:8080/health"`.
+    pub url: String,
+    /// The status that passes. Default 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Text the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    /// The pause between two requests, e.g. `"20ms"`. Default 100 milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long it may keep failing, e.g. `"60s"`. Default 60 seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 impl RequestSpec {

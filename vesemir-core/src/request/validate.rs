@@ -662,10 +662,44 @@ fn validate_health(p: &mut Problems, h: Option<&HealthSpec>) -> Option<HealthGat
     }
     let up_timeout = duration(p, "health.up_timeout", h.up_timeout.as_deref(), DEFAULT_UP_TIMEOUT);
     let load_balancer_up = h.load_balancer_up.unwrap_or(true).then_some(up_timeout);
-    if command.is_none() && load_balancer_up.is_none() && h.command.is_none() {
-        p.add("health", "checks nothing: give health.command or leave load_balancer_up on");
+    if command.is_none() && load_balancer_up.is_none() && h.command.is_none() && h.http.is_none() {
+        p.add("health", "checks nothing: give health.command or health.http, or leave load_balancer_up on");
     }
-    Some(HealthGate { command, load_balancer_up })
+    let http = h.http.as_ref().and_then(|spec| validate_http_health(p, spec));
+    Some(HealthGate { command, load_balancer_up, http })
+}
+
+/// The default pause between two HTTP health requests.
+const DEFAULT_HTTP_INTERVAL: Duration = Duration::from_millis(100);
+
+fn validate_http_health(p: &mut Problems, h: &super::spec::HttpHealthSpec) -> Option<HttpHealth> {
+    let scheme = h.url.starts_with("http://") || h.url.starts_with("https://");
+    if !scheme {
+        p.add("health.http.url", format!("{:?} must start with http:// or https://", h.url));
+    }
+    let url = template(p, "health.http.url", &h.url);
+    let status = h.status.unwrap_or(200);
+    if !(100..=599).contains(&status) {
+        p.add("health.http.status", format!("{status} is not an HTTP status: use 100 to 599"));
+    }
+    if h.body_contains.as_deref().is_some_and(str::is_empty) {
+        p.add("health.http.body_contains", "is empty: leave it out to check the status only");
+    }
+    let interval = duration(p, "health.http.interval", h.interval.as_deref(), DEFAULT_HTTP_INTERVAL);
+    if interval < Duration::from_millis(1) {
+        p.add("health.http.interval", "must be at least 1ms");
+    }
+    let timeout = duration(p, "health.http.timeout", h.timeout.as_deref(), DEFAULT_HEALTH_TIMEOUT);
+    if timeout.is_zero() {
+        p.add("health.http.timeout", "must be more than 0s");
+    }
+    Some(HttpHealth {
+        url: url.filter(|_| scheme)?,
+        status,
+        body_contains: h.body_contains.clone(),
+        interval,
+        timeout,
+    })
 }
 
 impl Changeset {
@@ -682,6 +716,9 @@ impl Changeset {
         }
         if let Some(h) = &self.health.command {
             out.push((format!("{source}.health.command"), &h.command));
+        }
+        if let Some(h) = &self.health.http {
+            out.push((format!("{source}.health.http.url"), &h.url));
         }
         out
     }

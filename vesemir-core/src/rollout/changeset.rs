@@ -57,7 +57,7 @@ impl Rollout {
             (Stage::Step(_), ActionResult::Failed(e)) => self.fail(h, HostOutcome::Failed, e.message, now),
             (Stage::Step(i), ActionResult::Done) => self.after_steps(h, i + 1, now),
             (Stage::Health, ActionResult::Exited(status)) if status.success() => {
-                self.put_back(h, now);
+                self.after_health_command(h, now);
             }
             (Stage::Health, result) => self.health_not_passed(h, result, now),
             _ => {}
@@ -71,7 +71,7 @@ impl Rollout {
         } else if self.config.health_command.is_some() {
             self.enter(h, Stage::Health, now);
         } else {
-            self.put_back(h, now);
+            self.after_health_command(h, now);
         }
     }
 

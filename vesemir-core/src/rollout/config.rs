@@ -11,6 +11,9 @@ pub struct RolloutConfig {
     pub steps: Vec<StepLimit>,
     /// How long the health command is retried, if there is one.
     pub health_command: Option<HealthRetry>,
+    /// How long the orchestrator's HTTP health check is retried, if there is one (after the
+    /// command).
+    pub health_http: Option<HealthRetry>,
     /// Wait for the load balancers to report UP (at weight 0), for at most this long.
     pub load_balancer_up: Option<Duration>,
     /// How long sessions may take to end after drain.
@@ -55,6 +58,8 @@ impl RolloutConfig {
                 .map(|s| StepLimit { name: s.name.clone(), timeout: s.timeout })
                 .collect(),
             health_command: (changeset.health.command.as_ref())
+                .map(|h| HealthRetry { timeout: h.timeout, interval: h.interval }),
+            health_http: (changeset.health.http.as_ref())
                 .map(|h| HealthRetry { timeout: h.timeout, interval: h.interval }),
             load_balancer_up: changeset.health.load_balancer_up,
             drain_timeout: request.load_balancer.drain_timeout,

@@ -26,6 +26,9 @@ pub(super) enum Stage {
     Step(usize),
     Health,
     HealthWait,
+    /// The HTTP health check from the orchestrator (`probe.rs`), and the pause between two.
+    Probe,
+    ProbeWait,
     /// Set the first weight (0 when waiting for UP, else the first ramp weight or 100%).
     PreWeight,
     Ready,
@@ -170,7 +173,8 @@ impl Rollout {
         let host = HostId(h);
         self.hosts[h].stage = stage;
         let (action, phase) = match stage {
-            Stage::Pending | Stage::Finished | Stage::HealthWait => (None, None),
+            Stage::Pending | Stage::Finished | Stage::HealthWait | Stage::ProbeWait => (None, None),
+            Stage::Probe => self.probe_action(h, now),
             Stage::Admit => self.admit_action(host),
             Stage::Connect | Stage::Drain | Stage::WaitDrain | Stage::Shutdown | Stage::Maint => {
                 self.take_out_action(host, stage)
@@ -208,6 +212,7 @@ impl Rollout {
                 self.advance_take_out(h, stage, result, now)
             }
             Stage::Step(_) | Stage::Health => self.advance_changeset(h, stage, result, now),
+            Stage::Probe => self.advance_probe(h, result, now),
             Stage::PreWeight
             | Stage::Ready
             | Stage::WaitUp
@@ -217,7 +222,7 @@ impl Rollout {
             | Stage::Unwind => self.advance_put_back(h, stage, result, now),
             Stage::Admit => self.advance_admit(h, result, now),
             Stage::Close => self.closed(h, now),
-            Stage::Pending | Stage::HealthWait | Stage::Hold(_) | Stage::Finished => {}
+            Stage::Pending | Stage::HealthWait | Stage::ProbeWait | Stage::Hold(_) | Stage::Finished => {}
         }
     }
 

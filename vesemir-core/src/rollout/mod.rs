@@ -47,6 +47,7 @@ mod changeset;
 mod config;
 mod host;
 mod input;
+mod probe;
 mod put_back;
 mod take_out;
 
@@ -287,6 +288,10 @@ impl Rollout {
                             self.hosts[h].health_attempt += 1;
                             self.enter(h, Stage::Health, now);
                         }
+                        Stage::ProbeWait => {
+                            self.hosts[h].health_attempt += 1;
+                            self.enter(h, Stage::Probe, now);
+                        }
                         Stage::Hold(i) => self.after_hold(h, i, now),
                         _ => {}
                     }
@@ -358,7 +363,12 @@ impl Rollout {
             if run.awaiting
                 && !matches!(
                     run.stage,
-                    Stage::Connect | Stage::Admit | Stage::Step(_) | Stage::Health | Stage::Close
+                    Stage::Connect
+                        | Stage::Admit
+                        | Stage::Step(_)
+                        | Stage::Health
+                        | Stage::Probe
+                        | Stage::Close
                 )
             {
                 // A load balancer call was in flight: its effect is unknown.
