@@ -94,7 +94,7 @@ fn simulate(s: &Scenario) -> Result<Vec<Event>, TestCaseError> {
     };
     let plan = Arc::new(Plan::new(hosts, &strategy).expect("plan"));
     let config = RolloutConfig {
-        steps: vec![StepLimit { name: "install".into(), timeout: Duration::from_secs(60) }],
+        steps: vec![StepLimit { name: "install".into(), timeout: Duration::from_secs(60), stage: false }],
         health_http: None,
         health_command: Some(HealthRetry {
             timeout: Duration::from_secs(5),

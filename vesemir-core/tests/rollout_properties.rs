@@ -131,6 +131,8 @@ struct Scenario {
     pause_at_ms: Option<(u64, u64)>,
     /// The orchestrator's HTTP check: (timeout, interval) in ms.
     http: Option<(u64, u64)>,
+    /// The first this many steps are stage steps (run in rotation, before the drain).
+    staged: usize,
 }
 
 fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl Strategy<Value = Scenario> {
@@ -192,6 +194,7 @@ fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl S
                     window,
                     pause_at_ms: pause_at,
                     http,
+                    staged: (seed as usize >> 8) % (steps + 1),
                 }
             },
         )
@@ -399,7 +402,11 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let max_failures = plan.max_failures;
     let config = RolloutConfig {
         steps: (0..s.steps)
-            .map(|i| StepLimit { name: format!("step{i}"), timeout: Duration::from_secs(60) })
+            .map(|i| StepLimit {
+                name: format!("step{i}"),
+                timeout: Duration::from_secs(60),
+                stage: i < s.staged,
+            })
             .collect(),
         health_http: s.http.map(|(t, i)| HealthRetry {
             timeout: Duration::from_millis(t),
@@ -522,7 +529,9 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                 }
                 Action::SetState { state, .. } => match (state, f) {
                     (AdminState::Drain, Fault::DrainRefused) => (err(ErrorKind::Rejected), latency),
-                    (AdminState::Maint, Fault::MaintTimesOut) if m.steps_ok == 0 && !m.step_started => {
+                    (AdminState::Maint, Fault::MaintTimesOut)
+                        if m.steps_ok <= s.staged && !m.step_started =>
+                    {
                         m.boxes.iter_mut().for_each(|b| b.admin = state);
                         (err(ErrorKind::Timeout), latency)
                     }
@@ -532,6 +541,10 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                     _ => {
                         if state == AdminState::Drain {
                             latest_admission = latest_admission.max(last_read_delivered);
+                        }
+                        if state == AdminState::Maint {
+                            // The changeset out of rotation starts here (stage steps ran before).
+                            m.step_started = true;
                         }
                         m.boxes.iter_mut().for_each(|b| b.admin = state);
                         (ActionResult::Done, latency)
@@ -565,7 +578,28 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                     _ => (ActionResult::Done, latency),
                 },
                 Action::ShutdownSessions { .. } => (ActionResult::Done, latency),
+                Action::RunStep { step, .. } if step < s.staged => {
+                    // A stage step: before the host is touched, and before any other step.
+                    prop_assert!(
+                        !touched[h] && !m.step_started,
+                        "stage step {step} of host {h} after its take-out"
+                    );
+                    match f {
+                        Fault::StepExit(k) if k % s.steps == step => {
+                            (ActionResult::Exited(ExitStatus::code(1)), latency)
+                        }
+                        Fault::StepLost(k) if k % s.steps == step => (err(ErrorKind::Unreachable), latency),
+                        _ => {
+                            m.steps_ok += 1;
+                            (ActionResult::Exited(ExitStatus::code(0)), latency)
+                        }
+                    }
+                }
                 Action::RunStep { step, .. } => {
+                    prop_assert!(
+                        m.steps_ok >= s.staged,
+                        "host {h}: a step out of rotation before its stage steps"
+                    );
                     m.step_started = true;
                     prop_assert!(!m.in_rotation(), "step ran on host {h} while in rotation");
                     match f {
@@ -843,6 +877,7 @@ fn a_clean_fleet_of_500_hosts_succeeds_with_the_simulator() {
         window: Window::Batches,
         pause_at_ms: None,
         http: None,
+        staged: 1,
     };
     run(&s).expect("invariants hold");
     let sliding = Scenario {

@@ -182,6 +182,55 @@ async fn http_health_fields_are_checked_by_name() {
     }
 }
 
+const STAGED: &str = "[changeset]\nsteps = [{ name = \"download\", run = \"fetch-shop {version}\", timeout = \"1m\", stage = true }, { name = \"switch\", run = \"switch-shop {version}\", timeout = \"1m\" }]\n[changeset.health]\ncommand = \"check-shop\"\n";
+
+#[tokio::test(start_paused = true)]
+async fn stage_steps_run_in_rotation_before_the_drain_and_only_the_rest_out_of_it() {
+    let fleet = fleet(3);
+    // web-02's download fails: it is never taken out.
+    fleet.executor.fail_command(&host(2), "fetch-shop", 7);
+    let out =
+        check(&fleet, fleet.request(&format!("[strategy]\nconcurrency = 1\nmax_failures = 1\n{STAGED}")))
+            .await;
+
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::CompletedWithFailures), "{}", out.log);
+    let commands: Vec<String> = fleet.executor.commands(&host(1)).into_iter().map(|c| c.script).collect();
+    assert_eq!(commands, ["fetch-shop '2.0.0'", "switch-shop '2.0.0'", "check-shop"]);
+    // The download ran before web-01's drain: its phase comes first in the log.
+    let download = out.log.find("web-01: step 1 (download)").expect("download phase");
+    let drain = out.log.find("web-01: draining").expect("drain phase");
+    assert!(download < drain, "{}", out.log);
+    let failed = out.host("web-02");
+    assert_eq!(failed.phase, Phase::Step { number: 1, name: "download".into() });
+    assert_eq!(failed.rotation, Rotation::InRotation, "never taken out");
+    assert!(fleet.lb.rotation_log().changes.iter().all(|(s, _, _)| *s != server(2)), "web-02 untouched");
+    // Each host's time out of rotation is on its HostFinished event: none for web-02.
+    let out_ms: Vec<Option<u64>> = out
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::HostFinished { out_of_rotation_ms, .. } => Some(*out_of_rotation_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(out_ms.len(), 3);
+    assert_eq!(out_ms.iter().filter(|o| o.is_none()).count(), 1, "{out_ms:?}");
+    assert!(out.log.contains("web-01: deployed, in rotation (out of rotation "), "{}", out.log);
+
+    // Stage steps are listed first.
+    let late = "[changeset]\nsteps = [{ name = \"switch\", run = \"x\" }, { name = \"download\", run = \"y\", stage = true }]\n";
+    let err = vesemir_core::request::DeploymentRequest::from_toml(
+        &fleet.request_toml(late),
+        &vesemir_core::request::RequestPolicy::permissive(),
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("changeset.steps[1].stage: comes after steps[0], which is not a stage step"),
+        "{err}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn ramp_holds_each_weight_and_waits_for_up_at_weight_zero() {
     let fleet = fleet(1);

@@ -40,7 +40,7 @@ fn drive_unbounded(health_fails_first: bool) -> Vec<EventKind> {
     };
     let plan = Arc::new(Plan::new(planned(3), &strategy).expect("plan"));
     let config = RolloutConfig {
-        steps: vec![StepLimit { name: "install".into(), timeout: Duration::MAX }],
+        steps: vec![StepLimit { name: "install".into(), timeout: Duration::MAX, stage: false }],
         health_http: None,
         health_command: Some(HealthRetry { timeout: Duration::MAX, interval: Duration::MAX }),
         load_balancer_up: Some(Duration::MAX),

@@ -508,6 +508,9 @@ impl Runner {
             Ok(report) => report,
             Err(crash) => return self.end_crashed(id, labels, &crash, Some(started)).await,
         };
+        for out in report.hosts.iter().filter_map(|h| h.out_of_rotation) {
+            self.metrics.host_out_of_rotation(labels, out.as_secs_f64());
+        }
         let status = match report.outcome {
             Some(DeploymentOutcome::Succeeded) => Status::Succeeded,
             Some(DeploymentOutcome::CompletedWithFailures) => Status::CompletedWithFailures,
@@ -788,7 +791,7 @@ fn log_event(deployment: &Span, hosts: &mut HashMap<String, Span>, event: &Event
             let span = host_span(hosts, host.as_str());
             span.in_scope(|| debug!(seq = event.seq, step = %step, stream = ?stream, line = %line, "output"));
         }
-        EventKind::HostFinished { host, outcome, phase, error, rotation } => {
+        EventKind::HostFinished { host, outcome, phase, error, rotation, .. } => {
             let span = host_span(hosts, host.as_str());
             hosts.remove(host.as_str());
             span.in_scope(|| {

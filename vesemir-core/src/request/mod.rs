@@ -216,6 +216,9 @@ pub struct Step {
     pub action: StepAction,
     /// How long it may take.
     pub timeout: Duration,
+    /// Run while the host is still in rotation, before the drain (the stage steps are the first
+    /// of the list).
+    pub stage: bool,
 }
 
 /// What a step does.

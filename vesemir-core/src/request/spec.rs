@@ -224,6 +224,10 @@ pub struct StepSpec {
     /// How long the step may take, e.g. `"5m"`. Default 10 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Run it while the host is still in rotation, before the drain (download, unpack, warm
+    /// up). Stage steps come first in the list. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<bool>,
 }
 
 /// The health gate.

@@ -578,6 +578,20 @@ impl ChangesetSpec {
             .enumerate()
             .map(|(i, s)| validate_step(&mut p, &format!("steps[{i}]"), s, &mut names))
             .collect();
+        // Stage steps run before the drain: they must be the first of the list, so the order of
+        // the list is the order they run in.
+        if let Some(first_live) = self.steps.iter().position(|s| s.stage != Some(true)) {
+            for (i, s) in self.steps.iter().enumerate().skip(first_live) {
+                if s.stage == Some(true) {
+                    p.add(
+                        format!("steps[{i}].stage"),
+                        format!(
+                            "comes after steps[{first_live}], which is not a stage step: stage steps run before the drain, so list them first"
+                        ),
+                    );
+                }
+            }
+        }
         let health = validate_health(&mut p, self.health.as_ref());
         p.finish(|| {
             Some(Changeset { steps: steps.into_iter().collect::<Option<Vec<_>>>()?, health: health? })
@@ -642,7 +656,7 @@ fn validate_step<'s>(
             return None;
         }
     };
-    Some(Step { name: s.name.clone(), action, timeout })
+    Some(Step { name: s.name.clone(), action, timeout, stage: s.stage.unwrap_or(false) })
 }
 
 fn validate_health(p: &mut Problems, h: Option<&HealthSpec>) -> Option<HealthGate> {

@@ -1,6 +1,8 @@
 //! The middle leg: the changeset on a host out of rotation. Its steps in order, then the health
 //! command, retried every `interval` until it passes or its `timeout` is spent. A failure here
-//! leaves the host out of rotation.
+//! leaves the host out of rotation. Stage steps (the first ones, `stage = true`) run the same
+//! way right after the connect, while the host is still in rotation; a failure there leaves the
+//! host untouched.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,7 @@ impl Rollout {
         match stage {
             Stage::Step(i) => {
                 run.tail.clear();
-                let StepLimit { name, timeout } = self.config.steps[i].clone();
+                let StepLimit { name, timeout, .. } = self.config.steps[i].clone();
                 (Some(Action::RunStep { host, step: i, timeout }), Some(Phase::Step { number: i + 1, name }))
             }
             Stage::Health => {
@@ -65,8 +67,13 @@ impl Rollout {
     }
 
     /// What follows the changeset step before `next_step` (or the start of the changeset).
+    /// After the last stage step (run in rotation), the host goes to admission and the drain.
     pub(super) fn after_steps(&mut self, h: usize, next_step: usize, now: Instant) {
-        if next_step < self.config.steps.len() {
+        let staged = self.config.staged();
+        let staging = matches!(self.hosts[h].stage, Stage::Step(i) if i < staged);
+        if staging && next_step == staged {
+            self.enter(h, Stage::Admit, now);
+        } else if next_step < self.config.steps.len() {
             self.enter(h, Stage::Step(next_step), now);
         } else if self.config.health_command.is_some() {
             self.enter(h, Stage::Health, now);

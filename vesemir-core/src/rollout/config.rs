@@ -35,6 +35,9 @@ pub struct StepLimit {
     pub name: String,
     /// How long one run of it may take.
     pub timeout: Duration,
+    /// Run while the host is still in rotation, before its admission and drain (the stage
+    /// steps are the first of [`RolloutConfig::steps`]).
+    pub stage: bool,
 }
 
 /// How the health command is retried: until it exits 0 or `timeout` has passed since its first
@@ -48,6 +51,12 @@ pub struct HealthRetry {
 }
 
 impl RolloutConfig {
+    /// How many steps run while the host is in rotation, before the drain: the first ones,
+    /// marked `stage`.
+    pub fn staged(&self) -> usize {
+        self.steps.iter().take_while(|s| s.stage).count()
+    }
+
     /// The rollout configuration of a request.
     pub fn from_request(request: &DeploymentRequest) -> Self {
         let changeset = &request.changeset;
@@ -55,7 +64,7 @@ impl RolloutConfig {
             steps: changeset
                 .steps
                 .iter()
-                .map(|s| StepLimit { name: s.name.clone(), timeout: s.timeout })
+                .map(|s| StepLimit { name: s.name.clone(), timeout: s.timeout, stage: s.stage })
                 .collect(),
             health_command: (changeset.health.command.as_ref())
                 .map(|h| HealthRetry { timeout: h.timeout, interval: h.interval }),

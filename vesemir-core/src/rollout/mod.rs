@@ -398,6 +398,8 @@ impl Rollout {
                 started: run.started,
                 finished: run.finished,
                 last_output: run.tail.iter().cloned().collect(),
+                // Complete once the host ended (`conclude` adds the time it stays out).
+                out_of_rotation: run.was_out.then_some(run.out_for),
             })
             .collect();
         DeploymentReport {

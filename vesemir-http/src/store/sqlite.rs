@@ -622,6 +622,7 @@ mod tests {
                 phase: Phase::Done,
                 error: None,
                 rotation,
+                out_of_rotation_ms: None,
             },
         )
     }
