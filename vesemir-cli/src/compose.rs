@@ -109,11 +109,22 @@ impl vesemir_http::PortsFactory for ConfiguredPorts {
             machine: format!("vesemir serve on {}", this_machine()),
         })
     }
+
+    fn health_probe(&self) -> Option<Arc<dyn vesemir_core::ports::HealthProbe>> {
+        health_probe()
+    }
+}
+
+/// The orchestrator's HTTP health probe (`vesemir-probe`), for requests with `health.http`;
+/// `None` (such requests refused) only if no HTTP client can be made here.
+pub fn health_probe() -> Option<Arc<dyn vesemir_core::ports::HealthProbe>> {
+    let probe = vesemir_probe::HttpProbe::new().ok()?;
+    Some(Arc::new(probe))
 }
 
 /// The driver's bounds: [`DriverConfig`]'s defaults, then what `[driver]` sets.
 pub fn driver_config(config: &Config) -> DriverConfig {
-    let mut driver = DriverConfig::default();
+    let mut driver = DriverConfig { health_probe: health_probe(), ..DriverConfig::default() };
     if let Some(timeout) = config.driver.call_timeout {
         driver.call_timeout = timeout;
     }

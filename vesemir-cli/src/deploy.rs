@@ -577,13 +577,16 @@ fn plan_json(prepared: &Prepared, results: &SshChecks) -> serde_json::Value {
 
 fn print_plan(prepared: &Prepared, results: &SshChecks) {
     let (request, plan) = (&prepared.request, &prepared.plan);
+    let window = match request.strategy.window {
+        vesemir_core::request::Window::Sliding => "sliding window".to_owned(),
+        vesemir_core::request::Window::Batches => format!("{} batches", plan.batches.len()),
+    };
     println!(
-        "Plan: {} {} to {} ({} hosts, {} batches, at most {} out of rotation, stop after {} failed)",
+        "Plan: {} {} to {} ({} hosts, {window}, at most {} out of rotation, stop after {} failed)",
         request.application,
         request.version,
         request.environment,
         plan.hosts.len(),
-        plan.batches.len(),
         plan.concurrency,
         plan.max_failures + 1
     );

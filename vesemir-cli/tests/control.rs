@@ -177,6 +177,8 @@ async fn pause_during_batch_two_starts_no_host_until_resume() {
             "version=3.0.0",
             "--concurrency",
             "1",
+            "--set",
+            "strategy.window=batches",
             "-o",
             "json",
         ],

@@ -55,7 +55,14 @@ async fn plan_lists_hosts_servers_and_batches_and_changes_nothing() {
     let output = lab.vesemir(&["plan", "-f", "deploy.toml"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(0), "{all}");
-    assert!(all.contains("Plan: shop 1.0.0 to test (3 hosts, 2 batches, at most 2 out of rotation"), "{all}");
+    assert!(
+        all.contains("Plan: shop 1.0.0 to test (3 hosts, sliding window, at most 2 out of rotation"),
+        "{all}"
+    );
+    assert!(all.contains("batch 1\n  web-1"), "{all}");
+    let batches = lab.vesemir(&["plan", "-f", "deploy.toml", "--set", "strategy.window=batches"]);
+    let all = text(&batches);
+    assert!(all.contains("(3 hosts, 2 batches, at most 2 out of rotation"), "{all}");
     assert!(all.contains("batch 2\n  web-3"), "{all}");
     assert_eq!(all.matches("ssh ok").count(), 3, "{all}");
     assert!(lab.version_on("web-1").is_none());

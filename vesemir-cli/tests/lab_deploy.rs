@@ -67,7 +67,7 @@ fn a_planned_then_clean_deploy_under_load_updates_every_host_without_a_failed_re
     let plan = vesemir(&lab).arg("plan").arg("-f").arg(lab.deploy_path()).output().expect("runs vesemir");
     let planned = text(&plan);
     assert_eq!(plan.status.code(), Some(0), "{planned}");
-    assert!(planned.contains("(6 hosts, 3 batches, at most 2 out of rotation"), "{planned}");
+    assert!(planned.contains("(6 hosts, sliding window, at most 2 out of rotation"), "{planned}");
     for lb in lab.haproxy() {
         assert!(planned.contains(&format!("{}:{}", lb.address, lab.api_port())), "{planned}");
     }
@@ -88,6 +88,87 @@ fn a_planned_then_clean_deploy_under_load_updates_every_host_without_a_failed_re
     assert!(report.served > 100, "{report}");
     assert!(report.by_version.get("1.0.0").is_some_and(|n| *n > 0), "{report}");
     assert!(report.by_version.get("2.0.0").is_some_and(|n| *n > 0), "{report}");
+}
+
+/// A deployment file like the lab's, with its own changeset instead of the lab's playbook: a
+/// stage step (a download, run while the host still serves), the switch (restart) out of
+/// rotation, and the health gate as Vesemir's own HTTP check of `/health` every 20 ms.
+fn staged_http_deploy(lab: &Lab) -> std::path::PathBuf {
+    let root = lab.dir().display();
+    let port = lab.hosts()[0].app.port();
+    let base = std::fs::read_to_string(lab.deploy_path()).expect("the lab's deployment file");
+    let base: String =
+        base.lines().filter(|l| !l.starts_with("playbook")).map(|l| format!("{l}\n")).collect();
+    let text = format!(
+        "{base}\n[changeset]\nsteps = [\n  {{ name = \"download\", run = \"sleep 0.3 && echo fetched {{version}}\", timeout = \"30s\", stage = true }},\n  {{ name = \"switch\", run = \"bash {root}/step.sh {root}/hosts/{{host}} {{version}}\", timeout = \"30s\" }},\n]\n[changeset.health]\nload_balancer_up = true\nhttp = {{ url = \"http://{{address}}:{port}/health\", status = 200, interval = \"20ms\", timeout = \"8s\" }}\n"
+    );
+    let path = lab.dir().join("staged-http.toml");
+    std::fs::write(&path, text).expect("writes the deployment file");
+    path
+}
+
+#[test]
+fn a_sliding_window_with_a_stage_step_and_an_http_health_check_deploys_under_load_without_a_failed_request() {
+    let lab = lab();
+    let file = staged_http_deploy(&lab);
+    let traffic = lab.start_load(load());
+    std::thread::sleep(Duration::from_millis(500));
+    let output = vesemir(&lab)
+        .arg("deploy")
+        .arg("-f")
+        .arg(&file)
+        .args(["--set", "version=3.0.0", "--output", "json"])
+        .output()
+        .expect("runs vesemir");
+    std::thread::sleep(Duration::from_millis(500));
+    let report = traffic.finish().expect("the load generator reports");
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    for host in lab.hosts() {
+        assert_in_rotation_with(&lab, &host.name, "3.0.0");
+    }
+    assert_eq!(report.failed, 0, "{report}\n{all}");
+    assert!(report.by_version.get("3.0.0").is_some_and(|n| *n > 0), "{report}");
+
+    // Per host: the download ran before the drain, the health gate was the HTTP check, and
+    // the host's time out of rotation is on its end (the download is not in it).
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("event").cloned())
+        .collect();
+    let mut finished = 0;
+    for host in lab.hosts() {
+        let of_host: Vec<&serde_json::Value> =
+            events.iter().filter(|e| e["host"] == host.name.as_str()).collect();
+        let position = |what: &dyn Fn(&serde_json::Value) -> bool| of_host.iter().position(|e| what(e));
+        let download = position(&|e| {
+            e["type"] == "host_phase" && e["phase"]["phase"] == "step" && e["phase"]["name"] == "download"
+        });
+        let drain = position(&|e| e["type"] == "host_phase" && e["phase"]["phase"] == "draining");
+        assert!(
+            download.is_some() && download < drain,
+            "{}: download before the drain: {of_host:?}",
+            host.name
+        );
+        let end = of_host.iter().find(|e| e["type"] == "host_finished").expect("the host ended");
+        let out_ms = end["out_of_rotation_ms"].as_u64().expect("time out of rotation");
+        assert!((500..8000).contains(&out_ms), "{}: out of rotation {out_ms} ms", host.name);
+        finished += 1;
+    }
+    assert_eq!(finished, 6);
+    // At most 2 of the 6 out at any moment: counted from the events, in order.
+    let (mut out, mut most) = (0i32, 0i32);
+    for e in &events {
+        if e["type"] == "host_phase" && e["phase"]["phase"] == "draining" {
+            out += 1;
+        }
+        if e["type"] == "host_finished" {
+            out -= 1;
+        }
+        most = most.max(out);
+    }
+    assert!(most <= 2, "{most} hosts out at once");
 }
 
 /// The part of the final summary about `host`: `<host> (<address>) <outcome> during <phase>`, its

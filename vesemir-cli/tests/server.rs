@@ -71,7 +71,7 @@ async fn deploy_through_the_server_then_status_list_and_logs() {
 
     let logs = client(&lab, &served, Some(TOKEN), &["logs", "1"]);
     let logged = text(&logs);
-    assert!(logged.contains("batch 1: web-1, web-2"), "{logged}");
+    assert!(logged.contains("batch 1: web-1, web-2, web-3"), "{logged}");
     assert!(logged.contains("deployment succeeded: 3 succeeded"), "{logged}");
 
     // JSON for machines: status, list and history.

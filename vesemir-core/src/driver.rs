@@ -18,8 +18,8 @@ use crate::host_locks::{self, HostLocks, LockConflicts, LockPolicy, RunLocks};
 use crate::name::{EnvVarName, ServerName};
 use crate::plan::{Plan, PlanError, PlannedHost};
 use crate::ports::{
-    Backend, Executor, FileUpload, Inventory, LbEndpoint, LoadBalancer, OutputSink, RemoteCommand, Selector,
-    ServerLookup, ServerState,
+    Backend, Executor, FileUpload, HealthProbe, HttpCheck, Inventory, LbEndpoint, LoadBalancer, OutputSink,
+    ProbeOutcome, RemoteCommand, Selector, ServerLookup, ServerState,
 };
 use crate::report::DeploymentReport;
 use crate::request::{DeploymentRequest, LbInstances, Quoting, ServerMapping, StepAction, Targets};
@@ -55,6 +55,11 @@ pub struct DriverConfig {
     /// a rollback of the hosts it moved); `None` deploys every host found. A host named here
     /// and not found is not an error: it is simply not in the plan.
     pub only_hosts: Option<std::collections::BTreeSet<crate::name::HostName>>,
+    /// The orchestrator's own health check port, for requests with `health.http`. A port
+    /// rather than a bound, but kept here (not in [`Ports`]) because it is optional and chosen
+    /// once per front end; `None` refuses such requests in [`prepare`]
+    /// ([`PrepareError::NoHealthProbe`]).
+    pub health_probe: Option<Arc<dyn HealthProbe>>,
 }
 
 impl Default for DriverConfig {
@@ -66,6 +71,7 @@ impl Default for DriverConfig {
             resolve_concurrency: 16,
             locks: None,
             only_hosts: None,
+            health_probe: None,
         }
     }
 }
@@ -160,6 +166,9 @@ pub enum PrepareError {
     /// Hosts of the plan are locked by other deployments.
     #[error(transparent)]
     Locked(#[from] LockConflicts),
+    /// The request has `health.http` and this front end has no HTTP health probe.
+    #[error("changeset.health.http: this front end has no HTTP health probe to make the check; use health.command instead")]
+    NoHealthProbe,
 }
 
 fn not_in_rotation_message(servers: &[NotInRotation]) -> String {
@@ -199,7 +208,8 @@ impl PrepareError {
             | PrepareError::NotInRotation { .. }
             | PrepareError::AddressMismatch { .. }
             | PrepareError::Budget { .. }
-            | PrepareError::Locked(_) => false,
+            | PrepareError::Locked(_)
+            | PrepareError::NoHealthProbe => false,
         }
     }
 }
@@ -290,6 +300,9 @@ pub async fn prepare(
     ports: &Ports,
     config: &DriverConfig,
 ) -> Result<Prepared, PrepareError> {
+    if request.changeset.health.http.is_some() && config.health_probe.is_none() {
+        return Err(PrepareError::NoHealthProbe);
+    }
     let hosts = match &request.targets {
         Targets::Hosts(hosts) => hosts.clone(),
         Targets::Search(selector) => discover(ports, config, selector)
@@ -632,6 +645,7 @@ impl ActionContext {
                     .await
                     .into()
             }
+            Action::ProbeHealth { timeout, .. } => self.probe_health(host, timeout).await,
             Action::Close { .. } => {
                 let _ = tokio::time::timeout(quick, executor.close(host)).await;
                 ActionResult::Done
@@ -640,6 +654,32 @@ impl ActionContext {
             Action::Restore { to, .. } => {
                 bounded(quick, || on("restore"), lb.restore(backend, server, &to)).await.into()
             }
+        }
+    }
+
+    /// One HTTP health check of `host` through the probe port: `Done` when it passed, else
+    /// `Failed` with why (a port error keeps its kind: `Rejected` is not retried).
+    async fn probe_health(&self, host: &Host, timeout: Duration) -> ActionResult {
+        let (Some(http), Some(probe)) = (&self.request.changeset.health.http, &self.config.health_probe)
+        else {
+            return ActionResult::Failed(HostError::new(
+                ErrorKind::Rejected,
+                "no HTTP health probe configured",
+            ));
+        };
+        let check = HttpCheck {
+            url: self.request.render(&http.url, Quoting::None, host),
+            status: http.status,
+            body_contains: http.body_contains.clone(),
+            timeout,
+        };
+        let what = || format!("HTTP health check of {}", check.url);
+        match bounded(timeout.saturating_add(self.config.grace), what, probe.check(&check)).await {
+            Ok(ProbeOutcome::Passed) => ActionResult::Done,
+            Ok(ProbeOutcome::NotPassed(why)) => {
+                ActionResult::Failed(HostError::new(ErrorKind::Unreachable, why))
+            }
+            Err(e) => ActionResult::Failed(HostError::from(&e)),
         }
     }
 

@@ -77,6 +77,11 @@ pub enum EventKind {
         error: Option<String>,
         /// Whether it is in rotation now.
         rotation: Rotation,
+        /// How long this rollout had its server out of rotation (from the take-out that put
+        /// it out to the change that put it back, or to its end if it stays out), in
+        /// milliseconds; absent when it never took it out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out_of_rotation_ms: Option<u64>,
     },
     /// A batch ended.
     BatchFinished {

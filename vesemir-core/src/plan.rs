@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::host::Host;
 use crate::name::{HostName, ServerName};
 use crate::ports::{InstanceState, ServerState};
-use crate::request::{Canary, Strategy};
+use crate::request::{Canary, Strategy, Window};
 
 /// A host and its server in the backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +105,9 @@ pub enum PlanError {
 impl Plan {
     /// Sorts the hosts by name, those to deploy first and skipped ones after them, and cuts the
     /// hosts to deploy into batches: the canary batch first (if asked for), then batches of
-    /// `concurrency` (a percentage is of the hosts to deploy). Skipped hosts are in no batch.
+    /// `concurrency` (a percentage is of the hosts to deploy) for [`Window::Batches`], or one
+    /// batch of every other host for [`Window::Sliding`] (the rollout starts its hosts as
+    /// slots free). Skipped hosts are in no batch.
     pub fn new(mut hosts: Vec<PlannedHost>, strategy: &Strategy) -> Result<Self, PlanError> {
         if hosts.is_empty() {
             return Err(PlanError::NoHosts);
@@ -151,8 +153,12 @@ impl Plan {
             batches.push(0..size);
             start = size;
         }
+        let size = match strategy.window {
+            Window::Batches => concurrency,
+            Window::Sliding => n,
+        };
         while start < n {
-            let end = (start + concurrency).min(n);
+            let end = (start + size).min(n);
             batches.push(start..end);
             start = end;
         }
@@ -181,6 +187,7 @@ mod tests {
             pause_between_batches: Duration::ZERO,
             canary: canary.map(|hosts| Canary { hosts, gate: CanaryGate::Confirm }),
             on_failure: OnFailure::Stop,
+            window: Window::Batches,
         }
     }
 
@@ -192,6 +199,16 @@ mod tests {
         assert_eq!(plan.max_failures, 1);
         assert_eq!(plan.batches, vec![0..1, 1..4, 4..7, 7..10]);
         assert_eq!(plan.hosts[0].host.name.as_str(), "web-00", "sorted by name");
+    }
+
+    #[test]
+    fn a_sliding_window_is_the_canary_then_one_batch_of_the_rest() {
+        let sliding = Strategy { window: Window::Sliding, ..strategy(Amount::Percent(30), Some(1)) };
+        let plan = Plan::new((0..10).map(host).collect(), &sliding).expect("plans");
+        assert_eq!(plan.concurrency, 3);
+        assert_eq!(plan.batches, vec![0..1, 1..10]);
+        let plain = Strategy { window: Window::Sliding, ..strategy(Amount::Count(2), None) };
+        assert_eq!(Plan::new((0..5).map(host).collect(), &plain).expect("plans").batches, vec![0..5]);
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Progress {
                 }
                 progress.phase = phase.clone();
             }
-            EventKind::HostFinished { host, outcome, phase, error, rotation } => {
+            EventKind::HostFinished { host, outcome, phase, error, rotation, .. } => {
                 let progress = self.host_mut(host);
                 progress.outcome = Some(*outcome);
                 progress.phase = phase.clone();
@@ -214,6 +214,7 @@ mod tests {
         progress.apply(&event(
             4,
             EventKind::HostFinished {
+                out_of_rotation_ms: None,
                 host: name("web-1"),
                 outcome: HostOutcome::Succeeded,
                 phase: Phase::Done,
@@ -236,6 +237,7 @@ mod tests {
         progress.apply(&event(
             2,
             EventKind::HostFinished {
+                out_of_rotation_ms: None,
                 host: name("db-1"),
                 outcome: HostOutcome::Failed,
                 phase: Phase::Step { number: 1, name: "install".into() },

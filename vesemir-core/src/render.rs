@@ -46,8 +46,11 @@ pub fn describe(event: &Event) -> Option<String> {
             };
             format!("{host} {mark} [{step}] {line}")
         }
-        EventKind::HostFinished { host, outcome, phase, error, rotation } => match outcome {
-            HostOutcome::Succeeded => format!("{host}: deployed, {rotation}"),
+        EventKind::HostFinished { host, outcome, phase, error, rotation, out_of_rotation_ms } => match outcome {
+            HostOutcome::Succeeded => match out_of_rotation_ms {
+                Some(ms) => format!("{host}: deployed, {rotation} (out of rotation {:.2}s)", *ms as f64 / 1000.0),
+                None => format!("{host}: deployed, {rotation}"),
+            },
             HostOutcome::Skipped if *phase == crate::event::Phase::Pending => {
                 format!("{host}: {outcome} ({}), {rotation}", error.as_deref().unwrap_or(""))
             }
@@ -120,6 +123,14 @@ pub fn summary(report: &DeploymentReport) -> String {
         t.cancelled,
         report.hosts.len()
     );
+    if let Some((p50, p99)) = report.out_of_rotation_percentiles() {
+        let _ = writeln!(
+            out,
+            "Time out of rotation per host: p50 {:.2}s, p99 {:.2}s.",
+            p50.as_secs_f64(),
+            p99.as_secs_f64()
+        );
+    }
     let problems: Vec<_> = report
         .hosts
         .iter()

@@ -49,9 +49,25 @@ pub struct HostReport {
     pub finished: Option<Duration>,
     /// The last lines of its last command's output.
     pub last_output: Vec<OutputLine>,
+    /// How long this rollout had its server out of rotation (to its end, if it stays out);
+    /// `None` if it never took it out.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub out_of_rotation: Option<Duration>,
 }
 
 impl DeploymentReport {
+    /// The hosts' times out of rotation at the 50th and 99th percentile (nearest rank), over
+    /// the hosts this rollout took out; `None` when it took none out.
+    pub fn out_of_rotation_percentiles(&self) -> Option<(Duration, Duration)> {
+        let mut times: Vec<Duration> = self.hosts.iter().filter_map(|h| h.out_of_rotation).collect();
+        if times.is_empty() {
+            return None;
+        }
+        times.sort();
+        let rank = |p: usize| times[(times.len() * p).div_ceil(100).clamp(1, times.len()) - 1];
+        Some((rank(50), rank(99)))
+    }
+
     /// Hosts that are not in rotation (or whose rotation is unknown) now.
     pub fn out_of_rotation(&self) -> impl Iterator<Item = &HostReport> {
         self.hosts.iter().filter(|h| h.rotation != Rotation::InRotation)

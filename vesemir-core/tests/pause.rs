@@ -16,7 +16,9 @@ use vesemir_core::host::Host;
 use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::plan::{Plan, PlannedHost};
 use vesemir_core::ports::ExitStatus;
-use vesemir_core::request::{Amount, Canary, CanaryGate, DrainTimeoutPolicy, Strategy as RolloutStrategy};
+use vesemir_core::request::{
+    Amount, Canary, CanaryGate, DrainTimeoutPolicy, Strategy as RolloutStrategy, Window,
+};
 use vesemir_core::rollout::{Action, ActionResult, HealthRetry, HostId, Rollout, RolloutConfig, StepLimit};
 use vesemir_core::{Control, Progress};
 
@@ -88,10 +90,18 @@ fn simulate(s: &Scenario) -> Result<Vec<Event>, TestCaseError> {
             hosts: 1,
             gate: hold.map_or(CanaryGate::Confirm, |ms| CanaryGate::Hold(Duration::from_millis(ms))),
         }),
+        // As a request without `window`: strict batches when there is a pause between them.
+        window: if s.pause_ms == 0 { Window::Sliding } else { Window::Batches },
     };
     let plan = Arc::new(Plan::new(hosts, &strategy).expect("plan"));
     let config = RolloutConfig {
-        steps: vec![StepLimit { name: "install".into(), timeout: Duration::from_secs(60), retries: None }],
+        steps: vec![StepLimit {
+            name: "install".into(),
+            timeout: Duration::from_secs(60),
+            stage: false,
+            retries: None,
+        }],
+        health_http: None,
         health_command: Some(HealthRetry {
             timeout: Duration::from_secs(5),
             interval: Duration::from_secs(1),

@@ -18,7 +18,7 @@ use vesemir_core::ports::{
 };
 use vesemir_core::request::{
     Amount, Canary, CanaryGate, DrainTimeoutPolicy, NotInRotationPolicy, RampStep,
-    Strategy as RolloutStrategy,
+    Strategy as RolloutStrategy, Window,
 };
 use vesemir_core::rollout::{
     Action, ActionResult, ErrorKind, HealthRetry, HostError, HostId, Rollout, RolloutConfig, StepLimit,
@@ -35,6 +35,8 @@ enum Fault {
     StepExit(usize),
     StepLost(usize),
     HealthFails(u32),
+    /// The orchestrator's HTTP check fails this many times.
+    ProbeFails(u32),
     WaitUpFails,
     RampRefused,
     ReadyRefused,
@@ -51,6 +53,7 @@ fn fault() -> impl Strategy<Value = Fault> {
         2 => (0usize..3).prop_map(Fault::StepExit),
         1 => (0usize..3).prop_map(Fault::StepLost),
         3 => (1u32..8).prop_map(Fault::HealthFails),
+        2 => (1u32..30).prop_map(Fault::ProbeFails),
         1 => Just(Fault::WaitUpFails),
         1 => Just(Fault::RampRefused),
         1 => Just(Fault::ReadyRefused),
@@ -122,6 +125,14 @@ struct Scenario {
     policy: NotInRotationPolicy,
     /// Non-target servers going DOWN by themselves: (which, when, for how long), in ms.
     downs: Vec<(usize, u64, u64)>,
+    /// A sliding window or strict batches (a pause between batches only with batches).
+    window: Window,
+    /// The operator pauses at this moment and resumes this long after, in ms.
+    pause_at_ms: Option<(u64, u64)>,
+    /// The orchestrator's HTTP check: (timeout, interval) in ms.
+    http: Option<(u64, u64)>,
+    /// The first this many steps are stage steps (run in rotation, before the drain).
+    staged: usize,
 }
 
 fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl Strategy<Value = Scenario> {
@@ -140,30 +151,53 @@ fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl S
         prop::option::of((1u32..4, prop::option::of(0u64..10_000))),
         prop_oneof![Just(0u64), 1u64..5000],
         (any::<u64>(), prop::option::weighted(0.2, 0u64..60_000), prop::option::weighted(0.1, 0u64..60_000)),
+        (
+            prop_oneof![2 => Just(Window::Sliding), 1 => Just(Window::Batches)],
+            prop::option::weighted(0.3, (0u64..30_000, 0u64..20_000)),
+            prop::option::weighted(0.4, (200u64..5000, 20u64..500)),
+        ),
     )
-        .prop_map(move |(steps, ramp, health, lb_up, force, canary, pause_ms, (seed, cancel, abort))| {
-            let n = faults.len();
-            Scenario {
-                concurrency,
-                max_failures,
+        .prop_map(
+            move |(
                 steps,
                 ramp,
-                // The request validation requires a health gate: keep at least one.
-                lb_up: lb_up || health.is_none(),
                 health,
+                lb_up,
                 force,
                 canary,
                 pause_ms,
-                faults: faults.clone(),
-                seed,
-                cancel_at_ms: cancel,
-                abort_at_ms: abort,
-                initial: vec![vec![BoxState::READY; 2]; n],
-                others: Vec::new(),
-                policy: NotInRotationPolicy::Refuse,
-                downs: Vec::new(),
-            }
-        })
+                (seed, cancel, abort),
+                (window, pause_at, http),
+            )| {
+                let n = faults.len();
+                // A pause between batches is refused with a sliding window.
+                let pause_ms = if window == Window::Sliding { 0 } else { pause_ms };
+                Scenario {
+                    concurrency,
+                    max_failures,
+                    steps,
+                    ramp,
+                    // The request validation requires a health gate: keep at least one.
+                    lb_up: lb_up || health.is_none(),
+                    health,
+                    force,
+                    canary,
+                    pause_ms,
+                    faults: faults.clone(),
+                    seed,
+                    cancel_at_ms: cancel,
+                    abort_at_ms: abort,
+                    initial: vec![vec![BoxState::READY; 2]; n],
+                    others: Vec::new(),
+                    policy: NotInRotationPolicy::Refuse,
+                    downs: Vec::new(),
+                    window,
+                    pause_at_ms: pause_at,
+                    http,
+                    staged: (seed as usize >> 8) % (steps + 1),
+                }
+            },
+        )
 }
 
 fn concurrency() -> impl Strategy<Value = Amount> {
@@ -221,6 +255,8 @@ struct ModelServer {
     step_started: bool,
     health_ok: bool,
     health_attempts: u32,
+    probe_ok: bool,
+    probe_attempts: u32,
 }
 
 impl ModelServer {
@@ -291,6 +327,8 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             step_started: false,
             health_ok: false,
             health_attempts: 0,
+            probe_ok: false,
+            probe_attempts: 0,
         })
         .collect();
     let mut others: Vec<Vec<BoxState>> = s.others.clone();
@@ -337,6 +375,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             hosts,
             gate: hold.map_or(CanaryGate::Confirm, |ms| CanaryGate::Hold(Duration::from_millis(ms))),
         }),
+        window: s.window,
     };
     let plan = match Plan::new(checked.hosts, &strategy) {
         Err(PlanError::NothingToDeploy) => {
@@ -359,11 +398,22 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let index: Vec<usize> =
         plan.hosts.iter().map(|h| h.server.as_str()[1..].parse().expect("index")).collect();
     let skip: Vec<bool> = plan.hosts.iter().map(|h| h.skip).collect();
+    let batch_of: Vec<Option<usize>> =
+        (0..plan.hosts.len()).map(|p| plan.batches.iter().position(|b| b.contains(&p))).collect();
     let max_failures = plan.max_failures;
     let config = RolloutConfig {
         steps: (0..s.steps)
-            .map(|i| StepLimit { name: format!("step{i}"), timeout: Duration::from_secs(60), retries: None })
+            .map(|i| StepLimit {
+                name: format!("step{i}"),
+                timeout: Duration::from_secs(60),
+                stage: i < s.staged,
+                retries: None,
+            })
             .collect(),
+        health_http: s.http.map(|(t, i)| HealthRetry {
+            timeout: Duration::from_millis(t),
+            interval: Duration::from_millis(i),
+        }),
         health_command: s.health.map(|(t, i)| HealthRetry {
             timeout: Duration::from_millis(t),
             interval: Duration::from_millis(i),
@@ -399,6 +449,9 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let (mut cancelled, mut aborted) = (false, false);
     let cancel_at = s.cancel_at_ms.map(|ms| t0 + Duration::from_millis(ms));
     let abort_at = s.abort_at_ms.map(|ms| t0 + Duration::from_millis(ms));
+    let pause_at = s.pause_at_ms.map(|(at, _)| t0 + Duration::from_millis(at));
+    let resume_at = s.pause_at_ms.map(|(at, after)| t0 + Duration::from_millis(at + after));
+    let (mut paused, mut resumed) = (false, false);
     let mut iterations = 0u64;
     let mut confirmed_idle = false;
     // Other servers going down by themselves: (when, which, down?), and when each last went down.
@@ -419,6 +472,20 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     loop {
         iterations += 1;
         prop_assert!(iterations < 2_000_000, "the rollout does not end");
+        // Events first: a host's end is known before the actions the same input started.
+        while let Some(event) = machine.poll_event() {
+            if let EventKind::HostFinished { host, outcome, .. } = &event.kind {
+                let h: usize = host.as_str()[1..].parse().expect("index");
+                finished[h] += 1;
+                if matches!(outcome, HostOutcome::Failed | HostOutcome::Unreachable) {
+                    failures += 1;
+                    if failures > max_failures {
+                        no_more_starts = true;
+                    }
+                }
+            }
+            events.push(event);
+        }
         while let Some(action) = machine.poll_action() {
             let p = action.host().0;
             let h = index[p];
@@ -437,6 +504,18 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             let (result, delay) = match action {
                 Action::Connect { .. } => {
                     prop_assert!(!no_more_starts, "host {h} started after the rollout stopped");
+                    prop_assert!(!paused || resumed, "host {h} started while paused");
+                    if s.window == Window::Batches {
+                        // Strict batches: every host of the batches before has ended.
+                        let b = batch_of[p].expect("a started host is in a batch");
+                        let open = (0..plan.hosts.len())
+                            .filter(|&q| batch_of[q].is_some_and(|c| c < b))
+                            .find(|&q| finished[index[q]] == 0);
+                        prop_assert!(
+                            open.is_none(),
+                            "host {h} of batch {b} started before host {open:?} of an earlier batch ended"
+                        );
+                    }
                     match f {
                         Fault::Unreachable => (err(ErrorKind::Unreachable), latency),
                         Fault::Unauthorized => (err(ErrorKind::Unauthorized), latency),
@@ -452,7 +531,9 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                 }
                 Action::SetState { state, .. } => match (state, f) {
                     (AdminState::Drain, Fault::DrainRefused) => (err(ErrorKind::Rejected), latency),
-                    (AdminState::Maint, Fault::MaintTimesOut) if m.steps_ok == 0 && !m.step_started => {
+                    (AdminState::Maint, Fault::MaintTimesOut)
+                        if m.steps_ok <= s.staged && !m.step_started =>
+                    {
                         m.boxes.iter_mut().for_each(|b| b.admin = state);
                         (err(ErrorKind::Timeout), latency)
                     }
@@ -462,6 +543,10 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                     _ => {
                         if state == AdminState::Drain {
                             latest_admission = latest_admission.max(last_read_delivered);
+                        }
+                        if state == AdminState::Maint {
+                            // The changeset out of rotation starts here (stage steps ran before).
+                            m.step_started = true;
                         }
                         m.boxes.iter_mut().for_each(|b| b.admin = state);
                         (ActionResult::Done, latency)
@@ -495,7 +580,28 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                     _ => (ActionResult::Done, latency),
                 },
                 Action::ShutdownSessions { .. } => (ActionResult::Done, latency),
+                Action::RunStep { step, .. } if step < s.staged => {
+                    // A stage step: before the host is touched, and before any other step.
+                    prop_assert!(
+                        !touched[h] && !m.step_started,
+                        "stage step {step} of host {h} after its take-out"
+                    );
+                    match f {
+                        Fault::StepExit(k) if k % s.steps == step => {
+                            (ActionResult::Exited(ExitStatus::code(1)), latency)
+                        }
+                        Fault::StepLost(k) if k % s.steps == step => (err(ErrorKind::Unreachable), latency),
+                        _ => {
+                            m.steps_ok += 1;
+                            (ActionResult::Exited(ExitStatus::code(0)), latency)
+                        }
+                    }
+                }
                 Action::RunStep { step, .. } => {
+                    prop_assert!(
+                        m.steps_ok >= s.staged,
+                        "host {h}: a step out of rotation before its stage steps"
+                    );
                     m.step_started = true;
                     prop_assert!(!m.in_rotation(), "step ran on host {h} while in rotation");
                     match f {
@@ -523,6 +629,24 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                         }
                     }
                 }
+                Action::ProbeHealth { .. } => {
+                    prop_assert!(s.http.is_some(), "an HTTP check for host {h} without health.http");
+                    prop_assert!(!m.in_rotation(), "HTTP check on host {h} while in rotation");
+                    prop_assert!(
+                        s.health.is_none() || m.health_ok,
+                        "HTTP check on host {h} before its health command passed"
+                    );
+                    m.probe_attempts += 1;
+                    match f {
+                        Fault::ProbeFails(times) if m.probe_attempts <= times => {
+                            (err(ErrorKind::Unreachable), Duration::from_millis(rng.next() % 50))
+                        }
+                        _ => {
+                            m.probe_ok = true;
+                            (ActionResult::Done, Duration::from_millis(rng.next() % 50))
+                        }
+                    }
+                }
                 Action::WaitUp { timeout, .. } => {
                     let up = m.boxes.iter().all(|b| b.up && b.admin != AdminState::Maint);
                     match f {
@@ -540,7 +664,9 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             // Into rotation only after the whole changeset and health gate passed, or untouched.
             if m.in_rotation() && m.step_started {
                 prop_assert!(
-                    m.steps_ok == s.steps && (s.health.is_none() || m.health_ok),
+                    m.steps_ok == s.steps
+                        && (s.health.is_none() || m.health_ok)
+                        && (s.http.is_none() || m.probe_ok),
                     "host {h} back in rotation before its changeset and health gate passed"
                 );
             }
@@ -572,27 +698,21 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             results.insert(seq, (HostId(p), result, snapshot));
             pending.push(Reverse((now + delay, seq)));
         }
-        while let Some(event) = machine.poll_event() {
-            if let EventKind::HostFinished { host, outcome, .. } = &event.kind {
-                let h: usize = host.as_str()[1..].parse().expect("index");
-                finished[h] += 1;
-                if matches!(outcome, HostOutcome::Failed | HostOutcome::Unreachable) {
-                    failures += 1;
-                    if failures > max_failures {
-                        no_more_starts = true;
-                    }
-                }
-            }
-            events.push(event);
-        }
         if machine.is_finished() {
             break;
         }
         let next_result = pending.peek().map(|Reverse((at, _))| *at);
         let next_timer = machine.poll_timeout();
         let next_external = externals.last().map(|e| e.0);
-        let next_control =
-            [cancel_at.filter(|_| !cancelled), abort_at.filter(|_| !aborted)].into_iter().flatten().min();
+        let next_control = [
+            cancel_at.filter(|_| !cancelled),
+            abort_at.filter(|_| !aborted),
+            pause_at.filter(|_| !paused),
+            resume_at.filter(|_| !resumed),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let next = [next_result, next_timer, next_control, next_external].into_iter().flatten().min();
         let Some(next) = next else {
             // Nothing in flight, no timer: only a canary confirmation can be awaited.
@@ -618,6 +738,16 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                     }
                 }
             }
+            continue;
+        }
+        if pause_at.is_some_and(|at| at <= now) && !paused {
+            paused = true;
+            machine.handle_pause(now);
+            continue;
+        }
+        if resume_at.is_some_and(|at| at <= now) && !resumed {
+            resumed = true;
+            machine.handle_resume(now);
             continue;
         }
         if abort_at.is_some_and(|at| at <= now) && !aborted {
@@ -746,6 +876,18 @@ fn a_clean_fleet_of_500_hosts_succeeds_with_the_simulator() {
         others: Vec::new(),
         policy: NotInRotationPolicy::Refuse,
         downs: Vec::new(),
+        window: Window::Batches,
+        pause_at_ms: None,
+        http: None,
+        staged: 1,
     };
     run(&s).expect("invariants hold");
+    let sliding = Scenario {
+        window: Window::Sliding,
+        pause_ms: 0,
+        pause_at_ms: Some((5000, 3000)),
+        http: Some((2000, 20)),
+        ..s
+    };
+    run(&sliding).expect("invariants hold with a sliding window and a pause");
 }

@@ -14,7 +14,7 @@ use vesemir_core::Control;
 #[tokio::test(start_paused = true)]
 async fn clean_deploy_updates_every_host_two_at_a_time() {
     let fleet = fleet(5);
-    let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 2\n")).await;
+    let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 2\nwindow = \"batches\"\n")).await;
 
     assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
     assert_eq!(out.report.totals.succeeded, 5);
@@ -32,6 +32,203 @@ async fn clean_deploy_updates_every_host_two_at_a_time() {
     assert!(out.log.contains("web-01: step 1 (install)"), "{}", out.log);
     let seqs: Vec<u64> = out.events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=out.events.len() as u64).collect::<Vec<_>>(), "events numbered without gaps");
+}
+
+/// When each host started and ended, in ms since the deployment started.
+fn span(out: &support::Outcome, name: &str) -> (u128, u128) {
+    let h = out.host(name);
+    let ms = |d: Option<Duration>| d.expect("started and ended").as_millis();
+    (ms(h.started), ms(h.finished))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sliding_window_starts_the_next_host_as_soon_as_one_ends() {
+    // web-01's install hangs until its 1m timeout; the other slot serves web-02..05 meanwhile.
+    let fleet = fleet(5);
+    fleet.executor.hang_command(&host(1), "install-shop");
+    let out = check(&fleet, fleet.request("[strategy]\nconcurrency = 2\nmax_failures = 1\n")).await;
+
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::CompletedWithFailures), "{}", out.log);
+    assert_eq!(out.report.totals.succeeded, 4, "{}", out.log);
+    let (_, web01_end) = span(&out, "web-01");
+    for name in ["web-03", "web-04", "web-05"] {
+        let (start, end) = span(&out, name);
+        assert!(start < web01_end && end < web01_end, "{name} ran in the free slot: {}", out.log);
+    }
+    // Never more than 2 out, web-01 (failed, out of rotation) included.
+    assert_eq!(fleet.lb.rotation_log().max_out_of_rotation, 2, "{}", out.log);
+    assert_eq!(fleet.lb.out_of_rotation().len(), 1);
+
+    // The same with strict batches: web-03 waits for web-01's batch to end.
+    let fleet = support::fleet(5);
+    fleet.executor.hang_command(&host(1), "install-shop");
+    let batches = "[strategy]\nconcurrency = 2\nmax_failures = 1\nwindow = \"batches\"\n";
+    let out = check(&fleet, fleet.request(batches)).await;
+    let (_, web01_end) = span(&out, "web-01");
+    let (web03_start, _) = span(&out, "web-03");
+    assert!(web03_start >= web01_end, "{}", out.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sliding_window_keeps_the_canary_gate() {
+    let fleet = fleet(6);
+    let out =
+        check(&fleet, fleet.request("[strategy]\nconcurrency = 3\ncanary = { hosts = 1, hold = \"30s\" }\n"))
+            .await;
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::Succeeded), "{}", out.log);
+    let (_, canary_end) = span(&out, "web-01");
+    for name in ["web-02", "web-03", "web-04", "web-05", "web-06"] {
+        assert!(span(&out, name).0 >= canary_end + 30_000, "{name} waited for the hold: {}", out.log);
+    }
+    assert_eq!(fleet.lb.rotation_log().max_out_of_rotation, 3, "{}", out.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_between_batches_needs_strict_batches() {
+    let fleet = fleet(2);
+    let text = fleet.request_toml("[strategy]\nwindow = \"sliding\"\npause_between_batches = \"5s\"\n");
+    let err = vesemir_core::request::DeploymentRequest::from_toml(
+        &text,
+        &vesemir_core::request::RequestPolicy::permissive(),
+    )
+    .expect_err("refused");
+    assert!(
+        err.to_string().contains("strategy.pause_between_batches: applies between strict batches"),
+        "{err}"
+    );
+    let implied = fleet.request("[strategy]\npause_between_batches = \"5s\"\n");
+    assert_eq!(implied.strategy.window, vesemir_core::request::Window::Batches);
+    assert_eq!(fleet.request("").strategy.window, vesemir_core::request::Window::Sliding);
+    let text = fleet.request_toml("[strategy]\nwindow = \"rolling\"\n");
+    let err = vesemir_core::request::DeploymentRequest::from_toml(
+        &text,
+        &vesemir_core::request::RequestPolicy::permissive(),
+    )
+    .expect_err("refused");
+    assert!(err.to_string().contains("strategy.window: is \"rolling\""), "{err}");
+}
+
+const HTTP_HEALTH: &str = "[changeset]\nsteps = [{ name = \"install\", run = \"install-shop {version}\", timeout = \"1m\" }]\n[changeset.health]\nload_balancer_up = false\nhttp = { url = \"http://{address}:8080/health\", interval = \"20ms\", timeout = \"2s\" }\n";
+
+#[tokio::test(start_paused = true)]
+async fn the_http_health_check_is_polled_from_the_orchestrator_until_it_passes() {
+    let fleet = fleet(3);
+    let probe = vesemir_core::fake::FakeHealthProbe::new();
+    let url = |i: usize| format!("http://{}:8080/health", vesemir_core::fake::FakeFleet::address(i));
+    probe.fail_first(&url(2), 10);
+    probe.fail_first(&url(3), 1000);
+    let config = vesemir_core::DriverConfig {
+        health_probe: Some(std::sync::Arc::new(probe.clone())),
+        ..vesemir_core::DriverConfig::default()
+    };
+    let request = fleet.request(&format!("[strategy]\nconcurrency = 3\nmax_failures = 1\n{HTTP_HEALTH}"));
+    let ports = fleet.ports();
+    let prepared =
+        vesemir_core::prepare(std::sync::Arc::new(request), &ports, &config).await.expect("prepares");
+    let sink = vesemir_core::event::MemorySink::new();
+    let report = vesemir_core::run(&prepared, &ports, &sink, &Control::new(), &config).await;
+
+    let outcomes: Vec<_> = report.hosts.iter().map(|h| h.outcome).collect();
+    use HostOutcome::*;
+    assert_eq!(outcomes, [Some(Succeeded), Some(Succeeded), Some(Failed)]);
+    let checks = probe.checks();
+    assert_eq!(checks.iter().filter(|c| c.url == url(2)).count(), 11, "10 failed, then passed");
+    // 2s at one check every 20ms: about 100 checks, then the host fails, out of rotation.
+    let third = checks.iter().filter(|c| c.url == url(3)).count();
+    assert!((90..=101).contains(&third), "{third} checks in 2s");
+    let failed = &report.hosts[2];
+    assert_eq!(failed.rotation, Rotation::OutOfRotation);
+    let error = failed.error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("HTTP health check did not pass within 2s ("), "{error}");
+    assert!(error.ends_with("attempts; last: status 503)"), "{error}");
+    // One phase event per host for the whole poll, not one per request.
+    let phases = sink
+        .events()
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::HostPhase { phase: Phase::HealthCheck { .. }, .. }))
+        .count();
+    assert_eq!(phases, 3);
+
+    // A front end without a probe refuses such a request before anything changes.
+    let request = fleet.request(HTTP_HEALTH);
+    let refused =
+        vesemir_core::prepare(std::sync::Arc::new(request), &ports, &vesemir_core::DriverConfig::default())
+            .await
+            .expect_err("no probe");
+    assert!(refused
+        .to_string()
+        .starts_with("changeset.health.http: this front end has no HTTP health probe"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_health_fields_are_checked_by_name() {
+    let fleet = fleet(1);
+    let bad = "[changeset]\nsteps = [{ name = \"install\", run = \"x\" }]\n[changeset.health]\nhttp = { url = \"ftp://{address}/\", status = 42, interval = \"0s\", timeout = \"soon\", body_contains = \"\" }\n";
+    let text = fleet.request_toml(bad);
+    let err = vesemir_core::request::DeploymentRequest::from_toml(
+        &text,
+        &vesemir_core::request::RequestPolicy::permissive(),
+    )
+    .expect_err("refused")
+    .to_string();
+    for field in [
+        "changeset.health.http.url: \"ftp://{address}/\" must start with http:// or https://",
+        "changeset.health.http.status: 42 is not an HTTP status",
+        "changeset.health.http.interval: must be at least 1ms",
+        "changeset.health.http.timeout: \"soon\" is not a duration",
+        "changeset.health.http.body_contains: is empty",
+    ] {
+        assert!(err.contains(field), "{field} in {err}");
+    }
+}
+
+const STAGED: &str = "[changeset]\nsteps = [{ name = \"download\", run = \"fetch-shop {version}\", timeout = \"1m\", stage = true }, { name = \"switch\", run = \"switch-shop {version}\", timeout = \"1m\" }]\n[changeset.health]\ncommand = \"check-shop\"\n";
+
+#[tokio::test(start_paused = true)]
+async fn stage_steps_run_in_rotation_before_the_drain_and_only_the_rest_out_of_it() {
+    let fleet = fleet(3);
+    // web-02's download fails: it is never taken out.
+    fleet.executor.fail_command(&host(2), "fetch-shop", 7);
+    let out =
+        check(&fleet, fleet.request(&format!("[strategy]\nconcurrency = 1\nmax_failures = 1\n{STAGED}")))
+            .await;
+
+    assert_eq!(out.report.outcome, Some(DeploymentOutcome::CompletedWithFailures), "{}", out.log);
+    let commands: Vec<String> = fleet.executor.commands(&host(1)).into_iter().map(|c| c.script).collect();
+    assert_eq!(commands, ["fetch-shop '2.0.0'", "switch-shop '2.0.0'", "check-shop"]);
+    // The download ran before web-01's drain: its phase comes first in the log.
+    let download = out.log.find("web-01: step 1 (download)").expect("download phase");
+    let drain = out.log.find("web-01: draining").expect("drain phase");
+    assert!(download < drain, "{}", out.log);
+    let failed = out.host("web-02");
+    assert_eq!(failed.phase, Phase::Step { number: 1, name: "download".into() });
+    assert_eq!(failed.rotation, Rotation::InRotation, "never taken out");
+    assert!(fleet.lb.rotation_log().changes.iter().all(|(s, _, _)| *s != server(2)), "web-02 untouched");
+    // Each host's time out of rotation is on its HostFinished event: none for web-02.
+    let out_ms: Vec<Option<u64>> = out
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::HostFinished { out_of_rotation_ms, .. } => Some(*out_of_rotation_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(out_ms.len(), 3);
+    assert_eq!(out_ms.iter().filter(|o| o.is_none()).count(), 1, "{out_ms:?}");
+    assert!(out.log.contains("web-01: deployed, in rotation (out of rotation "), "{}", out.log);
+
+    // Stage steps are listed first.
+    let late = "[changeset]\nsteps = [{ name = \"switch\", run = \"x\" }, { name = \"download\", run = \"y\", stage = true }]\n";
+    let err = vesemir_core::request::DeploymentRequest::from_toml(
+        &fleet.request_toml(late),
+        &vesemir_core::request::RequestPolicy::permissive(),
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("changeset.steps[1].stage: comes after steps[0], which is not a stage step"),
+        "{err}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

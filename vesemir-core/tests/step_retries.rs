@@ -144,11 +144,18 @@ fn drive_one_host(retries: Option<StepRetries>, step_results: Vec<ActionResult>)
         pause_between_batches: Duration::ZERO,
         canary: None,
         on_failure: vesemir_core::request::OnFailure::Stop,
+        window: vesemir_core::request::Window::Sliding,
     };
     let plan = Arc::new(Plan::new(planned, &strategy).expect("plan"));
     let backend = serving(&plan.hosts);
     let config = RolloutConfig {
-        steps: vec![StepLimit { name: "install".into(), timeout: Duration::from_secs(60), retries }],
+        steps: vec![StepLimit {
+            name: "install".into(),
+            timeout: Duration::from_secs(60),
+            retries,
+            stage: false,
+        }],
+        health_http: None,
         health_command: None,
         load_balancer_up: None,
         drain_timeout: Duration::from_secs(10),

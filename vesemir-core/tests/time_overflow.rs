@@ -13,7 +13,9 @@ use vesemir_core::host::Host;
 use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::plan::{Plan, PlannedHost};
 use vesemir_core::ports::{ExitStatus, Weight};
-use vesemir_core::request::{Amount, Canary, CanaryGate, DrainTimeoutPolicy, OnFailure, RampStep, Strategy};
+use vesemir_core::request::{
+    Amount, Canary, CanaryGate, DrainTimeoutPolicy, OnFailure, RampStep, Strategy, Window,
+};
 use vesemir_core::rollout::{Action, ActionResult, HealthRetry, Rollout, RolloutConfig, StepLimit};
 
 fn planned(n: usize) -> Vec<PlannedHost> {
@@ -37,10 +39,17 @@ fn drive_unbounded(health_fails_first: bool) -> Vec<EventKind> {
         pause_between_batches: Duration::MAX,
         canary: Some(Canary { hosts: 1, gate: CanaryGate::Hold(Duration::MAX) }),
         on_failure: OnFailure::Stop,
+        window: Window::Batches,
     };
     let plan = Arc::new(Plan::new(planned(3), &strategy).expect("plan"));
     let config = RolloutConfig {
-        steps: vec![StepLimit { name: "install".into(), timeout: Duration::MAX, retries: None }],
+        steps: vec![StepLimit {
+            name: "install".into(),
+            timeout: Duration::MAX,
+            stage: false,
+            retries: None,
+        }],
+        health_http: None,
         health_command: Some(HealthRetry { timeout: Duration::MAX, interval: Duration::MAX }),
         load_balancer_up: Some(Duration::MAX),
         drain_timeout: Duration::MAX,

@@ -126,7 +126,8 @@ impl Server {
         let metrics = Arc::new(metrics::Metrics::new());
         let runner = Arc::new(
             runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone())
-                .with_locks(factory.locks()),
+                .with_locks(factory.locks())
+                .with_health_probe(factory.health_probe()),
         );
         let interrupted = runner.recover().await?;
         if interrupted > 0 {

@@ -10,6 +10,10 @@ use crate::store::Status;
 /// Buckets of deployment durations, in seconds.
 const DURATION_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0];
 
+/// Buckets of `vesemir_host_out_of_rotation_seconds`: a host's time out of rotation, from a
+/// restart of a fraction of a second to a long changeset.
+const OUT_OF_ROTATION_BUCKETS: &[f64] = &[0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
 /// The server's metrics.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -37,6 +41,12 @@ impl Metrics {
                 Matcher::Full("vesemir_deployment_duration_seconds".into()),
                 DURATION_BUCKETS,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("vesemir_host_out_of_rotation_seconds".into()),
+                    OUT_OF_ROTATION_BUCKETS,
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -49,6 +59,11 @@ impl Metrics {
                 "Time from start to end of deployments that ran."
             );
             metrics::describe_counter!("vesemir_hosts_total", "Hosts of ended deployments, by outcome.");
+            metrics::describe_histogram!(
+                "vesemir_host_out_of_rotation_seconds",
+                metrics::Unit::Seconds,
+                "Each deployed host's time out of rotation (take-out to back in, or to its end if it stayed out)."
+            );
             metrics::describe_gauge!("vesemir_deployments_in_flight", "Deployments running now.");
             metrics::describe_gauge!("vesemir_deployments_queued", "Deployments waiting for a slot.");
             metrics::describe_counter!(
@@ -92,6 +107,11 @@ impl Metrics {
         let mut all: Vec<(&'static str, String)> = labels.to_vec();
         all.push(("outcome", outcome.to_string()));
         self.with(|| counter!("vesemir_hosts_total", &all).increment(count));
+    }
+
+    /// A host of a deployment was out of rotation for `seconds`.
+    pub fn host_out_of_rotation(&self, labels: &[(&'static str, String)], seconds: f64) {
+        self.with(|| histogram!("vesemir_host_out_of_rotation_seconds", labels).record(seconds));
     }
 
     /// Hosts possibly left out of rotation by an interrupted deployment.

@@ -36,6 +36,12 @@ pub trait PortsFactory: Send + Sync {
     fn locks(&self) -> Option<LockSettings> {
         None
     }
+
+    /// The orchestrator's own health probe for requests with `health.http`; `None`, the
+    /// default, refuses such requests before anything changes.
+    fn health_probe(&self) -> Option<std::sync::Arc<dyn vesemir_core::ports::HealthProbe>> {
+        None
+    }
 }
 
 /// The host locks of the server's deployments. Each deployment's holder is its id, its

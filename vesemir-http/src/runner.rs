@@ -203,6 +203,13 @@ impl Runner {
         let _ = self.after_end.set(after_end);
     }
 
+    /// Deployments whose request has `health.http` make the check through `probe`.
+    #[must_use]
+    pub fn with_health_probe(mut self, probe: Option<Arc<dyn vesemir_core::ports::HealthProbe>>) -> Self {
+        self.driver.health_probe = probe;
+        self
+    }
+
     fn lock_active(&self) -> MutexGuard<'_, ActiveSet> {
         // Only plain map updates happen under this lock; a poisoned lock still holds a usable map.
         self.active.lock().unwrap_or_else(PoisonError::into_inner)
@@ -619,6 +626,9 @@ impl Runner {
             Ok(report) => report,
             Err(crash) => return self.end_crashed(id, labels, &crash, Some(started)).await,
         };
+        for out in report.hosts.iter().filter_map(|h| h.out_of_rotation) {
+            self.metrics.host_out_of_rotation(labels, out.as_secs_f64());
+        }
         let status = match report.outcome {
             Some(DeploymentOutcome::Succeeded) => Status::Succeeded,
             Some(DeploymentOutcome::CompletedWithFailures) => Status::CompletedWithFailures,
@@ -905,7 +915,7 @@ fn log_event(deployment: &Span, hosts: &mut HashMap<String, Span>, event: &Event
             let span = host_span(hosts, host.as_str());
             span.in_scope(|| debug!(seq = event.seq, step = %step, stream = ?stream, line = %line, "output"));
         }
-        EventKind::HostFinished { host, outcome, phase, error, rotation } => {
+        EventKind::HostFinished { host, outcome, phase, error, rotation, .. } => {
             let span = host_span(hosts, host.as_str());
             hosts.remove(host.as_str());
             span.in_scope(|| {

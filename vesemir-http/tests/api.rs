@@ -418,6 +418,11 @@ async fn metrics_count_deployments_by_outcome_hosts_and_durations() {
         r#"vesemir_hosts_total{application="shop",environment="production",team="payments",outcome="failed"} 1"#,
     );
     has("vesemir_deployment_duration_seconds_bucket");
+    // Each host taken out (the one that succeeded and the one that failed mid-changeset).
+    has(
+        r#"vesemir_host_out_of_rotation_seconds_count{application="shop",environment="production",team="payments"} 2"#,
+    );
+    has("vesemir_host_out_of_rotation_seconds_bucket");
     has("vesemir_deployments_in_flight 0");
 }
 

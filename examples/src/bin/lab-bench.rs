@@ -1,23 +1,27 @@
-//! `lab-bench`: Vesemir's overhead over the per-host floor, on a local lab of 40 hosts at
-//! concurrency 10, no holds, no ramp.
+//! `lab-bench`: Vesemir with every safety gate on against a floor without Vesemir's gates, on a
+//! local lab (real sshd per host, two real HAProxy 2.6 boxes with `retries 0`, goiardi), under
+//! steady load, at several fleet sizes and concurrencies in one run.
 //!
-//! - floor: the same per-host sequence done directly with the adapters, batches of 10 hosts at
-//!   once: SSH connect, drain on both HAProxy boxes, wait drained, maintenance, the step over SSH
-//!   (restarts the app, ~1 s), the health command until it passes, weight 0 + ready, wait until
-//!   both boxes see the host UP, weight 100%, close.
-//! - library: `vesemir_core::prepare` + `run` over the real adapters (Chef search, HAProxy, SSH).
-//! - CLI: the `vesemir deploy` binary found next to this one (whole process: config, Chef search,
-//!   resolve, rollout), if it was built.
+//! - floor: what a careful shell script does, in strict batches of `concurrency` hosts at once:
+//!   SSH connect, drain on both boxes, wait drained, the step over SSH (restarts the app, ~1 s),
+//!   poll `GET /health` over HTTP every 20 ms until 200, ready + weight 100%, close. No
+//!   maintenance, no wait for HAProxy's own check, no budget read, no locks.
+//! - vesemir sliding (the default) and vesemir batches (`window = "batches"`): the library's
+//!   `prepare` + `run` over the real adapters (Chef search, HAProxy, SSH, the HTTP probe), with
+//!   every gate on: the backend budget read before each take-out, drain, wait drained,
+//!   maintenance, the step, `health.http` every 20 ms, weight 0 + ready, wait until HAProxy's
+//!   own check sees it UP on both boxes, then its weight.
 //!
-//! Each is run `--rounds` times (default 2), alternating; the best of each is compared.
+//! Each line: wall time (best of `--rounds`, default 1), the rollout alone for Vesemir (its
+//! prepare's Chef search and server lookups apart), requests failed under 200 requests/s (must be
+//! 0), and each host's time out of rotation, p50 and p99.
 //!
 //! ```sh
-//! cargo build --release -p vesemir-cli --bin vesemir
-//! cargo run --release -p vesemir-examples --bin lab-bench -- --hosts 40 --concurrency 10
+//! cargo run --release -p vesemir-examples --bin lab-bench -- [--rounds 1] [--big]
 //! ```
+//! `--big` adds 200 hosts at concurrency 20; `--only HOSTSxC` runs one size.
 
-use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,18 +29,22 @@ use tokio::task::JoinSet;
 use vesemir_chef::{ChefConfig, ClientKey};
 use vesemir_core::event::{Event, EventSink};
 use vesemir_core::name::{HostName, ServerName};
-use vesemir_core::ports::{AdminState, Backend, Executor, LoadBalancer, OutputSink, RemoteCommand, Weight};
+use vesemir_core::ports::{
+    AdminState, Backend, Executor, HealthProbe, HttpCheck, LoadBalancer, OutputSink, ProbeOutcome,
+    RemoteCommand, Weight,
+};
 use vesemir_core::request::{DeploymentRequest, RequestPolicy};
 use vesemir_core::{Control, DriverConfig, Host, Ports};
-use vesemir_examples::lab::{Lab, LabOptions};
+use vesemir_examples::lab::{Lab, LabOptions, LoadOptions};
 use vesemir_haproxy::{HaproxyConfig, HaproxyLoadBalancer};
+use vesemir_probe::HttpProbe;
 use vesemir_ssh::{SshAuth, SshConfig, SshExecutor};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(8);
-const HEALTH_INTERVAL: Duration = Duration::from_millis(200);
-const UP_TIMEOUT: Duration = Duration::from_secs(30);
+const HEALTH_INTERVAL: Duration = Duration::from_millis(20);
+const LOAD_RATE: u32 = 200;
 
 struct NoEvents;
 
@@ -56,34 +64,53 @@ fn command(script: String, timeout: Duration) -> RemoteCommand {
     RemoteCommand { script, env: Vec::new(), timeout, output_limit: 1 << 20 }
 }
 
-/// One host, directly with the adapters. Errors are strings: the floor must not fail.
-async fn one_host(
+/// What one run measured.
+struct Measure {
+    wall: Duration,
+    /// For Vesemir: the rollout alone (`run`), without `prepare`.
+    rollout: Option<Duration>,
+    failed_requests: u64,
+    served_requests: u64,
+    out_p50: Duration,
+    out_p99: Duration,
+}
+
+fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
+    if times.is_empty() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    times.sort();
+    let rank = |p: usize| times[(times.len() * p).div_ceil(100).clamp(1, times.len()) - 1];
+    (rank(50), rank(99))
+}
+
+/// One host of the floor; answers its time out of rotation (drain to ready + 100%). Errors are
+/// strings: the floor must not fail.
+async fn floor_host(
     lb: Arc<HaproxyLoadBalancer>,
     ssh: Arc<SshExecutor>,
+    probe: Arc<HttpProbe>,
     backend: Backend,
     host: Host,
     step: String,
-    health: String,
-) -> Result<(), String> {
+    health_url: String,
+) -> Result<Duration, String> {
     let server = ServerName::new(host.name.as_str()).map_err(|e| e.to_string())?;
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("{}: {what}: {e}", host.name);
     let (sink, _receiver) = OutputSink::channel();
     ssh.connect(&host).await.map_err(|e| fail("connect", &e))?;
     lb.set_state(&backend, &server, AdminState::Drain).await.map_err(|e| fail("drain", &e))?;
+    let out = Instant::now();
     lb.wait_drained(&backend, &server, DRAIN_TIMEOUT).await.map_err(|e| fail("wait drained", &e))?;
-    lb.set_state(&backend, &server, AdminState::Maint).await.map_err(|e| fail("maint", &e))?;
-    let status =
-        ssh.run(&host, &command(step, STEP_TIMEOUT), sink.clone()).await.map_err(|e| fail("step", &e))?;
+    let status = ssh.run(&host, &command(step, STEP_TIMEOUT), sink).await.map_err(|e| fail("step", &e))?;
     if status.code != Some(0) {
         return Err(fail("step", &format!("{status:?}")));
     }
+    let check =
+        HttpCheck { url: health_url, status: 200, body_contains: None, timeout: Duration::from_secs(2) };
     let deadline = Instant::now() + HEALTH_TIMEOUT;
     loop {
-        let status = ssh
-            .run(&host, &command(health.clone(), HEALTH_TIMEOUT), sink.clone())
-            .await
-            .map_err(|e| fail("health", &e))?;
-        if status.code == Some(0) {
+        if probe.check(&check).await.map_err(|e| fail("health", &e))? == ProbeOutcome::Passed {
             break;
         }
         if Instant::now() > deadline {
@@ -91,58 +118,65 @@ async fn one_host(
         }
         tokio::time::sleep(HEALTH_INTERVAL).await;
     }
-    let zero = Weight::percent(0).map_err(|e| fail("weight", &e))?;
     let full = Weight::percent(100).map_err(|e| fail("weight", &e))?;
-    lb.set_weight(&backend, &server, zero).await.map_err(|e| fail("weight 0", &e))?;
     lb.set_state(&backend, &server, AdminState::Ready).await.map_err(|e| fail("ready", &e))?;
-    lb.wait_up(&backend, &server, UP_TIMEOUT).await.map_err(|e| fail("wait up", &e))?;
     lb.set_weight(&backend, &server, full).await.map_err(|e| fail("weight 100", &e))?;
+    let out = out.elapsed();
     ssh.close(&host).await;
-    Ok(())
+    Ok(out)
 }
 
-async fn floor(lab: &Lab, concurrency: usize, version: &str) -> Result<Duration, String> {
+async fn floor(lab: &Lab, concurrency: usize, version: &str) -> Result<(Duration, Vec<Duration>), String> {
     let lb = Arc::new(HaproxyLoadBalancer::new(HaproxyConfig::default()));
     let ssh = Arc::new(executor(lab));
+    let probe = Arc::new(HttpProbe::new().map_err(|e| e.to_string())?);
     let backend = lab.backend().map_err(|e| e.to_string())?;
     let started = Instant::now();
+    let mut outs = Vec::new();
     for batch in lab.hosts().chunks(concurrency) {
         let mut tasks = JoinSet::new();
         for h in batch {
             let name = HostName::new(&h.name).map_err(|e| e.to_string())?;
             let host = Host::new(name, h.address.to_string()).map_err(|e| e.0)?;
-            tasks.spawn(one_host(
+            tasks.spawn(floor_host(
                 Arc::clone(&lb),
                 Arc::clone(&ssh),
+                Arc::clone(&probe),
                 backend.clone(),
                 host,
                 lab.step_command(&h.name, version),
-                lab.health_command(&h.name),
+                format!("http://{}/health", h.app),
             ));
         }
         while let Some(done) = tasks.join_next().await {
-            done.map_err(|e| e.to_string())??;
+            outs.push(done.map_err(|e| e.to_string())??);
         }
     }
-    Ok(started.elapsed())
+    Ok((started.elapsed(), outs))
 }
 
-fn request(lab: &Lab, concurrency: usize, version: &str) -> Result<DeploymentRequest, String> {
+fn request(lab: &Lab, concurrency: usize, window: &str, version: &str) -> Result<DeploymentRequest, String> {
     let root = lab.dir().display();
+    let port = lab.hosts().first().map_or(0, |h| h.app.port());
     let text = format!(
         "application = \"shop\"\nenvironment = \"lab\"\nteam = \"lab\"\nversion = \"{version}\"\nrequested_by = \"bench\"\n\n\
          [targets]\ntags = [\"lab-web\"]\n\n\
          [load_balancer]\nbackend = \"be_lab\"\ndiscover = {{ tags = [\"lab-haproxy\"], port = {api} }}\ndrain_timeout = \"10s\"\n\n\
-         [strategy]\nconcurrency = {concurrency}\nmax_failures = 0\n\n\
+         [strategy]\nconcurrency = {concurrency}\nmax_failures = 0\nwindow = \"{window}\"\n\n\
          [changeset]\nsteps = [{{ name = \"install\", run = \"bash {root}/step.sh {root}/hosts/{{host}} {{version}}\", timeout = \"30s\" }}]\n\
-         [changeset.health]\ncommand = \"bash {root}/health.sh {root}/hosts/{{host}}\"\ntimeout = \"8s\"\ninterval = \"200ms\"\nload_balancer_up = true\n",
+         [changeset.health]\nload_balancer_up = true\nhttp = {{ url = \"http://{{address}}:{port}/health\", interval = \"20ms\", timeout = \"8s\" }}\n",
         api = lab.api_port(),
     );
     DeploymentRequest::from_toml(&text, &RequestPolicy::permissive()).map_err(|e| e.to_string())
 }
 
-/// The library's whole time, and the part spent preparing (Chef search, server lookups).
-async fn library(lab: &Lab, concurrency: usize, version: &str) -> Result<(Duration, Duration), String> {
+/// Vesemir through the library: the whole time, the rollout alone, and the report.
+async fn vesemir(
+    lab: &Lab,
+    concurrency: usize,
+    window: &str,
+    version: &str,
+) -> Result<(Duration, Duration, vesemir_core::report::DeploymentReport), String> {
     let key = ClientKey::from_file(lab.chef_key_path()).map_err(|e| e.to_string())?;
     let mut chef = ChefConfig::new(lab.chef_url(), "admin", key);
     chef.flavor = vesemir_chef::ServerFlavor::Goiardi;
@@ -151,41 +185,55 @@ async fn library(lab: &Lab, concurrency: usize, version: &str) -> Result<(Durati
         load_balancer: Arc::new(HaproxyLoadBalancer::new(HaproxyConfig::default())),
         executor: Arc::new(executor(lab)),
     };
-    let config = DriverConfig::default();
+    let probe: Arc<dyn HealthProbe> = Arc::new(HttpProbe::new().map_err(|e| e.to_string())?);
+    let config = DriverConfig { health_probe: Some(probe), ..DriverConfig::default() };
     let started = Instant::now();
-    let prepared = vesemir_core::prepare(Arc::new(request(lab, concurrency, version)?), &ports, &config)
-        .await
-        .map_err(|e| e.to_string())?;
-    let prepared_in = started.elapsed();
+    let request = request(lab, concurrency, window, version)?;
+    let prepared =
+        vesemir_core::prepare(Arc::new(request), &ports, &config).await.map_err(|e| e.to_string())?;
+    let run_started = Instant::now();
     let report = vesemir_core::run(&prepared, &ports, &NoEvents, &Control::new(), &config).await;
     if !report.succeeded() {
-        return Err(format!("the library deploy failed: {}", vesemir_core::render::summary(&report)));
+        return Err(format!("the {window} deploy failed: {}", vesemir_core::render::summary(&report)));
     }
-    Ok((started.elapsed(), prepared_in))
+    Ok((started.elapsed(), run_started.elapsed(), report))
 }
 
-fn cli(lab: &Lab, binary: &PathBuf, concurrency: usize, version: &str) -> Result<Duration, String> {
-    let started = Instant::now();
-    let output = Command::new(binary)
-        .arg("--config")
-        .arg(lab.config_path())
-        .args(["deploy", "-f"])
-        .arg(lab.deploy_path())
-        .args(["--set", &format!("version={version}"), "--concurrency", &concurrency.to_string()])
-        .current_dir(lab.dir())
-        .env_remove("VESEMIR_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-    let elapsed = started.elapsed();
-    if !output.status.success() {
-        return Err(format!("vesemir deploy failed:\n{}", String::from_utf8_lossy(&output.stdout)));
+/// Runs `what` under load and measures it.
+fn measured(lab: &Lab, what: &str, concurrency: usize, version: &str) -> Result<Measure, String> {
+    // The run before may have left a server READY but not yet seen UP by a box's check (the
+    // floor does not wait for it): start from a backend every box sees in rotation.
+    lab.wait_all_up(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    let load = lab.start_load(LoadOptions { rate: LOAD_RATE, ..LoadOptions::default() });
+    let result = match what {
+        "floor" => lab.block_on(floor(lab, concurrency, version)).map(|(wall, outs)| (wall, None, outs)),
+        window => lab.block_on(vesemir(lab, concurrency, window, version)).map(|(wall, rollout, report)| {
+            let outs = report.hosts.iter().filter_map(|h| h.out_of_rotation).collect();
+            (wall, Some(rollout), outs)
+        }),
+    };
+    let traffic = load.finish().map_err(|e| e.to_string())?;
+    let (wall, rollout, outs) = result?;
+    let (out_p50, out_p99) = percentiles(outs);
+    if traffic.failed > 0 {
+        eprintln!("lab-bench: {what}: {traffic}");
     }
-    Ok(elapsed)
+    Ok(Measure {
+        wall,
+        rollout,
+        failed_requests: traffic.failed,
+        served_requests: traffic.served,
+        out_p50,
+        out_p99,
+    })
+}
+
+fn args() -> Vec<String> {
+    std::env::args().collect()
 }
 
 fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
+    let args = args();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
@@ -194,94 +242,95 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn main() -> ExitCode {
-    let hosts = arg("--hosts", 40);
-    let concurrency = arg("--concurrency", 10);
-    let rounds = arg("--rounds", 2);
-    let binary = std::env::var_os("VESEMIR_BIN")
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok().map(|me| me.with_file_name("vesemir")))
-        .filter(|p| p.is_file());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("lab-bench: cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let started = Instant::now();
-    let lab = match Lab::start(LabOptions { hosts, concurrency, ..LabOptions::default() }) {
-        Ok(lab) => lab,
-        Err(e) => {
-            eprintln!("lab-bench: cannot start the lab: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!(
-        "lab of {hosts} hosts up in {:.1} s; concurrency {concurrency}, no holds, {rounds} rounds",
-        started.elapsed().as_secs_f64()
-    );
-    let (mut floors, mut libraries, mut rollouts, mut clis) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut version = 1;
-    let mut next = || {
-        version += 1;
-        format!("{version}.0.0")
-    };
-    for round in 1..=rounds {
-        let result = (|| -> Result<(), String> {
-            let f = runtime.block_on(floor(&lab, concurrency, &next()))?;
-            println!("round {round}: floor   {:>7.2} s", f.as_secs_f64());
-            floors.push(f);
-            let (l, prepare) = runtime.block_on(library(&lab, concurrency, &next()))?;
-            println!(
-                "round {round}: library {:>7.2} s (prepare {:.2} s, rollout {:.2} s)",
-                l.as_secs_f64(),
-                prepare.as_secs_f64(),
-                (l - prepare).as_secs_f64()
-            );
-            libraries.push(l);
-            rollouts.push(l - prepare);
-            if let Some(binary) = &binary {
-                let c = cli(&lab, binary, concurrency, &next())?;
-                println!("round {round}: CLI     {:>7.2} s", c.as_secs_f64());
-                clis.push(c);
+    let rounds = arg("--rounds", 1).max(1);
+    let all = args();
+    let mut sizes: Vec<(usize, usize)> = vec![(10, 1), (10, 5), (40, 10)];
+    if all.iter().any(|a| a == "--big") {
+        sizes.push((200, 20));
+    }
+    if let Some(only) = all.iter().position(|a| a == "--only").and_then(|i| all.get(i + 1)) {
+        let parsed = only.split_once('x').and_then(|(h, c)| Some((h.parse().ok()?, c.parse().ok()?)));
+        match parsed {
+            Some(size) => sizes = vec![size],
+            None => {
+                eprintln!("lab-bench: --only takes HOSTSxCONCURRENCY, like 40x10");
+                return ExitCode::FAILURE;
             }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            eprintln!("lab-bench: {e}");
-            return ExitCode::FAILURE;
         }
     }
-    let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
-    let floor = best(&floors);
-    println!("\n{hosts} hosts, concurrency {concurrency}, best of {rounds}:");
-    println!("  floor (adapters called directly): {:7.2} s", floor.as_secs_f64());
-    let library = best(&libraries);
     println!(
-        "  vesemir (library: prepare + run):  {:7.2} s   ratio {:.3}",
-        library.as_secs_f64(),
-        library.as_secs_f64() / floor.as_secs_f64()
+        "lab-bench: {} round(s) each, {LOAD_RATE} requests/s through both HAProxy boxes, health polled every {} ms",
+        rounds,
+        HEALTH_INTERVAL.as_millis()
     );
-    let rollout = best(&rollouts);
     println!(
-        "  vesemir rollout alone (run):       {:7.2} s   ratio {:.3}",
-        rollout.as_secs_f64(),
-        rollout.as_secs_f64() / floor.as_secs_f64()
+        "{:<8} {:<18} {:>9} {:>9} {:>7} {:>8} {:>9} {:>9}",
+        "size", "who", "wall s", "rollout s", "ratio", "failed", "out p50", "out p99"
     );
-    match &binary {
-        Some(binary) => {
-            let cli = best(&clis);
+    let mut lab: Option<Lab> = None;
+    let mut version = 1;
+    for (hosts, concurrency) in sizes {
+        if lab.as_ref().is_none_or(|l| l.hosts().len() != hosts) {
+            drop(lab.take());
+            let started = Instant::now();
+            match Lab::start(LabOptions { hosts, concurrency, ..LabOptions::default() }) {
+                Ok(l) => {
+                    eprintln!("lab of {hosts} hosts up in {:.1} s", started.elapsed().as_secs_f64());
+                    lab = Some(l);
+                }
+                Err(e) => {
+                    eprintln!("lab-bench: cannot start a lab of {hosts} hosts: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let Some(lab) = lab.as_ref() else { return ExitCode::FAILURE };
+        let mut best: Vec<(&str, Measure)> = Vec::new();
+        for _ in 0..rounds {
+            for who in ["floor", "sliding", "batches"] {
+                version += 1;
+                let m = match measured(lab, who, concurrency, &format!("{version}.0.0")) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        eprintln!("lab-bench: {hosts}x{concurrency} {who}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match best.iter_mut().find(|(w, _)| *w == who) {
+                    Some((_, b)) if b.wall <= m.wall => {
+                        b.failed_requests += m.failed_requests;
+                        b.served_requests += m.served_requests;
+                    }
+                    Some((_, b)) => {
+                        let (failed, served) = (b.failed_requests, b.served_requests);
+                        *b = m;
+                        b.failed_requests += failed;
+                        b.served_requests += served;
+                    }
+                    None => best.push((who, m)),
+                }
+            }
+        }
+        let floor = best.iter().find(|(w, _)| *w == "floor").map_or(Duration::ZERO, |(_, m)| m.wall);
+        for (who, m) in &best {
+            let label = match *who {
+                "floor" => "floor (no gates)",
+                "sliding" => "vesemir sliding",
+                _ => "vesemir batches",
+            };
+            let rollout = m.rollout.map_or_else(|| "-".to_owned(), |r| format!("{:.2}", r.as_secs_f64()));
             println!(
-                "  vesemir deploy (CLI, whole run):  {:7.2} s   ratio {:.3}   ({})",
-                cli.as_secs_f64(),
-                cli.as_secs_f64() / floor.as_secs_f64(),
-                binary.display()
+                "{:<8} {:<18} {:>9.2} {:>9} {:>7.3} {:>8} {:>8.2}s {:>8.2}s",
+                format!("{hosts}x{concurrency}"),
+                label,
+                m.wall.as_secs_f64(),
+                rollout,
+                m.rollout.unwrap_or(m.wall).as_secs_f64() / floor.as_secs_f64().max(1e-9),
+                format!("{}/{}", m.failed_requests, m.failed_requests + m.served_requests),
+                m.out_p50.as_secs_f64(),
+                m.out_p99.as_secs_f64(),
             );
         }
-        None => println!(
-            "  vesemir deploy (CLI): not measured: build it with `cargo build --release -p vesemir-cli`"
-        ),
     }
     ExitCode::SUCCESS
 }

@@ -1,4 +1,4 @@
-//! In-memory fakes of the three ports, with fault injection: for the core's own tests, for the
+//! In-memory fakes of the three ports (and of the health probe), with fault injection: for the core's own tests, for the
 //! conformance suites (so the fakes cannot drift from the real adapters), and for users who
 //! embed Vesemir and want to test their own code without servers.
 //!
@@ -9,11 +9,13 @@ mod executor;
 mod fleet;
 mod inventory;
 mod load_balancer;
+mod probe;
 
 pub use executor::{CommandRecord, FakeExecutor, FakeLocks};
 pub use fleet::{FakeFleet, FLEET_BACKEND};
 pub use inventory::FakeInventory;
 pub use load_balancer::{FakeLoadBalancer, FakeServer, RotationLog};
+pub use probe::FakeHealthProbe;
 
 use std::sync::{Mutex, MutexGuard};
 

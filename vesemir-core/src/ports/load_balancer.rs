@@ -252,13 +252,18 @@ pub struct ServerState {
 impl ServerState {
     /// One `ServerState` per server from readings `(server, its state on one instance)`, servers
     /// in the order first read, each server's instances in the order read (so read instance by
-    /// instance, in the backend's order, they keep that order).
+    /// instance, in the backend's order, they keep that order). Linear in the readings: an
+    /// index by name, not a search of the servers found so far per reading.
     pub fn gather(readings: impl IntoIterator<Item = (ServerName, InstanceState)>) -> Vec<ServerState> {
         let mut found: Vec<ServerState> = Vec::new();
+        let mut at: std::collections::HashMap<ServerName, usize> = std::collections::HashMap::new();
         for (name, state) in readings {
-            match found.iter_mut().find(|s| s.name == name) {
-                Some(server) => server.instances.push(state),
-                None => found.push(ServerState { name, instances: vec![state] }),
+            match at.get(&name) {
+                Some(&i) => found[i].instances.push(state),
+                None => {
+                    at.insert(name.clone(), found.len());
+                    found.push(ServerState { name, instances: vec![state] });
+                }
             }
         }
         found

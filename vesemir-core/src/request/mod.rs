@@ -150,12 +150,14 @@ pub struct Strategy {
     pub concurrency: Amount,
     /// Failures tolerated over the whole fleet; one more and no new host starts.
     pub max_failures: Amount,
-    /// A pause after each batch.
+    /// A pause after each batch (only with [`Window::Batches`]).
     pub pause_between_batches: Duration,
     /// A first small batch, then a wait.
     pub canary: Option<Canary>,
     /// What the front end does after the deployment stopped on `max_failures`.
     pub on_failure: OnFailure,
+    /// How hosts start within `concurrency`: a sliding window or strict batches.
+    pub window: Window,
 }
 
 /// What the front end that ran a deployment does when it stopped on `max_failures`.
@@ -167,6 +169,29 @@ pub enum OnFailure {
     /// Deploy the previous version (the newest one the history shows succeeded on every host)
     /// to the hosts the deployment changed, as a follow-up deployment linked to it.
     Rollback,
+}
+
+/// How hosts start within `concurrency` (after the canary batch, if any).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Window {
+    /// At most `concurrency` hosts out of rotation at any moment (Kubernetes'
+    /// `maxUnavailable`): a host that ends frees its slot at once for the next one.
+    #[default]
+    Sliding,
+    /// Strict batches of `concurrency` hosts: a batch starts once every host of the one
+    /// before has ended (and `pause_between_batches` has passed).
+    Batches,
+}
+
+impl Window {
+    /// The request's word for it (`"sliding"`, `"batches"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Sliding => "sliding",
+            Window::Batches => "batches",
+        }
+    }
 }
 
 /// The canary batch.
@@ -207,6 +232,9 @@ pub struct Step {
     pub timeout: Duration,
     /// Whether and how it is tried again after a transient failure.
     pub retries: Option<StepRetries>,
+    /// Run while the host is still in rotation, before the drain (the stage steps are the first
+    /// of the list).
+    pub stage: bool,
 }
 
 /// How a step that failed for a passing reason is tried again: at most `count` more times, the
@@ -268,6 +296,25 @@ pub struct HealthGate {
     pub command: Option<HealthCommand>,
     /// Wait until every load balancer instance reports the server UP, for at most this long.
     pub load_balancer_up: Option<Duration>,
+    /// An HTTP check made by Vesemir itself, polled until it passes (after the command).
+    pub http: Option<HttpHealth>,
+}
+
+/// The health gate's HTTP check, made from the orchestrator through the
+/// [`HealthProbe`](crate::ports::HealthProbe) port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpHealth {
+    /// The URL template, rendered per host as it is (no shell quoting); the rendered URL must
+    /// start with `http://` or `https://`.
+    pub url: Template,
+    /// The status code that passes.
+    pub status: u16,
+    /// Text the body must contain, if any.
+    pub body_contains: Option<String>,
+    /// The pause between two requests.
+    pub interval: Duration,
+    /// How long it may keep failing, from its first request.
+    pub timeout: Duration,
 }
 
 /// The health gate's command.

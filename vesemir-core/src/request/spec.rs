@@ -220,7 +220,13 @@ pub struct StrategySpec {
     /// default: leave it for a person) or `"rollback"` (deploy the previous version, from the
     /// history, to the hosts it changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<OnFailureWord>))]
     pub on_failure: Option<String>,
+    /// `"sliding"` (a host that ends frees its slot at once) or `"batches"` (strict batches).
+    /// Default: `"batches"` when `pause_between_batches` is set, else `"sliding"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<WindowWord>))]
+    pub window: Option<String>,
 }
 
 /// The canary batch.
@@ -279,6 +285,10 @@ pub struct StepSpec {
     /// `retries = { count = 2, delay = "1s", exit_codes = [75] }`. Default: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<StepRetriesSpec>,
+    /// Run it while the host is still in rotation, before the drain (download, unpack, warm
+    /// up). Stage steps come first in the list. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<bool>,
 }
 
 /// A step's retries, as written.
@@ -324,6 +334,32 @@ pub struct HealthSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
     pub up_timeout: Option<String>,
+    /// An HTTP check made by Vesemir itself (after the command, if both are given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpHealthSpec>,
+}
+
+/// `health.http`: a GET from the orchestrator, polled until it passes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HttpHealthSpec {
+    /// The URL template, e.g. `"http://{address}:8080/health"`.
+    pub url: String,
+    /// The status that passes. Default 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Text the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    /// The pause between two requests, e.g. `"20ms"`. Default 100 milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
+    pub interval: Option<String>,
+    /// How long it may keep failing, e.g. `"60s"`. Default 60 seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::optional_duration))]
+    pub timeout: Option<String>,
 }
 
 /// The schemas of the request's constrained strings: each with its pattern, so the document
@@ -441,6 +477,30 @@ enum ServerMatch {
     Name,
     /// By the host's address.
     Address,
+}
+
+/// The words of `strategy.on_failure`, for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[expect(dead_code, reason = "a schema only: the field is read as text and checked by validate")]
+enum OnFailureWord {
+    /// Leave the failure for a person (the default).
+    Stop,
+    /// Deploy the previous version to the hosts the deployment changed.
+    Rollback,
+}
+
+/// The words of `strategy.window`, for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[expect(dead_code, reason = "a schema only: the field is read as text and checked by validate")]
+enum WindowWord {
+    /// A host that ends frees its slot at once.
+    Sliding,
+    /// Strict batches.
+    Batches,
 }
 
 /// The words of `load_balancer.on_drain_timeout`, for the OpenAPI document.

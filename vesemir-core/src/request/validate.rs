@@ -546,17 +546,32 @@ fn validate_strategy(p: &mut Problems, s: &StrategySpec) -> Option<Strategy> {
             OnFailure::Stop
         }
     };
+    let pause_between_batches =
+        duration(p, "strategy.pause_between_batches", s.pause_between_batches.as_deref(), Duration::ZERO);
+    let window = match s.window.as_deref() {
+        None if pause_between_batches.is_zero() => Window::Sliding,
+        None | Some("batches") => Window::Batches,
+        Some("sliding") => {
+            if !pause_between_batches.is_zero() {
+                p.add(
+                    "strategy.pause_between_batches",
+                    "applies between strict batches: with window = \"sliding\" hosts start as slots free; set window = \"batches\" or remove the pause",
+                );
+            }
+            Window::Sliding
+        }
+        Some(other) => {
+            p.add("strategy.window", format!("is {other:?}: use \"sliding\" or \"batches\""));
+            Window::Sliding
+        }
+    };
     Some(Strategy {
         on_failure,
         concurrency,
         max_failures: s.max_failures.unwrap_or(Amount::Count(0)),
-        pause_between_batches: duration(
-            p,
-            "strategy.pause_between_batches",
-            s.pause_between_batches.as_deref(),
-            Duration::ZERO,
-        ),
+        pause_between_batches,
         canary,
+        window,
     })
 }
 
@@ -575,6 +590,20 @@ impl ChangesetSpec {
             .enumerate()
             .map(|(i, s)| validate_step(&mut p, &format!("steps[{i}]"), s, &mut names))
             .collect();
+        // Stage steps run before the drain: they must be the first of the list, so the order of
+        // the list is the order they run in.
+        if let Some(first_live) = self.steps.iter().position(|s| s.stage != Some(true)) {
+            for (i, s) in self.steps.iter().enumerate().skip(first_live) {
+                if s.stage == Some(true) {
+                    p.add(
+                        format!("steps[{i}].stage"),
+                        format!(
+                            "comes after steps[{first_live}], which is not a stage step: stage steps run before the drain, so list them first"
+                        ),
+                    );
+                }
+            }
+        }
         let health = validate_health(&mut p, self.health.as_ref());
         p.finish(|| {
             Some(Changeset { steps: steps.into_iter().collect::<Option<Vec<_>>>()?, health: health? })
@@ -640,7 +669,7 @@ fn validate_step<'s>(
         }
     };
     let retries = s.retries.as_ref().map(|r| step_retries(p, &format!("{field}.retries"), r));
-    Some(Step { name: s.name.clone(), action, timeout, retries })
+    Some(Step { name: s.name.clone(), action, timeout, retries, stage: s.stage.unwrap_or(false) })
 }
 
 /// The most retries a step may declare: more would hide a broken step behind a long wait.
@@ -694,10 +723,44 @@ fn validate_health(p: &mut Problems, h: Option<&HealthSpec>) -> Option<HealthGat
     }
     let up_timeout = duration(p, "health.up_timeout", h.up_timeout.as_deref(), DEFAULT_UP_TIMEOUT);
     let load_balancer_up = h.load_balancer_up.unwrap_or(true).then_some(up_timeout);
-    if command.is_none() && load_balancer_up.is_none() && h.command.is_none() {
-        p.add("health", "checks nothing: give health.command or leave load_balancer_up on");
+    if command.is_none() && load_balancer_up.is_none() && h.command.is_none() && h.http.is_none() {
+        p.add("health", "checks nothing: give health.command or health.http, or leave load_balancer_up on");
     }
-    Some(HealthGate { command, load_balancer_up })
+    let http = h.http.as_ref().and_then(|spec| validate_http_health(p, spec));
+    Some(HealthGate { command, load_balancer_up, http })
+}
+
+/// The default pause between two HTTP health requests.
+const DEFAULT_HTTP_INTERVAL: Duration = Duration::from_millis(100);
+
+fn validate_http_health(p: &mut Problems, h: &super::spec::HttpHealthSpec) -> Option<HttpHealth> {
+    let scheme = h.url.starts_with("http://") || h.url.starts_with("https://");
+    if !scheme {
+        p.add("health.http.url", format!("{:?} must start with http:// or https://", h.url));
+    }
+    let url = template(p, "health.http.url", &h.url);
+    let status = h.status.unwrap_or(200);
+    if !(100..=599).contains(&status) {
+        p.add("health.http.status", format!("{status} is not an HTTP status: use 100 to 599"));
+    }
+    if h.body_contains.as_deref().is_some_and(str::is_empty) {
+        p.add("health.http.body_contains", "is empty: leave it out to check the status only");
+    }
+    let interval = duration(p, "health.http.interval", h.interval.as_deref(), DEFAULT_HTTP_INTERVAL);
+    if interval < Duration::from_millis(1) {
+        p.add("health.http.interval", "must be at least 1ms");
+    }
+    let timeout = duration(p, "health.http.timeout", h.timeout.as_deref(), DEFAULT_HEALTH_TIMEOUT);
+    if timeout.is_zero() {
+        p.add("health.http.timeout", "must be more than 0s");
+    }
+    Some(HttpHealth {
+        url: url.filter(|_| scheme)?,
+        status,
+        body_contains: h.body_contains.clone(),
+        interval,
+        timeout,
+    })
 }
 
 impl Changeset {
@@ -714,6 +777,9 @@ impl Changeset {
         }
         if let Some(h) = &self.health.command {
             out.push((format!("{source}.health.command"), &h.command));
+        }
+        if let Some(h) = &self.health.http {
+            out.push((format!("{source}.health.http.url"), &h.url));
         }
         out
     }

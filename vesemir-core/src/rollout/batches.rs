@@ -1,6 +1,12 @@
 //! Batches and gates: opening a batch, starting hosts while concurrency allows, closing a
 //! batch, the canary gate and the pause between batches, stopping (failures, no capacity,
 //! cancel) and finishing the deployment.
+//!
+//! The window is the plan's: with `window = "sliding"` the plan has the canary batch (if any)
+//! and then one batch of every other host, so [`Rollout::pump`] starts a host the moment a slot
+//! frees (a host in flight, or ended out of rotation, holds one); with `window = "batches"`
+//! each batch of `concurrency` hosts waits for the one before. Canary gate, pause,
+//! `max_failures`, cancel and the backend budget (`budget.rs`) act the same on both.
 
 use std::cmp::Reverse;
 use std::time::Instant;

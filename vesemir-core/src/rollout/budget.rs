@@ -12,7 +12,7 @@
 //! (skipped): someone else is acting on it.
 
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::batches::TimerKey;
@@ -29,6 +29,27 @@ pub const BUDGET_RECHECK: Duration = Duration::from_secs(1);
 /// in flight (so only servers it does not hold fill the budget): past it, the rollout stops
 /// ([`StopReason::BackendBudget`]). While its own hosts are in flight it waits for them.
 pub const BUDGET_WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+/// What the budget keeps between reads so that a read costs one pass over the listing: which
+/// host each server of the plan belongs to (built once), and where each host's server was in the
+/// last listing (the adapters list a backend in the same order each time).
+#[derive(Debug, Default)]
+pub(super) struct BudgetIndex {
+    by_server: HashMap<ServerName, usize>,
+    listed_at: Vec<Option<usize>>,
+}
+
+impl BudgetIndex {
+    /// The index of a plan's servers (`servers[h]` is host `h`'s).
+    pub(super) fn new<'a>(servers: impl ExactSizeIterator<Item = &'a ServerName>) -> Self {
+        let listed_at = vec![None; servers.len()];
+        Self { by_server: servers.enumerate().map(|(h, s)| (s.clone(), h)).collect(), listed_at }
+    }
+
+    fn host_of(&self, server: &ServerName) -> Option<usize> {
+        self.by_server.get(server).copied()
+    }
+}
 
 impl Rollout {
     /// The action of a host entering admission: read the backend, unless a read is already out
@@ -108,38 +129,57 @@ impl Rollout {
         }
     }
 
-    /// Servers this rollout holds out of rotation (or may): hosts past admission and not
-    /// ended, and ended hosts not back in rotation.
-    fn held(&self) -> BTreeSet<ServerName> {
-        self.hosts
-            .iter()
-            .zip(&self.plan.hosts)
-            .filter(|(run, _)| match run.outcome {
-                None => !matches!(run.stage, Stage::Pending | Stage::Connect | Stage::Admit),
-                Some(_) => run.started.is_some() && run.rotation() != Rotation::InRotation,
-            })
-            .map(|(_, planned)| planned.server.clone())
-            .collect()
+    /// Whether host `h` holds its server out of rotation (or may): past admission and not
+    /// ended, or ended and not back in rotation.
+    fn holds(&self, h: usize) -> bool {
+        let run = &self.hosts[h];
+        match run.outcome {
+            None => !matches!(run.stage, Stage::Pending | Stage::Connect | Stage::Admit),
+            Some(_) => run.started.is_some() && run.rotation() != Rotation::InRotation,
+        }
     }
 
     /// Admits the waiting hosts the budget has room for, given the backend's `servers`.
+    ///
+    /// One pass over the listing: O(servers) cheap state checks, one lookup per server out of
+    /// rotation and one per waiting host (usually a comparison at the position its server had in
+    /// the last listing), rather than sets of names rebuilt per waiting host.
     fn admit(&mut self, servers: &[ServerState], now: Instant) {
         if self.budget_stopped() {
             self.end_admitting(now);
             return;
         }
-        let out: BTreeSet<&ServerName> =
-            servers.iter().filter(|s| !s.in_rotation()).map(|s| &s.name).collect();
-        let count =
-            |held: &BTreeSet<ServerName>| held.len() + out.iter().filter(|s| !held.contains(**s)).count();
-        let mut held = self.held();
+        let held: Vec<bool> = (0..self.hosts.len()).map(|h| self.holds(h)).collect();
+        // Servers out of rotation that no host of this rollout holds, and which of this
+        // rollout's hosts such a server belongs to (it moves to held when that host is admitted).
+        let mut count = held.iter().filter(|&&x| x).count();
+        let mut out_unheld = vec![false; self.hosts.len()];
+        for server in servers.iter().filter(|s| !s.in_rotation()) {
+            match self.budget_index.host_of(&server.name) {
+                Some(h) if held[h] => {}
+                Some(h) => {
+                    out_unheld[h] = true;
+                    count += 1;
+                }
+                None => count += 1,
+            }
+        }
+        let mut listing: Option<HashMap<&ServerName, usize>> = None;
         let mut waiting = false;
         for h in self.admitting() {
             if self.hosts[h].awaiting {
                 continue;
             }
-            let server = self.plan.hosts[h].server.clone();
-            let own = servers.iter().find(|s| s.name == server);
+            let server = &self.plan.hosts[h].server;
+            let cached =
+                self.budget_index.listed_at[h].filter(|&i| servers.get(i).is_some_and(|s| &s.name == server));
+            let at = cached.or_else(|| {
+                let map = listing
+                    .get_or_insert_with(|| servers.iter().enumerate().map(|(i, s)| (&s.name, i)).collect());
+                map.get(server).copied()
+            });
+            self.budget_index.listed_at[h] = at;
+            let own = at.map(|i| &servers[i]);
             if let Some(reason) = self.changed_since_prepared(h, own) {
                 if let Some(own) = own {
                     let run = &mut self.hosts[h];
@@ -149,17 +189,17 @@ impl Rollout {
                 self.fail(h, HostOutcome::Skipped, reason, now);
                 continue;
             }
-            let mut with = held.clone();
-            with.insert(server);
-            if count(&with) <= self.plan.concurrency {
-                held = with;
+            let with = if out_unheld[h] { count } else { count + 1 };
+            if with <= self.plan.concurrency {
+                count = with;
+                out_unheld[h] = false;
                 self.enter(h, Stage::Drain, now);
             } else {
                 waiting = true;
             }
         }
         if waiting {
-            let wait = (count(&held), self.plan.concurrency);
+            let wait = (count, self.plan.concurrency);
             if self.budget_blocked(now) {
                 let reason = StopReason::BackendBudget { out: wait.0, concurrency: wait.1 };
                 self.stop = Some(reason);

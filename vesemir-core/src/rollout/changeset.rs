@@ -1,7 +1,9 @@
 //! The middle leg: the changeset on a host out of rotation. Its steps in order (a step that
 //! declares `retries` is tried again after a transient failure, with a growing wait), then the
 //! health command, retried every `interval` until it passes or its `timeout` is spent. A failure
-//! here leaves the host out of rotation.
+//! here leaves the host out of rotation. Stage steps (the first ones, `stage = true`) run the
+//! same way right after the connect, while the host is still in rotation; a failure there leaves
+//! the host untouched.
 
 use std::time::{Duration, Instant};
 
@@ -63,7 +65,7 @@ impl Rollout {
             }
             (Stage::Step(i), ActionResult::Done) => self.after_steps(h, i + 1, now),
             (Stage::Health, ActionResult::Exited(status)) if status.success() => {
-                self.put_back(h, now);
+                self.after_health_command(h, now);
             }
             (Stage::Health, result) => self.health_not_passed(h, result, now),
             _ => {}
@@ -105,14 +107,19 @@ impl Rollout {
     }
 
     /// What follows the changeset step before `next_step` (or the start of the changeset).
+    /// After the last stage step (run in rotation), the host goes to admission and the drain.
     pub(super) fn after_steps(&mut self, h: usize, next_step: usize, now: Instant) {
-        if next_step < self.config.steps.len() {
+        let staged = self.config.staged();
+        let staging = matches!(self.hosts[h].stage, Stage::Step(i) if i < staged);
+        if staging && next_step == staged {
+            self.enter(h, Stage::Admit, now);
+        } else if next_step < self.config.steps.len() {
             self.hosts[h].step_attempt = 1;
             self.enter(h, Stage::Step(next_step), now);
         } else if self.config.health_command.is_some() {
             self.enter(h, Stage::Health, now);
         } else {
-            self.put_back(h, now);
+            self.after_health_command(h, now);
         }
     }
 

@@ -11,6 +11,9 @@ pub struct RolloutConfig {
     pub steps: Vec<StepLimit>,
     /// How long the health command is retried, if there is one.
     pub health_command: Option<HealthRetry>,
+    /// How long the orchestrator's HTTP health check is retried, if there is one (after the
+    /// command).
+    pub health_http: Option<HealthRetry>,
     /// Wait for the load balancers to report UP (at weight 0), for at most this long.
     pub load_balancer_up: Option<Duration>,
     /// How long sessions may take to end after drain.
@@ -34,6 +37,9 @@ pub struct StepLimit {
     pub timeout: Duration,
     /// Whether a transient failure is tried again, and how.
     pub retries: Option<StepRetries>,
+    /// Run while the host is still in rotation, before its admission and drain (the stage
+    /// steps are the first of [`RolloutConfig::steps`]).
+    pub stage: bool,
 }
 
 /// How the health command is retried: until it exits 0 or `timeout` has passed since its first
@@ -47,6 +53,12 @@ pub struct HealthRetry {
 }
 
 impl RolloutConfig {
+    /// How many steps run while the host is in rotation, before the drain: the first ones,
+    /// marked `stage`.
+    pub fn staged(&self) -> usize {
+        self.steps.iter().take_while(|s| s.stage).count()
+    }
+
     /// The rollout configuration of a request.
     pub fn from_request(request: &DeploymentRequest) -> Self {
         let changeset = &request.changeset;
@@ -54,9 +66,16 @@ impl RolloutConfig {
             steps: changeset
                 .steps
                 .iter()
-                .map(|s| StepLimit { name: s.name.clone(), timeout: s.timeout, retries: s.retries.clone() })
+                .map(|s| StepLimit {
+                    name: s.name.clone(),
+                    timeout: s.timeout,
+                    retries: s.retries.clone(),
+                    stage: s.stage,
+                })
                 .collect(),
             health_command: (changeset.health.command.as_ref())
+                .map(|h| HealthRetry { timeout: h.timeout, interval: h.interval }),
+            health_http: (changeset.health.http.as_ref())
                 .map(|h| HealthRetry { timeout: h.timeout, interval: h.interval }),
             load_balancer_up: changeset.health.load_balancer_up,
             drain_timeout: request.load_balancer.drain_timeout,

@@ -28,6 +28,9 @@ pub(super) enum Stage {
     StepWait(usize),
     Health,
     HealthWait,
+    /// The HTTP health check from the orchestrator (`probe.rs`), and the pause between two.
+    Probe,
+    ProbeWait,
     /// Set the first weight (0 when waiting for UP, else the first ramp weight or 100%).
     PreWeight,
     Ready,
@@ -87,6 +90,12 @@ pub(super) struct HostRun {
     pub(super) tail: VecDeque<OutputLine>,
     /// Its live timer (health retry, ramp hold); older entries in the heap are stale.
     pub(super) timer: Option<Instant>,
+    /// Since when this rollout has had it out of rotation (its own take-out), if it has now.
+    pub(super) out_since: Option<Instant>,
+    /// How long this rollout had it out of rotation before `out_since`.
+    pub(super) out_for: Duration,
+    /// Whether this rollout ever took it out of rotation.
+    pub(super) was_out: bool,
 }
 
 impl HostRun {
@@ -114,6 +123,9 @@ impl HostRun {
             finished: None,
             tail: VecDeque::new(),
             timer: None,
+            out_since: None,
+            out_for: Duration::ZERO,
+            was_out: false,
         };
         if !original.is_empty() {
             run.set_states(original);
@@ -175,7 +187,10 @@ impl Rollout {
         let host = HostId(h);
         self.hosts[h].stage = stage;
         let (action, phase) = match stage {
-            Stage::Pending | Stage::Finished | Stage::HealthWait | Stage::StepWait(_) => (None, None),
+            Stage::Pending | Stage::Finished | Stage::HealthWait | Stage::StepWait(_) | Stage::ProbeWait => {
+                (None, None)
+            }
+            Stage::Probe => self.probe_action(h, now),
             Stage::Admit => self.admit_action(host),
             Stage::Connect | Stage::Drain | Stage::WaitDrain | Stage::Shutdown | Stage::Maint => {
                 self.take_out_action(host, stage)
@@ -213,6 +228,7 @@ impl Rollout {
                 self.advance_take_out(h, stage, result, now)
             }
             Stage::Step(_) | Stage::Health => self.advance_changeset(h, stage, result, now),
+            Stage::Probe => self.advance_probe(h, result, now),
             Stage::PreWeight
             | Stage::Ready
             | Stage::WaitUp
@@ -222,18 +238,33 @@ impl Rollout {
             | Stage::Unwind => self.advance_put_back(h, stage, result, now),
             Stage::Admit => self.advance_admit(h, result, now),
             Stage::Close => self.closed(h, now),
-            Stage::Pending | Stage::HealthWait | Stage::StepWait(_) | Stage::Hold(_) | Stage::Finished => {}
+            Stage::Pending
+            | Stage::HealthWait
+            | Stage::StepWait(_)
+            | Stage::ProbeWait
+            | Stage::Hold(_)
+            | Stage::Finished => {}
         }
     }
 
     /// Records a load balancer change that took effect.
-    pub(super) fn lb_changed(&mut self, h: usize, change: impl FnOnce(&mut HostRun)) {
+    pub(super) fn lb_changed(&mut self, h: usize, now: Instant, change: impl FnOnce(&mut HostRun)) {
         let was_out = !self.hosts[h].in_rotation();
         change(&mut self.hosts[h]);
         let is_out = !self.hosts[h].in_rotation();
+        let run = &mut self.hosts[h];
         match (was_out, is_out) {
-            (false, true) => self.out_now += 1,
-            (true, false) => self.out_now -= 1,
+            (false, true) => {
+                self.out_now += 1;
+                run.out_since = Some(now);
+                run.was_out = true;
+            }
+            (true, false) => {
+                self.out_now -= 1;
+                if let Some(since) = run.out_since.take() {
+                    run.out_for = run.out_for.saturating_add(now.saturating_duration_since(since));
+                }
+            }
             _ => {}
         }
         self.max_out = self.max_out.max(self.out_now);
@@ -241,10 +272,10 @@ impl Rollout {
 
     /// Records a load balancer call that failed: a timeout leaves the state unknown; any other
     /// error left it as it was (the adapter puts back what it changed).
-    pub(super) fn lb_failed(&mut self, h: usize, error: &HostError) {
+    pub(super) fn lb_failed(&mut self, h: usize, error: &HostError, now: Instant) {
         if error.kind == ErrorKind::Timeout {
             let weight = matches!(self.hosts[h].stage, Stage::PreWeight | Stage::Ramp(_) | Stage::Full);
-            self.lb_changed(h, |run| {
+            self.lb_changed(h, now, |run| {
                 if weight {
                     run.weight_unknown = true;
                 } else {
@@ -291,10 +322,10 @@ impl Rollout {
         let mut failure = self.hosts[h].failure.take().unwrap_or_else(|| Failure::unknown(phase));
         match result {
             ActionResult::Failed(e) => {
-                self.lb_failed(h, &e);
+                self.lb_failed(h, &e, now);
                 failure.error = format!("{}; {also}: {}", failure.error, e.message);
             }
-            _ => self.lb_changed(h, change),
+            _ => self.lb_changed(h, now, change),
         }
         self.hosts[h].failure = Some(failure);
         self.enter(h, Stage::Close, now);
@@ -325,6 +356,12 @@ impl Rollout {
         run.outcome = Some(failure.outcome);
         run.finished = Some(elapsed);
         let rotation = run.rotation();
+        // Its time out of rotation, to now if it stays out.
+        if let Some(since) = run.out_since.take() {
+            run.out_for = run.out_for.saturating_add(now.saturating_duration_since(since));
+        }
+        let out_of_rotation_ms =
+            run.was_out.then(|| u64::try_from(run.out_for.as_millis()).unwrap_or(u64::MAX));
         let host = run.name.clone();
         let error = (failure.outcome != HostOutcome::Succeeded).then(|| failure.error.clone());
         if failure.outcome != HostOutcome::Succeeded {
@@ -342,7 +379,14 @@ impl Rollout {
         }
         self.emit(
             now,
-            EventKind::HostFinished { host, outcome: failure.outcome, phase: failure.phase, error, rotation },
+            EventKind::HostFinished {
+                host,
+                outcome: failure.outcome,
+                phase: failure.phase,
+                error,
+                rotation,
+                out_of_rotation_ms,
+            },
         );
         if matches!(failure.outcome, HostOutcome::Failed | HostOutcome::Unreachable) {
             self.failures += 1;

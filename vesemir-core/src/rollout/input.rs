@@ -66,6 +66,16 @@ pub enum Action {
         /// How long this attempt may take.
         timeout: Duration,
     },
+    /// Make the health gate's HTTP check once, from the orchestrator. Passed is
+    /// [`ActionResult::Done`]; not passed is [`ActionResult::Failed`] with the reason.
+    ProbeHealth {
+        /// The host to act on, by its position in the plan.
+        host: HostId,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// How long this request may take.
+        timeout: Duration,
+    },
     /// Wait until every instance reports the server UP, for at most `timeout`.
     WaitUp {
         /// The host to act on, by its position in the plan.
@@ -107,6 +117,7 @@ impl Action {
             | Action::ShutdownSessions { host }
             | Action::RunStep { host, .. }
             | Action::RunHealthCheck { host, .. }
+            | Action::ProbeHealth { host, .. }
             | Action::WaitUp { host, .. }
             | Action::ReadBackend { host }
             | Action::Restore { host, .. }

@@ -1,6 +1,7 @@
 //! The rollout: a deterministic, sans-IO state machine that walks every host of a [`Plan`]
 //! through drain, wait for sessions, maintenance, the changeset steps, the health gate and the
-//! weight ramp, a batch at a time.
+//! weight ramp, within a sliding window of `concurrency` slots (a host that ends frees its slot
+//! for the next at once) or in strict batches, as the plan cut them.
 //!
 //! # Calling order
 //!
@@ -33,6 +34,9 @@
 //! - A failed host is reported with its phase and error, and its rotation state.
 //! - Once failures exceed `max_failures`, or on cancel, no new host starts; hosts in flight
 //!   finish.
+//! - A sliding window (the plan's canary batch, then one batch of every other host) starts a
+//!   host whenever fewer than `concurrency` are in flight or ended out of rotation; with strict
+//!   batches no host of a batch starts before every host of the batch before ended.
 //! - While paused no new host starts; hosts in flight finish, gates keep waiting, and cancel
 //!   still ends the deployment.
 //! - Every host ends in exactly one [`HostOutcome`]; events are numbered 1, 2, 3... without gaps.
@@ -43,6 +47,7 @@ mod changeset;
 mod config;
 mod host;
 mod input;
+mod probe;
 mod put_back;
 mod take_out;
 
@@ -106,6 +111,8 @@ pub struct Rollout {
     budget_waiting: Option<(usize, usize)>,
     /// Since when hosts wait for the budget with none of this rollout's in flight.
     budget_blocked_since: Option<Instant>,
+    /// Which host each server is, and where it was in the last listing of the backend.
+    budget_index: budget::BudgetIndex,
     finished_at: Option<Duration>,
     outcome: Option<DeploymentOutcome>,
 }
@@ -115,6 +122,7 @@ impl Rollout {
     /// [`poll_action`](Self::poll_action).
     pub fn new(plan: Arc<Plan>, config: RolloutConfig, now: Instant) -> Self {
         let hosts = plan.hosts.iter().map(|h| HostRun::new(h.host.name.clone(), &h.original)).collect();
+        let budget_index = budget::BudgetIndex::new(plan.hosts.iter().map(|h| &h.server));
         let mut rollout = Self {
             plan,
             config,
@@ -140,6 +148,7 @@ impl Rollout {
             budget_timer: None,
             budget_waiting: None,
             budget_blocked_since: None,
+            budget_index,
             finished_at: None,
             outcome: None,
         };
@@ -280,6 +289,10 @@ impl Rollout {
                             self.enter(h, Stage::Health, now);
                         }
                         Stage::StepWait(i) => self.retry_step(h, i, now),
+                        Stage::ProbeWait => {
+                            self.hosts[h].health_attempt += 1;
+                            self.enter(h, Stage::Probe, now);
+                        }
                         Stage::Hold(i) => self.after_hold(h, i, now),
                         _ => {}
                     }
@@ -351,7 +364,12 @@ impl Rollout {
             if run.awaiting
                 && !matches!(
                     run.stage,
-                    Stage::Connect | Stage::Admit | Stage::Step(_) | Stage::Health | Stage::Close
+                    Stage::Connect
+                        | Stage::Admit
+                        | Stage::Step(_)
+                        | Stage::Health
+                        | Stage::Probe
+                        | Stage::Close
                 )
             {
                 // A load balancer call was in flight: its effect is unknown.
@@ -381,6 +399,8 @@ impl Rollout {
                 started: run.started,
                 finished: run.finished,
                 last_output: run.tail.iter().cloned().collect(),
+                // Complete once the host ended (`conclude` adds the time it stays out).
+                out_of_rotation: run.was_out.then_some(run.out_for),
             })
             .collect();
         DeploymentReport {

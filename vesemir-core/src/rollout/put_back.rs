@@ -101,16 +101,16 @@ impl Rollout {
         let ramps = !self.config.ramp.is_empty() && self.plan.hosts[h].was_in_rotation();
         match (stage, result) {
             (Stage::PreWeight | Stage::Ready | Stage::Ramp(_) | Stage::Full, ActionResult::Failed(e)) => {
-                self.lb_failed(h, &e);
+                self.lb_failed(h, &e, now);
                 self.fail(h, HostOutcome::Failed, e.message, now);
             }
             (Stage::PreWeight, _) => {
                 let weight = self.first_weight();
-                self.lb_changed(h, |run| run.set_weight(weight));
+                self.lb_changed(h, now, |run| run.set_weight(weight));
                 self.enter(h, Stage::Ready, now);
             }
             (Stage::Ready, _) => {
-                self.lb_changed(h, |run| run.set_admin(AdminState::Ready));
+                self.lb_changed(h, now, |run| run.set_admin(AdminState::Ready));
                 if self.config.load_balancer_up.is_some() {
                     self.enter(h, Stage::WaitUp, now);
                 } else if self.config.ramp.is_empty() {
@@ -130,16 +130,16 @@ impl Rollout {
             }
             (Stage::Ramp(i), _) => {
                 let weight = self.config.ramp[i].weight;
-                self.lb_changed(h, |run| run.set_weight(weight));
+                self.lb_changed(h, now, |run| run.set_weight(weight));
                 self.hold(h, i, now);
             }
             (Stage::Full, _) if known => {
                 let original = self.plan.hosts[h].original.clone();
-                self.lb_changed(h, |run| run.set_states(&original));
+                self.lb_changed(h, now, |run| run.set_states(&original));
                 self.enter(h, Stage::Close, now);
             }
             (Stage::Full, _) => {
-                self.lb_changed(h, |run| run.set_weight(Weight::FULL));
+                self.lb_changed(h, now, |run| run.set_weight(Weight::FULL));
                 self.enter(h, Stage::Close, now);
             }
             (Stage::Restore, result) if known => {

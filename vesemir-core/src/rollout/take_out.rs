@@ -44,14 +44,20 @@ impl Rollout {
             }
             (Stage::Connect, _) => {
                 self.hosts[h].connected = true;
-                self.enter(h, Stage::Admit, now);
+                // Stage steps first, while the host is still in rotation; then admission.
+                if self.config.staged() > 0 {
+                    self.hosts[h].step_attempt = 1;
+                    self.enter(h, Stage::Step(0), now);
+                } else {
+                    self.enter(h, Stage::Admit, now);
+                }
             }
             (Stage::Drain, ActionResult::Failed(e)) => {
-                self.lb_failed(h, &e);
+                self.lb_failed(h, &e, now);
                 self.fail(h, HostOutcome::Failed, e.message, now);
             }
             (Stage::Drain, _) => {
-                self.lb_changed(h, |run| run.set_admin(AdminState::Drain));
+                self.lb_changed(h, now, |run| run.set_admin(AdminState::Drain));
                 self.enter(h, Stage::WaitDrain, now);
             }
             (Stage::WaitDrain, ActionResult::Failed(e)) => self.drain_not_done(h, e, now),
@@ -59,12 +65,13 @@ impl Rollout {
                 self.enter(h, Stage::Maint, now)
             }
             (Stage::Shutdown | Stage::Maint, ActionResult::Failed(e)) => {
-                self.lb_failed(h, &e);
+                self.lb_failed(h, &e, now);
                 self.restore(h, format!("{}; host not deployed", e.message), now);
             }
             (Stage::Maint, _) => {
-                self.lb_changed(h, |run| run.set_admin(AdminState::Maint));
-                self.after_steps(h, 0, now);
+                self.lb_changed(h, now, |run| run.set_admin(AdminState::Maint));
+                let first = self.config.staged();
+                self.after_steps(h, first, now);
             }
             _ => {}
         }

@@ -690,6 +690,7 @@ mod tests {
                 phase: Phase::Done,
                 error: None,
                 rotation,
+                out_of_rotation_ms: None,
             },
         )
     }
