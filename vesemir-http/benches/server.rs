@@ -94,7 +94,7 @@ steps = [{ name = "install", run = "install {version}" }]
 command = "check"
 "#;
     let mut config = ServerConfig::from_toml(text).expect("valid");
-    config.database = dir.join("bench.db");
+    config.database = dir.join("bench.db").into();
     config.tokens = vec![TokenConfig {
         name: "bench".into(),
         sha256: sha256_hex(TOKEN.as_bytes()),

@@ -50,6 +50,7 @@ pub mod auth;
 mod clock;
 pub mod config;
 pub mod journal;
+pub mod lease;
 pub mod metrics;
 pub mod openapi;
 mod phase_text;
@@ -66,9 +67,11 @@ use std::sync::Arc;
 use axum::Router;
 
 pub use auth::{Principal, Scope, Tokens};
-pub use config::{Limits, LogConfig, ServerConfig, TokenConfig};
+pub use config::{ClusterConfig, Database, Limits, LogConfig, ServerConfig, TokenConfig};
 pub use ports::{FixedPorts, LockSettings, PortsError, PortsFactory};
-pub use store::{SqliteStore, Status, Store, StoreError};
+pub use store::{
+    InstanceId, PostgresStore, PostgresUrl, SqliteStore, Status, Store, StoreError, StoreOptions,
+};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -98,10 +101,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Validates `config`, opens its SQLite database and marks deployments left queued or
-    /// running by a previous process `interrupted`.
+    /// Validates `config`, opens its database (SQLite, or PostgreSQL shared with other
+    /// instances) and marks deployments that no live instance holds `interrupted`.
     pub async fn open(config: &ServerConfig, factory: Arc<dyn PortsFactory>) -> Result<Self, ServeError> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database).await?);
+        config.validate()?;
+        let options = config.cluster.store_options();
+        let store: Arc<dyn Store> = match &config.database {
+            Database::Sqlite(path) => Arc::new(SqliteStore::open_with(path, options).await?),
+            Database::Postgres(url) => Arc::new(PostgresStore::open(url, options).await?),
+        };
         Self::with_store(config, factory, store).await
     }
 
@@ -121,6 +129,7 @@ impl Server {
         if interrupted > 0 {
             tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");
         }
+        tokio::spawn(lease::keep(Arc::downgrade(&runner), store.lease()));
         let app = Arc::new(api::App {
             store,
             runner,

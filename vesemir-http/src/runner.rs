@@ -191,6 +191,11 @@ impl Runner {
         self
     }
 
+    /// The store deployments are kept in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     fn lock_active(&self) -> MutexGuard<'_, ActiveSet> {
         // Only plain map updates happen under this lock; a poisoned lock still holds a usable map.
         self.active.lock().unwrap_or_else(PoisonError::into_inner)
@@ -276,9 +281,14 @@ impl Runner {
         if queued >= self.limits.max_queued_deployments {
             return Err(SubmitError::QueueFull(queued));
         }
+        // The database decides across instances: the key, and one active deployment per target.
         let id = match self.store.insert(&new).await? {
             Inserted::New(id) => id,
+            Inserted::Existing(record) if record.body_sha256 != new.body_sha256 => {
+                return Err(SubmitError::KeyReused(record))
+            }
             Inserted::Existing(record) => return Ok(Submitted::Existing(record)),
+            Inserted::Conflict(record) => return Err(SubmitError::Conflict(record)),
         };
         let active = Active {
             control: Control::new(),
@@ -303,14 +313,53 @@ impl Runner {
         self.lock_active().by_id.get(&id).map(|a| a.events.subscribe())
     }
 
-    /// Asks a queued or running deployment to cancel. False if it is not active.
+    /// Asks a queued or running deployment to cancel. False if it is not active. One that
+    /// another instance runs gets the request through the database: that instance cancels it
+    /// at its next lease renewal ([`crate::lease`]).
     pub async fn cancel(&self, id: i64) -> Result<bool, StoreError> {
         let active = self.lock_active().by_id.get(&id).cloned();
-        let Some(active) = active else { return Ok(false) };
+        let Some(active) = active else {
+            let running_elsewhere = self.store.get(id).await?.is_some_and(|d| !d.status.is_finished());
+            if running_elsewhere {
+                self.store.mark_cancel_requested(id).await?;
+            }
+            return Ok(running_elsewhere);
+        };
         active.control.cancel();
         active.cancel.notify_one();
         self.store.mark_cancel_requested(id).await?;
         Ok(true)
+    }
+
+    /// Acts on a lease renewal: stops (aborts) each deployment whose lease was lost, so that
+    /// it makes no further change, and cancels each one cancelled on another instance.
+    pub(crate) fn apply_renewal(&self, renewal: &crate::store::Renewal) {
+        let set = self.lock_active();
+        for id in &renewal.lost {
+            if let Some(active) = set.by_id.get(id) {
+                error!(deployment = id, "this instance lost the deployment's lease: stopping it at once");
+                active.control.abort();
+                active.cancel.notify_one();
+            }
+        }
+        for (id, cancel_requested) in &renewal.held {
+            if let Some(active) = set.by_id.get(id).filter(|a| *cancel_requested && !a.control.is_cancelled())
+            {
+                info!(deployment = id, "cancelled on another instance: cancelling");
+                active.control.cancel();
+                active.cancel.notify_one();
+            }
+        }
+    }
+
+    /// Stops every deployment of this instance at once: its leases may have expired (the
+    /// database could not be reached for a whole lease), and another instance may end them.
+    pub(crate) fn abort_all(&self) {
+        for (id, active) in &self.lock_active().by_id {
+            error!(deployment = id, "leases could not be renewed: stopping the deployment at once");
+            active.control.abort();
+            active.cancel.notify_one();
+        }
     }
 
     /// Confirms a running deployment's canary (for `strategy.canary.confirm`). False if it is

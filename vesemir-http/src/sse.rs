@@ -124,7 +124,7 @@ mod tests {
         };
         let id = match store.insert(&new).await.expect("inserts") {
             crate::store::Inserted::New(id) => id,
-            crate::store::Inserted::Existing(_) => panic!("no key given"),
+            other => panic!("no key given, no deployment in the way: {other:?}"),
         };
         let events: Vec<Event> = (1..=n).map(event).collect();
         store.append_events(id, &events, &[]).await.expect("appends");

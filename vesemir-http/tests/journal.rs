@@ -132,6 +132,15 @@ impl Store for FailingStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    fn instance(&self) -> &vesemir_http::InstanceId {
+        self.inner.instance()
+    }
+    fn lease(&self) -> Duration {
+        self.inner.lease()
+    }
+    async fn renew_leases(&self) -> Result<vesemir_http::store::Renewal, StoreError> {
+        self.inner.renew_leases().await
+    }
 }
 
 /// Intents per server in a journal.
