@@ -26,7 +26,7 @@ use crate::journal::{DeploymentJournal, StoreFailure};
 use crate::metrics::Metrics;
 use crate::ports::LockSettings;
 use crate::store::{
-    DeploymentRecord, Finish, HostRecord, Inserted, NewDeployment, Status, Store, StoreError,
+    DeploymentRecord, Finish, HostRecord, Inserted, ListFilter, NewDeployment, Status, Store, StoreError,
 };
 
 /// Live events of one deployment, broadcast after they are stored.
@@ -225,12 +225,13 @@ impl Runner {
     /// backend whose out-of-rotation budget is used up, a server found by name with another
     /// address. Only those refusals are returned, so the API answers 422 and stores nothing;
     /// anything else (an inventory down, a lookup that fails) is left for the run to report, as
-    /// before. Skipped while any deployment is queued or running on this server: its hosts are
+    /// before. Skipped while any deployment is queued or running on this server or on another
+    /// instance sharing its database (before the check, and again after a refusal): its hosts are
     /// out of rotation by its own doing, and this one may be queued behind it (or refused with
     /// 409); `prepare` makes the same check when it starts, and a refusal then ends it failed
     /// with the same message.
     pub async fn precheck(&self, request: &DeploymentRequest, ports: &Ports) -> Result<(), PrepareError> {
-        if self.active_count() > 0 {
+        if self.active_count() > 0 || self.active_in_database().await {
             return Ok(());
         }
         let bound = self.driver.call_timeout.saturating_mul(3);
@@ -245,13 +246,33 @@ impl Runner {
                 e @ (PrepareError::NotInRotation { .. }
                 | PrepareError::Budget { .. }
                 | PrepareError::AddressMismatch { .. }),
-            ))) => Err(e),
+            ))) => {
+                // A deployment admitted meanwhile (here or on another instance) may be what took
+                // the servers out: the rule above applies, judged again now.
+                if self.active_count() > 0 || self.active_in_database().await {
+                    return Ok(());
+                }
+                Err(e)
+            }
             Err(panicked) => {
                 error!(error = %panicked, "the check before admission panicked: admitting, the run records it");
                 Ok(())
             }
             _ => Ok(()),
         }
+    }
+
+    /// Whether any deployment is queued or running on any instance sharing the database (true
+    /// when the database cannot tell: the run makes the check anyway).
+    async fn active_in_database(&self) -> bool {
+        for status in [Status::Running, Status::Queued] {
+            let filter = ListFilter { status: Some(status), limit: 1, ..ListFilter::default() };
+            match self.store.list(&filter).await {
+                Ok(found) if found.is_empty() => {}
+                _ => return true,
+            }
+        }
+        false
     }
 
     /// Admits a validated deployment and starts it in the background.

@@ -189,6 +189,13 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// A write transaction that takes the database's write lock at once (waiting up to the busy
+    /// timeout): its lease check and its writes then see the same state, where a deferred one
+    /// could fail at its first write when another connection wrote after its check.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<i64, i64>> {
         // Only plain map updates happen under this lock; a poisoned lock still holds a usable map.
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
@@ -448,7 +455,7 @@ impl Store for SqliteStore {
     }
 
     async fn mark_running(&self, id: i64, started_ms: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err("starting to mark a deployment running"))?;
+        let mut tx = self.write().await.map_err(err("starting to mark a deployment running"))?;
         self.check_lease(&mut tx, id, "marking a deployment running").await?;
         sqlx::query("UPDATE deployments SET status = 'running', started_ms = ? WHERE id = ?")
             .bind(started_ms)
@@ -460,7 +467,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_plan(&self, id: i64, hosts: &[HostRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err("starting to record a plan"))?;
+        let mut tx = self.write().await.map_err(err("starting to record a plan"))?;
         self.check_lease(&mut tx, id, "recording a plan").await?;
         for h in hosts {
             sqlx::query(
@@ -501,7 +508,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, id: i64, events: &[Event], hosts: &[HostRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err("starting to append events"))?;
+        let mut tx = self.write().await.map_err(err("starting to append events"))?;
         self.check_lease(&mut tx, id, "appending events").await?;
         for event in events {
             let body = serde_json::to_string(event).map_err(|e| StoreError::new("encoding an event", e))?;
@@ -542,7 +549,7 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::new("encoding totals", e))?;
         let out =
             serde_json::to_string(&f.out_of_rotation).map_err(|e| StoreError::new("encoding hosts", e))?;
-        let mut tx = self.pool.begin().await.map_err(err("starting to finish"))?;
+        let mut tx = self.write().await.map_err(err("starting to finish"))?;
         self.check_lease(&mut tx, id, "finishing a deployment").await?;
         sqlx::query(
             "UPDATE deployments SET status = ?, error = ?, totals = ?, out_of_rotation = ?, finished_ms = ?, \
@@ -642,7 +649,7 @@ impl Store for SqliteStore {
 
     async fn set_out_of_rotation(&self, id: i64, hosts: &[String]) -> Result<(), StoreError> {
         let encoded = serde_json::to_string(hosts).map_err(|e| StoreError::new("encoding hosts", e))?;
-        let mut tx = self.pool.begin().await.map_err(err("starting to record hosts out of rotation"))?;
+        let mut tx = self.write().await.map_err(err("starting to record hosts out of rotation"))?;
         self.check_lease(&mut tx, id, "recording hosts out of rotation").await?;
         sqlx::query("UPDATE deployments SET out_of_rotation = ? WHERE id = ?")
             .bind(encoded)
@@ -713,7 +720,7 @@ impl SqliteStore {
         body: String,
     ) -> Result<(), StoreError> {
         use sqlx::Connection;
-        let mut tx = conn.begin().await.map_err(err("starting a journal entry"))?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(err("starting a journal entry"))?;
         self.check_lease(&mut tx, id, "appending to the journal").await?;
         sqlx::query("INSERT INTO deployment_journal (deployment_id, body) VALUES (?, ?)")
             .bind(id)
