@@ -126,6 +126,9 @@ struct ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
+        // Ended: its end is written (the lease went with it) or could not be, and then the lease
+        // must expire so that the record is ended as interrupted.
+        self.runner.store.release_lease(self.id);
         let mut set = self.runner.lock_active();
         if let Some(active) = set.by_id.remove(&self.id) {
             if set.by_target.get(&active.target) == Some(&self.id) {

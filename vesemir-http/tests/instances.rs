@@ -213,3 +213,36 @@ async fn an_instance_whose_lease_was_taken_stops_acting_at_once() {
     let d = get(&router, id).await;
     assert_eq!(d["status"], "running", "the record is the new holder's to end: {d}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_on_another_instance_gets_the_events_live_and_resumes_from_last_event_id() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let fleet = Fleet::new(3);
+    fleet.executor.set_latency(Duration::from_millis(300));
+    let (_a, router_a) = open(&url, "instance-a", &fleet).await;
+    let (_b, router_b) = open(&url, "instance-b", &fleet).await;
+    let (status, reply) = post(&router_a, &fleet.body("shop", "production", "payments")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    let id = reply["id"].as_i64().unwrap();
+    wait_for(&router_b, id, "a few events", |d| in_steps(d, 0)).await;
+
+    // Followed on B from event 2 on, while A runs it: the stream ends with the deployment.
+    let started = tokio::time::Instant::now();
+    let path = format!("/v1/deployments/{id}/events");
+    let stream = call(&router_b, Method::GET, &path, Some(ADMIN), None, &[("last-event-id", "2")]).await;
+    assert_eq!(stream.status, StatusCode::OK, "{}", stream.text);
+    let seqs: Vec<u64> = stream
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    let last = *seqs.last().unwrap();
+    assert_eq!(seqs, (3..=last).collect::<Vec<_>>(), "every event after 2, once, in order");
+    assert!(stream.text.contains("event: deployment_finished"), "{}", stream.text);
+    let d = get(&router_b, id).await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    // It ran for a while after the follow began: those events came live, not from a replay.
+    assert!(started.elapsed() > Duration::from_millis(600), "{:?}", started.elapsed());
+}

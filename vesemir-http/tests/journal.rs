@@ -141,6 +141,9 @@ impl Store for FailingStore {
     async fn renew_leases(&self) -> Result<vesemir_http::store::Renewal, StoreError> {
         self.inner.renew_leases().await
     }
+    fn release_lease(&self, id: i64) {
+        self.inner.release_lease(id)
+    }
 }
 
 /// Intents per server in a journal.

@@ -424,3 +424,29 @@ async fn postgres_refuses_a_newer_schema_and_migrates_once_when_instances_start_
     let refused = open("d").await.expect_err("a newer schema is refused");
     assert!(refused.to_string().contains("schema version 99"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_announces_stored_events_to_every_instance() {
+    let cluster = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let db = PgDatabase(PostgresUrl::parse(&cluster.database()).unwrap());
+    let (a, b) = (db.open("a", LONG).await, db.open("b", LONG).await);
+    let mut announced = b.event_announcements().expect("PostgreSQL announces events");
+    // The listener connects in the background: announce until it hears one.
+    let id = inserted(&*a, &new("shop", "production", None)).await;
+    let mut seq = 0;
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            seq += 1;
+            let kind = EventKind::Waiting { reason: WaitReason::Pause { duration: Duration::from_secs(1) } };
+            a.append_events(id, &[event(seq, kind)], &[]).await.unwrap();
+            if let Ok(Ok(heard)) = tokio::time::timeout(Duration::from_millis(200), announced.recv()).await {
+                return heard;
+            }
+        }
+    })
+    .await
+    .expect("an announcement within 10 s");
+    assert_eq!(heard, id);
+    let sqlite = Sqlite(tempfile::tempdir().unwrap()).fresh().await.open("c", LONG).await;
+    assert!(sqlite.event_announcements().is_none(), "one server per SQLite file: nothing to announce");
+}

@@ -79,6 +79,9 @@ impl Store for SlowHosts {
     async fn renew_leases(&self) -> Result<vesemir_http::store::Renewal, StoreError> {
         self.0.renew_leases().await
     }
+    fn release_lease(&self, id: i64) {
+        self.0.release_lease(id)
+    }
 }
 
 #[tokio::test]

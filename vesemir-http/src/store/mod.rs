@@ -455,4 +455,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Renews the lease of every deployment this instance holds; one it no longer holds is
     /// dropped and reported `lost`.
     async fn renew_leases(&self) -> Result<Renewal, StoreError>;
+    /// Stops renewing deployment `id`'s lease (its task ended without writing its end): the
+    /// lease expires and [`Store::interrupt_unfinished`] ends the record. Nothing when it was
+    /// not held.
+    fn release_lease(&self, id: i64);
+    /// Ids of deployments whose new events were just stored, by any instance, as the database
+    /// announces them (PostgreSQL's `NOTIFY`); `None` when the store announces nothing (one
+    /// server per database: its followers get events live from its runner).
+    fn event_announcements(&self) -> Option<tokio::sync::broadcast::Receiver<i64>> {
+        None
+    }
 }

@@ -3,7 +3,9 @@
 //! once under an advisory lock when several instances start together; a database whose schema is
 //! newer than this build is refused. Admission is the database's (unique indexes, see the
 //! module [`super`]); lease times are the database's clock, so instances' clocks may differ.
-//! Commits are durable (`synchronous_commit` as the server has it, `on` by default).
+//! Commits are durable (`synchronous_commit` as the server has it, `on` by default). Stored
+//! events are announced with `NOTIFY` (the deployment's id) and each store `LISTEN`s, so a
+//! follower on any instance sees another instance's events live.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,8 +13,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
+use tokio::sync::{broadcast, oneshot};
 use vesemir_core::journal::JournalEntry;
 use vesemir_core::name::HostName;
 use vesemir_core::{Event, HostProgress};
@@ -152,6 +155,68 @@ pub struct PostgresStore {
     options: StoreOptions,
     /// Deployments this instance holds, by id, with their lease epoch.
     held: Arc<Mutex<HashMap<i64, i64>>>,
+    announcer: Arc<Announcer>,
+}
+
+/// The channel new events are announced on; the payload is the deployment's id.
+const EVENTS_CHANNEL: &str = "vesemir_events";
+
+/// Capacity of the announcement channel; a follower further behind re-reads the database.
+const ANNOUNCED: usize = 1024;
+
+/// Deployment ids announced on [`EVENTS_CHANNEL`], from a task that `LISTEN`s; the task ends
+/// when the last clone of the store is dropped (with `stop`).
+#[derive(Debug)]
+struct Announcer {
+    sender: broadcast::Sender<i64>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Announcer {
+    fn start(pool: PgPool) -> Self {
+        let (sender, _) = broadcast::channel(ANNOUNCED);
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(listen(pool, sender.clone(), stopped));
+        Self { sender, _stop: stop }
+    }
+}
+
+/// Forwards announcements until `stop` resolves; a lost connection is made again after a
+/// second (followers poll meanwhile).
+async fn listen(pool: PgPool, sender: broadcast::Sender<i64>, mut stop: oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            e = listen_until_error(&pool, &sender) => {
+                tracing::warn!(error = %e, "listening for other instances' events failed: retrying");
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn listen_until_error(pool: &PgPool, sender: &broadcast::Sender<i64>) -> sqlx::Error {
+    let mut listener = match PgListener::connect_with(pool).await {
+        Ok(listener) => listener,
+        Err(e) => return e,
+    };
+    if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
+        return e;
+    }
+    loop {
+        match listener.recv().await {
+            // No follower is not an error.
+            Ok(notification) => {
+                if let Ok(id) = notification.payload().parse::<i64>() {
+                    let _ = sender.send(id);
+                }
+            }
+            Err(e) => return e,
+        }
+    }
 }
 
 fn err(context: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
@@ -172,7 +237,8 @@ impl PostgresStore {
             .connect_with(connect)
             .await
             .map_err(|e| StoreError::new(format!("connecting to {url}"), e))?;
-        let store = Self { pool, options, held: Arc::default() };
+        let announcer = Arc::new(Announcer::start(pool.clone()));
+        let store = Self { pool, options, held: Arc::default(), announcer };
         store.migrate().await?;
         Ok(store)
     }
@@ -573,6 +639,13 @@ impl Store for PostgresStore {
         for h in hosts {
             write_host(&mut tx, id, h).await?;
         }
+        // Delivered at the commit, to every instance listening (followers of this deployment).
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(err("announcing events"))?;
         tx.commit().await.map_err(err("committing events"))
     }
 
@@ -716,6 +789,14 @@ impl Store for PostgresStore {
 
     fn lease(&self) -> Duration {
         self.options.lease
+    }
+
+    fn release_lease(&self, id: i64) {
+        self.held().remove(&id);
+    }
+
+    fn event_announcements(&self) -> Option<broadcast::Receiver<i64>> {
+        Some(self.announcer.sender.subscribe())
     }
 
     async fn renew_leases(&self) -> Result<Renewal, StoreError> {

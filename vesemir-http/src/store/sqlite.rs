@@ -673,6 +673,10 @@ impl Store for SqliteStore {
         self.options.lease
     }
 
+    fn release_lease(&self, id: i64) {
+        self.held().remove(&id);
+    }
+
     async fn renew_leases(&self) -> Result<Renewal, StoreError> {
         let held: Vec<(i64, i64)> = self.held().iter().map(|(id, epoch)| (*id, *epoch)).collect();
         if held.is_empty() {
