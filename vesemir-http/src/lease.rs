@@ -27,14 +27,19 @@ pub async fn keep(runner: Weak<Runner>, lease: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(runner) = runner.upgrade() else { return };
-        match runner.store().renew_leases().await {
-            Ok(renewal) => {
+        // Bounded: a database that does not answer must not hold this loop past the lease.
+        let renewal = tokio::time::timeout(every, runner.store().renew_leases()).await;
+        match renewal {
+            Ok(Ok(renewal)) => {
                 renewed = Instant::now();
                 stopped_all = false;
                 runner.apply_renewal(&renewal);
             }
-            Err(e) => {
-                warn!(error = %e, "renewing deployment leases failed");
+            failed => {
+                match failed {
+                    Ok(Err(e)) => warn!(error = %e, "renewing deployment leases failed"),
+                    _ => warn!("renewing deployment leases took longer than {every:?}"),
+                }
                 // Stop before the lease can expire: one renewal period of margin.
                 if !stopped_all && renewed.elapsed() + every >= lease {
                     error!("leases not renewed for a whole lease time: stopping every deployment of this instance");
@@ -45,8 +50,10 @@ pub async fn keep(runner: Weak<Runner>, lease: Duration) {
         }
         if swept.elapsed() >= lease {
             swept = Instant::now();
-            if let Err(e) = runner.recover().await {
-                warn!(error = %e, "looking for deployments of dead instances failed");
+            match tokio::time::timeout(lease, runner.recover()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(error = %e, "looking for deployments of dead instances failed"),
+                Err(_) => warn!("looking for deployments of dead instances took longer than {lease:?}"),
             }
         }
     }

@@ -246,3 +246,76 @@ async fn a_follower_on_another_instance_gets_the_events_live_and_resumes_from_la
     // It ran for a while after the follow began: those events came live, not from a replay.
     assert!(started.elapsed() > Duration::from_millis(600), "{:?}", started.elapsed());
 }
+
+/// A TCP proxy to `target` on a free loopback port; `cut` closes every connection and stops
+/// accepting (a network split between an instance and the database).
+struct Proxy {
+    port: u16,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Proxy {
+    async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut tasks = tokio::task::JoinSet::new();
+        let connections = Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let held = connections.clone();
+        tasks.spawn(async move {
+            let _held = held;
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                connections.lock().unwrap().spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self { port, tasks }
+    }
+
+    /// Stops accepting and drops every connection (the connection tasks go with the acceptor).
+    fn cut(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_from_the_database_stops_and_another_ends_its_deployment() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let mut proxy = Proxy::start(cluster.port).await;
+    let url_a = url.replace(&format!(":{}/", cluster.port), &format!(":{}/", proxy.port));
+    let fleet = Fleet::new(3);
+    fleet.executor.set_latency(Duration::from_secs(2));
+    let (_a, router_a) = open(&url_a, "instance-a", &fleet).await;
+    let (_b, router_b) = open(&url, "instance-b", &fleet).await;
+    let (status, reply) = post(&router_a, &fleet.body("shop", "production", "payments")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    let id = reply["id"].as_i64().unwrap();
+    wait_for(&router_b, id, "its first host in its steps", |d| in_steps(d, 0)).await;
+
+    proxy.cut();
+    let changes = fleet.lb.rotation_log().changes.len();
+    let d = wait_for(&router_b, id, "interrupted", |d| d["status"] == "interrupted").await;
+    assert!(d["error"].as_str().unwrap().contains("instance-a/"), "{d}");
+    assert_eq!(d["out_of_rotation"], serde_json::json!(["web-01"]), "{d}");
+    // A's step ends meanwhile (2 s); it stopped (no lease renewed) and could not journal a
+    // put-back or the next host's drain, so it made no change. (Its task winds down as its
+    // store calls time out.)
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        fleet.lb.rotation_log().changes.len(),
+        changes,
+        "a change by the instance cut from the database"
+    );
+    assert_eq!(fleet.lb.out_of_rotation().len(), 1);
+
+    fleet.executor.set_latency(Duration::ZERO);
+    let recover =
+        call(&router_b, Method::POST, &format!("/v1/deployments/{id}/recover"), Some(PAYMENTS), None, &[])
+            .await;
+    assert_eq!(recover.status, StatusCode::OK, "{}", recover.text);
+    assert!(fleet.lb.out_of_rotation().is_empty(), "{}", recover.text);
+}

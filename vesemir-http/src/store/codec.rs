@@ -68,10 +68,10 @@ pub fn hosts_left_by_journal(entries: &[JournalEntry]) -> Option<Vec<String>> {
 /// Which deployments a lease renewal lost: those `held` (id, epoch) that the database did not
 /// renew at the same epoch (`renewed`: id, epoch, cancel requested).
 pub fn lost_leases(held: &[(i64, i64)], renewed: &[(i64, i64, bool)]) -> Vec<i64> {
-    held.iter()
-        .filter(|(id, epoch)| !renewed.iter().any(|(r, e, _)| r == id && e == epoch))
-        .map(|(id, _)| *id)
-        .collect()
+    let renewed: std::collections::HashSet<(i64, i64)> = renewed.iter().map(|(id, e, _)| (*id, *e)).collect();
+    let mut lost: Vec<i64> = held.iter().filter(|held| !renewed.contains(held)).map(|(id, _)| *id).collect();
+    lost.sort_unstable();
+    lost
 }
 
 #[cfg(test)]
