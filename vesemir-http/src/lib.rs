@@ -1,10 +1,12 @@
 //! Vesemir's self-service deployment server: a JSON API under `/v1` to start, list, follow
-//! (server-sent events) and cancel deployments, persisted in SQLite, with bearer tokens bound to
-//! teams, limits, Prometheus metrics and an OpenAPI description.
+//! (server-sent events) and cancel deployments, persisted in SQLite (one server) or PostgreSQL
+//! (several servers on one database), with bearer tokens bound to teams, limits, Prometheus
+//! metrics and an OpenAPI description.
 //!
 //! The server never chooses adapters: a [`PortsFactory`] gives each deployment its ports.
-//! [`Server::open`] opens the database (marking deployments left running by a previous process
-//! `interrupted`) and builds the [`axum::Router`]; [`serve`] binds and serves it.
+//! [`Server::open`] opens the database (marking deployments that no live instance holds
+//! `interrupted`), starts the instance's lease keeper ([`lease`]) and builds the
+//! [`axum::Router`]; [`serve`] binds and serves it.
 //!
 //! ```text
 //! POST /v1/deployments               202 { id, status, links }   (Idempotency-Key supported)
