@@ -1,6 +1,8 @@
 //! The server's benchmark, in process (requests through `tower::ServiceExt::oneshot`, no
 //! sockets) over fake ports and a real SQLite file: accepted deployments per second, status
-//! reads per second with p50/p99 latency, and SSE fan-out to 100 followers.
+//! reads per second with p50/p99 latency, and SSE fan-out to 100 followers. The same accepted
+//! and reads figures again with three instances on one real PostgreSQL (a cluster the bench
+//! starts), the clients spread over them.
 //!
 //! Run with `cargo bench -p vesemir-http`.
 
@@ -19,7 +21,7 @@ use vesemir_core::ports::LbEndpoint;
 use vesemir_core::request::{DeploymentRequest, Targets};
 use vesemir_core::Ports;
 use vesemir_http::auth::sha256_hex;
-use vesemir_http::{PortsError, PortsFactory, Server, ServerConfig, TokenConfig};
+use vesemir_http::{Database, PortsError, PortsFactory, PostgresUrl, Server, ServerConfig, TokenConfig};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const CLIENTS: usize = 8;
@@ -83,6 +85,10 @@ impl Fleet {
 }
 
 async fn server(fleet: &Fleet, dir: &std::path::Path) -> (Server, Router) {
+    server_on(fleet, dir.join("bench.db").into(), "bench").await
+}
+
+async fn server_on(fleet: &Fleet, database: Database, instance: &str) -> (Server, Router) {
     let text = r#"
 database = "unused"
 [limits]
@@ -94,7 +100,8 @@ steps = [{ name = "install", run = "install {version}" }]
 command = "check"
 "#;
     let mut config = ServerConfig::from_toml(text).expect("valid");
-    config.database = dir.join("bench.db");
+    config.database = database;
+    config.cluster.instance = Some(instance.into());
     config.tokens = vec![TokenConfig {
         name: "bench".into(),
         sha256: sha256_hex(TOKEN.as_bytes()),
@@ -156,16 +163,34 @@ async fn wait_idle(server: &Server, bound: Duration) -> Duration {
     start.elapsed()
 }
 
-async fn accepted_and_reads() {
+async fn accepted_and_reads_on_sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
     let fleet = Fleet::new(2, Duration::ZERO);
-    let (server, router) = server(&fleet, dir.path()).await;
+    let instance = server(&fleet, dir.path()).await;
+    accepted_and_reads("SQLite, 1 instance", &fleet, &[instance]).await;
+}
+
+async fn accepted_and_reads_on_postgres() {
+    let cluster =
+        tokio::task::spawn_blocking(vesemir_testkit::postgres::Postgres::start).await.expect("starts");
+    let url = PostgresUrl::parse(&cluster.database()).expect("a URL");
+    let fleet = Fleet::new(2, Duration::ZERO);
+    let mut instances = Vec::new();
+    for name in ["a", "b", "c"] {
+        instances.push(server_on(&fleet, Database::Postgres(url.clone()), name).await);
+    }
+    accepted_and_reads("PostgreSQL, 3 instances", &fleet, &instances).await;
+}
+
+/// 2000 deployments from 8 clients, client `i` on instance `i % n`; then 20,000 status reads
+/// the same way.
+async fn accepted_and_reads(label: &str, fleet: &Fleet, instances: &[(Server, Router)]) {
     let total = 2000;
     let per_client = total / CLIENTS;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..CLIENTS {
-        let router = router.clone();
+        let router = instances[client % instances.len()].1.clone();
         let bodies: Vec<String> =
             (0..per_client).map(|i| fleet.body(&format!("app-{client}-{i}"), 1)).collect();
         tasks.push(tokio::spawn(async move {
@@ -190,13 +215,19 @@ async fn accepted_and_reads() {
         ids.extend(i);
     }
     let accepted_in = start.elapsed();
-    let drained = wait_idle(&server, Duration::from_secs(300)).await;
+    let mut drained = Duration::ZERO;
+    for (server, _) in instances {
+        drained += wait_idle(server, Duration::from_secs(300)).await;
+    }
     let all_done = start.elapsed();
-    let succeeded = succeeded(&router).await;
-    assert_eq!(succeeded, ids.len(), "every deployment succeeded");
+    let mut done = 0;
+    for (_, router) in instances {
+        done += succeeded(router).await;
+    }
+    assert_eq!(done, ids.len(), "every deployment succeeded");
     latencies.sort();
     println!(
-        "POST /v1/deployments: {} accepted in {:.2?} = {:.0}/s ({CLIENTS} clients; p50 {:.2?}, p99 {:.2?}); \
+        "[{label}] POST /v1/deployments: {} accepted in {:.2?} = {:.0}/s ({CLIENTS} clients; p50 {:.2?}, p99 {:.2?}); \
          all {} ran to the end (2 fake hosts each) {:.2?} later = {:.0} deployments/s end to end",
         ids.len(),
         accepted_in,
@@ -213,7 +244,7 @@ async fn accepted_and_reads() {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..CLIENTS {
-        let router = router.clone();
+        let router = instances[client % instances.len()].1.clone();
         let ids = ids.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_client);
@@ -234,7 +265,7 @@ async fn accepted_and_reads() {
     let elapsed = start.elapsed();
     latencies.sort();
     println!(
-        "GET /v1/deployments/{{id}}: {} reads in {:.2?} = {:.0}/s ({CLIENTS} clients; p50 {:.2?}, p99 {:.2?})",
+        "[{label}] GET /v1/deployments/{{id}}: {} reads in {:.2?} = {:.0}/s ({CLIENTS} clients; p50 {:.2?}, p99 {:.2?})",
         latencies.len(),
         elapsed,
         rate(latencies.len(), elapsed),
@@ -293,7 +324,8 @@ async fn sse_fan_out() {
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        accepted_and_reads().await;
+        accepted_and_reads_on_sqlite().await;
+        accepted_and_reads_on_postgres().await;
         sse_fan_out().await;
     });
 }

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
-//! database = "/var/lib/vesemir/vesemir.db"
+//! database = "/var/lib/vesemir/vesemir.db"   # or "postgres://vesemir@db.internal/vesemir"
 //!
 //! [[tokens]]                 # sha256 = printf %s "$TOKEN" | sha256sum
 //! name = "payments-ci"       # recorded as requested_by
@@ -34,6 +34,10 @@
 //! [log]
 //! json = true
 //! level = "info"
+//!
+//! [cluster]                   # several instances on one PostgreSQL database
+//! instance = "deploy-vm-1"    # default: the host name (the pid and start time are added)
+//! lease = "10s"               # a deployment's lease, renewed every third of it
 //! ```
 
 use std::collections::BTreeMap;
@@ -49,6 +53,7 @@ use vesemir_core::request::{
 };
 
 use crate::auth::{Principal, Scope, TokenHash, Tokens};
+use crate::store::{InstanceId, PostgresUrl, StoreOptions};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -57,8 +62,9 @@ pub struct ServerConfig {
     /// Where to listen, e.g. `127.0.0.1:8080`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// The SQLite database file (created if missing).
-    pub database: PathBuf,
+    /// The SQLite database file (created if missing), or a `postgres://` URL (several
+    /// instances may share it).
+    pub database: Database,
     /// Bearer tokens, stored as SHA-256 hashes.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
@@ -75,6 +81,98 @@ pub struct ServerConfig {
     /// Log format and level (`[log]`; `RUST_LOG` overrides the level).
     #[serde(default)]
     pub log: LogConfig,
+    /// This instance's name and lease time (`[cluster]`).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// Where deployments are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file, for one server.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, for one or several servers.
+    Postgres(PostgresUrl),
+}
+
+impl From<PathBuf> for Database {
+    fn from(path: PathBuf) -> Self {
+        Database::Sqlite(path)
+    }
+}
+
+impl From<&std::path::Path> for Database {
+    fn from(path: &std::path::Path) -> Self {
+        Database::Sqlite(path.to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for Database {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return PostgresUrl::parse(&text).map(Database::Postgres).map_err(serde::de::Error::custom);
+        }
+        if text.contains("://") {
+            return Err(serde::de::Error::custom(
+                "must be a SQLite file path or a postgres:// URL (no other database is supported)",
+            ));
+        }
+        if text.is_empty() {
+            return Err(serde::de::Error::custom("must not be empty"));
+        }
+        Ok(Database::Sqlite(PathBuf::from(text)))
+    }
+}
+
+/// How this instance shares the database with others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This instance's name in the database (`lease_owner`, logs); the host name by default.
+    /// The process id and start time are added, so a restarted server is a new instance.
+    pub instance: Option<String>,
+    /// How long a deployment's lease lasts unless renewed (every third of it). When an
+    /// instance dies, another ends its deployments this long after its last renewal.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { instance: None, lease: crate::store::DEFAULT_LEASE }
+    }
+}
+
+/// The shortest lease: a renewal every third of it must fit in a database round trip.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+/// The longest lease: a dead instance's deployments wait this long at most.
+const MAX_LEASE: Duration = Duration::from_secs(600);
+
+impl ClusterConfig {
+    /// The store's identity and lease time.
+    pub fn store_options(&self) -> StoreOptions {
+        let instance = match &self.instance {
+            Some(name) => InstanceId::for_process(name),
+            None => InstanceId::this_host(),
+        };
+        StoreOptions { instance, lease: self.lease }
+    }
+
+    fn check(&self, problems: &mut Vec<FieldError>) {
+        problems.extend(check_duration("cluster.lease", self.lease, MAX_LEASE).err());
+        if self.lease < MIN_LEASE {
+            problems.push(FieldError::new("cluster.lease", "must be at least 1s"));
+        }
+        if let Some(name) = &self.instance {
+            if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control() || c == '/') {
+                problems.push(FieldError::new(
+                    "cluster.instance",
+                    "must be 1 to 128 printable characters without '/'",
+                ));
+            }
+        }
+    }
 }
 
 /// One bearer token.
@@ -257,6 +355,7 @@ impl ServerConfig {
             problems.push(FieldError::new("limits.max_concurrent_deployments", "must be at least 1"));
         }
         self.limits.check_bounds(&mut problems);
+        self.cluster.check(&mut problems);
         match ValidationErrors::from_errors(problems) {
             Some(errors) => Err(errors),
             None => playbooks,
@@ -270,9 +369,12 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
     let mut take = |key: &str| table.remove(key);
     let listen = take("listen").map_or(Some(default_listen()), |v| read(v, "listen", problems));
     let database = match take("database") {
-        Some(v) => read::<PathBuf>(v, "database", problems),
+        Some(v) => read::<Database>(v, "database", problems),
         None => {
-            problems.push(FieldError::new("database", "is missing: the SQLite database file"));
+            problems.push(FieldError::new(
+                "database",
+                "is missing: the SQLite database file, or a postgres:// URL",
+            ));
             None
         }
     };
@@ -299,10 +401,11 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
     };
     let limits = take("limits").map_or(Some(Limits::default()), |v| read(v, "limits", problems));
     let log = take("log").map_or(Some(LogConfig::default()), |v| read(v, "log", problems));
+    let cluster = take("cluster").map_or(Some(ClusterConfig::default()), |v| read(v, "cluster", problems));
     for key in table.keys() {
         problems.push(FieldError::new(
             key.as_str(),
-            "is not a field: expected listen, database, tokens, applications, playbooks, limits or log",
+            "is not a field: expected listen, database, tokens, applications, playbooks, limits, log or cluster",
         ));
     }
     Some(ServerConfig {
@@ -313,6 +416,7 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
         playbooks: playbooks?,
         limits: limits?,
         log: log?,
+        cluster: cluster?,
     })
 }
 
@@ -476,5 +580,24 @@ max_body_bytes = 9223372036854775807
         assert_eq!(config.limits.call_timeout, Limits::default().call_timeout);
         assert_eq!(config.listen, default_listen());
         assert_eq!(fields("listen = \"127.0.0.1:1\""), ["database"]);
+        assert_eq!(config.database, Database::Sqlite(PathBuf::from("v.db")));
+        assert_eq!(config.cluster.lease, crate::store::DEFAULT_LEASE);
+    }
+
+    #[test]
+    fn a_postgres_url_selects_postgres_and_the_lease_is_bounded() {
+        let config = ServerConfig::from_toml(
+            "database = \"postgres://vesemir:pw@db/vesemir\"\n[cluster]\ninstance = \"vm-1\"\nlease = \"3s\"\n",
+        )
+        .expect("valid");
+        assert!(matches!(config.database, Database::Postgres(_)));
+        assert!(!format!("{config:?}").contains("pw@"), "the password shows: {config:?}");
+        assert_eq!(config.cluster.lease, Duration::from_secs(3));
+        assert!(config.cluster.store_options().instance.as_str().starts_with("vm-1/"));
+        assert_eq!(fields("database = \"mysql://x/y\""), ["database"]);
+        assert_eq!(
+            fields("database = \"v.db\"\n[cluster]\nlease = \"10ms\"\ninstance = \"a/b\"\n"),
+            ["cluster.lease", "cluster.instance"]
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! Vesemir's self-service deployment server: a JSON API under `/v1` to start, list, follow
-//! (server-sent events) and cancel deployments, persisted in SQLite, with bearer tokens bound to
-//! teams, limits, Prometheus metrics and an OpenAPI description.
+//! (server-sent events) and cancel deployments, persisted in SQLite (one server) or PostgreSQL
+//! (several servers on one database), with bearer tokens bound to teams, limits, Prometheus
+//! metrics and an OpenAPI description.
 //!
 //! The server never chooses adapters: a [`PortsFactory`] gives each deployment its ports.
-//! [`Server::open`] opens the database (marking deployments left running by a previous process
-//! `interrupted`) and builds the [`axum::Router`]; [`serve`] binds and serves it.
+//! [`Server::open`] opens the database (marking deployments that no live instance holds
+//! `interrupted`), starts the instance's lease keeper ([`lease`]) and builds the
+//! [`axum::Router`]; [`serve`] binds and serves it.
 //!
 //! ```text
 //! POST /v1/deployments               202 { id, status, links }   (Idempotency-Key supported)
@@ -61,6 +63,7 @@ pub mod config;
 mod docs;
 pub mod followup;
 pub mod journal;
+pub mod lease;
 pub mod metrics;
 pub mod openapi;
 mod phase_text;
@@ -77,9 +80,11 @@ use std::sync::Arc;
 use axum::Router;
 
 pub use auth::{Principal, Scope, Tokens};
-pub use config::{Limits, LogConfig, ServerConfig, TokenConfig};
+pub use config::{ClusterConfig, Database, Limits, LogConfig, ServerConfig, TokenConfig};
 pub use ports::{FixedPorts, LockSettings, PortsError, PortsFactory};
-pub use store::{SqliteStore, Status, Store, StoreError};
+pub use store::{
+    InstanceId, PostgresStore, PostgresUrl, SqliteStore, Status, Store, StoreError, StoreOptions,
+};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +114,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Validates `config`, opens its SQLite database and marks deployments left queued or
-    /// running by a previous process `interrupted`.
+    /// Validates `config`, opens its database (SQLite, or PostgreSQL shared with other
+    /// instances) and marks deployments that no live instance holds `interrupted`.
     pub async fn open(config: &ServerConfig, factory: Arc<dyn PortsFactory>) -> Result<Self, ServeError> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database).await?);
+        config.validate()?;
+        let options = config.cluster.store_options();
+        let store: Arc<dyn Store> = match &config.database {
+            Database::Sqlite(path) => Arc::new(SqliteStore::open_with(path, options).await?),
+            Database::Postgres(url) => Arc::new(PostgresStore::open(url, options).await?),
+        };
         Self::with_store(config, factory, store).await
     }
 
@@ -133,6 +143,7 @@ impl Server {
         if interrupted > 0 {
             tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");
         }
+        tokio::spawn(lease::keep(Arc::downgrade(&runner), store.lease()));
         let app = Arc::new(api::App {
             store,
             runner,

@@ -26,7 +26,8 @@ use crate::journal::{DeploymentJournal, StoreFailure};
 use crate::metrics::Metrics;
 use crate::ports::LockSettings;
 use crate::store::{
-    DeploymentRecord, Finish, HostRecord, Inserted, NewDeployment, Origin, Status, Store, StoreError,
+    DeploymentRecord, Finish, HostRecord, Inserted, ListFilter, NewDeployment, Origin, Status, Store,
+    StoreError,
 };
 
 /// Live events of one deployment, broadcast after they are stored.
@@ -131,6 +132,9 @@ struct ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
+        // Ended: its end is written (the lease went with it) or could not be, and then the lease
+        // must expire so that the record is ended as interrupted.
+        self.runner.store.release_lease(self.id);
         let mut set = self.runner.lock_active();
         if let Some(active) = set.by_id.remove(&self.id) {
             if set.by_target.get(&active.target) == Some(&self.id) {
@@ -210,6 +214,11 @@ impl Runner {
         self
     }
 
+    /// The store deployments are kept in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     fn lock_active(&self) -> MutexGuard<'_, ActiveSet> {
         // Only plain map updates happen under this lock; a poisoned lock still holds a usable map.
         self.active.lock().unwrap_or_else(PoisonError::into_inner)
@@ -239,7 +248,8 @@ impl Runner {
     /// backend whose out-of-rotation budget is used up, a server found by name with another
     /// address. Only those refusals are returned, so the API answers 422 and stores nothing;
     /// anything else (an inventory down, a lookup that fails) is left for the run to report, as
-    /// before. Skipped while any deployment is queued or running on this server: its hosts are
+    /// before. Skipped while any deployment is queued or running on this server or on another
+    /// instance sharing its database (before the check, and again after a refusal): its hosts are
     /// out of rotation by its own doing, and this one may be queued behind it (or refused with
     /// 409); `prepare` makes the same check when it starts, and a refusal then ends it failed
     /// with the same message.
@@ -254,7 +264,7 @@ impl Runner {
         ports: &Ports,
         only_hosts: Option<std::collections::BTreeSet<vesemir_core::name::HostName>>,
     ) -> Result<(), PrepareError> {
-        if self.active_count() > 0 {
+        if self.active_count() > 0 || self.active_in_database().await {
             return Ok(());
         }
         let bound = self.driver.call_timeout.saturating_mul(3);
@@ -270,13 +280,33 @@ impl Runner {
                 e @ (PrepareError::NotInRotation { .. }
                 | PrepareError::Budget { .. }
                 | PrepareError::AddressMismatch { .. }),
-            ))) => Err(e),
+            ))) => {
+                // A deployment admitted meanwhile (here or on another instance) may be what took
+                // the servers out: the rule above applies, judged again now.
+                if self.active_count() > 0 || self.active_in_database().await {
+                    return Ok(());
+                }
+                Err(e)
+            }
             Err(panicked) => {
                 error!(error = %panicked, "the check before admission panicked: admitting, the run records it");
                 Ok(())
             }
             _ => Ok(()),
         }
+    }
+
+    /// Whether any deployment is queued or running on any instance sharing the database (true
+    /// when the database cannot tell: the run makes the check anyway).
+    async fn active_in_database(&self) -> bool {
+        for status in [Status::Running, Status::Queued] {
+            let filter = ListFilter { status: Some(status), limit: 1, ..ListFilter::default() };
+            match self.store.list(&filter).await {
+                Ok(found) if found.is_empty() => {}
+                _ => return true,
+            }
+        }
+        false
     }
 
     /// Admits a validated deployment and starts it in the background.
@@ -318,9 +348,14 @@ impl Runner {
         if queued >= self.limits.max_queued_deployments {
             return Err(SubmitError::QueueFull(queued));
         }
+        // The database decides across instances: the key, and one active deployment per target.
         let id = match self.store.insert(&new).await? {
             Inserted::New(id) => id,
+            Inserted::Existing(record) if record.body_sha256 != new.body_sha256 => {
+                return Err(SubmitError::KeyReused(record))
+            }
             Inserted::Existing(record) => return Ok(Submitted::Existing(record)),
+            Inserted::Conflict(record) => return Err(SubmitError::Conflict(record)),
         };
         if origin != Origin::default() {
             self.store.set_origin(id, &origin).await?;
@@ -348,14 +383,53 @@ impl Runner {
         self.lock_active().by_id.get(&id).map(|a| a.events.subscribe())
     }
 
-    /// Asks a queued or running deployment to cancel. False if it is not active.
+    /// Asks a queued or running deployment to cancel. False if it is not active. One that
+    /// another instance runs gets the request through the database: that instance cancels it
+    /// at its next lease renewal ([`crate::lease`]).
     pub async fn cancel(&self, id: i64) -> Result<bool, StoreError> {
         let active = self.lock_active().by_id.get(&id).cloned();
-        let Some(active) = active else { return Ok(false) };
+        let Some(active) = active else {
+            let running_elsewhere = self.store.get(id).await?.is_some_and(|d| !d.status.is_finished());
+            if running_elsewhere {
+                self.store.mark_cancel_requested(id).await?;
+            }
+            return Ok(running_elsewhere);
+        };
         active.control.cancel();
         active.cancel.notify_one();
         self.store.mark_cancel_requested(id).await?;
         Ok(true)
+    }
+
+    /// Acts on a lease renewal: stops (aborts) each deployment whose lease was lost, so that
+    /// it makes no further change, and cancels each one cancelled on another instance.
+    pub(crate) fn apply_renewal(&self, renewal: &crate::store::Renewal) {
+        let set = self.lock_active();
+        for id in &renewal.lost {
+            if let Some(active) = set.by_id.get(id) {
+                error!(deployment = id, "this instance lost the deployment's lease: stopping it at once");
+                active.control.abort();
+                active.cancel.notify_one();
+            }
+        }
+        for (id, cancel_requested) in &renewal.held {
+            if let Some(active) = set.by_id.get(id).filter(|a| *cancel_requested && !a.control.is_cancelled())
+            {
+                info!(deployment = id, "cancelled on another instance: cancelling");
+                active.control.cancel();
+                active.cancel.notify_one();
+            }
+        }
+    }
+
+    /// Stops every deployment of this instance at once: its leases may have expired (the
+    /// database could not be reached for a whole lease), and another instance may end them.
+    pub(crate) fn abort_all(&self) {
+        for (id, active) in &self.lock_active().by_id {
+            error!(deployment = id, "leases could not be renewed: stopping the deployment at once");
+            active.control.abort();
+            active.cancel.notify_one();
+        }
     }
 
     /// Confirms a running deployment's canary (for `strategy.canary.confirm`). False if it is

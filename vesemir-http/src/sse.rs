@@ -5,13 +5,20 @@
 //! are broadcast: an event missing from the replay arrives live. Live events already sent by the
 //! replay are skipped by sequence number; a gap (a slow follower that lagged) is filled from the
 //! database.
+//!
+//! A deployment another instance runs (no live channel here) is followed in the database: the
+//! store's announcements (PostgreSQL's `NOTIFY`) wake the follower to read what was stored,
+//! and it also reads every [`REMOTE_POLL`] in case one was missed, until the record has ended.
+//! Sequence numbers are the deployment's own, so `Last-Event-ID` resumes on any instance.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::response::sse::Event as SseEvent;
 use futures_util::Stream;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use vesemir_core::Event;
 
@@ -21,6 +28,10 @@ use crate::store::Store;
 /// Events read from the database at once while replaying.
 const REPLAY_PAGE: i64 = 500;
 
+/// How often a follower of a deployment without a live channel here reads the database when no
+/// announcement woke it.
+pub const REMOTE_POLL: Duration = Duration::from_secs(1);
+
 struct Follow {
     store: Arc<dyn Store>,
     id: i64,
@@ -28,6 +39,10 @@ struct Follow {
     pending: VecDeque<Event>,
     replay: bool,
     live: Option<LiveEvents>,
+    /// The store's announcements, when there is no live channel.
+    announced: Option<broadcast::Receiver<i64>>,
+    /// The record has ended: one last replay, then the stream ends.
+    ending: bool,
 }
 
 /// The stream of deployment `id`'s events after `after`; `live` is its live channel, subscribed
@@ -38,7 +53,17 @@ pub fn follow(
     after: u64,
     live: Option<LiveEvents>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let state = Follow { store, id, last: after, pending: VecDeque::new(), replay: true, live };
+    let announced = if live.is_none() { store.event_announcements() } else { None };
+    let state = Follow {
+        store,
+        id,
+        last: after,
+        pending: VecDeque::new(),
+        replay: true,
+        live,
+        announced,
+        ending: false,
+    };
     futures_util::stream::unfold(state, |mut state| async move {
         let event = state.next().await?;
         Some((Ok(to_sse(&event)), state))
@@ -58,6 +83,7 @@ impl Follow {
             if self.replay {
                 match self.store.events_after(self.id, self.last, REPLAY_PAGE).await {
                     Ok(events) if !events.is_empty() => self.pending.extend(events),
+                    Ok(_) if self.ending => return None,
                     Ok(_) => self.replay = false,
                     Err(e) => {
                         tracing::warn!(deployment = self.id, error = %e, "replaying events failed: ending the stream");
@@ -66,7 +92,10 @@ impl Follow {
                 }
                 continue;
             }
-            let live = self.live.as_mut()?;
+            let Some(live) = self.live.as_mut() else {
+                self.follow_database().await?;
+                continue;
+            };
             match live.recv().await {
                 Ok(event) if event.seq <= self.last => {}
                 Ok(event) if event.seq == self.last + 1 => self.pending.push_back((*event).clone()),
@@ -81,6 +110,52 @@ impl Follow {
     }
 }
 
+impl Follow {
+    /// With no live channel here: ends when the record has ended (after one last replay, since
+    /// every event is stored before the end), else waits for an announcement of this
+    /// deployment's events or [`REMOTE_POLL`], and replays. `None`: the stream ends.
+    async fn follow_database(&mut self) -> Option<()> {
+        match self.store.get(self.id).await {
+            Ok(Some(record)) if !record.status.is_finished() => {}
+            Ok(_) => {
+                self.ending = true;
+                self.replay = true;
+                return Some(());
+            }
+            Err(e) => {
+                tracing::warn!(deployment = self.id, error = %e, "reading the deployment failed: ending the stream");
+                return None;
+            }
+        }
+        let id = self.id;
+        let poll = tokio::time::sleep(REMOTE_POLL);
+        match self.announced.as_mut() {
+            Some(announced) => {
+                tokio::select! {
+                    () = poll => {}
+                    () = announcement(announced, id) => {}
+                }
+            }
+            None => poll.await,
+        }
+        self.replay = true;
+        Some(())
+    }
+}
+
+/// Resolves when `id` is announced, or when announcements were missed (lagged); never when the
+/// announcer is gone (the poll goes on).
+async fn announcement(announced: &mut broadcast::Receiver<i64>, id: i64) {
+    loop {
+        match announced.recv().await {
+            Ok(announced) if announced == id => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
 fn to_sse(event: &Event) -> SseEvent {
     let json = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
     let kind = json.get("type").and_then(serde_json::Value::as_str).unwrap_or("event").to_owned();
@@ -89,10 +164,7 @@ fn to_sse(event: &Event) -> SseEvent {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use futures_util::StreamExt;
-    use tokio::sync::broadcast;
     use vesemir_core::event::{EventKind, WaitReason};
 
     use super::*;
@@ -124,10 +196,20 @@ mod tests {
         };
         let id = match store.insert(&new).await.expect("inserts") {
             crate::store::Inserted::New(id) => id,
-            crate::store::Inserted::Existing(_) => panic!("no key given"),
+            other => panic!("no key given, no deployment in the way: {other:?}"),
         };
         let events: Vec<Event> = (1..=n).map(event).collect();
         store.append_events(id, &events, &[]).await.expect("appends");
+        // Ended: a follower without a live channel ends once it has read every stored event.
+        let finish = crate::store::Finish {
+            status: crate::store::Status::Succeeded,
+            error: None,
+            totals: None,
+            hosts: Vec::new(),
+            out_of_rotation: Vec::new(),
+            finished_ms: 1,
+        };
+        store.finish(id, &finish).await.expect("finishes");
         (dir, Arc::new(store), id)
     }
 
@@ -146,8 +228,16 @@ mod tests {
         store.append_events(id, &[event(11)], &[]).await.expect("appends");
         sender.send(Arc::new(event(11))).expect("a receiver");
         drop(sender);
-        let mut follow =
-            Follow { store, id, last: 3, pending: VecDeque::new(), replay: true, live: Some(receiver) };
+        let mut follow = Follow {
+            store,
+            id,
+            last: 3,
+            pending: VecDeque::new(),
+            replay: true,
+            live: Some(receiver),
+            announced: None,
+            ending: false,
+        };
         let mut got = Vec::new();
         while let Some(e) = follow.next().await {
             got.push(e.seq);
@@ -171,6 +261,8 @@ mod tests {
             pending: VecDeque::new(),
             replay: false,
             live: Some(receiver),
+            announced: None,
+            ending: false,
         };
         let mut got = Vec::new();
         while let Some(e) = follow.next().await {

@@ -141,6 +141,18 @@ impl Store for FailingStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    fn instance(&self) -> &vesemir_http::InstanceId {
+        self.inner.instance()
+    }
+    fn lease(&self) -> Duration {
+        self.inner.lease()
+    }
+    async fn renew_leases(&self) -> Result<vesemir_http::store::Renewal, StoreError> {
+        self.inner.renew_leases().await
+    }
+    fn release_lease(&self, id: i64) {
+        self.inner.release_lease(id)
+    }
 }
 
 /// Intents per server in a journal.

@@ -79,6 +79,18 @@ impl Store for SlowHosts {
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.ping().await
     }
+    fn instance(&self) -> &vesemir_http::InstanceId {
+        self.0.instance()
+    }
+    fn lease(&self) -> Duration {
+        self.0.lease()
+    }
+    async fn renew_leases(&self) -> Result<vesemir_http::store::Renewal, StoreError> {
+        self.0.renew_leases().await
+    }
+    fn release_lease(&self, id: i64) {
+        self.0.release_lease(id)
+    }
 }
 
 #[tokio::test]
@@ -86,7 +98,7 @@ async fn a_slow_request_times_out_but_an_event_stream_outlives_the_request_timeo
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = config(&dir.path().join("v.db"));
     config.limits.request_timeout = Duration::from_millis(300);
-    let store = SqliteStore::open(&config.database).await.expect("opens");
+    let store = SqliteStore::open(&dir.path().join("v.db")).await.expect("opens");
     let fleet = Fleet::new(3);
     fleet.executor.set_latency(Duration::from_millis(150));
     let server = Server::with_store(&config, Arc::new(FixedPorts(fleet.ports())), Arc::new(SlowHosts(store)))

@@ -6,11 +6,14 @@
 //! - [`goiardi`]: a real Chef server (goiardi) with authentication on.
 //! - [`conformance`]: one suite per port, run against the core's fake and against the real
 //!   adapter, so the fake cannot drift from reality.
+//! - [`postgres`]: a real PostgreSQL cluster (`initdb` + `postgres`, as `nobody` when run as
+//!   root), one fresh database per call.
 //! - [`sshd`]: a real OpenSSH sshd with generated host and client keys, and an ssh-agent.
 #![warn(missing_docs)]
 
 pub mod conformance;
 pub mod goiardi;
 pub mod haproxy;
+pub mod postgres;
 pub mod process;
 pub mod sshd;

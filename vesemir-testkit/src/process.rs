@@ -107,6 +107,26 @@ impl ServerProcess {
         }
     }
 
+    /// Sends signal `name` (`INT`, `TERM`...) to this server's own process, by its child
+    /// handle's pid (never a pid read elsewhere), while it has not been reaped.
+    pub fn signal(&mut self, name: &str) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        }
+    }
+
+    /// Waits up to `timeout` for the server to exit; whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Stops the server now and waits for it to exit.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -1,10 +1,28 @@
 //! Persistence behind a trait: deployments, per-host results, every event, and each
 //! deployment's write-ahead journal of load balancer changes. SQLite is the default
-//! ([`SqliteStore`]); another database implements [`Store`] the same way.
+//! ([`SqliteStore`], one server per file); PostgreSQL ([`PostgresStore`]) lets several servers
+//! share one database. Both pass the same conformance suite (`tests/store_conformance.rs`).
+//!
+//! **Admission** is the database's: a partial unique index allows one queued or running
+//! deployment per application and environment, and one per requester's idempotency key, so
+//! [`Store::insert`] answers [`Inserted::Conflict`] or [`Inserted::Existing`] whichever server
+//! asked first.
+//!
+//! **Leases** (fencing): each store is one server instance ([`InstanceId`]). A deployment it
+//! inserts is leased to it (`lease_owner`, `lease_epoch`, `lease_expires_ms`) for the store's
+//! lease time, renewed by [`Store::renew_leases`]. Every write about a deployment it holds
+//! checks in the same statement or transaction that the lease is still its own, same epoch, not
+//! expired; a write about a deployment it does not hold requires that no live lease exists. A
+//! lost lease makes the write fail with [`StoreError::is_lease_lost`], so an instance that lost a
+//! deployment cannot journal (and therefore cannot make) another load balancer change for it.
+//! [`Store::interrupt_unfinished`] ends deployments no live instance holds.
 
+mod codec;
+mod postgres;
 mod sqlite;
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vesemir_core::event::Totals;
@@ -13,7 +31,11 @@ use vesemir_core::plan::PlannedHost;
 use vesemir_core::report::HostReport;
 use vesemir_core::{Event, HostProgress};
 
+pub use postgres::{PostgresStore, PostgresUrl};
 pub use sqlite::SqliteStore;
+
+/// How long a lease lasts unless renewed, when the store is opened without a choice.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Why the store failed. The message says what to check.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +44,7 @@ pub struct StoreError {
     context: String,
     #[source]
     source: Box<dyn std::error::Error + Send + Sync>,
+    lease_lost: bool,
 }
 
 impl StoreError {
@@ -30,7 +53,101 @@ impl StoreError {
         context: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        Self { context: context.into(), source: source.into() }
+        Self { context: context.into(), source: source.into(), lease_lost: false }
+    }
+
+    /// A write about deployment `id` refused because this instance no longer holds its lease
+    /// (expired, or taken by another instance), or another instance holds it.
+    pub fn lease_lost(context: impl Into<String>, id: i64) -> Self {
+        Self {
+            context: context.into(),
+            source: format!(
+                "deployment {id} is not leased to this instance (its lease expired or another \
+                 instance holds it): refused"
+            )
+            .into(),
+            lease_lost: true,
+        }
+    }
+
+    /// Whether the write was refused for a lease this instance does not hold.
+    pub fn is_lease_lost(&self) -> bool {
+        self.lease_lost
+    }
+}
+
+/// One `vesemir serve` process as the database knows it: the holder of the leases its store
+/// takes. Unique per process start (`<name>/<pid>-<start ms>`), so a restarted server never
+/// takes its previous life's leases for its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// An id for this process, named `name` (the configured instance name, else the host name).
+    pub fn for_process(name: &str) -> Self {
+        let started = crate::clock::now_ms();
+        Self(format!("{name}/{}-{started}", std::process::id()))
+    }
+
+    /// An id named after this machine's host name.
+    pub fn this_host() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "vesemir".to_owned());
+        Self::for_process(&host)
+    }
+
+    /// The id as stored in `lease_owner`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who a store is and how long its leases last.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// This server instance.
+    pub instance: InstanceId,
+    /// How long a lease lasts unless renewed ([`Store::renew_leases`], every third of it).
+    pub lease: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { instance: InstanceId::this_host(), lease: DEFAULT_LEASE }
+    }
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Renewal {
+    /// Deployments still held, renewed, with whether someone (on any instance) asked to cancel.
+    pub held: Vec<(i64, bool)>,
+    /// Deployments this instance held and no longer does: it must stop acting on them.
+    pub lost: Vec<i64>,
+}
+
+/// Refuses a database whose newest applied migration (`newest`) is past every one of
+/// `migrations`: a newer vesemir wrote it, and this one would misread it.
+fn refuse_newer_schema(newest: Option<i64>, migrations: &[(i64, &str)]) -> Result<(), StoreError> {
+    let known = migrations.iter().map(|(v, _)| *v).max().unwrap_or(0);
+    match newest {
+        Some(newest) if newest > known => Err(StoreError::new(
+            "checking the schema",
+            format!(
+                "the database has schema version {newest}, newer than this vesemir knows (up to \
+                 {known}): run the newer vesemir that migrated it, or point this one at another database"
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -170,6 +287,8 @@ pub struct DeploymentRecord {
     pub started_ms: Option<i64>,
     /// Ended, Unix ms.
     pub finished_ms: Option<i64>,
+    /// The server instance that holds (or last held) its lease: the one that runs or ran it.
+    pub instance: Option<String>,
 }
 
 /// One host's result, as stored: where it sits in the plan and what the core's fold of its
@@ -252,13 +371,16 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-/// What happened when a key was inserted.
+/// What happened when a deployment was inserted.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
-    /// A new deployment with this id.
+    /// A new deployment with this id, leased to this instance.
     New(i64),
     /// The idempotency key was already used: this deployment.
     Existing(Box<DeploymentRecord>),
+    /// Another deployment of the same application and environment is queued or running (on
+    /// any instance): this one. Nothing was stored.
+    Conflict(Box<DeploymentRecord>),
 }
 
 /// A deployment that was running when the server stopped, now marked interrupted.
@@ -299,8 +421,10 @@ pub struct Origin {
 /// Where deployments, host results and events are kept.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
-    /// Stores a new deployment as queued. With an idempotency key already used by the same
-    /// requester, returns that deployment instead.
+    /// Stores a new deployment as queued, leased to this instance. With an idempotency key
+    /// already used by the same requester, returns that deployment instead; with another
+    /// deployment of the same application and environment queued or running, returns it as a
+    /// conflict. Atomic across every instance sharing the database.
     async fn insert(&self, deployment: &NewDeployment) -> Result<Inserted, StoreError>;
     /// One deployment.
     async fn get(&self, id: i64) -> Result<Option<DeploymentRecord>, StoreError>;
@@ -327,8 +451,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn events_after(&self, id: i64, after: u64, limit: i64) -> Result<Vec<Event>, StoreError>;
     /// Writes how it ended.
     async fn finish(&self, id: i64, finish: &Finish) -> Result<(), StoreError>;
-    /// Marks every queued or running deployment interrupted (at startup). The hosts that may be
-    /// out of rotation are what its journal leaves unfinished (the core's
+    /// Marks every queued or running deployment that no live instance holds interrupted (at
+    /// startup, and periodically): its lease expired (its instance died or lost the database),
+    /// or it has none. The error names the instance that ran it. The hosts that may be out of
+    /// rotation are what its journal leaves unfinished (the core's
     /// [`replay`](vesemir_core::journal::replay)); a deployment without a journal (one that never
     /// started, or ran on a server that kept none) falls back to its stored events.
     async fn interrupt_unfinished(&self, now_ms: i64) -> Result<Vec<Interrupted>, StoreError>;
@@ -349,4 +475,21 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn set_error(&self, id: i64, error: &str) -> Result<(), StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// This store's instance: the holder of the leases it takes.
+    fn instance(&self) -> &InstanceId;
+    /// How long a lease lasts unless renewed.
+    fn lease(&self) -> Duration;
+    /// Renews the lease of every deployment this instance holds; one it no longer holds is
+    /// dropped and reported `lost`.
+    async fn renew_leases(&self) -> Result<Renewal, StoreError>;
+    /// Stops renewing deployment `id`'s lease (its task ended without writing its end): the
+    /// lease expires and [`Store::interrupt_unfinished`] ends the record. Nothing when it was
+    /// not held.
+    fn release_lease(&self, id: i64);
+    /// Ids of deployments whose new events were just stored, by any instance, as the database
+    /// announces them (PostgreSQL's `NOTIFY`); `None` when the store announces nothing (one
+    /// server per database: its followers get events live from its runner).
+    fn event_announcements(&self) -> Option<tokio::sync::broadcast::Receiver<i64>> {
+        None
+    }
 }

@@ -2,22 +2,32 @@
 //! `synchronous = NORMAL` (durable against a crash of the process, not of the machine), except
 //! deployment journal entries, committed with `synchronous = FULL` (the WAL is synced before the
 //! commit returns), because a load balancer change follows each one.
+//!
+//! One server per file: leases and fencing work as on PostgreSQL (the conformance suite checks
+//! both), but a lease held by another instance is taken for a dead one's at startup
+//! ([`Store::interrupt_unfinished`]), since no two servers share a file.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::Row;
-use vesemir_core::journal::{replay, JournalEntry};
+use vesemir_core::journal::JournalEntry;
 use vesemir_core::name::HostName;
-use vesemir_core::{Event, HostProgress, Progress};
+use vesemir_core::{Event, HostProgress};
 
+use super::codec::{
+    decode_hosts, encode_hosts, from_millis, from_text, hosts_left_by_journal, hosts_out_of_rotation,
+    lost_leases, millis, to_text, STOPPED,
+};
 use super::{
-    DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, Origin, Status,
-    Store, StoreError,
+    DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
+    Origin, Renewal, Status, Store, StoreError, StoreOptions,
 };
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
@@ -99,26 +109,29 @@ CREATE TABLE deployment_origin (
 );
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE deployments ADD COLUMN lease_owner TEXT;
+ALTER TABLE deployments ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deployments ADD COLUMN lease_expires_ms INTEGER;
+CREATE UNIQUE INDEX deployments_one_active ON deployments (application, environment)
+    WHERE status IN ('queued', 'running');
+"#,
+    ),
 ];
 
 const COLUMNS: &str = "id, application, environment, team, version, requested_by, playbook, query, request, \
      status, error, host_count, totals, out_of_rotation, cancel_requested, idempotency_key, body_sha256, \
-     created_ms, started_ms, finished_ms";
+     created_ms, started_ms, finished_ms, lease_owner";
 
 /// Deployments in SQLite.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-}
-
-/// A list of host names as stored (JSON), or NULL.
-fn encode_hosts(hosts: Option<&[String]>) -> Result<Option<String>, StoreError> {
-    hosts.map(|h| serde_json::to_string(h).map_err(|e| StoreError::new("encoding hosts", e))).transpose()
-}
-
-/// A stored list of host names.
-fn decode_hosts(text: Option<&str>) -> Result<Option<Vec<String>>, StoreError> {
-    text.map(|t| serde_json::from_str(t).map_err(|e| StoreError::new("decoding hosts", e))).transpose()
+    options: StoreOptions,
+    /// Deployments this instance holds, by id, with their lease epoch.
+    held: Arc<Mutex<HashMap<i64, i64>>>,
 }
 
 fn err(context: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
@@ -126,9 +139,15 @@ fn err(context: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path` and applies pending migrations.
+    /// Opens (creating if needed) the database file at `path` and applies pending migrations,
+    /// as an instance named after this machine with the default lease.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite://")
+        Self::open_with(path, StoreOptions::default()).await
+    }
+
+    /// Like [`SqliteStore::open`], as `options.instance` with leases of `options.lease`.
+    pub async fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str("sqlite://")
             .map_err(err("parsing options"))?
             .filename(path)
             .create_if_missing(true)
@@ -139,10 +158,10 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(connect)
             .await
             .map_err(|e| StoreError::new(format!("opening {}", path.display()), e))?;
-        let store = Self { pool };
+        let store = Self { pool, options, held: Arc::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -152,6 +171,11 @@ impl SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(err("creating schema_migrations"))?;
+        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err("reading schema_migrations"))?;
+        super::refuse_newer_schema(newest, MIGRATIONS)?;
         for (version, sql) in MIGRATIONS {
             let mut tx = self.pool.begin().await.map_err(err("starting a migration"))?;
             let done: Option<i64> =
@@ -176,6 +200,104 @@ impl SqliteStore {
             tx.commit().await.map_err(err("committing a migration"))?;
         }
         Ok(())
+    }
+
+    /// A write transaction that takes the database's write lock at once (waiting up to the busy
+    /// timeout): its lease check and its writes then see the same state, where a deferred one
+    /// could fail at its first write when another connection wrote after its check.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<i64, i64>> {
+        // Only plain map updates happen under this lock; a poisoned lock still holds a usable map.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        millis(self.options.lease)
+    }
+
+    /// Fails unless this instance may write about deployment `id` now: it holds its lease (same
+    /// epoch, not expired), or, holding none, no live lease exists. Run inside the write's
+    /// transaction.
+    async fn check_lease(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        id: i64,
+        context: &str,
+    ) -> Result<(), StoreError> {
+        let row = sqlx::query(
+            "SELECT lease_owner, lease_epoch, lease_expires_ms IS NOT NULL AND lease_expires_ms > ? AS live \
+             FROM deployments WHERE id = ?",
+        )
+        .bind(crate::clock::now_ms())
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err("reading a lease"))?;
+        let Some(row) = row else {
+            return Err(StoreError::new(context, format!("no deployment {id}")));
+        };
+        let owner: Option<String> = row.try_get("lease_owner").map_err(err("reading a lease"))?;
+        let epoch: i64 = row.try_get("lease_epoch").map_err(err("reading a lease"))?;
+        let live: bool = row.try_get("live").map_err(err("reading a lease"))?;
+        let held = self.held().get(&id).copied();
+        let allowed = match held {
+            Some(mine) => live && epoch == mine && owner.as_deref() == Some(self.options.instance.as_str()),
+            None => !live,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(StoreError::lease_lost(context, id))
+        }
+    }
+
+    async fn insert_once(&self, d: &NewDeployment) -> Result<Option<Inserted>, StoreError> {
+        let now = crate::clock::now_ms();
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO deployments (application, environment, team, version, requested_by, playbook, query, \
+             request, status, idempotency_key, body_sha256, created_ms, lease_owner, lease_epoch, lease_expires_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, 1, ?) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(&d.application)
+        .bind(&d.environment)
+        .bind(&d.team)
+        .bind(&d.version)
+        .bind(&d.requested_by)
+        .bind(&d.playbook)
+        .bind(&d.query)
+        .bind(&d.request)
+        .bind(&d.idempotency_key)
+        .bind(&d.body_sha256)
+        .bind(d.created_ms)
+        .bind(self.options.instance.as_str())
+        .bind(now.saturating_add(self.lease_ms()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("inserting a deployment"))?;
+        if let Some(id) = id {
+            self.held().insert(id, 1);
+            return Ok(Some(Inserted::New(id)));
+        }
+        // A unique index refused it: the idempotency key, or another active deployment.
+        if let Some(key) = &d.idempotency_key {
+            if let Some(existing) = self.by_idempotency_key(&d.requested_by, key).await? {
+                return Ok(Some(Inserted::Existing(Box::new(existing))));
+            }
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM deployments WHERE application = ? AND environment = ? \
+             AND status IN ('queued', 'running')"
+        ))
+        .bind(&d.application)
+        .bind(&d.environment)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("reading the active deployment"))?;
+        // None: the one in the way ended meanwhile; the caller tries again.
+        row.as_ref().map(deployment).transpose().map(|d| d.map(|d| Inserted::Conflict(Box::new(d))))
     }
 }
 
@@ -213,6 +335,7 @@ fn deployment(row: &SqliteRow) -> Result<DeploymentRecord, StoreError> {
         created_ms: row.try_get("created_ms").map_err(get)?,
         started_ms: row.try_get("started_ms").map_err(get)?,
         finished_ms: row.try_get("finished_ms").map_err(get)?,
+        instance: row.try_get("lease_owner").map_err(get)?,
     })
 }
 
@@ -224,7 +347,6 @@ fn host(row: &SqliteRow) -> Result<HostRecord, StoreError> {
     let rotation: String = row.try_get("rotation").map_err(get)?;
     let started: Option<i64> = row.try_get("started_ms").map_err(get)?;
     let finished: Option<i64> = row.try_get("finished_ms").map_err(get)?;
-    let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     let state = HostProgress {
         name: HostName::new(&name).map_err(|e| StoreError::new("reading a host's name", e))?,
         phase: crate::phase_text::parse(&phase)
@@ -232,8 +354,8 @@ fn host(row: &SqliteRow) -> Result<HostRecord, StoreError> {
         outcome: outcome.as_deref().map(from_text).transpose()?,
         error: row.try_get("error").map_err(get)?,
         rotation: from_text(&rotation)?,
-        started: started.map(millis),
-        finished: finished.map(millis),
+        started: started.map(from_millis),
+        finished: finished.map(from_millis),
     };
     Ok(HostRecord {
         position: row.try_get("position").map_err(get)?,
@@ -241,45 +363,6 @@ fn host(row: &SqliteRow) -> Result<HostRecord, StoreError> {
         server: row.try_get("server").map_err(get)?,
         state,
     })
-}
-
-/// A unit enum's serde name (`in_rotation`, `succeeded`), the text its column holds.
-fn to_text<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => Ok(text),
-        Ok(other) => Err(StoreError::new("encoding a column", format!("{other} is not a name"))),
-        Err(e) => Err(StoreError::new("encoding a column", e)),
-    }
-}
-
-/// The unit enum named `text` by serde, as [`to_text`] wrote it.
-fn from_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    use serde::de::IntoDeserializer;
-    T::deserialize(text.into_deserializer())
-        .map_err(|e: serde::de::value::Error| StoreError::new("reading a column", e))
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Hosts that may be out of rotation after the deployment's `events`, by name: the core's fold
-/// says which ([`Progress::out_of_rotation`]).
-fn hosts_out_of_rotation(events: &[Event]) -> Vec<String> {
-    let mut names: Vec<String> =
-        Progress::from_events(events).out_of_rotation().map(|h| h.name.to_string()).collect();
-    names.sort();
-    names
-}
-
-/// Hosts a journal leaves unfinished (interrupted mid-change, or ended out of rotation), by name,
-/// sorted; `None` when the journal has no header (no journal).
-fn hosts_left_by_journal(entries: &[JournalEntry]) -> Option<Vec<String>> {
-    let unfinished = replay(entries.iter().cloned());
-    unfinished.header.as_ref()?;
-    let mut names: Vec<String> = unfinished.servers.iter().map(|s| s.host.to_string()).collect();
-    names.sort();
-    Some(names)
 }
 
 /// Writes a host's state into its row.
@@ -303,53 +386,16 @@ async fn write_host(conn: &mut sqlx::SqliteConnection, id: i64, h: &HostRecord) 
     Ok(())
 }
 
-async fn insert_row(conn: &mut sqlx::SqliteConnection, d: &NewDeployment) -> Result<i64, StoreError> {
-    sqlx::query_scalar(
-        "INSERT INTO deployments (application, environment, team, version, requested_by, playbook, query, \
-         request, status, idempotency_key, body_sha256, created_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
-    )
-    .bind(&d.application)
-    .bind(&d.environment)
-    .bind(&d.team)
-    .bind(&d.version)
-    .bind(&d.requested_by)
-    .bind(&d.playbook)
-    .bind(&d.query)
-    .bind(&d.request)
-    .bind(&d.idempotency_key)
-    .bind(&d.body_sha256)
-    .bind(d.created_ms)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(err("inserting a deployment"))
-}
-
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, d: &NewDeployment) -> Result<Inserted, StoreError> {
-        if d.idempotency_key.is_none() {
-            // One statement is atomic on its own: no transaction round trips.
-            let mut conn = self.pool.acquire().await.map_err(err("connecting"))?;
-            return insert_row(&mut conn, d).await.map(Inserted::New);
-        }
-        let mut tx = self.pool.begin().await.map_err(err("starting an insert"))?;
-        if let Some(key) = &d.idempotency_key {
-            let row = sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM deployments WHERE requested_by = ? AND idempotency_key = ?"
-            ))
-            .bind(&d.requested_by)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err("looking up an idempotency key"))?;
-            if let Some(row) = row {
-                return Ok(Inserted::Existing(Box::new(deployment(&row)?)));
+        // A conflict that ends between the refused insert and the read is tried again.
+        for _ in 0..3 {
+            if let Some(inserted) = self.insert_once(d).await? {
+                return Ok(inserted);
             }
         }
-        let id = insert_row(&mut tx, d).await?;
-        tx.commit().await.map_err(err("committing a deployment"))?;
-        Ok(Inserted::New(id))
+        Err(StoreError::new("inserting a deployment", "refused by a unique index, but nothing is in the way"))
     }
 
     async fn get(&self, id: i64) -> Result<Option<DeploymentRecord>, StoreError> {
@@ -422,17 +468,20 @@ impl Store for SqliteStore {
     }
 
     async fn mark_running(&self, id: i64, started_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.write().await.map_err(err("starting to mark a deployment running"))?;
+        self.check_lease(&mut tx, id, "marking a deployment running").await?;
         sqlx::query("UPDATE deployments SET status = 'running', started_ms = ? WHERE id = ?")
             .bind(started_ms)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(err("marking a deployment running"))?;
-        Ok(())
+        tx.commit().await.map_err(err("committing a deployment running"))
     }
 
     async fn set_plan(&self, id: i64, hosts: &[HostRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err("starting to record a plan"))?;
+        let mut tx = self.write().await.map_err(err("starting to record a plan"))?;
+        self.check_lease(&mut tx, id, "recording a plan").await?;
         for h in hosts {
             sqlx::query(
                 "INSERT OR REPLACE INTO deployment_hosts (deployment_id, position, name, address, server, outcome, \
@@ -472,7 +521,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, id: i64, events: &[Event], hosts: &[HostRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err("starting to append events"))?;
+        let mut tx = self.write().await.map_err(err("starting to append events"))?;
+        self.check_lease(&mut tx, id, "appending events").await?;
         for event in events {
             let body = serde_json::to_string(event).map_err(|e| StoreError::new("encoding an event", e))?;
             sqlx::query("INSERT INTO events (deployment_id, seq, body) VALUES (?, ?, ?)")
@@ -512,10 +562,11 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::new("encoding totals", e))?;
         let out =
             serde_json::to_string(&f.out_of_rotation).map_err(|e| StoreError::new("encoding hosts", e))?;
-        let mut tx = self.pool.begin().await.map_err(err("starting to finish"))?;
+        let mut tx = self.write().await.map_err(err("starting to finish"))?;
+        self.check_lease(&mut tx, id, "finishing a deployment").await?;
         sqlx::query(
-            "UPDATE deployments SET status = ?, error = ?, totals = ?, out_of_rotation = ?, finished_ms = ? \
-             WHERE id = ?",
+            "UPDATE deployments SET status = ?, error = ?, totals = ?, out_of_rotation = ?, finished_ms = ?, \
+             lease_expires_ms = NULL WHERE id = ?",
         )
         .bind(f.status.as_str())
         .bind(&f.error)
@@ -529,16 +580,20 @@ impl Store for SqliteStore {
         for h in &f.hosts {
             write_host(&mut tx, id, h).await?;
         }
-        tx.commit().await.map_err(err("committing a finish"))
+        tx.commit().await.map_err(err("committing a finish"))?;
+        self.held().remove(&id);
+        Ok(())
     }
 
     async fn interrupt_unfinished(&self, now_ms: i64) -> Result<Vec<Interrupted>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM deployments WHERE status IN ('queued', 'running') ORDER BY id"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err("finding unfinished deployments"))?;
+        // One server per file: every lease but this instance's live ones is a dead server's.
+        let not_mine = "status IN ('queued', 'running') AND NOT (lease_owner IS ? AND COALESCE(lease_expires_ms, 0) > ?)";
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM deployments WHERE {not_mine} ORDER BY id"))
+            .bind(self.options.instance.as_str())
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("finding unfinished deployments"))?;
         let mut interrupted = Vec::new();
         for row in &rows {
             let d = deployment(row)?;
@@ -547,17 +602,22 @@ impl Store for SqliteStore {
                 None => hosts_out_of_rotation(&self.events_after(d.id, 0, i64::MAX).await?),
             };
             let encoded = serde_json::to_string(&out).map_err(|e| StoreError::new("encoding hosts", e))?;
-            sqlx::query(
-                "UPDATE deployments SET status = 'interrupted', out_of_rotation = ?, finished_ms = ?, \
-                 error = 'the server stopped while this deployment was running: check the hosts listed in out_of_rotation' \
-                 WHERE id = ?",
-            )
+            let done = sqlx::query(&format!(
+                "UPDATE deployments SET status = 'interrupted', out_of_rotation = ?, finished_ms = ?, error = ?, \
+                 lease_expires_ms = NULL WHERE id = ? AND {not_mine}"
+            ))
             .bind(encoded)
             .bind(now_ms)
+            .bind(STOPPED)
             .bind(d.id)
+            .bind(self.options.instance.as_str())
+            .bind(now_ms)
             .execute(&self.pool)
             .await
             .map_err(err("marking a deployment interrupted"))?;
+            if done.rows_affected() == 0 {
+                continue;
+            }
             interrupted.push(Interrupted {
                 id: d.id,
                 application: d.application,
@@ -579,16 +639,11 @@ impl Store for SqliteStore {
             .execute(&mut *conn)
             .await
             .map_err(err("making the journal's commit durable"))?;
-        let inserted = sqlx::query("INSERT INTO deployment_journal (deployment_id, body) VALUES (?, ?)")
-            .bind(id)
-            .bind(body)
-            .execute(&mut *conn)
-            .await
-            .map_err(err("appending to the journal"));
+        let inserted = self.append_journal_on(&mut conn, id, body).await;
         if sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await.is_err() {
             conn.close_on_drop();
         }
-        inserted.map(drop)
+        inserted
     }
 
     async fn journal(&self, id: i64) -> Result<Vec<JournalEntry>, StoreError> {
@@ -607,13 +662,15 @@ impl Store for SqliteStore {
 
     async fn set_out_of_rotation(&self, id: i64, hosts: &[String]) -> Result<(), StoreError> {
         let encoded = serde_json::to_string(hosts).map_err(|e| StoreError::new("encoding hosts", e))?;
+        let mut tx = self.write().await.map_err(err("starting to record hosts out of rotation"))?;
+        self.check_lease(&mut tx, id, "recording hosts out of rotation").await?;
         sqlx::query("UPDATE deployments SET out_of_rotation = ? WHERE id = ?")
             .bind(encoded)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(err("recording hosts out of rotation"))?;
-        Ok(())
+        tx.commit().await.map_err(err("committing hosts out of rotation"))
     }
 
     async fn set_origin(&self, id: i64, origin: &Origin) -> Result<(), StoreError> {
@@ -665,53 +722,81 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err("ping"))?;
         Ok(())
     }
+
+    fn instance(&self) -> &InstanceId {
+        &self.options.instance
+    }
+
+    fn lease(&self) -> Duration {
+        self.options.lease
+    }
+
+    fn release_lease(&self, id: i64) {
+        self.held().remove(&id);
+    }
+
+    async fn renew_leases(&self) -> Result<Renewal, StoreError> {
+        let held: Vec<(i64, i64)> = self.held().iter().map(|(id, epoch)| (*id, *epoch)).collect();
+        if held.is_empty() {
+            return Ok(Renewal::default());
+        }
+        let now = crate::clock::now_ms();
+        let rows = sqlx::query(
+            "UPDATE deployments SET lease_expires_ms = ? WHERE lease_owner = ? AND lease_expires_ms > ? \
+             AND status IN ('queued', 'running') RETURNING id, lease_epoch, cancel_requested",
+        )
+        .bind(now.saturating_add(self.lease_ms()))
+        .bind(self.options.instance.as_str())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("renewing leases"))?;
+        let renewed = rows
+            .iter()
+            .map(|row| {
+                let get = |e| StoreError::new("reading a renewed lease", e);
+                let cancel: i64 = row.try_get("cancel_requested").map_err(get)?;
+                Ok((row.try_get("id").map_err(get)?, row.try_get("lease_epoch").map_err(get)?, cancel != 0))
+            })
+            .collect::<Result<Vec<(i64, i64, bool)>, StoreError>>()?;
+        let lost = lost_leases(&held, &renewed);
+        let mut map = self.held();
+        for id in &lost {
+            map.remove(id);
+        }
+        let held = renewed
+            .iter()
+            .filter(|(id, epoch, _)| map.get(id) == Some(epoch))
+            .map(|(id, _, cancel)| (*id, *cancel))
+            .collect();
+        Ok(Renewal { held, lost })
+    }
+}
+
+impl SqliteStore {
+    /// Appends a journal entry on `conn` in a transaction that checks the lease first.
+    async fn append_journal_on(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        id: i64,
+        body: String,
+    ) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(err("starting a journal entry"))?;
+        self.check_lease(&mut tx, id, "appending to the journal").await?;
+        sqlx::query("INSERT INTO deployment_journal (deployment_id, body) VALUES (?, ?)")
+            .bind(id)
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("appending to the journal"))?;
+        tx.commit().await.map_err(err("committing a journal entry"))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use vesemir_core::event::{EventKind, Phase};
-
     use super::*;
-
-    fn at(seq: u64, kind: EventKind) -> Event {
-        Event { seq, elapsed: Duration::from_millis(seq), kind }
-    }
-
-    fn phase(seq: u64, host: &str, phase: Phase) -> Event {
-        at(seq, EventKind::HostPhase { host: vesemir_core::name::HostName::new(host).expect("valid"), phase })
-    }
-
-    fn finished(seq: u64, host: &str, rotation: vesemir_core::event::Rotation) -> Event {
-        at(
-            seq,
-            EventKind::HostFinished {
-                host: vesemir_core::name::HostName::new(host).expect("valid"),
-                outcome: vesemir_core::event::HostOutcome::Failed,
-                phase: Phase::Done,
-                error: None,
-                rotation,
-                out_of_rotation_ms: None,
-            },
-        )
-    }
-
-    #[test]
-    fn hosts_out_of_rotation_are_drained_unfinished_ones_and_finished_ones_not_in_rotation() {
-        use vesemir_core::event::Rotation;
-        let events = vec![
-            phase(1, "connected-only", Phase::Connecting),
-            phase(2, "drained", Phase::Connecting),
-            phase(3, "drained", Phase::Draining),
-            phase(4, "in-step", Phase::Step { number: 1, name: "install".into() }),
-            phase(5, "back", Phase::Draining),
-            finished(6, "back", Rotation::InRotation),
-            phase(7, "failed-out", Phase::Draining),
-            finished(8, "failed-out", Rotation::OutOfRotation),
-            phase(9, "unknown", Phase::Draining),
-            finished(10, "unknown", Rotation::Unknown),
-        ];
-        assert_eq!(hosts_out_of_rotation(&events), vec!["drained", "failed-out", "in-step", "unknown"]);
-    }
 
     #[tokio::test]
     async fn migrations_apply_once_and_the_journal_is_wal() {
@@ -728,5 +813,19 @@ mod tests {
         let mode: String =
             sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.pool).await.expect("reads");
         assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn a_database_with_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("m.db");
+        let store = SqliteStore::open(&path).await.expect("opens");
+        sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES (999, 0)")
+            .execute(&store.pool)
+            .await
+            .expect("writes");
+        drop(store);
+        let refused = SqliteStore::open(&path).await.expect_err("refused");
+        assert!(refused.to_string().contains("schema version 999"), "{refused}");
     }
 }

@@ -83,7 +83,7 @@ timeout = "10s"
 interval = "1s"
 "#;
     let mut config = ServerConfig::from_toml(text).expect("valid config");
-    config.database = database.to_owned();
+    config.database = database.into();
     config.tokens = vec![
         token("payments-ci", PAYMENTS, Some("payments")),
         token("search-ci", SEARCH, Some("search")),

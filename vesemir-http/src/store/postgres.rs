@@ -1,0 +1,917 @@
+//! The PostgreSQL store: several `vesemir serve` instances share one database. The schema is the
+//! SQLite store's (JSON kept as text, times as Unix milliseconds), with its own migrations, run
+//! once under an advisory lock when several instances start together; a database whose schema is
+//! newer than this build is refused. Admission is the database's (unique indexes, see the
+//! module [`super`]); lease times are the database's clock, so instances' clocks may differ.
+//! Commits are durable (`synchronous_commit` as the server has it, `on` by default). Stored
+//! events are announced with `NOTIFY` (the deployment's id) and each store `LISTEN`s, so a
+//! follower on any instance sees another instance's events live.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+use tokio::sync::{broadcast, oneshot};
+use vesemir_core::journal::JournalEntry;
+use vesemir_core::name::HostName;
+use vesemir_core::{Event, HostProgress};
+
+use super::codec::{
+    decode_hosts, encode_hosts, from_millis, from_text, hosts_left_by_journal, hosts_out_of_rotation,
+    lease_expired, lost_leases, millis, to_text, STOPPED,
+};
+use super::{
+    DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
+    Origin, Renewal, Status, Store, StoreError, StoreOptions,
+};
+
+/// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
+/// Never edit a shipped entry: add a new one.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
+CREATE TABLE deployments (
+    id BIGSERIAL PRIMARY KEY,
+    application TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    team TEXT NOT NULL,
+    version TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    playbook TEXT,
+    query TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    host_count BIGINT,
+    totals TEXT,
+    out_of_rotation TEXT NOT NULL DEFAULT '[]',
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    idempotency_key TEXT,
+    body_sha256 TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    started_ms BIGINT,
+    finished_ms BIGINT,
+    lease_owner TEXT,
+    lease_epoch BIGINT NOT NULL DEFAULT 0,
+    lease_expires_ms BIGINT
+);
+CREATE UNIQUE INDEX deployments_idempotency ON deployments (requested_by, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX deployments_one_active ON deployments (application, environment)
+    WHERE status IN ('queued', 'running');
+CREATE INDEX deployments_app_env ON deployments (application, environment, id);
+CREATE INDEX deployments_team ON deployments (team, id);
+CREATE INDEX deployments_status ON deployments (status, id);
+CREATE INDEX deployments_lease ON deployments (lease_owner) WHERE status IN ('queued', 'running');
+CREATE TABLE deployment_hosts (
+    deployment_id BIGINT NOT NULL REFERENCES deployments (id),
+    position BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    server TEXT NOT NULL,
+    outcome TEXT,
+    phase TEXT NOT NULL,
+    error TEXT,
+    rotation TEXT NOT NULL,
+    started_ms BIGINT,
+    finished_ms BIGINT,
+    PRIMARY KEY (deployment_id, name)
+);
+CREATE TABLE events (
+    deployment_id BIGINT NOT NULL REFERENCES deployments (id),
+    seq BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, seq)
+);
+CREATE TABLE deployment_journal (
+    id BIGSERIAL PRIMARY KEY,
+    deployment_id BIGINT NOT NULL REFERENCES deployments (id),
+    body TEXT NOT NULL
+);
+CREATE INDEX deployment_journal_deployment ON deployment_journal (deployment_id, id);
+"#,
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE deployment_origin (
+    deployment_id BIGINT PRIMARY KEY REFERENCES deployments (id),
+    retry_of BIGINT,
+    rollback_of BIGINT,
+    only_hosts TEXT,
+    resume BIGINT,
+    then_hosts TEXT
+);
+"#,
+    ),
+];
+
+/// The advisory lock key the migrations run under (`vesemir` in ASCII).
+const MIGRATION_LOCK: i64 = 0x0076_6573_656d_6972;
+
+/// The database's clock, Unix milliseconds: lease times are read and written by it only.
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+const COLUMNS: &str = "id, application, environment, team, version, requested_by, playbook, query, request, \
+     status, error, host_count, totals, out_of_rotation, cancel_requested, idempotency_key, body_sha256, \
+     created_ms, started_ms, finished_ms, lease_owner";
+
+/// A `postgres://` (or `postgresql://`) connection URL. Its password never shows in `Debug` or
+/// `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// Checks that `url` is a PostgreSQL URL the driver can read.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("must start with postgres:// or postgresql://".into());
+        }
+        PgConnectOptions::from_str(url).map_err(|e| format!("is not a PostgreSQL URL: {e}"))?;
+        Ok(Self(url.to_owned()))
+    }
+
+    /// The URL with the password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else { return self.0.clone() };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+                None => self.0.clone(),
+            },
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Deployments in PostgreSQL, as one server instance.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    options: StoreOptions,
+    /// Deployments this instance holds, by id, with their lease epoch.
+    held: Arc<Mutex<HashMap<i64, i64>>>,
+    announcer: Arc<Announcer>,
+}
+
+/// The channel new events are announced on; the payload is the deployment's id.
+const EVENTS_CHANNEL: &str = "vesemir_events";
+
+/// Capacity of the announcement channel; a follower further behind re-reads the database.
+const ANNOUNCED: usize = 1024;
+
+/// Deployment ids announced on [`EVENTS_CHANNEL`], from a task that `LISTEN`s; the task ends
+/// when the last clone of the store is dropped (with `stop`).
+#[derive(Debug)]
+struct Announcer {
+    sender: broadcast::Sender<i64>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Announcer {
+    fn start(pool: PgPool) -> Self {
+        let (sender, _) = broadcast::channel(ANNOUNCED);
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(listen(pool, sender.clone(), stopped));
+        Self { sender, _stop: stop }
+    }
+}
+
+/// Forwards announcements until `stop` resolves; a lost connection is made again after a
+/// second (followers poll meanwhile).
+async fn listen(pool: PgPool, sender: broadcast::Sender<i64>, mut stop: oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            e = listen_until_error(&pool, &sender) => {
+                tracing::warn!(error = %e, "listening for other instances' events failed: retrying");
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn listen_until_error(pool: &PgPool, sender: &broadcast::Sender<i64>) -> sqlx::Error {
+    let mut listener = match PgListener::connect_with(pool).await {
+        Ok(listener) => listener,
+        Err(e) => return e,
+    };
+    if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
+        return e;
+    }
+    loop {
+        match listener.recv().await {
+            // No follower is not an error.
+            Ok(notification) => {
+                if let Ok(id) = notification.payload().parse::<i64>() {
+                    let _ = sender.send(id);
+                }
+            }
+            Err(e) => return e,
+        }
+    }
+}
+
+fn err(context: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+    move |e| StoreError::new(context, e)
+}
+
+impl PostgresStore {
+    /// Connects to `url` and applies pending migrations (once, under an advisory lock), as
+    /// `options.instance` with leases of `options.lease`. Refuses a database whose schema is
+    /// newer than this build's.
+    pub async fn open(url: &PostgresUrl, options: StoreOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(&url.0)
+            .map_err(err("parsing the database URL"))?
+            .application_name("vesemir");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await
+            .map_err(|e| StoreError::new(format!("connecting to {url}"), e))?;
+        let announcer = Arc::new(Announcer::start(pool.clone()));
+        let store = Self { pool, options, held: Arc::default(), announcer };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err("connecting"))?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await
+            .map_err(err("taking the migration lock"))?;
+        let migrated = Self::migrate_on(&mut conn).await;
+        // The session's end releases the lock too: a connection that cannot unlock is closed.
+        if sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await
+            .is_err()
+        {
+            conn.close_on_drop();
+        }
+        migrated
+    }
+
+    async fn migrate_on(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(err("creating schema_migrations"))?;
+        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err("reading schema_migrations"))?;
+        super::refuse_newer_schema(newest, MIGRATIONS)?;
+        for (version, sql) in MIGRATIONS {
+            if newest.is_some_and(|n| n >= *version) {
+                continue;
+            }
+            let mut tx = conn.begin().await.map_err(err("starting a migration"))?;
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::new(format!("applying migration {version}"), e))?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)")
+                .bind(version)
+                .bind(crate::clock::now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(err("recording a migration"))?;
+            tx.commit().await.map_err(err("committing a migration"))?;
+        }
+        Ok(())
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<i64, i64>> {
+        // Only plain map updates happen under this lock; a poisoned lock still holds a usable map.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        millis(self.options.lease)
+    }
+
+    /// Fails unless this instance may write about deployment `id` now: it holds its lease (same
+    /// epoch, not expired by the database's clock), or, holding none, no live lease exists. Run
+    /// first in the write's transaction: the row stays locked (`lock`: `SHARE`, or `NO KEY
+    /// UPDATE` when the transaction updates it) until the commit, so no other instance takes or
+    /// ends the lease in between.
+    async fn check_lease(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        id: i64,
+        lock: &str,
+        context: &str,
+    ) -> Result<(), StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT lease_owner, lease_epoch, COALESCE(lease_expires_ms > {NOW_MS}, FALSE) AS live \
+             FROM deployments WHERE id = $1 FOR {lock}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err("reading a lease"))?;
+        let Some(row) = row else {
+            return Err(StoreError::new(context, format!("no deployment {id}")));
+        };
+        let owner: Option<String> = row.try_get("lease_owner").map_err(err("reading a lease"))?;
+        let epoch: i64 = row.try_get("lease_epoch").map_err(err("reading a lease"))?;
+        let live: bool = row.try_get("live").map_err(err("reading a lease"))?;
+        let held = self.held().get(&id).copied();
+        let allowed = match held {
+            Some(mine) => live && epoch == mine && owner.as_deref() == Some(self.options.instance.as_str()),
+            None => !live,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(StoreError::lease_lost(context, id))
+        }
+    }
+
+    async fn insert_once(&self, d: &NewDeployment) -> Result<Option<Inserted>, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar(&format!(
+            "INSERT INTO deployments (application, environment, team, version, requested_by, playbook, query, \
+             request, status, idempotency_key, body_sha256, created_ms, lease_owner, lease_epoch, lease_expires_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, 1, {NOW_MS} + $13) \
+             ON CONFLICT DO NOTHING RETURNING id"
+        ))
+        .bind(&d.application)
+        .bind(&d.environment)
+        .bind(&d.team)
+        .bind(&d.version)
+        .bind(&d.requested_by)
+        .bind(&d.playbook)
+        .bind(&d.query)
+        .bind(&d.request)
+        .bind(&d.idempotency_key)
+        .bind(&d.body_sha256)
+        .bind(d.created_ms)
+        .bind(self.options.instance.as_str())
+        .bind(self.lease_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("inserting a deployment"))?;
+        if let Some(id) = id {
+            self.held().insert(id, 1);
+            return Ok(Some(Inserted::New(id)));
+        }
+        // A unique index refused it: the idempotency key, or another active deployment.
+        if let Some(key) = &d.idempotency_key {
+            if let Some(existing) = self.by_idempotency_key(&d.requested_by, key).await? {
+                return Ok(Some(Inserted::Existing(Box::new(existing))));
+            }
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM deployments WHERE application = $1 AND environment = $2 \
+             AND status IN ('queued', 'running')"
+        ))
+        .bind(&d.application)
+        .bind(&d.environment)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("reading the active deployment"))?;
+        // None: the one in the way ended meanwhile; the caller tries again.
+        row.as_ref().map(deployment).transpose().map(|d| d.map(|d| Inserted::Conflict(Box::new(d))))
+    }
+}
+
+fn deployment(row: &PgRow) -> Result<DeploymentRecord, StoreError> {
+    let status: String = row.try_get("status").map_err(err("reading status"))?;
+    let status = Status::parse(&status)
+        .ok_or_else(|| StoreError::new("reading status", format!("unknown status {status:?}")))?;
+    let out: String = row.try_get("out_of_rotation").map_err(err("reading out_of_rotation"))?;
+    let out_of_rotation =
+        serde_json::from_str(&out).map_err(|e| StoreError::new("reading out_of_rotation", e))?;
+    let totals: Option<String> = row.try_get("totals").map_err(err("reading totals"))?;
+    let totals = totals
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::new("reading totals", e))?;
+    let get = |e| StoreError::new("reading a deployment", e);
+    Ok(DeploymentRecord {
+        id: row.try_get("id").map_err(get)?,
+        application: row.try_get("application").map_err(get)?,
+        environment: row.try_get("environment").map_err(get)?,
+        team: row.try_get("team").map_err(get)?,
+        version: row.try_get("version").map_err(get)?,
+        requested_by: row.try_get("requested_by").map_err(get)?,
+        playbook: row.try_get("playbook").map_err(get)?,
+        query: row.try_get("query").map_err(get)?,
+        request: row.try_get("request").map_err(get)?,
+        status,
+        error: row.try_get("error").map_err(get)?,
+        host_count: row.try_get("host_count").map_err(get)?,
+        totals,
+        out_of_rotation,
+        cancel_requested: row.try_get("cancel_requested").map_err(get)?,
+        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
+        body_sha256: row.try_get("body_sha256").map_err(get)?,
+        created_ms: row.try_get("created_ms").map_err(get)?,
+        started_ms: row.try_get("started_ms").map_err(get)?,
+        finished_ms: row.try_get("finished_ms").map_err(get)?,
+        instance: row.try_get("lease_owner").map_err(get)?,
+    })
+}
+
+fn host(row: &PgRow) -> Result<HostRecord, StoreError> {
+    let get = |e| StoreError::new("reading a host", e);
+    let name: String = row.try_get("name").map_err(get)?;
+    let phase: String = row.try_get("phase").map_err(get)?;
+    let outcome: Option<String> = row.try_get("outcome").map_err(get)?;
+    let rotation: String = row.try_get("rotation").map_err(get)?;
+    let started: Option<i64> = row.try_get("started_ms").map_err(get)?;
+    let finished: Option<i64> = row.try_get("finished_ms").map_err(get)?;
+    let state = HostProgress {
+        name: HostName::new(&name).map_err(|e| StoreError::new("reading a host's name", e))?,
+        phase: crate::phase_text::parse(&phase)
+            .ok_or_else(|| StoreError::new("reading a host's phase", format!("unknown phase {phase:?}")))?,
+        outcome: outcome.as_deref().map(from_text).transpose()?,
+        error: row.try_get("error").map_err(get)?,
+        rotation: from_text(&rotation)?,
+        started: started.map(from_millis),
+        finished: finished.map(from_millis),
+    };
+    Ok(HostRecord {
+        position: row.try_get("position").map_err(get)?,
+        address: row.try_get("address").map_err(get)?,
+        server: row.try_get("server").map_err(get)?,
+        state,
+    })
+}
+
+/// Writes a host's state into its row.
+async fn write_host(conn: &mut sqlx::PgConnection, id: i64, h: &HostRecord) -> Result<(), StoreError> {
+    let state = &h.state;
+    sqlx::query(
+        "UPDATE deployment_hosts SET outcome = $1, phase = $2, error = $3, rotation = $4, started_ms = $5, \
+         finished_ms = $6 WHERE deployment_id = $7 AND name = $8",
+    )
+    .bind(state.outcome.as_ref().map(to_text).transpose()?)
+    .bind(state.phase.to_string())
+    .bind(&state.error)
+    .bind(to_text(&state.rotation)?)
+    .bind(state.started.map(millis))
+    .bind(state.finished.map(millis))
+    .bind(id)
+    .bind(state.name.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(err("updating a host"))?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn insert(&self, d: &NewDeployment) -> Result<Inserted, StoreError> {
+        // A conflict that ends between the refused insert and the read is tried again.
+        for _ in 0..3 {
+            if let Some(inserted) = self.insert_once(d).await? {
+                return Ok(inserted);
+            }
+        }
+        Err(StoreError::new("inserting a deployment", "refused by a unique index, but nothing is in the way"))
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<DeploymentRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM deployments WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err("reading a deployment"))?;
+        row.as_ref().map(deployment).transpose()
+    }
+
+    async fn by_idempotency_key(
+        &self,
+        requested_by: &str,
+        key: &str,
+    ) -> Result<Option<DeploymentRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM deployments WHERE requested_by = $1 AND idempotency_key = $2"
+        ))
+        .bind(requested_by)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("looking up an idempotency key"))?;
+        row.as_ref().map(deployment).transpose()
+    }
+
+    async fn hosts(&self, id: i64) -> Result<Vec<HostRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT position, name, address, server, outcome, phase, error, rotation, started_ms, finished_ms \
+             FROM deployment_hosts WHERE deployment_id = $1 ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("reading hosts"))?;
+        rows.iter().map(host).collect()
+    }
+
+    async fn list(&self, f: &ListFilter) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM deployments WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        for (set, column) in [
+            (f.application.is_some(), "application ="),
+            (f.environment.is_some(), "environment ="),
+            (f.team.is_some(), "team ="),
+            (f.status.is_some(), "status ="),
+            (f.before.is_some(), "id <"),
+        ] {
+            if set {
+                sql.push_str(&format!(" AND {column} ${}", next()));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next()));
+        let mut query = sqlx::query(&sql);
+        for value in [&f.application, &f.environment, &f.team].into_iter().flatten() {
+            query = query.bind(value);
+        }
+        if let Some(status) = f.status {
+            query = query.bind(status.as_str());
+        }
+        if let Some(before) = f.before {
+            query = query.bind(before);
+        }
+        let rows = query.bind(f.limit).fetch_all(&self.pool).await.map_err(err("listing deployments"))?;
+        rows.iter().map(deployment).collect()
+    }
+
+    async fn mark_running(&self, id: i64, started_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err("starting to mark a deployment running"))?;
+        self.check_lease(&mut tx, id, "NO KEY UPDATE", "marking a deployment running").await?;
+        sqlx::query("UPDATE deployments SET status = 'running', started_ms = $1 WHERE id = $2")
+            .bind(started_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("marking a deployment running"))?;
+        tx.commit().await.map_err(err("committing a deployment running"))
+    }
+
+    async fn set_plan(&self, id: i64, hosts: &[HostRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err("starting to record a plan"))?;
+        self.check_lease(&mut tx, id, "NO KEY UPDATE", "recording a plan").await?;
+        for h in hosts {
+            sqlx::query(
+                "INSERT INTO deployment_hosts (deployment_id, position, name, address, server, outcome, \
+                 phase, error, rotation, started_ms, finished_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (deployment_id, name) DO UPDATE SET position = EXCLUDED.position, \
+                 address = EXCLUDED.address, server = EXCLUDED.server, outcome = EXCLUDED.outcome, \
+                 phase = EXCLUDED.phase, error = EXCLUDED.error, rotation = EXCLUDED.rotation, \
+                 started_ms = EXCLUDED.started_ms, finished_ms = EXCLUDED.finished_ms",
+            )
+            .bind(id)
+            .bind(h.position)
+            .bind(h.state.name.as_str())
+            .bind(&h.address)
+            .bind(&h.server)
+            .bind(h.state.outcome.as_ref().map(to_text).transpose()?)
+            .bind(h.state.phase.to_string())
+            .bind(&h.state.error)
+            .bind(to_text(&h.state.rotation)?)
+            .bind(h.state.started.map(millis))
+            .bind(h.state.finished.map(millis))
+            .execute(&mut *tx)
+            .await
+            .map_err(err("recording a planned host"))?;
+        }
+        sqlx::query("UPDATE deployments SET host_count = $1 WHERE id = $2")
+            .bind(i64::try_from(hosts.len()).unwrap_or(i64::MAX))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("recording the host count"))?;
+        tx.commit().await.map_err(err("committing a plan"))
+    }
+
+    async fn mark_cancel_requested(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET cancel_requested = TRUE WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err("recording a cancel"))?;
+        Ok(())
+    }
+
+    async fn append_events(&self, id: i64, events: &[Event], hosts: &[HostRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err("starting to append events"))?;
+        self.check_lease(&mut tx, id, "SHARE", "appending events").await?;
+        if !events.is_empty() {
+            let mut seqs = Vec::with_capacity(events.len());
+            let mut bodies = Vec::with_capacity(events.len());
+            for event in events {
+                seqs.push(i64::try_from(event.seq).unwrap_or(i64::MAX));
+                bodies
+                    .push(serde_json::to_string(event).map_err(|e| StoreError::new("encoding an event", e))?);
+            }
+            // One statement for the batch: the events arrive in hundreds while hosts run.
+            sqlx::query(
+                "INSERT INTO events (deployment_id, seq, body) SELECT $1, seq, body \
+                 FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS batch (seq, body)",
+            )
+            .bind(id)
+            .bind(&seqs)
+            .bind(&bodies)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("appending events"))?;
+        }
+        for h in hosts {
+            write_host(&mut tx, id, h).await?;
+        }
+        // Delivered at the commit, to every instance listening (followers of this deployment).
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(err("announcing events"))?;
+        tx.commit().await.map_err(err("committing events"))
+    }
+
+    async fn events_after(&self, id: i64, after: u64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM events WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(id)
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("reading events"))?;
+        rows.iter()
+            .map(|body| serde_json::from_str(body).map_err(|e| StoreError::new("decoding a stored event", e)))
+            .collect()
+    }
+
+    async fn finish(&self, id: i64, f: &Finish) -> Result<(), StoreError> {
+        let totals = f
+            .totals
+            .map(|t| serde_json::to_string(&t))
+            .transpose()
+            .map_err(|e| StoreError::new("encoding totals", e))?;
+        let out =
+            serde_json::to_string(&f.out_of_rotation).map_err(|e| StoreError::new("encoding hosts", e))?;
+        let mut tx = self.pool.begin().await.map_err(err("starting to finish"))?;
+        self.check_lease(&mut tx, id, "NO KEY UPDATE", "finishing a deployment").await?;
+        sqlx::query(
+            "UPDATE deployments SET status = $1, error = $2, totals = $3, out_of_rotation = $4, finished_ms = $5, \
+             lease_expires_ms = NULL WHERE id = $6",
+        )
+        .bind(f.status.as_str())
+        .bind(&f.error)
+        .bind(totals)
+        .bind(out)
+        .bind(f.finished_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("finishing a deployment"))?;
+        for h in &f.hosts {
+            write_host(&mut tx, id, h).await?;
+        }
+        tx.commit().await.map_err(err("committing a finish"))?;
+        self.held().remove(&id);
+        Ok(())
+    }
+
+    async fn interrupt_unfinished(&self, now_ms: i64) -> Result<Vec<Interrupted>, StoreError> {
+        // Held by no live instance: no lease, or one its holder stopped renewing.
+        let unheld = format!("status IN ('queued', 'running') AND COALESCE(lease_expires_ms, 0) <= {NOW_MS}");
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM deployments WHERE {unheld} ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("finding unfinished deployments"))?;
+        let mut interrupted = Vec::new();
+        for row in &rows {
+            let d = deployment(row)?;
+            let out = match hosts_left_by_journal(&self.journal(d.id).await?) {
+                Some(out) => out,
+                None => hosts_out_of_rotation(&self.events_after(d.id, 0, i64::MAX).await?),
+            };
+            let encoded = serde_json::to_string(&out).map_err(|e| StoreError::new("encoding hosts", e))?;
+            let error = d.instance.as_deref().map_or_else(|| STOPPED.to_owned(), lease_expired);
+            // Only if still unheld: another instance may have interrupted it meanwhile.
+            let done = sqlx::query(&format!(
+                "UPDATE deployments SET status = 'interrupted', out_of_rotation = $1, finished_ms = $2, \
+                 error = $3, lease_expires_ms = NULL WHERE id = $4 AND {unheld}"
+            ))
+            .bind(encoded)
+            .bind(now_ms)
+            .bind(error)
+            .bind(d.id)
+            .execute(&self.pool)
+            .await
+            .map_err(err("marking a deployment interrupted"))?;
+            if done.rows_affected() == 0 {
+                continue;
+            }
+            interrupted.push(Interrupted {
+                id: d.id,
+                application: d.application,
+                environment: d.environment,
+                team: d.team,
+                out_of_rotation: out,
+            });
+        }
+        Ok(interrupted)
+    }
+
+    async fn append_journal(&self, id: i64, entry: &JournalEntry) -> Result<(), StoreError> {
+        let body =
+            serde_json::to_string(entry).map_err(|e| StoreError::new("encoding a journal entry", e))?;
+        let mut tx = self.pool.begin().await.map_err(err("starting a journal entry"))?;
+        self.check_lease(&mut tx, id, "SHARE", "appending to the journal").await?;
+        sqlx::query("INSERT INTO deployment_journal (deployment_id, body) VALUES ($1, $2)")
+            .bind(id)
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("appending to the journal"))?;
+        tx.commit().await.map_err(err("committing a journal entry"))
+    }
+
+    async fn journal(&self, id: i64) -> Result<Vec<JournalEntry>, StoreError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM deployment_journal WHERE deployment_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err("reading the journal"))?;
+        rows.iter()
+            .map(|body| {
+                serde_json::from_str(body).map_err(|e| StoreError::new("decoding a journal entry", e))
+            })
+            .collect()
+    }
+
+    async fn set_out_of_rotation(&self, id: i64, hosts: &[String]) -> Result<(), StoreError> {
+        let encoded = serde_json::to_string(hosts).map_err(|e| StoreError::new("encoding hosts", e))?;
+        let mut tx = self.pool.begin().await.map_err(err("starting to record hosts out of rotation"))?;
+        self.check_lease(&mut tx, id, "NO KEY UPDATE", "recording hosts out of rotation").await?;
+        sqlx::query("UPDATE deployments SET out_of_rotation = $1 WHERE id = $2")
+            .bind(encoded)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err("recording hosts out of rotation"))?;
+        tx.commit().await.map_err(err("committing hosts out of rotation"))
+    }
+
+    async fn set_origin(&self, id: i64, origin: &Origin) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deployment_origin (deployment_id, retry_of, rollback_of, only_hosts, resume, then_hosts) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (deployment_id) DO UPDATE SET retry_of = $2, \
+             rollback_of = $3, only_hosts = $4, resume = $5, then_hosts = $6",
+        )
+        .bind(id)
+        .bind(origin.retry_of)
+        .bind(origin.rollback_of)
+        .bind(encode_hosts(origin.only_hosts.as_deref())?)
+        .bind(origin.resume)
+        .bind(encode_hosts(origin.then_hosts.as_deref())?)
+        .execute(&self.pool)
+        .await
+        .map_err(err("recording a deployment's origin"))?;
+        Ok(())
+    }
+
+    async fn origin(&self, id: i64) -> Result<Option<Origin>, StoreError> {
+        type Row = (Option<i64>, Option<i64>, Option<String>, Option<i64>, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT retry_of, rollback_of, only_hosts, resume, then_hosts FROM deployment_origin WHERE deployment_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("reading a deployment's origin"))?;
+        let Some((retry_of, rollback_of, only, resume, then)) = row else { return Ok(None) };
+        Ok(Some(Origin {
+            retry_of,
+            rollback_of,
+            only_hosts: decode_hosts(only.as_deref())?,
+            resume,
+            then_hosts: decode_hosts(then.as_deref())?,
+        }))
+    }
+
+    async fn set_error(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deployments SET error = $1 WHERE id = $2")
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err("recording an error"))?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err("ping"))?;
+        Ok(())
+    }
+
+    fn instance(&self) -> &InstanceId {
+        &self.options.instance
+    }
+
+    fn lease(&self) -> Duration {
+        self.options.lease
+    }
+
+    fn release_lease(&self, id: i64) {
+        self.held().remove(&id);
+    }
+
+    fn event_announcements(&self) -> Option<broadcast::Receiver<i64>> {
+        Some(self.announcer.sender.subscribe())
+    }
+
+    async fn renew_leases(&self) -> Result<Renewal, StoreError> {
+        let held: Vec<(i64, i64)> = self.held().iter().map(|(id, epoch)| (*id, *epoch)).collect();
+        if held.is_empty() {
+            return Ok(Renewal::default());
+        }
+        let rows = sqlx::query(&format!(
+            "UPDATE deployments SET lease_expires_ms = {NOW_MS} + $1 WHERE lease_owner = $2 \
+             AND lease_expires_ms > {NOW_MS} AND status IN ('queued', 'running') \
+             RETURNING id, lease_epoch, cancel_requested"
+        ))
+        .bind(self.lease_ms())
+        .bind(self.options.instance.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("renewing leases"))?;
+        let renewed = rows
+            .iter()
+            .map(|row| {
+                let get = |e| StoreError::new("reading a renewed lease", e);
+                Ok((
+                    row.try_get("id").map_err(get)?,
+                    row.try_get("lease_epoch").map_err(get)?,
+                    row.try_get("cancel_requested").map_err(get)?,
+                ))
+            })
+            .collect::<Result<Vec<(i64, i64, bool)>, StoreError>>()?;
+        let lost = lost_leases(&held, &renewed);
+        let mut map = self.held();
+        for id in &lost {
+            map.remove(id);
+        }
+        let held = renewed
+            .iter()
+            .filter(|(id, epoch, _)| map.get(id) == Some(epoch))
+            .map(|(id, _, cancel)| (*id, *cancel))
+            .collect();
+        Ok(Renewal { held, lost })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_shows_without_its_password() {
+        let url = PostgresUrl::parse("postgres://vesemir:s3cret@db.example:5432/vesemir").expect("valid");
+        assert_eq!(url.to_string(), "postgres://vesemir:***@db.example:5432/vesemir");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert!(PostgresUrl::parse("mysql://x@y/z").is_err());
+        let plain = PostgresUrl::parse("postgresql://vesemir@127.0.0.1/v").expect("valid");
+        assert_eq!(plain.to_string(), "postgresql://vesemir@127.0.0.1/v");
+    }
+}
