@@ -6,11 +6,15 @@
 //! - [`goiardi`]: a real Chef server (goiardi) with authentication on.
 //! - [`conformance`]: one suite per port, run against the core's fake and against the real
 //!   adapter, so the fake cannot drift from reality.
+//! - [`named`]: a real BIND 9 with a TSIG key and dynamic forward and reverse zones.
+//! - [`libvirt`]: a libvirt lab (session libvirtd, virtlogd, TCG guests with SSH on loopback).
 //! - [`sshd`]: a real OpenSSH sshd with generated host and client keys, and an ssh-agent.
 #![warn(missing_docs)]
 
 pub mod conformance;
 pub mod goiardi;
 pub mod haproxy;
+pub mod libvirt;
+pub mod named;
 pub mod process;
 pub mod sshd;

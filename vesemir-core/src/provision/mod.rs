@@ -36,6 +36,7 @@ mod event;
 mod input;
 mod names;
 mod placement;
+mod ports;
 mod reservations;
 
 use std::collections::VecDeque;
@@ -50,6 +51,7 @@ pub use names::{DnsZone, FlavorName, Fqdn, HypervisorName, ProvisionNameError, S
 pub use placement::{
     choose_hypervisor, Catalog, Flavor, Guest, Hypervisor, HypervisorLoad, PlacementError, Size,
 };
+pub use ports::{Dns, HypervisorPort};
 pub use reservations::{
     choose, MemoryReservations, Placement, Reservation, ReservationRequest, Reservations, ReserveError,
 };
