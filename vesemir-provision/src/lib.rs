@@ -6,6 +6,7 @@
 //! - [`libvirt`]: [`VirshHypervisor`], the `HypervisorPort` through `virsh -c URI`: guests and
 //!   their sizes, disks cloned from a template volume in a storage pool, domains from the
 //!   operator's XML template, the host key a guest printed on its console.
+//! - [`ssh_probe`]: the host key SSH presents, read with `ssh-keyscan`.
 //! - [`command`]: running those tools with a timeout, killed on drop.
 //!
 //! Why subprocesses: `nsupdate` and `virsh` are the operator's own tools (the system
@@ -16,6 +17,7 @@
 pub mod command;
 pub mod dns;
 pub mod libvirt;
+pub mod ssh_probe;
 
 pub use dns::{DnsConfig, NsupdateDns};
 pub use libvirt::{LibvirtConfig, VirshHypervisor};
