@@ -74,7 +74,10 @@ pub enum ReserveError {
     Store(#[from] PortError),
 }
 
-/// Hands out addresses and hypervisor slots, atomically. See the [module documentation](self).
+/// Hands out addresses and hypervisor slots, atomically: the caller reads the world (guests per
+/// hypervisor, addresses in DNS and Chef), the port adds every reservation it holds and chooses
+/// with [`choose`], all in one step, so two concurrent reservers never get the same address or
+/// overfill a hypervisor.
 #[async_trait]
 pub trait Reservations: Send + Sync + Debug {
     /// Chooses and records a placement for `request.vm`, counting every reservation held (by
