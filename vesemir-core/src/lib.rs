@@ -25,6 +25,7 @@ pub use host::Host;
 pub mod event;
 pub mod plan;
 pub mod progress;
+pub mod provision;
 pub mod render;
 pub mod report;
 pub mod rollout;

@@ -40,7 +40,7 @@ fn the_core_does_no_network_ssh_or_database_io() {
 
 #[test]
 fn adapters_never_depend_on_each_other_or_on_front_ends() {
-    let adapters = ["vesemir-chef", "vesemir-haproxy", "vesemir-ssh", "vesemir-probe"];
+    let adapters = ["vesemir-chef", "vesemir-haproxy", "vesemir-ssh", "vesemir-probe", "vesemir-provision"];
     for adapter in adapters {
         let deps = normal_dependencies(adapter);
         let found: Vec<&String> = deps

@@ -8,12 +8,16 @@
 //!   adapter, so the fake cannot drift from reality.
 //! - [`postgres`]: a real PostgreSQL cluster (`initdb` + `postgres`, as `nobody` when run as
 //!   root), one fresh database per call.
+//! - [`named`]: a real BIND 9 with a TSIG key and dynamic forward and reverse zones.
+//! - [`libvirt`]: a libvirt lab (session libvirtd, virtlogd, TCG guests with SSH on loopback).
 //! - [`sshd`]: a real OpenSSH sshd with generated host and client keys, and an ssh-agent.
 #![warn(missing_docs)]
 
 pub mod conformance;
 pub mod goiardi;
 pub mod haproxy;
+pub mod libvirt;
+pub mod named;
 pub mod postgres;
 pub mod process;
 pub mod sshd;
