@@ -843,12 +843,12 @@ async fn recover_servers(
     request_body(content = Option<crate::wire::RestoreBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "What was done for each server asked for", body = RecoveryReport),
-        (status = 400, description = "Malformed body, or a host name that is not one", body = ErrorBody),
+        (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
         (status = 403, description = "Another team's deployment", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
         (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
-        (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
+        (status = 422, description = "A host named is not one of the deployment's, or its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -862,8 +862,10 @@ pub async fn restore(
     let body: crate::wire::RestoreBody = optional_body(&state, body)?;
     let mut only = std::collections::BTreeSet::new();
     for host in &body.hosts {
+        // Not a host name at all, so not a host of this deployment: refused as a name the
+        // deployment does not have (422), as an unknown host would be.
         let name = vesemir_core::name::HostName::new(host)
-            .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "hosts", e.to_string()))?;
+            .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "hosts", e.to_string()))?;
         only.insert(name);
     }
     recover_servers(&state, &principal, id, (!only.is_empty()).then_some(only)).await
@@ -878,7 +880,9 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body)
+    // `null` is the document's way of leaving the optional body out, as an empty one is.
+    serde_json::from_slice::<Option<T>>(&body)
+        .map(Option::unwrap_or_default)
         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "(document)", e.to_string()))
 }
 

@@ -107,7 +107,7 @@ async fn a_retry_runs_only_the_hosts_left_and_puts_back_the_ones_left_out() {
     )
     .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
-    assert!(again.json["error"].as_str().unwrap_or_default().contains("nothing to retry"), "{}", again.text);
+    assert!(again.json["detail"].as_str().unwrap_or_default().contains("nothing to retry"), "{}", again.text);
     let other_team = t.get(SEARCH, "/v1/applications/shop/environments/production/history").await;
     assert_eq!(other_team.status, StatusCode::FORBIDDEN, "{}", other_team.text);
 }
@@ -189,7 +189,7 @@ async fn restore_puts_back_a_healthy_host_and_leaves_an_unhealthy_one_out() {
     assert_eq!(t.fleet.lb.out_of_rotation().len(), 2, "{failed}");
     let path = format!("/v1/deployments/{id}/restore");
     let bad = post(&t, PAYMENTS, &path, Some(&json!({ "hosts": ["web-01;reload"] }))).await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
     let reply = post(&t, PAYMENTS, &path, Some(&json!({ "hosts": ["web-01", "web-02"] }))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let result = |host: &str| {
