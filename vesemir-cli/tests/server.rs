@@ -14,9 +14,10 @@ const TOKEN: &str = "test-token-for-the-web-team";
 fn serve(lab: &Lab) -> Served {
     let port = free_port();
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\n\n[[tokens]]\nname = \"web-ci\"\nsha256 = \"{hash}\"\nteam = \"web\"\n\n{PLAYBOOK}",
+        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\n\n[[tokens]]\nname = \"web-ci\"\nsha256 = \"{hash}\"\nteam = \"web\"\n\n{PLAYBOOK}\n{unit}",
         db = lab.dir.path().join("vesemir.db").display(),
         hash = vesemir_http::auth::sha256_hex(TOKEN.as_bytes()),
+        unit = lab.unit(),
     );
     std::fs::write(lab.dir.path().join("vesemir-server.toml"), config).expect("server config");
     let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
@@ -54,6 +55,12 @@ async fn deploy_through_the_server_then_status_list_and_logs() {
     let all = text(&output);
     assert_eq!(output.status.code(), Some(0), "{all}");
     assert!(all.contains("deployment 1 accepted for web-ci"), "{all}");
+    assert!(
+        all.contains(
+            "not sent to the server, whose catalog sets them for web/shop/test: targets, load_balancer"
+        ),
+        "{all}"
+    );
     assert!(all.contains("web-3: deployed, in rotation"), "{all}");
     assert!(all.contains("deployment 1: shop 3.1.0 to test (team web), asked by web-ci: succeeded"), "{all}");
     for host in HOSTS {
