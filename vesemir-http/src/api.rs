@@ -275,7 +275,7 @@ pub async fn create(
     let admitted =
         state.catalog.admit(text, &principal, &state.playbooks).map_err(|e| ApiError::denied(&e))?;
     let key = idempotency_key(&headers)?;
-    let request = admitted.request;
+    let (request, secrets) = (admitted.request, admitted.secrets);
     let ports = ports_for(&state, &request)?;
     state.runner.precheck(&request, &ports).await.map_err(|e| ApiError::refused(&e))?;
     let new = NewDeployment {
@@ -295,13 +295,15 @@ pub async fn create(
     // between storing the deployment and starting it.
     let runner = state.runner.clone();
     let submitted =
-        tokio::spawn(async move { runner.submit(request, ports, new).await }).await.map_err(|e| {
-            tracing::error!(error = %e, "admission task failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "accepting the deployment failed unexpectedly: retry",
-            )
-        })?;
+        tokio::spawn(async move { runner.submit_with_secrets(request, ports, new, secrets).await })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "admission task failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "accepting the deployment failed unexpectedly: retry",
+                )
+            })?;
     submitted_response(submitted, &principal)
 }
 
@@ -809,16 +811,35 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => Json(Health { status: "ok".into() }).into_response(),
         Err(e) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: format!("database not answering: {e}") }))
+            // The reason (which may name files and settings) goes to the operators' log only.
+            tracing::error!(error = %e, "readiness: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "database not answering".into() }))
                 .into_response()
         }
     }
 }
 
-/// Prometheus metrics.
+/// Prometheus metrics: for admin tokens only (a scraper without one uses the separate
+/// `metrics_listen` address of the configuration).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn metrics(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+    if !principal.is_admin() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "/metrics is for admin tokens; a scraper reads the server's metrics_listen address",
+        ));
+    }
+    Ok(metrics_text(&state))
+}
+
+/// The metrics in Prometheus' text format, as `/metrics` and the metrics listener serve them.
+pub fn metrics_text(state: &App) -> Response {
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
+//! metrics_listen = "10.0.0.5:9464" # optional: /metrics without a token, for a scraper
 //! database = "/var/lib/vesemir/vesemir.db"
 //!
 //! [[tokens]]                 # sha256 = printf %s "$TOKEN" | sha256sum
@@ -67,6 +68,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The SQLite database file (created if missing).
     pub database: PathBuf,
+    /// A separate address serving only `GET /metrics`, without a token (for a Prometheus
+    /// scraper on a private network); on `listen`, `/metrics` needs an admin token.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Bearer tokens, stored as SHA-256 hashes.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
@@ -337,6 +342,10 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
             None
         }
     };
+    let metrics_listen = match take("metrics_listen") {
+        Some(v) => read::<SocketAddr>(v, "metrics_listen", problems).map(Some),
+        None => Some(None),
+    };
     let tokens = match take("tokens") {
         Some(toml::Value::Array(items)) => items
             .into_iter()
@@ -376,12 +385,13 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
     for key in table.keys() {
         problems.push(FieldError::new(
             key.as_str(),
-            "is not a field: expected listen, database, tokens, units, playbooks, limits or log",
+            "is not a field: expected listen, metrics_listen, database, tokens, units, playbooks, limits or log",
         ));
     }
     Some(ServerConfig {
         listen: listen?,
         database: database?,
+        metrics_listen: metrics_listen?,
         tokens: tokens?,
         units: units?,
         playbooks: playbooks?,

@@ -146,6 +146,19 @@ impl Server {
         routes::router(self.app.clone(), &self.app.limits)
     }
 
+    /// The router of the separate metrics address (`metrics_listen`): `GET /metrics` only,
+    /// without a token.
+    pub fn metrics_router(&self) -> Router {
+        let app = self.app.clone();
+        Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let app = app.clone();
+                async move { api::metrics_text(&app) }
+            }),
+        )
+    }
+
     /// Deployments queued or running now.
     pub fn active_deployments(&self) -> usize {
         self.app.runner.active_count()
@@ -222,6 +235,18 @@ pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Resu
         .await
         .map_err(|source| ServeError::Listen { address: config.listen, source })?;
     tracing::info!(address = %config.listen, "listening");
+    if let Some(address) = config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ServeError::Listen { address, source })?;
+        tracing::info!(address = %address, "serving /metrics without a token");
+        let router = server.metrics_router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, router).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
     server
         .serve_on(listener, stop_signal())
         .await

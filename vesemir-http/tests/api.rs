@@ -337,7 +337,7 @@ async fn deployments_beyond_the_concurrency_limit_wait_queued_and_can_be_cancell
     t.wait_for(first, "running", |d| d["status"] == "running").await;
     let waiting = t.get(PAYMENTS, &format!("/v1/deployments/{second}")).await;
     assert_eq!(waiting.json["status"], "queued", "{}", waiting.text);
-    let metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+    let metrics = t.raw(Method::GET, "/metrics", Some(ADMIN), None, &[]).await;
     assert!(metrics.text.contains("vesemir_deployments_queued 2"), "{}", metrics.text);
     assert!(metrics.text.contains("vesemir_deployments_in_flight 1"), "{}", metrics.text);
     let cancel = t.call(Method::POST, &format!("/v1/deployments/{third}/cancel"), Some(PAYMENTS), None).await;
@@ -397,13 +397,13 @@ async fn metrics_count_deployments_by_outcome_hosts_and_durations() {
     assert_eq!(t.wait_finished(id).await["status"], "stopped");
 
     // The in-flight gauge drops just after the final status is written: poll briefly.
-    let mut metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+    let mut metrics = t.raw(Method::GET, "/metrics", Some(ADMIN), None, &[]).await;
     for _ in 0..100 {
         if metrics.text.contains("vesemir_deployments_in_flight 0") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+        metrics = t.raw(Method::GET, "/metrics", Some(ADMIN), None, &[]).await;
     }
     assert_eq!(metrics.status, StatusCode::OK);
     let text = &metrics.text;
@@ -429,6 +429,10 @@ async fn health_readiness_and_unknown_paths() {
     let t = TestServer::start(Fleet::new(1)).await;
     let health = t.raw(Method::GET, "/healthz", None, None, &[]).await;
     assert_eq!((health.status, health.json["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let team_metrics = t.raw(Method::GET, "/metrics", Some(PAYMENTS), None, &[]).await;
+    assert_eq!(team_metrics.status, StatusCode::FORBIDDEN, "/metrics is for admins: {}", team_metrics.text);
+    let anonymous_metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(anonymous_metrics.status, StatusCode::UNAUTHORIZED);
     let ready = t.raw(Method::GET, "/readyz", None, None, &[]).await;
     assert_eq!((ready.status, ready.json["status"].as_str()), (StatusCode::OK, Some("ok")));
     let missing = t.raw(Method::GET, "/v2/nothing", None, None, &[]).await;

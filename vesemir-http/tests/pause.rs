@@ -25,7 +25,7 @@ fn elapsed(event: &Value) -> Duration {
 }
 
 async fn metric(t: &TestServer, line: &str) -> bool {
-    t.raw(Method::GET, "/metrics", None, None, &[]).await.text.lines().any(|l| l == line)
+    t.raw(Method::GET, "/metrics", Some(ADMIN), None, &[]).await.text.lines().any(|l| l == line)
 }
 
 #[tokio::test]
