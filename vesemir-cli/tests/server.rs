@@ -149,3 +149,28 @@ async fn pause_confirm_and_resume_a_server_deployment_from_another_process() {
         assert_eq!(lab.version_on(host).as_deref(), Some("4.0.0"), "{host}");
     }
 }
+
+#[test]
+fn config_check_reports_every_problem_of_the_servers_catalog_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = "database = \"v.db\"\n\n[playbooks.web]\nsteps = [{ name = \"i\", run = \"install {version}\" }]\n\n\
+        [[units]]\nteam = \"web\"\napplication = \"shop\"\nenvironment = \"test\"\nplaybooks = [\"deploy\"]\n\
+        targets = { query = \"name:*\" }\nload_balancer = { backend = \"be_web\", instances = [{ socket = \"/run/h.sock\" }] }\n\
+        version = \"([\"\n";
+    std::fs::write(dir.path().join("server.toml"), text).expect("config");
+    let output = Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .args(["config", "check", "--server-config", "server.toml"])
+        .current_dir(dir.path())
+        .env_remove("VESEMIR_CONFIG")
+        .output()
+        .expect("runs vesemir");
+    let all = text_of(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    for field in ["units[0].version", "units[0].playbooks[0]", "units[0].targets.query"] {
+        assert!(all.contains(field), "{field} missing: {all}");
+    }
+}
+
+fn text_of(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}

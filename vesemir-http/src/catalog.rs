@@ -616,9 +616,35 @@ fn check_unit(
             format!("must be in the form of max_concurrency ({}) and at most it", limits.max_concurrency),
         ));
     }
-    // The unit's request as the core sees it, once per playbook, with stand-in values.
+    // The unit's request as the core sees it, once per playbook, with stand-in values; with no
+    // usable playbook, once with a stand-in changeset, so its targets and load balancer are
+    // still checked.
     let mut seen = BTreeSet::new();
-    for playbook in config.playbooks.iter().filter(|p| playbooks.keys().any(|k| k.as_str() == p.as_str())) {
+    let usable: Vec<Option<&String>> = config
+        .playbooks
+        .iter()
+        .filter(|p| playbooks.keys().any(|k| k.as_str() == p.as_str()))
+        .map(Some)
+        .collect();
+    let stand_in_changeset = vesemir_core::request::spec::ChangesetSpec {
+        steps: vec![vesemir_core::request::spec::StepSpec {
+            name: "stand-in".to_owned(),
+            run: Some("true".to_owned()),
+            ..Default::default()
+        }],
+        health: None,
+    };
+    let no_playbooks = Playbooks::new();
+    let candidates = if usable.is_empty() { vec![None] } else { usable };
+    for playbook in candidates {
+        let policy = match playbook {
+            Some(_) => policy(playbooks),
+            None => RequestPolicy {
+                playbooks: &no_playbooks,
+                inline_changesets: InlineChangesets::Allowed,
+                raw_queries: RawQueries::Refused,
+            },
+        };
         let spec = RequestSpec {
             application: config.application.clone(),
             environment: config.environment.clone(),
@@ -628,16 +654,18 @@ fn check_unit(
             targets: config.targets.clone(),
             load_balancer: config.load_balancer.clone(),
             strategy: StrategySpec { concurrency: Some(limits.concurrency), ..StrategySpec::default() },
-            playbook: Some(playbook.clone()),
-            changeset: None,
+            playbook: playbook.cloned(),
+            changeset: playbook.is_none().then(|| stand_in_changeset.clone()),
             variables: config.variables.keys().map(|k| (k.clone(), "x".to_owned())).collect(),
         };
-        if let Err(errors) = spec.validate(&policy(playbooks)) {
+        if let Err(errors) = spec.validate(&policy) {
             for error in errors.errors() {
                 let field = match error.field.as_str() {
                     "playbook" => format!("{at}.playbooks"),
                     "strategy.concurrency" => format!("{at}.strategy.concurrency"),
-                    f if f.starts_with("variables.") || f == "version" => continue,
+                    f if f.starts_with("variables.") || f == "version" || f.starts_with("changeset") => {
+                        continue
+                    }
                     f => format!("{at}.{f}"),
                 };
                 let message = match error.field.as_str() {
