@@ -476,8 +476,7 @@ fn submitted_response(
         (status = 304, description = "Unchanged since the read tagged by If-None-Match",
             headers(("ETag" = String, description = "The tag, unchanged"))),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 408, description = "The request took longer than the request timeout", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -546,7 +545,7 @@ pub struct ListParams {
             (`before` = the last id of this page, same filters and `limit`), or null on the last page", body = DeploymentList),
         (status = 400, description = "An unknown or malformed parameter", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployments", body = ErrorBody),
+        (status = 403, description = "A team whose deployments the token does not read", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -644,11 +643,10 @@ pub async fn list(
         ("Last-Event-ID" = Option<u64>, Header, minimum = 0, maximum = 9223372036854775807_i64, description = "Replay only events after this sequence number"),
     ),
     responses(
-        (status = 200, description = "text/event-stream of the deployment's events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream of the deployment's events", content_type = "text/event-stream", body = crate::wire::StreamEvent),
         (status = 400, description = "A malformed Last-Event-ID", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -688,8 +686,8 @@ pub async fn events(
     responses(
         (status = 202, description = "Cancel asked: the deployment ends soon", body = Deployment),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment has already ended", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -713,8 +711,8 @@ pub async fn cancel(
     responses(
         (status = 202, description = "Confirmed", body = Deployment),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment has already ended", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -762,8 +760,8 @@ async fn answer_order(
     responses(
         (status = 200, description = "What was done for each server the journal had left out", body = RecoveryReport),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
         (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
     ),
@@ -856,8 +854,8 @@ async fn recover_servers(
         (status = 200, description = "What was done for each server asked for", body = RecoveryReport),
         (status = 400, description = "Malformed body, or a host name that is not one", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
         (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
     ),
@@ -880,7 +878,7 @@ pub async fn restore(
     recover_servers(&state, &principal, id, (!only.is_empty()).then_some(only)).await
 }
 
-/// A JSON body of type `T`, or its default when the body is empty.
+/// A JSON body of type `T`, or its default when the body is empty or `null`.
 fn optional_body<T: serde::de::DeserializeOwned + Default>(
     state: &App,
     body: Result<Bytes, BytesRejection>,
@@ -889,7 +887,9 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body)
+    // `null` is no body, as the document's optional body allows.
+    serde_json::from_slice::<Option<T>>(&body)
+        .map(Option::unwrap_or_default)
         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "(document)", e.to_string()))
 }
 
@@ -934,8 +934,8 @@ fn follow_up_response(
         (status = 202, description = "The retry was accepted: a new deployment", body = Accepted),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "It has not ended, every host succeeded, or another deployment of its application and environment runs", body = ErrorBody),
         (status = 422, description = "Its request, edited, no longer validates, or the fleet's real state refuses it", body = ErrorBody),
         (status = 429, description = "The queue is full", body = ErrorBody),
@@ -968,7 +968,6 @@ pub async fn retry(
     responses(
         (status = 200, description = "The history, newest first", body = crate::wire::History),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's application", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -1001,8 +1000,8 @@ pub async fn history(
         (status = 202, description = "The rollback was accepted: a new deployment", body = Accepted),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's application", body = ErrorBody),
-        (status = 404, description = "No deployment of it is recorded", body = ErrorBody),
+        (status = 403, description = "The token may only read this application's deployments (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No deployment of it is recorded (none the token may read)", body = ErrorBody),
         (status = 409, description = "No version to roll back to, the newest deployment still runs, or another deployment of it runs", body = ErrorBody),
         (status = 422, description = "The request to run again no longer validates, or the fleet's real state refuses it", body = ErrorBody),
     ),
@@ -1048,8 +1047,8 @@ pub async fn rollback(
     responses(
         (status = 202, description = "Paused", body = Deployment),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment has already ended", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -1072,8 +1071,8 @@ pub async fn pause(
     responses(
         (status = 202, description = "Resumed", body = Deployment),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is not paused, or has already ended", body = ErrorBody),
     ),
     security(("bearer" = []))

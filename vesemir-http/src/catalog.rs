@@ -134,6 +134,10 @@ impl Default for StrategyLimits {
 /// changesets are set by the operator and cannot be named here.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "team": "payments", "application": "shop", "environment": "production", "version": "2.0.0",
+    "variables": { "channel": "stable" }, "strategy": { "concurrency": 1 }
+}))]
 pub struct UnitRequest {
     /// The team deploying: one the token acts for.
     pub team: String,
@@ -455,6 +459,21 @@ fn read_body(body: &str) -> Result<UnitRequest, Denied> {
                 }
             }
         }
+    }
+    // serde reads a struct from an array too: the fields that are objects must be objects.
+    let strategy = value.get("strategy");
+    let mut objects: Vec<(String, Option<&serde_json::Value>)> = vec![
+        ("strategy".to_owned(), strategy),
+        ("strategy.canary".to_owned(), strategy.and_then(|s| s.get("canary"))),
+    ];
+    let ramp = strategy.and_then(|s| s.get("ramp")).and_then(serde_json::Value::as_array);
+    for (i, step) in ramp.into_iter().flatten().enumerate() {
+        objects.push((format!("strategy.ramp[{i}]"), Some(step)));
+    }
+    if let Some((field, _)) =
+        objects.into_iter().find(|(_, given)| given.is_some_and(serde_json::Value::is_array))
+    {
+        return Err(Denied::Malformed(ValidationErrors::one(FieldError::new(field, "must be an object"))));
     }
     let text = value.to_string();
     let read = read_json::<UnitRequest>(&text).map_err(Denied::Malformed)?;

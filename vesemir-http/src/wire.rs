@@ -608,3 +608,15 @@ pub struct RollbackBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
 }
+
+/// One server-sent event of `GET /v1/deployments/{id}/events`, as a client reads it from the
+/// `text/event-stream` lines (the document's schema of the stream; it is written as lines).
+#[derive(Debug, Clone, ToSchema)]
+pub struct StreamEvent {
+    /// The event's sequence number: send the last one as `Last-Event-ID` to resume after it.
+    pub id: String,
+    /// The event's type, e.g. `host_phase`.
+    pub event: String,
+    /// The event as JSON (its `type`, `seq`, `elapsed` and the type's own fields).
+    pub data: String,
+}
