@@ -597,7 +597,22 @@ pub struct RetryBody {
 pub struct RestoreBody {
     /// Only these hosts' servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = host_names)]
     pub hosts: Vec<String>,
+}
+
+/// The schema of a list of host names (each 1 to 64 letters, digits, `-`, `_` or `.`, starting
+/// with a letter or digit).
+fn host_names() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(vesemir_core::name::pattern::IDENTIFIER))
+                .examples([serde_json::Value::from("web-01")]),
+        )
+        .build()
 }
 
 /// Where to roll back to (`POST /v1/applications/{app}/environments/{env}/rollback`).
