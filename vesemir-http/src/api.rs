@@ -806,7 +806,7 @@ async fn recover_servers(
             format!("deployment {id}'s request no longer validates on this server, so its ports cannot be made: {e}"),
         )
     })?;
-    let ports = ports_for(&state, &request)?;
+    let ports = ports_for(state, &request)?;
     let Some(guard) = state.recoveries.start(id) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
