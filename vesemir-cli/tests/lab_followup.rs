@@ -123,7 +123,18 @@ fn retry_automatic_rollback_rollback_and_restore_under_load() {
     // 2. on_failure = "rollback": 3.0.0 fails on web-02 in the first batch; web-01 (moved to
     //    3.0.0) and web-02 go back to 2.0.0, web-03 and web-04 were never touched.
     lab.break_version_on("web-02", "3.0.0").expect("the lab does it");
-    let stopped = deploy(&lab, &["--set", "version=3.0.0", "--set", "strategy.on_failure=rollback"]);
+    // Strict batches: with the sliding window, web-03 would start as soon as web-01 is done.
+    let stopped = deploy(
+        &lab,
+        &[
+            "--set",
+            "version=3.0.0",
+            "--set",
+            "strategy.on_failure=rollback",
+            "--set",
+            "strategy.window=batches",
+        ],
+    );
     let all = text(&stopped);
     assert_eq!(stopped.status.code(), Some(1), "the deployment failed, rolled back or not\n{all}");
     assert!(all.contains("on_failure = \"rollback\""), "{all}");
