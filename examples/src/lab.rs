@@ -283,6 +283,7 @@ impl Lab {
         };
         write(&lab.config_path, &lab.config_text())?;
         write(&lab.deploy_path, &lab.deploy_text(&options))?;
+        write(&lab.server_config_path(), &lab.server_config_text())?;
         lab.wait_all_up(Duration::from_secs(30))?;
         Ok(lab)
     }
@@ -300,6 +301,20 @@ impl Lab {
             user = self.user,
             port = self.ssh_port,
         )
+    }
+
+    /// `examples/lab/vesemir-server.toml` with this lab's directory and runtime API port: a
+    /// `vesemir serve` configuration for two teams on the lab.
+    fn server_config_text(&self) -> String {
+        include_str!("../lab/vesemir-server.toml")
+            .replace("@LAB@", &self.dir.path().display().to_string())
+            .replace("@API_PORT@", &self.api_port.to_string())
+    }
+
+    /// The generated `vesemir-server.toml`: two teams' catalog (`lab` deploys `shop`, `search`
+    /// deploys `search`), demo tokens, listening on 127.0.0.1:8080.
+    pub fn server_config_path(&self) -> PathBuf {
+        self.dir.path().join("vesemir-server.toml")
     }
 
     fn deploy_text(&self, options: &LabOptions) -> String {

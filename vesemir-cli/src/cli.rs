@@ -173,8 +173,14 @@ pub enum Command {
 /// `vesemir config ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate the configuration and report every problem at once, with file, key and reason.
-    Check,
+    /// Validate the configuration and report every problem at once, with file, key and reason;
+    /// with `--server-config`, the server's configuration too (tokens, playbooks, the catalog
+    /// of units, limits).
+    Check {
+        /// The server's configuration file to check as well (what `vesemir serve` reads).
+        #[arg(long)]
+        server_config: Option<PathBuf>,
+    },
 }
 
 /// Where the server is. The token comes from `VESEMIR_TOKEN`.

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use vesemir_core::backoff::Backoff;
 use vesemir_core::event::{Event, HostOutcome, Rotation};
 use vesemir_core::progress::Progress;
-use vesemir_core::request::spec::RequestSpec;
+use vesemir_http::catalog::UnitRequest;
 use vesemir_http::wire::{
     Accepted, Deployment, DeploymentList, ErrorBody, History, RecoveryReport, RestoreBody, RetryBody,
     RollbackBody,
@@ -96,10 +96,11 @@ impl Client {
         })
     }
 
-    /// Submits a deployment; with `idempotency_key`, a retry gets the first submission's answer.
+    /// Submits a deployment of a unit of the server's catalog; with `idempotency_key`, a retry
+    /// gets the first submission's answer.
     pub async fn submit(
         &self,
-        spec: &RequestSpec,
+        spec: &UnitRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, Failure> {
         let mut builder = self.request(reqwest::Method::POST, "/deployments").json(spec);

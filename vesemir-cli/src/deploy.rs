@@ -642,10 +642,18 @@ fn print_states(h: &vesemir_core::plan::PlannedHost) {
 
 /// Submits the deployment to a server and follows it to its end.
 pub async fn deploy_remote(args: &DeployArgs, server: &str) -> Result<Exit, Failure> {
-    let spec =
-        request::spec(&args.file, &args.sets, args.concurrency.as_deref(), request::Requester::Server)?;
+    let (unit, left_out) = request::unit(&args.file, &args.sets, args.concurrency.as_deref())?;
+    if !left_out.is_empty() {
+        eprintln!(
+            "vesemir: not sent to the server, whose catalog sets them for {}/{}/{}: {}",
+            unit.team,
+            unit.application,
+            unit.environment,
+            left_out.join(", ")
+        );
+    }
     let client = crate::client::Client::new(server)?;
-    let accepted = client.submit(&spec, args.idempotency_key.as_deref()).await?;
+    let accepted = client.submit(&unit, args.idempotency_key.as_deref()).await?;
     let id = accepted.id;
     eprintln!(
         "vesemir: deployment {id} accepted for {} (following {})",

@@ -55,7 +55,9 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
             println!("wrote {} manual pages into {}", written.len(), dir.display());
             Ok(Exit::Success)
         }
-        Command::Config { command: ConfigCommand::Check } => config_check(&cli),
+        Command::Config { command: ConfigCommand::Check { server_config } } => {
+            config_check(&cli, server_config.as_deref())
+        }
         Command::Deploy(args) => match &args.server {
             Some(_) if args.lock_wait.is_some() => Err(Failure::input(
                 "--lock-wait is for deploys from here: with --server, the server's [locks] wait decides",
@@ -187,7 +189,18 @@ async fn control(args: &cli::ControlArgs, order: control_socket::Order) -> Resul
 }
 
 /// `vesemir config check`: every problem of the configuration, or a one-line summary.
-fn config_check(cli: &Cli) -> Result<Exit, Failure> {
+fn config_check(cli: &Cli, server_config: Option<&std::path::Path>) -> Result<Exit, Failure> {
+    if let Some(path) = server_config {
+        let server = read_server_config(path)?;
+        let validated = server.validate().map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+        println!(
+            "{}: ok ({} units, {} tokens, {} playbooks)",
+            path.display(),
+            validated.catalog.len(),
+            server.tokens.len(),
+            validated.playbooks.len()
+        );
+    }
     let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
     println!(
         "{}: ok ({} playbooks; inventory: {}; ssh user {})",
@@ -225,12 +238,17 @@ fn print_list(list: &vesemir_http::wire::DeploymentList) {
 /// `vesemir serve`: the HTTP server over the adapters of this configuration.
 async fn serve(cli: &Cli, server_config: &std::path::Path) -> Result<Exit, Failure> {
     let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
-    let text = std::fs::read_to_string(server_config).map_err(|e| {
-        Failure::input(format!("{}: cannot read the server configuration: {e}", server_config.display()))
-    })?;
-    let server = vesemir_http::ServerConfig::from_toml(&text)
-        .map_err(|e| Failure::input(format!("{}: {e}", server_config.display())))?;
+    let server = read_server_config(server_config)?;
     let factory = std::sync::Arc::new(compose::ConfiguredPorts(config));
     vesemir_http::serve(server, factory).await.map_err(|e| Failure::unreachable(e.to_string()))?;
     Ok(Exit::Success)
+}
+
+/// Reads and validates the server's configuration: every problem at once, by field path.
+fn read_server_config(path: &std::path::Path) -> Result<vesemir_http::ServerConfig, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::input(format!("{}: cannot read the server configuration: {e}", path.display()))
+    })?;
+    vesemir_http::ServerConfig::from_toml(&text)
+        .map_err(|e| Failure::input(format!("{}: {e}", path.display())))
 }

@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-use vesemir_core::request::spec::RequestSpec;
+use vesemir_core::request::spec::{parse_toml, RequestSpec};
 use vesemir_core::request::{DeploymentRequest, InlineChangesets, Playbooks, RawQueries, RequestPolicy};
+use vesemir_http::catalog::UnitRequest;
 
 use crate::exit::Failure;
 use crate::overrides::apply_set;
@@ -75,6 +76,31 @@ pub fn from_recorded(
     let spec =
         RequestSpec::from_toml(&text).map_err(|e| Failure::input(format!("the recorded request: {e}")))?;
     Ok((spec, request))
+}
+
+/// What `vesemir deploy --server` sends: the file (with the overrides) as a request for a unit
+/// of the server's catalog. The fields the operator sets on the server (targets, load
+/// balancer, changeset) are left out and named in the second value, so the same deployment
+/// file serves local deploys and the server.
+pub fn unit(
+    path: &Path,
+    sets: &[String],
+    concurrency: Option<&str>,
+) -> Result<(UnitRequest, Vec<String>), Failure> {
+    let text = edited(path, sets, concurrency, Requester::Server)?;
+    let mut document: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        Failure::input(format!("{}: is not valid TOML: {}", path.display(), e.message()))
+    })?;
+    let mut left_out = Vec::new();
+    for (field, _) in vesemir_http::catalog::OPERATOR_FIELDS {
+        if document.remove(field).is_some() {
+            left_out.push(field.to_owned());
+        }
+    }
+    let text = toml::to_string(&document).map_err(|e| Failure::input(e.to_string()))?;
+    let request =
+        parse_toml::<UnitRequest>(&text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+    Ok((request, left_out))
 }
 
 /// The file's TOML with the overrides and `requested_by` applied.

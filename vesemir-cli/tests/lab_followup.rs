@@ -123,8 +123,7 @@ fn retry_automatic_rollback_rollback_and_restore_under_load() {
     // 2. on_failure = "rollback": 3.0.0 fails on web-02 in the first batch; web-01 (moved to
     //    3.0.0) and web-02 go back to 2.0.0, web-03 and web-04 were never touched.
     lab.break_version_on("web-02", "3.0.0").expect("the lab does it");
-    // Strict batches: web-03 and web-04 wait for the first batch, which stops the deployment
-    // (a sliding window would start web-03 as soon as web-01 ended).
+    // Strict batches: with the sliding window, web-03 would start as soon as web-01 is done.
     let stopped = deploy(
         &lab,
         &[

@@ -11,25 +11,16 @@ use vesemir_core::ports::ServerStatus;
 use vesemir_examples::lab::{Lab, LabOptions, LoadOptions};
 use vesemir_testkit::process::free_port;
 
-const TOKEN: &str = "lab-team-token-0123456789";
+const TOKEN: &str = "lab-team-demo-token";
 
-/// Starts the server with the lab's playbooks and one token for the lab's team.
+/// Starts the server with the lab's generated two-team configuration (team `lab` deploys
+/// `shop`), on a free port.
 fn serve(lab: &Lab) -> Served {
-    let config: toml::Table =
-        std::fs::read_to_string(lab.config_path()).expect("lab config").parse().expect("lab config is TOML");
-    let playbooks = config.get("playbooks").cloned().expect("the lab config has playbooks");
     let port = free_port();
-    let mut server = toml::Table::new();
-    server.insert("listen".into(), format!("127.0.0.1:{port}").into());
-    server.insert("database".into(), lab.dir().join("vesemir.db").display().to_string().into());
-    let mut token = toml::Table::new();
-    token.insert("name".into(), "lab-ci".into());
-    token.insert("sha256".into(), vesemir_http::auth::sha256_hex(TOKEN.as_bytes()).into());
-    token.insert("team".into(), "lab".into());
-    server.insert("tokens".into(), toml::Value::Array(vec![token.into()]));
-    server.insert("playbooks".into(), playbooks);
-    let server_config = lab.dir().join("vesemir-server.toml");
-    std::fs::write(&server_config, toml::to_string(&server).expect("serializes")).expect("server config");
+    let text = std::fs::read_to_string(lab.server_config_path()).expect("the lab's server config");
+    let server_config = lab.dir().join("vesemir-server-test.toml");
+    std::fs::write(&server_config, text.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")))
+        .expect("server config");
 
     let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
         .arg("--config")

@@ -14,9 +14,10 @@ const TOKEN: &str = "test-token-for-the-web-team";
 fn serve(lab: &Lab) -> Served {
     let port = free_port();
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\n\n[[tokens]]\nname = \"web-ci\"\nsha256 = \"{hash}\"\nteam = \"web\"\n\n{PLAYBOOK}",
+        "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\n\n[[tokens]]\nname = \"web-ci\"\nsha256 = \"{hash}\"\nteam = \"web\"\n\n{PLAYBOOK}\n{unit}",
         db = lab.dir.path().join("vesemir.db").display(),
         hash = vesemir_http::auth::sha256_hex(TOKEN.as_bytes()),
+        unit = lab.unit(),
     );
     std::fs::write(lab.dir.path().join("vesemir-server.toml"), config).expect("server config");
     let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
@@ -54,6 +55,12 @@ async fn deploy_through_the_server_then_status_list_and_logs() {
     let all = text(&output);
     assert_eq!(output.status.code(), Some(0), "{all}");
     assert!(all.contains("deployment 1 accepted for web-ci"), "{all}");
+    assert!(
+        all.contains(
+            "not sent to the server, whose catalog sets them for web/shop/test: targets, load_balancer"
+        ),
+        "{all}"
+    );
     assert!(all.contains("web-3: deployed, in rotation"), "{all}");
     assert!(all.contains("deployment 1: shop 3.1.0 to test (team web), asked by web-ci: succeeded"), "{all}");
     for host in HOSTS {
@@ -166,4 +173,29 @@ async fn pause_confirm_and_resume_a_server_deployment_from_another_process() {
     for host in HOSTS {
         assert_eq!(lab.version_on(host).as_deref(), Some("4.0.0"), "{host}");
     }
+}
+
+#[test]
+fn config_check_reports_every_problem_of_the_servers_catalog_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = "database = \"v.db\"\n\n[playbooks.web]\nsteps = [{ name = \"i\", run = \"install {version}\" }]\n\n\
+        [[units]]\nteam = \"web\"\napplication = \"shop\"\nenvironment = \"test\"\nplaybooks = [\"deploy\"]\n\
+        targets = { query = \"name:*\" }\nload_balancer = { backend = \"be_web\", instances = [{ socket = \"/run/h.sock\" }] }\n\
+        version = \"([\"\n";
+    std::fs::write(dir.path().join("server.toml"), text).expect("config");
+    let output = Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .args(["config", "check", "--server-config", "server.toml"])
+        .current_dir(dir.path())
+        .env_remove("VESEMIR_CONFIG")
+        .output()
+        .expect("runs vesemir");
+    let all = text_of(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    for field in ["units[0].version", "units[0].playbooks[0]", "units[0].targets.query"] {
+        assert!(all.contains(field), "{field} missing: {all}");
+    }
+}
+
+fn text_of(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }

@@ -67,20 +67,35 @@ impl Fleet {
     }
 
     fn body(&self, application: &str, concurrency: usize) -> String {
-        let hosts: Vec<Value> = (1..=self.size)
-            .map(|i| json!({ "name": format!("web-{i:03}"), "address": format!("10.0.{}.{}", i / 250, i % 250) }))
-            .collect();
         json!({
             "application": application,
             "environment": "production",
             "team": "bench",
             "version": "1.0.0",
-            "targets": { "hosts": hosts },
-            "load_balancer": { "backend": "be_web", "instances": [{ "address": "127.0.0.1", "port": 9001 }] },
             "strategy": { "concurrency": concurrency },
             "playbook": "web"
         })
         .to_string()
+    }
+
+    /// The catalog's units: every application the bench deploys, over this fleet's hosts.
+    fn units(&self) -> String {
+        let hosts: Vec<String> = (1..=self.size)
+            .map(|i| format!("{{ name = \"web-{i:03}\", address = \"10.0.{}.{}\" }}", i / 250, i % 250))
+            .collect();
+        let hosts = hosts.join(", ");
+        let apps = (0..CLIENTS)
+            .flat_map(|c| (0..2000 / CLIENTS).map(move |i| format!("app-{c}-{i}")))
+            .chain(["fanout".to_owned()]);
+        apps.map(|app| {
+            format!(
+                "[[units]]\nteam = \"bench\"\napplication = \"{app}\"\nenvironment = \"production\"\nplaybooks = [\"web\"]\n\
+                 targets = {{ hosts = [{hosts}] }}\n\
+                 load_balancer = {{ backend = \"be_web\", instances = [{{ address = \"127.0.0.1\", port = 9001 }}] }}\n\
+                 strategy = {{ max_concurrency = 5 }}\n"
+            )
+        })
+        .collect()
     }
 }
 
@@ -89,7 +104,9 @@ async fn server(fleet: &Fleet, dir: &std::path::Path) -> (Server, Router) {
 }
 
 async fn server_on(fleet: &Fleet, database: Database, instance: &str) -> (Server, Router) {
-    let text = r#"
+    let text = format!(
+        "{}{}",
+        r#"
 database = "unused"
 [limits]
 max_concurrent_deployments = 64
@@ -98,14 +115,18 @@ max_queued_deployments = 1000000
 steps = [{ name = "install", run = "install {version}" }]
 [playbooks.web.health]
 command = "check"
-"#;
-    let mut config = ServerConfig::from_toml(text).expect("valid");
+"#,
+        fleet.units()
+    );
+    let mut config = ServerConfig::from_toml(&text).expect("valid");
     config.database = database;
     config.cluster.instance = Some(instance.into());
     config.tokens = vec![TokenConfig {
         name: "bench".into(),
         sha256: sha256_hex(TOKEN.as_bytes()),
         team: None,
+        teams: Vec::new(),
+        roles: Vec::new(),
         admin: true,
     }];
     let server = Server::open(&config, Arc::new(Fakes { latency: fleet.latency })).await.expect("opens");

@@ -1,7 +1,6 @@
 //! The HTTP API under `/v1`: handlers validate, persist, start the runner and read. No rollout
 //! decision lives here.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -21,6 +20,7 @@ use vesemir_core::request::{
 use vesemir_core::PrepareError;
 
 use crate::auth::{Principal, Tokens};
+use crate::catalog::{Catalog, Denied};
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::followup::FollowUpError;
@@ -42,8 +42,8 @@ pub struct App {
     pub tokens: Tokens,
     /// Configured playbooks.
     pub playbooks: Playbooks,
-    /// Application owners.
-    pub applications: BTreeMap<String, String>,
+    /// The operator's catalog: what each team may deploy.
+    pub catalog: Catalog,
     /// Makes ports for each deployment.
     pub factory: Arc<dyn PortsFactory>,
     /// The configured bounds on bodies, queue, concurrency and time.
@@ -139,6 +139,17 @@ impl ApiError {
         )
     }
 
+    /// The answer to a request the catalog turned down.
+    fn denied(denied: &Denied) -> Self {
+        match denied {
+            Denied::Malformed(errors) => Self::validation(StatusCode::BAD_REQUEST, errors),
+            Denied::Team(problem) | Denied::NotInCatalog(problem) => {
+                Self::field(StatusCode::FORBIDDEN, &problem.field, problem.message.clone())
+            }
+            Denied::Invalid(errors) => Self::validation(StatusCode::UNPROCESSABLE_ENTITY, errors),
+        }
+    }
+
     fn not_found(id: i64) -> Self {
         Self::new(StatusCode::NOT_FOUND, format!("no deployment {id}"))
     }
@@ -214,21 +225,31 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-fn check_team(principal: &Principal, record: &DeploymentRecord) -> Result<(), ApiError> {
-    if principal.may_act_for(&record.team) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+/// What a handler does with a deployment: read it, or give it an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read, list, follow.
+    Read,
+    /// Cancel, pause, resume, confirm, recover.
+    Order,
+}
+
+/// Another team's deployment is not found (404, as if it did not exist); a deployment the
+/// principal may only read refuses orders (403).
+fn check_access(principal: &Principal, record: &DeploymentRecord, access: Access) -> Result<(), ApiError> {
+    if !principal.may_read(&record.team) {
+        return Err(ApiError::not_found(record.id));
+    }
+    if access == Access::Order && !principal.may_deploy_for(&record.team) {
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
-                "deployment {} belongs to team {}; token {} acts for team {} only",
-                record.id,
-                record.team,
-                principal.name,
-                principal.team().unwrap_or("(none)")
+                "{} may read deployment {} but not give it orders (no deploy role)",
+                principal.name, record.id
             ),
-        ))
+        ));
     }
+    Ok(())
 }
 
 fn parse_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
@@ -237,10 +258,15 @@ fn parse_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
     })
 }
 
-async fn load(state: &App, principal: &Principal, id: i64) -> Result<DeploymentRecord, ApiError> {
+async fn load(
+    state: &App,
+    principal: &Principal,
+    id: i64,
+    access: Access,
+) -> Result<DeploymentRecord, ApiError> {
     let record =
         state.store.get(id).await.map_err(|e| ApiError::store(&e))?.ok_or_else(|| ApiError::not_found(id))?;
-    check_team(principal, &record)?;
+    check_access(principal, &record, access)?;
     Ok(record)
 }
 
@@ -249,10 +275,11 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Starts a deployment.
 #[utoipa::path(
     post, path = "/v1/deployments", tag = "deployments",
-    request_body(content = RequestSpec, content_type = "application/json",
-        description = "The deployment request: a playbook configured on the server and its variables. \
+    request_body(content = crate::catalog::UnitRequest, content_type = "application/json",
+        description = "The deployment request: a unit of the operator's catalog (team, application, environment), \
+        a version, the unit's declared variables and a strategy within its limits. \
         `requested_by` is set by the server from the token's name: leave it out (a different value is refused). \
-        Inline changesets and raw inventory queries are refused."),
+        Hosts, load balancers, sockets, Chef environments, raw queries and changesets are set by the operator: naming them is refused (422)."),
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]*[!-~])?$",
         description = "The same key (per token) returns the same deployment: 1 to 200 visible ASCII characters.")),
     responses(
@@ -260,8 +287,8 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 200, description = "This Idempotency-Key was used before with the same body: that deployment", body = Accepted),
         (status = 400, description = "Malformed JSON or an unknown field", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "The token's team may not deploy this application", body = ErrorBody),
-        (status = 409, description = "A deployment of this application and environment is queued or running", body = ErrorBody),
+        (status = 403, description = "The token does not deploy for this team, or the unit is not in the catalog", body = ErrorBody),
+        (status = 409, description = "A deployment of this application and environment is queued or running: busy", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not sent as `application/json`", body = ErrorBody),
         (status = 422, description = "The request is invalid (every problem, by field), refused by this server's configuration (an unknown playbook or variable, a `requested_by` that is not the token's name, an `Idempotency-Key` used with another body), or the fleet's real state refuses it: target servers not in rotation, no room left in the backend's out-of-rotation budget, a server with another address than its host (one problem per server)", body = ErrorBody),
@@ -277,20 +304,13 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     check_json(&headers)?;
     let body = body.map_err(|rejection| body_error(&state, &rejection))?;
-    let spec = read_request(&body, &principal)?;
-    check_owner(&state, &principal, &spec)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::field(StatusCode::BAD_REQUEST, "(document)", "is not UTF-8 JSON"))?;
+    let admitted =
+        state.catalog.admit(text, &principal, &state.playbooks).map_err(|e| ApiError::denied(&e))?;
     let key = idempotency_key(&headers)?;
-    let policy = RequestPolicy {
-        playbooks: &state.playbooks,
-        inline_changesets: InlineChangesets::Refused,
-        raw_queries: RawQueries::Refused,
-    };
-    let request =
-        spec.validate(&policy).map_err(|e| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
-    let ports = state
-        .factory
-        .ports(&request)
-        .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "(document)", e.to_string()))?;
+    let (request, secrets) = (admitted.request, admitted.secrets);
+    let ports = ports_for(&state, &request)?;
     state.runner.precheck(&request, &ports).await.map_err(|e| ApiError::refused(&e))?;
     let new = NewDeployment {
         application: request.application.to_string(),
@@ -300,7 +320,7 @@ pub async fn create(
         requested_by: principal.name.clone(),
         playbook: request.playbook.as_ref().map(ToString::to_string),
         query: query_of(&request.targets),
-        request: serde_json::to_string(&spec).unwrap_or_default(),
+        request: serde_json::to_string(&admitted.stored).unwrap_or_default(),
         idempotency_key: key,
         body_sha256: crate::auth::sha256_hex(&body),
         created_ms: now_ms(),
@@ -308,14 +328,17 @@ pub async fn create(
     // Admission runs in its own task: a request timeout or a dropped connection cannot cut it
     // between storing the deployment and starting it.
     let runner = state.runner.clone();
-    let submitted =
-        tokio::spawn(async move { runner.submit(request, ports, new).await }).await.map_err(|e| {
-            tracing::error!(error = %e, "admission task failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "accepting the deployment failed unexpectedly: retry",
-            )
-        })?;
+    let submitted = tokio::spawn(async move {
+        runner.submit_with(request, ports, new, crate::store::Origin::default(), secrets).await
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "admission task failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "accepting the deployment failed unexpectedly: retry",
+        )
+    })?;
     submitted_response(submitted, &principal)
 }
 
@@ -351,46 +374,22 @@ fn body_error(state: &App, rejection: &BytesRejection) -> ApiError {
     }
 }
 
-/// The request in `body`, with `requested_by` set to the token's name (a body naming someone
-/// else is refused).
-fn read_request(body: &[u8], principal: &Principal) -> Result<RequestSpec, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::field(StatusCode::BAD_REQUEST, "(document)", "is not UTF-8 JSON"))?;
-    let mut spec =
-        RequestSpec::from_json(text).map_err(|e| ApiError::validation(StatusCode::BAD_REQUEST, &e))?;
-    if let Some(asked) = &spec.requested_by {
-        if asked != &principal.name {
-            return Err(ApiError::field(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "requested_by",
-                format!("is set by the server from your token ({}): leave it out", principal.name),
-            ));
+/// The ports for `request`. A configuration problem of the server is logged for the operators;
+/// the caller learns only that the server cannot run it now (no server paths or settings).
+fn ports_for(
+    state: &App,
+    request: &vesemir_core::request::DeploymentRequest,
+) -> Result<vesemir_core::Ports, ApiError> {
+    state.factory.ports(request).map_err(|e| match e {
+        crate::ports::PortsError::Configuration { reason } => {
+            tracing::error!(reason = %reason, "the server's adapter configuration failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server's adapters are not configured correctly: the operators have the details in the server's log",
+            )
         }
-    }
-    spec.requested_by = Some(principal.name.clone());
-    Ok(spec)
-}
-
-/// 403 unless the token acts for the request's team and the team owns the application.
-fn check_owner(state: &App, principal: &Principal, spec: &RequestSpec) -> Result<(), ApiError> {
-    if !principal.may_act_for(&spec.team) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "token {} deploys for team {} only; this request is for team {:?}",
-                principal.name,
-                principal.team().unwrap_or("(none)"),
-                spec.team
-            ),
-        ));
-    }
-    match state.applications.get(&spec.application) {
-        Some(owner) if owner != &spec.team => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("application {} belongs to team {owner}, not to team {}", spec.application, spec.team),
-        )),
-        _ => Ok(()),
-    }
+        other => ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "(document)", other.to_string()),
+    })
 }
 
 /// The `Idempotency-Key` header, if sent: 1 to 200 visible ASCII characters.
@@ -441,12 +440,19 @@ fn submitted_response(
         Ok(Submitted::Existing(record)) => {
             Ok((StatusCode::OK, Json(Accepted::from_record(&record))).into_response())
         }
-        Err(SubmitError::Conflict(running)) => {
+        Err(SubmitError::Conflict(running)) if principal.may_read(&running.team) => {
             let mut error =
                 ApiError::new(StatusCode::CONFLICT, SubmitError::Conflict(running.clone()).to_string());
             error.body.running = Some(Accepted::from_record(&running));
             Err(error)
         }
+        Err(SubmitError::Conflict(running)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} in {} is busy: another deployment is queued or running; try again when it ends",
+                running.application, running.environment
+            ),
+        )),
         Err(e @ SubmitError::KeyReused(_)) => {
             Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "Idempotency-Key", e.to_string()))
         }
@@ -470,8 +476,7 @@ fn submitted_response(
         (status = 304, description = "Unchanged since the read tagged by If-None-Match",
             headers(("ETag" = String, description = "The tag, unchanged"))),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 408, description = "The request took longer than the request timeout", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -483,7 +488,7 @@ pub async fn get_one(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
-    let record = load(&state, &principal, id).await?;
+    let record = load(&state, &principal, id, Access::Read).await?;
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
     let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.live_state(id));
     Ok(tagged(&headers, &view))
@@ -540,7 +545,7 @@ pub struct ListParams {
             (`before` = the last id of this page, same filters and `limit`), or null on the last page", body = DeploymentList),
         (status = 400, description = "An unknown or malformed parameter", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployments", body = ErrorBody),
+        (status = 403, description = "A team whose deployments the token does not read", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -573,25 +578,33 @@ pub async fn list(
             "must be a deployment id (1 or more)",
         ));
     }
-    let team = match (principal.team(), &params.team) {
-        (None, team) => team.clone(),
-        (Some(own), Some(asked)) if asked != own => {
-            return Err(ApiError::new(
+    // The teams listed: every team for an admin, else the ones the principal reads.
+    let teams: Vec<Option<String>> = match (principal.readable_teams(), &params.team) {
+        (None, team) => vec![team.clone()],
+        (Some(own), Some(asked)) if !own.contains(&asked.as_str()) => {
+            return Err(ApiError::field(
                 StatusCode::FORBIDDEN,
-                format!("token {} sees team {own}'s deployments only, not team {asked}'s", principal.name),
+                "team",
+                format!("{} does not read team {asked:?}'s deployments", principal.name),
             ))
         }
-        (Some(own), _) => Some(own.to_owned()),
+        (Some(_), Some(asked)) => vec![Some(asked.clone())],
+        (Some(own), None) => own.into_iter().map(|t| Some(t.to_owned())).collect(),
     };
-    let filter = ListFilter {
-        application: params.application.clone(),
-        environment: params.environment.clone(),
-        team,
-        status,
-        before: params.before,
-        limit: limit + 1,
-    };
-    let mut records = state.store.list(&filter).await.map_err(|e| ApiError::store(&e))?;
+    let mut records = Vec::new();
+    for team in teams {
+        let filter = ListFilter {
+            application: params.application.clone(),
+            environment: params.environment.clone(),
+            team,
+            status,
+            before: params.before,
+            limit: limit + 1,
+        };
+        records.extend(state.store.list(&filter).await.map_err(|e| ApiError::store(&e))?);
+    }
+    records.sort_by_key(|r| std::cmp::Reverse(r.id));
+    records.dedup_by_key(|r| r.id);
     let more = records.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let now = now_ms();
@@ -630,11 +643,10 @@ pub async fn list(
         ("Last-Event-ID" = Option<u64>, Header, minimum = 0, maximum = 9223372036854775807_i64, description = "Replay only events after this sequence number"),
     ),
     responses(
-        (status = 200, description = "text/event-stream of the deployment's events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream of the deployment's events", content_type = "text/event-stream", body = crate::wire::StreamEvent),
         (status = 400, description = "A malformed Last-Event-ID", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -662,7 +674,7 @@ pub async fn events(
     };
     // Subscribe before reading anything, so nothing falls between replay and live.
     let live = state.runner.subscribe(id);
-    load(&state, &principal, id).await?;
+    load(&state, &principal, id, Access::Read).await?;
     let stream = crate::sse::follow(state.store.clone(), id, after, live);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
@@ -674,8 +686,8 @@ pub async fn events(
     responses(
         (status = 202, description = "Cancel asked: the deployment ends soon", body = Deployment),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment has already ended", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -686,7 +698,7 @@ pub async fn cancel(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
-    let record = load(&state, &principal, id).await?;
+    let record = load(&state, &principal, id, Access::Order).await?;
     let cancelled = state.runner.cancel(id).await.map_err(|e| ApiError::store(&e))?;
     answer_order(&state, &principal, record, cancelled, "cancel", "cancel asked").await
 }
@@ -699,8 +711,8 @@ pub async fn cancel(
     responses(
         (status = 202, description = "Confirmed", body = Deployment),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment has already ended", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -711,7 +723,7 @@ pub async fn confirm(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
-    let record = load(&state, &principal, id).await?;
+    let record = load(&state, &principal, id, Access::Order).await?;
     let confirmed = state.runner.confirm(id);
     answer_order(&state, &principal, record, confirmed, "confirm", "canary confirmed").await
 }
@@ -748,8 +760,8 @@ async fn answer_order(
     responses(
         (status = 200, description = "What was done for each server the journal had left out", body = RecoveryReport),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
         (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
     ),
@@ -772,7 +784,7 @@ async fn recover_servers(
     id: i64,
     only: Option<std::collections::BTreeSet<vesemir_core::name::HostName>>,
 ) -> Result<Json<RecoveryReport>, ApiError> {
-    let record = load(state, principal, id).await?;
+    let record = load(state, principal, id, Access::Order).await?;
     if !record.status.is_finished() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -794,10 +806,7 @@ async fn recover_servers(
             format!("deployment {id}'s request no longer validates on this server, so its ports cannot be made: {e}"),
         )
     })?;
-    let ports = state
-        .factory
-        .ports(&request)
-        .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "(document)", e.to_string()))?;
+    let ports = ports_for(state, &request)?;
     let Some(guard) = state.recoveries.start(id) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -845,8 +854,8 @@ async fn recover_servers(
         (status = 200, description = "What was done for each server asked for", body = RecoveryReport),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
         (status = 422, description = "A host named is not one of the deployment's, or its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
     ),
@@ -871,7 +880,7 @@ pub async fn restore(
     recover_servers(&state, &principal, id, (!only.is_empty()).then_some(only)).await
 }
 
-/// A JSON body of type `T`, or its default when the body is empty.
+/// A JSON body of type `T`, or its default when the body is empty or `null`.
 fn optional_body<T: serde::de::DeserializeOwned + Default>(
     state: &App,
     body: Result<Bytes, BytesRejection>,
@@ -880,7 +889,7 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    // `null` is the document's way of leaving the optional body out, as an empty one is.
+    // `null` is no body, as the document's optional body allows.
     serde_json::from_slice::<Option<T>>(&body)
         .map(Option::unwrap_or_default)
         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "(document)", e.to_string()))
@@ -897,6 +906,13 @@ fn follow_up_response(
         Err(FollowUpError::Store(e)) => Err(ApiError::store(&e)),
         Err(FollowUpError::Refused(e)) => Err(ApiError::refused(&e)),
         Err(FollowUpError::Invalid(_, e)) => Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, &e)),
+        Err(FollowUpError::SecretNotStored(parent, name)) => Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("variables.{name}"),
+            format!(
+                "is secret and deployment {parent}'s value is not stored (only ***): give it in the body's variables to run it again"
+            ),
+        )),
         Err(e @ FollowUpError::Ports(_)) => {
             Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "(document)", e.to_string()))
         }
@@ -920,8 +936,8 @@ fn follow_up_response(
         (status = 202, description = "The retry was accepted: a new deployment", body = Accepted),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "It has not ended, every host succeeded, or another deployment of its application and environment runs", body = ErrorBody),
         (status = 422, description = "Its request, edited, no longer validates, or the fleet's real state refuses it", body = ErrorBody),
         (status = 429, description = "The queue is full", body = ErrorBody),
@@ -936,7 +952,7 @@ pub async fn retry(
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
     let body: crate::wire::RetryBody = optional_body(&state, body)?;
-    let parent = load(&state, &principal, id).await?;
+    let parent = load(&state, &principal, id, Access::Order).await?;
     tracing::info!(deployment = id, by = %principal.name, "retry asked");
     let started =
         crate::followup::retry(&state, &parent, body.concurrency, body.variables, &principal.name).await;
@@ -954,7 +970,6 @@ pub async fn retry(
     responses(
         (status = 200, description = "The history, newest first", body = crate::wire::History),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's application", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -963,12 +978,11 @@ pub async fn history(
     principal: Principal,
     Path((application, environment)): Path<(String, String)>,
 ) -> Result<Json<crate::wire::History>, ApiError> {
-    let history = crate::followup::history(&*state.store, &application, &environment)
+    let mut history = crate::followup::history(&*state.store, &application, &environment)
         .await
         .map_err(|e| ApiError::store(&e))?;
-    if let Some((newest, _)) = history.first() {
-        check_team(&principal, newest)?;
-    }
+    // Another team's deployments are left out, as if they did not exist.
+    history.retain(|(record, _)| principal.may_read(&record.team));
     let records = history.into_iter().map(|(_, r)| r).collect();
     Ok(Json(crate::wire::History::of(&application, &environment, records)))
 }
@@ -988,8 +1002,8 @@ pub async fn history(
         (status = 202, description = "The rollback was accepted: a new deployment", body = Accepted),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's application", body = ErrorBody),
-        (status = 404, description = "No deployment of it is recorded", body = ErrorBody),
+        (status = 403, description = "The token may only read this application's deployments (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No deployment of it is recorded (none the token may read)", body = ErrorBody),
         (status = 409, description = "No version to roll back to, the newest deployment still runs, or another deployment of it runs", body = ErrorBody),
         (status = 422, description = "The request to run again no longer validates, or the fleet's real state refuses it", body = ErrorBody),
     ),
@@ -1009,16 +1023,18 @@ pub async fn rollback(
         ),
         None => None,
     };
-    let history = crate::followup::history(&*state.store, &application, &environment)
+    let mut history = crate::followup::history(&*state.store, &application, &environment)
         .await
         .map_err(|e| ApiError::store(&e))?;
+    // Another team's deployments are left out, as if they did not exist.
+    history.retain(|(record, _)| principal.may_read(&record.team));
     let Some((newest, _)) = history.first() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no deployment of {application} in {environment} is recorded: nothing to roll back"),
         ));
     };
-    check_team(&principal, newest)?;
+    check_access(&principal, newest, Access::Order)?;
     tracing::info!(%application, %environment, by = %principal.name, "rollback asked");
     let started = crate::followup::rollback(&state, &history, to.as_ref(), None, &principal.name).await;
     follow_up_response(started, &principal)
@@ -1033,8 +1049,8 @@ pub async fn rollback(
     responses(
         (status = 202, description = "Paused", body = Deployment),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment has already ended", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -1045,7 +1061,7 @@ pub async fn pause(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
-    let record = load(&state, &principal, id).await?;
+    let record = load(&state, &principal, id, Access::Order).await?;
     let paused = state.runner.pause(id);
     answer_order(&state, &principal, record, paused, "pause", "paused").await
 }
@@ -1057,8 +1073,8 @@ pub async fn pause(
     responses(
         (status = 202, description = "Resumed", body = Deployment),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
-        (status = 403, description = "Another team's deployment", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is not paused, or has already ended", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -1069,7 +1085,7 @@ pub async fn resume(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
-    let record = load(&state, &principal, id).await?;
+    let record = load(&state, &principal, id, Access::Order).await?;
     match state.runner.resume(id) {
         Ok(()) => {}
         Err(ResumeRefused::NotPaused) => {
@@ -1112,16 +1128,35 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => Json(Health { status: "ok".into() }).into_response(),
         Err(e) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: format!("database not answering: {e}") }))
+            // The reason (which may name files and settings) goes to the operators' log only.
+            tracing::error!(error = %e, "readiness: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "database not answering".into() }))
                 .into_response()
         }
     }
 }
 
-/// Prometheus metrics.
+/// Prometheus metrics: for admin tokens only (a scraper without one uses the separate
+/// `metrics_listen` address of the configuration).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn metrics(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+    if !principal.is_admin() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "/metrics is for admin tokens; a scraper reads the server's metrics_listen address",
+        ));
+    }
+    Ok(metrics_text(&state))
+}
+
+/// The metrics in Prometheus' text format, as `/metrics` and the metrics listener serve them.
+pub fn metrics_text(state: &App) -> Response {
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 

@@ -1,42 +1,94 @@
-//! Bearer tokens: configured as SHA-256 hashes, each bound to a team or to admin. A request's
-//! token is hashed and compared against every configured hash in constant time.
+//! Who is asking, and what they may do. A [`Principal`] is an authenticated identity: its name
+//! (recorded as `requested_by`), where it comes from (a bearer token today; a directory session
+//! is just another [`PrincipalSource`]), the teams it belongs to and its [`Role`]s.
+//!
+//! Bearer tokens are configured as SHA-256 hashes; a request's token is hashed and compared
+//! against every configured hash in constant time.
+
+use std::collections::BTreeSet;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// What a token may act for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Only this team's applications and deployments.
-    Team(String),
-    /// Every team.
+/// What a principal may do for its teams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Start deployments of its teams' units, and cancel, pause, resume, confirm and recover
+    /// its teams' deployments (reading them too).
+    Deploy,
+    /// Read, list and follow its teams' deployments.
+    Read,
+    /// Everything, for every team, and `/metrics`.
     Admin,
 }
 
-/// Who is asking: the token's configured name and scope.
+/// Where an identity was established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PrincipalSource {
+    /// A bearer token configured under `[[tokens]]`.
+    Token,
+}
+
+/// Who is asking: an authenticated identity, its teams and roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's name, recorded as `requested_by`.
+    /// Its name, recorded as `requested_by` of every deployment it starts.
     pub name: String,
-    /// What it may act for.
-    pub scope: Scope,
+    /// How it was authenticated.
+    pub source: PrincipalSource,
+    /// The teams it belongs to (an admin acts for every team besides).
+    pub teams: BTreeSet<String>,
+    /// What it may do.
+    pub roles: BTreeSet<Role>,
 }
 
 impl Principal {
-    /// Whether it may act for `team`.
-    pub fn may_act_for(&self, team: &str) -> bool {
-        match &self.scope {
-            Scope::Admin => true,
-            Scope::Team(own) => own == team,
+    /// A token of `teams` that deploys and reads.
+    pub fn team_token<T: Into<String>>(name: &str, teams: impl IntoIterator<Item = T>) -> Self {
+        Self {
+            name: name.to_owned(),
+            source: PrincipalSource::Token,
+            teams: teams.into_iter().map(Into::into).collect(),
+            roles: [Role::Deploy, Role::Read].into(),
         }
     }
 
-    /// Its team, or `None` for an admin.
-    pub fn team(&self) -> Option<&str> {
-        match &self.scope {
-            Scope::Admin => None,
-            Scope::Team(team) => Some(team),
+    /// An admin token.
+    pub fn admin_token(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            source: PrincipalSource::Token,
+            teams: BTreeSet::new(),
+            roles: [Role::Admin].into(),
         }
+    }
+
+    /// Whether it acts for every team.
+    pub fn is_admin(&self) -> bool {
+        self.roles.contains(&Role::Admin)
+    }
+
+    /// Whether it may start deployments of `team`, and cancel, pause, resume, confirm and
+    /// recover them.
+    pub fn may_deploy_for(&self, team: &str) -> bool {
+        self.is_admin() || (self.roles.contains(&Role::Deploy) && self.teams.contains(team))
+    }
+
+    /// Whether it may see `team`'s deployments.
+    pub fn may_read(&self, team: &str) -> bool {
+        self.is_admin()
+            || ((self.roles.contains(&Role::Read) || self.roles.contains(&Role::Deploy))
+                && self.teams.contains(team))
+    }
+
+    /// The teams whose deployments it sees, or `None` for every team (an admin).
+    pub fn readable_teams(&self) -> Option<Vec<&str>> {
+        if self.is_admin() {
+            return None;
+        }
+        Some(self.teams.iter().filter(|t| self.may_read(t)).map(String::as_str).collect())
     }
 }
 
@@ -105,20 +157,31 @@ pub fn sha256_hex(text: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn entry(name: &str, token: &str, team: Option<&str>) -> (TokenHash, Principal) {
+    fn entry(principal: Principal, token: &str) -> (TokenHash, Principal) {
         let hash = TokenHash::from_hex(&sha256_hex(token.as_bytes())).expect("64 hex digits");
-        let scope = team.map_or(Scope::Admin, |t| Scope::Team(t.into()));
-        (hash, Principal { name: name.into(), scope })
+        (hash, principal)
     }
 
     #[test]
     fn a_configured_token_authenticates_and_others_do_not() {
-        let tokens = Tokens::new([entry("ci", "s3cret", Some("payments")), entry("root", "adm", None)]);
+        let tokens = Tokens::new([
+            entry(Principal::team_token("ci", ["payments", "search"]), "s3cret"),
+            entry(Principal::admin_token("root"), "adm"),
+        ]);
         let ci = tokens.authenticate("s3cret").expect("known");
-        assert_eq!(ci.scope, Scope::Team("payments".into()));
-        assert!(ci.may_act_for("payments") && !ci.may_act_for("search"));
-        assert_eq!(tokens.authenticate("adm").expect("known").scope, Scope::Admin);
+        assert!(ci.may_deploy_for("payments") && ci.may_deploy_for("search") && !ci.may_deploy_for("web"));
+        assert!(tokens.authenticate("adm").expect("known").is_admin());
         assert!(tokens.authenticate("s3cre").is_none());
         assert!(!format!("{tokens:?}").contains(&sha256_hex(b"s3cret")));
+    }
+
+    #[test]
+    fn a_reader_reads_its_teams_and_deploys_nothing() {
+        let mut reader = Principal::team_token("dash", ["payments"]);
+        reader.roles = [Role::Read].into();
+        assert!(reader.may_read("payments") && !reader.may_read("search"));
+        assert!(!reader.may_deploy_for("payments"));
+        assert_eq!(reader.readable_teams(), Some(vec!["payments"]));
+        assert_eq!(Principal::admin_token("root").readable_teams(), None);
     }
 }

@@ -1,26 +1,34 @@
 //! The server's configuration, read from TOML: where to listen, the database, tokens, the
-//! playbooks requests may pick, and limits.
+//! playbooks, the operator's catalog of deployable units ([`crate::catalog`]), and limits.
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
+//! metrics_listen = "10.0.0.5:9464" # optional: /metrics without a token, for a scraper
 //! database = "/var/lib/vesemir/vesemir.db"   # or "postgres://vesemir@db.internal/vesemir"
 //!
 //! [[tokens]]                 # sha256 = printf %s "$TOKEN" | sha256sum
 //! name = "payments-ci"       # recorded as requested_by
 //! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-//! team = "payments"
+//! teams = ["payments"]       # `team = "payments"` for one
+//! roles = ["deploy", "read"] # the default; "read" alone only reads
 //!
 //! [[tokens]]
 //! name = "platform-oncall"
 //! sha256 = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
-//! admin = true
+//! admin = true               # or roles = ["admin"]
 //!
-//! [applications]             # owners: only this team (or an admin) deploys them
-//! shop = "payments"
-//!
-//! [playbooks.web]            # requests pick a playbook and pass its variables
+//! [playbooks.web]            # units allow playbooks; requests pass declared variables
 //! steps = [{ name = "install", run = "sudo /usr/local/bin/install-release {application} {version}" }]
 //! health = { command = "curl -fsS http://localhost:8080/health", timeout = "60s" }
+//!
+//! [[units]]                  # the catalog: see `crate::catalog`
+//! team = "payments"
+//! application = "shop"
+//! environment = "production"
+//! playbooks = ["web"]
+//! targets = { tags = ["shop"], chef_environment = "prod" }
+//! load_balancer = { backend = "be_shop", discover = { tags = ["haproxy"], port = 9999 } }
+//! strategy = { max_concurrency = "25%", concurrency = "10%" }
 //!
 //! [limits]
 //! max_body_bytes = 65536
@@ -52,7 +60,8 @@ use vesemir_core::request::{
     MAX_CALL_DURATION, MAX_REQUEST_DURATION,
 };
 
-use crate::auth::{Principal, Scope, TokenHash, Tokens};
+use crate::auth::{Principal, PrincipalSource, Role, TokenHash, Tokens};
+use crate::catalog::{Catalog, UnitConfig};
 use crate::store::{InstanceId, PostgresUrl, StoreOptions};
 
 /// The whole configuration.
@@ -65,14 +74,18 @@ pub struct ServerConfig {
     /// The SQLite database file (created if missing), or a `postgres://` URL (several
     /// instances may share it).
     pub database: Database,
+    /// A separate address serving only `GET /metrics`, without a token (for a Prometheus
+    /// scraper on a private network); on `listen`, `/metrics` needs an admin token.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Bearer tokens, stored as SHA-256 hashes.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
-    /// Which team owns which application. When an application is listed here, only its team
-    /// (or an admin) may deploy it.
+    /// The operator's catalog: what each team may deploy, where, and how ([`crate::catalog`]).
+    /// A request for anything else is denied.
     #[serde(default)]
-    pub applications: BTreeMap<String, String>,
-    /// Changesets requests may pick by name.
+    pub units: Vec<UnitConfig>,
+    /// Changesets the catalog's units allow, by name.
     #[serde(default)]
     pub playbooks: BTreeMap<String, ChangesetSpec>,
     /// Bounds on bodies, queue, concurrency and time (`[limits]`).
@@ -183,12 +196,46 @@ pub struct TokenConfig {
     pub name: String,
     /// SHA-256 of the token, hex (`printf %s "$TOKEN" | sha256sum`).
     pub sha256: String,
-    /// The team it deploys for.
+    /// The team it belongs to (one; `teams` for several).
     #[serde(default)]
     pub team: Option<String>,
-    /// Whether it may act for every team.
+    /// The teams it belongs to.
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// What it may do for them: `deploy` and `read` by default; `read` alone only reads.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// Whether it may act for every team (the `admin` role).
     #[serde(default)]
     pub admin: bool,
+}
+
+impl TokenConfig {
+    /// Its teams: `team` and `teams` together.
+    fn all_teams(&self) -> std::collections::BTreeSet<String> {
+        self.team.iter().chain(&self.teams).cloned().collect()
+    }
+
+    /// Whether it is an admin (`admin = true` or the `admin` role).
+    fn is_admin(&self) -> bool {
+        self.admin || self.roles.contains(&Role::Admin)
+    }
+
+    /// The principal it authenticates, or `None` when it has neither a team nor admin.
+    fn principal(&self) -> Option<Principal> {
+        let teams = self.all_teams();
+        let mut roles: std::collections::BTreeSet<Role> = self.roles.iter().copied().collect();
+        if self.admin {
+            roles.insert(Role::Admin);
+        }
+        if roles.is_empty() {
+            roles = [Role::Deploy, Role::Read].into();
+        }
+        if teams.is_empty() && !roles.contains(&Role::Admin) {
+            return None;
+        }
+        Some(Principal { name: self.name.clone(), source: PrincipalSource::Token, teams, roles })
+    }
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -197,6 +244,8 @@ impl std::fmt::Debug for TokenConfig {
             .field("name", &self.name)
             .field("sha256", &"(hidden)")
             .field("team", &self.team)
+            .field("teams", &self.teams)
+            .field("roles", &self.roles)
             .field("admin", &self.admin)
             .finish()
     }
@@ -317,21 +366,23 @@ impl ServerConfig {
     /// The configured tokens (hashes checked by [`ServerConfig::validate`]; a malformed hash, or
     /// a token with neither team nor admin, matches nothing).
     pub fn tokens(&self) -> Tokens {
-        Tokens::new(self.tokens.iter().filter_map(|t| {
-            let hash = TokenHash::from_hex(&t.sha256)?;
-            let scope = match (&t.team, t.admin) {
-                (_, true) => Scope::Admin,
-                (Some(team), false) => Scope::Team(team.clone()),
-                (None, false) => return None,
-            };
-            Some((hash, Principal { name: t.name.clone(), scope }))
-        }))
+        Tokens::new(
+            self.tokens.iter().filter_map(|t| Some((TokenHash::from_hex(&t.sha256)?, t.principal()?))),
+        )
     }
 
-    /// Validates every playbook into the core's [`Playbooks`], and the tokens.
-    pub fn validate(&self) -> Result<Playbooks, ValidationErrors> {
+    /// Validates every playbook into the core's [`Playbooks`], the catalog of units against
+    /// them, and the tokens: every problem at once, by field path.
+    pub fn validate(&self) -> Result<Validated, ValidationErrors> {
         let playbooks = validate_playbooks(&self.playbooks);
         let mut problems = playbooks.as_ref().err().map_or_else(Vec::new, |e| e.errors().to_vec());
+        // Units are checked against the playbooks that are valid; a unit naming an invalid
+        // one is reported with it.
+        let usable = playbooks.as_ref().ok().cloned().unwrap_or_default();
+        let catalog = Catalog::from_config(&self.units, &usable);
+        if let (Err(unit_problems), Ok(_)) = (&catalog, &playbooks) {
+            problems.extend(unit_problems.iter().cloned());
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
             let field = format!("tokens[{i}]");
@@ -341,11 +392,14 @@ impl ServerConfig {
                     "must be 64 hex digits: the SHA-256 of the token (printf %s \"$TOKEN\" | sha256sum)",
                 ));
             }
-            if token.admin == token.team.is_some() {
+            if token.is_admin() != token.all_teams().is_empty() {
                 problems.push(FieldError::new(
                     field.clone(),
-                    "set exactly one of team = \"...\" or admin = true",
+                    "set exactly one of teams = [\"...\"] (or team = \"...\") or admin = true",
                 ));
+            }
+            if token.team.is_some() && !token.teams.is_empty() {
+                problems.push(FieldError::new(format!("{field}.team"), "set team or teams, not both"));
             }
             if vesemir_core::name::Requester::new(&token.name).is_err() || !names.insert(token.name.clone()) {
                 problems.push(FieldError::new(format!("{field}.name"), "must be a unique printable name"));
@@ -356,11 +410,23 @@ impl ServerConfig {
         }
         self.limits.check_bounds(&mut problems);
         self.cluster.check(&mut problems);
-        match ValidationErrors::from_errors(problems) {
-            Some(errors) => Err(errors),
-            None => playbooks,
+        match (ValidationErrors::from_errors(problems), playbooks, catalog) {
+            (Some(errors), _, _) => Err(errors),
+            (None, Ok(playbooks), Ok(catalog)) => Ok(Validated { playbooks, catalog }),
+            (None, Err(errors), _) => Err(errors),
+            (None, Ok(_), Err(problems)) => Err(ValidationErrors::from_errors(problems)
+                .unwrap_or_else(|| ValidationErrors::one(FieldError::new("units", "is invalid")))),
         }
     }
+}
+
+/// A configuration's playbooks and catalog, validated.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The operator's playbooks.
+    pub playbooks: Playbooks,
+    /// The catalog of units, over those playbooks.
+    pub catalog: Catalog,
 }
 
 /// Reads every field of the configuration on its own, so that a value of the wrong type in one
@@ -378,6 +444,10 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
             None
         }
     };
+    let metrics_listen = match take("metrics_listen") {
+        Some(v) => read::<SocketAddr>(v, "metrics_listen", problems).map(Some),
+        None => Some(None),
+    };
     let tokens = match take("tokens") {
         Some(toml::Value::Array(items)) => items
             .into_iter()
@@ -387,8 +457,21 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
         Some(other) => read::<Vec<TokenConfig>>(other, "tokens", problems),
         None => Some(Vec::new()),
     };
-    let applications =
-        take("applications").map_or(Some(BTreeMap::new()), |v| read(v, "applications", problems));
+    if take("applications").is_some() {
+        problems.push(FieldError::new(
+            "applications",
+            "is replaced by the catalog: declare each team's units under [[units]] (team, application, environment, targets, load_balancer, playbooks)",
+        ));
+    }
+    let units = match take("units") {
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| read::<UnitConfig>(v, &format!("units[{i}]"), problems))
+            .collect(),
+        Some(other) => read::<Vec<UnitConfig>>(other, "units", problems),
+        None => Some(Vec::new()),
+    };
     let playbooks = match take("playbooks") {
         Some(toml::Value::Table(entries)) => entries
             .into_iter()
@@ -405,14 +488,15 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
     for key in table.keys() {
         problems.push(FieldError::new(
             key.as_str(),
-            "is not a field: expected listen, database, tokens, applications, playbooks, limits, log or cluster",
+            "is not a field: expected listen, metrics_listen, database, tokens, units, playbooks, limits, log or cluster",
         ));
     }
     Some(ServerConfig {
         listen: listen?,
         database: database?,
+        metrics_listen: metrics_listen?,
         tokens: tokens?,
-        applications: applications?,
+        units: units?,
         playbooks: playbooks?,
         limits: limits?,
         log: log?,

@@ -18,6 +18,7 @@ use vesemir_core::request::{InlineChangesets, RawQueries, RequestPolicy, Validat
 use vesemir_core::PrepareError;
 
 use crate::api::App;
+use crate::catalog::MASK;
 use crate::clock::now_ms;
 use crate::runner::{SubmitError, Submitted};
 use crate::store::{
@@ -45,6 +46,12 @@ pub enum FollowUpError {
     /// The ports for it could not be made.
     #[error("{0}")]
     Ports(String),
+    /// A secret variable of the deployment is not stored (`***`) and the follow-up does not
+    /// give its value: it is not run with `***`.
+    #[error(
+        "deployment {0}'s value of the secret variable {1} is not stored (only ***): give it in the body's variables to run it again"
+    )]
+    SecretNotStored(i64, String),
     /// The fleet's real state refuses it.
     #[error(transparent)]
     Refused(PrepareError),
@@ -162,6 +169,10 @@ pub async fn submit(
     requested_by: &str,
     origin: Origin,
 ) -> Result<i64, FollowUpError> {
+    let unit = app
+        .catalog
+        .follow_up_variables(&parent.team, &parent.application, &parent.environment, &edits.variables)
+        .map_err(|e| FollowUpError::Invalid(parent.id, e))?;
     let mut json: serde_json::Value = serde_json::from_str(&parent.request).map_err(|e| {
         FollowUpError::Ports(format!("the request of deployment {} cannot be read: {e}", parent.id))
     })?;
@@ -190,6 +201,19 @@ pub async fn submit(
     }
     let text = json.to_string();
     let spec = RequestSpec::from_json(&text).map_err(|e| FollowUpError::Invalid(parent.id, e))?;
+    // Secret variables run with their values (given in the edits), and are stored masked again.
+    let mut stored = spec.clone();
+    let mut secrets = Vec::new();
+    for (name, value) in &mut stored.variables {
+        if !unit.secret.contains(name) {
+            continue;
+        }
+        if value == MASK {
+            return Err(FollowUpError::SecretNotStored(parent.id, name.clone()));
+        }
+        secrets.push(std::mem::replace(value, MASK.to_owned()));
+    }
+    secrets.retain(|s| !s.is_empty());
     let policy = RequestPolicy {
         playbooks: &app.playbooks,
         inline_changesets: InlineChangesets::Refused,
@@ -208,12 +232,12 @@ pub async fn submit(
         requested_by: requested_by.to_owned(),
         playbook: request.playbook.as_ref().map(ToString::to_string),
         query: parent.query.clone(),
-        request: serde_json::to_string(&spec).unwrap_or_default(),
+        request: serde_json::to_string(&stored).unwrap_or_default(),
         idempotency_key: None,
         body_sha256: crate::auth::sha256_hex(text.as_bytes()),
         created_ms: now_ms(),
     };
-    match app.runner.submit_with(request, ports, new, origin).await? {
+    match app.runner.submit_with(request, ports, new, origin, secrets).await? {
         Submitted::New(id) => Ok(id),
         Submitted::Existing(record) => Ok(record.id),
     }

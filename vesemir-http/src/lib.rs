@@ -24,23 +24,26 @@
 //! ```
 //!
 //! How it behaves:
-//! - **Requests** are the core's `RequestSpec` JSON with a `playbook` configured on the server and
-//!   its `variables`; inline changesets and raw inventory queries are refused (422). Malformed
-//!   JSON and unknown fields get 400, invalid values 422, each problem as `{ field, message }`;
-//!   bodies over `limits.max_body_bytes` get 413, a body not sent as JSON 415.
+//! - **Requests** name a unit of the operator's catalog ([`catalog`]): team, application,
+//!   environment, a version, the unit's declared variables and a strategy within its limits
+//!   ([`UnitRequest`]). Fields naming hosts, load balancers, sockets, Chef environments, raw
+//!   queries or changesets get 422 naming each and saying that the operator sets them; a unit
+//!   not in the catalog is denied (403). Malformed JSON and unknown fields get 400, invalid
+//!   values 422, each problem as `{ field, message }`; bodies over `limits.max_body_bytes` get
+//!   413, a body not sent as JSON 415.
 //! - **Errors** are RFC 9457 problem details (`application/problem+json`: `type`, `title`,
 //!   `status`, `detail`, `instance`), the per-field problems in the `problems` member.
 //! - **Contract**: `/openapi.json` says what the server accepts and answers (schemas derived
 //!   from the types it reads and writes); `/docs` renders it; schemathesis checks the two agree
 //!   (`tests/schemathesis.rs`).
-//! - **Who asked**: `requested_by` is the token's configured name. A body that sets it to
+//! - **Who asked**: `requested_by` is the authenticated identity's name. A body that sets it to
 //!   anything else is refused (422).
 //! - **Auth**: `Authorization: Bearer <token>`; tokens are configured as SHA-256 hashes, each
-//!   bound to one team or to admin. A team token deploys, reads, follows and cancels only its
-//!   team's deployments (403 otherwise) and lists only them; an application listed under
-//!   `[applications]` is deployable only for its owning team.
+//!   belonging to teams with roles (`deploy`, `read`) or admin ([`auth::Principal`]). Another
+//!   team's deployment is 404, as if it did not exist; a reader's order is 403.
 //! - **One at a time**: a second deployment of an application and environment while one is
-//!   queued or running gets 409 naming it. `Idempotency-Key` (per token) returns the same
+//!   queued or running gets 409 saying it is busy (naming the running one only to a caller
+//!   who may read it). `Idempotency-Key` (per token) returns the same
 //!   deployment (200) for the same body, and 422 for another body.
 //! - **Queue**: at most `limits.max_concurrent_deployments` run; the rest wait as `queued` (FIFO)
 //!   up to `limits.max_queued_deployments` (then 429). Cancel works on queued ones too.
@@ -58,6 +61,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod catalog;
 mod clock;
 pub mod config;
 mod docs;
@@ -79,7 +83,8 @@ use std::sync::Arc;
 
 use axum::Router;
 
-pub use auth::{Principal, Scope, Tokens};
+pub use auth::{Principal, PrincipalSource, Role, Tokens};
+pub use catalog::{Catalog, UnitConfig, UnitRequest};
 pub use config::{ClusterConfig, Database, Limits, LogConfig, ServerConfig, TokenConfig};
 pub use ports::{FixedPorts, LockSettings, PortsError, PortsFactory};
 pub use store::{
@@ -132,7 +137,7 @@ impl Server {
         factory: Arc<dyn PortsFactory>,
         store: Arc<dyn Store>,
     ) -> Result<Self, ServeError> {
-        let playbooks = config.validate()?;
+        let config::Validated { playbooks, catalog } = config.validate()?;
         let metrics = Arc::new(metrics::Metrics::new());
         let runner = Arc::new(
             runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone())
@@ -149,7 +154,7 @@ impl Server {
             runner,
             tokens: config.tokens(),
             playbooks,
-            applications: config.applications.clone(),
+            catalog,
             factory,
             limits: config.limits.clone(),
             metrics,
@@ -170,6 +175,19 @@ impl Server {
     /// The routes. The request timeout applies to every route but the event stream.
     pub fn router(&self) -> Router {
         routes::router(self.app.clone(), &self.app.limits)
+    }
+
+    /// The router of the separate metrics address (`metrics_listen`): `GET /metrics` only,
+    /// without a token.
+    pub fn metrics_router(&self) -> Router {
+        let app = self.app.clone();
+        Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let app = app.clone();
+                async move { api::metrics_text(&app) }
+            }),
+        )
     }
 
     /// Deployments queued or running now.
@@ -248,6 +266,18 @@ pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Resu
         .await
         .map_err(|source| ServeError::Listen { address: config.listen, source })?;
     tracing::info!(address = %config.listen, "listening");
+    if let Some(address) = config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ServeError::Listen { address, source })?;
+        tracing::info!(address = %address, "serving /metrics without a token");
+        let router = server.metrics_router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, router).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
     server
         .serve_on(listener, stop_signal())
         .await

@@ -1,6 +1,6 @@
 //! The OpenAPI description's frame and finish. The frame: title, the schemas of every wire type
-//! (the request's is the core's own `RequestSpec`, derived by its `openapi` feature, so it cannot
-//! drift from what the server reads), and the bearer security scheme. The paths come from the
+//! (the request's is the catalog's own `UnitRequest`, the very type the server reads, so it
+//! cannot drift from it), and the bearer security scheme. The paths come from the
 //! handlers' `#[utoipa::path]` attributes as the routes are registered (`routes.rs`), so routes
 //! and description have one source. `finish` then adds what holds for every operation alike:
 //! problem details as `application/problem+json`, the statuses every `/v1` call can answer
@@ -15,9 +15,9 @@ use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
-use vesemir_core::request::spec::RequestSpec;
 
 use crate::api::PROBLEM_JSON;
+use crate::catalog::{UnitRequest, UnitStrategy};
 use crate::wire::{
     Accepted, Deployment, DeploymentList, ErrorBody, Health, HostResult, Links, Problem, RecoveryReport,
     RecoveryResult, ServerRecoveryResult, Timings, Totals,
@@ -33,7 +33,7 @@ use crate::wire::{
     ),
     components(schemas(
         Accepted, Deployment, DeploymentList, ErrorBody, Health, HostResult, Links, Problem, Timings, Totals,
-        RequestSpec, crate::store::Status, RecoveryReport, RecoveryResult, ServerRecoveryResult
+        UnitRequest, UnitStrategy, crate::store::Status, RecoveryReport, RecoveryResult, ServerRecoveryResult
     )),
     modifiers(&Bearer)
 )]
@@ -48,28 +48,6 @@ impl Modify for Bearer {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-    }
-}
-
-/// The request fields this server refuses whatever their value (`RequestPolicy`: inline
-/// changesets and raw inventory queries), as (schema, property): the document leaves them out,
-/// so it describes what this server accepts rather than every front end's.
-pub(crate) const REFUSED_FIELDS: [(&str, &str); 2] = [("RequestSpec", "changeset"), ("TargetsSpec", "query")];
-
-/// Leaves the [`REFUSED_FIELDS`] out of the request's schemas.
-fn server_policy(openapi: &mut Document) {
-    {
-        let Some(components) = openapi.components.as_mut() else { return };
-        for (schema, property) in REFUSED_FIELDS {
-            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema) {
-                object.properties.remove(property);
-                object.required.retain(|r| r != property);
-            }
-        }
-        // Nothing refers to the changeset any more.
-        for unused in ["ChangesetSpec", "StepSpec", "HealthSpec"] {
-            components.schemas.remove(unused);
-        }
     }
 }
 
@@ -100,7 +78,6 @@ fn problem(description: &str) -> RefOr<Response> {
 /// Adds to `document` what every operation shares (see the module's doc). `unbounded` says
 /// which paths the request timeout does not bound (no 408 there).
 pub(crate) fn finish(document: &mut Document, unbounded: &[String]) {
-    server_policy(document);
     let mut on_deployment: Vec<(String, String)> = Vec::new();
     for (path, item) in document.paths.paths.iter_mut() {
         let api = path.starts_with("/v1/");

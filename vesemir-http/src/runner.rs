@@ -70,6 +70,9 @@ struct Active {
     cancel: Arc<Notify>,
     events: broadcast::Sender<Arc<Event>>,
     target: (String, String),
+    /// Values of the request's secret variables: masked in every event before it is stored,
+    /// logged or streamed.
+    secrets: Arc<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -102,11 +105,46 @@ impl std::fmt::Debug for Runner {
     }
 }
 
-/// The events to the writer; also keeps the deployment's "waiting for confirmation" flag.
-struct ChannelSink(mpsc::UnboundedSender<Event>, Arc<AtomicBool>);
+/// The events to the writer, secrets masked; also keeps the deployment's "waiting for
+/// confirmation" flag.
+struct ChannelSink(mpsc::UnboundedSender<Event>, Arc<AtomicBool>, Arc<Vec<String>>);
+
+/// `event` with every occurrence of a secret value (in output lines, errors, warnings...)
+/// replaced by [`crate::catalog::MASK`]: through its JSON form, so no field is missed. An event
+/// that would not read back is replaced by a warning saying so.
+fn redact(event: &Event, secrets: &[String]) -> Event {
+    let Ok(mut text) = serde_json::to_string(event) else { return event.clone() };
+    let mut changed = false;
+    for secret in secrets {
+        let Ok(quoted) = serde_json::to_string(secret) else { continue };
+        let inner = &quoted[1..quoted.len() - 1];
+        if !inner.is_empty() && text.contains(inner) {
+            text = text.replace(inner, crate::catalog::MASK);
+            changed = true;
+        }
+    }
+    if !changed {
+        return event.clone();
+    }
+    serde_json::from_str(&text).unwrap_or_else(|_| Event {
+        seq: event.seq,
+        elapsed: event.elapsed,
+        kind: EventKind::Warning {
+            host: None,
+            message: "an event carrying a secret was withheld".to_owned(),
+        },
+    })
+}
 
 impl EventSink for ChannelSink {
     fn emit(&self, event: &Event) {
+        let redacted;
+        let event = if self.2.is_empty() {
+            event
+        } else {
+            redacted = redact(event, &self.2);
+            &redacted
+        };
         match &event.kind {
             EventKind::Waiting { reason: WaitReason::CanaryConfirmation } => {
                 self.1.store(true, Ordering::SeqCst)
@@ -316,17 +354,20 @@ impl Runner {
         ports: Ports,
         new: NewDeployment,
     ) -> Result<Submitted, SubmitError> {
-        self.submit_with(request, ports, new, Origin::default()).await
+        self.submit_with(request, ports, new, Origin::default(), Vec::new()).await
     }
 
-    /// [`submit`](Self::submit) of a follow-up: `origin` (what it retries or rolls back, the
-    /// hosts it is limited to) is stored before it starts.
+    /// [`submit`](Self::submit) of a follow-up or of a request with secret variables: `origin`
+    /// (what it retries or rolls back, the hosts it is limited to) is stored before it starts,
+    /// and each of `secrets` (the values of the request's secret variables) is masked in every
+    /// event before it is stored, logged or streamed.
     pub async fn submit_with(
         self: &Arc<Self>,
         request: DeploymentRequest,
         ports: Ports,
         new: NewDeployment,
         origin: Origin,
+        secrets: Vec<String>,
     ) -> Result<Submitted, SubmitError> {
         let _admission = self.admission.lock().await;
         if let Some(key) = &new.idempotency_key {
@@ -366,6 +407,7 @@ impl Runner {
             cancel: Arc::new(Notify::new()),
             events: broadcast::channel(LIVE_CAPACITY).0,
             target: target.clone(),
+            secrets: Arc::new(secrets),
         };
         {
             let mut set = self.lock_active();
@@ -597,7 +639,11 @@ impl Runner {
             failure: journal.failure(),
         };
         let writer = tokio::spawn(writer.run(receiver).instrument(Span::current()));
-        let sink = journal.sink(ChannelSink(sender, active.waiting_for_confirmation.clone()));
+        let sink = journal.sink(ChannelSink(
+            sender,
+            active.waiting_for_confirmation.clone(),
+            active.secrets.clone(),
+        ));
         let (report, timed_out) = self.run(&prepared, journal.ports(), &active.control, &sink).await;
         drop(sink);
         if writer.await.is_err() {
@@ -1001,5 +1047,36 @@ fn log_event(deployment: &Span, hosts: &mut HashMap<String, Span>, event: &Event
                 deployment.in_scope(|| info!(seq = event.seq, "{line}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use vesemir_core::event::{Event, EventKind};
+    use vesemir_core::name::HostName;
+    use vesemir_core::ports::OutputStream;
+
+    use super::redact;
+
+    #[test]
+    fn secrets_are_masked_in_output_lines_and_messages_and_other_events_pass_unchanged() {
+        let host = HostName::new("web-01").expect("name");
+        let line = Event {
+            seq: 3,
+            elapsed: Duration::from_secs(1),
+            kind: EventKind::HostOutput {
+                host: host.clone(),
+                step: "install".into(),
+                stream: OutputStream::Stdout,
+                line: "connecting with \"hunter2\" to db".into(),
+            },
+        };
+        let masked = redact(&line, &["hunter2".to_owned()]);
+        let text = serde_json::to_string(&masked).expect("json");
+        assert!(!text.contains("hunter2") && text.contains("***"), "{text}");
+        assert_eq!(masked.seq, 3);
+        assert_eq!(redact(&line, &["absent".to_owned()]), line);
     }
 }

@@ -597,7 +597,22 @@ pub struct RetryBody {
 pub struct RestoreBody {
     /// Only these hosts' servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = host_names)]
     pub hosts: Vec<String>,
+}
+
+/// The schema of a list of host names (each 1 to 64 letters, digits, `-`, `_` or `.`, starting
+/// with a letter or digit).
+fn host_names() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(vesemir_core::name::pattern::IDENTIFIER))
+                .examples([serde_json::Value::from("web-01")]),
+        )
+        .build()
 }
 
 /// Where to roll back to (`POST /v1/applications/{app}/environments/{env}/rollback`).
@@ -607,4 +622,16 @@ pub struct RollbackBody {
     /// The version; default: the newest one before the current one that succeeded on every host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+}
+
+/// One server-sent event of `GET /v1/deployments/{id}/events`, as a client reads it from the
+/// `text/event-stream` lines (the document's schema of the stream; it is written as lines).
+#[derive(Debug, Clone, ToSchema)]
+pub struct StreamEvent {
+    /// The event's sequence number: send the last one as `Last-Event-ID` to resume after it.
+    pub id: String,
+    /// The event's type, e.g. `host_phase`.
+    pub event: String,
+    /// The event as JSON (its `type`, `seq`, `elapsed` and the type's own fields).
+    pub data: String,
 }

@@ -39,7 +39,7 @@ async fn a_deployment_runs_in_the_background_and_its_status_shows_hosts_timings_
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["requested_by"], "payments-ci");
     assert_eq!(done["playbook"], "web");
-    assert_eq!(done["query"], "hosts web-01, web-02, web-03");
+    assert_eq!(done["query"], "tags web; environment fleet");
     assert_eq!(done["host_count"], 3);
     assert_eq!(done["totals"]["succeeded"], 3);
     let hosts = done["hosts"].as_array().expect("hosts");
@@ -145,13 +145,17 @@ async fn malformed_unknown_field_invalid_and_oversized_bodies_get_4xx_naming_the
     body["changeset"] = json!({ "steps": [{ "name": "x", "run": "rm -rf /" }] });
     let inline = t.post(PAYMENTS, &body).await;
     assert_eq!(inline.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", inline.text);
-    assert!(problems(&inline).iter().any(|p| p.0 == "changeset"), "{}", inline.text);
+    assert!(problems(&inline).iter().any(|p| p.0 == "changeset.steps"), "{}", inline.text);
 
     let mut body = t.fleet.body("shop", "production", "payments");
     body["targets"] = json!({ "query": "name:*" });
     let raw = t.post(PAYMENTS, &body).await;
     assert_eq!(raw.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", raw.text);
-    assert!(problems(&raw).iter().any(|p| p.0 == "targets.query"), "{}", raw.text);
+    assert!(
+        problems(&raw).iter().any(|p| p.0 == "targets.query" && p.1.contains("operator")),
+        "{}",
+        raw.text
+    );
 
     let mut body = t.fleet.body("shop", "production", "payments");
     body["requested_by"] = json!("someone-else");
@@ -193,8 +197,8 @@ async fn servers_not_in_rotation_are_refused_with_422_naming_each_state_before_a
     assert_eq!(list.json["deployments"].as_array().expect("list").len(), 0, "nothing refused was stored");
     assert!(t.fleet.lb.rotation_log().changes.is_empty(), "nothing changed");
 
-    let mut body = t.fleet.body("shop", "production", "payments");
-    body["load_balancer"]["servers_not_in_rotation"] = json!("skip");
+    // A unit whose operator set servers_not_in_rotation = "skip".
+    let mut body = t.fleet.body("skipper", "production", "payments");
     body["strategy"]["concurrency"] = json!(2);
     let accepted = t.post(PAYMENTS, &body).await;
     assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
@@ -215,15 +219,12 @@ async fn tokens_are_required_and_scoped_to_their_team() {
 
     let other_team = t.post(SEARCH, &body).await;
     assert_eq!(other_team.status, StatusCode::FORBIDDEN, "{}", other_team.text);
-    assert!(
-        other_team.json["detail"].as_str().expect("error").contains("team search only"),
-        "{}",
-        other_team.text
-    );
-    // `ledger` belongs to payments in the configuration: search cannot claim it.
+    assert_eq!(problems(&other_team)[0].0, "team", "{}", other_team.text);
+    // `ledger` is payments' unit in the catalog: search has none, and cannot claim it.
     let claimed = t.post(SEARCH, &t.fleet.body("ledger", "production", "search")).await;
     assert_eq!(claimed.status, StatusCode::FORBIDDEN, "{}", claimed.text);
-    assert!(claimed.json["detail"].as_str().expect("error").contains("belongs to team payments"));
+    assert_eq!(problems(&claimed)[0].0, "application", "{}", claimed.text);
+    assert!(!claimed.text.contains("payments"), "the owner is not named: {}", claimed.text);
 
     let id = id_of(&t.post(PAYMENTS, &body).await);
     t.wait_finished(id).await;
@@ -231,13 +232,15 @@ async fn tokens_are_required_and_scoped_to_their_team() {
     let admin_done = t.wait_finished(admin_id).await;
     assert_eq!(admin_done["requested_by"], "root");
 
+    // Another team's deployment is not found, exactly as one that does not exist.
     let peek = t.get(SEARCH, &format!("/v1/deployments/{id}")).await;
-    assert_eq!(peek.status, StatusCode::FORBIDDEN);
-    assert!(peek.json["detail"].as_str().expect("error").contains("belongs to team payments"));
+    assert_eq!(peek.status, StatusCode::NOT_FOUND);
+    assert_eq!(peek.json["detail"], format!("no deployment {id}"));
+    assert!(!peek.text.contains("payments"), "{}", peek.text);
     let cancel = t.call(Method::POST, &format!("/v1/deployments/{id}/cancel"), Some(SEARCH), None).await;
-    assert_eq!(cancel.status, StatusCode::FORBIDDEN);
+    assert_eq!(cancel.status, StatusCode::NOT_FOUND);
     let events = t.get(SEARCH, &format!("/v1/deployments/{id}/events")).await;
-    assert_eq!(events.status, StatusCode::FORBIDDEN);
+    assert_eq!(events.status, StatusCode::NOT_FOUND);
     let own = t.get(PAYMENTS, &format!("/v1/deployments/{id}")).await;
     assert_eq!(own.status, StatusCode::OK);
 
@@ -334,7 +337,7 @@ async fn deployments_beyond_the_concurrency_limit_wait_queued_and_can_be_cancell
     t.wait_for(first, "running", |d| d["status"] == "running").await;
     let waiting = t.get(PAYMENTS, &format!("/v1/deployments/{second}")).await;
     assert_eq!(waiting.json["status"], "queued", "{}", waiting.text);
-    let metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+    let metrics = t.raw(Method::GET, "/metrics", Some(ADMIN), None, &[]).await;
     assert!(metrics.text.contains("vesemir_deployments_queued 2"), "{}", metrics.text);
     assert!(metrics.text.contains("vesemir_deployments_in_flight 1"), "{}", metrics.text);
     let cancel = t.call(Method::POST, &format!("/v1/deployments/{third}/cancel"), Some(PAYMENTS), None).await;
@@ -368,8 +371,8 @@ async fn a_full_queue_refuses_with_429() {
 #[tokio::test]
 async fn a_deployment_that_cannot_be_prepared_fails_and_changes_nothing() {
     let t = TestServer::start(Fleet::new(1)).await;
-    let mut body = t.fleet.body("shop", "production", "payments");
-    body["load_balancer"]["backend"] = json!("be_missing");
+    // A unit whose backend the load balancer does not have.
+    let body = t.fleet.body("broken", "production", "payments");
     let id = id_of(&t.post(PAYMENTS, &body).await);
     let done = t.wait_finished(id).await;
     assert_eq!(done["status"], "failed", "{done}");
@@ -387,20 +390,20 @@ async fn metrics_count_deployments_by_outcome_hosts_and_durations() {
     let id = id_of(&t.post(PAYMENTS, &body).await);
     assert_eq!(t.wait_finished(id).await["status"], "completed_with_failures");
     // web-02 was left out of rotation by that failure: include it (and leave room for it).
+    // The `cart` unit includes servers found out of rotation.
     let mut body = t.fleet.body("cart", "production", "payments");
-    body["load_balancer"]["servers_not_in_rotation"] = json!("include");
     body["strategy"]["concurrency"] = json!(2);
     let id = id_of(&t.post(PAYMENTS, &body).await);
     assert_eq!(t.wait_finished(id).await["status"], "stopped");
 
     // The in-flight gauge drops just after the final status is written: poll briefly.
-    let mut metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+    let mut metrics = t.raw(Method::GET, "/metrics", Some(ADMIN), None, &[]).await;
     for _ in 0..100 {
         if metrics.text.contains("vesemir_deployments_in_flight 0") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+        metrics = t.raw(Method::GET, "/metrics", Some(ADMIN), None, &[]).await;
     }
     assert_eq!(metrics.status, StatusCode::OK);
     let text = &metrics.text;
@@ -431,6 +434,10 @@ async fn health_readiness_and_unknown_paths() {
     let t = TestServer::start(Fleet::new(1)).await;
     let health = t.raw(Method::GET, "/healthz", None, None, &[]).await;
     assert_eq!((health.status, health.json["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let team_metrics = t.raw(Method::GET, "/metrics", Some(PAYMENTS), None, &[]).await;
+    assert_eq!(team_metrics.status, StatusCode::FORBIDDEN, "/metrics is for admins: {}", team_metrics.text);
+    let anonymous_metrics = t.raw(Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(anonymous_metrics.status, StatusCode::UNAUTHORIZED);
     let ready = t.raw(Method::GET, "/readyz", None, None, &[]).await;
     assert_eq!((ready.status, ready.json["status"].as_str()), (StatusCode::OK, Some("ok")));
     let missing = t.raw(Method::GET, "/v2/nothing", None, None, &[]).await;
@@ -497,7 +504,7 @@ async fn a_canary_waiting_for_confirmation_goes_on_when_confirmed() {
     assert_eq!(still.json["status"], "running", "{waiting}");
     assert!(still.json["hosts"][1]["outcome"].is_null(), "the rest wait for confirmation: {}", still.text);
     let other = t.call(Method::POST, &format!("/v1/deployments/{id}/confirm"), Some(SEARCH), None).await;
-    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
     let confirm = t.call(Method::POST, &format!("/v1/deployments/{id}/confirm"), Some(PAYMENTS), None).await;
     assert_eq!(confirm.status, StatusCode::ACCEPTED, "{}", confirm.text);
     assert_eq!(t.wait_finished(id).await["status"], "succeeded");

@@ -229,7 +229,19 @@ impl Case {
         self.concrete.push_str(query);
         self
     }
+    /// Calls `concrete` (a path with its parameters filled in) for the operation `path`.
+    fn at(mut self, concrete: &str) -> Self {
+        self.concrete = concrete.to_owned();
+        self
+    }
 }
+
+/// A payments token with the `read` role only: it reads payments' deployments, gives no orders.
+const READER: &str = "tok-payments-reader-0123456789";
+
+/// The history and rollback of shop in production, and of an application never deployed.
+const HISTORY: &str = "/v1/applications/{application}/environments/{environment}/history";
+const ROLLBACK: &str = "/v1/applications/{application}/environments/{environment}/rollback";
 
 /// Sends `c` as it is (its own Content-Type, if any) and reads the answer.
 async fn send(router: &axum::Router, c: &Case) -> Reply {
@@ -284,6 +296,10 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     let mut settings = config(&database);
     settings.limits.request_timeout = Duration::from_secs(1);
     settings.limits.max_body_bytes = 4096;
+    settings.tokens.push(vesemir_http::TokenConfig {
+        roles: vec![vesemir_http::Role::Read],
+        ..token("payments-reader", READER, Some("payments"))
+    });
     let store = Arc::new(Switch {
         inner: SqliteStore::open(&database).await.expect("opens"),
         mode: AtomicU8::new(WORKS),
@@ -294,9 +310,8 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     let router = server.router();
     let (get, post) = (Method::GET, Method::POST);
 
-    // A payments deployment that ends at once (its backend does not exist).
-    let mut ended = fleet.body("shop", "production", "payments");
-    ended["load_balancer"]["backend"] = json!("be_missing");
+    // A payments deployment that ends at once (its unit's backend does not exist).
+    let ended = fleet.body("broken", "production", "payments");
     let reply =
         call(&router, post.clone(), "/v1/deployments", Some(PAYMENTS), Some(&ended.to_string()), &[]).await;
     let id = reply.json["id"].as_i64().unwrap_or_else(|| panic!("accepted: {}", reply.text));
@@ -316,9 +331,12 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         (get.clone(), "/v1/deployments/{id}"),
         (get.clone(), "/v1/deployments/{id}/events"),
         (post.clone(), "/v1/deployments/{id}/recover"),
+        (post.clone(), "/v1/deployments/{id}/restore"),
+        (post.clone(), "/v1/deployments/{id}/retry"),
     ]
     .into_iter()
     .chain(ORDERS.map(|path| (post.clone(), path)));
+    let broken_rollback = "/v1/applications/broken/environments/production/rollback";
     let mut cases = vec![
         case(get.clone(), "/v1/deployments", 400, Some(ADMIN), id).query("?status=nope"),
         case(get.clone(), "/v1/deployments", 401, None, id),
@@ -333,11 +351,33 @@ async fn each_documented_error_status_is_answered_by_its_route() {
             .body(invalid.to_string(), "application/json"),
         case(get.clone(), "/v1/deployments/{id}/events", 400, Some(ADMIN), id).header("last-event-id", "x"),
         case(post.clone(), "/v1/deployments/{id}/recover", 409, Some(ADMIN), id),
+        case(post.clone(), "/v1/deployments/{id}/restore", 400, Some(ADMIN), id)
+            .body(r#"{"hosts": ["web-01;reload"]}"#, "application/json"),
+        case(post.clone(), "/v1/deployments/{id}/restore", 409, Some(ADMIN), id),
+        case(post.clone(), "/v1/deployments/{id}/retry", 400, Some(ADMIN), id)
+            .body(r#"{"hosts": ["web-01"]}"#, "application/json"),
+        case(get.clone(), HISTORY, 401, None, id).at("/v1/applications/shop/environments/production/history"),
+        case(post.clone(), ROLLBACK, 400, Some(PAYMENTS), id)
+            .at(broken_rollback)
+            .body("{", "application/json"),
+        case(post.clone(), ROLLBACK, 401, None, id).at(broken_rollback),
+        // Another team's application has no deployment it may see.
+        case(post.clone(), ROLLBACK, 404, Some(SEARCH), id).at(broken_rollback),
+        case(post.clone(), ROLLBACK, 403, Some(READER), id).at(broken_rollback),
+        // Its only deployment failed: no version to go back to.
+        case(post.clone(), ROLLBACK, 409, Some(PAYMENTS), id).at(broken_rollback),
+        case(post.clone(), ROLLBACK, 422, Some(PAYMENTS), id)
+            .at(broken_rollback)
+            .body(r#"{"to": "not a version!"}"#, "application/json"),
     ];
     for (method, path) in on_deployment {
         cases.push(case(method.clone(), path, 401, None, id));
-        cases.push(case(method.clone(), path, 403, Some(SEARCH), id));
-        cases.push(case(method, path, 404, Some(ADMIN), 999_999));
+        // Another team's deployment is not found, as one that does not exist.
+        cases.push(case(method.clone(), path, 404, Some(SEARCH), id));
+        cases.push(case(method.clone(), path, 404, Some(ADMIN), 999_999));
+        if method == Method::POST {
+            cases.push(case(method, path, 403, Some(READER), id));
+        }
     }
     cases.extend(ORDERS.map(|path| case(post.clone(), path, 409, Some(ADMIN), id)));
     run(&router, &cases, &mut answered).await;
@@ -350,6 +390,23 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         c.limits.max_queued_deployments = 1;
     })
     .await;
+    // A finished deployment with a failed host, to retry: its server is put back first.
+    queue.fleet.executor.fail_command(&vesemir_core::fake::FakeFleet::host(1), "'9.9.9'", 7);
+    let mut failing = queue.fleet.body("till", "production", "payments");
+    failing["version"] = json!("9.9.9");
+    let failed = queue.post(PAYMENTS, &failing).await;
+    assert_eq!(failed.status, StatusCode::ACCEPTED, "{}", failed.text);
+    let failed = failed.json["id"].as_i64().expect("an id");
+    let done = queue.wait_finished(failed).await;
+    assert_eq!(done["status"], "stopped", "{done}");
+    let retry_invalid = case(post.clone(), "/v1/deployments/{id}/retry", 422, Some(PAYMENTS), failed)
+        .body(r#"{"variables": {"channel": "NOT-LOWER"}}"#, "application/json");
+    run(&queue.router, &[retry_invalid], &mut answered).await;
+    let restored =
+        queue.call(Method::POST, &format!("/v1/deployments/{failed}/restore"), Some(PAYMENTS), None).await;
+    assert_eq!(restored.status, StatusCode::OK, "{}", restored.text);
+    assert!(queue.fleet.lb.out_of_rotation().is_empty(), "{}", restored.text);
+
     let first = queue.post(PAYMENTS, &queue.fleet.body("shop", "production", "payments")).await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
     let first = first.json["id"].as_i64().expect("an id");
@@ -357,10 +414,13 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     let waiting = queue.post(PAYMENTS, &queue.fleet.body("shop", "staging", "payments")).await;
     assert_eq!(waiting.status, StatusCode::ACCEPTED, "{}", waiting.text);
     let again = queue.fleet.body("shop", "production", "payments").to_string();
-    let other = queue.fleet.body("shop", "qa", "payments").to_string();
+    let other = queue.fleet.body("a1", "production", "payments").to_string();
     let cases = [
         case(post.clone(), "/v1/deployments", 409, Some(PAYMENTS), 0).body(again, "application/json"),
         case(post.clone(), "/v1/deployments", 429, Some(PAYMENTS), 0).body(other, "application/json"),
+        // The running one has not ended; the failed one would wait, and the queue is full.
+        case(post.clone(), "/v1/deployments/{id}/retry", 409, Some(PAYMENTS), first),
+        case(post.clone(), "/v1/deployments/{id}/retry", 429, Some(PAYMENTS), failed),
     ];
     run(&queue.router, &cases, &mut answered).await;
 
@@ -368,10 +428,16 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     let mut renamed = config(&database);
     let web = renamed.playbooks.remove("web").expect("the web playbook");
     renamed.playbooks.insert("web2".into(), web);
+    for unit in &mut renamed.units {
+        unit.playbooks = vec!["web2".into()];
+    }
     let reopened = Server::with_store(&renamed, Arc::new(FixedPorts(fleet.ports())), store.clone())
         .await
         .expect("reopens");
-    let cases = [case(post.clone(), "/v1/deployments/{id}/recover", 422, Some(ADMIN), id)];
+    let cases = [
+        case(post.clone(), "/v1/deployments/{id}/recover", 422, Some(ADMIN), id),
+        case(post.clone(), "/v1/deployments/{id}/restore", 422, Some(ADMIN), id),
+    ];
     run(&reopened.router(), &cases, &mut answered).await;
 
     // 408: every bounded /v1 call, while the store answers after the request timeout.
@@ -381,6 +447,10 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         case(post.clone(), "/v1/deployments", 408, Some(PAYMENTS), id)
             .body(valid.clone(), "application/json"),
         case(get.clone(), "/v1/deployments/{id}", 408, Some(ADMIN), id),
+        case(post.clone(), "/v1/deployments/{id}/retry", 408, Some(ADMIN), id),
+        case(get.clone(), HISTORY, 408, Some(ADMIN), id)
+            .at("/v1/applications/shop/environments/production/history"),
+        case(post.clone(), ROLLBACK, 408, Some(ADMIN), id).at(broken_rollback),
     ];
     cases.extend(ORDERS.map(|path| case(post.clone(), path, 408, Some(ADMIN), id)));
     run(&router, &cases, &mut answered).await;
@@ -390,12 +460,23 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     let mut cases = vec![
         case(get.clone(), "/v1/deployments", 500, Some(ADMIN), id),
         case(post.clone(), "/v1/deployments", 500, Some(PAYMENTS), id)
-            .body(fleet.body("shop", "qa", "payments").to_string(), "application/json"),
+            .body(fleet.body("a1", "production", "payments").to_string(), "application/json"),
         case(get.clone(), "/v1/deployments/{id}", 500, Some(ADMIN), id),
         case(get.clone(), "/v1/deployments/{id}/events", 500, Some(ADMIN), id),
         case(post.clone(), "/v1/deployments/{id}/recover", 500, Some(ADMIN), id),
+        case(post.clone(), "/v1/deployments/{id}/restore", 500, Some(ADMIN), id),
+        case(post.clone(), "/v1/deployments/{id}/retry", 500, Some(ADMIN), id),
+        case(get.clone(), HISTORY, 500, Some(ADMIN), id)
+            .at("/v1/applications/shop/environments/production/history"),
+        case(post.clone(), ROLLBACK, 500, Some(ADMIN), id).at(broken_rollback),
     ];
     cases.extend(ORDERS.map(|path| case(post.clone(), path, 500, Some(ADMIN), id)));
+    run(&router, &cases, &mut answered).await;
+    // /metrics on `listen` is for admin tokens only.
+    let cases = [
+        case(get.clone(), "/metrics", 401, None, id),
+        case(get.clone(), "/metrics", 403, Some(PAYMENTS), id),
+    ];
     run(&router, &cases, &mut answered).await;
     let ready = call(&router, get.clone(), "/readyz", None, None, &[]).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.text);

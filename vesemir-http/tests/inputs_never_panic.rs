@@ -88,7 +88,11 @@ fn valid_config() -> Value {
     json!({
         "listen": "127.0.0.1:8080", "database": "/tmp/v.db",
         "tokens": [{ "name": "ci", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "team": "payments" }],
-        "applications": { "shop": "payments" },
+        "units": [{ "team": "payments", "application": "shop", "environment": "production", "playbooks": ["web"],
+                    "targets": { "tags": ["web"], "chef_environment": "fleet" },
+                    "load_balancer": { "backend": "be_web", "instances": [{ "address": "127.0.0.1", "port": 9001 }] },
+                    "strategy": { "max_concurrency": 2, "canary": true },
+                    "variables": { "channel": { "pattern": "^[a-z]+$", "secret": false } } }],
         "playbooks": { "web": { "steps": [{ "name": "install", "run": "install {version}", "timeout": "1m" }],
                                 "health": { "command": "check", "timeout": "10s", "interval": "1s" } } },
         "limits": { "max_body_bytes": 65536, "max_concurrent_deployments": 4, "max_queued_deployments": 10,

@@ -303,7 +303,7 @@ fn after_a_restart_the_journal_lists_the_drained_servers_and_recover_puts_them_b
     let database = dir.path().join("vesemir.db");
     let (web1, web2) = (FakeFleet::server(1), FakeFleet::server(2));
     // web-01 runs at an odd weight: recovery must bring it back to 37, not to 100%.
-    let fleet = Fleet(
+    let fleet = Fleet::from(
         FakeFleet::new(4, vec![LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9001 }])
             .starting(1, None, AdminState::Ready, Operational::Up, 37)
             .expect("fleet"),
@@ -335,7 +335,12 @@ fn after_a_restart_the_journal_lists_the_drained_servers_and_recover_puts_them_b
 
         let recover = format!("{path}/recover");
         let other_team = call(&router, Method::POST, &recover, Some(SEARCH), None, &[]).await;
-        assert_eq!(other_team.status, StatusCode::FORBIDDEN, "{}", other_team.text);
+        assert_eq!(
+            other_team.status,
+            StatusCode::NOT_FOUND,
+            "another team's is not found: {}",
+            other_team.text
+        );
 
         let first_try = call(&router, Method::POST, &recover, Some(PAYMENTS), None, &[]).await;
         assert_eq!(first_try.status, StatusCode::OK, "{}", first_try.text);

@@ -142,7 +142,7 @@ fn a_restart_marks_a_running_deployment_interrupted_with_the_hosts_that_may_be_o
             call(&router, Method::GET, "/v1/deployments?status=interrupted", Some(ADMIN), None, &[]).await;
         assert_eq!(listed.json["deployments"][0]["id"], first);
 
-        let metrics = call(&router, Method::GET, "/metrics", None, None, &[]).await;
+        let metrics = call(&router, Method::GET, "/metrics", Some(ADMIN), None, &[]).await;
         let labels = r#"application="shop",environment="production",team="payments""#;
         assert!(
             metrics

@@ -96,8 +96,7 @@ async fn a_panic_while_preparing_is_a_failed_deployment_with_nothing_left_out() 
     let mut ports = fleet.ports();
     ports.inventory = Arc::new(PanickingInventory);
     let server = server_over(ports, fleet.clone()).await;
-    let mut body = fleet.body("shop", "production", "payments");
-    body["targets"] = serde_json::json!({ "tags": ["web"] });
+    let body = fleet.body("shop", "production", "payments");
     let reply = server.post(PAYMENTS, &body).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     let deployment = server.wait_finished(id_of(&reply)).await;

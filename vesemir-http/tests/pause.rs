@@ -25,7 +25,7 @@ fn elapsed(event: &Value) -> Duration {
 }
 
 async fn metric(t: &TestServer, line: &str) -> bool {
-    t.raw(Method::GET, "/metrics", None, None, &[]).await.text.lines().any(|l| l == line)
+    t.raw(Method::GET, "/metrics", Some(ADMIN), None, &[]).await.text.lines().any(|l| l == line)
 }
 
 #[tokio::test]
@@ -39,7 +39,7 @@ async fn a_paused_deployment_starts_no_host_until_resumed() {
     assert_eq!(running["links"]["pause"], format!("/v1/deployments/{id}/pause"), "{running}");
     assert!(running["links"].get("resume").is_none(), "{running}");
 
-    assert_eq!(order(&t, SEARCH, id, "pause").await.status, StatusCode::FORBIDDEN, "another team's");
+    assert_eq!(order(&t, SEARCH, id, "pause").await.status, StatusCode::NOT_FOUND, "another team's");
     let paused = order(&t, PAYMENTS, id, "pause").await;
     assert_eq!(paused.status, StatusCode::ACCEPTED, "{}", paused.text);
     assert_eq!(paused.json["paused"], true, "{}", paused.text);

@@ -1,6 +1,6 @@
 //! The contract, checked by an independent fuzzer: schemathesis (from PyPI) reads
-//! `/openapi.json` of a real server on a loopback socket (fake ports, a fleet tagged `web` as the
-//! document's example request asks for, an admin token) and runs every check it has, stateful
+//! `/openapi.json` of a real server on a loopback socket (fake ports, the test catalog's units
+//! over them, one of which the document's example request names, an admin token) and runs every check it has, stateful
 //! runs along the document's links included, with a fixed seed and a bounded number of examples.
 //! Any disagreement between what the document says and what the server does fails the test.
 //! Its settings (seed, examples, per-operation expectations) are in `tests/schemathesis.toml`.
@@ -14,9 +14,6 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use support::*;
-use vesemir_core::fake::FakeFleet;
-use vesemir_core::ports::LbEndpoint;
-use vesemir_core::static_inventory::StaticHost;
 use vesemir_http::{FixedPorts, Server};
 
 /// The schemathesis release this contract is checked with (`.ci/install-test-servers` installs it).
@@ -60,10 +57,8 @@ async fn schemathesis_finds_no_disagreement_between_the_document_and_the_server(
     // Paused deployments and canaries waiting for confirmation end soon, and so do the event
     // streams that follow them.
     config.limits.deployment_timeout = Duration::from_secs(3);
-    let fleet = FakeFleet::new(3, vec![LbEndpoint::Tcp { address: "10.0.0.2".into(), port: 9001 }]);
-    for host in fleet.hosts() {
-        fleet.inventory.add(StaticHost::tagged(host, &["web"]));
-    }
+    // The test catalog's units find the fleet's hosts by tag and Chef environment.
+    let fleet = Fleet::new(3);
     let server = Server::open(&config, Arc::new(FixedPorts(fleet.ports()))).await.expect("opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
     let address = listener.local_addr().expect("address");

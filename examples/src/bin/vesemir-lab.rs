@@ -152,6 +152,10 @@ fn main() -> ExitCode {
     }
     println!("  chef     {}", lab.chef_url());
     println!("  config   {}\n  deploy   {}", lab.config_path().display(), lab.deploy_path().display());
+    println!(
+        "  server   {} (two teams; `vesemir serve --server-config` it)",
+        lab.server_config_path().display()
+    );
     if interrupted.load(Ordering::SeqCst) {
         println!("Interrupted: tearing the lab down.");
         return ExitCode::from(130);

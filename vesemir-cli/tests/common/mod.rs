@@ -91,6 +91,23 @@ impl Lab {
         path
     }
 
+    /// The server catalog's unit for the lab: team `web` deploys `shop` to `test` on the lab's
+    /// hosts behind `be_web` on both haproxy instances, with the `web` playbook.
+    pub fn unit(&self) -> String {
+        let hosts: Vec<String> =
+            HOSTS.iter().map(|h| format!("{{ name = \"{h}\", address = \"{}\" }}", address_of(h))).collect();
+        format!(
+            "[[units]]\nteam = \"web\"\napplication = \"shop\"\nenvironment = \"test\"\nplaybooks = [\"web\"]\n\
+             targets = {{ hosts = [{}] }}\n\
+             load_balancer = {{ backend = \"be_web\", instances = [{}], drain_timeout = \"5s\" }}\n\
+             strategy = {{ max_concurrency = 2, concurrency = 2, canary = true }}\n\
+             variables.dir = {{ pattern = \"^/[A-Za-z0-9._/-]+$\" }}\n\
+             variables.broken = {{ pattern = \"^[a-z0-9-]+$\", default = \"none\" }}\n",
+            hosts.join(", "),
+            self.instances(),
+        )
+    }
+
     pub fn vesemir(&self, args: &[&str]) -> Output {
         vesemir_in(self.dir.path(), args)
     }

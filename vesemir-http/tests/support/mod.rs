@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use vesemir_core::fake::FakeFleet;
 use vesemir_core::ports::LbEndpoint;
+use vesemir_core::static_inventory::StaticHost;
 use vesemir_http::auth::sha256_hex;
 use vesemir_http::{FixedPorts, Server, ServerConfig, TokenConfig};
 
@@ -35,24 +36,27 @@ impl std::ops::Deref for Fleet {
 
 impl Fleet {
     pub fn new(size: usize) -> Self {
-        Self(FakeFleet::new(size, vec![LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9001 }]))
+        Self::from(FakeFleet::new(size, vec![LbEndpoint::Tcp { address: "127.0.0.1".into(), port: 9001 }]))
     }
 
-    /// A request body for the whole fleet.
+    /// A fleet whose inventory holds its hosts, tagged `web` in the Chef environment `fleet`
+    /// (what the test catalog's units search for).
+    pub fn from(fleet: FakeFleet) -> Self {
+        for i in 1..=fleet.size {
+            let host = vesemir_core::Host::new(FakeFleet::host(i), FakeFleet::address(i)).expect("address");
+            let fleet_env = vesemir_core::name::EnvironmentName::new("fleet").expect("valid");
+            fleet.inventory.add(StaticHost::tagged(host, &["web"]).in_environment(fleet_env));
+        }
+        Self(fleet)
+    }
+
+    /// A request body for a unit of the test catalog (the whole fleet).
     pub fn body(&self, application: &str, environment: &str, team: &str) -> Value {
-        let hosts: Vec<Value> = (1..=self.size)
-            .map(|i| json!({ "name": FakeFleet::host(i), "address": FakeFleet::address(i) }))
-            .collect();
         json!({
             "application": application,
             "environment": environment,
             "team": team,
             "version": "2.0.0",
-            "targets": { "hosts": hosts },
-            "load_balancer": {
-                "backend": "be_web",
-                "instances": [{ "address": "127.0.0.1", "port": 9001 }]
-            },
             "strategy": { "concurrency": 1 },
             "playbook": "web",
             "variables": { "channel": "stable" }
@@ -60,29 +64,60 @@ impl Fleet {
     }
 }
 
+/// The test catalog's units: (team, application, environment, extra load balancer settings).
+pub const UNITS: [(&str, &str, &str, &str); 11] = [
+    ("payments", "shop", "production", ""),
+    ("payments", "shop", "staging", ""),
+    ("payments", "ledger", "production", ""),
+    ("payments", "cart", "production", ", servers_not_in_rotation = \"include\""),
+    ("payments", "skipper", "production", ", servers_not_in_rotation = \"skip\""),
+    ("payments", "till", "production", ""),
+    ("payments", "a1", "production", ""),
+    ("payments", "a2", "production", ""),
+    ("payments", "a3", "production", ""),
+    ("payments", "broken", "production", ""),
+    ("search", "finder", "production", ""),
+];
+
+/// The catalog's `[[units]]` for [`UNITS`], each over the fleet's hosts (tag `web`, Chef
+/// environment `fleet`) behind `be_web` (`broken`: `be_missing`).
+pub fn units_toml() -> String {
+    let mut text = String::new();
+    for (team, application, environment, extra) in UNITS {
+        let backend = if application == "broken" { "be_missing" } else { "be_web" };
+        text.push_str(&format!(
+            r#"
+[[units]]
+team = "{team}"
+application = "{application}"
+environment = "{environment}"
+playbooks = ["web"]
+targets = {{ tags = ["web"], chef_environment = "fleet" }}
+load_balancer = {{ backend = "{backend}", instances = [{{ address = "127.0.0.1", port = 9001 }}]{extra} }}
+strategy = {{ max_concurrency = 10, canary = true, ramp = true }}
+variables.channel = {{ pattern = "^[a-z]+$", default = "stable" }}
+"#
+        ));
+    }
+    text
+}
+
 pub fn token(name: &str, token: &str, team: Option<&str>) -> TokenConfig {
     TokenConfig {
         name: name.into(),
         sha256: sha256_hex(token.as_bytes()),
         team: team.map(Into::into),
+        teams: Vec::new(),
+        roles: Vec::new(),
         admin: team.is_none(),
     }
 }
 
-/// A configuration on `database` with three tokens and the `web` playbook.
+/// A configuration on `database` with three tokens, the `web` playbook and the units of
+/// [`UNITS`].
 pub fn config(database: &Path) -> ServerConfig {
-    let text = r#"
-database = "unused"
-[applications]
-ledger = "payments"
-[playbooks.web]
-steps = [{ name = "install", run = "install-app {application} {version} {channel}", timeout = "1m" }]
-[playbooks.web.health]
-command = "check-app"
-timeout = "10s"
-interval = "1s"
-"#;
-    let mut config = ServerConfig::from_toml(text).expect("valid config");
+    let text = format!("database = \"unused\"\n{}{PLAYBOOK}", units_toml());
+    let mut config = ServerConfig::from_toml(&text).expect("valid config");
     config.database = database.into();
     config.tokens = vec![
         token("payments-ci", PAYMENTS, Some("payments")),
@@ -91,6 +126,16 @@ interval = "1s"
     ];
     config
 }
+
+/// The `web` playbook of the test configuration.
+pub const PLAYBOOK: &str = r#"
+[playbooks.web]
+steps = [{ name = "install", run = "install-app {application} {version} {channel}", timeout = "1m" }]
+[playbooks.web.health]
+command = "check-app"
+timeout = "10s"
+interval = "1s"
+"#;
 
 /// A server over a fleet, on a temp SQLite file.
 pub struct TestServer {
@@ -229,4 +274,83 @@ pub fn parse_sse(text: &str) -> Vec<Sse> {
 
 pub fn id_of(reply: &Reply) -> i64 {
     reply.json["id"].as_i64().unwrap_or_else(|| panic!("no id in {} {}", reply.status, reply.text))
+}
+
+/// A server listening on a real loopback socket, stopped when `stop` is sent.
+pub struct Loopback {
+    pub address: std::net::SocketAddr,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub serving: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl Loopback {
+    /// Serves `server` on a free loopback port.
+    pub async fn serve(server: &vesemir_http::Server) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = server.clone();
+        let serving = tokio::spawn(async move {
+            server
+                .serve_on(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Self { address, stop: Some(stop), serving }
+    }
+
+    /// One HTTP/1.1 exchange over a fresh connection.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        if let Some(token) = token {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        let mut stream = tokio::net::TcpStream::connect(self.address).await.expect("connects");
+        stream.write_all(request.as_bytes()).await.expect("writes");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+            .await
+            .expect("answer within 20 s")
+            .expect("reads");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let (head, text) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|code| code.parse::<u16>().ok())
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .unwrap_or_else(|| panic!("no status line in {answer}"));
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            if let Some((name, value)) = line.split_once(':') {
+                if let (Ok(name), Ok(value)) = (
+                    axum::http::HeaderName::from_bytes(name.trim().as_bytes()),
+                    axum::http::HeaderValue::from_str(value.trim()),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+        }
+        // Chunked bodies (event streams) are kept as they are; JSON answers have a length.
+        let text = text.to_owned();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, text, json }
+    }
+
+    /// Stops it: the server's own shutdown runs.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = tokio::time::timeout(Duration::from_secs(60), self.serving).await.expect("stops");
+        served.expect("task").expect("served");
+    }
 }
