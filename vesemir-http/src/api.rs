@@ -852,12 +852,12 @@ async fn recover_servers(
     request_body(content = Option<crate::wire::RestoreBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "What was done for each server asked for", body = RecoveryReport),
-        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 400, description = "Malformed body, or a host name that is not one", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
         (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
         (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
-        (status = 422, description = "A host named is not one of the deployment's, or its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
+        (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -871,10 +871,9 @@ pub async fn restore(
     let body: crate::wire::RestoreBody = optional_body(&state, body)?;
     let mut only = std::collections::BTreeSet::new();
     for host in &body.hosts {
-        // Not a host name at all, so not a host of this deployment: refused as a name the
-        // deployment does not have (422), as an unknown host would be.
+        // The document gives `hosts` the host-name pattern: anything else is a malformed body.
         let name = vesemir_core::name::HostName::new(host)
-            .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "hosts", e.to_string()))?;
+            .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "hosts", e.to_string()))?;
         only.insert(name);
     }
     recover_servers(&state, &principal, id, (!only.is_empty()).then_some(only)).await

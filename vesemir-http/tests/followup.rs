@@ -191,7 +191,7 @@ async fn restore_puts_back_a_healthy_host_and_leaves_an_unhealthy_one_out() {
     assert_eq!(t.fleet.lb.out_of_rotation().len(), 2, "{failed}");
     let path = format!("/v1/deployments/{id}/restore");
     let bad = post(&t, PAYMENTS, &path, Some(&json!({ "hosts": ["web-01;reload"] }))).await;
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
     let reply = post(&t, PAYMENTS, &path, Some(&json!({ "hosts": ["web-01", "web-02"] }))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let result = |host: &str| {
