@@ -4,45 +4,17 @@
 //! logs with a scoped subscriber, which another test running beside it in the same binary can
 //! disturb.)
 
+mod secret_unit;
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use secret_unit::{config, SECRET};
 use serde_json::json;
 use support::*;
-use vesemir_http::{FixedPorts, Server, ServerConfig};
-
-const SECRET: &str = "Sup3rS3cretValue42";
-
-fn config(database: &std::path::Path) -> ServerConfig {
-    let text = format!(
-        r#"
-database = "{db}"
-
-[[tokens]]
-name = "payments-ci"
-sha256 = "{hash}"
-team = "payments"
-
-[playbooks.vault]
-steps = [{{ name = "install", run = "install-app {{version}} --password {{db_password}}" }}]
-
-[[units]]
-team = "payments"
-application = "vault"
-environment = "production"
-playbooks = ["vault"]
-targets = {{ tags = ["web"], chef_environment = "fleet" }}
-load_balancer = {{ backend = "be_web", instances = [{{ address = "127.0.0.1", port = 9001 }}] }}
-variables.db_password = {{ pattern = "^[A-Za-z0-9]{{8,64}}$", secret = true }}
-"#,
-        db = database.display(),
-        hash = vesemir_http::auth::sha256_hex(PAYMENTS.as_bytes()),
-    );
-    ServerConfig::from_toml(&text).unwrap_or_else(|e| panic!("valid: {e}"))
-}
+use vesemir_http::{FixedPorts, Server};
 
 /// Waits until deployment `id` has ended, and answers its view.
 async fn finished(router: &axum::Router, id: i64) -> serde_json::Value {

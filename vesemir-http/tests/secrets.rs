@@ -1,6 +1,7 @@
 //! Secret variables: used on the hosts, and never stored (the SQLite file's bytes), logged (at
 //! debug level) or shown by the API (every answer, the event stream included).
 
+mod secret_unit;
 mod support;
 
 use std::io::Write;
@@ -8,11 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use secret_unit::{config, SECRET};
 use serde_json::json;
 use support::*;
-use vesemir_http::{FixedPorts, LogConfig, Server, ServerConfig};
-
-const SECRET: &str = "Sup3rS3cretValue42";
+use vesemir_http::{FixedPorts, LogConfig, Server};
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -32,34 +32,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
     }
-}
-
-fn config(database: &std::path::Path) -> ServerConfig {
-    let text = format!(
-        r#"
-database = "{db}"
-
-[[tokens]]
-name = "payments-ci"
-sha256 = "{hash}"
-team = "payments"
-
-[playbooks.vault]
-steps = [{{ name = "install", run = "install-app {{version}} --password {{db_password}}" }}]
-
-[[units]]
-team = "payments"
-application = "vault"
-environment = "production"
-playbooks = ["vault"]
-targets = {{ tags = ["web"], chef_environment = "fleet" }}
-load_balancer = {{ backend = "be_web", instances = [{{ address = "127.0.0.1", port = 9001 }}] }}
-variables.db_password = {{ pattern = "^[A-Za-z0-9]{{8,64}}$", secret = true }}
-"#,
-        db = database.display(),
-        hash = vesemir_http::auth::sha256_hex(PAYMENTS.as_bytes()),
-    );
-    ServerConfig::from_toml(&text).unwrap_or_else(|e| panic!("valid: {e}"))
 }
 
 // A current-thread runtime: the scoped subscriber sees the spawned deployment tasks too.
