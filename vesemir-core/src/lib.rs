@@ -15,6 +15,7 @@ pub mod history;
 pub mod host;
 pub mod host_locks;
 pub mod journal;
+pub mod key_file;
 pub mod lock;
 pub mod name;
 pub mod ports;

@@ -2,7 +2,7 @@
 //! playbooks, the operator's catalog of deployable units ([`crate::catalog`]), and limits.
 //!
 //! ```toml
-//! listen = "127.0.0.1:8080"
+//! listen = "127.0.0.1:8080"  # plain HTTP on loopback; elsewhere [tls] (or allow_plain_http)
 //! metrics_listen = "10.0.0.5:9464" # optional: /metrics without a token, for a scraper
 //! database = "/var/lib/vesemir/vesemir.db"   # or "postgres://vesemir@db.internal/vesemir"
 //!
@@ -43,6 +43,10 @@
 //! json = true
 //! level = "info"
 //!
+//! [tls]                       # HTTPS on listen: see `crate::tls`
+//! cert = "/etc/vesemir/tls/cert.pem"
+//! key = "/etc/vesemir/tls/key.pem"
+//!
 //! [cluster]                   # several instances on one PostgreSQL database
 //! instance = "deploy-vm-1"    # default: the host name (the pid and start time are added)
 //! lease = "10s"               # a deployment's lease, renewed every third of it
@@ -68,9 +72,17 @@ use crate::store::{InstanceId, PostgresUrl, StoreOptions};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Where to listen, e.g. `127.0.0.1:8080`.
+    /// Where to listen, e.g. `127.0.0.1:8080`. Plain HTTP only on a loopback address, unless
+    /// `[tls]` or `allow_plain_http` is set.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// `[tls]`: serve HTTPS on `listen` with this certificate and key ([`crate::tls`]).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Serve plain HTTP on a `listen` that is not a loopback address (only behind a
+    /// TLS-terminating proxy: tokens travel in every request).
+    #[serde(default)]
+    pub allow_plain_http: bool,
     /// The SQLite database file (created if missing), or a `postgres://` URL (several
     /// instances may share it).
     pub database: Database,
@@ -410,6 +422,7 @@ impl ServerConfig {
         }
         self.limits.check_bounds(&mut problems);
         self.cluster.check(&mut problems);
+        crate::tls::check_config(self.listen, self.tls.as_ref(), self.allow_plain_http, &mut problems);
         match (ValidationErrors::from_errors(problems), playbooks, catalog) {
             (Some(errors), _, _) => Err(errors),
             (None, Ok(playbooks), Ok(catalog)) => Ok(Validated { playbooks, catalog }),
@@ -434,6 +447,9 @@ pub struct Validated {
 fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option<ServerConfig> {
     let mut take = |key: &str| table.remove(key);
     let listen = take("listen").map_or(Some(default_listen()), |v| read(v, "listen", problems));
+    let tls = take("tls").map_or(Some(None), |v| read(v, "tls", problems).map(Some));
+    let allow_plain_http =
+        take("allow_plain_http").map_or(Some(false), |v| read(v, "allow_plain_http", problems));
     let database = match take("database") {
         Some(v) => read::<Database>(v, "database", problems),
         None => {
@@ -488,11 +504,13 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
     for key in table.keys() {
         problems.push(FieldError::new(
             key.as_str(),
-            "is not a field: expected listen, metrics_listen, database, tokens, units, playbooks, limits, log or cluster",
+            "is not a field: expected listen, tls, allow_plain_http, metrics_listen, database, tokens, units, playbooks, limits, log or cluster",
         ));
     }
     Some(ServerConfig {
         listen: listen?,
+        tls: tls?,
+        allow_plain_http: allow_plain_http?,
         database: database?,
         metrics_listen: metrics_listen?,
         tokens: tokens?,

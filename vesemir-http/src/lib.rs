@@ -72,11 +72,13 @@ pub mod metrics;
 pub mod openapi;
 mod phase_text;
 pub mod ports;
+pub mod reload;
 mod routes;
 pub mod runner;
 pub mod sse;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;
 
 use std::sync::Arc;
@@ -87,9 +89,11 @@ pub use auth::{Principal, PrincipalSource, Role, Tokens};
 pub use catalog::{Catalog, UnitConfig, UnitRequest};
 pub use config::{ClusterConfig, Database, Limits, LogConfig, ServerConfig, TokenConfig};
 pub use ports::{FixedPorts, LockSettings, PortsError, PortsFactory};
+pub use reload::{Reload, Reloads};
 pub use store::{
     InstanceId, PostgresStore, PostgresUrl, SqliteStore, Status, Store, StoreError, StoreOptions,
 };
+pub use tls::TlsConfig;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// SIGHUP could not be caught (it would end the server instead of reloading it).
+    #[error("cannot catch SIGHUP to reload on it: {0}")]
+    Signal(#[source] std::io::Error),
 }
 
 /// An opened server: its state and routes, not yet listening.
@@ -211,11 +218,15 @@ impl Server {
     /// the deployments in flight and waits for them up to `limits.shutdown_grace`
     /// ([`Server::shutdown`]); open event streams end with their deployments, and any still
     /// open a few seconds later are dropped.
-    pub async fn serve_on(
+    pub async fn serve_on<L>(
         &self,
-        listener: tokio::net::TcpListener,
+        listener: L,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), std::io::Error> {
+    ) -> Result<(), std::io::Error>
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let (stopping, mut stopped) = tokio::sync::watch::channel(false);
         let mut graceful = stopped.clone();
         let http = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
@@ -259,13 +270,28 @@ async fn stop_signal() {
 /// Opens the server and serves it on `config.listen` until Ctrl-C or SIGTERM. Then it stops
 /// accepting connections, cancels the deployments in flight and waits for them up to
 /// `limits.shutdown_grace` ([`Server::shutdown`]); event streams end with their deployments.
+/// SIGHUP reloads the TLS certificate ([`serve_with`] adds other reloads).
 pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Result<(), ServeError> {
+    serve_with(config, factory, Reloads::default()).await
+}
+
+/// [`serve`], with `reloads` run on SIGHUP besides the TLS certificate's (HTTPS with `[tls]`:
+/// [`tls`]; the certificate is also reloaded when its files change).
+pub async fn serve_with(
+    config: ServerConfig,
+    factory: Arc<dyn PortsFactory>,
+    reloads: Reloads,
+) -> Result<(), ServeError> {
+    // First: from here on SIGHUP reloads instead of ending the process.
+    let hangups = reload::Hangups::register().map_err(ServeError::Signal)?;
     telemetry::init(&config.log);
     let server = Server::open(&config, factory).await?;
+    let certificates = config.tls.as_ref().map(tls::Certificates::load).transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen { address: config.listen, source })?;
-    tracing::info!(address = %config.listen, "listening");
+    let scheme = if certificates.is_some() { "https" } else { "http" };
+    tracing::info!(address = %config.listen, scheme, "listening");
     if let Some(address) = config.metrics_listen {
         let metrics = tokio::net::TcpListener::bind(address)
             .await
@@ -278,8 +304,16 @@ pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Resu
             }
         });
     }
-    server
-        .serve_on(listener, stop_signal())
-        .await
-        .map_err(|source| ServeError::Listen { address: config.listen, source })
+    let listen_error = |source| ServeError::Listen { address: config.listen, source };
+    match certificates {
+        Some(certificates) => {
+            hangups.spawn(reloads.with(certificates.clone()));
+            let listener = tls::listen(listener, &certificates).map_err(listen_error)?;
+            server.serve_on(listener, stop_signal()).await.map_err(listen_error)
+        }
+        None => {
+            hangups.spawn(reloads);
+            server.serve_on(listener, stop_signal()).await.map_err(listen_error)
+        }
+    }
 }
