@@ -212,7 +212,12 @@ mod tests {
 
     #[test]
     fn reads_from_toml_with_safe_defaults_and_loads_the_key() {
-        let key_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-client.pem");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key_path = dir.path().join("client.pem");
+        std::fs::write(&key_path, include_str!("../tests/fixtures/test-client.pem")).expect("write");
+        std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        let key_path = key_path.display();
         let text = format!(
             "server_url = \"https://chef.example.com/organizations/acme\"\nclient_name = \"vesemir\"\n\
              client_key_path = \"{key_path}\"\nrequest_timeout = \"30s\"\nsign_version = \"1.0\"\n"

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
+use vesemir_core::key_file::{check_key_permissions, KeyFilePermissions};
 
 /// Why a client key could not be loaded. Never contains the key material.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,9 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
+    /// The key file's group or others may read or change it.
+    #[error("Chef client key: {0}")]
+    Unprotected(#[from] vesemir_core::key_file::UnprotectedKey),
     /// The text is not a PEM RSA private key.
     #[error(
         "the Chef client key is not a PEM RSA private key (expected `-----BEGIN RSA PRIVATE KEY-----` \
@@ -42,11 +46,19 @@ impl ClientKey {
         Ok(Self { rsa, pkey })
     }
 
-    /// Reads and parses a PEM RSA private key file.
+    /// Reads and parses a PEM RSA private key file, refused when its group or others may read
+    /// it (see [`vesemir_core::key_file`]).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
         let path = path.as_ref();
-        let pem = std::fs::read(path)
-            .map_err(|source| KeyError::Read { path: path.display().to_string(), source })?;
+        let read_error = |source| KeyError::Read { path: path.display().to_string(), source };
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        let metadata = file.metadata().map_err(read_error)?;
+        let permissions = KeyFilePermissions { mode: metadata.mode(), owner_uid: metadata.uid() };
+        check_key_permissions(path, permissions)?;
+        let mut pem = Vec::new();
+        file.read_to_end(&mut pem).map_err(read_error)?;
         Self::from_pem(&pem)
     }
 
@@ -67,5 +79,31 @@ impl ClientKey {
 impl fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ClientKey(RSA {} bits, redacted)", self.bits())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn a_key_file_others_may_read_is_refused_naming_it_its_mode_and_the_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("client.pem");
+        std::fs::write(&path, include_str!("../tests/fixtures/test-client.pem")).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let refused = ClientKey::from_file(&path).expect_err("too open").to_string();
+        let shown = path.display();
+        assert_eq!(
+            refused,
+            format!("Chef client key: UNPROTECTED PRIVATE KEY FILE: permissions 0644 for {shown} are too open (any user of the machine may use it); a private key must not be accessible by others: run `chmod 600 {shown}`")
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(ClientKey::from_file(&path).expect("0600 loads").bits(), 2048);
+        // Read by its group: refused unless root owns it (a packaged service's group key).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let owned_by_root = std::fs::metadata(&path).expect("stat").uid() == 0;
+        assert_eq!(ClientKey::from_file(&path).is_ok(), owned_by_root);
     }
 }

@@ -18,6 +18,10 @@ pub struct Cli {
     /// (after `VESEMIR_<SECTION>_<KEY>` environment overrides).
     #[arg(long = "config-set", global = true, value_name = "KEY=VALUE")]
     pub config_sets: Vec<String>,
+    /// With --server over HTTPS: PEM certificates of the CA(s) that signed the server's
+    /// certificate (a private CA), trusted besides the system's roots.
+    #[arg(long = "ca-file", global = true, env = "VESEMIR_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

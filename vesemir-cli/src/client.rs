@@ -42,18 +42,100 @@ pub struct ListFilter {
     pub limit: Option<u32>,
 }
 
+/// `--ca-file` (or `VESEMIR_CA_FILE`): the CA certificates every client of this run trusts
+/// besides the system's roots. Set once by `main`.
+static CA_FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Makes every [`Client`] of this run trust the CA certificates in `file` (PEM, one or more)
+/// besides the system's roots. Only the first call counts.
+pub fn trust_ca_file(file: Option<std::path::PathBuf>) {
+    let _ = CA_FILE.set(file);
+}
+
+fn ca_file() -> Option<&'static std::path::Path> {
+    CA_FILE.get().and_then(Option::as_deref)
+}
+
+/// The CA certificates of `file`, refused by name when unreadable or not PEM certificates.
+fn ca_certificates(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Failure> {
+    let pem = std::fs::read(file)
+        .map_err(|e| Failure::input(format!("--ca-file {}: cannot read it: {e}", file.display())))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certificates) if !certificates.is_empty() => Ok(certificates),
+        _ => Err(Failure::input(format!(
+            "--ca-file {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            file.display()
+        ))),
+    }
+}
+
+/// Whether `error` (a failed request) is a TLS certificate the client did not trust.
+fn is_untrusted_certificate(error: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if text.contains("certificate verify failed") || text.contains("self-signed certificate") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// `error` and its causes, `: `-separated (reqwest's own text names only the URL).
+fn chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        let cause = e.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// What to say when the server's certificate is not trusted: which option gives the CA.
+fn untrusted_hint() -> String {
+    match ca_file() {
+        Some(file) => format!(
+            "\n  the server's TLS certificate is not signed by the CA in --ca-file {} (nor by a CA the system trusts): give the CA that signed it with --ca-file (or VESEMIR_CA_FILE)",
+            file.display()
+        ),
+        None => "\n  the server's TLS certificate is not signed by a CA the system trusts: if a private CA signed it, give its certificate with --ca-file FILE (or VESEMIR_CA_FILE)".to_owned(),
+    }
+}
+
 impl Client {
-    /// A client of `server`, with the token in `VESEMIR_TOKEN` if set.
+    /// A client of `server`, with the token in `VESEMIR_TOKEN` if set, trusting the system's
+    /// roots and `--ca-file`.
     pub fn new(server: &str) -> Result<Self, Failure> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Failure::input(format!("cannot build an HTTP client: {e}")))?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(file) = ca_file() {
+            for certificate in ca_certificates(file)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http =
+            builder.build().map_err(|e| Failure::input(format!("cannot build an HTTP client: {e}")))?;
         Ok(Self {
             base: format!("{}/v1", server.trim_end_matches('/')),
             token: std::env::var("VESEMIR_TOKEN").ok().filter(|t| !t.is_empty()),
             http,
         })
+    }
+
+    /// A request that got no answer, saying why (and which option fixes an untrusted
+    /// certificate).
+    fn unreachable(&self, error: &reqwest::Error) -> Failure {
+        let hint = if is_untrusted_certificate(error) { untrusted_hint() } else { String::new() };
+        Failure::unreachable(format!(
+            "cannot reach the Vesemir server at {}: {}{hint}",
+            self.base,
+            chain(error)
+        ))
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -65,9 +147,7 @@ impl Client {
     }
 
     async fn send(&self, builder: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
-        let response = builder.send().await.map_err(|e| {
-            Failure::unreachable(format!("cannot reach the Vesemir server at {}: {e}", self.base))
-        })?;
+        let response = builder.send().await.map_err(|e| self.unreachable(&e))?;
         if response.status().is_success() {
             return Ok(response);
         }

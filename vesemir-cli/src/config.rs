@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vesemir_chef::ChefConfig;
+use vesemir_core::key_file::{check_key_permissions, KeyFilePermissions};
 use vesemir_core::request::spec::{self, ChangesetSpec};
 use vesemir_core::request::{
     check_count, check_duration, validate_playbooks, FieldError, Playbooks, ValidationErrors,
@@ -223,7 +224,7 @@ impl Config {
 /// Resolves the key and CA bundle paths and checks they can be read.
 fn check_chef(chef: &mut ChefConfig, base: &Path, problems: &mut Vec<FieldError>) {
     chef.client_key_path = resolve(base, &chef.client_key_path);
-    check_file(problems, "chef.client_key_path", &chef.client_key_path);
+    check_private_key(problems, "chef.client_key_path", &chef.client_key_path);
     if let Some(ca) = &chef.ca_bundle {
         let ca = resolve(base, ca);
         check_file(problems, "chef.ca_bundle", &ca);
@@ -238,7 +239,7 @@ fn check_ssh(ssh: &mut SshConfig, known_hosts_set: bool, base: &Path, problems: 
     match &mut ssh.auth {
         SshAuth::KeyFile { path, passphrase } => {
             *path = resolve(base, path);
-            check_file(problems, "ssh.key", path);
+            check_private_key(problems, "ssh.key", path);
             *passphrase = std::env::var(PASSPHRASE_VARIABLE).ok().map(Passphrase::new);
         }
         SshAuth::Agent { socket: Some(socket) } => *socket = resolve(base, socket),
@@ -321,6 +322,20 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// A private key file: readable, and by nobody else (the core's rule, with ssh's words).
+fn check_private_key(problems: &mut Vec<FieldError>, key: &str, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::File::open(path).and_then(|file| file.metadata()) {
+        Err(e) => problems.push(FieldError::new(key, format!("cannot read {}: {e}", path.display()))),
+        Ok(metadata) => {
+            let permissions = KeyFilePermissions { mode: metadata.mode(), owner_uid: metadata.uid() };
+            if let Err(unprotected) = check_key_permissions(path, permissions) {
+                problems.push(FieldError::new(key, unprotected.to_string()));
+            }
+        }
+    }
+}
+
 fn check_file(problems: &mut Vec<FieldError>, key: &str, path: &Path) {
     if let Err(e) = std::fs::File::open(path) {
         problems.push(FieldError::new(key, format!("cannot read {}: {e}", path.display())));
@@ -330,6 +345,48 @@ fn check_file(problems: &mut Vec<FieldError>, key: &str, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key file with `mode`, owned by someone other than root (a test run as root gives it
+    /// to `nobody`), so that the root-owned exception does not apply.
+    fn write_key(path: &Path, mode: u32) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        std::fs::write(path, "key").expect("write");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        if std::fs::metadata(path).expect("stat").uid() == 0 {
+            std::os::unix::fs::chown(path, Some(65534), None).expect("chown to nobody");
+        }
+    }
+
+    #[test]
+    fn private_keys_others_may_read_are_refused_with_the_file_the_mode_and_the_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_key(&dir.path().join("id_ed25519"), 0o644);
+        write_key(&dir.path().join("chef.pem"), 0o640);
+        let text = r#"
+[chef]
+server_url = "https://chef.example"
+client_name = "vesemir"
+client_key_path = "chef.pem"
+
+[ssh]
+user = "deploy"
+key = "id_ed25519"
+"#;
+        let errors = load(text, dir.path()).expect_err("problems");
+        let lines: Vec<String> = errors.errors.errors().iter().map(ToString::to_string).collect();
+        let (ssh, chef) = (dir.path().join("id_ed25519"), dir.path().join("chef.pem"));
+        assert_eq!(
+            lines,
+            [
+                format!("chef.client_key_path: UNPROTECTED PRIVATE KEY FILE: permissions 0640 for {c} are too open (its group may use it); a private key must not be accessible by others: run `chmod 600 {c}`", c = chef.display()),
+                format!("ssh.key: UNPROTECTED PRIVATE KEY FILE: permissions 0644 for {s} are too open (any user of the machine may use it); a private key must not be accessible by others: run `chmod 600 {s}`", s = ssh.display()),
+            ]
+        );
+        for key in [&ssh, &chef] {
+            write_key(key, 0o600);
+        }
+        load(text, dir.path()).expect("0600 keys are accepted");
+    }
 
     fn load(text: &str, dir: &Path) -> Result<Config, ConfigErrors> {
         let path = dir.join("vesemir.toml");
@@ -377,7 +434,7 @@ steps = []
     #[test]
     fn durations_and_counts_past_their_bounds_are_refused_naming_the_key() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("id_ed25519"), "key").expect("write");
+        write_key(&dir.path().join("id_ed25519"), 0o600);
         let text = r#"
 [ssh]
 user = "deploy"
@@ -445,7 +502,7 @@ call_timeout = "1h"
                  "[a-z_]{1,16}", odd_value()), 1..5)
         ) {
             let dir = tempfile::tempdir().expect("tempdir");
-            std::fs::write(dir.path().join("id_ed25519"), "key").expect("write");
+            write_key(&dir.path().join("id_ed25519"), 0o600);
             let mut document: toml::Table = r#"
 [ssh]
 user = "deploy"
@@ -484,7 +541,7 @@ steps = [{ name = "install", run = "install {version}" }]
     #[test]
     fn a_good_config_loads_with_relative_paths_resolved() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("id_ed25519"), "key").expect("write");
+        write_key(&dir.path().join("id_ed25519"), 0o600);
         std::fs::write(dir.path().join("known_hosts"), "").expect("write");
         let text = r#"
 [ssh]

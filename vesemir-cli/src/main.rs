@@ -45,6 +45,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<Exit, Failure> {
+    client::trust_ca_file(cli.ca_file.clone());
     match &cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "vesemir", &mut std::io::stdout());
@@ -240,7 +241,11 @@ async fn serve(cli: &Cli, server_config: &std::path::Path) -> Result<Exit, Failu
     let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
     let server = read_server_config(server_config)?;
     let factory = std::sync::Arc::new(compose::ConfiguredPorts(config));
-    vesemir_http::serve(server, factory).await.map_err(|e| Failure::unreachable(e.to_string()))?;
+    // Run on SIGHUP besides the TLS certificate's reload: add each with `.with(...)`.
+    let reloads = vesemir_http::Reloads::default();
+    vesemir_http::serve_with(server, factory, reloads)
+        .await
+        .map_err(|e| Failure::unreachable(e.to_string()))?;
     Ok(Exit::Success)
 }
 

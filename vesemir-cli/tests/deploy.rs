@@ -151,6 +151,7 @@ fn bad_deployment_file_exits_2_naming_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("key");
     std::fs::write(&key, "k").expect("write");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     std::fs::write(
         dir.path().join("vesemir.toml"),
         format!("[ssh]\nuser = \"x\"\nkey = \"{}\"\nhost_key_mode = \"accept-new\"\n", key.display()),

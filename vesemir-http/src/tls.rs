@@ -165,14 +165,22 @@ fn check_key_file(path: &Path) -> Result<(), String> {
     check_key_permissions(path, permissions).map_err(|e| e.to_string())
 }
 
-/// What identifies a version of a file without reading it: modified time, size, inode (a
-/// file replaced by a rename has a new inode even when time and size match).
-type FileStamp = Option<(SystemTime, u64, u64)>;
+/// What identifies a version of a file without reading it: modified and changed times (a
+/// `chmod` changes only the latter), size, inode (a file replaced by a rename has a new one even
+/// when its times and size match) and mode; `None` when it cannot be read.
+type FileStamp = Option<(SystemTime, i64, i64, u64, u64, u32)>;
 
 fn stamp(path: &Path) -> FileStamp {
     use std::os::unix::fs::MetadataExt;
     let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len(), metadata.ino()))
+    Some((
+        metadata.modified().ok()?,
+        metadata.ctime(),
+        metadata.ctime_nsec(),
+        metadata.len(),
+        metadata.ino(),
+        metadata.mode(),
+    ))
 }
 
 /// The server's certificate and key as served now, reloadable: the rustls certificate resolver

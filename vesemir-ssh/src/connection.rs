@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use ssh2::{MethodType, Session};
 use vesemir_core::backoff::Backoff;
+use vesemir_core::key_file::{check_key_permissions, KeyFilePermissions};
 
 use crate::config::{SshAuth, SshConfig};
 use crate::error::SshError;
@@ -172,8 +173,13 @@ fn authenticate(session: &Session, user: &str, auth: &SshAuth) -> Result<(), Fai
     }
 }
 
+/// The key file exists and nobody but its owner may read it (see [`vesemir_core::key_file`]).
 fn check_key_file(path: &Path) -> Result<(), String> {
-    std::fs::metadata(path).map(|_| ()).map_err(|e| format!("cannot read key file {}: {e}", path.display()))
+    use std::os::unix::fs::MetadataExt;
+    let metadata =
+        std::fs::metadata(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    let permissions = KeyFilePermissions { mode: metadata.mode(), owner_uid: metadata.uid() };
+    check_key_permissions(path, permissions).map_err(|e| e.to_string())
 }
 
 /// Milliseconds left until `deadline`, at least 1 (0 would mean "no timeout" to libssh2).

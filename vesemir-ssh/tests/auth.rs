@@ -86,6 +86,32 @@ async fn a_missing_key_file_is_unauthorized() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_others_may_read_is_refused_like_ssh_does_before_any_login() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::start();
+    let key = lab.sshd.dir().join("id_ed25519_open");
+    std::fs::copy(lab.sshd.ed25519_key(), &key).expect("copy the authorized key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let auth = SshAuth::KeyFile { path: key.clone(), passphrase: None };
+    let error = with_auth(&lab, auth).connect(&lab.host()).await.expect_err("too open");
+    match &error {
+        PortError::Unauthorized { reason, .. } => assert!(
+            reason.contains(&format!("UNPROTECTED PRIVATE KEY FILE: permissions 0644 for {}", key.display()))
+                && reason.contains(&format!("run `chmod 600 {}`", key.display())),
+            "{reason}"
+        ),
+        other => panic!("expected Unauthorized, got {}", other.chain()),
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lab.sshd.log().matches("publickey").count(), 0, "no login tried:\n{}", lab.sshd.log());
+    // The same key, 0600: it logs in.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let auth = SshAuth::KeyFile { path: key, passphrase: None };
+    let (code, _) = run(&with_auth(&lab, auth), &lab.host(), &command("true")).await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_agent_logs_in() {
     let lab = Lab::start();
     let agent = SshAgent::start(&lab.sshd.ed25519_key());
