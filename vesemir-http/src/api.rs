@@ -76,12 +76,18 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Every error answer is made here or in [`problems`](Self::problems): server paths are
+    /// hidden from the caller ([`crate::server_paths`]).
     fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        Self { status, body: Box::new(ErrorBody::new(status, error)) }
+        Self::problems(status, &error.into(), Vec::new())
     }
 
-    fn problems(status: StatusCode, error: &str, problems: Vec<Problem>) -> Self {
-        Self { status, body: Box::new(ErrorBody { problems, ..ErrorBody::new(status, error) }) }
+    fn problems(status: StatusCode, error: &str, mut problems: Vec<Problem>) -> Self {
+        for problem in &mut problems {
+            problem.message = crate::server_paths::hidden(&problem.message);
+        }
+        let detail = crate::server_paths::hidden(error);
+        Self { status, body: Box::new(ErrorBody { problems, ..ErrorBody::new(status, detail) }) }
     }
 
     fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {

@@ -75,6 +75,7 @@ pub mod ports;
 pub mod reload;
 mod routes;
 pub mod runner;
+pub mod server_paths;
 pub mod sse;
 pub mod store;
 pub mod telemetry;

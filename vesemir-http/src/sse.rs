@@ -157,7 +157,8 @@ async fn announcement(announced: &mut broadcast::Receiver<i64>, id: i64) {
 }
 
 fn to_sse(event: &Event) -> SseEvent {
-    let json = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
+    let mut json = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
+    crate::server_paths::hide_json(&mut json);
     let kind = json.get("type").and_then(serde_json::Value::as_str).unwrap_or("event").to_owned();
     SseEvent::default().id(event.seq.to_string()).event(kind).data(json.to_string())
 }

@@ -331,7 +331,7 @@ impl Deployment {
             query: d.query.clone(),
             status: d.status,
             paused: false,
-            error: d.error.clone(),
+            error: d.error.as_deref().map(crate::server_paths::hidden),
             cancel_requested: d.cancel_requested,
             host_count: d.host_count,
             totals,
@@ -370,7 +370,7 @@ impl HostResult {
             server: h.server.clone(),
             outcome: state.outcome,
             phase: state.phase.clone(),
-            error: state.error.clone(),
+            error: state.error.as_deref().map(crate::server_paths::hidden),
             rotation: state.rotation,
             started_seconds: state.started.map(duration_seconds),
             finished_seconds: state.finished.map(duration_seconds),
@@ -438,7 +438,9 @@ impl ServerRecoveryResult {
         let (result, gated, reason) = match &server.outcome {
             RecoveryOutcome::AlreadyRestored => (RecoveryResult::AlreadyRestored, None, None),
             RecoveryOutcome::Restored { gated } => (RecoveryResult::Restored, Some(*gated), None),
-            RecoveryOutcome::LeftOut { reason } => (RecoveryResult::LeftOut, None, Some(reason.clone())),
+            RecoveryOutcome::LeftOut { reason } => {
+                (RecoveryResult::LeftOut, None, Some(crate::server_paths::hidden(reason)))
+            }
         };
         Self { host: server.host.clone(), server: server.server.clone(), result, gated, reason }
     }
