@@ -336,6 +336,21 @@ fn a_changed_certificate_file_is_reloaded_without_a_signal_and_a_broken_one_keep
 }
 
 #[test]
+fn plain_http_on_loopback_survives_sighup() {
+    let setup = Setup::new();
+    setup.server_config("127.0.0.1", "");
+    let mut served = setup.serve();
+    served.hangup();
+    served.wait_for_log("SIGHUP: reloading", 1);
+    served.hangup();
+    served.wait_for_log("SIGHUP: reloading", 2);
+    assert!(served.is_running(), "SIGHUP ended the server:\n{}", served.log());
+    let url = format!("http://127.0.0.1:{}", setup.port);
+    let output = setup.run(&["list", "--server", &url]);
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[test]
 fn plain_http_off_loopback_is_refused_by_config_check_and_by_serve_naming_listen_and_the_fix() {
     let setup = Setup::new();
     setup.server_config("0.0.0.0", "");

@@ -55,6 +55,10 @@
 //!   `out_of_rotation` listing the hosts their journal left out (taken out and never finished,
 //!   or finished out of rotation); `POST .../recover` puts them back, health gate first, to
 //!   their original state and weight.
+//! - **HTTPS**: with `[tls]`, `listen` serves TLS (rustls), the certificate reloaded on SIGHUP
+//!   and when its files change ([`tls`], [`reload`]); plain HTTP only on a loopback `listen`
+//!   unless `allow_plain_http` is set. Texts given to callers carry no server file path
+//!   ([`server_paths`]).
 //! - **Timeouts**: `limits.request_timeout` bounds every call but event streams (408);
 //!   `limits.deployment_timeout` aborts a deployment; `limits.call_timeout` bounds each port call.
 #![warn(missing_docs)]
