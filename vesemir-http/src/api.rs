@@ -989,7 +989,7 @@ pub async fn history(
     // Another team's deployments are left out, as if they did not exist.
     history.retain(|(record, _)| principal.may_read(&record.team));
     let records = history.into_iter().map(|(_, r)| r).collect();
-    Ok(Json(crate::wire::History::of(&application, &environment, records)))
+    Ok(Json(crate::wire::History::of(&application, &environment, records).without_server_paths()))
 }
 
 /// Deploys the previous version of an application in an environment: the newest one before the

@@ -3,9 +3,9 @@
 //! directory exists on this machine (`/etc/...`, `/var/...`, `/run/...`) by [`HIDDEN`]. Paths
 //! of the API itself (`/v1/...`, `/openapi.json`) and URLs are left as they are. Applied where
 //! texts leave the server: error answers (`api::ApiError`), a deployment's and its hosts'
-//! errors and a recovery's reasons (`wire`), and events on the stream (`sse`; command output
-//! lines excepted: they are the host's, shown as the command printed them). The store and the
-//! server's log keep the full texts for the operators.
+//! errors, a recovery's reasons and the history's errors (`wire`), and events on the stream
+//! (`sse`; command output lines excepted: they are the host's, shown as the command printed
+//! them). The store and the server's log keep the full texts for the operators.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;

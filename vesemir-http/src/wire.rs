@@ -576,6 +576,19 @@ impl History {
             .collect();
         Self { application: application.into(), environment: environment.into(), deployments: records, hosts }
     }
+
+    /// The history as API callers see it: deployments' and hosts' errors without server file
+    /// paths ([`crate::server_paths`]).
+    #[must_use]
+    pub fn without_server_paths(mut self) -> Self {
+        for record in &mut self.deployments {
+            record.error = record.error.as_deref().map(crate::server_paths::hidden);
+            for host in &mut record.hosts {
+                host.error = host.error.as_deref().map(crate::server_paths::hidden);
+            }
+        }
+        self
+    }
 }
 
 /// What a retry changes of its parent's request (`POST /v1/deployments/{id}/retry`); an empty

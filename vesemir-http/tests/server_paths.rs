@@ -1,6 +1,6 @@
 //! Texts the API gives callers carry no server file path: a host whose SSH key file is refused
-//! (its error names the file) shows `<server path>` in the deployment, its hosts and its event
-//! stream; the server's store keeps the full text for the operators.
+//! (its error names the file) shows `<server path>` in the deployment, its hosts, the history
+//! and the event stream; the server's store keeps the full text for the operators.
 
 mod support;
 
@@ -69,6 +69,14 @@ async fn a_refused_key_file_reaches_callers_without_its_path() {
     assert!(shown.contains("UNPROTECTED PRIVATE KEY FILE: permissions 0644 for <server path>"), "{shown}");
     assert!(shown.contains("chmod 600 <server path>"), "{shown}");
     assert!(!shown.contains("/etc/vesemir"), "{shown}");
+
+    let history = t.get(ADMIN, "/v1/applications/shop/environments/production/history").await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
+    assert!(
+        history.text.contains("<server path>") && !history.text.contains("/etc/vesemir"),
+        "{}",
+        history.text
+    );
 
     let events = t.get(ADMIN, &format!("/v1/deployments/{id}/events")).await;
     assert_eq!(events.status, StatusCode::OK);
