@@ -512,6 +512,24 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts `host`'s sshd again after [`stop_sshd`](Self::stop_sshd), and waits until it
+    /// listens: the host is reachable over SSH once more. Nothing if it runs.
+    pub fn start_sshd(&mut self, host: &str) -> LabResult<()> {
+        let index = self
+            .hosts
+            .iter()
+            .position(|h| h.name == host)
+            .ok_or_else(|| LabError::new(format!("the lab has no host {host}")))?;
+        if self.sshd[index].is_none() {
+            let (name, address) = (self.hosts[index].name.clone(), self.hosts[index].address);
+            let keys = self.dir.path().join("keys");
+            let mut server = servers::start_sshd(&name, address, self.ssh_port, &keys)?;
+            servers::wait_sshd(&mut server, address, self.ssh_port);
+            self.sshd[index] = Some(server);
+        }
+        Ok(())
+    }
+
     /// What every HAProxy box says of `host`'s server.
     pub fn lb_status(&self, host: &str) -> LabResult<Vec<InstanceState>> {
         let backend = self.backend()?;

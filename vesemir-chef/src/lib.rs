@@ -4,6 +4,10 @@
 //! (Lucene-escaped), fetches only the needed attributes with partial search, pages until every
 //! node is seen, and answers hosts (HAProxy boxes are found the same way, by the driver's
 //! discovery). Requests are signed with the Mixlib authentication protocol ([`sign`]).
+//!
+//! For provisioning, [`ChefClient`] also writes: API clients (with the key the server makes) and
+//! nodes (environment, run list, automatic attributes), with typed [`RegistryError`]s and
+//! deletes that tolerate what is already gone.
 #![warn(missing_docs)]
 
 mod client;
@@ -12,6 +16,7 @@ mod error;
 mod inventory;
 mod key;
 pub mod query;
+mod registry;
 mod search;
 pub mod sign;
 
@@ -19,4 +24,7 @@ pub use client::ChefClient;
 pub use config::{ChefConfig, ConfigError, ServerFlavor};
 pub use inventory::ChefInventory;
 pub use key::{ClientKey, KeyError};
+pub use registry::{
+    Deleted, NewClient, NodeSpec, ObjectKind, PrivateKeyPem, RegistryError, RunListError, RunListItem,
+};
 pub use sign::SignVersion;

@@ -144,6 +144,15 @@ impl EventSink for Terminal {
                 bar.set_message(phase.to_string());
             }
             EventKind::HostOutput { .. } => {}
+            EventKind::HostRetry { .. } => {
+                // Its unreachable end was counted failed: it is in flight again.
+                state.failed = state.failed.saturating_sub(1);
+                self.overall.set_position(state.ok + state.failed);
+                self.counts(&state);
+                if let Some(line) = render::line(event) {
+                    self.print(&line);
+                }
+            }
             EventKind::HostFinished { host, outcome, .. } => {
                 if let Some(bar) = state.hosts.remove(host) {
                     bar.finish_and_clear();

@@ -463,7 +463,7 @@ pub async fn run(
         config: config.clone(),
         locks: prepared.locks.clone(),
     });
-    let mut locks = RunLocks::new(prepared.locks.clone());
+    let mut locks = RunLocks::new(prepared.locks.clone(), prepared.request.strategy.retry_unreachable);
     let mut machine =
         Rollout::new(prepared.plan.clone(), RolloutConfig::from_request(&prepared.request), now());
     let (output, mut output_lines) = OutputSink::channel();
@@ -600,9 +600,16 @@ impl ActionContext {
         let grace = self.config.grace;
         let on = |what: &str| format!("{what} of {}/{server}", backend.name);
         match action {
-            Action::Connect { .. } => {
-                if let Some(error) = self.locks.as_ref().and_then(|l| l.refused(&host.name)) {
-                    return ActionResult::Failed(error.clone());
+            Action::Connect { attempt, .. } => {
+                if let Some(locks) = &self.locks {
+                    if attempt > 1 {
+                        // Tried again: claim the lock once more if the first claim failed.
+                        if let Err(error) = locks.reclaim(host).await {
+                            return ActionResult::Failed(error);
+                        }
+                    } else if let Some(error) = locks.refused(&host.name) {
+                        return ActionResult::Failed(error);
+                    }
                 }
                 bounded(quick, || format!("connect to {host}"), executor.connect(host)).await.into()
             }

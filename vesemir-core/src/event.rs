@@ -113,6 +113,18 @@ pub enum EventKind {
         #[serde(with = "humantime_serde")]
         delay: Duration,
     },
+    /// A host that ended unreachable is tried once more, after the last batch
+    /// (`strategy.retry_unreachable`): it starts again from the connect, within the same
+    /// concurrency, backend budget and `max_failures`. Its earlier
+    /// [`HostFinished`](EventKind::HostFinished) no longer counts; a new one follows.
+    HostRetry {
+        /// The host tried again.
+        host: HostName,
+        /// The attempt that starts now, from 1 (so 2 for the one retry).
+        attempt: u32,
+        /// Why it is tried again: how its earlier attempt ended.
+        reason: String,
+    },
     /// Something worth a look that stops nothing.
     Warning {
         /// The host it concerns, if one.
@@ -412,6 +424,18 @@ impl Totals {
             HostOutcome::Skipped => self.skipped += 1,
             HostOutcome::Cancelled => self.cancelled += 1,
         }
+    }
+
+    /// Takes back one host's outcome (a host tried again: its earlier end no longer counts).
+    pub fn uncount(&mut self, outcome: HostOutcome) {
+        let n = match outcome {
+            HostOutcome::Succeeded => &mut self.succeeded,
+            HostOutcome::Failed => &mut self.failed,
+            HostOutcome::Unreachable => &mut self.unreachable,
+            HostOutcome::Skipped => &mut self.skipped,
+            HostOutcome::Cancelled => &mut self.cancelled,
+        };
+        *n = n.saturating_sub(1);
     }
 
     /// Every host counted.

@@ -50,7 +50,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::error::PortError;
-use crate::event::{Event, EventKind, EventSink};
+use crate::event::{Event, EventKind, EventSink, HostOutcome};
 use crate::host::Host;
 use crate::lock::{
     HeldLock, LockClaim, LockConflict, LockHolder, LockOutcome, RefreshOutcome, ReleaseOutcome,
@@ -165,8 +165,9 @@ pub struct HostLocks {
     /// Hosts whose lock may be ours: claimed (`true`), or whose claim failed and may still have
     /// gone through (`false`: released quietly).
     held: Mutex<BTreeMap<HostName, (Host, bool)>>,
-    /// Hosts whose claim failed: the error their connect reports instead of connecting.
-    refused: BTreeMap<HostName, HostError>,
+    /// Hosts whose claim failed: the error their first connect reports instead of connecting
+    /// (a retried connect claims again: [`HostLocks::reclaim`]).
+    refused: Mutex<BTreeMap<HostName, HostError>>,
     /// Stale locks taken over, with their previous holders.
     took_over: Vec<(HostName, HeldLock)>,
 }
@@ -183,8 +184,41 @@ impl HostLocks {
     }
 
     /// Why `host` could not be locked, if it could not: its connect fails with this.
-    pub fn refused(&self, host: &HostName) -> Option<&HostError> {
-        self.refused.get(host)
+    pub fn refused(&self, host: &HostName) -> Option<HostError> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner).get(host).cloned()
+    }
+
+    /// Before a host is tried again (`strategy.retry_unreachable`): makes sure its lock is
+    /// ours, claiming it once more (no waiting) if the first claim failed. A lock another
+    /// deployer took in between is [`ErrorKind::Rejected`], naming the holder; a host still
+    /// out of reach is [`ErrorKind::Unreachable`].
+    pub(crate) async fn reclaim(&self, host: &Host) -> Result<(), HostError> {
+        if self.table().get(&host.name).is_some_and(|(_, sure)| *sure) {
+            return Ok(());
+        }
+        let claim = LockClaim { holder: self.holder.clone(), stale_after: self.stale_after };
+        let what = || format!("taking the host lock of {}", host.name);
+        match bounded(self.call_timeout, what, self.executor.acquire_lock(host, &claim)).await {
+            Ok(LockOutcome::Held(held)) => {
+                let conflict = LockConflict { host: host.name.clone(), held };
+                Err(HostError::new(ErrorKind::Rejected, format!("not tried again: {conflict}")))
+            }
+            Ok(outcome) => {
+                if let LockOutcome::TookOverStale { previous } = outcome {
+                    tracing::warn!(host = %host.name, previous = %previous, "took over a stale host lock to try the host again");
+                }
+                self.table().insert(host.name.clone(), (host.clone(), true));
+                self.refused.lock().unwrap_or_else(PoisonError::into_inner).remove(&host.name);
+                Ok(())
+            }
+            Err(error) => {
+                let kind = match HostError::from(&error).kind {
+                    ErrorKind::Unreachable | ErrorKind::Timeout => ErrorKind::Unreachable,
+                    kind => kind,
+                };
+                Err(HostError::new(kind, format!("taking the host lock failed: {}", error.chain())))
+            }
+        }
     }
 
     /// The stale locks taken over, with their previous holders.
@@ -274,7 +308,7 @@ pub async fn acquire(
             call_timeout,
             concurrency,
             held: Mutex::new(BTreeMap::new()),
-            refused: BTreeMap::new(),
+            refused: Mutex::new(BTreeMap::new()),
             took_over: Vec::new(),
         };
         let mut conflicts = Vec::new();
@@ -294,7 +328,11 @@ pub async fn acquire(
                         kind => kind,
                     };
                     let message = format!("taking the host lock failed: {}", error.chain());
-                    locks.refused.insert(name.clone(), HostError::new(kind, message));
+                    locks
+                        .refused
+                        .get_mut()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(name.clone(), HostError::new(kind, message));
                     locks.table().insert(name, (host.clone(), false));
                 }
             }
@@ -340,6 +378,11 @@ pub(crate) struct RunLocks {
     inserted: u64,
     last: Option<(u64, Duration)>,
     finished: Option<Event>,
+    /// Keep the locks of hosts that ended unreachable until the end (they may be tried again:
+    /// `strategy.retry_unreachable`) rather than give them back at their `HostFinished`.
+    keep_unreachable: bool,
+    /// Hosts that ended unreachable whose locks are kept: not refreshed until tried again.
+    parked: BTreeSet<HostName>,
 }
 
 /// A lock call of the run, ended.
@@ -350,7 +393,7 @@ pub(crate) enum LockTask {
 }
 
 impl RunLocks {
-    pub(crate) fn new(locks: Option<Arc<HostLocks>>) -> Self {
+    pub(crate) fn new(locks: Option<Arc<HostLocks>>, keep_unreachable: bool) -> Self {
         let started = Instant::now();
         let next_refresh = locks.as_ref().map(|l| started + refresh_every(l.stale_after));
         Self {
@@ -362,6 +405,8 @@ impl RunLocks {
             inserted: 0,
             last: None,
             finished: None,
+            keep_unreachable,
+            parked: BTreeSet::new(),
         }
     }
 
@@ -385,7 +430,15 @@ impl RunLocks {
                 self.warn(sink, Some(host.clone()), message);
             }
         }
-        if let EventKind::HostFinished { host, .. } = &event.kind {
+        if let EventKind::HostRetry { host, .. } = &event.kind {
+            self.parked.remove(host);
+        }
+        if let EventKind::HostFinished { host, outcome, .. } = &event.kind {
+            if self.keep_unreachable && *outcome == HostOutcome::Unreachable {
+                // Kept (not refreshed: it did not answer) until it is tried again or the end.
+                self.parked.insert(host.clone());
+                return;
+            }
             if let Some((host, sure)) = locks.take(host) {
                 let (executor, holder, bound) =
                     (locks.executor.clone(), locks.holder.clone(), locks.call_timeout);
@@ -422,7 +475,7 @@ impl RunLocks {
                 let hosts: Vec<Host> =
                     locks.table().values().filter(|(_, sure)| *sure).map(|(h, _)| h.clone()).collect();
                 for host in hosts {
-                    if !self.refreshing.insert(host.name.clone()) {
+                    if self.parked.contains(&host.name) || !self.refreshing.insert(host.name.clone()) {
                         continue;
                     }
                     let (executor, holder) = (locks.executor.clone(), locks.holder.clone());

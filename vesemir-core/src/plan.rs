@@ -188,6 +188,7 @@ mod tests {
             canary: canary.map(|hosts| Canary { hosts, gate: CanaryGate::Confirm }),
             on_failure: OnFailure::Stop,
             window: Window::Batches,
+            retry_unreachable: false,
         }
     }
 

@@ -119,6 +119,14 @@ impl Progress {
                 progress.rotation = *rotation;
                 progress.finished = Some(event.elapsed);
             }
+            EventKind::HostRetry { host, .. } => {
+                // Tried again: in flight once more, its earlier end no longer counts.
+                let progress = self.host_mut(host);
+                progress.outcome = None;
+                progress.error = None;
+                progress.finished = None;
+                progress.phase = Phase::Pending;
+            }
             EventKind::Paused { .. } => self.paused = true,
             EventKind::Resumed => self.paused = false,
             EventKind::DeploymentFinished { outcome, totals } => {

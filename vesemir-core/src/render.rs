@@ -85,6 +85,9 @@ pub fn describe(event: &Event) -> Option<String> {
             "{host}: step {step:?} failed ({reason}), try {attempt} of {attempts}: trying again in {}",
             humantime::format_duration(*delay)
         ),
+        EventKind::HostRetry { host, attempt, reason } => format!(
+            "{host}: trying it again (attempt {attempt}, strategy.retry_unreachable): its first attempt ended unreachable: {reason}"
+        ),
         EventKind::Warning { host: Some(host), message } => format!("warning: {host}: {message}"),
         EventKind::Warning { host: None, message } => format!("warning: {message}"),
         EventKind::Paused { in_flight: 0 } => "paused: no new host starts until resumed".to_owned(),
@@ -138,7 +141,11 @@ pub fn summary(report: &DeploymentReport) -> String {
         .collect();
     for host in &problems {
         let outcome = host.outcome.map_or_else(String::new, |o| o.to_string().to_uppercase());
-        let _ = writeln!(out, "\n{} ({}) {outcome} during {}", host.name, host.address, host.phase);
+        let attempts = match host.attempts {
+            0 | 1 => String::new(),
+            n => format!(" (attempt {n} of {n})"),
+        };
+        let _ = writeln!(out, "\n{} ({}) {outcome} during {}{attempts}", host.name, host.address, host.phase);
         let _ = writeln!(out, "  why: {}", host.error.as_deref().unwrap_or("no reason given"));
         let _ = writeln!(out, "  now: {}", host.rotation);
         if !host.last_output.is_empty() {
@@ -147,6 +154,23 @@ pub fn summary(report: &DeploymentReport) -> String {
                 let _ = writeln!(out, "    {}", line.text);
             }
         }
+    }
+    let retried: Vec<String> = report
+        .hosts
+        .iter()
+        .filter(|h| h.attempts > 1)
+        .map(|h| match h.outcome {
+            Some(HostOutcome::Succeeded) => format!("{} updated on attempt {}", h.name, h.attempts),
+            Some(outcome) => format!("{} {outcome} on attempt {}", h.name, h.attempts),
+            None => format!("{} still running attempt {}", h.name, h.attempts),
+        })
+        .collect();
+    if !retried.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nTried again after ending unreachable (strategy.retry_unreachable): {}.",
+            retried.join(", ")
+        );
     }
     let out_of_rotation: Vec<String> =
         report.out_of_rotation().map(|h| format!("{} ({})", h.name, h.rotation)).collect();

@@ -53,6 +53,19 @@ pub struct HostReport {
     /// `None` if it never took it out.
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub out_of_rotation: Option<Duration>,
+    /// How many times it was started: 1, or 2 when it ended unreachable and was tried again
+    /// (`strategy.retry_unreachable`; then the other fields tell of the second attempt). Absent
+    /// from JSON when 1.
+    #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+    pub attempts: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+fn is_first_attempt(attempts: &u32) -> bool {
+    *attempts <= 1
 }
 
 impl DeploymentReport {

@@ -92,6 +92,7 @@ fn simulate(s: &Scenario) -> Result<Vec<Event>, TestCaseError> {
         }),
         // As a request without `window`: strict batches when there is a pause between them.
         window: if s.pause_ms == 0 { Window::Sliding } else { Window::Batches },
+        retry_unreachable: false,
     };
     let plan = Arc::new(Plan::new(hosts, &strategy).expect("plan"));
     let config = RolloutConfig {
@@ -112,6 +113,7 @@ fn simulate(s: &Scenario) -> Result<Vec<Event>, TestCaseError> {
         ramp: Vec::new(),
         pause_between_batches: strategy.pause_between_batches,
         canary_gate: strategy.canary.map(|c| c.gate),
+        retry_unreachable: false,
     };
     let t0 = Instant::now();
     let mut now = t0;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use vesemir_core::event::{EventKind, HostOutcome, Rotation};
+use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome, Rotation};
 use vesemir_core::fleet::{check_servers, Budget, StateRefusal};
 use vesemir_core::host::Host;
 use vesemir_core::name::{HostName, ServerName};
@@ -27,7 +27,10 @@ use vesemir_core::rollout::{
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
     None,
+    /// Unreachable at every connect.
     Unreachable,
+    /// Unreachable at its first connect only (its SSH server came back).
+    UnreachableOnce,
     Unauthorized,
     DrainRefused,
     DrainTimeout,
@@ -46,6 +49,7 @@ fn fault() -> impl Strategy<Value = Fault> {
     prop_oneof![
         30 => Just(Fault::None),
         2 => Just(Fault::Unreachable),
+        2 => Just(Fault::UnreachableOnce),
         1 => Just(Fault::Unauthorized),
         1 => Just(Fault::DrainRefused),
         2 => Just(Fault::DrainTimeout),
@@ -133,6 +137,8 @@ struct Scenario {
     http: Option<(u64, u64)>,
     /// The first this many steps are stage steps (run in rotation, before the drain).
     staged: usize,
+    /// `strategy.retry_unreachable`: hosts that ended unreachable are tried once more.
+    retry_unreachable: bool,
 }
 
 fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl Strategy<Value = Scenario> {
@@ -195,6 +201,7 @@ fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl S
                     pause_at_ms: pause_at,
                     http,
                     staged: (seed as usize >> 8) % (steps + 1),
+                    retry_unreachable: (seed >> 16) % 2 == 0,
                 }
             },
         )
@@ -313,7 +320,8 @@ fn server_state_of(name: &ServerName, boxes: &[BoxState], address: &str) -> Serv
     }
 }
 
-fn run(s: &Scenario) -> Result<(), TestCaseError> {
+/// Runs one scenario against the model; how many hosts were tried again.
+fn run(s: &Scenario) -> Result<u32, TestCaseError> {
     let n = s.faults.len();
     let boxes = s.initial.first().map_or(2, Vec::len);
     let target_name = |i: usize| ServerName::new(format!("s{i:04}")).expect("name");
@@ -360,7 +368,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             let named: Vec<usize> =
                 list.iter().map(|r| r.server.name.as_str()[1..].parse().expect("index")).collect();
             prop_assert_eq!(named, not_in_rotation, "the refusal names exactly the servers not in rotation");
-            return Ok(());
+            return Ok(0);
         }
         Err(other) => return Err(TestCaseError::fail(format!("unexpected refusal: {other:?}"))),
         Ok(checked) => checked,
@@ -376,11 +384,12 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             gate: hold.map_or(CanaryGate::Confirm, |ms| CanaryGate::Hold(Duration::from_millis(ms))),
         }),
         window: s.window,
+        retry_unreachable: s.retry_unreachable,
     };
     let plan = match Plan::new(checked.hosts, &strategy) {
         Err(PlanError::NothingToDeploy) => {
             prop_assert!(s.policy == NotInRotationPolicy::Skip && not_in_rotation.len() == n);
-            return Ok(());
+            return Ok(0);
         }
         other => Arc::new(other.expect("plan")),
     };
@@ -392,7 +401,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             already_out >= concurrency,
             "refused with room: {already_out} out, concurrency {concurrency}"
         );
-        return Ok(());
+        return Ok(0);
     }
     // The plan's order is its own (skipped hosts last): map positions to model indices.
     let index: Vec<usize> =
@@ -431,6 +440,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             .collect(),
         pause_between_batches: strategy.pause_between_batches,
         canary_gate: strategy.canary.map(|c| c.gate),
+        retry_unreachable: s.retry_unreachable,
     };
     let t0 = Instant::now();
     let mut now = t0;
@@ -444,6 +454,13 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     let mut seq = 0u64;
     let mut events = Vec::new();
     let mut finished = vec![0u32; n];
+    // The independent model of the retry round: each host's connects, its retry events, how its
+    // last end went, and whether the rollout had stopped (cancel, abort, max_failures) when it
+    // ended its batches.
+    let mut connects = vec![0u32; n];
+    let mut retried = vec![0u32; n];
+    let mut last_end: Vec<Option<HostOutcome>> = vec![None; n];
+    let mut round_refused = false;
     let mut failures = 0usize;
     let mut no_more_starts = false;
     let (mut cancelled, mut aborted) = (false, false);
@@ -474,9 +491,35 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
         prop_assert!(iterations < 2_000_000, "the rollout does not end");
         // Events first: a host's end is known before the actions the same input started.
         while let Some(event) = machine.poll_event() {
+            if let EventKind::HostRetry { host, attempt, .. } = &event.kind {
+                let h: usize = host.as_str()[1..].parse().expect("index");
+                prop_assert!(s.retry_unreachable, "host {h} tried again without retry_unreachable");
+                prop_assert_eq!(*attempt, 2, "host {} tried a third time", h);
+                prop_assert_eq!(
+                    last_end[h],
+                    Some(HostOutcome::Unreachable),
+                    "host {} retried but did not end unreachable",
+                    h
+                );
+                prop_assert!(!no_more_starts, "host {h} tried again after the rollout stopped");
+                // The retry round comes after the last batch: every host of the plan has ended.
+                let open: Vec<usize> = (0..n).filter(|&q| finished[q] == 0).collect();
+                prop_assert!(open.is_empty(), "host {h} tried again before hosts {open:?} ended");
+                retried[h] += 1;
+                prop_assert_eq!(retried[h], 1, "host {} tried again twice", h);
+                // Its unreachable end no longer counts against max_failures.
+                failures -= 1;
+                last_end[h] = None;
+            }
+            if let EventKind::Warning { message, .. } = &event.kind {
+                if message.starts_with("not tried again (strategy.retry_unreachable)") {
+                    round_refused = true;
+                }
+            }
             if let EventKind::HostFinished { host, outcome, .. } = &event.kind {
                 let h: usize = host.as_str()[1..].parse().expect("index");
                 finished[h] += 1;
+                last_end[h] = Some(*outcome);
                 if matches!(outcome, HostOutcome::Failed | HostOutcome::Unreachable) {
                     failures += 1;
                     if failures > max_failures {
@@ -502,8 +545,15 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                 touched[h] = true;
             }
             let (result, delay) = match action {
-                Action::Connect { .. } => {
+                Action::Connect { attempt, .. } => {
                     prop_assert!(!no_more_starts, "host {h} started after the rollout stopped");
+                    connects[h] += 1;
+                    prop_assert_eq!(attempt, connects[h], "host {}: the connect's attempt is its count", h);
+                    prop_assert!(
+                        connects[h] <= 1 + u32::from(s.retry_unreachable),
+                        "host {h} connected {} times",
+                        connects[h]
+                    );
                     prop_assert!(!paused || resumed, "host {h} started while paused");
                     if s.window == Window::Batches {
                         // Strict batches: every host of the batches before has ended.
@@ -518,6 +568,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
                     }
                     match f {
                         Fault::Unreachable => (err(ErrorKind::Unreachable), latency),
+                        Fault::UnreachableOnce if connects[h] == 1 => (err(ErrorKind::Unreachable), latency),
                         Fault::Unauthorized => (err(ErrorKind::Unauthorized), latency),
                         _ => {
                             connected[h] = true;
@@ -776,8 +827,11 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
         }
     }
 
-    // Every host ends exactly once, in one outcome; totals add up.
-    prop_assert!(finished.iter().all(|&f| f == 1), "a host did not end exactly once: {finished:?}");
+    // Every host ends exactly once, or twice when tried again; totals add up.
+    for h in 0..n {
+        prop_assert_eq!(finished[h], 1 + retried[h], "host {} did not end once per attempt", h);
+        prop_assert!(connects[h] <= 1 + retried[h], "host {} connected without a retry event", h);
+    }
     let report = machine.report();
     prop_assert_eq!(report.totals.total(), n);
     prop_assert!(report.hosts.iter().all(|h| h.outcome.is_some()));
@@ -792,6 +846,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
     prop_assert!(report.max_out_of_rotation <= concurrency);
     for (p, host) in report.hosts.iter().enumerate() {
         let h = index[p];
+        prop_assert_eq!(host.attempts, connects[h].max(1), "host {}: reported attempts", h);
         let m = &model[h];
         let initial = &s.initial[h];
         // Reported rotation matches the model, unless reported unknown.
@@ -832,6 +887,14 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             }
             Some(HostOutcome::Unreachable) => {
                 prop_assert!(!touched[h] && !m.step_started, "unreachable host {h} was touched");
+                // Not tried again only when the setting is off, the rollout stopped, or the
+                // window was full of failed hosts out of rotation.
+                let outcome = report.outcome;
+                let stopped =
+                    matches!(outcome, Some(DeploymentOutcome::Stopped | DeploymentOutcome::Cancelled));
+                if s.retry_unreachable && !stopped && !round_refused && !aborted {
+                    prop_assert_eq!(host.attempts, 2, "host {} ended unreachable and was not tried again", h);
+                }
             }
             Some(HostOutcome::Skipped | HostOutcome::Cancelled) if !aborted => {
                 prop_assert!(m.as_found(initial) && !m.step_started, "host {h} not deployed but touched");
@@ -839,7 +902,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
             _ => {}
         }
     }
-    Ok(())
+    Ok(retried.iter().sum())
 }
 
 proptest! {
@@ -880,6 +943,7 @@ fn a_clean_fleet_of_500_hosts_succeeds_with_the_simulator() {
         pause_at_ms: None,
         http: None,
         staged: 1,
+        retry_unreachable: false,
     };
     run(&s).expect("invariants hold");
     let sliding = Scenario {
@@ -890,4 +954,47 @@ fn a_clean_fleet_of_500_hosts_succeeds_with_the_simulator() {
         ..s
     };
     run(&sliding).expect("invariants hold with a sliding window and a pause");
+}
+
+#[test]
+fn hosts_unreachable_at_their_turn_are_tried_once_more_with_the_simulator() {
+    // 40 hosts: every fifth unreachable at its first connect only, every seventh at every one.
+    let faults: Vec<Fault> = (0..40)
+        .map(|i| match i {
+            i if i % 7 == 3 => Fault::Unreachable,
+            i if i % 5 == 1 => Fault::UnreachableOnce,
+            _ => Fault::None,
+        })
+        .collect();
+    let unreachable =
+        faults.iter().filter(|f| matches!(f, Fault::Unreachable | Fault::UnreachableOnce)).count();
+    let s = Scenario {
+        concurrency: Amount::Count(4),
+        max_failures: Amount::Count(20),
+        steps: 2,
+        ramp: vec![(50, 500)],
+        health: Some((5000, 500)),
+        lb_up: true,
+        force: false,
+        canary: Some((1, Some(1000))),
+        pause_ms: 0,
+        faults,
+        seed: 11,
+        cancel_at_ms: None,
+        abort_at_ms: None,
+        initial: vec![vec![BoxState::READY; 2]; 40],
+        others: Vec::new(),
+        policy: NotInRotationPolicy::Refuse,
+        downs: Vec::new(),
+        window: Window::Sliding,
+        pause_at_ms: None,
+        http: None,
+        staged: 0,
+        retry_unreachable: true,
+    };
+    assert_eq!(run(&s).expect("invariants hold"), unreachable as u32);
+    let batches = Scenario { window: Window::Batches, pause_ms: 200, ..s.clone() };
+    assert_eq!(run(&batches).expect("invariants hold with strict batches"), unreachable as u32);
+    let off = Scenario { retry_unreachable: false, ..s };
+    assert_eq!(run(&off).expect("invariants hold without retries"), 0);
 }

@@ -145,6 +145,7 @@ fn drive_one_host(retries: Option<StepRetries>, step_results: Vec<ActionResult>)
         canary: None,
         on_failure: vesemir_core::request::OnFailure::Stop,
         window: vesemir_core::request::Window::Sliding,
+        retry_unreachable: false,
     };
     let plan = Arc::new(Plan::new(planned, &strategy).expect("plan"));
     let backend = serving(&plan.hosts);
@@ -163,6 +164,7 @@ fn drive_one_host(retries: Option<StepRetries>, step_results: Vec<ActionResult>)
         ramp: Vec::new(),
         pause_between_batches: Duration::ZERO,
         canary_gate: None,
+        retry_unreachable: false,
     };
     let mut now = Instant::now();
     let mut machine = Rollout::new(plan, config, now);

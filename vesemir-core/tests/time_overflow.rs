@@ -40,6 +40,7 @@ fn drive_unbounded(health_fails_first: bool) -> Vec<EventKind> {
         canary: Some(Canary { hosts: 1, gate: CanaryGate::Hold(Duration::MAX) }),
         on_failure: OnFailure::Stop,
         window: Window::Batches,
+        retry_unreachable: false,
     };
     let plan = Arc::new(Plan::new(planned(3), &strategy).expect("plan"));
     let config = RolloutConfig {
@@ -57,6 +58,7 @@ fn drive_unbounded(health_fails_first: bool) -> Vec<EventKind> {
         ramp: vec![RampStep { weight: Weight::percent(10).expect("weight"), hold: Duration::MAX }],
         pause_between_batches: Duration::MAX,
         canary_gate: Some(CanaryGate::Hold(Duration::MAX)),
+        retry_unreachable: false,
     };
     let mut now = Instant::now();
     let mut machine = Rollout::new(plan, config, now);

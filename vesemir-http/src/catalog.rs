@@ -193,6 +193,10 @@ pub struct UnitStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<WindowWord>)]
     pub window: Option<String>,
+    /// Try the hosts that ended unreachable once more at the end of the rollout, within the same
+    /// limits. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_unreachable: Option<bool>,
 }
 
 /// The words of `strategy.on_failure`, for the OpenAPI document.
@@ -640,6 +644,7 @@ impl Unit {
             canary: asked.canary.clone(),
             on_failure: asked.on_failure.clone(),
             window: asked.window.clone(),
+            retry_unreachable: asked.retry_unreachable,
         }
     }
 

@@ -182,6 +182,11 @@ impl FakeExecutor {
         lock(&self.state).unreachable.insert(host.clone());
     }
 
+    /// Makes `host` accept connections again (undoes [`set_unreachable`](Self::set_unreachable)).
+    pub fn set_reachable(&self, host: &HostName) {
+        lock(&self.state).unreachable.remove(host);
+    }
+
     /// Makes `host` refuse the credentials.
     pub fn set_unauthorized(&self, host: &HostName) {
         lock(&self.state).unauthorized.insert(host.clone());

@@ -158,6 +158,10 @@ pub struct Strategy {
     pub on_failure: OnFailure,
     /// How hosts start within `concurrency`: a sliding window or strict batches.
     pub window: Window,
+    /// Whether hosts that ended unreachable are tried once more at the end of the rollout
+    /// (`strategy.retry_unreachable`): each at most once, within the same concurrency, backend
+    /// budget and `max_failures`, and only if the rollout was not stopped or cancelled.
+    pub retry_unreachable: bool,
 }
 
 /// What the front end that ran a deployment does when it stopped on `max_failures`.

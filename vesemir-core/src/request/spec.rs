@@ -227,6 +227,10 @@ pub struct StrategySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<WindowWord>))]
     pub window: Option<String>,
+    /// Try the hosts that ended unreachable (SSH could not connect) once more at the end of the
+    /// rollout, within the same concurrency, backend budget and `max_failures`. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_unreachable: Option<bool>,
 }
 
 /// The canary batch.

@@ -572,6 +572,7 @@ fn validate_strategy(p: &mut Problems, s: &StrategySpec) -> Option<Strategy> {
         pause_between_batches,
         canary,
         window,
+        retry_unreachable: s.retry_unreachable.unwrap_or(false),
     })
 }
 

@@ -62,7 +62,10 @@ impl Rollout {
                 return;
             }
             let Some(range) = self.plan.batches.get(self.batch).cloned() else {
-                self.finish(now);
+                // After the last batch: the retry round, if any, then the end.
+                if !self.pump_retries(now) {
+                    self.finish(now);
+                }
                 return;
             };
             // Paused: no host starts; hosts in flight finish and the batch waits for the resume.
@@ -101,8 +104,8 @@ impl Rollout {
         self.emit(now, EventKind::BatchFinished { batch: self.batch + 1, succeeded, failed });
         self.batch += 1;
         if self.batch >= self.plan.batches.len() {
-            self.finish(now);
-            return false;
+            // `pump` goes on to the retry round (if any) and the end.
+            return true;
         }
         match self.wait_before_batch() {
             None => self.open_batch(now),
@@ -154,9 +157,10 @@ impl Rollout {
         self.next_host = self.hosts.len();
     }
 
-    fn start_host(&mut self, h: usize, now: Instant) {
+    pub(super) fn start_host(&mut self, h: usize, now: Instant) {
         self.in_flight += 1;
         self.hosts[h].started = Some(self.elapsed(now));
+        self.hosts[h].attempts += 1;
         self.enter(h, Stage::Connect, now);
     }
 

@@ -26,6 +26,9 @@ pub struct RolloutConfig {
     pub pause_between_batches: Duration,
     /// What to wait for after the canary batch, if the plan has one.
     pub canary_gate: Option<CanaryGate>,
+    /// Try the hosts that ended unreachable once more after the last batch
+    /// (`strategy.retry_unreachable`).
+    pub retry_unreachable: bool,
 }
 
 /// A changeset step as the rollout sees it: a name for events and a bound for the driver.
@@ -83,6 +86,7 @@ impl RolloutConfig {
             ramp: request.load_balancer.ramp.clone(),
             pause_between_batches: request.strategy.pause_between_batches,
             canary_gate: request.strategy.canary.map(|c| c.gate),
+            retry_unreachable: request.strategy.retry_unreachable,
         }
     }
 }

@@ -96,6 +96,8 @@ pub(super) struct HostRun {
     pub(super) out_for: Duration,
     /// Whether this rollout ever took it out of rotation.
     pub(super) was_out: bool,
+    /// How many times it was started (its connects): 0 until it starts, 2 once retried.
+    pub(super) attempts: u32,
 }
 
 impl HostRun {
@@ -126,6 +128,7 @@ impl HostRun {
             out_since: None,
             out_for: Duration::ZERO,
             was_out: false,
+            attempts: 0,
         };
         if !original.is_empty() {
             run.set_states(original);

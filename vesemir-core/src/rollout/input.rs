@@ -21,6 +21,10 @@ pub enum Action {
     Connect {
         /// The host to act on, by its position in the plan.
         host: HostId,
+        /// Which start of the host this is: 1, or 2 when it ended unreachable and is tried
+        /// again (`strategy.retry_unreachable`; the driver then claims its host lock again if
+        /// the first claim failed).
+        attempt: u32,
     },
     /// Set the server's administrative state on every load balancer instance.
     SetState {
@@ -110,7 +114,7 @@ impl Action {
     /// The host the action concerns.
     pub fn host(&self) -> HostId {
         match self {
-            Action::Connect { host }
+            Action::Connect { host, .. }
             | Action::SetState { host, .. }
             | Action::SetWeight { host, .. }
             | Action::WaitDrained { host, .. }

@@ -39,6 +39,8 @@
 //!   batches no host of a batch starts before every host of the batch before ended.
 //! - While paused no new host starts; hosts in flight finish, gates keep waiting, and cancel
 //!   still ends the deployment.
+//! - With `retry_unreachable`, hosts that ended unreachable are started once more after the
+//!   last batch (`retry.rs`), under every rule above; never a third time.
 //! - Every host ends in exactly one [`HostOutcome`]; events are numbered 1, 2, 3... without gaps.
 
 mod batches;
@@ -49,6 +51,7 @@ mod host;
 mod input;
 mod probe;
 mod put_back;
+mod retry;
 mod take_out;
 
 use std::cmp::Reverse;
@@ -62,6 +65,7 @@ pub use input::{Action, ActionResult, ErrorKind, HostError, HostId};
 
 use batches::{Gate, TimerKey};
 use host::{Failure, HostRun, Stage};
+use retry::RetryRound;
 
 use crate::event::{DeploymentOutcome, Event, EventKind, HostOutcome, Phase, StopReason, Totals};
 use crate::plan::Plan;
@@ -115,6 +119,8 @@ pub struct Rollout {
     budget_index: budget::BudgetIndex,
     finished_at: Option<Duration>,
     outcome: Option<DeploymentOutcome>,
+    /// The retry round of hosts that ended unreachable (`retry.rs`).
+    retry: RetryRound,
 }
 
 impl Rollout {
@@ -151,6 +157,7 @@ impl Rollout {
             budget_index,
             finished_at: None,
             outcome: None,
+            retry: RetryRound::NotYet,
         };
         let (hosts, batches, concurrency, max_failures) = (
             rollout.plan.hosts.len(),
@@ -401,6 +408,7 @@ impl Rollout {
                 last_output: run.tail.iter().cloned().collect(),
                 // Complete once the host ended (`conclude` adds the time it stays out).
                 out_of_rotation: run.was_out.then_some(run.out_for),
+                attempts: run.attempts.max(1),
             })
             .collect();
         DeploymentReport {

@@ -15,7 +15,10 @@ impl Rollout {
     /// The action and phase of a take-out stage.
     pub(super) fn take_out_action(&self, host: HostId, stage: Stage) -> (Option<Action>, Option<Phase>) {
         match stage {
-            Stage::Connect => (Some(Action::Connect { host }), Some(Phase::Connecting)),
+            Stage::Connect => {
+                let attempt = self.hosts[host.0].attempts.max(1);
+                (Some(Action::Connect { host, attempt }), Some(Phase::Connecting))
+            }
             Stage::Drain => {
                 (Some(Action::SetState { host, state: AdminState::Drain }), Some(Phase::Draining))
             }
