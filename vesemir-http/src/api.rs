@@ -73,15 +73,37 @@ pub type AppState = Arc<App>;
 pub struct ApiError {
     status: StatusCode,
     body: Box<ErrorBody>,
+    /// Sent as `Retry-After` (whole seconds) when set.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        Self { status, body: Box::new(ErrorBody::new(status, error)) }
+        Self { status, body: Box::new(ErrorBody::new(status, error)), retry_after: None }
     }
 
     fn problems(status: StatusCode, error: &str, problems: Vec<Problem>) -> Self {
-        Self { status, body: Box::new(ErrorBody { problems, ..ErrorBody::new(status, error) }) }
+        Self {
+            status,
+            body: Box::new(ErrorBody { problems, ..ErrorBody::new(status, error) }),
+            retry_after: None,
+        }
+    }
+
+    /// 503 with `Retry-After`: the server is stopping and admits nothing ([`crate::shutdown`]).
+    fn shutting_down() -> Self {
+        Self {
+            retry_after: Some(crate::shutdown::RETRY_AFTER),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, SubmitError::ShuttingDown.to_string())
+        }
+    }
+
+    /// [`shutting_down`](Self::shutting_down) once admissions are closed.
+    fn unless_closing(state: &App) -> Result<(), Self> {
+        if state.runner.is_closing() {
+            return Err(Self::shutting_down());
+        }
+        Ok(())
     }
 
     fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
@@ -160,6 +182,11 @@ impl IntoResponse for ApiError {
         let mut response = problem_response(self.status, &self.body);
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(after) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
         }
         // `problem_instance` reads it back to fill in the request's path.
         response.extensions_mut().insert(*self.body);
@@ -293,6 +320,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 415, description = "The body is not sent as `application/json`", body = ErrorBody),
         (status = 422, description = "The request is invalid (every problem, by field), refused by this server's configuration (an unknown playbook or variable, a `requested_by` that is not the token's name, an `Idempotency-Key` used with another body), or the fleet's real state refuses it: target servers not in rotation, no room left in the backend's out-of-rotation budget, a server with another address than its host (one problem per server)", body = ErrorBody),
         (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -302,6 +330,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    ApiError::unless_closing(&state)?;
     check_json(&headers)?;
     let body = body.map_err(|rejection| body_error(&state, &rejection))?;
     let text = std::str::from_utf8(&body)
@@ -459,6 +488,7 @@ fn submitted_response(
         Err(e @ SubmitError::QueueFull(_)) => {
             Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()))
         }
+        Err(SubmitError::ShuttingDown) => Err(ApiError::shutting_down()),
         Err(SubmitError::Store(e)) => Err(ApiError::store(&e)),
     }
 }
@@ -764,6 +794,7 @@ async fn answer_order(
         (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
         (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -784,6 +815,7 @@ async fn recover_servers(
     id: i64,
     only: Option<std::collections::BTreeSet<vesemir_core::name::HostName>>,
 ) -> Result<Json<RecoveryReport>, ApiError> {
+    ApiError::unless_closing(state)?;
     let record = load(state, principal, id, Access::Order).await?;
     if !record.status.is_finished() {
         return Err(ApiError::new(
@@ -858,6 +890,7 @@ async fn recover_servers(
         (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
         (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -940,6 +973,7 @@ fn follow_up_response(
         (status = 409, description = "It has not ended, every host succeeded, or another deployment of its application and environment runs", body = ErrorBody),
         (status = 422, description = "Its request, edited, no longer validates, or the fleet's real state refuses it", body = ErrorBody),
         (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -949,6 +983,7 @@ pub async fn retry(
     id: Result<Path<i64>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    ApiError::unless_closing(&state)?;
     let id = parse_id(id)?;
     let body: crate::wire::RetryBody = optional_body(&state, body)?;
     let parent = load(&state, &principal, id, Access::Order).await?;
@@ -1005,6 +1040,7 @@ pub async fn history(
         (status = 404, description = "No deployment of it is recorded (none the token may read)", body = ErrorBody),
         (status = 409, description = "No version to roll back to, the newest deployment still runs, or another deployment of it runs", body = ErrorBody),
         (status = 422, description = "The request to run again no longer validates, or the fleet's real state refuses it", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -1014,6 +1050,7 @@ pub async fn rollback(
     Path((application, environment)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    ApiError::unless_closing(&state)?;
     let body: crate::wire::RollbackBody = optional_body(&state, body)?;
     let to = match &body.to {
         Some(v) => Some(
@@ -1124,6 +1161,10 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Not ready", body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.runner.is_closing() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "shutting down".into() }))
+            .into_response();
+    }
     match state.store.ping().await {
         Ok(()) => Json(Health { status: "ok".into() }).into_response(),
         Err(e) => {

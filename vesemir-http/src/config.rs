@@ -271,7 +271,8 @@ pub struct Limits {
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
     /// On shutdown, deployments in flight are cancelled (hosts in flight finish, no new host
-    /// starts) and awaited this long; any still running are `interrupted` at the next start.
+    /// starts) and awaited this long; any still running are then aborted and recorded
+    /// `interrupted` with the servers they may have left out ([`crate::shutdown`]).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }

@@ -57,6 +57,10 @@
 //!   their original state and weight.
 //! - **Timeouts**: `limits.request_timeout` bounds every call but event streams (408);
 //!   `limits.deployment_timeout` aborts a deployment; `limits.call_timeout` bounds each port call.
+//! - **Stop** (SIGTERM, Ctrl-C): admissions close (503 with `Retry-After`), deployments in
+//!   flight are cancelled and awaited up to `limits.shutdown_grace`, the rest aborted and
+//!   recorded `interrupted` with the servers that may be out; then the listener closes
+//!   ([`shutdown`]).
 #![warn(missing_docs)]
 
 pub mod api;
@@ -74,6 +78,7 @@ mod phase_text;
 pub mod ports;
 mod routes;
 pub mod runner;
+pub mod shutdown;
 pub mod sse;
 pub mod store;
 pub mod telemetry;
@@ -195,39 +200,35 @@ impl Server {
         self.app.runner.active_count()
     }
 
-    /// Cancels every deployment in flight and waits up to `limits.shutdown_grace` for them to
-    /// end. Returns how many were still running (they are `interrupted` at the next start).
-    pub async fn shutdown(&self) -> usize {
-        let left = self.app.runner.cancel_all(self.app.limits.shutdown_grace).await;
-        if left > 0 {
-            tracing::warn!(left, "deployments still running at shutdown: they will show as interrupted");
-        }
-        left
+    /// The stop's first steps ([`shutdown`]): closes admissions (503 from now on), cancels
+    /// every deployment in flight and waits up to `limits.shutdown_grace` for them to end,
+    /// aborts the rest (each ends `interrupted`, naming the servers that may be out of
+    /// rotation) and waits for their records.
+    pub async fn shutdown(&self) -> shutdown::ShutdownOutcome {
+        shutdown::drain(&self.app).await
     }
 }
 
 impl Server {
-    /// Serves on `listener` until `stop` resolves. Then it stops accepting connections, cancels
-    /// the deployments in flight and waits for them up to `limits.shutdown_grace`
-    /// ([`Server::shutdown`]); open event streams end with their deployments, and any still
-    /// open a few seconds later are dropped.
+    /// Serves on `listener` until `stop` resolves. Then it stops as [`shutdown`] says: admissions
+    /// refused with 503 while the listener still answers, deployments in flight cancelled and
+    /// awaited up to `limits.shutdown_grace`, the rest aborted and recorded
+    /// ([`Server::shutdown`]); only then does it stop accepting connections; event streams end
+    /// with their deployments, and any still open a few seconds later are dropped.
     pub async fn serve_on(
         &self,
         listener: tokio::net::TcpListener,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), std::io::Error> {
-        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-        let mut graceful = stopped.clone();
+        let (stopping, mut graceful) = tokio::sync::watch::channel(false);
         let http = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
             let _ = graceful.wait_for(|stop| *stop).await;
         });
         let http = tokio::spawn(async move { http.await });
         stop.await;
-        tracing::info!("stopping: no new connections; cancelling deployments in flight");
-        let _ = stopping.send(true);
-        let _ = stopped.wait_for(|stop| *stop).await;
         self.shutdown().await;
-        match tokio::time::timeout(std::time::Duration::from_secs(5), http).await {
+        let _ = stopping.send(true);
+        match tokio::time::timeout(shutdown::HTTP_CLOSE_WAIT, http).await {
             Ok(Ok(result)) => result,
             _ => Ok(()),
         }
@@ -256,9 +257,9 @@ async fn stop_signal() {
     }
 }
 
-/// Opens the server and serves it on `config.listen` until Ctrl-C or SIGTERM. Then it stops
-/// accepting connections, cancels the deployments in flight and waits for them up to
-/// `limits.shutdown_grace` ([`Server::shutdown`]); event streams end with their deployments.
+/// Opens the server and serves it on `config.listen` until Ctrl-C or SIGTERM. Then it stops as
+/// [`shutdown`] says: admissions refused (503), deployments in flight cancelled and awaited up
+/// to `limits.shutdown_grace`, the rest aborted and recorded, and only then the listener closed.
 pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Result<(), ServeError> {
     telemetry::init(&config.log);
     let server = Server::open(&config, factory).await?;

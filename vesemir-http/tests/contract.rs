@@ -440,6 +440,20 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     ];
     run(&reopened.router(), &cases, &mut answered).await;
 
+    // 503 with Retry-After: every POST that would start or change something, once the server
+    // has begun to stop.
+    let stopping = TestServer::start(Fleet::new(1)).await;
+    stopping.server.shutdown().await;
+    let cases = [
+        case(post.clone(), "/v1/deployments", 503, Some(PAYMENTS), id)
+            .body(valid.clone(), "application/json"),
+        case(post.clone(), "/v1/deployments/{id}/recover", 503, Some(PAYMENTS), id),
+        case(post.clone(), "/v1/deployments/{id}/restore", 503, Some(PAYMENTS), id),
+        case(post.clone(), "/v1/deployments/{id}/retry", 503, Some(PAYMENTS), id),
+        case(post.clone(), ROLLBACK, 503, Some(PAYMENTS), id).at(broken_rollback),
+    ];
+    run(&stopping.router, &cases, &mut answered).await;
+
     // 408: every bounded /v1 call, while the store answers after the request timeout.
     store.mode.store(SLOW, Ordering::SeqCst);
     let mut cases = vec![

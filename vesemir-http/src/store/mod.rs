@@ -31,6 +31,8 @@ use vesemir_core::plan::PlannedHost;
 use vesemir_core::report::HostReport;
 use vesemir_core::{Event, HostProgress};
 
+/// For shutdown's abort (`runner`): what the interrupted path records, computed the same way.
+pub(crate) use codec::{hosts_left_by_journal, STOPPED};
 pub use postgres::{PostgresStore, PostgresUrl};
 pub use sqlite::SqliteStore;
 
