@@ -239,7 +239,7 @@ fn print_list(list: &vesemir_http::wire::DeploymentList) {
 async fn serve(cli: &Cli, server_config: &std::path::Path) -> Result<Exit, Failure> {
     let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
     let server = read_server_config(server_config)?;
-    let factory = std::sync::Arc::new(compose::ConfiguredPorts(config));
+    let factory = std::sync::Arc::new(compose::ConfiguredPorts::new(config)?);
     vesemir_http::serve(server, factory).await.map_err(|e| Failure::unreachable(e.to_string()))?;
     Ok(Exit::Success)
 }

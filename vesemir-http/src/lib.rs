@@ -195,6 +195,22 @@ impl Server {
         )
     }
 
+    /// Re-reads the adapters' key files (and inventory file) through the factory's
+    /// [`PortsFactory::reload`]: deployments that start after it use what was read; on an error
+    /// (logged for the operators and returned) the previous ones stay in use.
+    pub fn reload_adapters(&self) -> Result<(), PortsError> {
+        match self.app.factory.reload() {
+            Ok(()) => {
+                tracing::info!("the adapters' key files were read again");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the adapters' key files failed: the previous ones stay in use");
+                Err(e)
+            }
+        }
+    }
+
     /// Deployments queued or running now.
     pub fn active_deployments(&self) -> usize {
         self.app.runner.active_count()
