@@ -54,6 +54,8 @@ pub struct App {
     pub openapi: Arc<serde_json::Value>,
     /// Deployments being recovered now (one recovery per deployment at a time).
     pub recoveries: Arc<Recoveries>,
+    /// Event streams open now, per token (`limits.max_event_streams_per_token`).
+    pub streams: Arc<crate::limits::EventStreams>,
 }
 
 impl std::fmt::Debug for App {
@@ -319,7 +321,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not sent as `application/json`", body = ErrorBody),
         (status = 422, description = "The request is invalid (every problem, by field), refused by this server's configuration (an unknown playbook or variable, a `requested_by` that is not the token's name, an `Idempotency-Key` used with another body), or the fleet's real state refuses it: target servers not in rotation, no room left in the backend's out-of-rotation budget, a server with another address than its host (one problem per server)", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 429, description = "The queue is full, or the team has its quota of deployments queued (`limits.max_queued_per_team`, named in the problem)", body = ErrorBody),
         (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -487,6 +489,9 @@ fn submitted_response(
         }
         Err(e @ SubmitError::QueueFull(_)) => {
             Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()))
+        }
+        Err(e @ SubmitError::TeamQuota { .. }) => {
+            Err(ApiError::field(StatusCode::TOO_MANY_REQUESTS, "limits.max_queued_per_team", e.to_string()))
         }
         Err(SubmitError::ShuttingDown) => Err(ApiError::shutting_down()),
         Err(SubmitError::Store(e)) => Err(ApiError::store(&e)),
@@ -677,6 +682,8 @@ pub async fn list(
         (status = 400, description = "A malformed Last-Event-ID", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
         (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
+        (status = 410, description = "The deployment's events were pruned (`limits.event_retention` after it ended); its record, hosts and summary remain", body = ErrorBody),
+        (status = 429, description = "The token has `limits.max_event_streams_per_token` event streams open already (named in the problem)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -704,8 +711,35 @@ pub async fn events(
     };
     // Subscribe before reading anything, so nothing falls between replay and live.
     let live = state.runner.subscribe(id);
-    load(&state, &principal, id, Access::Read).await?;
-    let stream = crate::sse::follow(state.store.clone(), id, after, live);
+    let record = load(&state, &principal, id, Access::Read).await?;
+    if crate::retention::pruned(&record, state.limits.event_retention, now_ms()) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "the events of deployment {id} were pruned: this server keeps events for {} after a deployment ends (limits.event_retention); its record, hosts and summary remain at /v1/deployments/{id}",
+                humantime::format_duration(state.limits.event_retention)
+            ),
+        ));
+    }
+    let cap = state.limits.max_event_streams_per_token;
+    let slot = state.streams.open(&principal.name, cap).map_err(|open| {
+        ApiError::field(
+            StatusCode::TOO_MANY_REQUESTS,
+            "limits.max_event_streams_per_token",
+            format!(
+                "{} has {open} event streams open, the cap (limits.max_event_streams_per_token = {cap}): close one first",
+                principal.name
+            ),
+        )
+    })?;
+    // The slot is given back when the stream ends or its client goes away.
+    let stream = futures_util::StreamExt::map(
+        crate::sse::follow(state.store.clone(), id, after, live),
+        move |event| {
+            let _counted = &slot;
+            event
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -921,10 +955,15 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    // `null` is no body, as the document's optional body allows.
-    serde_json::from_slice::<Option<T>>(&body)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "(document)", e.to_string()))
+    let malformed =
+        |e: serde_json::Error| ApiError::field(StatusCode::BAD_REQUEST, "(document)", e.to_string());
+    // `null` is no body, as the document's optional body allows; anything else must be an
+    // object (serde would take an array for a struct's fields, which the document refuses).
+    match serde_json::from_slice::<serde_json::Value>(&body).map_err(malformed)? {
+        serde_json::Value::Null => Ok(T::default()),
+        object @ serde_json::Value::Object(_) => serde_json::from_value(object).map_err(malformed),
+        _ => Err(ApiError::field(StatusCode::BAD_REQUEST, "(document)", "must be a JSON object, or empty")),
+    }
 }
 
 /// The answer to a follow-up: 202 with its `Location`, or why it was not started.
@@ -972,7 +1011,7 @@ fn follow_up_response(
         (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "It has not ended, every host succeeded, or another deployment of its application and environment runs", body = ErrorBody),
         (status = 422, description = "Its request, edited, no longer validates, or the fleet's real state refuses it", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 429, description = "The queue is full, or the team has its quota of deployments queued (`limits.max_queued_per_team`, named in the problem)", body = ErrorBody),
         (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))

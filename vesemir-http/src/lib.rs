@@ -72,10 +72,12 @@ mod docs;
 pub mod followup;
 pub mod journal;
 pub mod lease;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 mod phase_text;
 pub mod ports;
+pub mod retention;
 mod routes;
 pub mod runner;
 pub mod shutdown;
@@ -154,6 +156,7 @@ impl Server {
             tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");
         }
         tokio::spawn(lease::keep(Arc::downgrade(&runner), store.lease()));
+        tokio::spawn(retention::keep(Arc::downgrade(&store), config.limits.event_retention, metrics.clone()));
         let app = Arc::new(api::App {
             store,
             runner,
@@ -162,9 +165,10 @@ impl Server {
             catalog,
             factory,
             limits: config.limits.clone(),
-            metrics,
+            metrics: metrics.clone(),
             openapi: Arc::new(openapi::to_json(&routes::document())),
             recoveries: Arc::default(),
+            streams: Arc::new(limits::EventStreams::new(metrics.clone())),
         });
         // on_failure = "rollback": once a deployment has ended, its follow-up (if any) is
         // submitted like any other deployment.

@@ -57,6 +57,16 @@ pub enum SubmitError {
     /// The queue is full.
     #[error("{0} deployments are queued already: try again later")]
     QueueFull(usize),
+    /// The team has its quota of deployments queued already (`limits.max_queued_per_team`).
+    #[error("team {team} has {queued} deployments queued, its quota (limits.max_queued_per_team = {quota}): try again when some have started")]
+    TeamQuota {
+        /// The team.
+        team: String,
+        /// Its deployments queued now.
+        queued: usize,
+        /// The quota.
+        quota: usize,
+    },
     /// The server is shutting down: it admits nothing more ([`Runner::close_admissions`]).
     #[error("the server is shutting down and admits no new deployment: retry in a moment")]
     ShuttingDown,
@@ -96,6 +106,8 @@ pub struct Runner {
     locks: Option<LockSettings>,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
+    /// Deployments each team has queued (`limits.max_queued_per_team`).
+    team_queue: crate::limits::TeamQueue,
     admission: tokio::sync::Mutex<()>,
     /// Set (under `admission`) once shutdown began: nothing is admitted after it.
     closing: AtomicBool,
@@ -232,6 +244,7 @@ impl Runner {
             driver,
             locks: None,
             queued: AtomicUsize::new(0),
+            team_queue: crate::limits::TeamQueue::default(),
             admission: tokio::sync::Mutex::new(()),
             closing: AtomicBool::new(false),
             active: Mutex::new(ActiveSet::default()),
@@ -401,6 +414,11 @@ impl Runner {
         if queued >= self.limits.max_queued_deployments {
             return Err(SubmitError::QueueFull(queued));
         }
+        let quota = self.limits.max_queued_per_team;
+        let team_queued = self.team_queue.queued(&new.team);
+        if team_queued >= quota {
+            return Err(SubmitError::TeamQuota { team: new.team.clone(), queued: team_queued, quota });
+        }
         // The database decides across instances: the key, and one active deployment per target.
         let id = match self.store.insert(&new).await? {
             Inserted::New(id) => id,
@@ -428,6 +446,8 @@ impl Runner {
             set.by_target.insert(target, id);
         }
         self.queued.fetch_add(1, Ordering::SeqCst);
+        // Checked above under the same admission lock: the quota holds.
+        let _ = self.team_queue.enter(&new.team, usize::MAX, &self.metrics);
         self.metrics.queued(1.0);
         tokio::spawn(self.clone().drive(id, Arc::new(request), ports, active));
         Ok(Submitted::New(id))
@@ -641,6 +661,7 @@ impl Runner {
             () = active.cancel.notified() => None,
         };
         self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.team_queue.leave(request.team.as_str(), &self.metrics);
         self.metrics.queued(-1.0);
         let Some(_permit) = permit else {
             info!("cancelled while queued");
