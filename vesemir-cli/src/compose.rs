@@ -93,19 +93,100 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-/// Ports for the HTTP server: each deployment gets the adapters of the configuration.
+/// Ports for the HTTP server: the adapters of the configuration, built once at start and shared
+/// by every deployment (so the HAProxy connection cap and the SSH sessions are the server's, not
+/// one deployment's); key files and the inventory file are read at start and by
+/// [`reload`](vesemir_http::PortsFactory::reload), never while a request is answered.
 #[derive(Debug)]
-pub struct ConfiguredPorts(pub Config);
+pub struct ConfiguredPorts {
+    config: Config,
+    /// The HAProxy adapter: no file to read, so never rebuilt.
+    load_balancer: Arc<HaproxyLoadBalancer>,
+    /// The SSH executor: its key is re-read in place, so its sessions stay shared.
+    executor: Arc<SshExecutor>,
+    /// The inventory (Chef, with its key loaded, or the inventory file as read), replaced whole
+    /// by a reload; `None` when neither is configured.
+    inventory: std::sync::RwLock<Option<Arc<dyn Inventory>>>,
+}
+
+impl ConfiguredPorts {
+    /// Builds the shared adapters of `config`: reads the SSH key, the Chef key and the
+    /// inventory file, and says which one failed.
+    pub fn new(config: Config) -> Result<Self, Failure> {
+        let executor = executor(&config);
+        executor.load_key().map_err(|e| Failure::input(format!("{}: ssh: {e}", config.path.display())))?;
+        let inventory = shared_inventory(&config)?;
+        Ok(Self {
+            load_balancer: Arc::new(HaproxyLoadBalancer::new(config.haproxy.clone())),
+            executor: Arc::new(executor),
+            inventory: std::sync::RwLock::new(inventory),
+            config,
+        })
+    }
+}
+
+/// The inventory the server shares: Chef with its key read, or the inventory file as read now.
+fn shared_inventory(config: &Config) -> Result<Option<Arc<dyn Inventory>>, Failure> {
+    let inventory: Arc<dyn Inventory> = match (&config.chef, &config.inventory_file) {
+        (Some(chef), _) => {
+            let chef = chef
+                .clone()
+                .load_key()
+                .map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?;
+            Arc::new(
+                ChefInventory::new(chef)
+                    .map_err(|e| Failure::input(format!("{}: chef: {e}", config.path.display())))?,
+            )
+        }
+        (None, Some(file)) => Arc::new(
+            crate::inventory_file::read(file)
+                .map_err(|e| Failure::input(format!("{}: inventory.file: {e}", config.path.display())))?,
+        ),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(inventory))
+}
 
 impl vesemir_http::PortsFactory for ConfiguredPorts {
     fn ports(&self, request: &DeploymentRequest) -> Result<Ports, vesemir_http::PortsError> {
-        ports(&self.0, request).map_err(|e| vesemir_http::PortsError::Configuration { reason: e.message })
+        let shared = self.inventory.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let inventory = match shared {
+            Some(inventory) => inventory,
+            None => {
+                let searches = matches!(request.targets, Targets::Search(_))
+                    || matches!(request.load_balancer.instances, LbInstances::Discover { .. });
+                if searches {
+                    return Err(vesemir_http::PortsError::Configuration {
+                        reason: format!(
+                            "the request searches for hosts (targets or load_balancer.discover), but {} has neither [chef] nor [inventory]: add one, or list targets.hosts and load_balancer.instances",
+                            self.config.path.display()
+                        ),
+                    });
+                }
+                Arc::new(
+                    StaticInventory::new(Vec::new())
+                        .map_err(|e| vesemir_http::PortsError::Configuration { reason: e.to_string() })?,
+                )
+            }
+        };
+        Ok(Ports { inventory, load_balancer: self.load_balancer.clone(), executor: self.executor.clone() })
+    }
+
+    fn reload(&self) -> Result<(), vesemir_http::PortsError> {
+        let configuration = |e: Failure| vesemir_http::PortsError::Configuration { reason: e.message };
+        // Both read before either is swapped: a reload that fails changes nothing.
+        let inventory = shared_inventory(&self.config).map_err(configuration)?;
+        self.executor.load_key().map_err(|e| vesemir_http::PortsError::Configuration {
+            reason: format!("{}: ssh: {e}", self.config.path.display()),
+        })?;
+        *self.inventory.write().unwrap_or_else(std::sync::PoisonError::into_inner) = inventory;
+        Ok(())
     }
 
     fn locks(&self) -> Option<vesemir_http::LockSettings> {
         Some(vesemir_http::LockSettings {
-            stale_after: self.0.locks.stale_after(),
-            wait: self.0.locks.wait.unwrap_or_default(),
+            stale_after: self.config.locks.stale_after(),
+            wait: self.config.locks.wait.unwrap_or_default(),
             machine: format!("vesemir serve on {}", this_machine()),
         })
     }

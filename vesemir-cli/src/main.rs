@@ -240,8 +240,9 @@ fn print_list(list: &vesemir_http::wire::DeploymentList) {
 async fn serve(cli: &Cli, server_config: &std::path::Path) -> Result<Exit, Failure> {
     let config = Config::load(&cli.config, &cli.config_sets).map_err(Failure::input)?;
     let server = read_server_config(server_config)?;
-    let factory = std::sync::Arc::new(compose::ConfiguredPorts(config));
-    // Run on SIGHUP besides the TLS certificate's reload: add each with `.with(...)`.
+    let factory = std::sync::Arc::new(compose::ConfiguredPorts::new(config)?);
+    // Run on SIGHUP besides the TLS certificate's and the adapters' reloads: add each with
+    // `.with(...)`.
     let reloads = vesemir_http::Reloads::default();
     vesemir_http::serve_with(server, factory, reloads)
         .await

@@ -42,12 +42,14 @@ use crate::{reply, transport};
 /// The effective weight reported is `show stat`'s `weight`, except for a server in
 /// maintenance: HAProxy does not recompute it there, so a weight set during maintenance would
 /// not show; its `srv_uweight` (the weight it comes back with) is reported instead.
+///
+/// Connections open at once to one instance are bounded by
+/// [`HaproxyConfig::max_connections_per_instance`], counted for the whole process (every
+/// adapter and clone shares the count: [`open_connections`](crate::open_connections)).
 #[derive(Debug, Clone, Default)]
 pub struct HaproxyLoadBalancer {
     config: HaproxyConfig,
     server_ids: Arc<Mutex<HashMap<ServerKey, u32>>>,
-    /// One gate per instance, bounding the connections open to it at once.
-    gates: Arc<Mutex<HashMap<LbEndpoint, Arc<tokio::sync::Semaphore>>>>,
 }
 
 /// A server on one instance: its id there can change when the instance reloads.
@@ -56,21 +58,13 @@ type ServerKey = (LbEndpoint, BackendName, ServerName);
 impl HaproxyLoadBalancer {
     /// An adapter with these timeouts.
     pub fn new(config: HaproxyConfig) -> Self {
-        Self { config, server_ids: Arc::default(), gates: Arc::default() }
+        Self { config, server_ids: Arc::default() }
     }
 
-    /// Sends one command to `instance`, waiting for a free connection slot there first.
+    /// Sends one command to `instance`, waiting for a free connection slot there first (the
+    /// process-wide count of [`crate::gate`]).
     async fn send(&self, instance: &LbEndpoint, command: &Command) -> Result<String, HaproxyError> {
-        let gate = {
-            let mut gates = self.gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let limit = self.config.max_connections_per_instance.max(1);
-            gates
-                .entry(instance.clone())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit)))
-                .clone()
-        };
-        // The semaphore is never closed, so acquiring only fails if it were: send anyway then.
-        let _permit = gate.acquire_owned().await.ok();
+        let _slot = crate::gate::acquire(instance, self.config.max_connections_per_instance).await;
         transport::send(instance, command, &self.config).await
     }
 

@@ -23,9 +23,10 @@ pub struct HaproxyConfig {
     pub poll_interval: Duration,
     /// The largest reply accepted, in bytes (a `show stat` of thousands of servers fits).
     pub max_reply_bytes: u64,
-    /// Connections open at once to one instance's runtime API. HAProxy's stats socket accepts
-    /// 10 by default (`maxconn` on the `stats socket` line raises it); past that the kernel
-    /// drops connection requests and retries them a second later.
+    /// Connections open at once to one instance's runtime API, counted for the whole process
+    /// (every adapter and every deployment sharing it). HAProxy's stats socket accepts 10 by
+    /// default (`maxconn` on the `stats socket` line raises it); past that the kernel drops
+    /// connection requests and retries them a second later.
     pub max_connections_per_instance: usize,
 }
 

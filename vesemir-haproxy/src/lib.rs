@@ -27,6 +27,7 @@ mod adapter;
 mod command;
 mod config;
 mod error;
+mod gate;
 mod join;
 mod reply;
 mod servers_state;
@@ -35,3 +36,4 @@ mod transport;
 
 pub use adapter::HaproxyLoadBalancer;
 pub use config::HaproxyConfig;
+pub use gate::open_connections;

@@ -54,6 +54,8 @@ pub struct App {
     pub openapi: Arc<serde_json::Value>,
     /// Deployments being recovered now (one recovery per deployment at a time).
     pub recoveries: Arc<Recoveries>,
+    /// Event streams open now, per token (`limits.max_event_streams_per_token`).
+    pub streams: Arc<crate::limits::EventStreams>,
 }
 
 impl std::fmt::Debug for App {
@@ -73,6 +75,8 @@ pub type AppState = Arc<App>;
 pub struct ApiError {
     status: StatusCode,
     body: Box<ErrorBody>,
+    /// Sent as `Retry-After` (whole seconds) when set.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -87,7 +91,27 @@ impl ApiError {
             problem.message = crate::server_paths::hidden(&problem.message);
         }
         let detail = crate::server_paths::hidden(error);
-        Self { status, body: Box::new(ErrorBody { problems, ..ErrorBody::new(status, detail) }) }
+        Self {
+            status,
+            body: Box::new(ErrorBody { problems, ..ErrorBody::new(status, detail) }),
+            retry_after: None,
+        }
+    }
+
+    /// 503 with `Retry-After`: the server is stopping and admits nothing ([`crate::shutdown`]).
+    fn shutting_down() -> Self {
+        Self {
+            retry_after: Some(crate::shutdown::RETRY_AFTER),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, SubmitError::ShuttingDown.to_string())
+        }
+    }
+
+    /// [`shutting_down`](Self::shutting_down) once admissions are closed.
+    fn unless_closing(state: &App) -> Result<(), Self> {
+        if state.runner.is_closing() {
+            return Err(Self::shutting_down());
+        }
+        Ok(())
     }
 
     fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
@@ -166,6 +190,11 @@ impl IntoResponse for ApiError {
         let mut response = problem_response(self.status, &self.body);
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(after) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
         }
         // `problem_instance` reads it back to fill in the request's path.
         response.extensions_mut().insert(*self.body);
@@ -298,7 +327,8 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not sent as `application/json`", body = ErrorBody),
         (status = 422, description = "The request is invalid (every problem, by field), refused by this server's configuration (an unknown playbook or variable, a `requested_by` that is not the token's name, an `Idempotency-Key` used with another body), or the fleet's real state refuses it: target servers not in rotation, no room left in the backend's out-of-rotation budget, a server with another address than its host (one problem per server)", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 429, description = "The queue is full, or the team has its quota of deployments queued (`limits.max_queued_per_team`, named in the problem)", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -308,6 +338,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    ApiError::unless_closing(&state)?;
     check_json(&headers)?;
     let body = body.map_err(|rejection| body_error(&state, &rejection))?;
     let text = std::str::from_utf8(&body)
@@ -465,6 +496,10 @@ fn submitted_response(
         Err(e @ SubmitError::QueueFull(_)) => {
             Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()))
         }
+        Err(e @ SubmitError::TeamQuota { .. }) => {
+            Err(ApiError::field(StatusCode::TOO_MANY_REQUESTS, "limits.max_queued_per_team", e.to_string()))
+        }
+        Err(SubmitError::ShuttingDown) => Err(ApiError::shutting_down()),
         Err(SubmitError::Store(e)) => Err(ApiError::store(&e)),
     }
 }
@@ -653,6 +688,8 @@ pub async fn list(
         (status = 400, description = "A malformed Last-Event-ID", body = ErrorBody),
         (status = 401, description = "No token, or an unknown one", body = ErrorBody),
         (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
+        (status = 410, description = "The deployment's events were pruned (`limits.event_retention` after it ended); its record, hosts and summary remain", body = ErrorBody),
+        (status = 429, description = "The token has `limits.max_event_streams_per_token` event streams open already (named in the problem)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -680,8 +717,35 @@ pub async fn events(
     };
     // Subscribe before reading anything, so nothing falls between replay and live.
     let live = state.runner.subscribe(id);
-    load(&state, &principal, id, Access::Read).await?;
-    let stream = crate::sse::follow(state.store.clone(), id, after, live);
+    let record = load(&state, &principal, id, Access::Read).await?;
+    if crate::retention::pruned(&record, state.limits.event_retention, now_ms()) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "the events of deployment {id} were pruned: this server keeps events for {} after a deployment ends (limits.event_retention); its record, hosts and summary remain at /v1/deployments/{id}",
+                humantime::format_duration(state.limits.event_retention)
+            ),
+        ));
+    }
+    let cap = state.limits.max_event_streams_per_token;
+    let slot = state.streams.open(&principal.name, cap).map_err(|open| {
+        ApiError::field(
+            StatusCode::TOO_MANY_REQUESTS,
+            "limits.max_event_streams_per_token",
+            format!(
+                "{} has {open} event streams open, the cap (limits.max_event_streams_per_token = {cap}): close one first",
+                principal.name
+            ),
+        )
+    })?;
+    // The slot is given back when the stream ends or its client goes away.
+    let stream = futures_util::StreamExt::map(
+        crate::sse::follow(state.store.clone(), id, after, live),
+        move |event| {
+            let _counted = &slot;
+            event
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -770,6 +834,7 @@ async fn answer_order(
         (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
         (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -790,6 +855,7 @@ async fn recover_servers(
     id: i64,
     only: Option<std::collections::BTreeSet<vesemir_core::name::HostName>>,
 ) -> Result<Json<RecoveryReport>, ApiError> {
+    ApiError::unless_closing(state)?;
     let record = load(state, principal, id, Access::Order).await?;
     if !record.status.is_finished() {
         return Err(ApiError::new(
@@ -864,6 +930,7 @@ async fn recover_servers(
         (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "The deployment is queued or running, kept no journal, or is being recovered", body = ErrorBody),
         (status = 422, description = "Its request no longer validates on this server, so its ports cannot be made", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -894,10 +961,15 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    // `null` is no body, as the document's optional body allows.
-    serde_json::from_slice::<Option<T>>(&body)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "(document)", e.to_string()))
+    let malformed =
+        |e: serde_json::Error| ApiError::field(StatusCode::BAD_REQUEST, "(document)", e.to_string());
+    // `null` is no body, as the document's optional body allows; anything else must be an
+    // object (serde would take an array for a struct's fields, which the document refuses).
+    match serde_json::from_slice::<serde_json::Value>(&body).map_err(malformed)? {
+        serde_json::Value::Null => Ok(T::default()),
+        object @ serde_json::Value::Object(_) => serde_json::from_value(object).map_err(malformed),
+        _ => Err(ApiError::field(StatusCode::BAD_REQUEST, "(document)", "must be a JSON object, or empty")),
+    }
 }
 
 /// The answer to a follow-up: 202 with its `Location`, or why it was not started.
@@ -945,7 +1017,8 @@ fn follow_up_response(
         (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
         (status = 409, description = "It has not ended, every host succeeded, or another deployment of its application and environment runs", body = ErrorBody),
         (status = 422, description = "Its request, edited, no longer validates, or the fleet's real state refuses it", body = ErrorBody),
-        (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 429, description = "The queue is full, or the team has its quota of deployments queued (`limits.max_queued_per_team`, named in the problem)", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -955,6 +1028,7 @@ pub async fn retry(
     id: Result<Path<i64>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    ApiError::unless_closing(&state)?;
     let id = parse_id(id)?;
     let body: crate::wire::RetryBody = optional_body(&state, body)?;
     let parent = load(&state, &principal, id, Access::Order).await?;
@@ -1011,6 +1085,7 @@ pub async fn history(
         (status = 404, description = "No deployment of it is recorded (none the token may read)", body = ErrorBody),
         (status = 409, description = "No version to roll back to, the newest deployment still runs, or another deployment of it runs", body = ErrorBody),
         (status = 422, description = "The request to run again no longer validates, or the fleet's real state refuses it", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds (on this instance once it is back, or another)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -1020,6 +1095,7 @@ pub async fn rollback(
     Path((application, environment)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    ApiError::unless_closing(&state)?;
     let body: crate::wire::RollbackBody = optional_body(&state, body)?;
     let to = match &body.to {
         Some(v) => Some(
@@ -1130,6 +1206,10 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Not ready", body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.runner.is_closing() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "shutting down".into() }))
+            .into_response();
+    }
     match state.store.ping().await {
         Ok(()) => Json(Health { status: "ok".into() }).into_response(),
         Err(e) => {

@@ -38,6 +38,9 @@
 //! deployment_timeout = "4h"
 //! call_timeout = "30s"
 //! shutdown_grace = "60s"
+//! max_queued_per_team = 100         # deployments one team may have waiting (then 429)
+//! max_event_streams_per_token = 20  # open GET .../events per token (then 429)
+//! event_retention = "90days"        # events of deployments ended longer ago are pruned; "0s" keeps them
 //!
 //! [log]
 //! json = true
@@ -283,9 +286,21 @@ pub struct Limits {
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
     /// On shutdown, deployments in flight are cancelled (hosts in flight finish, no new host
-    /// starts) and awaited this long; any still running are `interrupted` at the next start.
+    /// starts) and awaited this long; any still running are then aborted and recorded
+    /// `interrupted` with the servers they may have left out ([`crate::shutdown`]).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Deployments one team may have waiting in the queue at once; more are refused with 429
+    /// naming this quota ([`crate::limits`]).
+    pub max_queued_per_team: usize,
+    /// Event streams (`GET .../events`) one token may keep open at once; more are refused with
+    /// 429 naming this cap.
+    pub max_event_streams_per_token: usize,
+    /// Events of deployments that ended longer ago than this are deleted by a periodic task;
+    /// the deployment, its hosts and its summary stay, and the API says its events were pruned
+    /// ([`crate::retention`]). `0s` keeps them forever.
+    #[serde(with = "humantime_serde")]
+    pub event_retention: Duration,
 }
 
 impl Default for Limits {
@@ -298,6 +313,9 @@ impl Default for Limits {
             deployment_timeout: Duration::from_secs(4 * 3600),
             call_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(60),
+            max_queued_per_team: 100,
+            max_event_streams_per_token: 20,
+            event_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -308,18 +326,24 @@ const MAX_BODY_BYTES: usize = 64 << 20;
 const MAX_CONCURRENT_DEPLOYMENTS: usize = 1024;
 /// The most deployments waiting.
 const MAX_QUEUED_DEPLOYMENTS: usize = 1_000_000;
+/// The most event streams one token may be allowed.
+const MAX_EVENT_STREAMS: usize = 100_000;
+/// The longest event retention: 100 years (past it, keep them forever with `0s`).
+const MAX_EVENT_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl Limits {
     /// Upper bounds, so that no limit overflows time arithmetic or memory: `request_timeout`,
     /// `call_timeout` and `shutdown_grace` at most 1h, `deployment_timeout` at most 7d (the
     /// bound of a request's durations), bodies at most 64 MiB, at most 1024 deployments running
-    /// and 1,000,000 queued.
+    /// and 1,000,000 queued (also per team), 100,000 event streams per token, events kept at
+    /// most 100 years.
     fn check_bounds(&self, problems: &mut Vec<FieldError>) {
         for (field, value, limit) in [
             ("limits.request_timeout", self.request_timeout, MAX_CALL_DURATION),
             ("limits.call_timeout", self.call_timeout, MAX_CALL_DURATION),
             ("limits.shutdown_grace", self.shutdown_grace, MAX_CALL_DURATION),
             ("limits.deployment_timeout", self.deployment_timeout, MAX_REQUEST_DURATION),
+            ("limits.event_retention", self.event_retention, MAX_EVENT_RETENTION),
         ] {
             problems.extend(check_duration(field, value, limit).err());
         }
@@ -331,6 +355,8 @@ impl Limits {
                 MAX_CONCURRENT_DEPLOYMENTS,
             ),
             ("limits.max_queued_deployments", self.max_queued_deployments, MAX_QUEUED_DEPLOYMENTS),
+            ("limits.max_queued_per_team", self.max_queued_per_team, MAX_QUEUED_DEPLOYMENTS),
+            ("limits.max_event_streams_per_token", self.max_event_streams_per_token, MAX_EVENT_STREAMS),
         ] {
             problems.extend(check_count(field, value, 0, limit).err());
         }

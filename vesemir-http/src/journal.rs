@@ -404,6 +404,11 @@ impl Recoveries {
         let mut running = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         running.insert(id).then(|| RecoveryGuard { recoveries: self.clone(), id })
     }
+
+    /// How many recoveries run now (shutdown waits for them within its grace).
+    pub fn running(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
 }
 
 /// Deployment `id` is being recovered while this lives.

@@ -61,6 +61,10 @@
 //!   ([`server_paths`]).
 //! - **Timeouts**: `limits.request_timeout` bounds every call but event streams (408);
 //!   `limits.deployment_timeout` aborts a deployment; `limits.call_timeout` bounds each port call.
+//! - **Stop** (SIGTERM, Ctrl-C): admissions close (503 with `Retry-After`), deployments in
+//!   flight are cancelled and awaited up to `limits.shutdown_grace`, the rest aborted and
+//!   recorded `interrupted` with the servers that may be out; then the listener closes
+//!   ([`shutdown`]).
 #![warn(missing_docs)]
 
 pub mod api;
@@ -72,14 +76,17 @@ mod docs;
 pub mod followup;
 pub mod journal;
 pub mod lease;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 mod phase_text;
 pub mod ports;
 pub mod reload;
+pub mod retention;
 mod routes;
 pub mod runner;
 pub mod server_paths;
+pub mod shutdown;
 pub mod sse;
 pub mod store;
 pub mod telemetry;
@@ -161,6 +168,7 @@ impl Server {
             tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");
         }
         tokio::spawn(lease::keep(Arc::downgrade(&runner), store.lease()));
+        tokio::spawn(retention::keep(Arc::downgrade(&store), config.limits.event_retention, metrics.clone()));
         let app = Arc::new(api::App {
             store,
             runner,
@@ -169,9 +177,10 @@ impl Server {
             catalog,
             factory,
             limits: config.limits.clone(),
-            metrics,
+            metrics: metrics.clone(),
             openapi: Arc::new(openapi::to_json(&routes::document())),
             recoveries: Arc::default(),
+            streams: Arc::new(limits::EventStreams::new(metrics.clone())),
         });
         // on_failure = "rollback": once a deployment has ended, its follow-up (if any) is
         // submitted like any other deployment.
@@ -202,27 +211,42 @@ impl Server {
         )
     }
 
+    /// Re-reads the adapters' key files (and inventory file) through the factory's
+    /// [`PortsFactory::reload`]: deployments that start after it use what was read; on an error
+    /// (logged for the operators and returned) the previous ones stay in use.
+    pub fn reload_adapters(&self) -> Result<(), PortsError> {
+        match self.app.factory.reload() {
+            Ok(()) => {
+                tracing::info!("the adapters' key files were read again");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the adapters' key files failed: the previous ones stay in use");
+                Err(e)
+            }
+        }
+    }
+
     /// Deployments queued or running now.
     pub fn active_deployments(&self) -> usize {
         self.app.runner.active_count()
     }
 
-    /// Cancels every deployment in flight and waits up to `limits.shutdown_grace` for them to
-    /// end. Returns how many were still running (they are `interrupted` at the next start).
-    pub async fn shutdown(&self) -> usize {
-        let left = self.app.runner.cancel_all(self.app.limits.shutdown_grace).await;
-        if left > 0 {
-            tracing::warn!(left, "deployments still running at shutdown: they will show as interrupted");
-        }
-        left
+    /// The stop's first steps ([`shutdown`]): closes admissions (503 from now on), cancels
+    /// every deployment in flight and waits up to `limits.shutdown_grace` for them to end,
+    /// aborts the rest (each ends `interrupted`, naming the servers that may be out of
+    /// rotation) and waits for their records.
+    pub async fn shutdown(&self) -> shutdown::ShutdownOutcome {
+        shutdown::drain(&self.app).await
     }
 }
 
 impl Server {
-    /// Serves on `listener` until `stop` resolves. Then it stops accepting connections, cancels
-    /// the deployments in flight and waits for them up to `limits.shutdown_grace`
-    /// ([`Server::shutdown`]); open event streams end with their deployments, and any still
-    /// open a few seconds later are dropped.
+    /// Serves on `listener` until `stop` resolves. Then it stops as [`shutdown`] says: admissions
+    /// refused with 503 while the listener still answers, deployments in flight cancelled and
+    /// awaited up to `limits.shutdown_grace`, the rest aborted and recorded
+    /// ([`Server::shutdown`]); only then does it stop accepting connections; event streams end
+    /// with their deployments, and any still open a few seconds later are dropped.
     pub async fn serve_on<L>(
         &self,
         listener: L,
@@ -232,18 +256,15 @@ impl Server {
         L: axum::serve::Listener,
         L::Addr: std::fmt::Debug,
     {
-        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-        let mut graceful = stopped.clone();
+        let (stopping, mut graceful) = tokio::sync::watch::channel(false);
         let http = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
             let _ = graceful.wait_for(|stop| *stop).await;
         });
         let http = tokio::spawn(async move { http.await });
         stop.await;
-        tracing::info!("stopping: no new connections; cancelling deployments in flight");
-        let _ = stopping.send(true);
-        let _ = stopped.wait_for(|stop| *stop).await;
         self.shutdown().await;
-        match tokio::time::timeout(std::time::Duration::from_secs(5), http).await {
+        let _ = stopping.send(true);
+        match tokio::time::timeout(shutdown::HTTP_CLOSE_WAIT, http).await {
             Ok(Ok(result)) => result,
             _ => Ok(()),
         }
@@ -272,10 +293,11 @@ async fn stop_signal() {
     }
 }
 
-/// Opens the server and serves it on `config.listen` until Ctrl-C or SIGTERM. Then it stops
-/// accepting connections, cancels the deployments in flight and waits for them up to
-/// `limits.shutdown_grace` ([`Server::shutdown`]); event streams end with their deployments.
-/// SIGHUP reloads the TLS certificate ([`serve_with`] adds other reloads).
+/// Opens the server and serves it on `config.listen` until Ctrl-C or SIGTERM. Then it stops as
+/// [`shutdown`] says: admissions refused (503), deployments in flight cancelled and awaited up
+/// to `limits.shutdown_grace`, the rest aborted and recorded, and only then the listener closed.
+/// SIGHUP reloads the TLS certificate and the adapters' key files ([`serve_with`] adds other
+/// reloads).
 pub async fn serve(config: ServerConfig, factory: Arc<dyn PortsFactory>) -> Result<(), ServeError> {
     serve_with(config, factory, Reloads::default()).await
 }
@@ -290,6 +312,10 @@ pub async fn serve_with(
     // First: from here on SIGHUP reloads instead of ending the process.
     let hangups = reload::Hangups::register().map_err(ServeError::Signal)?;
     telemetry::init(&config.log);
+    let adapters = Arc::clone(&factory);
+    let reloads = reloads.with_fn("the adapters' key files and inventory file", move || {
+        adapters.reload().map_err(|e| Box::new(e) as reload::ReloadError)
+    });
     let server = Server::open(&config, factory).await?;
     let certificates = config.tls.as_ref().map(tls::Certificates::load).transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -1,5 +1,6 @@
 //! Prometheus metrics, kept per server (no global recorder, so several servers can live in one
-//! process): deployments by outcome, durations, hosts deployed, in flight, queued and paused.
+//! process): deployments by outcome, durations, hosts deployed, in flight, queued (also per
+//! team) and paused, event streams open, events pruned.
 
 use metrics::{counter, gauge, histogram, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -74,6 +75,20 @@ impl Metrics {
                 "vesemir_deployments_paused",
                 "Deployments paused by an operator now (no new host starts until resumed)."
             );
+            metrics::describe_gauge!(
+                "vesemir_team_deployments_queued",
+                "Deployments each team has waiting in the queue now (limits.max_queued_per_team)."
+            );
+            metrics::describe_gauge!(
+                "vesemir_event_streams_open",
+                "Event streams (GET .../events) open now (limits.max_event_streams_per_token per token)."
+            );
+            metrics::describe_counter!(
+                "vesemir_events_pruned_total",
+                "Events deleted by the retention task (limits.event_retention)."
+            );
+            counter!("vesemir_events_pruned_total").increment(0);
+            gauge!("vesemir_event_streams_open").set(0.0);
             gauge!("vesemir_deployments_in_flight").set(0.0);
             gauge!("vesemir_deployments_paused").set(0.0);
             gauge!("vesemir_deployments_queued").set(0.0);
@@ -135,6 +150,27 @@ impl Metrics {
         #[allow(clippy::cast_precision_loss)]
         let count = count as f64;
         self.with(|| gauge!("vesemir_deployments_paused").set(count));
+    }
+
+    /// Deployments `team` has queued now.
+    pub fn team_queued(&self, team: &str, count: usize) {
+        // Counts of deployments fit f64 exactly.
+        #[allow(clippy::cast_precision_loss)]
+        let count = count as f64;
+        let labels = [("team", team.to_owned())];
+        self.with(|| gauge!("vesemir_team_deployments_queued", &labels).set(count));
+    }
+
+    /// Event streams open now, all tokens together.
+    pub fn streams_open(&self, count: usize) {
+        #[allow(clippy::cast_precision_loss)]
+        let count = count as f64;
+        self.with(|| gauge!("vesemir_event_streams_open").set(count));
+    }
+
+    /// The retention task deleted `count` events.
+    pub fn events_pruned(&self, count: u64) {
+        self.with(|| counter!("vesemir_events_pruned_total").increment(count));
     }
 
     /// The Prometheus text exposition.

@@ -37,6 +37,14 @@ pub trait PortsFactory: Send + Sync {
         None
     }
 
+    /// Re-reads what the ports were built from (key files, an inventory file) for deployments
+    /// that start after it; those running keep what they have. On an error nothing changes.
+    /// The default has nothing to re-read. The server calls it from
+    /// [`Server::reload_adapters`](crate::Server::reload_adapters).
+    fn reload(&self) -> Result<(), PortsError> {
+        Ok(())
+    }
+
     /// The orchestrator's own health probe for requests with `health.http`; `None`, the
     /// default, refuses such requests before anything changes.
     fn health_probe(&self) -> Option<std::sync::Arc<dyn vesemir_core::ports::HealthProbe>> {

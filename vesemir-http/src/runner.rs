@@ -57,6 +57,19 @@ pub enum SubmitError {
     /// The queue is full.
     #[error("{0} deployments are queued already: try again later")]
     QueueFull(usize),
+    /// The team has its quota of deployments queued already (`limits.max_queued_per_team`).
+    #[error("team {team} has {queued} deployments queued, its quota (limits.max_queued_per_team = {quota}): try again when some have started")]
+    TeamQuota {
+        /// The team.
+        team: String,
+        /// Its deployments queued now.
+        queued: usize,
+        /// The quota.
+        quota: usize,
+    },
+    /// The server is shutting down: it admits nothing more ([`Runner::close_admissions`]).
+    #[error("the server is shutting down and admits no new deployment: retry in a moment")]
+    ShuttingDown,
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -73,6 +86,9 @@ struct Active {
     /// Values of the request's secret variables: masked in every event before it is stored,
     /// logged or streamed.
     secrets: Arc<Vec<String>>,
+    /// Set when shutdown aborts it past the grace: it then ends `interrupted`, naming the
+    /// servers that may be out of rotation.
+    aborted_at_shutdown: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -90,7 +106,11 @@ pub struct Runner {
     locks: Option<LockSettings>,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
+    /// Deployments each team has queued (`limits.max_queued_per_team`).
+    team_queue: crate::limits::TeamQueue,
     admission: tokio::sync::Mutex<()>,
+    /// Set (under `admission`) once shutdown began: nothing is admitted after it.
+    closing: AtomicBool,
     active: Mutex<ActiveSet>,
     after_end: std::sync::OnceLock<AfterEnd>,
 }
@@ -224,7 +244,9 @@ impl Runner {
             driver,
             locks: None,
             queued: AtomicUsize::new(0),
+            team_queue: crate::limits::TeamQueue::default(),
             admission: tokio::sync::Mutex::new(()),
+            closing: AtomicBool::new(false),
             active: Mutex::new(ActiveSet::default()),
             after_end: std::sync::OnceLock::new(),
         }
@@ -370,6 +392,9 @@ impl Runner {
         secrets: Vec<String>,
     ) -> Result<Submitted, SubmitError> {
         let _admission = self.admission.lock().await;
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = self.store.by_idempotency_key(&new.requested_by, key).await? {
                 if existing.body_sha256 != new.body_sha256 {
@@ -388,6 +413,11 @@ impl Runner {
         let queued = self.queued.load(Ordering::SeqCst);
         if queued >= self.limits.max_queued_deployments {
             return Err(SubmitError::QueueFull(queued));
+        }
+        let quota = self.limits.max_queued_per_team;
+        let team_queued = self.team_queue.queued(&new.team);
+        if team_queued >= quota {
+            return Err(SubmitError::TeamQuota { team: new.team.clone(), queued: team_queued, quota });
         }
         // The database decides across instances: the key, and one active deployment per target.
         let id = match self.store.insert(&new).await? {
@@ -408,6 +438,7 @@ impl Runner {
             events: broadcast::channel(LIVE_CAPACITY).0,
             target: target.clone(),
             secrets: Arc::new(secrets),
+            aborted_at_shutdown: Arc::new(AtomicBool::new(false)),
         };
         {
             let mut set = self.lock_active();
@@ -415,6 +446,8 @@ impl Runner {
             set.by_target.insert(target, id);
         }
         self.queued.fetch_add(1, Ordering::SeqCst);
+        // Checked above under the same admission lock: the quota holds.
+        let _ = self.team_queue.enter(&new.team, usize::MAX, &self.metrics);
         self.metrics.queued(1.0);
         tokio::spawn(self.clone().drive(id, Arc::new(request), ports, active));
         Ok(Submitted::New(id))
@@ -525,6 +558,45 @@ impl Runner {
         self.metrics.paused(paused);
     }
 
+    /// Stops admissions for good: every submission from now on is refused with
+    /// [`SubmitError::ShuttingDown`]. Taken under the admission lock, so a submission racing
+    /// with it is either refused or admitted (in the active set, so [`cancel_all`](Self::cancel_all)
+    /// sees it) before this returns: none is admitted unseen.
+    pub async fn close_admissions(&self) {
+        let _admission = self.admission.lock().await;
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether admissions are closed ([`close_admissions`](Self::close_admissions)).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Aborts every deployment still queued or running (shutdown, past the grace): it stops at
+    /// once, starts nothing more, and ends `interrupted` with the servers its journal (and its
+    /// report) say may be out of rotation, in the store and in the log. Waits up to `bound` for
+    /// them to record that; returns how many had not ended by then (their records are
+    /// `interrupted` by the next start, from the same journal).
+    pub async fn abort_at_shutdown(&self, bound: Duration) -> usize {
+        for (id, active) in &self.lock_active().by_id {
+            warn!(deployment = id, "still running past the shutdown grace: aborting it");
+            active.aborted_at_shutdown.store(true, Ordering::SeqCst);
+            active.control.abort();
+            active.cancel.notify_one();
+        }
+        self.wait_idle(bound).await
+    }
+
+    /// Waits up to `bound` for every deployment to end; returns how many have not.
+    async fn wait_idle(&self, bound: Duration) -> usize {
+        // A bound past the clock's range (not from a validated config) waits without end.
+        let deadline = tokio::time::Instant::now().checked_add(bound);
+        while self.active_count() > 0 && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.active_count()
+    }
+
     /// Cancels every queued or running deployment and waits up to `grace` for them to end.
     /// Returns how many were still running after it.
     pub async fn cancel_all(&self, grace: Duration) -> usize {
@@ -534,12 +606,7 @@ impl Runner {
                 warn!(deployment = id, error = %e, "recording a cancel at shutdown failed");
             }
         }
-        // A grace past the clock's range (not from a validated config) waits without end.
-        let deadline = tokio::time::Instant::now().checked_add(grace);
-        while self.active_count() > 0 && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.active_count()
+        self.wait_idle(grace).await
     }
 
     /// Deployments queued or running now.
@@ -594,6 +661,7 @@ impl Runner {
             () = active.cancel.notified() => None,
         };
         self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.team_queue.leave(request.team.as_str(), &self.metrics);
         self.metrics.queued(-1.0);
         let Some(_permit) = permit else {
             info!("cancelled while queued");
@@ -650,6 +718,15 @@ impl Runner {
             error!("the event writer panicked: some events may be missing from the database");
         }
         let store_failure = journal.close().await;
+        let unfinished = report.as_ref().map_or(true, |r| {
+            !matches!(
+                r.outcome,
+                Some(DeploymentOutcome::Succeeded | DeploymentOutcome::CompletedWithFailures)
+            )
+        });
+        if unfinished && active.aborted_at_shutdown.load(Ordering::SeqCst) {
+            return self.end_aborted_at_shutdown(id, labels, &report, store_failure, started).await;
+        }
         self.record_outcome(id, labels, report, timed_out, store_failure, started).await?;
         if let Some(parent) = self.store.origin(id).await?.and_then(|o| o.resume) {
             self.resume_servers(id, parent, request, ports).await?;
@@ -891,6 +968,64 @@ impl Runner {
             finished_ms: now_ms(),
         };
         self.record_end(id, labels, finish, started).await
+    }
+
+    /// Ends a deployment that shutdown aborted past its grace: `interrupted`, like a deployment
+    /// the server's stop interrupted, with `out_of_rotation` the servers its journal leaves
+    /// unfinished (what `POST .../recover` puts back) together with those its report or crash
+    /// says may be out; the list is logged too.
+    async fn end_aborted_at_shutdown(
+        &self,
+        id: i64,
+        labels: &[(&'static str, String)],
+        report: &Result<DeploymentReport, Crash>,
+        store_failure: Option<String>,
+        started: i64,
+    ) -> Result<(), StoreError> {
+        let mut out: std::collections::BTreeSet<String> = match self.store.journal(id).await {
+            Ok(entries) => {
+                crate::store::hosts_left_by_journal(&entries).unwrap_or_default().into_iter().collect()
+            }
+            Err(e) => {
+                warn!(error = %e, "reading the journal at shutdown failed: the report's hosts are recorded");
+                std::collections::BTreeSet::new()
+            }
+        };
+        let (totals, hosts) = match report {
+            Ok(report) => {
+                out.extend(report.out_of_rotation().map(|h| h.name.to_string()));
+                let hosts =
+                    report.hosts.iter().enumerate().map(|(i, h)| HostRecord::reported(i, h)).collect();
+                (Some(report.totals), hosts)
+            }
+            Err(crash) => {
+                out.extend(crash.out_of_rotation().iter().map(ToString::to_string));
+                (Some(crash.progress.totals()), Vec::new())
+            }
+        };
+        let out_of_rotation: Vec<String> = out.into_iter().collect();
+        let listed = if out_of_rotation.is_empty() { "none".to_owned() } else { out_of_rotation.join(", ") };
+        let mut error = format!(
+            "{} (aborted: still running past the server's shutdown_grace). Hosts that may be out of rotation: {listed}",
+            crate::store::STOPPED
+        );
+        if let Some(reason) = store_failure {
+            error.push_str(&format!("; before that: {reason}"));
+        }
+        error!(
+            out_of_rotation = ?out_of_rotation,
+            "aborted at shutdown past the grace: check the hosts that may be out of rotation (POST .../recover puts back what the journal recorded)"
+        );
+        self.metrics.interrupted_out_of_rotation(labels, out_of_rotation.len() as u64);
+        let finish = Finish {
+            status: Status::Interrupted,
+            error: Some(error),
+            totals,
+            hosts,
+            out_of_rotation,
+            finished_ms: now_ms(),
+        };
+        self.record_end(id, labels, finish, Some(started)).await
     }
 
     /// Writes how a deployment ended and counts it in the metrics.

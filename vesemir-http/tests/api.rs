@@ -486,7 +486,8 @@ async fn shutdown_cancels_deployments_in_flight_and_waits_for_them() {
     let t = TestServer::start(fleet).await;
     let id = id_of(&t.post(PAYMENTS, &t.fleet.body("shop", "production", "payments")).await);
     t.wait_for(id, "running", |d| d["status"] == "running").await;
-    assert_eq!(t.server.shutdown().await, 0, "every deployment ended within the grace");
+    let stopped = t.server.shutdown().await;
+    assert_eq!((stopped.in_flight, stopped.aborted), (1, 0), "every deployment ended within the grace");
     let done = t.get(ADMIN, &format!("/v1/deployments/{id}")).await;
     assert_eq!(done.json["status"], "cancelled", "{}", done.text);
     assert!(t.fleet.lb.out_of_rotation().is_empty(), "hosts in flight finished");

@@ -174,6 +174,9 @@ impl Store for Switch {
     async fn set_error(&self, id: i64, error: &str) -> Result<(), StoreError> {
         self.inner.set_error(id, error).await
     }
+    async fn prune_events(&self, ended_before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.prune_events(ended_before_ms).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.gate().await?;
         self.inner.ping().await
@@ -439,6 +442,43 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         case(post.clone(), "/v1/deployments/{id}/restore", 422, Some(ADMIN), id),
     ];
     run(&reopened.router(), &cases, &mut answered).await;
+
+    // 503 with Retry-After: every POST that would start or change something, once the server
+    // has begun to stop.
+    let stopping = TestServer::start(Fleet::new(1)).await;
+    stopping.server.shutdown().await;
+    let cases = [
+        case(post.clone(), "/v1/deployments", 503, Some(PAYMENTS), id)
+            .body(valid.clone(), "application/json"),
+        case(post.clone(), "/v1/deployments/{id}/recover", 503, Some(PAYMENTS), id),
+        case(post.clone(), "/v1/deployments/{id}/restore", 503, Some(PAYMENTS), id),
+        case(post.clone(), "/v1/deployments/{id}/retry", 503, Some(PAYMENTS), id),
+        case(post.clone(), ROLLBACK, 503, Some(PAYMENTS), id).at(broken_rollback),
+    ];
+    run(&stopping.router, &cases, &mut answered).await;
+
+    // 429 on an event stream over the token's cap; 410 once a deployment's events are pruned.
+    let limited = TestServer::start_with(Fleet::new(1), |c| {
+        c.limits.max_event_streams_per_token = 0;
+        c.limits.event_retention = Duration::from_secs(1);
+    })
+    .await;
+    let ended = limited.post(PAYMENTS, &limited.fleet.body("shop", "production", "payments")).await;
+    let ended = ended.json["id"].as_i64().unwrap_or_else(|| panic!("accepted: {}", ended.text));
+    limited.wait_finished(ended).await;
+    run(
+        &limited.router,
+        &[case(get.clone(), "/v1/deployments/{id}/events", 429, Some(PAYMENTS), ended)],
+        &mut answered,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    run(
+        &limited.router,
+        &[case(get.clone(), "/v1/deployments/{id}/events", 410, Some(PAYMENTS), ended)],
+        &mut answered,
+    )
+    .await;
 
     // 408: every bounded /v1 call, while the store answers after the request timeout.
     store.mode.store(SLOW, Ordering::SeqCst);

@@ -138,6 +138,9 @@ impl Store for FailingStore {
     async fn set_error(&self, id: i64, error: &str) -> Result<(), StoreError> {
         self.inner.set_error(id, error).await
     }
+    async fn prune_events(&self, ended_before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.prune_events(ended_before_ms).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -374,6 +374,35 @@ async fn another_instances_live_lease(db: &dyn Database) {
     }
 }
 
+/// Event retention: pruning deletes the events of deployments that ended before the cutoff
+/// only; rows, hosts, journals and summaries stay; running deployments are never touched.
+async fn events_of_deployments_ended_before_the_cutoff_are_pruned(db: &dyn Database) {
+    let store = db.open("a", LONG).await;
+    let phase = |seq| event(seq, EventKind::HostPhase { host: host("web-01"), phase: Phase::Draining });
+    let mut ids = Vec::new();
+    for (application, ended_ms) in [("old", Some(1_000)), ("recent", Some(5_000)), ("running", None)] {
+        let id = inserted(&*store, &new(application, "production", None)).await;
+        store.mark_running(id, 500).await.unwrap();
+        store.set_plan(id, &[planned(0, "web-01")]).await.unwrap();
+        store.append_events(id, &[phase(1), phase(2)], &[]).await.unwrap();
+        if let Some(ended_ms) = ended_ms {
+            store.finish(id, &Finish { finished_ms: ended_ms, ..finish(Status::Succeeded) }).await.unwrap();
+        }
+        ids.push(id);
+    }
+    assert_eq!(store.prune_events(3_000).await.unwrap(), 2, "the old deployment's two events");
+    assert_eq!(store.prune_events(3_000).await.unwrap(), 0, "nothing left to prune");
+    let [old, recent, running] = ids[..] else { unreachable!("three ids") };
+    assert!(store.events_after(old, 0, 100).await.unwrap().is_empty());
+    assert_eq!(store.events_after(recent, 0, 100).await.unwrap().len(), 2);
+    assert_eq!(store.events_after(running, 0, 100).await.unwrap().len(), 2);
+    let record = store.get(old).await.unwrap().unwrap();
+    assert_eq!((record.status, record.totals), (Status::Succeeded, finish(Status::Succeeded).totals));
+    assert_eq!(store.hosts(old).await.unwrap().len(), 1, "hosts stay");
+    assert_eq!(store.prune_events(i64::MAX).await.unwrap(), 2, "the recent one's; never the running one's");
+    assert_eq!(store.events_after(running, 0, 100).await.unwrap().len(), 2);
+}
+
 /// Runs every check, each on a fresh database.
 async fn run_all(engine: &dyn Engine) {
     deployments_are_stored_read_and_listed(&*engine.fresh().await).await;
@@ -384,6 +413,7 @@ async fn run_all(engine: &dyn Engine) {
     unheld_deployments_are_interrupted_with_the_hosts_left_out(&*engine.fresh().await).await;
     writes_are_fenced_by_the_lease(&*engine.fresh().await).await;
     another_instances_live_lease(&*engine.fresh().await).await;
+    events_of_deployments_ended_before_the_cutoff_are_pruned(&*engine.fresh().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

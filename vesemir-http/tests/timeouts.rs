@@ -76,6 +76,9 @@ impl Store for SlowHosts {
     async fn set_error(&self, id: i64, error: &str) -> Result<(), StoreError> {
         self.0.set_error(id, error).await
     }
+    async fn prune_events(&self, ended_before_ms: i64) -> Result<u64, StoreError> {
+        self.0.prune_events(ended_before_ms).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.ping().await
     }

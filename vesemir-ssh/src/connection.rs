@@ -12,6 +12,7 @@ use vesemir_core::key_file::{check_key_permissions, KeyFilePermissions};
 
 use crate::config::{SshAuth, SshConfig};
 use crate::error::SshError;
+use crate::key::LoadedKey;
 use crate::known_hosts;
 use crate::wait::SocketWaiter;
 
@@ -30,8 +31,9 @@ impl Connection {
     /// Connects to `address` as `config` says, retrying connect and handshake failures while
     /// the connect timeout lasts: the timeout bounds the whole connect, every attempt and the
     /// pauses between them, so a host that accepts TCP but never speaks SSH costs one timeout,
-    /// not one per attempt. Host key and authentication failures are final at once.
-    pub(crate) fn open(address: &str, config: &SshConfig) -> Result<Self, SshError> {
+    /// not one per attempt. Host key and authentication failures are final at once. With `key`
+    /// (the key file read before), no file is read: the key authenticates from memory.
+    pub(crate) fn open(address: &str, config: &SshConfig, key: Option<&LoadedKey>) -> Result<Self, SshError> {
         let deadline = Instant::now() + config.connect_timeout;
         let policy = Backoff::new(
             config.connect_retries.saturating_add(1),
@@ -41,7 +43,7 @@ impl Connection {
         .with_jitter(Backoff::default().jitter);
         let mut retries = policy.retries(seed());
         loop {
-            let reason = match Self::open_once(address, config, deadline) {
+            let reason = match Self::open_once(address, config, key, deadline) {
                 Ok(connection) => return Ok(connection),
                 Err(Failure::Final(error)) => return Err(error),
                 Err(Failure::Transient(reason)) => reason,
@@ -72,7 +74,12 @@ impl Connection {
     }
 
     /// One attempt, given up at `deadline`.
-    fn open_once(address: &str, config: &SshConfig, deadline: Instant) -> Result<Self, Failure> {
+    fn open_once(
+        address: &str,
+        config: &SshConfig,
+        key: Option<&LoadedKey>,
+        deadline: Instant,
+    ) -> Result<Self, Failure> {
         let tcp = connect_tcp(address, config.port, deadline)?;
         let fd = tcp.as_raw_fd();
         let mut session = Session::new().map_err(|e| Failure::Transient(format!("libssh2: {e}")))?;
@@ -84,7 +91,12 @@ impl Connection {
         known_hosts::verify(&session, address, config.port, &config.known_hosts, config.host_key_mode)
             .map_err(Failure::Final)?;
         session.set_timeout(millis(deadline));
-        authenticate(&session, &config.user, &config.auth)?;
+        match (key, &config.auth) {
+            (Some(key), SshAuth::KeyFile { passphrase, .. }) => {
+                authenticate_loaded(&session, &config.user, key, passphrase.as_ref())?;
+            }
+            _ => authenticate(&session, &config.user, &config.auth)?,
+        }
         let waiter = SocketWaiter::new(fd, session.clone())
             .map_err(|e| Failure::Transient(format!("cannot watch the socket: {e}")))?;
         session.set_timeout(0);
@@ -173,8 +185,35 @@ fn authenticate(session: &Session, user: &str, auth: &SshAuth) -> Result<(), Fai
     }
 }
 
+/// Authenticates with a key read into memory before: libssh2 derives the public key from it.
+fn authenticate_loaded(
+    session: &Session,
+    user: &str,
+    key: &LoadedKey,
+    passphrase: Option<&crate::config::Passphrase>,
+) -> Result<(), Failure> {
+    let refused = |what: String| Failure::Final(SshError::Auth(what));
+    if let Err(e) = session.userauth_pubkey_memory(user, None, &key.text, passphrase.map(|p| p.expose())) {
+        let hint = if passphrase.is_some() {
+            "is the key in the user's authorized_keys, and is the passphrase right?"
+        } else {
+            "is the key in the user's authorized_keys (and is it unencrypted)?"
+        };
+        return Err(refused(format!(
+            "user {user:?} with key file {} (as loaded): {} ({hint})",
+            key.path.display(),
+            e.message()
+        )));
+    }
+    if session.authenticated() {
+        Ok(())
+    } else {
+        Err(refused(format!("user {user:?}: the server did not accept the credentials")))
+    }
+}
+
 /// The key file exists and nobody but its owner may read it (see [`vesemir_core::key_file`]).
-fn check_key_file(path: &Path) -> Result<(), String> {
+pub(crate) fn check_key_file(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let metadata =
         std::fs::metadata(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;

@@ -12,9 +12,10 @@ use vesemir_core::name::HostName;
 use vesemir_core::ports::{Executor, ExitStatus, FileUpload, OutputSink, RemoteCommand};
 use vesemir_core::{Host, PortError};
 
-use crate::config::{HostKeyMode, SshConfig};
+use crate::config::{HostKeyMode, SshAuth, SshConfig};
 use crate::connection::Connection;
 use crate::error::SshError;
+use crate::key::LoadedKey;
 use crate::lock::{self as host_lock, LockOp, Reply};
 use crate::remote::{self, StepError};
 
@@ -41,6 +42,9 @@ pub struct SshExecutor {
 struct Inner {
     config: SshConfig,
     slots: Mutex<HashMap<HostName, Arc<Mutex<Slot>>>>,
+    /// The key file's contents once [`SshExecutor::load_key`] read them: sessions then
+    /// authenticate from memory and read no file.
+    key: Mutex<Option<Arc<LoadedKey>>>,
 }
 
 /// One host's session, if open, and the address it was opened to.
@@ -58,7 +62,21 @@ impl SshExecutor {
                  use strict or accept-new in production"
             );
         }
-        Self { inner: Arc::new(Inner { config, slots: Mutex::new(HashMap::new()) }), lock_dir: None }
+        Self {
+            inner: Arc::new(Inner { config, slots: Mutex::new(HashMap::new()), key: Mutex::new(None) }),
+            lock_dir: None,
+        }
+    }
+
+    /// Reads the key file of [`SshAuth::KeyFile`] into memory: every session opened after it
+    /// (by this executor and its clones) authenticates with what was read, and no file is read
+    /// when a host is connected. Call it again to re-read the file (a rotated key); on an error
+    /// the key read before stays in use. Nothing to read with `ssh-agent`.
+    pub fn load_key(&self) -> Result<(), PortError> {
+        let SshAuth::KeyFile { path, .. } = &self.inner.config.auth else { return Ok(()) };
+        let key = LoadedKey::read(path).map_err(|e| e.into_port("ssh key"))?;
+        *lock(&self.inner.key) = Some(Arc::new(key));
+        Ok(())
     }
 
     /// Keeps host locks in `dir` on every host instead of `$HOME/.vesemir/lock`. A relative
@@ -122,7 +140,8 @@ impl SshExecutor {
                     Some((open_to, connection)) if *open_to == address => connection,
                     _ => {
                         slot.connection = None;
-                        let connection = Connection::open(&address, &inner.config)?;
+                        let key = lock(&inner.key).clone();
+                        let connection = Connection::open(&address, &inner.config, key.as_deref())?;
                         fresh = true;
                         &mut slot.connection.insert((address.clone(), connection)).1
                     }

@@ -49,6 +49,7 @@ mod config;
 mod connection;
 mod error;
 mod executor;
+mod key;
 mod known_hosts;
 mod lock;
 mod output;

@@ -194,3 +194,57 @@ async fn a_hung_host_is_unreachable_within_about_one_connect_timeout_retries_inc
     }
     drop(listener);
 }
+
+/// A copy of `key` in a temp dir, which the test may then remove or replace.
+fn copy_of(key: &std::path::Path, dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let copy = dir.path().join("id");
+    std::fs::copy(key, &copy).expect("copies the key");
+    copy
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loaded_key_logs_in_without_its_file_and_a_failed_reload_keeps_it() {
+    let lab = Lab::start();
+    let keys = [
+        (lab.sshd.ed25519_key(), None),
+        (lab.sshd.rsa_key(), None),
+        (lab.sshd.encrypted_key(), Some(Passphrase::new(KEY_PASSPHRASE))),
+    ];
+    for (key, passphrase) in keys {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = copy_of(&key, &dir);
+        let executor = with_auth(&lab, SshAuth::KeyFile { path: path.clone(), passphrase });
+        executor.load_key().expect("the key loads");
+        std::fs::remove_file(&path).expect("removes the key file");
+        let (code, lines) = run(&executor, &lab.host(), &command("id -un")).await;
+        assert_eq!(code, 0, "{}: {lines:?}", key.display());
+        // A reload that cannot read the file fails and keeps the key read before.
+        let error = executor.load_key().expect_err("the file is gone");
+        assert!(error.chain().contains("cannot read key file"), "{}", error.chain());
+        executor.close(&lab.host()).await;
+        let (code, _) = run(&executor, &lab.host(), &command("true")).await;
+        assert_eq!(code, 0, "{}: a new session with the key loaded before", key.display());
+        assert!(!format!("{executor:?}").contains("PRIVATE KEY"), "the key is not in Debug");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_a_rotated_key() {
+    let lab = Lab::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The file holds a key sshd does not accept (the wrong one), then the right one.
+    let path = copy_of(&lab.sshd.ed25519_key(), &dir);
+    let wrong = dir.path().join("wrong");
+    vesemir_testkit::sshd::generate_key(&wrong, "ed25519", "");
+    std::fs::copy(&wrong, &path).expect("the wrong key in place");
+    let executor = with_auth(&lab, SshAuth::KeyFile { path: path.clone(), passphrase: None });
+    executor.load_key().expect("the key loads");
+    let refused = executor.connect(&lab.host()).await.expect_err("not authorized");
+    assert!(matches!(refused, PortError::Unauthorized { .. }), "{}", refused.chain());
+    std::fs::copy(lab.sshd.ed25519_key(), &path).expect("the right key in place");
+    let still = executor.connect(&lab.host()).await.expect_err("the file is read only by load_key");
+    assert!(matches!(still, PortError::Unauthorized { .. }), "{}", still.chain());
+    executor.load_key().expect("reloads");
+    let (code, _) = run(&executor, &lab.host(), &command("true")).await;
+    assert_eq!(code, 0, "the rotated key logs in after the reload");
+}

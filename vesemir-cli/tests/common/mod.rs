@@ -177,6 +177,26 @@ impl Served {
     }
 }
 
+impl Served {
+    /// Sends it SIGTERM, as systemd's stop does.
+    pub fn signal_term(&self) {
+        let killed = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        assert!(killed.is_ok_and(|s| s.success()), "kill -TERM {}", self.child.id());
+    }
+
+    /// Waits up to `bound` for it to exit: its exit status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -31,6 +31,8 @@ use vesemir_core::plan::PlannedHost;
 use vesemir_core::report::HostReport;
 use vesemir_core::{Event, HostProgress};
 
+/// For shutdown's abort (`runner`): what the interrupted path records, computed the same way.
+pub(crate) use codec::{hosts_left_by_journal, STOPPED};
 pub use postgres::{PostgresStore, PostgresUrl};
 pub use sqlite::SqliteStore;
 
@@ -492,4 +494,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn event_announcements(&self) -> Option<tokio::sync::broadcast::Receiver<i64>> {
         None
     }
+
+    // Event retention (issue 13, item 6: `limits.event_retention`, `crate::retention`).
+
+    /// Deletes the events of every deployment that ended before `ended_before_ms` (queued and
+    /// running ones are never touched); the deployment rows, hosts, journals and summaries stay.
+    /// Returns how many events were deleted.
+    async fn prune_events(&self, ended_before_ms: i64) -> Result<u64, StoreError>;
 }

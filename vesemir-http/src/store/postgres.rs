@@ -840,6 +840,18 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn prune_events(&self, ended_before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM events WHERE deployment_id IN (SELECT id FROM deployments \
+             WHERE status NOT IN ('queued', 'running') AND finished_ms IS NOT NULL AND finished_ms < $1)",
+        )
+        .bind(ended_before_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(err("pruning events"))?;
+        Ok(done.rows_affected())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err("ping"))?;
         Ok(())
