@@ -61,8 +61,9 @@ pub(crate) async fn sweep(app: &AppState) -> Result<(usize, usize), StoreError> 
     Ok((count, interrupted))
 }
 
-/// Why a deployment taken over cannot be resumed (it is restored, or ended `interrupted`).
-fn refuse_resume(
+/// Deployment `record`'s request as validated on this server now, with why it cannot be resumed
+/// (restored instead) when its secret variables are stored masked; on failure, why it cannot run here.
+fn validated_request(
     record: &DeploymentRecord,
     app: &AppState,
 ) -> Result<(DeploymentRequest, Option<String>), String> {
@@ -105,7 +106,7 @@ async fn take_over_inner(app: &AppState, t: &TakenOver) -> Result<(), StoreError
     let Some(record) = store.get(id).await? else { return Ok(()) };
     let from = t.from.clone().unwrap_or_else(|| "no instance".to_owned());
     let to = store.instance().to_string();
-    let (request, no_resume, ports) = match refuse_resume(&record, app) {
+    let (request, no_resume, ports) = match validated_request(&record, app) {
         Ok((request, no_resume)) => match app.factory.ports(&request) {
             Ok(ports) => (request, no_resume, ports),
             Err(e) => {
@@ -373,6 +374,7 @@ impl Runner {
             "taken over: checking the hosts that were in flight"
         );
         let (put_back, left_out) = self.check_in_flight(id, request, ports, &plan).await?;
+        self.take_over_host_locks(id, ports, &records).await;
 
         // Hosts in flight as the checks leave them; hosts not deployed when restoring.
         let deploy = plan.to_deploy(r.on_takeover, &put_back);
@@ -504,6 +506,44 @@ impl Runner {
             }
         }
         Ok((put_back, left_out))
+    }
+
+    /// Breaks the host locks that the instance that died held for this deployment on the hosts
+    /// that had not ended (they name the deployment: the lease fences that instance, so they
+    /// are this one's now), so that the resumed rollout takes them at once instead of waiting
+    /// for them to go stale. A lock held by anyone else is left alone.
+    async fn take_over_host_locks(&self, id: i64, ports: &Ports, records: &[HostRecord]) {
+        if self.locks.is_none() {
+            return;
+        }
+        let ours = id.to_string();
+        for record in records.iter().filter(|r| r.state.outcome.is_none()) {
+            let Ok(host) = vesemir_core::Host::new(record.state.name.clone(), record.address.clone()) else {
+                continue;
+            };
+            let held = tokio::time::timeout(self.limits.call_timeout, ports.executor.read_lock(&host)).await;
+            match held {
+                Ok(Ok(Some(held))) if held.holder.deployment == ours => {
+                    let broken =
+                        tokio::time::timeout(self.limits.call_timeout, ports.executor.break_lock(&host))
+                            .await;
+                    match broken {
+                        Ok(Ok(_)) => {
+                            info!(host = %host.name, "took over the host lock the instance that died held")
+                        }
+                        Ok(Err(e)) => {
+                            warn!(host = %host.name, error = %e, "taking over the host lock failed")
+                        }
+                        Err(_) => {
+                            warn!(host = %host.name, "taking over the host lock took longer than call_timeout")
+                        }
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(host = %host.name, error = %e, "reading the host lock failed"),
+                Err(_) => warn!(host = %host.name, "reading the host lock took longer than call_timeout"),
+            }
+        }
     }
 
     /// Ends a deployment taken over with no host left to deploy.

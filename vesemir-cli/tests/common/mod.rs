@@ -177,6 +177,14 @@ impl Served {
     }
 }
 
+impl Served {
+    /// Kills the server at once (SIGKILL: no shutdown, no cleanup) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
