@@ -150,6 +150,23 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cause: Option<StopReason>,
     },
+    /// Another server instance took the deployment over: the one running it stopped renewing
+    /// its lease (it died, or lost the database), and `to` holds it from now on with a new lease
+    /// epoch. The events after this one are `to`'s. Only servers sharing a database (PostgreSQL)
+    /// emit it.
+    Handover {
+        /// The instance that ran it until its lease expired (`name/pid-start`); absent when it
+        /// had none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// The instance that runs it now.
+        to: String,
+        /// The new lease epoch: a write under an older epoch is refused.
+        epoch: u64,
+        /// What the new instance does: `"resume"` the rollout, or `"restore"` (put back the
+        /// hosts in flight and stop).
+        action: String,
+    },
     /// The rollout ended.
     DeploymentFinished {
         /// How the deployment as a whole ended.

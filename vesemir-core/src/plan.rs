@@ -187,6 +187,7 @@ mod tests {
             pause_between_batches: Duration::ZERO,
             canary: canary.map(|hosts| Canary { hosts, gate: CanaryGate::Confirm }),
             on_failure: OnFailure::Stop,
+            on_takeover: Default::default(),
             window: Window::Batches,
             retry_unreachable: false,
         }

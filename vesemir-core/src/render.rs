@@ -96,6 +96,10 @@ pub fn describe(event: &Event) -> Option<String> {
             plural(*in_flight, "host", "hosts")
         ),
         EventKind::Resumed => "resumed: hosts start again".to_owned(),
+        EventKind::Handover { from, to, epoch, action } => format!(
+            "handover: {} stopped renewing its lease; {to} took the deployment over (lease epoch {epoch}) and will {action} it",
+            from.as_deref().unwrap_or("no instance")
+        ),
         EventKind::Stopping { reason, .. } => format!("stopping: {reason}"),
         EventKind::DeploymentFinished { outcome, totals } => format!(
             "deployment {outcome}: {} succeeded, {} failed, {} unreachable, {} skipped, {} cancelled",

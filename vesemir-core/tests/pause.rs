@@ -83,6 +83,7 @@ fn simulate(s: &Scenario) -> Result<Vec<Event>, TestCaseError> {
         .collect();
     let strategy = RolloutStrategy {
         on_failure: vesemir_core::request::OnFailure::Stop,
+        on_takeover: vesemir_core::request::OnTakeover::Resume,
         concurrency: Amount::Count(s.concurrency),
         max_failures: Amount::Count(0),
         pause_between_batches: Duration::from_millis(s.pause_ms),

@@ -376,6 +376,7 @@ fn run(s: &Scenario) -> Result<u32, TestCaseError> {
     prop_assert!(s.policy != NotInRotationPolicy::Refuse || not_in_rotation.is_empty());
     let strategy = RolloutStrategy {
         on_failure: vesemir_core::request::OnFailure::Stop,
+        on_takeover: vesemir_core::request::OnTakeover::Resume,
         concurrency: s.concurrency,
         max_failures: s.max_failures,
         pause_between_batches: Duration::from_millis(s.pause_ms),

@@ -144,6 +144,7 @@ fn drive_one_host(retries: Option<StepRetries>, step_results: Vec<ActionResult>)
         pause_between_batches: Duration::ZERO,
         canary: None,
         on_failure: vesemir_core::request::OnFailure::Stop,
+        on_takeover: vesemir_core::request::OnTakeover::Resume,
         window: vesemir_core::request::Window::Sliding,
         retry_unreachable: false,
     };

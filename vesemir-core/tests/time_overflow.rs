@@ -39,6 +39,7 @@ fn drive_unbounded(health_fails_first: bool) -> Vec<EventKind> {
         pause_between_batches: Duration::MAX,
         canary: Some(Canary { hosts: 1, gate: CanaryGate::Hold(Duration::MAX) }),
         on_failure: OnFailure::Stop,
+        on_takeover: Default::default(),
         window: Window::Batches,
         retry_unreachable: false,
     };

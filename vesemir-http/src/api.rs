@@ -794,7 +794,7 @@ pub async fn confirm(
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
     let record = load(&state, &principal, id, Access::Order).await?;
-    let confirmed = state.runner.confirm(id);
+    let confirmed = state.runner.confirm_anywhere(id).await.map_err(|e| ApiError::store(&e))?;
     answer_order(&state, &principal, record, confirmed, "confirm", "canary confirmed").await
 }
 
@@ -1143,7 +1143,7 @@ pub async fn pause(
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
     let record = load(&state, &principal, id, Access::Order).await?;
-    let paused = state.runner.pause(id);
+    let paused = state.runner.pause_anywhere(id).await.map_err(|e| ApiError::store(&e))?;
     answer_order(&state, &principal, record, paused, "pause", "paused").await
 }
 
@@ -1167,7 +1167,7 @@ pub async fn resume(
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
     let record = load(&state, &principal, id, Access::Order).await?;
-    match state.runner.resume(id) {
+    match state.runner.resume_anywhere(id).await.map_err(|e| ApiError::store(&e))? {
         Ok(()) => {}
         Err(ResumeRefused::NotPaused) => {
             return Err(ApiError::new(StatusCode::CONFLICT, format!("deployment {id} is not paused")));
@@ -1237,11 +1237,21 @@ pub async fn metrics(State(state): State<AppState>, principal: Principal) -> Res
             "/metrics is for admin tokens; a scraper reads the server's metrics_listen address",
         ));
     }
-    Ok(metrics_text(&state))
+    Ok(metrics_text(&state).await)
 }
 
-/// The metrics in Prometheus' text format, as `/metrics` and the metrics listener serve them.
-pub fn metrics_text(state: &App) -> Response {
+/// The metrics in Prometheus' text format, as `/metrics` and the metrics listener serve them:
+/// this instance's, with the database's deployment counts read now (left as last read when
+/// the database does not answer in time).
+pub async fn metrics_text(state: &App) -> Response {
+    let counts = tokio::time::timeout(state.limits.call_timeout, state.store.count_by_status()).await;
+    match counts {
+        Ok(Ok(counts)) => state.metrics.database_counts(&counts),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: counting the database's deployments failed"),
+        Err(_) => {
+            tracing::warn!("metrics: counting the database's deployments took longer than call_timeout")
+        }
+    }
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 

@@ -197,6 +197,24 @@ pub struct UnitStrategy {
     /// limits. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_unreachable: Option<bool>,
+    /// What another server instance does when it takes the deployment over (servers sharing
+    /// PostgreSQL, the one running it died or lost the database): `"resume"` (the default: put
+    /// back the hosts in flight if healthy, then deploy the rest) or `"restore"` (put back the
+    /// hosts in flight if healthy, start no other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OnTakeoverWord>)]
+    pub on_takeover: Option<String>,
+}
+
+/// The words of `strategy.on_takeover`, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[expect(dead_code, reason = "a schema only: the field is read as text and checked by the core")]
+enum OnTakeoverWord {
+    /// Put back the hosts in flight (health gate first), then deploy the rest (the default).
+    Resume,
+    /// Put back the hosts in flight (health gate first) and start no other host.
+    Restore,
 }
 
 /// The words of `strategy.on_failure`, for the OpenAPI document.
@@ -645,6 +663,7 @@ impl Unit {
             on_failure: asked.on_failure.clone(),
             window: asked.window.clone(),
             retry_unreachable: asked.retry_unreachable,
+            on_takeover: asked.on_takeover.clone(),
         }
     }
 

@@ -1,9 +1,11 @@
 //! The instance's side of deployment leases: a task renews the lease of every deployment this
-//! instance runs every third of the lease time, stops (aborts) any whose lease was lost and
-//! cancels those cancelled on another instance; when renewals fail for a whole lease time it
-//! stops them all, before another instance may end them. Every lease time it also ends, as
-//! `interrupted`, the deployments no live instance holds (an instance that died), as the
-//! server does at startup ([`Runner::recover`]).
+//! instance runs every third of the lease time, stops (aborts) any whose lease was lost,
+//! cancels those cancelled on another instance and applies the pauses, resumes and
+//! confirmations given there; when renewals fail for a whole lease time it
+//! stops them all, before another instance may end them. Every lease time it also takes over
+//! the deployments no live instance holds (an instance that died, or lost the database), as the
+//! server does at startup ([`crate::runner::takeover`]); a store that takes none over (SQLite)
+//! ends them `interrupted` ([`Runner::recover`]).
 //!
 //! The fence itself is the store's: every write about a deployment checks the lease in the same
 //! transaction ([`crate::store`]), so an instance that lost a lease cannot journal (and so cannot
@@ -15,18 +17,21 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
+use crate::api::App;
+#[cfg(doc)]
 use crate::runner::Runner;
 
-/// Renews this instance's leases and ends dead instances' deployments until `runner` is
-/// dropped. `lease` is the store's lease time.
-pub async fn keep(runner: Weak<Runner>, lease: Duration) {
+/// Renews this instance's leases and takes over (or ends) dead instances' deployments until
+/// `app` is dropped. `lease` is the store's lease time.
+pub async fn keep(app: Weak<App>, lease: Duration) {
     let every = (lease / 3).max(Duration::from_millis(100));
     let mut renewed = Instant::now();
     let mut swept = Instant::now();
     let mut stopped_all = false;
     loop {
         tokio::time::sleep(every).await;
-        let Some(runner) = runner.upgrade() else { return };
+        let Some(app) = app.upgrade() else { return };
+        let runner = &app.runner;
         // Bounded: a database that does not answer must not hold this loop past the lease.
         let renewal = tokio::time::timeout(every, runner.store().renew_leases()).await;
         match renewal {
@@ -34,6 +39,12 @@ pub async fn keep(runner: Weak<Runner>, lease: Duration) {
                 renewed = Instant::now();
                 stopped_all = false;
                 runner.apply_renewal(&renewal);
+                // Pause, resume, confirm given to another instance.
+                match tokio::time::timeout(every, runner.store().take_orders()).await {
+                    Ok(Ok(orders)) => runner.apply_orders(&orders),
+                    Ok(Err(e)) => warn!(error = %e, "reading orders given to other instances failed"),
+                    Err(_) => warn!("reading orders given to other instances took longer than {every:?}"),
+                }
             }
             failed => {
                 match failed {
@@ -50,7 +61,7 @@ pub async fn keep(runner: Weak<Runner>, lease: Duration) {
         }
         if swept.elapsed() >= lease {
             swept = Instant::now();
-            match tokio::time::timeout(lease, runner.recover()).await {
+            match tokio::time::timeout(lease, crate::runner::takeover::sweep(&app)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => warn!(error = %e, "looking for deployments of dead instances failed"),
                 Err(_) => warn!("looking for deployments of dead instances took longer than {lease:?}"),

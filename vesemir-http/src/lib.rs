@@ -163,11 +163,8 @@ impl Server {
                 .with_locks(factory.locks())
                 .with_health_probe(factory.health_probe()),
         );
-        let interrupted = runner.recover().await?;
-        if interrupted > 0 {
-            tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");
-        }
-        tokio::spawn(lease::keep(Arc::downgrade(&runner), store.lease()));
+        let lease = store.lease();
+        metrics.instance(store.instance().as_str());
         tokio::spawn(retention::keep(Arc::downgrade(&store), config.limits.event_retention, metrics.clone()));
         let app = Arc::new(api::App {
             store,
@@ -190,6 +187,18 @@ impl Server {
                 tokio::spawn(followup::after_end(app, id));
             }
         }));
+        // Deployments no live instance holds: taken over (PostgreSQL), else interrupted.
+        let (taken, interrupted) = runner::takeover::sweep(&app).await?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");
+        }
+        if taken > 0 {
+            tracing::warn!(
+                taken,
+                "deployments of instances that stopped renewing their leases were taken over"
+            );
+        }
+        tokio::spawn(lease::keep(Arc::downgrade(&app), lease));
         Ok(Self { app })
     }
 
@@ -206,7 +215,7 @@ impl Server {
             "/metrics",
             axum::routing::get(move || {
                 let app = app.clone();
-                async move { api::metrics_text(&app) }
+                async move { api::metrics_text(&app).await }
             }),
         )
     }

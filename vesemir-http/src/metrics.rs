@@ -1,6 +1,9 @@
 //! Prometheus metrics, kept per server (no global recorder, so several servers can live in one
 //! process): deployments by outcome, durations, hosts deployed, in flight, queued (also per
-//! team) and paused, event streams open, events pruned.
+//! team) and paused, event streams open, events pruned,
+//! takeovers, each counting what **this instance** did or runs, and, read from the database
+//! when scraped, the deployments of every instance sharing it by status
+//! (`vesemir_database_deployments`). `vesemir_instance_info` names the instance.
 
 use metrics::{counter, gauge, histogram, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -53,27 +56,45 @@ impl Metrics {
         let handle = recorder.handle();
         let metrics = Self { recorder, handle };
         metrics.with(|| {
-            metrics::describe_counter!("vesemir_deployments_total", "Deployments ended, by outcome.");
+            metrics::describe_counter!(
+                "vesemir_deployments_total",
+                "Deployments ended by this instance, by outcome."
+            );
             metrics::describe_histogram!(
                 "vesemir_deployment_duration_seconds",
                 metrics::Unit::Seconds,
-                "Time from start to end of deployments that ran."
+                "Time from start to end of deployments this instance ended."
             );
-            metrics::describe_counter!("vesemir_hosts_total", "Hosts of ended deployments, by outcome.");
+            metrics::describe_counter!(
+                "vesemir_hosts_total",
+                "Hosts of deployments this instance ended, by outcome."
+            );
             metrics::describe_histogram!(
                 "vesemir_host_out_of_rotation_seconds",
                 metrics::Unit::Seconds,
                 "Each deployed host's time out of rotation (take-out to back in, or to its end if it stayed out)."
             );
-            metrics::describe_gauge!("vesemir_deployments_in_flight", "Deployments running now.");
-            metrics::describe_gauge!("vesemir_deployments_queued", "Deployments waiting for a slot.");
+            metrics::describe_gauge!("vesemir_deployments_in_flight", "Deployments this instance runs now.");
+            metrics::describe_gauge!(
+                "vesemir_deployments_queued",
+                "Deployments waiting for a slot on this instance."
+            );
+            metrics::describe_gauge!(
+                "vesemir_database_deployments",
+                "Deployments in the database by status, of every instance sharing it (read when scraped)."
+            );
+            metrics::describe_counter!(
+                "vesemir_takeovers_total",
+                "Deployments this instance took over from instances that stopped renewing their leases."
+            );
+            metrics::describe_gauge!("vesemir_instance_info", "This server instance, as its leases name it.");
             metrics::describe_counter!(
                 "vesemir_interrupted_hosts_out_of_rotation_total",
                 "Hosts possibly left out of rotation by deployments interrupted by a server stop."
             );
             metrics::describe_gauge!(
                 "vesemir_deployments_paused",
-                "Deployments paused by an operator now (no new host starts until resumed)."
+                "Deployments this instance runs that an operator paused (no new host starts until resumed)."
             );
             metrics::describe_gauge!(
                 "vesemir_team_deployments_queued",
@@ -171,6 +192,30 @@ impl Metrics {
     /// The retention task deleted `count` events.
     pub fn events_pruned(&self, count: u64) {
         self.with(|| counter!("vesemir_events_pruned_total").increment(count));
+    }
+
+    /// Names this instance (`vesemir_instance_info{instance=...} 1`).
+    pub fn instance(&self, instance: &str) {
+        let labels = [("instance", instance.to_owned())];
+        self.with(|| gauge!("vesemir_instance_info", &labels).set(1.0));
+    }
+
+    /// This instance took a deployment over.
+    pub fn taken_over(&self) {
+        self.with(|| counter!("vesemir_takeovers_total").increment(1));
+    }
+
+    /// The database's deployments by status, as read now (every status, 0 for those absent).
+    pub fn database_counts(&self, counts: &[(Status, i64)]) {
+        self.with(|| {
+            for status in Status::ALL {
+                let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+                // Counts of deployments fit f64 exactly.
+                #[allow(clippy::cast_precision_loss)]
+                let n = n as f64;
+                gauge!("vesemir_database_deployments", "status" => status.as_str()).set(n);
+            }
+        });
     }
 
     /// The Prometheus text exposition.

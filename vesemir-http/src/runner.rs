@@ -20,6 +20,14 @@ use vesemir_core::{
     Prepared, Progress,
 };
 
+// Takeover of another instance's deployment (issue 16): a child module, it drives with the
+// runner's own machinery.
+#[path = "takeover.rs"]
+pub(crate) mod takeover;
+// Pause, resume, confirm given to another instance (issue 16).
+#[path = "orders.rs"]
+mod orders;
+
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::journal::{DeploymentJournal, StoreFailure};

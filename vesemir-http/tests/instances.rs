@@ -1,7 +1,8 @@
 //! Several servers on one PostgreSQL database (a real cluster this test starts), in one test
 //! process over one fake fleet: admission across instances, a cancel through another
-//! instance, an instance that dies mid-rollout (another ends its deployment once its lease
-//! expires, and recovers it), and fencing (an instance whose lease was taken stops acting).
+//! instance, an instance that dies mid-rollout (another takes its deployment over once its
+//! lease expires: resumes it, or restores it), and fencing (an instance whose lease was taken,
+//! or that lost the database, stops acting before another drives its hosts).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use axum::Router;
 use serde_json::Value;
-use support::{call, config, Fleet, ADMIN, PAYMENTS};
+use support::{call, config, parse_sse, Fleet, Sse, ADMIN, PAYMENTS};
 use vesemir_http::{Database, FixedPorts, PostgresUrl, Server, ServerConfig};
 use vesemir_testkit::postgres::Postgres;
 
@@ -132,8 +133,35 @@ fn start_and_kill(url: &str, name: &str, fleet: &Fleet, body: &Value) -> i64 {
     .unwrap()
 }
 
+/// Every event of deployment `id`, through `router`'s stream (it ends with the deployment).
+async fn events(router: &Router, id: i64) -> Vec<Sse> {
+    let path = format!("/v1/deployments/{id}/events");
+    let stream = call(router, Method::GET, &path, Some(ADMIN), None, &[]).await;
+    assert_eq!(stream.status, StatusCode::OK, "{}", stream.text);
+    parse_sse(&stream.text)
+}
+
+/// Polls the database until deployment `id`'s lease epoch is `epoch` (taken over), for at
+/// most 20 s; returns when it saw it.
+async fn wait_for_epoch(url: &str, id: i64, epoch: i64) -> tokio::time::Instant {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now: i64 = sqlx::query_scalar("SELECT lease_epoch FROM deployments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if now == epoch {
+            return tokio::time::Instant::now();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "deployment {id} never got lease epoch {epoch}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_an_instance_dies_mid_rollout_another_ends_its_deployment_after_the_lease_and_recovers_it() {
+async fn when_an_instance_dies_mid_rollout_another_takes_it_over_and_resumes_it() {
     let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
     let url = cluster.database();
     let fleet = Fleet::new(3);
@@ -141,26 +169,116 @@ async fn when_an_instance_dies_mid_rollout_another_ends_its_deployment_after_the
     let (_b, router) = open(&url, "instance-b", &fleet).await;
     let body = fleet.body("shop", "production", "payments");
     let id = start_and_kill(&url, "instance-a", &fleet, &body);
-    assert_eq!(fleet.lb.out_of_rotation().len(), 1, "the first host was left drained");
     let killed = tokio::time::Instant::now();
+    assert_eq!(fleet.lb.out_of_rotation().len(), 1, "the first host was left drained");
+    fleet.executor.set_latency(Duration::from_millis(100));
+    let taken = wait_for_epoch(&url, id, 2).await.duration_since(killed);
+    eprintln!("taken over {taken:?} after the kill, for a lease of {LEASE:?}");
+    assert!(taken <= LEASE * 3, "taken over {taken:?} after the kill, for a lease of {LEASE:?}");
 
-    let d = wait_for(&router, id, "interrupted", |d| d["status"] == "interrupted").await;
-    let waited = killed.elapsed();
-    assert!(waited <= LEASE * 4, "ended {waited:?} after the kill, for a lease of {LEASE:?}");
-    assert!(d["error"].as_str().unwrap().contains("instance-a/"), "names the instance: {d}");
-    assert_eq!(d["out_of_rotation"], serde_json::json!(["web-01"]), "from the journal: {d}");
+    let d = wait_for(&router, id, "succeeded", |d| d["status"] == "succeeded").await;
+    let hosts = d["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3, "{d}");
+    for h in hosts {
+        assert_eq!(h["outcome"], "succeeded", "{d}");
+        assert_eq!(h["rotation"], "in_rotation", "{d}");
+    }
+    assert!(fleet.lb.out_of_rotation().is_empty(), "every server back in rotation");
+    assert!(fleet.lb.rotation_log().max_out_of_rotation <= 1, "never more than concurrency out");
+    // web-01 was in flight: checked (health gate), put back, then deployed again in full.
+    let web01 = vesemir_core::name::HostName::new("web-01").unwrap();
+    let installs =
+        fleet.executor.commands(&web01).iter().filter(|c| c.script.contains("install-app")).count();
+    assert_eq!(installs, 2, "started by A, deployed again by B");
 
-    fleet.executor.set_latency(Duration::ZERO);
-    let recover =
-        call(&router, Method::POST, &format!("/v1/deployments/{id}/recover"), Some(PAYMENTS), None, &[])
-            .await;
-    assert_eq!(recover.status, StatusCode::OK, "{}", recover.text);
-    assert!(fleet.lb.out_of_rotation().is_empty(), "recovered: {}", recover.text);
+    // One record: the handover in its events, numbered on without gaps, from A to B.
+    let events = events(&router, id).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "numbered without gaps");
+    let handovers: Vec<&Sse> = events.iter().filter(|e| e.event == "handover").collect();
+    assert_eq!(handovers.len(), 1, "{events:?}");
+    let handover = &handovers[0].data;
+    assert!(handover["from"].as_str().unwrap().starts_with("instance-a/"), "{handover}");
+    assert!(handover["to"].as_str().unwrap().starts_with("instance-b/"), "{handover}");
+    assert_eq!(handover["epoch"], 2, "{handover}");
+    assert_eq!(handover["action"], "resume", "{handover}");
+    let started = events.iter().filter(|e| e.event == "deployment_started").count();
+    assert_eq!(started, 1, "the resumed rollout does not start the deployment again");
+    let finished = events.last().unwrap();
+    assert_eq!(finished.event, "deployment_finished");
+    assert_eq!(finished.data["totals"]["succeeded"], 3, "{}", finished.data);
+
+    // B's metrics: its own takeover, and the database's counts (every instance's).
+    let metrics = call(&router, Method::GET, "/metrics", Some(ADMIN), None, &[]).await;
+    assert_eq!(metrics.status, StatusCode::OK, "{}", metrics.text);
+    for line in [
+        "vesemir_takeovers_total 1",
+        "vesemir_database_deployments{status=\"succeeded\"} 1",
+        "vesemir_database_deployments{status=\"running\"} 0",
+        "vesemir_instance_info{instance=\"instance-b/",
+    ] {
+        assert!(metrics.text.contains(line), "{line} in {}", metrics.text);
+    }
+
+    // The unit is free again.
     let (status, next) = post(&router, &body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "the unit is free again: {next}");
-    let next = next["id"].as_i64().unwrap();
-    let d = wait_for(&router, next, "finished", |d| d["status"] == "succeeded").await;
-    assert_eq!(d["hosts"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_on_takeover_restore_the_other_instance_puts_back_the_host_in_flight_and_stops() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let fleet = Fleet::new(3);
+    fleet.executor.set_latency(Duration::from_secs(50));
+    let (_b, router) = open(&url, "instance-b", &fleet).await;
+    let mut body = fleet.body("shop", "production", "payments");
+    body["strategy"]["on_takeover"] = "restore".into();
+    let id = start_and_kill(&url, "instance-a", &fleet, &body);
+    fleet.executor.set_latency(Duration::ZERO);
+
+    let d = wait_for(&router, id, "interrupted", |d| d["status"] == "interrupted").await;
+    assert!(fleet.lb.out_of_rotation().is_empty(), "web-01 passed its gate and is back: {d}");
+    assert_eq!(d["out_of_rotation"], serde_json::json!([]), "{d}");
+    let error = d["error"].as_str().unwrap();
+    assert!(error.contains("instance-a/") && error.contains("restore"), "{d}");
+    assert_eq!(d["hosts"][0]["outcome"], "cancelled", "{d}");
+    assert_eq!(d["hosts"][0]["rotation"], "in_rotation", "{d}");
+    for h in &d["hosts"].as_array().unwrap()[1..] {
+        assert_eq!(h["outcome"], "cancelled", "never started: {d}");
+    }
+    let web02 = vesemir_core::name::HostName::new("web-02").unwrap();
+    assert!(fleet.executor.commands(&web02).is_empty(), "no other host started");
+    let events = events(&router, id).await;
+    let handover = events.iter().find(|e| e.event == "handover").expect("a handover");
+    assert_eq!(handover.data["action"], "restore");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_host_in_flight_is_unhealthy_the_takeover_leaves_it_out_and_reports_it() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let fleet = Fleet::new(3);
+    fleet.executor.set_latency(Duration::from_secs(50));
+    let (_b, router) = open(&url, "instance-b", &fleet).await;
+    let mut body = fleet.body("shop", "production", "payments");
+    // The host left out keeps its slot: with 2 at once the others go on beside it.
+    body["strategy"] = serde_json::json!({ "concurrency": 2, "max_failures": 1 });
+    let id = start_and_kill(&url, "instance-a", &fleet, &body);
+    fleet.executor.set_latency(Duration::ZERO);
+    let web01 = vesemir_core::name::HostName::new("web-01").unwrap();
+    fleet.executor.fail_command(&web01, "check-app", 1);
+
+    let d = wait_for(&router, id, "ended", |d| d["status"] != "running").await;
+    assert_eq!(d["status"], "completed_with_failures", "{d}");
+    assert_eq!(d["hosts"][0]["outcome"], "failed", "{d}");
+    assert_eq!(d["hosts"][0]["rotation"], "out_of_rotation", "{d}");
+    let error = d["hosts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("left out of rotation on takeover"), "{d}");
+    assert_eq!(d["hosts"][1]["outcome"], "succeeded", "{d}");
+    assert_eq!(d["hosts"][2]["outcome"], "succeeded", "{d}");
+    let out: Vec<String> = fleet.lb.out_of_rotation().iter().map(ToString::to_string).collect();
+    assert_eq!(out, ["web-01"], "only the unhealthy host is out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,41 +399,152 @@ impl Proxy {
     }
 }
 
+/// One command on one host: host, script, start, end.
+type Run = (String, String, std::time::Instant, Option<std::time::Instant>);
+
+/// The fleet's executor, recording when each command ran on each host, to tell whether two
+/// instances ever drove one host at once (host-side evidence, not the store's).
+#[derive(Debug, Clone)]
+struct Recorded {
+    inner: vesemir_core::fake::FakeExecutor,
+    runs: Arc<std::sync::Mutex<Vec<Run>>>,
+}
+
+/// Marks its run ended when dropped (a command whose rollout was aborted ends there too).
+struct RunGuard<'a>(&'a Recorded, usize);
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        self.0.runs.lock().unwrap()[self.1].3 = Some(std::time::Instant::now());
+    }
+}
+
+#[async_trait::async_trait]
+impl vesemir_core::ports::Executor for Recorded {
+    async fn connect(&self, host: &vesemir_core::Host) -> Result<(), vesemir_core::PortError> {
+        self.inner.connect(host).await
+    }
+    async fn run(
+        &self,
+        host: &vesemir_core::Host,
+        command: &vesemir_core::ports::RemoteCommand,
+        output: vesemir_core::ports::OutputSink,
+    ) -> Result<vesemir_core::ports::ExitStatus, vesemir_core::PortError> {
+        let index = {
+            let mut runs = self.runs.lock().unwrap();
+            runs.push((host.name.to_string(), command.script.clone(), std::time::Instant::now(), None));
+            runs.len() - 1
+        };
+        let _guard = RunGuard(self, index);
+        self.inner.run(host, command, output).await
+    }
+    async fn upload(
+        &self,
+        host: &vesemir_core::Host,
+        upload: &vesemir_core::ports::FileUpload,
+    ) -> Result<(), vesemir_core::PortError> {
+        self.inner.upload(host, upload).await
+    }
+    async fn close(&self, host: &vesemir_core::Host) {
+        self.inner.close(host).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_cut_from_the_database_stops_and_another_ends_its_deployment() {
+async fn an_instance_cut_from_the_database_stops_before_another_takes_its_deployment_over() {
     let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
     let url = cluster.database();
     let mut proxy = Proxy::start(cluster.port).await;
     let url_a = url.replace(&format!(":{}/", cluster.port), &format!(":{}/", proxy.port));
     let fleet = Fleet::new(3);
     fleet.executor.set_latency(Duration::from_secs(2));
-    let (_a, router_a) = open(&url_a, "instance-a", &fleet).await;
-    let (_b, router_b) = open(&url, "instance-b", &fleet).await;
+    let recorded = Recorded { inner: fleet.executor.clone(), runs: Arc::default() };
+    let ports = vesemir_core::Ports { executor: Arc::new(recorded.clone()), ..fleet.ports() };
+    let open_on = |url: String, name: &'static str| {
+        let ports = ports.clone();
+        async move {
+            let server = Server::open(&pg_config(&url, name), Arc::new(FixedPorts(ports))).await.unwrap();
+            let router = server.router();
+            (server, router)
+        }
+    };
+    let (_a, router_a) = open_on(url_a, "instance-a").await;
+    let (_b, router_b) = open_on(url.clone(), "instance-b").await;
     let (status, reply) = post(&router_a, &fleet.body("shop", "production", "payments")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
     let id = reply["id"].as_i64().unwrap();
     wait_for(&router_b, id, "its first host in its steps", |d| in_steps(d, 0)).await;
 
+    // A is cut from the database while web-01 is in its steps: it stops within its lease; B
+    // takes it over once the lease expired, checks web-01, puts it back and goes on.
     proxy.cut();
-    let changes = fleet.lb.rotation_log().changes.len();
-    let d = wait_for(&router_b, id, "interrupted", |d| d["status"] == "interrupted").await;
-    assert!(d["error"].as_str().unwrap().contains("instance-a/"), "{d}");
-    assert_eq!(d["out_of_rotation"], serde_json::json!(["web-01"]), "{d}");
-    // A's step ends meanwhile (2 s); it stopped (no lease renewed) and could not journal a
-    // put-back or the next host's drain, so it made no change. (Its task winds down as its
-    // store calls time out.)
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(
-        fleet.lb.rotation_log().changes.len(),
-        changes,
-        "a change by the instance cut from the database"
-    );
-    assert_eq!(fleet.lb.out_of_rotation().len(), 1);
+    let cut = tokio::time::Instant::now();
+    let taken = wait_for_epoch(&url, id, 2).await.duration_since(cut);
+    eprintln!("taken over {taken:?} after the cut, for a lease of {LEASE:?}");
+    fleet.executor.set_latency(Duration::from_millis(100));
+    let d = wait_for(&router_b, id, "succeeded", |d| d["status"] == "succeeded").await;
+    for h in d["hosts"].as_array().unwrap() {
+        assert_eq!(h["outcome"], "succeeded", "{d}");
+    }
+    assert!(fleet.lb.out_of_rotation().is_empty(), "every server back: {d}");
 
-    fleet.executor.set_latency(Duration::ZERO);
-    let recover =
-        call(&router_b, Method::POST, &format!("/v1/deployments/{id}/recover"), Some(PAYMENTS), None, &[])
-            .await;
-    assert_eq!(recover.status, StatusCode::OK, "{}", recover.text);
-    assert!(fleet.lb.out_of_rotation().is_empty(), "{}", recover.text);
+    // Host side: no two commands ever ran on one host at once (A's step ended, aborted, before
+    // B's first command there), and the load balancer never had two servers out at once.
+    let runs = recorded.runs.lock().unwrap().clone();
+    for (i, (host, script, _, end)) in runs.iter().enumerate() {
+        let end = end.unwrap_or_else(|| panic!("{host}: {script} never ended"));
+        for (other, other_script, other_start, _) in &runs[i + 1..] {
+            assert!(
+                other != host || *other_start >= end,
+                "{host}: {other_script:?} began while {script:?} still ran: two instances drove it"
+            );
+        }
+    }
+    let installs = runs.iter().filter(|(h, s, _, _)| h == "web-01" && s.contains("install-app")).count();
+    assert_eq!(installs, 2, "web-01: A's step, then B's full pass");
+    assert_eq!(fleet.lb.rotation_log().max_out_of_rotation, 1, "one server out at a time, by one instance");
+}
+
+async fn order(router: &Router, id: i64, verb: &str) -> support::Reply {
+    call(router, Method::POST, &format!("/v1/deployments/{id}/{verb}"), Some(PAYMENTS), None, &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_confirm_sent_to_another_instance_reach_the_one_running_it() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let fleet = Fleet::new(3);
+    fleet.executor.set_latency(Duration::from_millis(300));
+    let (_a, router_a) = open(&url, "instance-a", &fleet).await;
+    let (_b, router_b) = open(&url, "instance-b", &fleet).await;
+    let mut body = fleet.body("shop", "production", "payments");
+    body["strategy"]["canary"] = serde_json::json!({ "hosts": 1, "confirm": true });
+    let (status, reply) = post(&router_a, &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    let id = reply["id"].as_i64().unwrap();
+
+    // B refuses to resume what no one paused, as A would.
+    let refused = order(&router_b, id, "resume").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+
+    // The canary waits on A; B pauses it, then confirms it: A stays paused.
+    wait_for(&router_a, id, "its canary waiting", |d| d["links"]["confirm"].is_string()).await;
+    let paused = order(&router_b, id, "pause").await;
+    assert_eq!(paused.status, StatusCode::ACCEPTED, "{}", paused.text);
+    wait_for(&router_a, id, "paused on A", |d| d["paused"] == true).await;
+    let confirmed = order(&router_b, id, "confirm").await;
+    assert_eq!(confirmed.status, StatusCode::ACCEPTED, "{}", confirmed.text);
+    tokio::time::sleep(LEASE * 2).await;
+    let d = get(&router_a, id).await;
+    assert_eq!(d["hosts"][1]["phase"], "pending", "confirmed, but paused: no host starts: {d}");
+
+    // B resumes it: A goes on (the confirmation given while paused holds) and ends.
+    let resumed = order(&router_b, id, "resume").await;
+    assert_eq!(resumed.status, StatusCode::ACCEPTED, "{}", resumed.text);
+    let d = wait_for(&router_b, id, "succeeded", |d| d["status"] == "succeeded").await;
+    assert_eq!(d["totals"]["succeeded"], 3, "{d}");
+    let kinds: Vec<String> = events(&router_b, id).await.into_iter().map(|e| e.event).collect();
+    assert!(kinds.contains(&"paused".to_owned()) && kinds.contains(&"resumed".to_owned()), "{kinds:?}");
+    let ended = order(&router_b, id, "pause").await;
+    assert_eq!(ended.status, StatusCode::CONFLICT, "{}", ended.text);
 }

@@ -195,6 +195,12 @@ impl Served {
         }
         None
     }
+
+    /// Kills the server at once (SIGKILL: no shutdown, no cleanup) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Served {

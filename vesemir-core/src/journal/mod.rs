@@ -15,6 +15,7 @@
 
 mod load_balancer;
 mod recover;
+pub mod takeover;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -387,7 +388,18 @@ pub fn replay(entries: impl IntoIterator<Item = JournalEntry>) -> Unfinished {
     let mut originals: HashMap<ServerName, Vec<InstanceState>> = HashMap::new();
     for entry in entries {
         match entry {
-            JournalEntry::Started(h) => header = Some(h),
+            // A later header (a run resumed by another server instance after a takeover) keeps
+            // the hosts of the earlier ones: servers they left out are still found by host.
+            JournalEntry::Started(mut h) => {
+                if let Some(before) = header.take() {
+                    let JournalHeader { hosts: earlier, .. } = before;
+                    let later: Vec<JournalHost> = std::mem::take(&mut h.hosts);
+                    h.hosts =
+                        earlier.into_iter().filter(|e| !later.iter().any(|l| l.server == e.server)).collect();
+                    h.hosts.extend(later);
+                }
+                header = Some(h);
+            }
             JournalEntry::Intent(intent) => {
                 let original = originals.entry(intent.server.clone()).or_insert(intent.original).clone();
                 let pending = PendingServer {

@@ -162,6 +162,31 @@ pub struct Strategy {
     /// (`strategy.retry_unreachable`): each at most once, within the same concurrency, backend
     /// budget and `max_failures`, and only if the rollout was not stopped or cancelled.
     pub retry_unreachable: bool,
+    /// What another server instance does when it takes the deployment over.
+    pub on_takeover: OnTakeover,
+}
+
+/// What a server instance does with a deployment it takes over from an instance that stopped
+/// renewing its lease (servers sharing a database). Either way the hosts that were in flight
+/// are checked first: healthy ones go back to their original state, unhealthy ones stay out
+/// and are reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnTakeover {
+    /// Then deploy the hosts not deployed yet (and those in flight that went back).
+    #[default]
+    Resume,
+    /// Then stop: no other host starts.
+    Restore,
+}
+
+impl OnTakeover {
+    /// The word, as written in requests and in the `handover` event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTakeover::Resume => "resume",
+            OnTakeover::Restore => "restore",
+        }
+    }
 }
 
 /// What the front end that ran a deployment does when it stopped on `max_failures`.

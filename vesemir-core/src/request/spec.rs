@@ -231,6 +231,13 @@ pub struct StrategySpec {
     /// rollout, within the same concurrency, backend budget and `max_failures`. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_unreachable: Option<bool>,
+    /// What another server instance does when it takes the deployment over (the one running it
+    /// died or lost the database; servers sharing PostgreSQL only): `"resume"` (the default:
+    /// put back the hosts that were in flight if healthy, then deploy the rest) or `"restore"`
+    /// (put back the hosts that were in flight if healthy, start no other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<OnTakeoverWord>))]
+    pub on_takeover: Option<String>,
 }
 
 /// The canary batch.
@@ -493,6 +500,18 @@ enum OnFailureWord {
     Stop,
     /// Deploy the previous version to the hosts the deployment changed.
     Rollback,
+}
+
+/// The words of `strategy.on_takeover`, for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[expect(dead_code, reason = "a schema only: the field is read as text and checked by validate")]
+pub(crate) enum OnTakeoverWord {
+    /// Put back the hosts in flight (health gate first), then deploy the rest (the default).
+    Resume,
+    /// Put back the hosts in flight (health gate first) and start no other host.
+    Restore,
 }
 
 /// The words of `strategy.window`, for the OpenAPI document.

@@ -546,6 +546,17 @@ fn validate_strategy(p: &mut Problems, s: &StrategySpec) -> Option<Strategy> {
             OnFailure::Stop
         }
     };
+    let on_takeover = match s.on_takeover.as_deref() {
+        None | Some("resume") => OnTakeover::Resume,
+        Some("restore") => OnTakeover::Restore,
+        Some(other) => {
+            p.add(
+                "strategy.on_takeover",
+                format!("is {other:?}: write \"resume\" (the default) or \"restore\""),
+            );
+            OnTakeover::Resume
+        }
+    };
     let pause_between_batches =
         duration(p, "strategy.pause_between_batches", s.pause_between_batches.as_deref(), Duration::ZERO);
     let window = match s.window.as_deref() {
@@ -567,6 +578,7 @@ fn validate_strategy(p: &mut Problems, s: &StrategySpec) -> Option<Strategy> {
     };
     Some(Strategy {
         on_failure,
+        on_takeover,
         concurrency,
         max_failures: s.max_failures.unwrap_or(Amount::Count(0)),
         pause_between_batches,

@@ -501,4 +501,91 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// running ones are never touched); the deployment rows, hosts, journals and summaries stay.
     /// Returns how many events were deleted.
     async fn prune_events(&self, ended_before_ms: i64) -> Result<u64, StoreError>;
+    // --- Takeover (issue 16, item 3): another instance resumes a dead instance's deployment ---
+
+    /// Takes the lease of every queued or running deployment that no live instance holds (its
+    /// holder died or lost the database; see [`Store::interrupt_unfinished`]): this instance
+    /// holds it from now on, under a new epoch, so a write by the previous holder is refused.
+    /// Atomic across instances: each such deployment is taken by one instance only. A store
+    /// with one server per database (SQLite) takes none: its server ends them at startup.
+    async fn take_over_unheld(&self) -> Result<Vec<TakenOver>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    // --- Orders across instances (issue 16, item 3): pause, resume, confirm sent to any ---
+
+    /// Records `order` for queued or running deployment `id`, whichever instance runs it: that
+    /// instance applies it at its next lease renewal ([`Store::take_orders`]). A pause or resume
+    /// is kept as the deployment's wanted state, so the last one given wins on every instance.
+    async fn order(&self, _id: i64, _order: Order) -> Result<OrderTaken, StoreError> {
+        Ok(OrderTaken::NotShared)
+    }
+
+    /// The orders recorded for the deployments this instance holds: each one's wanted pause
+    /// state, and the confirmations ordered since the last call (taken: reported once).
+    async fn take_orders(&self) -> Result<Vec<Orders>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    // --- Database-wide counts for metrics (issue 16, item 4) ---
+
+    /// How many deployments the database holds in each status (those of every instance
+    /// sharing it); statuses with none are left out. A store that cannot count (a test's
+    /// wrapper) answers none.
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Reads `(status, count)` rows of a `GROUP BY status` query.
+fn counts_from(rows: Vec<(String, i64)>) -> Vec<(Status, i64)> {
+    rows.into_iter().filter_map(|(status, n)| Some((Status::parse(&status)?, n))).collect()
+}
+
+/// An operator's order for a deployment that another instance may run (PostgreSQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// No new host starts until resumed.
+    Pause,
+    /// Hosts start again.
+    Resume,
+    /// The canary's gate opens.
+    Confirm,
+}
+
+/// What [`Store::order`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderTaken {
+    /// Recorded: the instance running the deployment applies it at its next lease renewal.
+    Recorded,
+    /// The deployment is not queued or running.
+    NotActive,
+    /// A resume for a deployment no one paused.
+    NotPaused,
+    /// The store is one server's (SQLite): orders go to its runner only.
+    NotShared,
+}
+
+/// Orders recorded for a deployment this instance holds ([`Store::take_orders`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Orders {
+    /// The deployment.
+    pub id: i64,
+    /// Whether it should be paused (`None`: no pause or resume was ever ordered).
+    pub paused: Option<bool>,
+    /// A confirmation was ordered since the last take.
+    pub confirm: bool,
+}
+
+/// A deployment this instance took over ([`Store::take_over_unheld`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenOver {
+    /// The deployment.
+    pub id: i64,
+    /// The instance that held its lease before (`None`: none did).
+    pub from: Option<String>,
+    /// The lease epoch this instance holds it under.
+    pub epoch: i64,
+    /// Queued (never started) or running.
+    pub status: Status,
 }

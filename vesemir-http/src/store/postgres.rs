@@ -109,6 +109,13 @@ CREATE TABLE deployment_origin (
 );
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE deployments ADD COLUMN pause_requested BOOLEAN;
+ALTER TABLE deployments ADD COLUMN confirm_requested BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
+    ),
 ];
 
 /// The advisory lock key the migrations run under (`vesemir` in ASCII).
@@ -852,6 +859,15 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM deployments GROUP BY status")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err("counting deployments"))?;
+        Ok(super::counts_from(rows))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err("ping"))?;
         Ok(())
@@ -871,6 +887,100 @@ impl Store for PostgresStore {
 
     fn event_announcements(&self) -> Option<broadcast::Receiver<i64>> {
         Some(self.announcer.sender.subscribe())
+    }
+
+    async fn order(&self, id: i64, order: super::Order) -> Result<super::OrderTaken, StoreError> {
+        use super::{Order, OrderTaken};
+        let active = "status IN ('queued', 'running')";
+        let set = match order {
+            Order::Pause => format!("UPDATE deployments SET pause_requested = TRUE WHERE id = $1 AND {active}"),
+            Order::Resume => format!(
+                "UPDATE deployments SET pause_requested = FALSE WHERE id = $1 AND {active} AND pause_requested IS TRUE"
+            ),
+            Order::Confirm => format!("UPDATE deployments SET confirm_requested = TRUE WHERE id = $1 AND {active}"),
+        };
+        let done = sqlx::query(&set).bind(id).execute(&self.pool).await.map_err(err("recording an order"))?;
+        if done.rows_affected() > 0 {
+            return Ok(OrderTaken::Recorded);
+        }
+        let live: Option<bool> =
+            sqlx::query_scalar(&format!("SELECT {active} FROM deployments WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err("recording an order"))?;
+        Ok(match (order, live) {
+            (Order::Resume, Some(true)) => OrderTaken::NotPaused,
+            _ => OrderTaken::NotActive,
+        })
+    }
+
+    async fn take_orders(&self) -> Result<Vec<super::Orders>, StoreError> {
+        if self.held().is_empty() {
+            return Ok(Vec::new());
+        }
+        // The confirmations are taken in the same statement that reads them: each is applied once.
+        let rows = sqlx::query(
+            "UPDATE deployments d SET confirm_requested = FALSE FROM (SELECT id, confirm_requested \
+             FROM deployments WHERE lease_owner = $1 AND status IN ('queued', 'running') \
+             AND (pause_requested IS NOT NULL OR confirm_requested) FOR UPDATE) o \
+             WHERE d.id = o.id RETURNING d.id, d.pause_requested, o.confirm_requested",
+        )
+        .bind(self.options.instance.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("reading orders"))?;
+        let held = self.held();
+        let mut orders = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let get = |e| StoreError::new("reading an order", e);
+            let id: i64 = row.try_get("id").map_err(get)?;
+            if !held.contains_key(&id) {
+                continue;
+            }
+            orders.push(super::Orders {
+                id,
+                paused: row.try_get("pause_requested").map_err(get)?,
+                confirm: row.try_get("confirm_requested").map_err(get)?,
+            });
+        }
+        Ok(orders)
+    }
+
+    async fn take_over_unheld(&self) -> Result<Vec<super::TakenOver>, StoreError> {
+        // One statement: the rows are locked by the first instance to get there (the others
+        // skip them), and the previous holder is read in the same snapshot.
+        let rows = sqlx::query(&format!(
+            "WITH unheld AS (SELECT id, lease_owner FROM deployments WHERE status IN ('queued', 'running') \
+             AND COALESCE(lease_expires_ms, 0) <= {NOW_MS} ORDER BY id FOR UPDATE SKIP LOCKED) \
+             UPDATE deployments d SET lease_owner = $1, lease_epoch = d.lease_epoch + 1, \
+             lease_expires_ms = {NOW_MS} + $2 FROM unheld WHERE d.id = unheld.id \
+             RETURNING d.id, unheld.lease_owner AS previous, d.lease_epoch, d.status"
+        ))
+        .bind(self.options.instance.as_str())
+        .bind(self.lease_ms())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("taking over deployments"))?;
+        let mut taken = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let get = |e| StoreError::new("reading a deployment taken over", e);
+            let status: String = row.try_get("status").map_err(get)?;
+            let status = Status::parse(&status).ok_or_else(|| {
+                StoreError::new("reading a deployment taken over", format!("status {status:?}"))
+            })?;
+            taken.push(super::TakenOver {
+                id: row.try_get("id").map_err(get)?,
+                from: row.try_get("previous").map_err(get)?,
+                epoch: row.try_get("lease_epoch").map_err(get)?,
+                status,
+            });
+        }
+        let mut held = self.held();
+        for t in &taken {
+            held.insert(t.id, t.epoch);
+        }
+        Ok(taken)
     }
 
     async fn renew_leases(&self) -> Result<Renewal, StoreError> {

@@ -730,6 +730,15 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM deployments GROUP BY status")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err("counting deployments"))?;
+        Ok(super::counts_from(rows))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err("ping"))?;
         Ok(())
