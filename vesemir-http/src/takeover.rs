@@ -281,6 +281,7 @@ impl Runner {
             target: target.clone(),
             // A deployment with secret variables is never resumed (their values are not stored).
             secrets: Arc::new(Vec::new()),
+            aborted_at_shutdown: Arc::new(AtomicBool::new(false)),
         };
         let mut set = self.lock_active();
         if set.by_id.contains_key(&id) {
