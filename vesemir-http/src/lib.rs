@@ -77,6 +77,7 @@ pub mod runner;
 pub mod sse;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 pub mod wire;
 
 use std::sync::Arc;
@@ -88,7 +89,7 @@ pub use catalog::{Catalog, UnitConfig, UnitRequest};
 pub use config::{ClusterConfig, Database, Limits, LogConfig, ServerConfig, TokenConfig};
 pub use ports::{FixedPorts, LockSettings, PortsError, PortsFactory};
 pub use store::{
-    InstanceId, PostgresStore, PostgresUrl, SqliteStore, Status, Store, StoreError, StoreOptions,
+    InstanceId, PostgresStore, PostgresUrl, SqliteStore, Status, Store, StoreError, StoreOptions, WebSession,
 };
 
 /// Why the server could not start or stopped.
@@ -116,6 +117,8 @@ pub enum ServeError {
 #[derive(Debug, Clone)]
 pub struct Server {
     app: api::AppState,
+    /// The web page's state, when `[ldap]` is configured.
+    web: Option<Arc<web::Web>>,
 }
 
 impl Server {
@@ -138,6 +141,10 @@ impl Server {
         store: Arc<dyn Store>,
     ) -> Result<Self, ServeError> {
         let config::Validated { playbooks, catalog } = config.validate()?;
+        let web = match &config.ldap {
+            Some(ldap) => Some(Arc::new(web::Web::new(ldap, config.listen)?)),
+            None => None,
+        };
         let metrics = Arc::new(metrics::Metrics::new());
         let runner = Arc::new(
             runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone())
@@ -149,6 +156,9 @@ impl Server {
             tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");
         }
         tokio::spawn(lease::keep(Arc::downgrade(&runner), store.lease()));
+        if web.is_some() {
+            tokio::spawn(web::prune_sessions(Arc::downgrade(&store)));
+        }
         let app = Arc::new(api::App {
             store,
             runner,
@@ -169,12 +179,16 @@ impl Server {
                 tokio::spawn(followup::after_end(app, id));
             }
         }));
-        Ok(Self { app })
+        Ok(Self { app, web })
     }
 
     /// The routes. The request timeout applies to every route but the event stream.
     pub fn router(&self) -> Router {
-        routes::router(self.app.clone(), &self.app.limits)
+        let api = routes::router(self.app.clone(), &self.app.limits);
+        match &self.web {
+            Some(web) => web::router(self.app.clone(), web.clone()).merge(api),
+            None => api,
+        }
     }
 
     /// The router of the separate metrics address (`metrics_listen`): `GET /metrics` only,
@@ -218,7 +232,8 @@ impl Server {
     ) -> Result<(), std::io::Error> {
         let (stopping, mut stopped) = tokio::sync::watch::channel(false);
         let mut graceful = stopped.clone();
-        let http = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
+        let routes = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let http = axum::serve(listener, routes).with_graceful_shutdown(async move {
             let _ = graceful.wait_for(|stop| *stop).await;
         });
         let http = tokio::spawn(async move { http.await });
