@@ -142,7 +142,7 @@ impl Server {
     ) -> Result<Self, ServeError> {
         let config::Validated { playbooks, catalog } = config.validate()?;
         let web = match &config.ldap {
-            Some(ldap) => Some(Arc::new(web::Web::new(ldap, config.listen)?)),
+            Some(ldap) => Some(Arc::new(web::Web::new(ldap, config.listen, &config.units)?)),
             None => None,
         };
         let metrics = Arc::new(metrics::Metrics::new());

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod limit;
+mod pages;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -49,12 +50,18 @@ pub struct Web {
     directory: Directory,
     cookie: CookiePolicy,
     limiter: limit::Limiter,
+    /// The catalog's units, for the start form (admission is still the catalog's).
+    units: Vec<crate::catalog::UnitConfig>,
 }
 
 impl Web {
     /// From the `[ldap]` section: reads the service password file (once, here) and checks the
     /// directory settings. `listen` decides the cookie's `Secure` default.
-    pub fn new(config: &LdapConfig, listen: SocketAddr) -> Result<Self, ValidationErrors> {
+    pub fn new(
+        config: &LdapConfig,
+        listen: SocketAddr,
+        units: &[crate::catalog::UnitConfig],
+    ) -> Result<Self, ValidationErrors> {
         let password = match &config.bind_password_file {
             None => None,
             Some(path) => {
@@ -79,6 +86,7 @@ impl Web {
                 config.max_failures_per_address,
             ),
             config: config.clone(),
+            units: units.to_vec(),
         })
     }
 }
@@ -113,6 +121,13 @@ pub fn router(app: AppState, web: Arc<Web>) -> Router {
         .route("/sign-in", get(sign_in_form).post(sign_in))
         .route("/sign-out", post(sign_out))
         .route("/web/style.css", get(style))
+        .route("/web/page.js", get(script))
+        .route("/deployments", get(pages::list))
+        .route("/deployments/{id}", get(pages::deployment))
+        .route("/deployments/{id}/view.json", get(pages::view_json))
+        .route("/deployments/{id}/events", get(pages::events))
+        .route("/deployments/{id}/{order}", get(pages::confirm_order).post(pages::give_order))
+        .route("/start", get(pages::start_form).post(pages::start))
         .with_state(WebState { app, web })
 }
 
@@ -157,7 +172,8 @@ async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let teams: Vec<&str> = principal.teams.iter().map(String::as_str).collect();
     let roles: Vec<String> = principal.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
     let body = format!(
-        "<p>Signed in as <strong>{}</strong>.</p><p>Teams: {}. Roles: {}.</p>",
+        "<p>Signed in as <strong>{}</strong>.</p><p>Teams: {}. Roles: {}.</p>\
+         <p><a href=\"/deployments\">Deployments</a> · <a href=\"/start\">Start a deployment</a></p>",
         escape(&principal.name),
         escape(&if teams.is_empty() { "none".to_owned() } else { teams.join(", ") }),
         escape(&roles.join(", ")),
@@ -330,11 +346,30 @@ fn cross_site() -> Response {
 }
 
 fn see_other(location: &'static str) -> Response {
+    see_other_to(location)
+}
+
+/// 303 to a path of this site.
+fn see_other_to(location: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
-    response.headers_mut().insert(header::LOCATION, HeaderValue::from_static(location));
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
+
+async fn script() -> Response {
+    let mut response = SCRIPT.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    response
+}
+
+/// The live parts: local times, the list's running rows, a deployment's hosts and event log.
+const SCRIPT: &str = include_str!("page.js");
 
 fn message(text: &str) -> String {
     format!("<p role=\"alert\">{}</p>", escape(text))
@@ -370,7 +405,7 @@ fn page(status: StatusCode, title: &str, session: Option<&WebSession>, body: &st
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"color-scheme\" content=\"light dark\">\
-         <title>{}</title><link rel=\"stylesheet\" href=\"/web/style.css\"></head>\
+         <title>{}</title><link rel=\"stylesheet\" href=\"/web/style.css\"><script src=\"/web/page.js\" defer></script></head>\
          <body><header><a href=\"/\" class=\"brand\">Vesemir</a>{account}</header><main>{body}</main></body></html>",
         escape(title)
     );
@@ -421,6 +456,20 @@ input, button, select { font: inherit; padding: .5rem .75rem; border: 1px solid 
 button { cursor: pointer; background: var(--accent); color: var(--bg); border-color: var(--accent); }
 :focus-visible { outline: 3px solid var(--accent); outline-offset: 2px; }
 [role=alert] { color: var(--bad); font-weight: 600; }
+.button { display: inline-block; padding: .5rem .75rem; border-radius: .375rem; background: var(--accent); color: var(--bg); text-decoration: none; }
+.danger { background: var(--bad); border-color: var(--bad); color: var(--bg); }
+.orders { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin: .75rem 0; }
+.filters { display: flex; flex-wrap: wrap; gap: .5rem; align-items: end; margin-bottom: 1rem; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .375rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+.facts { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1rem; }
+.facts dd { margin: 0; }
+.start { display: grid; gap: .5rem; max-width: 32rem; }
+.events { font: 13px/1.4 ui-monospace, monospace; max-height: 28rem; overflow-y: auto; padding-left: 3rem; }
+.events .kind { font-weight: 600; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 13px; }
+.problems { color: var(--bad); }
 "#;
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
-//! Directory sign-in and web sessions (issue 17) against a real OpenLDAP slapd: sign-in, the
-//! same message for a wrong password and an unknown user, a user in no mapped group, a
-//! directory that is down, rate limits, CSRF and cross-site posts refused, no session
-//! fixation, expired and revoked sessions refused, tokens still working for the API.
+//! The web page (issue 17) against a real OpenLDAP slapd. Sign-in and sessions: the same
+//! message for a wrong password and an unknown user, a user in no mapped group, a directory
+//! that is down, rate limits, CSRF and cross-site posts refused, no session fixation, expired
+//! and revoked sessions refused, tokens still working for the API. Pages: start from the
+//! catalog (plan, then deploy), the list and a deployment's page, another team's pages 404,
+//! orders behind CSRF and a confirmation (retry failed hosts, cancel), the event stream behind
+//! the session resumed by Last-Event-ID.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -110,7 +113,24 @@ async fn send(
     origin: Option<&str>,
     peer: [u8; 4],
 ) -> Answer {
+    send_with(web, method, path, cookie, form, origin, peer, &[]).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_with(
+    web: &Web,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+    origin: Option<&str>,
+    peer: [u8; 4],
+    extra: &[(&str, &str)],
+) -> Answer {
     let mut request = Request::builder().method(method).uri(path).header(header::HOST, HOST);
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
     if let Some(id) = cookie {
         request = request.header(header::COOKIE, format!("theme=dark; vesemir_session={id}"));
     }
@@ -329,4 +349,221 @@ fn the_ldap_section_is_checked_with_the_rest_of_the_config() {
     for field in ["ldap.url", "ldap.bind_password_file", "ldap.session_ttl", "ldap.groups"] {
         assert!(fields.iter().any(|f| f == field), "{field} missing from {fields:?}");
     }
+}
+
+/// A signed-in person's cookie and CSRF token.
+struct Person {
+    id: String,
+    csrf: String,
+}
+
+async fn person(web: &Web, user: &str, password: &str) -> Person {
+    let id = sign_in(web, user, password).await.session().unwrap_or_else(|| panic!("{user} signs in"));
+    let csrf = home(web, &id).await.csrf();
+    Person { id, csrf }
+}
+
+async fn get(web: &Web, who: &Person, path: &str) -> Answer {
+    send(web, Method::GET, path, Some(&who.id), None, None, PEER).await
+}
+
+async fn post(web: &Web, who: &Person, path: &str, form: &str) -> Answer {
+    let form = format!("csrf={}&{form}", who.csrf);
+    send(web, Method::POST, path, Some(&who.id), Some(&form), HERE, PEER).await
+}
+
+fn deployment_of(answer: &Answer) -> i64 {
+    answer
+        .location
+        .as_deref()
+        .and_then(|l| l.strip_prefix("/deployments/"))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no deployment in {:?} {} {}", answer.location, answer.status, answer.text))
+}
+
+const SHOP: &str = "team=payments&application=shop&environment=production";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_from_the_catalog_follow_the_page_and_retry_the_failed_host() {
+    let web = start("").await;
+    let alice = person(&web, "alice", "alice-pw").await;
+    let bob = person(&web, "bob", "bob-pw").await;
+
+    // The units alice's team may deploy, then one unit's form.
+    let units = get(&web, &alice, "/start").await;
+    assert!(units.text.contains("shop in production") && !units.text.contains("finder"), "{}", units.text);
+    let form = get(&web, &alice, &format!("/start?{SHOP}")).await;
+    assert!(
+        form.text.contains("name=\"version\"") && form.text.contains("name=\"var.channel\""),
+        "{}",
+        form.text
+    );
+
+    // The plan: the request as it will run, nothing started.
+    let fields = format!("{SHOP}&version=2.0.0&var.channel=stable&concurrency=1&key=form-1");
+    let plan = post(&web, &alice, "/start", &format!("{fields}&action=plan")).await;
+    assert_eq!(plan.status, StatusCode::OK, "{}", plan.text);
+    assert!(plan.text.contains("<h2>Plan</h2>") && plan.text.contains("2.0.0"), "{}", plan.text);
+    assert_eq!(web.server.get(ADMIN, "/v1/deployments").await.json["deployments"], serde_json::json!([]));
+    let invalid = post(&web, &alice, "/start", &format!("{SHOP}&version=bad%20version&action=plan")).await;
+    assert!(
+        invalid.text.contains("class=\"problems\"") && invalid.text.contains("version"),
+        "{}",
+        invalid.text
+    );
+
+    // Deploy, with web-02 failing its install once.
+    web.server.fleet.executor.fail_command_times(
+        &vesemir_core::fake::FakeFleet::host(2),
+        "install-app",
+        1,
+        1,
+    );
+    let started = post(&web, &alice, "/start", &format!("{fields}&action=deploy")).await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.text);
+    let first = deployment_of(&started);
+    // The same form sent twice starts one deployment.
+    let again = post(&web, &alice, "/start", &format!("{fields}&action=deploy")).await;
+    assert_eq!(deployment_of(&again), first);
+    let ended = web.server.wait_finished(first).await;
+    assert_eq!(ended["requested_by"], "alice", "the session's name is the requester");
+
+    let page = get(&web, &alice, &format!("/deployments/{first}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    for expected in [
+        "data-host=\"web-01\"",
+        "data-host=\"web-03\"",
+        "in rotation",
+        "<h2>Events</h2>",
+        "deployment finished",
+        "Retry failed hosts",
+    ] {
+        assert!(page.text.contains(expected), "{expected} missing from {}", page.text);
+    }
+    assert!(
+        page.text.contains("<ul class=\"failed\" data-field=\"failed\"><li><strong>web-02</strong>"),
+        "{}",
+        page.text
+    );
+
+    // Another team's person: the page and the order are not found.
+    assert_eq!(get(&web, &bob, &format!("/deployments/{first}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&web, &bob, &format!("/deployments/{first}/view.json")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let refused = post(&web, &bob, &format!("/deployments/{first}/retry"), "confirmed=yes").await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    assert!(!get(&web, &bob, "/deployments").await.text.contains(&format!("/deployments/{first}\"")));
+
+    // Retry: first the confirmation, then the order, which starts a new deployment.
+    let unconfirmed = post(&web, &alice, &format!("/deployments/{first}/retry"), "").await;
+    assert_eq!(unconfirmed.location, Some(format!("/deployments/{first}/retry")));
+    let question = get(&web, &alice, &format!("/deployments/{first}/retry")).await;
+    assert!(question.text.contains("name=\"confirmed\" value=\"yes\""), "{}", question.text);
+    let cross = send(
+        &web,
+        Method::POST,
+        &format!("/deployments/{first}/retry"),
+        Some(&alice.id),
+        Some(&format!("csrf={}&confirmed=yes", alice.csrf)),
+        EVIL,
+        PEER,
+    )
+    .await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+    let retried = post(&web, &alice, &format!("/deployments/{first}/retry"), "confirmed=yes").await;
+    let second = deployment_of(&retried);
+    assert_ne!(second, first);
+    assert_eq!(web.server.wait_finished(second).await["status"], "succeeded");
+
+    // The list: newest first, filtered.
+    let list = get(&web, &alice, "/deployments").await;
+    let (at_second, at_first) = (
+        list.text.find(&format!("href=\"/deployments/{second}\"")).expect("the retry is listed"),
+        list.text.find(&format!("href=\"/deployments/{first}\"")).expect("the first is listed"),
+    );
+    assert!(at_second < at_first, "newest first");
+    let succeeded = get(&web, &alice, "/deployments?status=succeeded").await;
+    assert!(succeeded.text.contains(&format!("href=\"/deployments/{second}\"")));
+    assert!(!succeeded.text.contains(&format!("href=\"/deployments/{first}\"")));
+
+    // The event stream behind the session: all of it, then only what follows Last-Event-ID.
+    let all = get(&web, &alice, &format!("/deployments/{first}/events")).await;
+    assert!(all.text.contains("event: deployment_finished"), "{}", all.text);
+    let ids: Vec<u64> =
+        all.text.lines().filter_map(|l| l.strip_prefix("id: ")).filter_map(|i| i.parse().ok()).collect();
+    let last = *ids.last().expect("events");
+    let middle = ids[ids.len() / 2].to_string();
+    let resumed = send_with(
+        &web,
+        Method::GET,
+        &format!("/deployments/{first}/events"),
+        Some(&alice.id),
+        None,
+        None,
+        PEER,
+        &[("last-event-id", &middle)],
+    )
+    .await;
+    let resumed_ids: Vec<u64> =
+        resumed.text.lines().filter_map(|l| l.strip_prefix("id: ")).filter_map(|i| i.parse().ok()).collect();
+    assert_eq!(resumed_ids, ids[ids.len() / 2 + 1..].to_vec(), "no gap, no duplicate");
+    let after = get(&web, &alice, &format!("/deployments/{first}/events?after={last}")).await;
+    assert!(!after.text.contains("id: "), "{}", after.text);
+    // Without a session, nothing.
+    let anonymous =
+        send(&web, Method::GET, &format!("/deployments/{first}/events"), None, None, None, PEER).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&web, Method::GET, "/deployments", None, None, None, PEER).await.location.as_deref(),
+        Some("/sign-in")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_cancel_which_asks_first() {
+    let web = start("").await;
+    web.server.fleet.executor.set_latency(Duration::from_millis(300));
+    let alice = person(&web, "alice", "alice-pw").await;
+    let fields = "team=payments&application=shop&environment=staging&version=2.0.0&var.channel=stable&concurrency=1&key=k2";
+    let id = deployment_of(&post(&web, &alice, "/start", &format!("{fields}&action=deploy")).await);
+    let page = get(&web, &alice, &format!("/deployments/{id}")).await;
+    assert!(page.text.contains(&format!("href=\"/deployments/{id}/cancel\"")), "{}", page.text);
+    assert!(
+        page.text.contains(&format!("data-deployment=\"{id}\""))
+            && page.text.contains("data-finished=\"false\"")
+    );
+    // Pause and resume post at once (no question), with the token.
+    web.server.wait_for(id, "running", |d| d["status"] == "running").await;
+    let paused = post(&web, &alice, &format!("/deployments/{id}/pause"), "").await;
+    assert_eq!(paused.location, Some(format!("/deployments/{id}")), "{}", paused.text);
+    web.server.wait_for(id, "paused", |d| d["paused"] == true).await;
+    assert!(get(&web, &alice, &format!("/deployments/{id}")).await.text.contains("running (paused)"));
+    let resumed = post(&web, &alice, &format!("/deployments/{id}/resume"), "").await;
+    assert_eq!(resumed.location, Some(format!("/deployments/{id}")), "{}", resumed.text);
+    web.server.wait_for(id, "resumed", |d| d["paused"] == false).await;
+    // Cancel without the token: refused; unconfirmed: the question.
+    let unconfirmed = post(&web, &alice, &format!("/deployments/{id}/cancel"), "").await;
+    assert_eq!(unconfirmed.location, Some(format!("/deployments/{id}/cancel")));
+    let forged = send(
+        &web,
+        Method::POST,
+        &format!("/deployments/{id}/cancel"),
+        Some(&alice.id),
+        Some("confirmed=yes"),
+        HERE,
+        PEER,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let cancelled = post(&web, &alice, &format!("/deployments/{id}/cancel"), "confirmed=yes").await;
+    assert_eq!(cancelled.location, Some(format!("/deployments/{id}")), "{}", cancelled.text);
+    assert_eq!(web.server.wait_finished(id).await["status"], "cancelled");
+    // An ended deployment refuses a second cancel with the API's words.
+    let late = post(&web, &alice, &format!("/deployments/{id}/cancel"), "confirmed=yes").await;
+    assert_eq!(late.status, StatusCode::CONFLICT);
+    assert!(late.alert().contains("has already ended"), "{}", late.alert());
+    let view = get(&web, &alice, &format!("/deployments/{id}/view.json")).await;
+    assert!(view.text.contains("\"status\":\"cancelled\""), "{}", view.text);
 }
