@@ -8,7 +8,15 @@
 //! GET  /sign-in     the form
 //! POST /sign-in     username + password: 303 to / with a new session, or the form again
 //! POST /sign-out    csrf: revokes the session (in the store: on every instance)
-//! GET  /web/style.css
+//! GET  /deployments[?application=&environment=&status=&before=]
+//! GET  /deployments/{id}             the deployment's page
+//! GET  /deployments/{id}/view.json   the API's view, for the script
+//! GET  /deployments/{id}/events      the API's event stream (?after= or Last-Event-ID)
+//! GET  /deployments/{id}/{order}     "are you sure?" for cancel, retry, restore, rollback
+//! POST /deployments/{id}/{order}     csrf (+ confirmed=yes): the API's handler for it
+//! GET  /start[?team=&application=&environment=]   the units, or one unit's form
+//! POST /start       csrf + the form + action=plan|deploy
+//! GET  /web/style.css /web/page.js
 //! ```
 //!
 //! Sessions live in the [`Store`](crate::store::Store), so every instance on one database
