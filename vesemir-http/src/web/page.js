@@ -73,16 +73,47 @@
     }
   }
 
+  // A row for a host the page did not list yet (the plan was made after the page was).
+  function newRow(name) {
+    const body = document.querySelector("table.hosts tbody");
+    if (!body) return null;
+    const row = document.createElement("tr");
+    row.dataset.host = name;
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = name;
+    row.append(th);
+    for (const field of ["phase", "rotation", "outcome", "out", "why"]) {
+      const td = document.createElement("td");
+      td.dataset.field = field;
+      row.append(td);
+    }
+    body.append(row);
+    return row;
+  }
+
   function deploymentPage(root) {
     const id = root.dataset.deployment;
     let last = Number(root.dataset.lastEvent || 0);
     const log = root.querySelector('[data-field="events"]');
+    const pendingLines = [];
+    let framed = false;
+    // The orders that apply change with the deployment: take them from a fresh copy of the page.
+    async function orders() {
+      try {
+        const reply = await fetch(location.pathname, { credentials: "same-origin", cache: "no-store" });
+        if (!reply.ok) return;
+        const fresh = new DOMParser().parseFromString(await reply.text(), "text/html").querySelector(".orders");
+        const current = root.querySelector(".orders");
+        if (fresh && current) current.replaceWith(document.importNode(fresh, true));
+      } catch (_) { /* the buttons stay as they were */ }
+    }
     const refresh = refresher(id, (view) => {
       setField(root, "status", statusText(view));
       setField(root, "totals", totalsText(view));
       setField(root, "error", view.error || "");
       for (const host of view.hosts) {
-        const row = root.querySelector(`tr[data-host="${CSS.escape(host.name)}"]`);
+        const row = root.querySelector(`tr[data-host="${CSS.escape(host.name)}"]`) || newRow(host.name);
         if (!row) continue;
         setField(row, "phase", host.phase);
         setField(row, "rotation", words(host.rotation));
@@ -110,6 +141,7 @@
       try { data = JSON.parse(e.data); } catch (_) { /* shown as its kind */ }
       if (log) {
         const li = document.createElement("li");
+        pendingLines.push(li);
         li.dataset.seq = String(seq);
         const k = document.createElement("span");
         k.className = "kind";
@@ -117,16 +149,23 @@
         const rest = Object.entries(data).filter(([key]) => !["type", "seq", "elapsed"].includes(key))
           .map(([key, v]) => `${key}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ");
         li.append(k, " " + rest);
-        log.append(li);
-        log.scrollTop = log.scrollHeight;
+        if (!framed) {
+          framed = true;
+          requestAnimationFrame(() => {
+            framed = false;
+            log.append(...pendingLines.splice(0));
+            log.scrollTop = log.scrollHeight;
+          });
+        }
       }
+      if (kind === "paused" || kind === "resumed") orders();
       if (kind === "host_finished" && data.host) {
         const row = root.querySelector(`tr[data-host="${CSS.escape(data.host)}"]`);
         if (row && data.out_of_rotation_ms != null) setField(row, "out", `${(data.out_of_rotation_ms / 1000).toFixed(1)} s`);
         if (row) { setField(row, "rotation", words(data.rotation)); setField(row, "outcome", words(data.outcome)); }
       }
       refresh();
-    }, () => refresh());
+    }, () => { refresh(); orders(); });
   }
 
   function start() {
