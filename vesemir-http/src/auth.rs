@@ -29,6 +29,8 @@ pub enum Role {
 pub enum PrincipalSource {
     /// A bearer token configured under `[[tokens]]`.
     Token,
+    /// A web session opened by signing in against the directory (`[ldap]`).
+    Directory,
 }
 
 /// Who is asking: an authenticated identity, its teams and roles.

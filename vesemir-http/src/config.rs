@@ -53,6 +53,12 @@
 //! [cluster]                   # several instances on one PostgreSQL database
 //! instance = "deploy-vm-1"    # default: the host name (the pid and start time are added)
 //! lease = "10s"               # a deployment's lease, renewed every third of it
+//!
+//! [ldap]                      # the web page's directory sign-in: see `crate::web::config`
+//! url = "ldaps://ldap.internal"
+//! user_base = "ou=people,dc=example,dc=com"
+//! group_base = "ou=groups,dc=example,dc=com"
+//! groups = [{ group = "payments-developers", teams = ["payments"], roles = ["deploy", "read"] }]
 //! ```
 
 use std::collections::BTreeMap;
@@ -112,6 +118,10 @@ pub struct ServerConfig {
     /// This instance's name and lease time (`[cluster]`).
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Directory sign-in for the web page (`[ldap]`, [`crate::web::config`]); no web page
+    /// without it.
+    #[serde(default)]
+    pub ldap: Option<crate::web::LdapConfig>,
 }
 
 /// Where deployments are kept.
@@ -449,6 +459,9 @@ impl ServerConfig {
         self.limits.check_bounds(&mut problems);
         self.cluster.check(&mut problems);
         crate::tls::check_config(self.listen, self.tls.as_ref(), self.allow_plain_http, &mut problems);
+        if let Some(ldap) = &self.ldap {
+            ldap.check(&mut problems);
+        }
         match (ValidationErrors::from_errors(problems), playbooks, catalog) {
             (Some(errors), _, _) => Err(errors),
             (None, Ok(playbooks), Ok(catalog)) => Ok(Validated { playbooks, catalog }),
@@ -527,10 +540,11 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
     let limits = take("limits").map_or(Some(Limits::default()), |v| read(v, "limits", problems));
     let log = take("log").map_or(Some(LogConfig::default()), |v| read(v, "log", problems));
     let cluster = take("cluster").map_or(Some(ClusterConfig::default()), |v| read(v, "cluster", problems));
+    let ldap = take("ldap").map_or(Some(None), |v| read(v, "ldap", problems).map(Some));
     for key in table.keys() {
         problems.push(FieldError::new(
             key.as_str(),
-            "is not a field: expected listen, tls, allow_plain_http, metrics_listen, database, tokens, units, playbooks, limits, log or cluster",
+            "is not a field: expected listen, tls, allow_plain_http, metrics_listen, database, tokens, units, playbooks, limits, log, cluster or ldap",
         ));
     }
     Some(ServerConfig {
@@ -545,6 +559,7 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
         limits: limits?,
         log: log?,
         cluster: cluster?,
+        ldap: ldap?,
     })
 }
 

@@ -91,6 +91,7 @@ pub mod sse;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 pub mod wire;
 
 use std::sync::Arc;
@@ -103,7 +104,7 @@ pub use config::{ClusterConfig, Database, Limits, LogConfig, ServerConfig, Token
 pub use ports::{FixedPorts, LockSettings, PortsError, PortsFactory};
 pub use reload::{Reload, Reloads};
 pub use store::{
-    InstanceId, PostgresStore, PostgresUrl, SqliteStore, Status, Store, StoreError, StoreOptions,
+    InstanceId, PostgresStore, PostgresUrl, SqliteStore, Status, Store, StoreError, StoreOptions, WebSession,
 };
 pub use tls::TlsConfig;
 
@@ -135,6 +136,8 @@ pub enum ServeError {
 #[derive(Debug, Clone)]
 pub struct Server {
     app: api::AppState,
+    /// The web page's state, when `[ldap]` is configured.
+    web: Option<Arc<web::Web>>,
 }
 
 impl Server {
@@ -157,6 +160,10 @@ impl Server {
         store: Arc<dyn Store>,
     ) -> Result<Self, ServeError> {
         let config::Validated { playbooks, catalog } = config.validate()?;
+        let web = match &config.ldap {
+            Some(ldap) => Some(Arc::new(web::Web::new(ldap, config.listen, &config.units)?)),
+            None => None,
+        };
         let metrics = Arc::new(metrics::Metrics::new());
         let runner = Arc::new(
             runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone())
@@ -166,6 +173,9 @@ impl Server {
         let lease = store.lease();
         metrics.instance(store.instance().as_str());
         tokio::spawn(retention::keep(Arc::downgrade(&store), config.limits.event_retention, metrics.clone()));
+        if web.is_some() {
+            tokio::spawn(web::prune_sessions(Arc::downgrade(&store)));
+        }
         let app = Arc::new(api::App {
             store,
             runner,
@@ -199,12 +209,16 @@ impl Server {
             );
         }
         tokio::spawn(lease::keep(Arc::downgrade(&app), lease));
-        Ok(Self { app })
+        Ok(Self { app, web })
     }
 
     /// The routes. The request timeout applies to every route but the event stream.
     pub fn router(&self) -> Router {
-        routes::router(self.app.clone(), &self.app.limits)
+        let api = routes::router(self.app.clone(), &self.app.limits);
+        match &self.web {
+            Some(web) => web::router(self.app.clone(), web.clone()).merge(api),
+            None => api,
+        }
     }
 
     /// The router of the separate metrics address (`metrics_listen`): `GET /metrics` only,
@@ -262,11 +276,11 @@ impl Server {
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), std::io::Error>
     where
-        L: axum::serve::Listener,
-        L::Addr: std::fmt::Debug,
+        L: axum::serve::Listener<Addr = std::net::SocketAddr>,
     {
         let (stopping, mut graceful) = tokio::sync::watch::channel(false);
-        let http = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
+        let routes = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let http = axum::serve(listener, routes).with_graceful_shutdown(async move {
             let _ = graceful.wait_for(|stop| *stop).await;
         });
         let http = tokio::spawn(async move { http.await });

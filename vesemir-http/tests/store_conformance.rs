@@ -11,8 +11,9 @@ use vesemir_core::journal::{Finished, JournalEntry};
 use vesemir_core::name::HostName;
 use vesemir_core::{Event, HostProgress};
 use vesemir_http::store::{
-    Finish, HostRecord, Inserted, ListFilter, NewDeployment, Renewal, Status, Store, StoreOptions,
+    Finish, HostRecord, Inserted, ListFilter, NewDeployment, Renewal, Status, Store, StoreOptions, WebSession,
 };
+use vesemir_http::Role;
 use vesemir_http::{InstanceId, PostgresStore, PostgresUrl, SqliteStore};
 use vesemir_testkit::postgres::Postgres;
 
@@ -403,6 +404,37 @@ async fn events_of_deployments_ended_before_the_cutoff_are_pruned(db: &dyn Datab
     assert_eq!(store.events_after(running, 0, 100).await.unwrap().len(), 2);
 }
 
+/// Web sessions (issue 17): one instance's session is every instance's; expired and revoked
+/// ones are not found; an unknown id is not found; pruning deletes only the dead ones.
+async fn web_sessions_are_shared_expire_and_revoke(db: &dyn Database) {
+    let a = db.open("a", LONG).await;
+    let b = db.open("b", LONG).await;
+    let session = |id: &str, expires_ms: i64| WebSession {
+        id_sha256: id.repeat(64),
+        csrf: "c".repeat(43),
+        name: "alice".into(),
+        teams: vec!["payments".into(), "search".into()],
+        roles: vec![Role::Deploy, Role::Read],
+        created_ms: 1_000,
+        expires_ms,
+    };
+    a.create_session(&session("1", 10_000)).await.unwrap();
+    a.create_session(&session("2", 10_000)).await.unwrap();
+    a.create_session(&session("3", 5_000)).await.unwrap();
+    assert_eq!(b.session(&"1".repeat(64), 2_000).await.unwrap(), Some(session("1", 10_000)));
+    assert_eq!(b.session(&"4".repeat(64), 2_000).await.unwrap(), None, "unknown id");
+    assert_eq!(b.session(&"1".repeat(64), 10_000).await.unwrap(), None, "expired at its end");
+    assert!(a.create_session(&session("1", 20_000)).await.is_err(), "an id is never reused");
+    b.revoke_session(&"2".repeat(64), 3_000).await.unwrap();
+    b.revoke_session(&"2".repeat(64), 3_500).await.unwrap();
+    b.revoke_session(&"9".repeat(64), 3_500).await.unwrap();
+    assert_eq!(a.session(&"2".repeat(64), 3_001).await.unwrap(), None, "revoked");
+    assert!(a.session(&"3".repeat(64), 3_001).await.unwrap().is_some());
+    // At 6 000: "3" expired at 5 000 and "2" was revoked at 3 000; "1" lives on.
+    assert_eq!(a.prune_sessions(6_000).await.unwrap(), 2);
+    assert!(a.session(&"1".repeat(64), 6_000).await.unwrap().is_some());
+}
+
 /// Runs every check, each on a fresh database.
 async fn run_all(engine: &dyn Engine) {
     deployments_are_stored_read_and_listed(&*engine.fresh().await).await;
@@ -414,6 +446,7 @@ async fn run_all(engine: &dyn Engine) {
     writes_are_fenced_by_the_lease(&*engine.fresh().await).await;
     another_instances_live_lease(&*engine.fresh().await).await;
     events_of_deployments_ended_before_the_cutoff_are_pruned(&*engine.fresh().await).await;
+    web_sessions_are_shared_expire_and_revoke(&*engine.fresh().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +479,7 @@ async fn postgres_refuses_a_newer_schema_and_migrates_once_when_instances_start_
         sqlx::PgPool::connect(&cluster.url(url.to_string().rsplit('/').next().unwrap())).await.unwrap();
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&pool).await.unwrap();
-    assert_eq!(versions, [1, 2, 3], "each applied once");
+    assert_eq!(versions, [1, 2, 3, 4], "each applied once");
     sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES (99, 0)")
         .execute(&pool)
         .await

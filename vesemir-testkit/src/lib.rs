@@ -10,6 +10,7 @@
 //!   root), one fresh database per call.
 //! - [`named`]: a real BIND 9 with a TSIG key and dynamic forward and reverse zones.
 //! - [`libvirt`]: a libvirt lab (session libvirtd, virtlogd, TCG guests with SSH on loopback).
+//! - [`slapd`]: a real OpenLDAP slapd with a generated config, people and groups.
 //! - [`sshd`]: a real OpenSSH sshd with generated host and client keys, and an ssh-agent.
 #![warn(missing_docs)]
 
@@ -20,4 +21,5 @@ pub mod libvirt;
 pub mod named;
 pub mod postgres;
 pub mod process;
+pub mod slapd;
 pub mod sshd;

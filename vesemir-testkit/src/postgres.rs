@@ -144,7 +144,7 @@ fn bin_dir() -> PathBuf {
 
 /// As root, gives `dir` to `nobody` and answers its uid (every command then runs as it);
 /// otherwise `None` (commands run as the current user).
-fn run_as_nobody(dir: &Path) -> Option<u32> {
+pub(crate) fn run_as_nobody(dir: &Path) -> Option<u32> {
     let uid = current_uid();
     if uid != Some(0) {
         return None;
@@ -156,7 +156,7 @@ fn run_as_nobody(dir: &Path) -> Option<u32> {
 }
 
 /// `program`, started as `uid` through `setpriv` when given.
-fn as_user(uid: Option<u32>, program: &Path) -> Command {
+pub(crate) fn as_user(uid: Option<u32>, program: &Path) -> Command {
     match uid {
         None => Command::new(program),
         Some(uid) => {

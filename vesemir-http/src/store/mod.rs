@@ -535,6 +535,30 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
         Ok(Vec::new())
     }
+    // ---- Web sessions (issue 17: directory sign-in). Stores that keep none (test doubles)
+    // refuse them; SQLite and PostgreSQL keep them, so every instance sees every session. ----
+
+    /// Stores a new sign-in session.
+    async fn create_session(&self, session: &WebSession) -> Result<(), StoreError> {
+        let _ = session;
+        Err(StoreError::new("creating a session", "this store keeps no sessions"))
+    }
+    /// The session whose id hashes to `id_sha256`, if it exists, is not revoked and expires
+    /// after `now_ms`.
+    async fn session(&self, id_sha256: &str, now_ms: i64) -> Result<Option<WebSession>, StoreError> {
+        let _ = (id_sha256, now_ms);
+        Err(StoreError::new("reading a session", "this store keeps no sessions"))
+    }
+    /// Revokes a session (sign-out) at `now_ms`; an unknown or revoked one is no error.
+    async fn revoke_session(&self, id_sha256: &str, now_ms: i64) -> Result<(), StoreError> {
+        let _ = (id_sha256, now_ms);
+        Err(StoreError::new("revoking a session", "this store keeps no sessions"))
+    }
+    /// Deletes the sessions that expired or were revoked before `before_ms`; how many.
+    async fn prune_sessions(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let _ = before_ms;
+        Err(StoreError::new("pruning sessions", "this store keeps no sessions"))
+    }
 }
 
 /// Reads `(status, count)` rows of a `GROUP BY status` query.
@@ -588,4 +612,64 @@ pub struct TakenOver {
     pub epoch: i64,
     /// Queued (never started) or running.
     pub status: Status,
+}
+
+/// A signed-in person's session (issue 17). The cookie carries a random id; the store keeps
+/// only its SHA-256, so a copy of the database opens no session.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebSession {
+    /// SHA-256 of the session id, 64 hex digits.
+    pub id_sha256: String,
+    /// The session's CSRF token, sent back by every form that changes something.
+    pub csrf: String,
+    /// Who signed in (the directory name; recorded as `requested_by`).
+    pub name: String,
+    /// The teams their directory groups map to.
+    pub teams: Vec<String>,
+    /// The roles their directory groups map to.
+    pub roles: Vec<crate::auth::Role>,
+    /// When it was opened, Unix ms.
+    pub created_ms: i64,
+    /// When it ends, Unix ms.
+    pub expires_ms: i64,
+}
+
+impl fmt::Debug for WebSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSession")
+            .field("name", &self.name)
+            .field("teams", &self.teams)
+            .field("roles", &self.roles)
+            .field("created_ms", &self.created_ms)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The columns of `web_sessions`, in [`WebSession`]'s order, with the teams and roles as JSON.
+pub(crate) fn session_roles_json(session: &WebSession) -> Result<(String, String), StoreError> {
+    let teams = serde_json::to_string(&session.teams).map_err(|e| StoreError::new("encoding teams", e))?;
+    let roles = serde_json::to_string(&session.roles).map_err(|e| StoreError::new("encoding roles", e))?;
+    Ok((teams, roles))
+}
+
+/// A session from its columns.
+pub(crate) fn session_from_columns(
+    id_sha256: String,
+    csrf: String,
+    name: String,
+    teams: &str,
+    roles: &str,
+    created_ms: i64,
+    expires_ms: i64,
+) -> Result<WebSession, StoreError> {
+    Ok(WebSession {
+        id_sha256,
+        csrf,
+        name,
+        teams: serde_json::from_str(teams).map_err(|e| StoreError::new("decoding a session's teams", e))?,
+        roles: serde_json::from_str(roles).map_err(|e| StoreError::new("decoding a session's roles", e))?,
+        created_ms,
+        expires_ms,
+    })
 }

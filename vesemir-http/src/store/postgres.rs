@@ -26,7 +26,7 @@ use super::codec::{
 };
 use super::{
     DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
-    Origin, Renewal, Status, Store, StoreError, StoreOptions,
+    Origin, Renewal, Status, Store, StoreError, StoreOptions, WebSession,
 };
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
@@ -114,6 +114,23 @@ CREATE TABLE deployment_origin (
         r#"
 ALTER TABLE deployments ADD COLUMN pause_requested BOOLEAN;
 ALTER TABLE deployments ADD COLUMN confirm_requested BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
+    ),
+    (
+        4,
+        r#"
+-- Web sessions (issue 17: directory sign-in).
+CREATE TABLE web_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    csrf TEXT NOT NULL,
+    name TEXT NOT NULL,
+    teams TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    revoked_ms BIGINT
+);
+CREATE INDEX web_sessions_expiry ON web_sessions (expires_ms);
 "#,
     ),
 ];
@@ -866,6 +883,71 @@ impl Store for PostgresStore {
                 .await
                 .map_err(err("counting deployments"))?;
         Ok(super::counts_from(rows))
+    }
+
+    // ---- Web sessions (issue 17: directory sign-in) ----
+
+    async fn create_session(&self, session: &WebSession) -> Result<(), StoreError> {
+        let (teams, roles) = super::session_roles_json(session)?;
+        sqlx::query(
+            "INSERT INTO web_sessions (id_sha256, csrf, name, teams, roles, created_ms, expires_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&session.id_sha256)
+        .bind(&session.csrf)
+        .bind(&session.name)
+        .bind(teams)
+        .bind(roles)
+        .bind(session.created_ms)
+        .bind(session.expires_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(err("creating a session"))?;
+        Ok(())
+    }
+
+    async fn session(&self, id_sha256: &str, now_ms: i64) -> Result<Option<WebSession>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id_sha256, csrf, name, teams, roles, created_ms, expires_ms FROM web_sessions \
+             WHERE id_sha256 = $1 AND revoked_ms IS NULL AND expires_ms > $2",
+        )
+        .bind(id_sha256)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("reading a session"))?;
+        let Some(row) = row else { return Ok(None) };
+        let get = |e: sqlx::Error| StoreError::new("reading a session", e);
+        let session = super::session_from_columns(
+            row.try_get("id_sha256").map_err(get)?,
+            row.try_get("csrf").map_err(get)?,
+            row.try_get("name").map_err(get)?,
+            &row.try_get::<String, _>("teams").map_err(get)?,
+            &row.try_get::<String, _>("roles").map_err(get)?,
+            row.try_get("created_ms").map_err(get)?,
+            row.try_get("expires_ms").map_err(get)?,
+        )?;
+        Ok(Some(session))
+    }
+
+    async fn revoke_session(&self, id_sha256: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE web_sessions SET revoked_ms = $1 WHERE id_sha256 = $2 AND revoked_ms IS NULL")
+            .bind(now_ms)
+            .bind(id_sha256)
+            .execute(&self.pool)
+            .await
+            .map_err(err("revoking a session"))?;
+        Ok(())
+    }
+
+    async fn prune_sessions(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM web_sessions WHERE expires_ms < $1 OR revoked_ms < $2")
+            .bind(before_ms)
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(err("pruning sessions"))?;
+        Ok(done.rows_affected())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
