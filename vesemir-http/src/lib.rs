@@ -280,6 +280,8 @@ impl Server {
     {
         let (stopping, mut graceful) = tokio::sync::watch::channel(false);
         let routes = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        // `tap_io` makes the peer's address `ConnectInfo` for any listener, plain or TLS.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
         let http = axum::serve(listener, routes).with_graceful_shutdown(async move {
             let _ = graceful.wait_for(|stop| *stop).await;
         });
