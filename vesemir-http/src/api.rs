@@ -54,6 +54,8 @@ pub struct App {
     pub openapi: Arc<serde_json::Value>,
     /// Deployments being recovered now (one recovery per deployment at a time).
     pub recoveries: Arc<Recoveries>,
+    /// The catalog's CI hooks, with their secrets (issue 18).
+    pub hooks: Arc<crate::hooks::Hooks>,
 }
 
 impl std::fmt::Debug for App {
@@ -76,7 +78,17 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+    /// The answer's status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, as the answer says it.
+    pub(crate) fn detail(&self) -> &str {
+        &self.body.detail
+    }
+
+    pub(crate) fn new(status: StatusCode, error: impl Into<String>) -> Self {
         Self { status, body: Box::new(ErrorBody::new(status, error)) }
     }
 
@@ -84,7 +96,7 @@ impl ApiError {
         Self { status, body: Box::new(ErrorBody { problems, ..ErrorBody::new(status, error) }) }
     }
 
-    fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         let problem = Problem { field: field.to_owned(), message: message.clone() };
         Self::problems(status, &format!("{field}: {message}"), vec![problem])
@@ -100,7 +112,7 @@ impl ApiError {
     }
 
     /// 422 for a fleet whose real state refuses the deployment: one problem per server.
-    fn refused(error: &PrepareError) -> Self {
+    pub(crate) fn refused(error: &PrepareError) -> Self {
         let problems = match error {
             PrepareError::NotInRotation { servers } => servers
                 .iter()
@@ -131,7 +143,7 @@ impl ApiError {
         Self::problems(StatusCode::UNPROCESSABLE_ENTITY, &format!("nothing was changed: {error}"), problems)
     }
 
-    fn store(error: &StoreError) -> Self {
+    pub(crate) fn store(error: &StoreError) -> Self {
         tracing::error!(error = %error, "database failure");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -140,7 +152,7 @@ impl ApiError {
     }
 
     /// The answer to a request the catalog turned down.
-    fn denied(denied: &Denied) -> Self {
+    pub(crate) fn denied(denied: &Denied) -> Self {
         match denied {
             Denied::Malformed(errors) => Self::validation(StatusCode::BAD_REQUEST, errors),
             Denied::Team(problem) | Denied::NotInCatalog(problem) => {
@@ -362,7 +374,7 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// 413 for a body over the limit, 400 for any other unreadable body.
-fn body_error(state: &App, rejection: &BytesRejection) -> ApiError {
+pub(crate) fn body_error(state: &App, rejection: &BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::field(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -376,7 +388,7 @@ fn body_error(state: &App, rejection: &BytesRejection) -> ApiError {
 
 /// The ports for `request`. A configuration problem of the server is logged for the operators;
 /// the caller learns only that the server cannot run it now (no server paths or settings).
-fn ports_for(
+pub(crate) fn ports_for(
     state: &App,
     request: &vesemir_core::request::DeploymentRequest,
 ) -> Result<vesemir_core::Ports, ApiError> {
@@ -408,7 +420,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// How the hosts are found, as stored and shown: the selector, or the listed hosts.
-fn query_of(targets: &Targets) -> String {
+pub(crate) fn query_of(targets: &Targets) -> String {
     match targets {
         Targets::Search(selector) => selector.to_string(),
         Targets::Hosts(hosts) => {

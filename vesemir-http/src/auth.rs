@@ -29,6 +29,8 @@ pub enum Role {
 pub enum PrincipalSource {
     /// A bearer token configured under `[[tokens]]`.
     Token,
+    /// A CI hook's signed delivery (`[[units.hooks]]`): deploys its unit only.
+    Hook,
 }
 
 /// Who is asking: an authenticated identity, its teams and roles.

@@ -72,6 +72,10 @@ pub struct UnitConfig {
     /// Limits on the request's strategy.
     #[serde(default)]
     pub strategy: StrategyLimits,
+    /// CI hooks that deploy this unit when their signed delivery names a version
+    /// ([`crate::hooks`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::HookConfig>,
 }
 
 fn default_version_pattern() -> String {
@@ -355,6 +359,29 @@ impl Catalog {
             )));
         };
         unit.admit(request, principal, playbooks)
+    }
+}
+
+impl Catalog {
+    /// Whether `version` matches the version pattern of `team`'s unit (`application`,
+    /// `environment`); `Err` carries the pattern it does not match (or says the unit is gone).
+    pub fn version_matches(
+        &self,
+        team: &str,
+        application: &str,
+        environment: &str,
+        version: &str,
+    ) -> Result<(), String> {
+        let unit = self.units.iter().find(|u| {
+            u.config.team == team
+                && u.config.application == application
+                && u.config.environment == environment
+        });
+        match unit {
+            Some(unit) if unit.version.is_match(version) => Ok(()),
+            Some(unit) => Err(unit.config.version.clone()),
+            None => Err("(the unit is not in the catalog)".to_owned()),
+        }
     }
 }
 

@@ -383,6 +383,7 @@ impl ServerConfig {
         if let (Err(unit_problems), Ok(_)) = (&catalog, &playbooks) {
             problems.extend(unit_problems.iter().cloned());
         }
+        problems.extend(crate::hooks::check(&self.units));
         let mut names = std::collections::BTreeSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
             let field = format!("tokens[{i}]");

@@ -18,6 +18,7 @@
 //! POST /v1/deployments/{id}/recover  (put back what its journal left out of rotation)
 //! POST /v1/deployments/{id}/restore  (the same, for some hosts: { "hosts": [...] })
 //! POST /v1/deployments/{id}/retry    (a new deployment of the hosts it did not finish)
+//! POST /v1/hooks/{name}             (a CI hook's signed delivery: deploys its unit)
 //! GET  /v1/applications/{app}/environments/{env}/history
 //! POST /v1/applications/{app}/environments/{env}/rollback  ({ "to": VERSION } optional)
 //! GET  /healthz /readyz /metrics /openapi.json /docs
@@ -66,6 +67,7 @@ mod clock;
 pub mod config;
 mod docs;
 pub mod followup;
+pub mod hooks;
 pub mod journal;
 pub mod lease;
 pub mod metrics;
@@ -138,6 +140,14 @@ impl Server {
         store: Arc<dyn Store>,
     ) -> Result<Self, ServeError> {
         let config::Validated { playbooks, catalog } = config.validate()?;
+        let hooks = Arc::new(hooks::Hooks::load(&config.units).map_err(|problems| {
+            vesemir_core::request::ValidationErrors::from_errors(problems).unwrap_or_else(|| {
+                vesemir_core::request::ValidationErrors::one(vesemir_core::request::FieldError::new(
+                    "units",
+                    "is invalid",
+                ))
+            })
+        })?);
         let metrics = Arc::new(metrics::Metrics::new());
         let runner = Arc::new(
             runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone())
@@ -160,15 +170,19 @@ impl Server {
             metrics,
             openapi: Arc::new(openapi::to_json(&routes::document())),
             recoveries: Arc::default(),
+            hooks,
         });
         // on_failure = "rollback": once a deployment has ended, its follow-up (if any) is
         // submitted like any other deployment.
         let weak = Arc::downgrade(&app);
         app.runner.set_after_end(Arc::new(move |id| {
             if let Some(app) = weak.upgrade() {
+                app.hooks.wake();
                 tokio::spawn(followup::after_end(app, id));
             }
         }));
+        // CI hooks' deliveries that wait for their unit start once it is free.
+        tokio::spawn(hooks::dispatch(Arc::downgrade(&app)));
         Ok(Self { app })
     }
 
