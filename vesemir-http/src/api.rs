@@ -56,6 +56,8 @@ pub struct App {
     pub recoveries: Arc<Recoveries>,
     /// The catalog's CI hooks, with their secrets (issue 18).
     pub hooks: Arc<crate::hooks::Hooks>,
+    /// Where each unit's successful versions go next (issue 18).
+    pub promotions: Arc<crate::promotion::Promotions>,
 }
 
 impl std::fmt::Debug for App {

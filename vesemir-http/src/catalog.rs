@@ -76,6 +76,13 @@ pub struct UnitConfig {
     /// ([`crate::hooks`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<crate::hooks::HookConfig>,
+    /// The unit a version that succeeded here on every host is deployed to next (same team):
+    /// `ENVIRONMENT` or `APPLICATION/ENVIRONMENT` ([`crate::promotion`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_to: Option<String>,
+    /// How long to wait after the success before promoting.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub promote_hold: Option<std::time::Duration>,
 }
 
 fn default_version_pattern() -> String {

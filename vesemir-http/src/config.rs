@@ -384,6 +384,7 @@ impl ServerConfig {
             problems.extend(unit_problems.iter().cloned());
         }
         problems.extend(crate::hooks::check(&self.units));
+        problems.extend(crate::promotion::check(&self.units));
         let mut names = std::collections::BTreeSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
             let field = format!("tokens[{i}]");

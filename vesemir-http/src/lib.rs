@@ -74,6 +74,7 @@ pub mod metrics;
 pub mod openapi;
 mod phase_text;
 pub mod ports;
+pub mod promotion;
 mod routes;
 pub mod runner;
 pub mod sse;
@@ -171,6 +172,7 @@ impl Server {
             openapi: Arc::new(openapi::to_json(&routes::document())),
             recoveries: Arc::default(),
             hooks,
+            promotions: Arc::new(promotion::Promotions::from_units(&config.units)),
         });
         // on_failure = "rollback": once a deployment has ended, its follow-up (if any) is
         // submitted like any other deployment.
@@ -178,6 +180,7 @@ impl Server {
         app.runner.set_after_end(Arc::new(move |id| {
             if let Some(app) = weak.upgrade() {
                 app.hooks.wake();
+                tokio::spawn(promotion::after_end(app.clone(), id));
                 tokio::spawn(followup::after_end(app, id));
             }
         }));
