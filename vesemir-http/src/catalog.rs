@@ -83,6 +83,10 @@ pub struct UnitConfig {
     /// How long to wait after the success before promoting.
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub promote_hold: Option<std::time::Duration>,
+    /// Outgoing webhooks told when its deployments start, wait, pause and end
+    /// ([`crate::notify`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 fn default_version_pattern() -> String {

@@ -385,6 +385,7 @@ impl ServerConfig {
         }
         problems.extend(crate::hooks::check(&self.units));
         problems.extend(crate::promotion::check(&self.units));
+        problems.extend(crate::notify::check(&self.units));
         let mut names = std::collections::BTreeSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
             let field = format!("tokens[{i}]");

@@ -233,7 +233,7 @@ impl Hooks {
         for (i, unit) in units.iter().enumerate() {
             for (j, config) in unit.hooks.iter().enumerate() {
                 let field = format!("units[{i}].hooks[{j}].secret_file");
-                match read_secret(&config.secret_file) {
+                match read_secret(&config.secret_file).map(Secret) {
                     Ok(secret) => {
                         hooks.by_name.insert(
                             config.name.clone(),
@@ -268,7 +268,10 @@ impl Hooks {
     }
 }
 
-fn read_secret(path: &std::path::Path) -> Result<Secret, String> {
+/// Reads a secret file: refused when its group or others may read it, or when it holds fewer
+/// than 16 bytes (surrounding whitespace ignored). The message names the file, for the
+/// operator's configuration check only.
+pub(crate) fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let shown = path.display();
     #[cfg(unix)]
     {
@@ -288,7 +291,7 @@ fn read_secret(path: &std::path::Path) -> Result<Secret, String> {
             "{shown} holds a secret shorter than {MIN_SECRET_BYTES} bytes: use a long random one"
         ));
     }
-    Ok(Secret(secret))
+    Ok(secret)
 }
 
 /// Whether `signature` (`sha256=<hex>` or the bare hex) is the HMAC-SHA256 of `body` with

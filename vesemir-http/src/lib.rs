@@ -71,6 +71,7 @@ pub mod hooks;
 pub mod journal;
 pub mod lease;
 pub mod metrics;
+pub mod notify;
 pub mod openapi;
 mod phase_text;
 pub mod ports;
@@ -149,12 +150,21 @@ impl Server {
                 ))
             })
         })?);
+        let notifier = notify::Notifier::start(&config.units, store.clone()).map_err(|problems| {
+            vesemir_core::request::ValidationErrors::from_errors(problems).unwrap_or_else(|| {
+                vesemir_core::request::ValidationErrors::one(vesemir_core::request::FieldError::new(
+                    "units",
+                    "is invalid",
+                ))
+            })
+        })?;
         let metrics = Arc::new(metrics::Metrics::new());
         let runner = Arc::new(
             runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone())
                 .with_locks(factory.locks())
                 .with_health_probe(factory.health_probe()),
         );
+        runner.set_on_admitted(Arc::new(move |id, events| notifier.watch(id, events)));
         let interrupted = runner.recover().await?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "deployments were interrupted by the previous server's stop");

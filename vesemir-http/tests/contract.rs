@@ -224,6 +224,18 @@ impl Store for Switch {
     async fn promoted_to(&self, id: i64) -> Result<Option<i64>, StoreError> {
         self.inner.promoted_to(id).await
     }
+    async fn record_notification(
+        &self,
+        a: &vesemir_http::store::NotificationAttempt,
+    ) -> Result<(), StoreError> {
+        self.inner.record_notification(a).await
+    }
+    async fn notifications(
+        &self,
+        id: i64,
+    ) -> Result<Vec<vesemir_http::store::NotificationAttempt>, StoreError> {
+        self.inner.notifications(id).await
+    }
 }
 
 /// One call of the table: the operation, the status it must answer, and how to call it.

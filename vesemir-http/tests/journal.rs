@@ -185,6 +185,18 @@ impl Store for FailingStore {
     async fn promoted_to(&self, id: i64) -> Result<Option<i64>, StoreError> {
         self.inner.promoted_to(id).await
     }
+    async fn record_notification(
+        &self,
+        a: &vesemir_http::store::NotificationAttempt,
+    ) -> Result<(), StoreError> {
+        self.inner.record_notification(a).await
+    }
+    async fn notifications(
+        &self,
+        id: i64,
+    ) -> Result<Vec<vesemir_http::store::NotificationAttempt>, StoreError> {
+        self.inner.notifications(id).await
+    }
 }
 
 /// Intents per server in a journal.

@@ -437,6 +437,31 @@ async fn promotions_link_deployments(db: &dyn Database) {
     assert!(store.set_promoted_from(production, staging).await.is_err(), "promoted once");
 }
 
+async fn notification_attempts_are_logged_in_order(db: &dyn Database) {
+    use vesemir_http::store::NotificationAttempt;
+    let store = db.open("a", LONG).await;
+    let id = inserted(&*store, &new("shop", "production", None)).await;
+    let attempt = |n: i64, delivered: bool| NotificationAttempt {
+        deployment_id: id,
+        target: "chat".into(),
+        event: "succeeded".into(),
+        attempt: n,
+        delivered,
+        http_status: delivered.then_some(200),
+        error: (!delivered).then(|| "could not connect".to_owned()),
+        at_ms: 1_700_000_000_000 + n,
+    };
+    for (n, delivered) in [(1, false), (2, false), (3, true)] {
+        store.record_notification(&attempt(n, delivered)).await.unwrap();
+    }
+    let other = db.open("b", LONG).await;
+    assert_eq!(
+        other.notifications(id).await.unwrap(),
+        [attempt(1, false), attempt(2, false), attempt(3, true)]
+    );
+    assert!(other.notifications(id + 1).await.unwrap().is_empty());
+}
+
 /// Runs every check, each on a fresh database.
 async fn run_all(engine: &dyn Engine) {
     deployments_are_stored_read_and_listed(&*engine.fresh().await).await;
@@ -449,6 +474,7 @@ async fn run_all(engine: &dyn Engine) {
     another_instances_live_lease(&*engine.fresh().await).await;
     hook_deliveries_are_unique_by_id_and_by_body(&*engine.fresh().await).await;
     promotions_link_deployments(&*engine.fresh().await).await;
+    notification_attempts_are_logged_in_order(&*engine.fresh().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,6 +123,18 @@ impl Store for SlowHosts {
     async fn promoted_to(&self, id: i64) -> Result<Option<i64>, StoreError> {
         self.0.promoted_to(id).await
     }
+    async fn record_notification(
+        &self,
+        a: &vesemir_http::store::NotificationAttempt,
+    ) -> Result<(), StoreError> {
+        self.0.record_notification(a).await
+    }
+    async fn notifications(
+        &self,
+        id: i64,
+    ) -> Result<Vec<vesemir_http::store::NotificationAttempt>, StoreError> {
+        self.0.notifications(id).await
+    }
 }
 
 #[tokio::test]

@@ -493,6 +493,27 @@ pub enum HookRecorded {
     Existing(Box<HookDelivery>),
 }
 
+/// One attempt to deliver a notification (issue 18), as the delivery log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationAttempt {
+    /// The deployment it was about.
+    pub deployment_id: i64,
+    /// The target's name in the unit's `notify` list (never its URL).
+    pub target: String,
+    /// The event (`started`, `succeeded`...).
+    pub event: String,
+    /// Which try, from 1.
+    pub attempt: i64,
+    /// Whether the receiver answered 2xx.
+    pub delivered: bool,
+    /// The receiver's status, when it answered.
+    pub http_status: Option<i64>,
+    /// What went wrong, when it was not delivered.
+    pub error: Option<String>,
+    /// When, Unix ms.
+    pub at_ms: i64,
+}
+
 /// Where deployments, host results and events are kept.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -592,4 +613,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn promoted_from(&self, id: i64) -> Result<Option<i64>, StoreError>;
     /// The deployment that deployment `id`'s success promoted, if one was started.
     async fn promoted_to(&self, id: i64) -> Result<Option<i64>, StoreError>;
+    /// Appends one notification attempt to the delivery log.
+    async fn record_notification(&self, attempt: &NotificationAttempt) -> Result<(), StoreError>;
+    /// Deployment `id`'s notification attempts, in the order made.
+    async fn notifications(&self, id: i64) -> Result<Vec<NotificationAttempt>, StoreError>;
 }

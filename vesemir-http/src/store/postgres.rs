@@ -28,7 +28,7 @@ use super::{
     DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
     Origin, Renewal, Status, Store, StoreError, StoreOptions,
 };
-use super::{HookDelivery, HookRecorded, HookState, NewHookDelivery};
+use super::{HookDelivery, HookRecorded, HookState, NewHookDelivery, NotificationAttempt};
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
 /// Never edit a shipped entry: add a new one.
@@ -132,6 +132,18 @@ CREATE TABLE deployment_promotion (
     promoted_from BIGINT NOT NULL REFERENCES deployments (id)
 );
 CREATE INDEX deployment_promotion_from ON deployment_promotion (promoted_from);
+CREATE TABLE notification_deliveries (
+    seq BIGSERIAL PRIMARY KEY,
+    deployment_id BIGINT NOT NULL REFERENCES deployments (id),
+    target TEXT NOT NULL,
+    event TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    delivered BOOLEAN NOT NULL,
+    http_status BIGINT,
+    error TEXT,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX notification_deliveries_deployment ON notification_deliveries (deployment_id, seq);
 "#,
     ),
 ];
@@ -1023,6 +1035,52 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(err("reading a promotion"))
+    }
+
+    async fn record_notification(&self, attempt: &NotificationAttempt) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO notification_deliveries (deployment_id, target, event, attempt, delivered, http_status, error, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(attempt.deployment_id)
+        .bind(&attempt.target)
+        .bind(&attempt.event)
+        .bind(attempt.attempt)
+        .bind(attempt.delivered)
+        .bind(attempt.http_status)
+        .bind(&attempt.error)
+        .bind(attempt.at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(err("recording a notification attempt"))?;
+        Ok(())
+    }
+
+    async fn notifications(&self, id: i64) -> Result<Vec<NotificationAttempt>, StoreError> {
+        type Row = (i64, String, String, i64, bool, Option<i64>, Option<String>, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT deployment_id, target, event, attempt, delivered, http_status, error, at_ms \
+             FROM notification_deliveries WHERE deployment_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("reading notification attempts"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(deployment_id, target, event, attempt, delivered, http_status, error, at_ms)| {
+                NotificationAttempt {
+                    deployment_id,
+                    target,
+                    event,
+                    attempt,
+                    delivered,
+                    http_status,
+                    error,
+                    at_ms,
+                }
+            })
+            .collect())
     }
 }
 
