@@ -280,6 +280,7 @@ pub fn started(
             .collect(),
         retry_of: links.retry_of.clone(),
         rollback_of: links.rollback_of.clone(),
+        promoted_from: None,
     }
 }
 
@@ -322,6 +323,7 @@ mod tests {
                 }],
                 retry_of: None,
                 rollback_of: None,
+                promoted_from: None,
             },
             request: serde_json::json!({ "version": "2.0.0" }),
         }

@@ -114,6 +114,10 @@ pub struct HistoryRecord {
     /// The deployment it rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<String>,
+    /// The deployment of the unit before it in a promotion chain (staging before production)
+    /// whose success started this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<String>,
 }
 
 impl HistoryRecord {
@@ -297,6 +301,7 @@ mod tests {
             hosts,
             retry_of: None,
             rollback_of: None,
+            promoted_from: None,
         }
     }
 

@@ -56,6 +56,10 @@ pub struct App {
     pub recoveries: Arc<Recoveries>,
     /// Event streams open now, per token (`limits.max_event_streams_per_token`).
     pub streams: Arc<crate::limits::EventStreams>,
+    /// The catalog's CI hooks, with their secrets (issue 18).
+    pub hooks: Arc<crate::hooks::Hooks>,
+    /// Where each unit's successful versions go next (issue 18).
+    pub promotions: Arc<crate::promotion::Promotions>,
 }
 
 impl std::fmt::Debug for App {
@@ -80,9 +84,19 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The answer's status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, as the answer says it.
+    pub(crate) fn detail(&self) -> &str {
+        &self.body.detail
+    }
+
     /// Every error answer is made here or in [`problems`](Self::problems): server paths are
     /// hidden from the caller ([`crate::server_paths`]).
-    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: impl Into<String>) -> Self {
         Self::problems(status, &error.into(), Vec::new())
     }
 
@@ -114,7 +128,7 @@ impl ApiError {
         Ok(())
     }
 
-    fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         let problem = Problem { field: field.to_owned(), message: message.clone() };
         Self::problems(status, &format!("{field}: {message}"), vec![problem])
@@ -130,7 +144,7 @@ impl ApiError {
     }
 
     /// 422 for a fleet whose real state refuses the deployment: one problem per server.
-    fn refused(error: &PrepareError) -> Self {
+    pub(crate) fn refused(error: &PrepareError) -> Self {
         let problems = match error {
             PrepareError::NotInRotation { servers } => servers
                 .iter()
@@ -161,7 +175,7 @@ impl ApiError {
         Self::problems(StatusCode::UNPROCESSABLE_ENTITY, &format!("nothing was changed: {error}"), problems)
     }
 
-    fn store(error: &StoreError) -> Self {
+    pub(crate) fn store(error: &StoreError) -> Self {
         tracing::error!(error = %error, "database failure");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -170,7 +184,7 @@ impl ApiError {
     }
 
     /// The answer to a request the catalog turned down.
-    fn denied(denied: &Denied) -> Self {
+    pub(crate) fn denied(denied: &Denied) -> Self {
         match denied {
             Denied::Malformed(errors) => Self::validation(StatusCode::BAD_REQUEST, errors),
             Denied::Team(problem) | Denied::NotInCatalog(problem) => {
@@ -399,7 +413,7 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// 413 for a body over the limit, 400 for any other unreadable body.
-fn body_error(state: &App, rejection: &BytesRejection) -> ApiError {
+pub(crate) fn body_error(state: &App, rejection: &BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::field(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -413,7 +427,7 @@ fn body_error(state: &App, rejection: &BytesRejection) -> ApiError {
 
 /// The ports for `request`. A configuration problem of the server is logged for the operators;
 /// the caller learns only that the server cannot run it now (no server paths or settings).
-fn ports_for(
+pub(crate) fn ports_for(
     state: &App,
     request: &vesemir_core::request::DeploymentRequest,
 ) -> Result<vesemir_core::Ports, ApiError> {
@@ -445,7 +459,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// How the hosts are found, as stored and shown: the selector, or the listed hosts.
-fn query_of(targets: &Targets) -> String {
+pub(crate) fn query_of(targets: &Targets) -> String {
     match targets {
         Targets::Search(selector) => selector.to_string(),
         Targets::Hosts(hosts) => {

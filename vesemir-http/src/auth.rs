@@ -31,6 +31,11 @@ pub enum PrincipalSource {
     Token,
     /// A web session opened by signing in against the directory (`[ldap]`).
     Directory,
+    /// A CI hook's signed delivery (`[[units.hooks]]`): deploys its unit only.
+    Hook,
+    /// A promotion from the unit before (`promote_to`): named after who requested the first
+    /// deployment of the chain.
+    Promotion,
 }
 
 /// Who is asking: an authenticated identity, its teams and roles.

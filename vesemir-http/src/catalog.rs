@@ -72,6 +72,21 @@ pub struct UnitConfig {
     /// Limits on the request's strategy.
     #[serde(default)]
     pub strategy: StrategyLimits,
+    /// CI hooks that deploy this unit when their signed delivery names a version
+    /// ([`crate::hooks`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::HookConfig>,
+    /// The unit a version that succeeded here on every host is deployed to next (same team):
+    /// `ENVIRONMENT` or `APPLICATION/ENVIRONMENT` ([`crate::promotion`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_to: Option<String>,
+    /// How long to wait after the success before promoting.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub promote_hold: Option<std::time::Duration>,
+    /// Outgoing webhooks told when its deployments start, wait, pause and end
+    /// ([`crate::notify`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 fn default_version_pattern() -> String {
@@ -377,6 +392,29 @@ impl Catalog {
             )));
         };
         unit.admit(request, principal, playbooks)
+    }
+}
+
+impl Catalog {
+    /// Whether `version` matches the version pattern of `team`'s unit (`application`,
+    /// `environment`); `Err` carries the pattern it does not match (or says the unit is gone).
+    pub fn version_matches(
+        &self,
+        team: &str,
+        application: &str,
+        environment: &str,
+        version: &str,
+    ) -> Result<(), String> {
+        let unit = self.units.iter().find(|u| {
+            u.config.team == team
+                && u.config.application == application
+                && u.config.environment == environment
+        });
+        match unit {
+            Some(unit) if unit.version.is_match(version) => Ok(()),
+            Some(unit) => Err(unit.config.version.clone()),
+            None => Err("(the unit is not in the catalog)".to_owned()),
+        }
     }
 }
 

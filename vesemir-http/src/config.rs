@@ -431,6 +431,9 @@ impl ServerConfig {
         if let (Err(unit_problems), Ok(_)) = (&catalog, &playbooks) {
             problems.extend(unit_problems.iter().cloned());
         }
+        problems.extend(crate::hooks::check(&self.units));
+        problems.extend(crate::promotion::check(&self.units));
+        problems.extend(crate::notify::check(&self.units));
         let mut names = std::collections::BTreeSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
             let field = format!("tokens[{i}]");

@@ -102,6 +102,7 @@ pub fn history_record(
             .collect(),
         retry_of: origin.and_then(|o| o.retry_of).map(|id| id.to_string()),
         rollback_of: origin.and_then(|o| o.rollback_of).map(|id| id.to_string()),
+        promoted_from: None,
     })
 }
 
@@ -121,7 +122,8 @@ pub async fn history(
     for d in store.list(&filter).await? {
         let hosts = store.hosts(d.id).await?;
         let origin = store.origin(d.id).await?;
-        if let Some(record) = history_record(&d, &hosts, origin.as_ref()) {
+        if let Some(mut record) = history_record(&d, &hosts, origin.as_ref()) {
+            record.promoted_from = store.promoted_from(d.id).await?.map(|id| id.to_string());
             records.push((d, record));
         }
     }

@@ -18,6 +18,7 @@
 //! POST /v1/deployments/{id}/recover  (put back what its journal left out of rotation)
 //! POST /v1/deployments/{id}/restore  (the same, for some hosts: { "hosts": [...] })
 //! POST /v1/deployments/{id}/retry    (a new deployment of the hosts it did not finish)
+//! POST /v1/hooks/{name}             (a CI hook's signed delivery: deploys its unit)
 //! GET  /v1/applications/{app}/environments/{env}/history
 //! POST /v1/applications/{app}/environments/{env}/rollback  ({ "to": VERSION } optional)
 //! GET  /healthz /readyz /metrics /openapi.json /docs
@@ -74,13 +75,16 @@ mod clock;
 pub mod config;
 mod docs;
 pub mod followup;
+pub mod hooks;
 pub mod journal;
 pub mod lease;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod openapi;
 mod phase_text;
 pub mod ports;
+pub mod promotion;
 pub mod reload;
 pub mod retention;
 mod routes;
@@ -164,12 +168,29 @@ impl Server {
             Some(ldap) => Some(Arc::new(web::Web::new(ldap, config.listen, &config.units)?)),
             None => None,
         };
+        let hooks = Arc::new(hooks::Hooks::load(&config.units).map_err(|problems| {
+            vesemir_core::request::ValidationErrors::from_errors(problems).unwrap_or_else(|| {
+                vesemir_core::request::ValidationErrors::one(vesemir_core::request::FieldError::new(
+                    "units",
+                    "is invalid",
+                ))
+            })
+        })?);
+        let notifier = notify::Notifier::start(&config.units, store.clone()).map_err(|problems| {
+            vesemir_core::request::ValidationErrors::from_errors(problems).unwrap_or_else(|| {
+                vesemir_core::request::ValidationErrors::one(vesemir_core::request::FieldError::new(
+                    "units",
+                    "is invalid",
+                ))
+            })
+        })?;
         let metrics = Arc::new(metrics::Metrics::new());
         let runner = Arc::new(
             runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone())
                 .with_locks(factory.locks())
                 .with_health_probe(factory.health_probe()),
         );
+        runner.set_on_admitted(Arc::new(move |id, events| notifier.watch(id, events)));
         let lease = store.lease();
         metrics.instance(store.instance().as_str());
         tokio::spawn(retention::keep(Arc::downgrade(&store), config.limits.event_retention, metrics.clone()));
@@ -188,12 +209,16 @@ impl Server {
             openapi: Arc::new(openapi::to_json(&routes::document())),
             recoveries: Arc::default(),
             streams: Arc::new(limits::EventStreams::new(metrics.clone())),
+            hooks,
+            promotions: Arc::new(promotion::Promotions::from_units(&config.units)),
         });
         // on_failure = "rollback": once a deployment has ended, its follow-up (if any) is
         // submitted like any other deployment.
         let weak = Arc::downgrade(&app);
         app.runner.set_after_end(Arc::new(move |id| {
             if let Some(app) = weak.upgrade() {
+                app.hooks.wake();
+                tokio::spawn(promotion::after_end(app.clone(), id));
                 tokio::spawn(followup::after_end(app, id));
             }
         }));
@@ -209,6 +234,8 @@ impl Server {
             );
         }
         tokio::spawn(lease::keep(Arc::downgrade(&app), lease));
+        // CI hooks' deliveries that wait for their unit start once it is free.
+        tokio::spawn(hooks::dispatch(Arc::downgrade(&app)));
         Ok(Self { app, web })
     }
 

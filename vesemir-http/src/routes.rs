@@ -26,6 +26,7 @@ fn bounded() -> OpenApiRouter<AppState> {
         .routes(routes!(api::retry))
         .routes(routes!(api::history))
         .routes(routes!(api::rollback))
+        .routes(routes!(crate::hooks::receive))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
         .routes(routes!(api::metrics))

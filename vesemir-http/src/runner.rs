@@ -121,7 +121,15 @@ pub struct Runner {
     closing: AtomicBool,
     active: Mutex<ActiveSet>,
     after_end: std::sync::OnceLock<AfterEnd>,
+    /// Issue 18 (notifications): called with each admitted deployment's id and its live events
+    /// before its task starts.
+    on_admitted: std::sync::OnceLock<OnAdmitted>,
 }
+
+/// Called with an admitted deployment's id and a receiver of its live events (secrets masked),
+/// before its task starts, so the receiver misses none. It must not block: the rollout never
+/// waits for it (a receiver that falls behind loses events, never slows the sender).
+pub type OnAdmitted = Arc<dyn Fn(i64, LiveEvents) + Send + Sync>;
 
 /// Called with a deployment's id once it has ended and left the active set (the server's
 /// `on_failure = "rollback"`).
@@ -257,6 +265,7 @@ impl Runner {
             closing: AtomicBool::new(false),
             active: Mutex::new(ActiveSet::default()),
             after_end: std::sync::OnceLock::new(),
+            on_admitted: std::sync::OnceLock::new(),
         }
     }
 
@@ -273,6 +282,11 @@ impl Runner {
     /// change nothing).
     pub fn set_after_end(&self, after_end: AfterEnd) {
         let _ = self.after_end.set(after_end);
+    }
+
+    /// Sets what is told of each admitted deployment (once; later calls are ignored).
+    pub fn set_on_admitted(&self, on_admitted: OnAdmitted) {
+        let _ = self.on_admitted.set(on_admitted);
     }
 
     /// Deployments whose request has `health.http` make the check through `probe`.
@@ -457,6 +471,9 @@ impl Runner {
         // Checked above under the same admission lock: the quota holds.
         let _ = self.team_queue.enter(&new.team, usize::MAX, &self.metrics);
         self.metrics.queued(1.0);
+        if let Some(on_admitted) = self.on_admitted.get() {
+            on_admitted(id, active.events.subscribe());
+        }
         tokio::spawn(self.clone().drive(id, Arc::new(request), ports, active));
         Ok(Submitted::New(id))
     }

@@ -555,7 +555,7 @@ pub struct History {
     /// Newest first: `id`, `version`, `requested_by`, `started_at`, `finished_at`, `outcome`
     /// (`running`, `succeeded`, `completed_with_failures`, `stopped`, `cancelled`, `failed`,
     /// `interrupted`), `error`, `hosts` (each `host`, `outcome`, `phase`, `error`, `rotation`),
-    /// `retry_of`, `rollback_of` (the core's `HistoryRecord`).
+    /// `retry_of`, `rollback_of`, `promoted_from` (the core's `HistoryRecord`).
     #[schema(value_type = Vec<Object>)]
     pub deployments: Vec<vesemir_core::history::HistoryRecord>,
     /// Each host's last successful version: `{ "web-01": { "version": "2.0.0", "deployment": "12" } }`.

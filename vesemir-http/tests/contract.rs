@@ -193,6 +193,52 @@ impl Store for Switch {
     fn release_lease(&self, id: i64) {
         self.inner.release_lease(id)
     }
+    // Issue 18: CI hooks and promotion.
+    async fn record_hook_delivery(
+        &self,
+        d: &vesemir_http::store::NewHookDelivery,
+    ) -> Result<vesemir_http::store::HookRecorded, StoreError> {
+        self.gate().await?;
+        self.inner.record_hook_delivery(d).await
+    }
+    async fn set_hook_delivery(
+        &self,
+        hook: &str,
+        delivery_id: &str,
+        state: vesemir_http::store::HookState,
+        deployment_id: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_hook_delivery(hook, delivery_id, state, deployment_id, error).await
+    }
+    async fn waiting_hook_deliveries(
+        &self,
+        hook: &str,
+    ) -> Result<Vec<vesemir_http::store::HookDelivery>, StoreError> {
+        self.inner.waiting_hook_deliveries(hook).await
+    }
+    async fn set_promoted_from(&self, id: i64, from: i64) -> Result<(), StoreError> {
+        self.inner.set_promoted_from(id, from).await
+    }
+    async fn promoted_from(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        self.gate().await?;
+        self.inner.promoted_from(id).await
+    }
+    async fn promoted_to(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        self.inner.promoted_to(id).await
+    }
+    async fn record_notification(
+        &self,
+        a: &vesemir_http::store::NotificationAttempt,
+    ) -> Result<(), StoreError> {
+        self.inner.record_notification(a).await
+    }
+    async fn notifications(
+        &self,
+        id: i64,
+    ) -> Result<Vec<vesemir_http::store::NotificationAttempt>, StoreError> {
+        self.inner.notifications(id).await
+    }
 }
 
 /// One call of the table: the operation, the status it must answer, and how to call it.
@@ -290,6 +336,43 @@ const ORDERS: [&str; 4] = [
     "/v1/deployments/{id}/resume",
 ];
 
+/// The CI hook route.
+const HOOK: &str = "/v1/hooks/{name}";
+/// The secret of the test's hooks.
+const HOOK_SECRET: &str = "contract-hook-secret-0123456789";
+
+/// Hooks `shop-ci` (shop in production, refusing while busy) and `a1-ci` (a1 in production),
+/// their secret in a 0600 file in `dir`.
+fn add_hooks(dir: &std::path::Path, config: &mut vesemir_http::ServerConfig) {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = dir.join("hook.secret");
+    std::fs::write(&secret, HOOK_SECRET).expect("writes");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    for unit in &mut config.units {
+        let (name, when_busy) = match (unit.application.as_str(), unit.environment.as_str()) {
+            ("shop", "production") => ("shop-ci", "reject"),
+            ("a1", "production") => ("a1-ci", "queue"),
+            _ => continue,
+        };
+        let text = format!(
+            "name = \"{name}\"\nsecret_file = \"{}\"\nversion = \"/version\"\nwhen_busy = \"{when_busy}\"\n",
+            secret.display()
+        );
+        unit.hooks = vec![toml::from_str(&text).expect("a hook")];
+    }
+}
+
+/// A delivery of `body` to hook `name`, signed, with delivery id `delivery`.
+fn hook_case(name: &str, status: u16, body: &str, delivery: &'static str) -> Case {
+    let signature: &'static str =
+        Box::leak(vesemir_http::hooks::sign(HOOK_SECRET.as_bytes(), body.as_bytes()).into_boxed_str());
+    case(Method::POST, HOOK, status, None, 0)
+        .at(&format!("/v1/hooks/{name}"))
+        .body(body.to_owned(), "application/json")
+        .header("x-vesemir-signature", signature)
+        .header("x-vesemir-delivery", delivery)
+}
+
 #[tokio::test]
 async fn each_documented_error_status_is_answered_by_its_route() {
     let mut answered = BTreeSet::new();
@@ -299,6 +382,7 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     let mut settings = config(&database);
     settings.limits.request_timeout = Duration::from_secs(1);
     settings.limits.max_body_bytes = 4096;
+    add_hooks(dir.path(), &mut settings);
     settings.tokens.push(vesemir_http::TokenConfig {
         roles: vec![vesemir_http::Role::Read],
         ..token("payments-reader", READER, Some("payments"))
@@ -373,6 +457,17 @@ async fn each_documented_error_status_is_answered_by_its_route() {
             .at(broken_rollback)
             .body(r#"{"to": "not a version!"}"#, "application/json"),
     ];
+    cases.extend([
+        hook_case("shop-ci", 400, "{ not json", "c-1"),
+        case(post.clone(), HOOK, 401, None, id)
+            .at("/v1/hooks/shop-ci")
+            .body(r#"{"version": "1.0.0"}"#, "application/json")
+            .header("x-vesemir-signature", "sha256=00")
+            .header("x-vesemir-delivery", "c-2"),
+        hook_case("nope", 404, r#"{"version": "1.0.0"}"#, "c-3"),
+        hook_case("shop-ci", 413, &format!("{{\"version\": \"{}\"}}", "1".repeat(5000)), "c-4"),
+        hook_case("shop-ci", 422, r#"{"version": "not a version!"}"#, "c-5"),
+    ]);
     for (method, path) in on_deployment {
         cases.push(case(method.clone(), path, 401, None, id));
         // Another team's deployment is not found, as one that does not exist.
@@ -388,9 +483,11 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     // 409 and 429 on creation: one deployment runs (slowly), one waits, the queue holds one.
     let busy = Fleet::new(1);
     busy.executor.set_latency(Duration::from_millis(500));
+    let hooks_dir = tempfile::tempdir().expect("temp dir");
     let queue = TestServer::start_with(busy, |c| {
         c.limits.max_concurrent_deployments = 1;
         c.limits.max_queued_deployments = 1;
+        add_hooks(hooks_dir.path(), c);
     })
     .await;
     // A finished deployment with a failed host, to retry: its server is put back first.
@@ -424,6 +521,9 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         // The running one has not ended; the failed one would wait, and the queue is full.
         case(post.clone(), "/v1/deployments/{id}/retry", 409, Some(PAYMENTS), first),
         case(post.clone(), "/v1/deployments/{id}/retry", 429, Some(PAYMENTS), failed),
+        // shop in production runs and its hook refuses meanwhile; a1's would wait in a full queue.
+        hook_case("shop-ci", 409, r#"{"version": "1.0.1"}"#, "q-1"),
+        hook_case("a1-ci", 429, r#"{"version": "1.0.1"}"#, "q-2"),
     ];
     run(&queue.router, &cases, &mut answered).await;
 
@@ -493,6 +593,7 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         case(post.clone(), ROLLBACK, 408, Some(ADMIN), id).at(broken_rollback),
     ];
     cases.extend(ORDERS.map(|path| case(post.clone(), path, 408, Some(ADMIN), id)));
+    cases.push(hook_case("shop-ci", 408, r#"{"version": "1.0.2"}"#, "s-1"));
     run(&router, &cases, &mut answered).await;
 
     // 500 on every /v1 call and 503 on /readyz, while the store fails.
@@ -511,6 +612,7 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         case(post.clone(), ROLLBACK, 500, Some(ADMIN), id).at(broken_rollback),
     ];
     cases.extend(ORDERS.map(|path| case(post.clone(), path, 500, Some(ADMIN), id)));
+    cases.push(hook_case("shop-ci", 500, r#"{"version": "1.0.3"}"#, "f-1"));
     run(&router, &cases, &mut answered).await;
     // /metrics on `listen` is for admin tokens only.
     let cases = [

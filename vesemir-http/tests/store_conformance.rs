@@ -435,6 +435,94 @@ async fn web_sessions_are_shared_expire_and_revoke(db: &dyn Database) {
     assert!(a.session(&"1".repeat(64), 6_000).await.unwrap().is_some());
 }
 
+// ---- Issue 18: CI hooks and promotion ----
+
+fn hook_delivery(id: &str, body: &str) -> vesemir_http::store::NewHookDelivery {
+    vesemir_http::store::NewHookDelivery {
+        hook: "shop-ci".into(),
+        delivery_id: id.into(),
+        body_sha256: body.repeat(64 / body.len()),
+        version: "2.0.0".into(),
+        received_ms: 1_700_000_000_000,
+    }
+}
+
+async fn hook_deliveries_are_unique_by_id_and_by_body(db: &dyn Database) {
+    use vesemir_http::store::{HookRecorded, HookState};
+    let a = db.open("a", LONG).await;
+    let b = db.open("b", LONG).await;
+    assert_eq!(a.record_hook_delivery(&hook_delivery("d-1", "aa")).await.unwrap(), HookRecorded::New);
+    // The same id (any body), or the same body (any id), on any instance: the first one.
+    for (store, delivery) in [(&b, hook_delivery("d-1", "bb")), (&a, hook_delivery("d-2", "aa"))] {
+        match store.record_hook_delivery(&delivery).await.unwrap() {
+            HookRecorded::Existing(seen) => {
+                assert_eq!((seen.delivery_id.as_str(), seen.state), ("d-1", HookState::Waiting));
+                assert_eq!(seen.body_sha256, "aa".repeat(32));
+            }
+            other => panic!("expected the first delivery, got {other:?}"),
+        }
+    }
+    // Another hook may use the same id.
+    let other = vesemir_http::store::NewHookDelivery { hook: "other".into(), ..hook_delivery("d-1", "aa") };
+    assert_eq!(b.record_hook_delivery(&other).await.unwrap(), HookRecorded::New);
+    assert_eq!(a.record_hook_delivery(&hook_delivery("d-3", "cc")).await.unwrap(), HookRecorded::New);
+    let waiting: Vec<String> =
+        b.waiting_hook_deliveries("shop-ci").await.unwrap().into_iter().map(|d| d.delivery_id).collect();
+    assert_eq!(waiting, ["d-1", "d-3"], "oldest first");
+    let id = inserted(&*a, &new("shop", "production", None)).await;
+    a.set_hook_delivery("shop-ci", "d-1", HookState::Started, Some(id), None).await.unwrap();
+    a.set_hook_delivery("shop-ci", "d-3", HookState::Refused, None, Some("busy")).await.unwrap();
+    assert!(b.waiting_hook_deliveries("shop-ci").await.unwrap().is_empty());
+    match b.record_hook_delivery(&hook_delivery("d-1", "aa")).await.unwrap() {
+        HookRecorded::Existing(seen) => {
+            assert_eq!((seen.state, seen.deployment_id, seen.error), (HookState::Started, Some(id), None))
+        }
+        other => panic!("expected the started delivery, got {other:?}"),
+    }
+    match b.record_hook_delivery(&hook_delivery("d-3", "cc")).await.unwrap() {
+        HookRecorded::Existing(seen) => assert_eq!(seen.error.as_deref(), Some("busy")),
+        other => panic!("expected the refused delivery, got {other:?}"),
+    }
+}
+
+async fn promotions_link_deployments(db: &dyn Database) {
+    let store = db.open("a", LONG).await;
+    let staging = inserted(&*store, &new("shop", "staging", None)).await;
+    let production = inserted(&*store, &new("shop", "production", None)).await;
+    assert_eq!(store.promoted_from(production).await.unwrap(), None);
+    assert_eq!(store.promoted_to(staging).await.unwrap(), None);
+    store.set_promoted_from(production, staging).await.unwrap();
+    let other = db.open("b", LONG).await;
+    assert_eq!(other.promoted_from(production).await.unwrap(), Some(staging));
+    assert_eq!(other.promoted_to(staging).await.unwrap(), Some(production));
+    assert!(store.set_promoted_from(production, staging).await.is_err(), "promoted once");
+}
+
+async fn notification_attempts_are_logged_in_order(db: &dyn Database) {
+    use vesemir_http::store::NotificationAttempt;
+    let store = db.open("a", LONG).await;
+    let id = inserted(&*store, &new("shop", "production", None)).await;
+    let attempt = |n: i64, delivered: bool| NotificationAttempt {
+        deployment_id: id,
+        target: "chat".into(),
+        event: "succeeded".into(),
+        attempt: n,
+        delivered,
+        http_status: delivered.then_some(200),
+        error: (!delivered).then(|| "could not connect".to_owned()),
+        at_ms: 1_700_000_000_000 + n,
+    };
+    for (n, delivered) in [(1, false), (2, false), (3, true)] {
+        store.record_notification(&attempt(n, delivered)).await.unwrap();
+    }
+    let other = db.open("b", LONG).await;
+    assert_eq!(
+        other.notifications(id).await.unwrap(),
+        [attempt(1, false), attempt(2, false), attempt(3, true)]
+    );
+    assert!(other.notifications(id + 1).await.unwrap().is_empty());
+}
+
 /// Runs every check, each on a fresh database.
 async fn run_all(engine: &dyn Engine) {
     deployments_are_stored_read_and_listed(&*engine.fresh().await).await;
@@ -447,6 +535,9 @@ async fn run_all(engine: &dyn Engine) {
     another_instances_live_lease(&*engine.fresh().await).await;
     events_of_deployments_ended_before_the_cutoff_are_pruned(&*engine.fresh().await).await;
     web_sessions_are_shared_expire_and_revoke(&*engine.fresh().await).await;
+    hook_deliveries_are_unique_by_id_and_by_body(&*engine.fresh().await).await;
+    promotions_link_deployments(&*engine.fresh().await).await;
+    notification_attempts_are_logged_in_order(&*engine.fresh().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,7 +570,7 @@ async fn postgres_refuses_a_newer_schema_and_migrates_once_when_instances_start_
         sqlx::PgPool::connect(&cluster.url(url.to_string().rsplit('/').next().unwrap())).await.unwrap();
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&pool).await.unwrap();
-    assert_eq!(versions, [1, 2, 3, 4], "each applied once");
+    assert_eq!(versions, [1, 2, 3, 4, 5], "each applied once");
     sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES (99, 0)")
         .execute(&pool)
         .await

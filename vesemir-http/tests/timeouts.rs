@@ -94,6 +94,50 @@ impl Store for SlowHosts {
     fn release_lease(&self, id: i64) {
         self.0.release_lease(id)
     }
+    // Issue 18: CI hooks and promotion.
+    async fn record_hook_delivery(
+        &self,
+        d: &vesemir_http::store::NewHookDelivery,
+    ) -> Result<vesemir_http::store::HookRecorded, StoreError> {
+        self.0.record_hook_delivery(d).await
+    }
+    async fn set_hook_delivery(
+        &self,
+        hook: &str,
+        delivery_id: &str,
+        state: vesemir_http::store::HookState,
+        deployment_id: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.0.set_hook_delivery(hook, delivery_id, state, deployment_id, error).await
+    }
+    async fn waiting_hook_deliveries(
+        &self,
+        hook: &str,
+    ) -> Result<Vec<vesemir_http::store::HookDelivery>, StoreError> {
+        self.0.waiting_hook_deliveries(hook).await
+    }
+    async fn set_promoted_from(&self, id: i64, from: i64) -> Result<(), StoreError> {
+        self.0.set_promoted_from(id, from).await
+    }
+    async fn promoted_from(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        self.0.promoted_from(id).await
+    }
+    async fn promoted_to(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        self.0.promoted_to(id).await
+    }
+    async fn record_notification(
+        &self,
+        a: &vesemir_http::store::NotificationAttempt,
+    ) -> Result<(), StoreError> {
+        self.0.record_notification(a).await
+    }
+    async fn notifications(
+        &self,
+        id: i64,
+    ) -> Result<Vec<vesemir_http::store::NotificationAttempt>, StoreError> {
+        self.0.notifications(id).await
+    }
 }
 
 #[tokio::test]

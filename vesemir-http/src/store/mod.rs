@@ -420,6 +420,102 @@ pub struct Origin {
     pub then_hosts: Option<Vec<String>>,
 }
 
+// ---- Issue 18: CI hooks and promotion (own block, for merges) ----
+
+/// Where a CI hook's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HookState {
+    /// Accepted; its deployment waits for the unit's running one to end.
+    Waiting,
+    /// Its deployment was admitted (`deployment_id`).
+    Started,
+    /// Refused (the unit was busy and the hook says so, or the deployment was refused): `error`.
+    Refused,
+}
+
+impl HookState {
+    /// The state as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookState::Waiting => "waiting",
+            HookState::Started => "started",
+            HookState::Refused => "refused",
+        }
+    }
+
+    /// Parses a stored state.
+    pub fn parse(text: &str) -> Option<Self> {
+        [HookState::Waiting, HookState::Started, HookState::Refused].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A CI hook's delivery as first recorded: unique per hook by delivery id and by body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHookDelivery {
+    /// The hook's name in the catalog.
+    pub hook: String,
+    /// The delivery id the sender gave in its delivery header.
+    pub delivery_id: String,
+    /// SHA-256 (hex) of the signed body: the same body is the same delivery, whatever its id.
+    pub body_sha256: String,
+    /// The version the body names.
+    pub version: String,
+    /// When it was received, Unix ms.
+    pub received_ms: i64,
+}
+
+/// A recorded CI hook delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookDelivery {
+    /// The hook's name in the catalog.
+    pub hook: String,
+    /// The delivery id the sender gave.
+    pub delivery_id: String,
+    /// SHA-256 (hex) of the signed body.
+    pub body_sha256: String,
+    /// The version the body names.
+    pub version: String,
+    /// Where it stands.
+    pub state: HookState,
+    /// The deployment it started, once started.
+    pub deployment_id: Option<i64>,
+    /// Why it was refused.
+    pub error: Option<String>,
+    /// When it was received, Unix ms.
+    pub received_ms: i64,
+}
+
+/// What recording a delivery found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookRecorded {
+    /// New: recorded as waiting.
+    New,
+    /// A delivery of this hook with the same id, or the same body, was recorded before: it.
+    Existing(Box<HookDelivery>),
+}
+
+/// One attempt to deliver a notification (issue 18), as the delivery log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationAttempt {
+    /// The deployment it was about.
+    pub deployment_id: i64,
+    /// The target's name in the unit's `notify` list (never its URL).
+    pub target: String,
+    /// The event (`started`, `succeeded`...).
+    pub event: String,
+    /// Which try, from 1.
+    pub attempt: i64,
+    /// Whether the receiver answered 2xx.
+    pub delivered: bool,
+    /// The receiver's status, when it answered.
+    pub http_status: Option<i64>,
+    /// What went wrong, when it was not delivered.
+    pub error: Option<String>,
+    /// When, Unix ms.
+    pub at_ms: i64,
+}
+
 /// Where deployments, host results and events are kept.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -559,6 +655,34 @@ pub trait Store: Send + Sync + fmt::Debug {
         let _ = before_ms;
         Err(StoreError::new("pruning sessions", "this store keeps no sessions"))
     }
+    // ---- Issue 18: CI hooks and promotion ----
+
+    /// Records a CI hook's delivery as waiting, unless a delivery of the same hook with the
+    /// same id or the same body was recorded before (on any instance): then returns that one
+    /// and records nothing.
+    async fn record_hook_delivery(&self, delivery: &NewHookDelivery) -> Result<HookRecorded, StoreError>;
+    /// Sets where a delivery stands: its state, the deployment it started, why it was refused.
+    async fn set_hook_delivery(
+        &self,
+        hook: &str,
+        delivery_id: &str,
+        state: HookState,
+        deployment_id: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// The deliveries of `hook` still waiting, oldest first.
+    async fn waiting_hook_deliveries(&self, hook: &str) -> Result<Vec<HookDelivery>, StoreError>;
+    /// Records that deployment `id` was started by promoting deployment `from` (before `id`
+    /// starts).
+    async fn set_promoted_from(&self, id: i64, from: i64) -> Result<(), StoreError>;
+    /// The deployment whose success promoted deployment `id`, if one did.
+    async fn promoted_from(&self, id: i64) -> Result<Option<i64>, StoreError>;
+    /// The deployment that deployment `id`'s success promoted, if one was started.
+    async fn promoted_to(&self, id: i64) -> Result<Option<i64>, StoreError>;
+    /// Appends one notification attempt to the delivery log.
+    async fn record_notification(&self, attempt: &NotificationAttempt) -> Result<(), StoreError>;
+    /// Deployment `id`'s notification attempts, in the order made.
+    async fn notifications(&self, id: i64) -> Result<Vec<NotificationAttempt>, StoreError>;
 }
 
 /// Reads `(status, count)` rows of a `GROUP BY status` query.

@@ -28,6 +28,7 @@ use super::{
     DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
     Origin, Renewal, Status, Store, StoreError, StoreOptions, WebSession,
 };
+use super::{HookDelivery, HookRecorded, HookState, NewHookDelivery, NotificationAttempt};
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
 /// Never edit a shipped entry: add a new one.
@@ -131,6 +132,42 @@ CREATE TABLE web_sessions (
     revoked_ms BIGINT
 );
 CREATE INDEX web_sessions_expiry ON web_sessions (expires_ms);
+"#,
+    ),
+    (
+        5,
+        r#"
+CREATE TABLE hook_deliveries (
+    seq BIGSERIAL PRIMARY KEY,
+    hook TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    deployment_id BIGINT REFERENCES deployments (id),
+    error TEXT,
+    received_ms BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX hook_deliveries_id ON hook_deliveries (hook, delivery_id);
+CREATE UNIQUE INDEX hook_deliveries_body ON hook_deliveries (hook, body_sha256);
+CREATE INDEX hook_deliveries_waiting ON hook_deliveries (hook, state, seq);
+CREATE TABLE deployment_promotion (
+    deployment_id BIGINT PRIMARY KEY REFERENCES deployments (id),
+    promoted_from BIGINT NOT NULL REFERENCES deployments (id)
+);
+CREATE INDEX deployment_promotion_from ON deployment_promotion (promoted_from);
+CREATE TABLE notification_deliveries (
+    seq BIGSERIAL PRIMARY KEY,
+    deployment_id BIGINT NOT NULL REFERENCES deployments (id),
+    target TEXT NOT NULL,
+    event TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    delivered BOOLEAN NOT NULL,
+    http_status BIGINT,
+    error TEXT,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX notification_deliveries_deployment ON notification_deliveries (deployment_id, seq);
 "#,
     ),
 ];
@@ -1103,6 +1140,172 @@ impl Store for PostgresStore {
             .collect();
         Ok(Renewal { held, lost })
     }
+
+    // ---- Issue 18: CI hooks and promotion ----
+
+    async fn record_hook_delivery(&self, delivery: &NewHookDelivery) -> Result<HookRecorded, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO hook_deliveries (hook, delivery_id, body_sha256, version, state, received_ms) \
+             VALUES ($1, $2, $3, $4, 'waiting', $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&delivery.hook)
+        .bind(&delivery.delivery_id)
+        .bind(&delivery.body_sha256)
+        .bind(&delivery.version)
+        .bind(delivery.received_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(err("recording a hook delivery"))?;
+        if inserted.rows_affected() == 1 {
+            return Ok(HookRecorded::New);
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {HOOK_COLUMNS} FROM hook_deliveries WHERE hook = $1 AND (delivery_id = $2 OR body_sha256 = $3) \
+             ORDER BY CASE WHEN delivery_id = $4 THEN 0 ELSE 1 END, seq LIMIT 1"
+        ))
+        .bind(&delivery.hook)
+        .bind(&delivery.delivery_id)
+        .bind(&delivery.body_sha256)
+        .bind(&delivery.delivery_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("reading a hook delivery"))?;
+        match rows.first() {
+            Some(row) => Ok(HookRecorded::Existing(Box::new(hook_delivery(row)?))),
+            None => Err(StoreError::new(
+                "recording a hook delivery",
+                "it conflicted with a delivery that cannot be read back",
+            )),
+        }
+    }
+
+    async fn set_hook_delivery(
+        &self,
+        hook: &str,
+        delivery_id: &str,
+        state: HookState,
+        deployment_id: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE hook_deliveries SET state = $1, deployment_id = $2, error = $3 \
+             WHERE hook = $4 AND delivery_id = $5",
+        )
+        .bind(state.as_str())
+        .bind(deployment_id)
+        .bind(error)
+        .bind(hook)
+        .bind(delivery_id)
+        .execute(&self.pool)
+        .await
+        .map_err(err("updating a hook delivery"))?;
+        Ok(())
+    }
+
+    async fn waiting_hook_deliveries(&self, hook: &str) -> Result<Vec<HookDelivery>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {HOOK_COLUMNS} FROM hook_deliveries WHERE hook = $1 AND state = 'waiting' ORDER BY seq"
+        ))
+        .bind(hook)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("reading waiting hook deliveries"))?;
+        rows.iter().map(hook_delivery).collect()
+    }
+
+    async fn set_promoted_from(&self, id: i64, from: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO deployment_promotion (deployment_id, promoted_from) VALUES ($1, $2)")
+            .bind(id)
+            .bind(from)
+            .execute(&self.pool)
+            .await
+            .map_err(err("recording a promotion"))?;
+        Ok(())
+    }
+
+    async fn promoted_from(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT promoted_from FROM deployment_promotion WHERE deployment_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err("reading a promotion"))
+    }
+
+    async fn promoted_to(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT deployment_id FROM deployment_promotion WHERE promoted_from = $1 ORDER BY deployment_id LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("reading a promotion"))
+    }
+
+    async fn record_notification(&self, attempt: &NotificationAttempt) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO notification_deliveries (deployment_id, target, event, attempt, delivered, http_status, error, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(attempt.deployment_id)
+        .bind(&attempt.target)
+        .bind(&attempt.event)
+        .bind(attempt.attempt)
+        .bind(attempt.delivered)
+        .bind(attempt.http_status)
+        .bind(&attempt.error)
+        .bind(attempt.at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(err("recording a notification attempt"))?;
+        Ok(())
+    }
+
+    async fn notifications(&self, id: i64) -> Result<Vec<NotificationAttempt>, StoreError> {
+        type Row = (i64, String, String, i64, bool, Option<i64>, Option<String>, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT deployment_id, target, event, attempt, delivered, http_status, error, at_ms \
+             FROM notification_deliveries WHERE deployment_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("reading notification attempts"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(deployment_id, target, event, attempt, delivered, http_status, error, at_ms)| {
+                NotificationAttempt {
+                    deployment_id,
+                    target,
+                    event,
+                    attempt,
+                    delivered,
+                    http_status,
+                    error,
+                    at_ms,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The columns [`hook_delivery`] reads.
+const HOOK_COLUMNS: &str =
+    "hook, delivery_id, body_sha256, version, state, deployment_id, error, received_ms";
+
+fn hook_delivery(row: &PgRow) -> Result<HookDelivery, StoreError> {
+    let read = |e| StoreError::new("reading a hook delivery", e);
+    let state: String = row.try_get("state").map_err(read)?;
+    Ok(HookDelivery {
+        hook: row.try_get("hook").map_err(read)?,
+        delivery_id: row.try_get("delivery_id").map_err(read)?,
+        body_sha256: row.try_get("body_sha256").map_err(read)?,
+        version: row.try_get("version").map_err(read)?,
+        state: HookState::parse(&state)
+            .ok_or_else(|| StoreError::new("reading a hook delivery", format!("unknown state {state:?}")))?,
+        deployment_id: row.try_get("deployment_id").map_err(read)?,
+        error: row.try_get("error").map_err(read)?,
+        received_ms: row.try_get("received_ms").map_err(read)?,
+    })
 }
 
 #[cfg(test)]
