@@ -113,7 +113,7 @@ impl ApiError {
     }
 
     /// 503 with `Retry-After`: the server is stopping and admits nothing ([`crate::shutdown`]).
-    fn shutting_down() -> Self {
+    pub(crate) fn shutting_down() -> Self {
         Self {
             retry_after: Some(crate::shutdown::RETRY_AFTER),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, SubmitError::ShuttingDown.to_string())

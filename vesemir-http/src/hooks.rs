@@ -654,6 +654,14 @@ async fn attempt(app: &App, name: &str, delivery_id: &str, version: &str, body_s
         Err(e @ SubmitError::QueueFull(_)) => {
             return Attempt::Refused(ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()))
         }
+        Err(e @ SubmitError::TeamQuota { .. }) => {
+            return Attempt::Refused(ApiError::field(
+                StatusCode::TOO_MANY_REQUESTS,
+                "limits.max_queued_per_team",
+                e.to_string(),
+            ))
+        }
+        Err(SubmitError::ShuttingDown) => return Attempt::Refused(ApiError::shutting_down()),
         Err(SubmitError::Store(e)) => return Attempt::Refused(ApiError::store(&e)),
     };
     if let Err(e) =
