@@ -68,6 +68,12 @@ pub struct DriverConfig {
     /// Sessions opened ahead for hosts that never start (a stop, a cancel, an abort) are closed
     /// at the end of the run. `false` connects each host at its turn only.
     pub connect_ahead: bool,
+    /// Keep the load balancers' health checks running while hosts are out (drain instead of
+    /// maintenance during the changeset, the server marked DOWN after it): see
+    /// [`RolloutConfig::checks_while_out`]. An operator's setting, for backends without
+    /// persistence whose servers check often while DOWN (`downinter`, `fastinter`); `false`
+    /// (the default) keeps maintenance during the changeset.
+    pub checks_while_out: bool,
 }
 
 impl Default for DriverConfig {
@@ -81,6 +87,7 @@ impl Default for DriverConfig {
             only_hosts: None,
             health_probe: None,
             connect_ahead: true,
+            checks_while_out: false,
         }
     }
 }
@@ -473,8 +480,9 @@ pub async fn run(
         locks: prepared.locks.clone(),
     });
     let mut locks = RunLocks::new(prepared.locks.clone());
-    let mut machine =
-        Rollout::new(prepared.plan.clone(), RolloutConfig::from_request(&prepared.request), now());
+    let mut rollout_config = RolloutConfig::from_request(&prepared.request);
+    rollout_config.checks_while_out = config.checks_while_out;
+    let mut machine = Rollout::new(prepared.plan.clone(), rollout_config, now());
     let (output, mut output_lines) = OutputSink::channel();
     let mut tasks: JoinSet<(HostId, ActionResult)> = JoinSet::new();
     let mut task_hosts: HashMap<tokio::task::Id, HostId> = HashMap::new();
@@ -716,6 +724,9 @@ impl ActionContext {
             )
             .await
             .into(),
+            Action::MarkDown { .. } => {
+                bounded(quick, || on("mark DOWN"), lb.mark_down(backend, server)).await.into()
+            }
             Action::WaitUp { timeout, .. } => bounded(
                 timeout.saturating_add(grace),
                 || on("wait for UP"),

@@ -163,6 +163,7 @@ fn drive_one_host(retries: Option<StepRetries>, step_results: Vec<ActionResult>)
         ramp: Vec::new(),
         pause_between_batches: Duration::ZERO,
         canary_gate: None,
+        checks_while_out: false,
     };
     let mut now = Instant::now();
     let mut machine = Rollout::new(plan, config, now);

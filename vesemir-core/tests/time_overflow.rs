@@ -57,6 +57,7 @@ fn drive_unbounded(health_fails_first: bool) -> Vec<EventKind> {
         ramp: vec![RampStep { weight: Weight::percent(10).expect("weight"), hold: Duration::MAX }],
         pause_between_batches: Duration::MAX,
         canary_gate: Some(CanaryGate::Hold(Duration::MAX)),
+        checks_while_out: false,
     };
     let mut now = Instant::now();
     let mut machine = Rollout::new(plan, config, now);
