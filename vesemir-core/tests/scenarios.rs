@@ -779,3 +779,76 @@ async fn sessions_opened_ahead_are_bounded_and_closed_when_the_rollout_is_cancel
     assert!(fleet.executor.commands(&host(3)).is_empty());
     assert!(fleet.executor.connected().is_empty(), "the sessions opened ahead were closed too");
 }
+
+/// Runs `request` on `fleet` with the operator's `checks_while_out` on.
+async fn run_checking_while_out(
+    fleet: &Fleet,
+    request: vesemir_core::request::DeploymentRequest,
+) -> vesemir_core::report::DeploymentReport {
+    let config =
+        vesemir_core::DriverConfig { checks_while_out: true, ..vesemir_core::DriverConfig::default() };
+    let ports = fleet.ports();
+    let prepared =
+        vesemir_core::prepare(std::sync::Arc::new(request), &ports, &config).await.expect("prepares");
+    let sink = vesemir_core::event::MemorySink::new();
+    vesemir_core::run(&prepared, &ports, &sink, &Control::new(), &config).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_checks_running_while_out_a_host_stays_drained_and_is_marked_down_after_its_changeset() {
+    let fleet = fleet(2);
+    let report = run_checking_while_out(&fleet, fleet.request("[strategy]\nconcurrency = 1\n")).await;
+    assert_eq!(report.outcome, Some(DeploymentOutcome::Succeeded));
+    let log = fleet.lb.rotation_log();
+    let of = |i: usize| -> Vec<(AdminState, Weight)> {
+        log.changes.iter().filter(|(s, _, _)| *s == server(i)).map(|(_, a, w)| (*a, *w)).collect()
+    };
+    // No maintenance: drained through the changeset, then weight 0, ready, its weight.
+    let expected = [
+        (AdminState::Drain, Weight::FULL),
+        (AdminState::Drain, Weight::ZERO),
+        (AdminState::Ready, Weight::ZERO),
+        (AdminState::Ready, Weight::FULL),
+    ];
+    assert_eq!(of(1), expected);
+    assert_eq!(of(2), expected);
+    // Marked DOWN once each, after its drain and before its weight 0: after the changeset.
+    let marks: Vec<&vesemir_core::name::ServerName> = log.marked_down.iter().map(|(s, _)| s).collect();
+    assert_eq!(marks, [&server(1), &server(2)]);
+    for (s, place) in &log.marked_down {
+        let before: Vec<_> = log.changes[..*place].iter().filter(|(c, _, _)| c == s).collect();
+        assert_eq!(before.len(), 1, "{s}: only the drain before the mark: {before:?}");
+    }
+    for i in 1..=2 {
+        let commands: Vec<String> = fleet.executor.commands(&host(i)).into_iter().map(|c| c.script).collect();
+        assert_eq!(commands, ["install-shop '2.0.0'", "check-shop"]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_checks_running_while_out_a_failed_changeset_takes_the_drained_host_to_maintenance() {
+    let fleet = fleet(2);
+    fleet.executor.fail_command(&host(1), "install-shop", 3);
+    let report =
+        run_checking_while_out(&fleet, fleet.request("[strategy]\nconcurrency = 1\nmax_failures = 1\n"))
+            .await;
+    // web-01 keeps its slot out of rotation: with concurrency 1 the rollout stops there.
+    assert_eq!(report.outcome, Some(DeploymentOutcome::Stopped));
+    let web01 = report.hosts.iter().find(|h| h.name.as_str() == "web-01").expect("web-01");
+    assert_eq!(web01.outcome, Some(HostOutcome::Failed));
+    assert_eq!(web01.rotation, Rotation::OutOfRotation);
+    let s = fleet.lb.server(&server(1)).expect("server");
+    assert_eq!(s.admin, AdminState::Maint, "a failed host is not left drained (persistent traffic)");
+    assert!(fleet.lb.rotation_log().marked_down.iter().all(|(s, _)| *s != server(1)), "never marked");
+}
+
+#[tokio::test(start_paused = true)]
+async fn checks_while_out_without_a_wait_for_up_keeps_maintenance() {
+    let fleet = fleet(1);
+    let extra = "[changeset]\nsteps = [{ name = \"install\", run = \"install-shop {version}\", timeout = \"1m\" }]\n[changeset.health]\ncommand = \"check-shop\"\ntimeout = \"10s\"\ninterval = \"1s\"\nload_balancer_up = false\n";
+    let report = run_checking_while_out(&fleet, fleet.request(extra)).await;
+    assert_eq!(report.outcome, Some(DeploymentOutcome::Succeeded));
+    let log = fleet.lb.rotation_log();
+    assert!(log.changes.iter().any(|(_, a, _)| *a == AdminState::Maint), "{:?}", log.changes);
+    assert!(log.marked_down.is_empty());
+}

@@ -450,6 +450,9 @@ macro_rules! forward_load_balancer {
             async fn shutdown_sessions(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
                 (**self).shutdown_sessions(backend, server).await
             }
+            async fn mark_down(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
+                (**self).mark_down(backend, server).await
+            }
             async fn status(&self, backend: &Backend, server: &ServerName) -> Result<Vec<InstanceState>, PortError> {
                 (**self).status(backend, server).await
             }
