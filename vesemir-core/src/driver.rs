@@ -60,6 +60,20 @@ pub struct DriverConfig {
     /// once per front end; `None` refuses such requests in [`prepare`]
     /// ([`PrepareError::NoHealthProbe`]).
     pub health_probe: Option<Arc<dyn HealthProbe>>,
+    /// Open the sessions of the next hosts before their turn (issue 15, connect ahead): when a
+    /// host starts, the driver connects the hosts that follow it in the plan's order, at most
+    /// the plan's concurrency of them not started yet, so connects (and host key checks)
+    /// overlap the hosts in flight. A host's turn then waits for its connect ahead instead of
+    /// connecting again: its result, a failure included, is the one the host's connect reports.
+    /// Sessions opened ahead for hosts that never start (a stop, a cancel, an abort) are closed
+    /// at the end of the run. `false` connects each host at its turn only.
+    pub connect_ahead: bool,
+    /// Keep the load balancers' health checks running while hosts are out (drain instead of
+    /// maintenance during the changeset, the server marked DOWN after it): see
+    /// [`RolloutConfig::checks_while_out`]. An operator's setting, for backends without
+    /// persistence whose servers check often while DOWN (`downinter`, `fastinter`); `false`
+    /// (the default) keeps maintenance during the changeset.
+    pub checks_while_out: bool,
 }
 
 impl Default for DriverConfig {
@@ -72,6 +86,8 @@ impl Default for DriverConfig {
             locks: None,
             only_hosts: None,
             health_probe: None,
+            connect_ahead: true,
+            checks_while_out: false,
         }
     }
 }
@@ -464,8 +480,9 @@ pub async fn run(
         locks: prepared.locks.clone(),
     });
     let mut locks = RunLocks::new(prepared.locks.clone(), prepared.request.strategy.retry_unreachable);
-    let mut machine =
-        Rollout::new(prepared.plan.clone(), RolloutConfig::from_request(&prepared.request), now());
+    let mut rollout_config = RolloutConfig::from_request(&prepared.request);
+    rollout_config.checks_while_out = config.checks_while_out;
+    let mut machine = Rollout::new(prepared.plan.clone(), rollout_config, now());
     let (output, mut output_lines) = OutputSink::channel();
     let mut tasks: JoinSet<(HostId, ActionResult)> = JoinSet::new();
     let mut task_hosts: HashMap<tokio::task::Id, HostId> = HashMap::new();
@@ -473,6 +490,8 @@ pub async fn run(
     // A cancel or abort sent before this run started counts too.
     control_changes.mark_changed();
     let mut seen = ControlState::default();
+    let ahead = if config.connect_ahead { prepared.plan.concurrency } else { 0 };
+    let mut ahead = ConnectAhead::new(ahead);
 
     loop {
         while let Some(action) = machine.poll_action() {
@@ -480,7 +499,13 @@ pub async fn run(
             let output = matches!(action, Action::RunStep { .. } | Action::RunHealthCheck { .. })
                 .then(|| output.tagged(host.0));
             let context = context.clone();
-            let handle = tasks.spawn(async move { (host, context.perform(action, output).await) });
+            let handle = match action {
+                Action::Connect { .. } => match ahead.claim(host, &context) {
+                    Some(early) => tasks.spawn(async move { (host, context.connected(host, early).await) }),
+                    None => tasks.spawn(async move { (host, context.perform(action, output).await) }),
+                },
+                action => tasks.spawn(async move { (host, context.perform(action, output).await) }),
+            };
             task_hosts.insert(handle.id(), host);
         }
         while let Some(event) = machine.poll_event() {
@@ -518,7 +543,80 @@ pub async fn run(
         }
     }
     locks.finish(sink).await;
+    ahead.close_unclaimed(&context).await;
     machine.report()
+}
+
+/// A connect started before its host's turn: the port's answer, within the call bound.
+type EarlyConnect = tokio::task::JoinHandle<Result<(), PortError>>;
+
+/// Sessions opened ahead of their hosts' turn ([`DriverConfig::connect_ahead`]). Hosts start in
+/// the plan's order (the window and the batches both take the next host), so when host `h`
+/// starts, the hosts after it are the next ones: up to `bound` of them, not started yet, are
+/// connected now. This lives in the driver rather than the core: it changes no decision of the
+/// rollout (a host's connect still happens, and fails, at its turn; only its wait is shorter).
+struct ConnectAhead {
+    /// The most hosts connected ahead and not started yet; 0 turns it off.
+    bound: usize,
+    /// The first host (in plan order) not connected ahead nor started yet.
+    next: usize,
+    /// Connects started ahead and not yet claimed by their host's turn.
+    open: HashMap<usize, EarlyConnect>,
+}
+
+impl ConnectAhead {
+    fn new(bound: usize) -> Self {
+        Self { bound, next: 0, open: HashMap::new() }
+    }
+
+    /// Host `host` starts: its connect made ahead, if there is one; then the next hosts are
+    /// connected ahead, up to the bound. A host passed over (one that never starts, such as a
+    /// skipped one) has its early session closed.
+    fn claim(&mut self, host: HostId, context: &Arc<ActionContext>) -> Option<EarlyConnect> {
+        let claimed = self.open.remove(&host.0);
+        self.next = self.next.max(host.0 + 1);
+        let passed: Vec<usize> = self.open.keys().copied().filter(|&h| h < host.0).collect();
+        for h in passed {
+            if let Some(early) = self.open.remove(&h) {
+                tokio::spawn(close_early(context.clone(), h, early));
+            }
+        }
+        while self.open.len() < self.bound && self.next < context.plan.hosts.len() {
+            let h = self.next;
+            self.next += 1;
+            let target = &context.plan.hosts[h].host;
+            // A host whose lock was refused fails at its turn without connecting: not ahead either.
+            if context.locks.as_ref().is_some_and(|l| l.refused(&target.name).is_some()) {
+                continue;
+            }
+            let (context, bound) = (context.clone(), context.config.call_timeout);
+            self.open.insert(
+                h,
+                tokio::spawn(async move {
+                    let host = &context.plan.hosts[h].host;
+                    bounded(bound, || format!("connect to {host}"), context.ports.executor.connect(host))
+                        .await
+                }),
+            );
+        }
+        claimed
+    }
+
+    /// The run is over: connects made ahead for hosts that never started are stopped, and their
+    /// sessions closed.
+    async fn close_unclaimed(self, context: &Arc<ActionContext>) {
+        for (h, early) in self.open {
+            close_early(context.clone(), h, early).await;
+        }
+    }
+}
+
+/// Stops a connect made ahead (if still running) and closes the session it may have opened.
+async fn close_early(context: Arc<ActionContext>, h: usize, early: EarlyConnect) {
+    early.abort();
+    let _ = early.await;
+    let host = &context.plan.hosts[h].host;
+    let _ = tokio::time::timeout(context.config.call_timeout, context.ports.executor.close(host)).await;
 }
 
 /// Hands the operator's new orders (what `state` adds to `seen`) to the machine. An abort also
@@ -633,6 +731,9 @@ impl ActionContext {
             )
             .await
             .into(),
+            Action::MarkDown { .. } => {
+                bounded(quick, || on("mark DOWN"), lb.mark_down(backend, server)).await.into()
+            }
             Action::WaitUp { timeout, .. } => bounded(
                 timeout.saturating_add(grace),
                 || on("wait for UP"),
@@ -661,6 +762,24 @@ impl ActionContext {
             Action::Restore { to, .. } => {
                 bounded(quick, || on("restore"), lb.restore(backend, server, &to)).await.into()
             }
+        }
+    }
+
+    /// Host `host`'s turn to connect, its connect already made ahead: the lock check of
+    /// [`Action::Connect`], then that connect's answer (a failure exactly as a connect at its
+    /// turn would report it).
+    async fn connected(self: Arc<Self>, host: HostId, early: EarlyConnect) -> ActionResult {
+        let target = &self.plan.hosts[host.0].host;
+        if let Some(error) = self.locks.as_ref().and_then(|l| l.refused(&target.name)) {
+            close_early(self.clone(), host.0, early).await;
+            return ActionResult::Failed(error.clone());
+        }
+        match early.await {
+            Ok(result) => result.into(),
+            Err(_) => ActionResult::Failed(HostError::new(
+                ErrorKind::Other,
+                "the adapter panicked during this call: a bug, please report it",
+            )),
         }
     }
 

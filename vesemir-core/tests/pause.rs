@@ -115,6 +115,7 @@ fn simulate(s: &Scenario) -> Result<Vec<Event>, TestCaseError> {
         pause_between_batches: strategy.pause_between_batches,
         canary_gate: strategy.canary.map(|c| c.gate),
         retry_unreachable: false,
+        checks_while_out: false,
     };
     let t0 = Instant::now();
     let mut now = t0;

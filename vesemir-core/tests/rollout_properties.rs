@@ -139,6 +139,9 @@ struct Scenario {
     staged: usize,
     /// `strategy.retry_unreachable`: hosts that ended unreachable are tried once more.
     retry_unreachable: bool,
+    /// The load balancers' checks keep running while out (drain, no maintenance, marked DOWN
+    /// after the changeset).
+    checks_while_out: bool,
 }
 
 fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl Strategy<Value = Scenario> {
@@ -202,6 +205,7 @@ fn base(faults: Vec<Fault>, concurrency: Amount, max_failures: Amount) -> impl S
                     http,
                     staged: (seed as usize >> 8) % (steps + 1),
                     retry_unreachable: (seed >> 16) % 2 == 0,
+                    checks_while_out: (seed >> 20) & 1 == 1,
                 }
             },
         )
@@ -264,6 +268,8 @@ struct ModelServer {
     health_attempts: u32,
     probe_ok: bool,
     probe_attempts: u32,
+    /// Marked DOWN after its changeset (checks running while out).
+    marked_down: bool,
 }
 
 impl ModelServer {
@@ -337,6 +343,7 @@ fn run(s: &Scenario) -> Result<u32, TestCaseError> {
             health_attempts: 0,
             probe_ok: false,
             probe_attempts: 0,
+            marked_down: false,
         })
         .collect();
     let mut others: Vec<Vec<BoxState>> = s.others.clone();
@@ -442,6 +449,7 @@ fn run(s: &Scenario) -> Result<u32, TestCaseError> {
         pause_between_batches: strategy.pause_between_batches,
         canary_gate: strategy.canary.map(|c| c.gate),
         retry_unreachable: s.retry_unreachable,
+        checks_while_out: s.checks_while_out,
     };
     let t0 = Instant::now();
     let mut now = t0;
@@ -699,7 +707,31 @@ fn run(s: &Scenario) -> Result<u32, TestCaseError> {
                         }
                     }
                 }
+                Action::MarkDown { .. } => {
+                    prop_assert!(
+                        s.checks_while_out && s.lb_up,
+                        "host {h} marked DOWN without checks_while_out"
+                    );
+                    prop_assert!(m.steps_ok == s.steps, "host {h} marked DOWN before its changeset ended");
+                    prop_assert!(
+                        m.boxes.iter().all(|b| b.admin == AdminState::Drain),
+                        "host {h} marked DOWN while not drained: {:?}",
+                        m.boxes
+                    );
+                    m.marked_down = true;
+                    (ActionResult::Done, latency)
+                }
                 Action::WaitUp { timeout, .. } => {
+                    // With the checks running while out, a host changed out of rotation waits for
+                    // UP only after it was marked DOWN: the UP it waits for is a new check's.
+                    // (A server found fully in rotation: the same admin state and weight on every box.)
+                    let first = &s.initial[h];
+                    let found_in = first.iter().all(BoxState::in_rotation)
+                        && first.windows(2).all(|w| w[0].admin == w[1].admin && w[0].weight == w[1].weight);
+                    prop_assert!(
+                        !(s.checks_while_out && m.step_started && found_in) || m.marked_down,
+                        "host {h} waits for UP without having been marked DOWN after its changeset"
+                    );
                     let up = m.boxes.iter().all(|b| b.up && b.admin != AdminState::Maint);
                     match f {
                         Fault::WaitUpFails => (err(ErrorKind::Timeout), timeout),
@@ -945,6 +977,7 @@ fn a_clean_fleet_of_500_hosts_succeeds_with_the_simulator() {
         http: None,
         staged: 1,
         retry_unreachable: false,
+        checks_while_out: false,
     };
     run(&s).expect("invariants hold");
     let sliding = Scenario {
@@ -955,6 +988,8 @@ fn a_clean_fleet_of_500_hosts_succeeds_with_the_simulator() {
         ..s
     };
     run(&sliding).expect("invariants hold with a sliding window and a pause");
+    let checked = Scenario { checks_while_out: true, ..sliding };
+    run(&checked).expect("invariants hold with the checks running while out");
 }
 
 #[test]

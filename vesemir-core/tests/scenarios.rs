@@ -693,3 +693,162 @@ fn only_hosts(fleet: &Fleet, extra: &str) -> vesemir_core::request::DeploymentRe
     )
     .unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
+
+/// Runs `request` on `fleet` with the driver's connect ahead on or off.
+async fn run_connecting_ahead(
+    fleet: &Fleet,
+    request: vesemir_core::request::DeploymentRequest,
+    connect_ahead: bool,
+    control: Control,
+) -> vesemir_core::report::DeploymentReport {
+    let config = vesemir_core::DriverConfig { connect_ahead, ..vesemir_core::DriverConfig::default() };
+    let ports = fleet.ports();
+    let prepared =
+        vesemir_core::prepare(std::sync::Arc::new(request), &ports, &config).await.expect("prepares");
+    let sink = vesemir_core::event::MemorySink::new();
+    vesemir_core::run(&prepared, &ports, &sink, &control, &config).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn connects_ahead_overlap_the_hosts_in_flight_one_session_per_host() {
+    // Connects take 1 s, each host's two commands 2 s each: 5 s a host when connects wait for
+    // their turn, 4 s once the next host's session is opened while the one before it works.
+    let setup = || {
+        let fleet = fleet(4);
+        fleet.executor.set_connect_latency(Duration::from_secs(1));
+        fleet.executor.set_latency(Duration::from_secs(2));
+        fleet
+    };
+    let one_at_a_time = "[strategy]\nconcurrency = 1\n";
+    let fleet = setup();
+    let at_turn = run_connecting_ahead(&fleet, fleet.request(one_at_a_time), false, Control::new()).await;
+    assert_eq!(at_turn.outcome, Some(DeploymentOutcome::Succeeded));
+    assert!(at_turn.elapsed >= Duration::from_secs(20), "{:?}", at_turn.elapsed);
+
+    let fleet = setup();
+    let ahead = run_connecting_ahead(&fleet, fleet.request(one_at_a_time), true, Control::new()).await;
+    assert_eq!(ahead.outcome, Some(DeploymentOutcome::Succeeded));
+    assert!(ahead.elapsed <= Duration::from_millis(17_100), "{:?}", ahead.elapsed);
+    assert_eq!(fleet.executor.connects(), 4, "one session per host, not one ahead and one at its turn");
+    for i in 1..=4 {
+        assert_eq!(fleet.executor.connect_times(&host(i)).len(), 1, "web-0{i} connected once");
+    }
+    assert!(fleet.executor.connected().is_empty(), "every session closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_ahead_that_fails_is_reported_at_the_hosts_turn_as_unreachable() {
+    let fleet = fleet(3);
+    fleet.executor.set_connect_latency(Duration::from_millis(500));
+    fleet.executor.set_latency(Duration::from_secs(2));
+    fleet.executor.set_unreachable(&host(2));
+    let request = fleet.request("[strategy]\nconcurrency = 1\nmax_failures = 1\n");
+    let report = run_connecting_ahead(&fleet, request, true, Control::new()).await;
+    assert_eq!(report.outcome, Some(DeploymentOutcome::CompletedWithFailures));
+    let web01 = report.hosts.iter().find(|h| h.name.as_str() == "web-01").expect("web-01");
+    let web02 = report.hosts.iter().find(|h| h.name.as_str() == "web-02").expect("web-02");
+    assert_eq!(web02.outcome, Some(HostOutcome::Unreachable));
+    assert_eq!(web02.phase, Phase::Connecting);
+    assert_eq!(web02.rotation, Rotation::InRotation);
+    assert!(web02.error.as_deref().is_some_and(|e| e.contains("connection refused")), "{:?}", web02.error);
+    // Its turn came after web-01 ended (one at a time): the failure found ahead waited for it.
+    assert!(web02.started >= web01.finished, "{:?} {:?}", web02.started, web01.finished);
+    assert!(fleet.lb.rotation_log().changes.iter().all(|(s, _, _)| s != &server(2)), "never drained");
+    assert_eq!(report.totals.succeeded, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_opened_ahead_are_bounded_and_closed_when_the_rollout_is_cancelled() {
+    let fleet = fleet(8);
+    fleet.executor.set_connect_latency(Duration::from_millis(100));
+    fleet.executor.set_latency(Duration::from_secs(10));
+    let control = Control::new();
+    let canceller = control.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        canceller.cancel();
+    });
+    let report =
+        run_connecting_ahead(&fleet, fleet.request("[strategy]\nconcurrency = 2\n"), true, control).await;
+    assert_eq!(report.outcome, Some(DeploymentOutcome::Cancelled));
+    assert_eq!(report.totals.succeeded, 2);
+    // Two hosts in flight and at most two ahead of them: web-03 and web-04, never started.
+    assert_eq!(fleet.executor.connects(), 4);
+    assert_eq!(fleet.executor.connect_times(&host(4)).len(), 1);
+    assert!(fleet.executor.connect_times(&host(5)).is_empty());
+    assert!(fleet.executor.commands(&host(3)).is_empty());
+    assert!(fleet.executor.connected().is_empty(), "the sessions opened ahead were closed too");
+}
+
+/// Runs `request` on `fleet` with the operator's `checks_while_out` on.
+async fn run_checking_while_out(
+    fleet: &Fleet,
+    request: vesemir_core::request::DeploymentRequest,
+) -> vesemir_core::report::DeploymentReport {
+    let config =
+        vesemir_core::DriverConfig { checks_while_out: true, ..vesemir_core::DriverConfig::default() };
+    let ports = fleet.ports();
+    let prepared =
+        vesemir_core::prepare(std::sync::Arc::new(request), &ports, &config).await.expect("prepares");
+    let sink = vesemir_core::event::MemorySink::new();
+    vesemir_core::run(&prepared, &ports, &sink, &Control::new(), &config).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_checks_running_while_out_a_host_stays_drained_and_is_marked_down_after_its_changeset() {
+    let fleet = fleet(2);
+    let report = run_checking_while_out(&fleet, fleet.request("[strategy]\nconcurrency = 1\n")).await;
+    assert_eq!(report.outcome, Some(DeploymentOutcome::Succeeded));
+    let log = fleet.lb.rotation_log();
+    let of = |i: usize| -> Vec<(AdminState, Weight)> {
+        log.changes.iter().filter(|(s, _, _)| *s == server(i)).map(|(_, a, w)| (*a, *w)).collect()
+    };
+    // No maintenance: drained through the changeset, then weight 0, ready, its weight.
+    let expected = [
+        (AdminState::Drain, Weight::FULL),
+        (AdminState::Drain, Weight::ZERO),
+        (AdminState::Ready, Weight::ZERO),
+        (AdminState::Ready, Weight::FULL),
+    ];
+    assert_eq!(of(1), expected);
+    assert_eq!(of(2), expected);
+    // Marked DOWN once each, after its drain and before its weight 0: after the changeset.
+    let marks: Vec<&vesemir_core::name::ServerName> = log.marked_down.iter().map(|(s, _)| s).collect();
+    assert_eq!(marks, [&server(1), &server(2)]);
+    for (s, place) in &log.marked_down {
+        let before: Vec<_> = log.changes[..*place].iter().filter(|(c, _, _)| c == s).collect();
+        assert_eq!(before.len(), 1, "{s}: only the drain before the mark: {before:?}");
+    }
+    for i in 1..=2 {
+        let commands: Vec<String> = fleet.executor.commands(&host(i)).into_iter().map(|c| c.script).collect();
+        assert_eq!(commands, ["install-shop '2.0.0'", "check-shop"]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_checks_running_while_out_a_failed_changeset_takes_the_drained_host_to_maintenance() {
+    let fleet = fleet(2);
+    fleet.executor.fail_command(&host(1), "install-shop", 3);
+    let report =
+        run_checking_while_out(&fleet, fleet.request("[strategy]\nconcurrency = 1\nmax_failures = 1\n"))
+            .await;
+    // web-01 keeps its slot out of rotation: with concurrency 1 the rollout stops there.
+    assert_eq!(report.outcome, Some(DeploymentOutcome::Stopped));
+    let web01 = report.hosts.iter().find(|h| h.name.as_str() == "web-01").expect("web-01");
+    assert_eq!(web01.outcome, Some(HostOutcome::Failed));
+    assert_eq!(web01.rotation, Rotation::OutOfRotation);
+    let s = fleet.lb.server(&server(1)).expect("server");
+    assert_eq!(s.admin, AdminState::Maint, "a failed host is not left drained (persistent traffic)");
+    assert!(fleet.lb.rotation_log().marked_down.iter().all(|(s, _)| *s != server(1)), "never marked");
+}
+
+#[tokio::test(start_paused = true)]
+async fn checks_while_out_without_a_wait_for_up_keeps_maintenance() {
+    let fleet = fleet(1);
+    let extra = "[changeset]\nsteps = [{ name = \"install\", run = \"install-shop {version}\", timeout = \"1m\" }]\n[changeset.health]\ncommand = \"check-shop\"\ntimeout = \"10s\"\ninterval = \"1s\"\nload_balancer_up = false\n";
+    let report = run_checking_while_out(&fleet, fleet.request(extra)).await;
+    assert_eq!(report.outcome, Some(DeploymentOutcome::Succeeded));
+    let log = fleet.lb.rotation_log();
+    assert!(log.changes.iter().any(|(_, a, _)| *a == AdminState::Maint), "{:?}", log.changes);
+    assert!(log.marked_down.is_empty());
+}

@@ -166,6 +166,7 @@ fn drive_one_host(retries: Option<StepRetries>, step_results: Vec<ActionResult>)
         pause_between_batches: Duration::ZERO,
         canary_gate: None,
         retry_unreachable: false,
+        checks_while_out: false,
     };
     let mut now = Instant::now();
     let mut machine = Rollout::new(plan, config, now);

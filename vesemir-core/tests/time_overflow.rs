@@ -60,6 +60,7 @@ fn drive_unbounded(health_fails_first: bool) -> Vec<EventKind> {
         pause_between_batches: Duration::MAX,
         canary_gate: Some(CanaryGate::Hold(Duration::MAX)),
         retry_unreachable: false,
+        checks_while_out: false,
     };
     let mut now = Instant::now();
     let mut machine = Rollout::new(plan, config, now);

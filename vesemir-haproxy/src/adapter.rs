@@ -450,6 +450,28 @@ impl LoadBalancer for HaproxyLoadBalancer {
         Ok(self.change_everywhere(backend, server, command, undo).await?)
     }
 
+    /// `set server <b>/<s> health down` on every instance, after checking that each instance
+    /// runs health checks on the server (a `check_status` in its `show stat` row): on a server
+    /// without checks nothing would ever bring it back, so that is refused before any change.
+    /// Nothing is undone when an instance fails: a server marked DOWN on some instances comes
+    /// back by its own checks there.
+    async fn mark_down(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
+        let reads = instances(backend)?.iter().map(|instance| task(self.stat_row(instance, backend, server)));
+        let rows: Vec<StatRow> = join_all(reads).await.into_iter().collect::<Result<_, _>>()?;
+        if let Some((instance, _)) = backend.instances.iter().zip(&rows).find(|(_, row)| row.check.is_none())
+        {
+            return Err(PortError::rejected(
+                format!("load balancer {instance}"),
+                format!(
+                    "server {}/{server} has no running health check there (no `check` on its line, or checks paused): checks_while_out needs HAProxy's own checks",
+                    backend.name
+                ),
+            ));
+        }
+        let command = Command::HealthDown(backend.name.clone(), server.clone());
+        Ok(self.change_everywhere(backend, server, command, |_| None).await?)
+    }
+
     async fn shutdown_sessions(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
         // Ended sessions cannot be put back: nothing to undo.
         let command = Command::ShutdownSessions(backend.name.clone(), server.clone());

@@ -25,6 +25,9 @@ pub(crate) enum Command {
     SetWeightAbsolute(BackendName, ServerName, u32),
     /// `shutdown sessions server <backend>/<server>`.
     ShutdownSessions(BackendName, ServerName),
+    /// `set server <backend>/<server> health down`: the server DOWN, its checks running, so
+    /// that only checks made from now on bring it back.
+    HealthDown(BackendName, ServerName),
 }
 
 impl Command {
@@ -60,6 +63,7 @@ impl fmt::Display for Command {
             Command::ShutdownSessions(backend, server) => {
                 write!(f, "shutdown sessions server {backend}/{server}")
             }
+            Command::HealthDown(backend, server) => write!(f, "set server {backend}/{server} health down"),
         }
     }
 }
@@ -96,6 +100,7 @@ mod tests {
                 "set server be_web/web-01.a:b weight 25%\n",
             ),
             (Command::SetWeightAbsolute(b.clone(), s.clone(), 7), "set server be_web/web-01.a:b weight 7\n"),
+            (Command::HealthDown(b.clone(), s.clone()), "set server be_web/web-01.a:b health down\n"),
             (Command::ShutdownSessions(b, s), "shutdown sessions server be_web/web-01.a:b\n"),
         ];
         for (command, line) in cases {

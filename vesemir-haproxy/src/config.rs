@@ -18,7 +18,9 @@ pub struct HaproxyConfig {
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
     /// How often [`wait_drained`](vesemir_core::ports::LoadBalancer::wait_drained) and
-    /// [`wait_up`](vesemir_core::ports::LoadBalancer::wait_up) ask the instances again.
+    /// [`wait_up`](vesemir_core::ports::LoadBalancer::wait_up) ask the instances again
+    /// (default 25 ms: both waits are on a host's time out of rotation, and one poll is one
+    /// `show stat` of the server's own row per instance, a fraction of a millisecond there).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     /// The largest reply accepted, in bytes (a `show stat` of thousands of servers fits).
@@ -35,7 +37,7 @@ impl Default for HaproxyConfig {
         Self {
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(5),
-            poll_interval: Duration::from_millis(100),
+            poll_interval: Duration::from_millis(25),
             max_reply_bytes: 32 * 1024 * 1024,
             max_connections_per_instance: 8,
         }

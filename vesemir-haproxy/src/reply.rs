@@ -40,7 +40,8 @@ pub(crate) fn classify(instance: &LbEndpoint, command: &Command, reply: &str) ->
         Command::SetState(b, s, _)
         | Command::SetWeightPercent(b, s, _)
         | Command::SetWeightAbsolute(b, s, _)
-        | Command::ShutdownSessions(b, s) => (b.to_string(), s.to_string()),
+        | Command::ShutdownSessions(b, s)
+        | Command::HealthDown(b, s) => (b.to_string(), s.to_string()),
     };
     let instance = instance.clone();
     let command = command.to_string();

@@ -389,3 +389,86 @@ async fn a_tracking_server_reports_the_maintenance_it_inherits() {
     lb.set_state(&web, &server_name("web0"), AdminState::Ready).await.expect("ready");
     lb.wait_up(&tracking, &trk0, Duration::from_secs(10)).await.expect("back up with web0");
 }
+
+/// Sends `count` requests with `x-target: web0` (the backend's `use-server` rule: a request
+/// pinned to web0, as persistence pins one) and answers how many web0 served.
+async fn pinned_to_web0(lab: &Lab, count: usize) -> usize {
+    let mut served = 0;
+    for i in 0..count {
+        let frontend = lab.instances[i % lab.instances.len()].frontend();
+        let (code, body) = get(frontend, "/", Some("web0")).await.expect("request through haproxy");
+        assert_eq!(code, 200, "request {i} failed: {body}");
+        served += usize::from(body == "web0");
+    }
+    served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marked_down_a_drained_server_stays_down_until_checks_made_after_pass() {
+    // checks_while_out: the server is drained (not in maintenance) during its changeset, so
+    // its checks keep running; marked DOWN after the changeset, only new checks bring it back.
+    let lab = Lab::start(2).await;
+    let lb = lb();
+    let backend = lab.mixed_backend();
+    let web0 = server_name("web0");
+    lb.set_state(&backend, &web0, AdminState::Drain).await.expect("drain");
+    // A drained server still takes pinned requests (persistence, `use-server`): why the
+    // option is only for backends without persistence.
+    assert_eq!(pinned_to_web0(&lab, 4).await, 4, "a drained, UP server serves requests pinned to it");
+
+    // The changeset: the app is not ready yet when the server is marked DOWN.
+    lab.servers[0].set_healthy(false);
+    lb.mark_down(&backend, &web0).await.expect("mark down");
+    for state in lb.status(&backend, &web0).await.expect("status") {
+        assert_eq!(state.status, ServerStatus::Down, "DOWN at once on every box: {state:?}");
+    }
+    assert_eq!(pinned_to_web0(&lab, 4).await, 0, "a DOWN server gets no request, pinned or not");
+
+    // The way back of the rollout: weight 0, ready. Leaving drain (unlike leaving maintenance)
+    // keeps the health HAProxy's checks gave it: still DOWN, no request.
+    lb.set_weight(&backend, &web0, Weight::ZERO).await.expect("weight 0");
+    lb.set_state(&backend, &web0, AdminState::Ready).await.expect("ready");
+    for state in lb.status(&backend, &web0).await.expect("status") {
+        assert_eq!(state.status, ServerStatus::Down, "ready does not make it UP: {state:?}");
+    }
+    match lb.wait_up(&backend, &web0, Duration::from_millis(500)).await {
+        Err(PortError::Timeout { ref operation, .. }) => assert!(operation.contains("DOWN"), "{operation}"),
+        other => panic!("no check passed since the mark: not UP ({other:?})"),
+    }
+    assert_eq!(pinned_to_web0(&lab, 4).await, 0);
+
+    // The app is ready: the checks (every 100 ms while DOWN here) bring it UP.
+    lab.servers[0].set_healthy(true);
+    let started = tokio::time::Instant::now();
+    lb.wait_up(&backend, &web0, Duration::from_secs(5)).await.expect("UP once new checks pass");
+    // rise 2 + fall 2: three passing checks to plain UP, at 100 ms each.
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    lb.set_weight(&backend, &web0, Weight::FULL).await.expect("100%");
+    assert_eq!(pinned_to_web0(&lab, 4).await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marking_down_a_server_without_checks_is_refused_and_changes_nothing() {
+    let lab = Lab::start(2).await;
+    let lb = lb();
+    let backend = backend(STATIC_BACKEND, lab.instances.iter().map(|i| i.unix_endpoint()).collect());
+    let web0 = server_name("web0");
+    match lb.mark_down(&backend, &web0).await {
+        Err(PortError::Rejected { ref reason, .. }) => {
+            assert!(reason.contains("no running health check"), "{reason}")
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    for state in lb.status(&backend, &web0).await.expect("status") {
+        assert_eq!(
+            (state.status.clone(), state.check.clone()),
+            (ServerStatus::Up, None),
+            "untouched: {state:?}"
+        );
+    }
+    // In maintenance the checks are paused: refused too.
+    let checked = lab.tcp_backend();
+    lb.set_state(&checked, &web0, AdminState::Maint).await.expect("maint");
+    assert!(matches!(lb.mark_down(&checked, &web0).await, Err(PortError::Rejected { .. })));
+    lb.set_state(&checked, &web0, AdminState::Ready).await.expect("ready");
+}

@@ -225,6 +225,11 @@ impl LoadBalancer for DurableFirst {
         self.inner.shutdown_sessions(backend, server).await
     }
 
+    async fn mark_down(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
+        self.durable().await?;
+        self.inner.mark_down(backend, server).await
+    }
+
     async fn status(&self, backend: &Backend, server: &ServerName) -> Result<Vec<InstanceState>, PortError> {
         self.inner.status(backend, server).await
     }

@@ -6,6 +6,9 @@
 //!   SSH connect, drain on both boxes, wait drained, the step over SSH (restarts the app, ~1 s),
 //!   poll `GET /health` over HTTP every 20 ms until 200, ready + weight 100%, close. No
 //!   maintenance, no wait for HAProxy's own check, no budget read, no locks.
+//! - vesemir checks: the default with the operator's `checks_while_out` (drained, not in
+//!   maintenance, during the changeset; marked DOWN after the step; waits until both boxes'
+//!   checks see it UP again, made after the step; the lab's backend has no persistence).
 //! - vesemir sliding (the default) and vesemir batches (`window = "batches"`): the library's
 //!   `prepare` + `run` over the real adapters (Chef search, HAProxy, SSH, the HTTP probe), with
 //!   every gate on: the backend budget read before each take-out, drain, wait drained,
@@ -19,7 +22,8 @@
 //! ```sh
 //! cargo run --release -p vesemir-examples --bin lab-bench -- [--rounds 1] [--big]
 //! ```
-//! `--big` adds 200 hosts at concurrency 20; `--only HOSTSxC` runs one size.
+//! `--big` adds 200 hosts at concurrency 20; `--only HOSTSxC` runs one size; `--phases` prints,
+//! for each Vesemir run, each phase's time per host (median/max, from the events).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use vesemir_chef::{ChefConfig, ClientKey};
-use vesemir_core::event::{Event, EventSink};
+use vesemir_core::event::{Event, EventKind, EventSink, Phase};
 use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::ports::{
     AdminState, Backend, Executor, HealthProbe, HttpCheck, LoadBalancer, OutputSink, ProbeOutcome,
@@ -46,10 +50,70 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(8);
 const HEALTH_INTERVAL: Duration = Duration::from_millis(20);
 const LOAD_RATE: u32 = 200;
 
-struct NoEvents;
+/// Where Vesemir's time goes: each host's phases (from its `host_phase` events), timed until
+/// its next phase or its end.
+#[derive(Default)]
+struct Phases {
+    /// Per host: its phase entries, in order, with when they started.
+    seen: std::sync::Mutex<std::collections::HashMap<String, Vec<(String, Duration)>>>,
+}
 
-impl EventSink for NoEvents {
-    fn emit(&self, _event: &Event) {}
+impl EventSink for Phases {
+    fn emit(&self, event: &Event) {
+        let (host, label) = match &event.kind {
+            EventKind::HostPhase { host, phase } => (host, phase_label(phase)),
+            EventKind::HostFinished { host, .. } => (host, "end".to_owned()),
+            _ => return,
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.entry(host.to_string()).or_default().push((label, event.elapsed));
+    }
+}
+
+/// A phase's name, its weight or attempt left out (every health attempt counts as `health`).
+fn phase_label(phase: &Phase) -> String {
+    match phase {
+        Phase::Step { name, .. } => format!("step {name}"),
+        Phase::HealthCheck { .. } => "health".to_owned(),
+        Phase::Enabling { weight } if *weight == Weight::ZERO => "weight 0 + ready".to_owned(),
+        Phase::Enabling { .. } => "weight 100%".to_owned(),
+        other => serde_json::to_value(other)
+            .ok()
+            .and_then(|v| v.get("phase").and_then(|p| p.as_str().map(str::to_owned)))
+            .unwrap_or_else(|| "other".to_owned()),
+    }
+}
+
+impl Phases {
+    /// Each phase with its per-host total: median and max, in the order phases first appear.
+    fn summary(&self) -> Vec<(String, Duration, Duration)> {
+        let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut order: Vec<String> = Vec::new();
+        let mut totals: std::collections::HashMap<String, Vec<Duration>> = std::collections::HashMap::new();
+        for entries in seen.values() {
+            let mut per_host: std::collections::HashMap<&str, Duration> = std::collections::HashMap::new();
+            for pair in entries.windows(2) {
+                let ((label, from), (_, to)) = (&pair[0], &pair[1]);
+                *per_host.entry(label).or_default() += to.saturating_sub(*from);
+                if !order.contains(label) {
+                    order.push(label.clone());
+                }
+            }
+            for (label, total) in per_host {
+                totals.entry(label.to_owned()).or_default().push(total);
+            }
+        }
+        order
+            .into_iter()
+            .map(|label| {
+                let mut times = totals.remove(&label).unwrap_or_default();
+                times.sort();
+                let median = times.get(times.len() / 2).copied().unwrap_or_default();
+                let max = times.last().copied().unwrap_or_default();
+                (label, median, max)
+            })
+            .collect()
+    }
 }
 
 fn executor(lab: &Lab) -> SshExecutor {
@@ -186,15 +250,28 @@ async fn vesemir(
         executor: Arc::new(executor(lab)),
     };
     let probe: Arc<dyn HealthProbe> = Arc::new(HttpProbe::new().map_err(|e| e.to_string())?);
-    let config = DriverConfig { health_probe: Some(probe), ..DriverConfig::default() };
+    let (who, checks_while_out) = (window, window == "checks");
+    let window = if checks_while_out { "sliding" } else { window };
+    let config = DriverConfig { health_probe: Some(probe), checks_while_out, ..DriverConfig::default() };
     let started = Instant::now();
     let request = request(lab, concurrency, window, version)?;
     let prepared =
         vesemir_core::prepare(Arc::new(request), &ports, &config).await.map_err(|e| e.to_string())?;
     let run_started = Instant::now();
-    let report = vesemir_core::run(&prepared, &ports, &NoEvents, &Control::new(), &config).await;
+    let phases = Phases::default();
+    let report = vesemir_core::run(&prepared, &ports, &phases, &Control::new(), &config).await;
+    if std::env::args().any(|a| a == "--phases") {
+        let line: Vec<String> = phases
+            .summary()
+            .into_iter()
+            .map(|(label, median, max)| {
+                format!("{label} {:.0}/{:.0}", median.as_secs_f64() * 1e3, max.as_secs_f64() * 1e3)
+            })
+            .collect();
+        eprintln!("phases ({who}, per host, median/max ms): {}", line.join(", "));
+    }
     if !report.succeeded() {
-        return Err(format!("the {window} deploy failed: {}", vesemir_core::render::summary(&report)));
+        return Err(format!("the {who} deploy failed: {}", vesemir_core::render::summary(&report)));
     }
     Ok((started.elapsed(), run_started.elapsed(), report))
 }
@@ -287,7 +364,7 @@ fn main() -> ExitCode {
         let Some(lab) = lab.as_ref() else { return ExitCode::FAILURE };
         let mut best: Vec<(&str, Measure)> = Vec::new();
         for _ in 0..rounds {
-            for who in ["floor", "sliding", "batches"] {
+            for who in ["floor", "sliding", "batches", "checks"] {
                 version += 1;
                 let m = match measured(lab, who, concurrency, &format!("{version}.0.0")) {
                     Ok(m) => m,
@@ -316,6 +393,7 @@ fn main() -> ExitCode {
             let label = match *who {
                 "floor" => "floor (no gates)",
                 "sliding" => "vesemir sliding",
+                "checks" => "vesemir checks",
                 _ => "vesemir batches",
             };
             let rollout = m.rollout.map_or_else(|| "-".to_owned(), |r| format!("{:.2}", r.as_secs_f64()));

@@ -45,6 +45,9 @@ struct State {
     unauthorized: BTreeSet<HostName>,
     faults: BTreeMap<HostName, Vec<Fault>>,
     latency: Duration,
+    connect_latency: Duration,
+    /// When each connect (to a reachable host) ended, by host, in order.
+    connect_times: BTreeMap<HostName, Vec<Instant>>,
     connected: BTreeSet<HostName>,
     connects: usize,
     commands: BTreeMap<HostName, Vec<CommandRecord>>,
@@ -226,6 +229,17 @@ impl FakeExecutor {
         lock(&self.state).latency = latency;
     }
 
+    /// Makes every [`connect`](Executor::connect) take `latency` (an SSH key exchange), after
+    /// which the host is reachable or not as set.
+    pub fn set_connect_latency(&self, latency: Duration) {
+        lock(&self.state).connect_latency = latency;
+    }
+
+    /// When `connect` calls on `host` ended without error (tokio's clock), in order.
+    pub fn connect_times(&self, host: &HostName) -> Vec<Instant> {
+        lock(&self.state).connect_times.get(host).cloned().unwrap_or_default()
+    }
+
     /// The commands run on `host`, in order.
     pub fn commands(&self, host: &HostName) -> Vec<CommandRecord> {
         lock(&self.state).commands.get(host).cloned().unwrap_or_default()
@@ -267,7 +281,13 @@ impl FakeExecutor {
 #[async_trait]
 impl Executor for FakeExecutor {
     async fn connect(&self, host: &Host) -> Result<(), PortError> {
-        self.ensure_connected(host)
+        let latency = lock(&self.state).connect_latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        self.ensure_connected(host)?;
+        lock(&self.state).connect_times.entry(host.name.clone()).or_default().push(Instant::now());
+        Ok(())
     }
 
     async fn run(

@@ -135,6 +135,9 @@ pub struct RotationLog {
     pub max_out_of_rotation: usize,
     /// Every change, in order: server, state, weight.
     pub changes: Vec<(ServerName, AdminState, Weight)>,
+    /// Each [`mark_down`](LoadBalancer::mark_down), in order, with how many state or weight
+    /// changes came before it (its place among [`changes`](Self::changes)).
+    pub marked_down: Vec<(ServerName, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -499,6 +502,18 @@ impl LoadBalancer for FakeLoadBalancer {
             }
         }
         state.apply(backend, server, |s| s.set_percent_weight(weight))
+    }
+
+    /// Checks the server is on every reachable instance and records the call: the fake's
+    /// checks are what its tests set, so the server is as healthy right after as they say.
+    async fn mark_down(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
+        let mut state = lock(&self.state);
+        for instance in state.reachable(backend)? {
+            state.server_mut(&instance, backend, server)?;
+        }
+        let place = state.log.changes.len();
+        state.log.marked_down.push((server.clone(), place));
+        Ok(())
     }
 
     async fn shutdown_sessions(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {

@@ -132,6 +132,12 @@ impl<L: LoadBalancer, W: JournalWriter> LoadBalancer for JournaledLoadBalancer<L
         .await
     }
 
+    /// Not journaled: it changes no admin state or weight to put back, and a server marked
+    /// DOWN comes back by its own checks.
+    async fn mark_down(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
+        self.inner.mark_down(backend, server).await
+    }
+
     async fn status(&self, backend: &Backend, server: &ServerName) -> Result<Vec<InstanceState>, PortError> {
         self.inner.status(backend, server).await
     }

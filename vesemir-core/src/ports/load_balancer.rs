@@ -362,6 +362,18 @@ pub trait LoadBalancer: Send + Sync + Debug {
         to: &[InstanceState],
     ) -> Result<(), PortError>;
 
+    /// Marks the server DOWN on every instance without stopping its health checks, so that
+    /// it stays out of rotation until checks made from now on pass (HAProxy: `set server
+    /// <b>/<s> health down`, whose health then needs `rise` passing checks, and `rise + fall
+    /// - 1` to read plain `UP` again). For the rollout's `checks_while_out`; the default
+    /// refuses, so a load balancer without it is never silently trusted.
+    async fn mark_down(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
+        Err(PortError::rejected(
+            format!("backend {}/{server}", backend.name),
+            "this load balancer cannot mark a server DOWN while its checks run: turn checks_while_out off",
+        ))
+    }
+
     /// Waits until the server has no sessions on any instance, for at most `timeout`
     /// ([`PortError::Timeout`] past it). The default polls [`status`](Self::status).
     async fn wait_drained(
@@ -437,6 +449,9 @@ macro_rules! forward_load_balancer {
             }
             async fn shutdown_sessions(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
                 (**self).shutdown_sessions(backend, server).await
+            }
+            async fn mark_down(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
+                (**self).mark_down(backend, server).await
             }
             async fn status(&self, backend: &Backend, server: &ServerName) -> Result<Vec<InstanceState>, PortError> {
                 (**self).status(backend, server).await

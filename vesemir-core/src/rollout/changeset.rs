@@ -43,6 +43,8 @@ impl Rollout {
                     Some(Phase::HealthCheck { attempt }),
                 )
             }
+            // No phase of its own: one quick call, counted with the last step.
+            Stage::MarkDown => (Some(Action::MarkDown { host }), None),
             _ => (None, None),
         }
     }
@@ -68,6 +70,16 @@ impl Rollout {
                 self.after_health_command(h, now);
             }
             (Stage::Health, result) => self.health_not_passed(h, result, now),
+            (Stage::MarkDown, ActionResult::Failed(e)) => {
+                self.lb_failed(h, &e, now);
+                let message = format!("{} (marking it DOWN after the changeset)", e.message);
+                self.fail(h, HostOutcome::Failed, message, now);
+            }
+            (Stage::MarkDown, _) => {
+                // Checks now decide: its wait for UP comes after the health gate.
+                self.hosts[h].checks_down = true;
+                self.health_gate(h, now);
+            }
             _ => {}
         }
     }
@@ -116,7 +128,18 @@ impl Rollout {
         } else if next_step < self.config.steps.len() {
             self.hosts[h].step_attempt = 1;
             self.enter(h, Stage::Step(next_step), now);
-        } else if self.config.health_command.is_some() {
+        } else if self.keeps_checks(h) {
+            // The changeset is done: from now on only new checks can bring it back UP.
+            self.enter(h, Stage::MarkDown, now);
+        } else {
+            self.health_gate(h, now);
+        }
+    }
+
+    /// The changeset is done (and the server marked DOWN when its checks keep running): the
+    /// health command, else what follows it.
+    fn health_gate(&mut self, h: usize, now: Instant) {
+        if self.config.health_command.is_some() {
             self.enter(h, Stage::Health, now);
         } else {
             self.after_health_command(h, now);

@@ -29,6 +29,16 @@ pub struct RolloutConfig {
     /// Try the hosts that ended unreachable once more after the last batch
     /// (`strategy.retry_unreachable`).
     pub retry_unreachable: bool,
+    /// Keep the load balancers' health checks running while a host is out (issue 15, item
+    /// 3): a server found in rotation stays drained (no maintenance) during its changeset,
+    /// is marked DOWN ([`Action::MarkDown`](super::Action::MarkDown)) right after its last
+    /// step, and only checks made after that bring it back UP; the wait for UP (when
+    /// `load_balancer_up` asks for it) then proves a check passed after the changeset, and
+    /// with short `downinter`/`fastinter` on the servers it has passed by the time the host is
+    /// healthy. Only for backends without persistence (cookies, stick tables, `use-server`,
+    /// `force-persist`): a drained server still gets persistent requests. Set by the front
+    /// end's operator (the driver's `DriverConfig::checks_while_out`), never by a request.
+    pub checks_while_out: bool,
 }
 
 /// A changeset step as the rollout sees it: a name for events and a bound for the driver.
@@ -62,6 +72,12 @@ impl RolloutConfig {
         self.steps.iter().take_while(|s| s.stage).count()
     }
 
+    /// Whether the checks keep running while out: asked for, and with a wait for UP to prove
+    /// them (without one, maintenance is kept: nothing would read the checks).
+    pub fn checks_while_out(&self) -> bool {
+        self.checks_while_out && self.load_balancer_up.is_some()
+    }
+
     /// The rollout configuration of a request.
     pub fn from_request(request: &DeploymentRequest) -> Self {
         let changeset = &request.changeset;
@@ -87,6 +103,7 @@ impl RolloutConfig {
             pause_between_batches: request.strategy.pause_between_batches,
             canary_gate: request.strategy.canary.map(|c| c.gate),
             retry_unreachable: request.strategy.retry_unreachable,
+            checks_while_out: false,
         }
     }
 }

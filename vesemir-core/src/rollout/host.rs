@@ -28,6 +28,8 @@ pub(super) enum Stage {
     StepWait(usize),
     Health,
     HealthWait,
+    /// Marking the server DOWN after the changeset, its checks running (`checks_while_out`).
+    MarkDown,
     /// The HTTP health check from the orchestrator (`probe.rs`), and the pause between two.
     Probe,
     ProbeWait,
@@ -198,7 +200,7 @@ impl Rollout {
             Stage::Connect | Stage::Drain | Stage::WaitDrain | Stage::Shutdown | Stage::Maint => {
                 self.take_out_action(host, stage)
             }
-            Stage::Step(_) | Stage::Health => self.changeset_action(h, stage, now),
+            Stage::Step(_) | Stage::Health | Stage::MarkDown => self.changeset_action(h, stage, now),
             Stage::PreWeight
             | Stage::Ready
             | Stage::WaitUp
@@ -230,7 +232,7 @@ impl Rollout {
             Stage::Connect | Stage::Drain | Stage::WaitDrain | Stage::Shutdown | Stage::Maint => {
                 self.advance_take_out(h, stage, result, now)
             }
-            Stage::Step(_) | Stage::Health => self.advance_changeset(h, stage, result, now),
+            Stage::Step(_) | Stage::Health | Stage::MarkDown => self.advance_changeset(h, stage, result, now),
             Stage::Probe => self.advance_probe(h, result, now),
             Stage::PreWeight
             | Stage::Ready
@@ -295,7 +297,25 @@ impl Rollout {
         run.failure = Some(Failure { outcome, phase: run.phase.clone(), error });
         let entered_rotation_after_changes =
             matches!(run.stage, Stage::WaitUp | Stage::Ramp(_) | Stage::Hold(_) | Stage::Full);
-        if entered_rotation_after_changes && (run.in_rotation() || run.admin == AdminState::Ready) {
+        // With the checks running while out, a changed host is drained, not in maintenance:
+        // a failure takes it the rest of the way out.
+        let staged = self.config.staged();
+        let changing = match run.stage {
+            Stage::Step(i) | Stage::StepWait(i) => i >= staged,
+            Stage::Health
+            | Stage::HealthWait
+            | Stage::Probe
+            | Stage::ProbeWait
+            | Stage::MarkDown
+            | Stage::PreWeight
+            | Stage::Ready => true,
+            _ => false,
+        };
+        let drained_after_changes =
+            self.config.checks_while_out() && run.admin == AdminState::Drain && changing;
+        if drained_after_changes
+            || entered_rotation_after_changes && (run.in_rotation() || run.admin == AdminState::Ready)
+        {
             self.enter(h, Stage::Unwind, now);
         } else if run.connected {
             self.enter(h, Stage::Close, now);

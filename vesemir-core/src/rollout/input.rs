@@ -80,6 +80,13 @@ pub enum Action {
         /// How long this request may take.
         timeout: Duration,
     },
+    /// Mark the server DOWN on every instance while its health checks keep running, so that
+    /// only checks made from now on can bring it back UP
+    /// ([`RolloutConfig::checks_while_out`](super::RolloutConfig::checks_while_out)).
+    MarkDown {
+        /// The host to act on, by its position in the plan.
+        host: HostId,
+    },
     /// Wait until every instance reports the server UP, for at most `timeout`.
     WaitUp {
         /// The host to act on, by its position in the plan.
@@ -123,6 +130,7 @@ impl Action {
             | Action::RunHealthCheck { host, .. }
             | Action::ProbeHealth { host, .. }
             | Action::WaitUp { host, .. }
+            | Action::MarkDown { host }
             | Action::ReadBackend { host }
             | Action::Restore { host, .. }
             | Action::Close { host } => *host,

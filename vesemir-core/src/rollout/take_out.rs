@@ -64,6 +64,13 @@ impl Rollout {
                 self.enter(h, Stage::WaitDrain, now);
             }
             (Stage::WaitDrain, ActionResult::Failed(e)) => self.drain_not_done(h, e, now),
+            (Stage::WaitDrain | Stage::Shutdown, ActionResult::Done | ActionResult::Exited(_))
+                if self.keeps_checks(h) =>
+            {
+                // Drained and its checks running: the changeset starts without maintenance.
+                let first = self.config.staged();
+                self.after_steps(h, first, now);
+            }
             (Stage::WaitDrain | Stage::Shutdown, ActionResult::Done | ActionResult::Exited(_)) => {
                 self.enter(h, Stage::Maint, now)
             }
@@ -78,6 +85,12 @@ impl Rollout {
             }
             _ => {}
         }
+    }
+
+    /// Whether host `h` keeps its checks running while out (`checks_while_out`): only a server
+    /// found in rotation (one found out of it takes today's way, through maintenance).
+    pub(super) fn keeps_checks(&self, h: usize) -> bool {
+        self.config.checks_while_out() && self.plan.hosts[h].was_in_rotation()
     }
 
     /// Sessions did not end (or the wait failed): force them closed, or put the host back.
