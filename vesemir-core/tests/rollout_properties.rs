@@ -1027,6 +1027,7 @@ fn hosts_unreachable_at_their_turn_are_tried_once_more_with_the_simulator() {
         http: None,
         staged: 0,
         retry_unreachable: true,
+        checks_while_out: false,
     };
     assert_eq!(run(&s).expect("invariants hold"), unreachable as u32);
     let batches = Scenario { window: Window::Batches, pause_ms: 200, ..s.clone() };
