@@ -121,6 +121,9 @@ fn sigterm_mid_rollout_refuses_admissions_exits_within_the_grace_and_records_eve
     while refused.is_none() && signalled.elapsed() < GRACE {
         match http(port, "POST", "/v1/deployments", TEAM, body) {
             Some((503, head, body)) => refused = Some((head, body)),
+            // Before the server has taken the signal in, the unit is still busy: refused too
+            // (never admitted); asked again until the stop answers.
+            Some((409, _, _)) => std::thread::sleep(Duration::from_millis(20)),
             Some((status, _, body)) => panic!("a POST during the stop got {status}: {body}"),
             None => std::thread::sleep(Duration::from_millis(20)),
         }

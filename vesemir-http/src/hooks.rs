@@ -674,7 +674,7 @@ async fn attempt(app: &App, name: &str, delivery_id: &str, version: &str, body_s
 }
 
 /// Starts waiting deliveries of queueing hooks once their unit is free: woken when a
-/// deployment ends here ([`Hooks::wake`]), and every [`DISPATCH_EVERY`] for those that ended on
+/// deployment ends here ([`Hooks::wake`]), and every `DISPATCH_EVERY` (2 s) for those that ended on
 /// another instance. Oldest first per hook; stops when the app is gone.
 pub async fn dispatch(app: Weak<App>) {
     loop {

@@ -4,7 +4,7 @@
 //! confirmations given there; when renewals fail for a whole lease time it
 //! stops them all, before another instance may end them. Every lease time it also takes over
 //! the deployments no live instance holds (an instance that died, or lost the database), as the
-//! server does at startup ([`crate::runner::takeover`]); a store that takes none over (SQLite)
+//! server does at startup (`runner::takeover`); a store that takes none over (SQLite)
 //! ends them `interrupted` ([`Runner::recover`]).
 //!
 //! The fence itself is the store's: every write about a deployment checks the lease in the same

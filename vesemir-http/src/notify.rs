@@ -1,7 +1,7 @@
 //! Notifications: outgoing webhooks per unit when a deployment starts, waits for confirmation,
 //! is paused, succeeds, fails or is cancelled. JSON (or a Slack-compatible `{ "text" }`),
 //! signed with HMAC-SHA256 when the target has a secret, retried with backoff, every attempt
-//! recorded in the store ([`Store::record_notification`](crate::store::Store::record_notification)).
+//! recorded in the store ([`Store::record_notification`]).
 //!
 //! ```toml
 //! [[units.notify]]

@@ -7,7 +7,7 @@
 //!
 //! Plain HTTP only on a loopback `listen`, unless the configuration says otherwise with
 //! `allow_plain_http = true` (a TLS-terminating proxy in front): `vesemir config check` and the
-//! server's start refuse anything else, naming `listen` and the fix ([`check_config`]).
+//! server's start refuse anything else, naming `listen` and the fix (`check_config`).
 //!
 //! ```toml
 //! listen = "0.0.0.0:8443"
