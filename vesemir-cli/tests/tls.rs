@@ -68,7 +68,10 @@ impl Setup {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("id_ed25519");
-        write_atomically(&key, "not used: no deployment runs here", 0o600);
+        // A real private key: `vesemir serve` reads the SSH key once at start (shared adapters);
+        // no deployment runs here, so no sshd ever sees it.
+        let ssh_key = KeyPair::generate().expect("a key pair");
+        write_atomically(&key, &ssh_key.serialize_pem(), 0o600);
         std::fs::write(
             dir.path().join("vesemir.toml"),
             format!("[ssh]\nuser = \"deploy\"\nkey = \"{}\"\n", key.display()),

@@ -340,7 +340,8 @@ fn body(format: NotifyFormat, event: NotifyEvent, record: &crate::store::Deploym
     }
 }
 
-/// Delivers queued notifications, each in its own task, at most [`MAX_IN_FLIGHT`] at once.
+/// Delivers queued notifications, each in its own task, at most [`MAX_IN_FLIGHT`] at once, one
+/// deployment's to one target in order.
 async fn deliver_all(mut jobs: mpsc::Receiver<Job>, store: Arc<dyn Store>) {
     let client = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
         Ok(client) => client,
@@ -350,13 +351,23 @@ async fn deliver_all(mut jobs: mpsc::Receiver<Job>, store: Arc<dyn Store>) {
         }
     };
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // The last delivery to each (deployment, target): the next one waits for it, so a receiver
+    // gets one deployment's notifications in the order they happened.
+    let mut last: HashMap<(i64, String), tokio::task::JoinHandle<()>> = HashMap::new();
     while let Some(job) = jobs.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (client, store) = (client.clone(), store.clone());
-        tokio::spawn(async move {
+        last.retain(|_, delivery| !delivery.is_finished());
+        let key = (job.deployment, job.target.config.name.clone());
+        let before = last.remove(&key);
+        let delivery = tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
             deliver(&client, &*store, job).await;
             drop(slot);
         });
+        last.insert(key, delivery);
     }
 }
 
