@@ -1,26 +1,35 @@
-//! Two `vesemir serve` instances on one PostgreSQL database, on the local lab under steady
-//! load: the instance running a deployment is killed (SIGKILL) while hosts are in their steps;
-//! the other takes the deployment over once its lease expired, checks the hosts that were in
-//! flight, and finishes the rollout. Every host ends on the new version and in rotation (as
-//! HAProxy says), no user request fails, and the one record shows the handover.
+//! Two `vesemir serve` instances on one PostgreSQL database, behind an HAProxy of their own for
+//! the API (`option httpchk GET /readyz`), on the local lab under steady load. The client only
+//! talks to that HAProxy. The instance running a deployment is killed (SIGKILL) while hosts are
+//! in their steps; the other takes the deployment over once its lease expired, checks the hosts
+//! that were in flight, and finishes the rollout. Every host ends on the new version and in
+//! rotation (as the lab's HAProxy says), no user request fails, and the one record shows the
+//! handover.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Served;
 use vesemir_core::ports::ServerStatus;
 use vesemir_examples::lab::{Lab, LabOptions, LoadOptions};
+use vesemir_testkit::haproxy::HaproxyInstance;
 use vesemir_testkit::postgres::Postgres;
 use vesemir_testkit::process::free_port;
 
 const TOKEN: &str = "lab-team-demo-token";
 const LEASE: Duration = Duration::from_secs(2);
 
-/// Starts instance `name` of the lab's server on `database`, on a free port.
+/// Starts instance `name` of the lab's server on `database`, on a free port. Its steps take 2 s
+/// more (room to kill or cut it while hosts are in them), and each run appends
+/// `<name> start|change|end <ns since the epoch>` to `drivers-<host>.log` in the lab's directory
+/// (`change`: the 2 s are over, the lab's step begins).
 fn serve(lab: &Lab, database: &str, name: &str) -> Served {
     let port = free_port();
+    let probe = lab.dir().join("drivers-{host}.log").display().to_string();
     let text = std::fs::read_to_string(lab.server_config_path()).expect("the lab's server config");
     let text: String = text
         .lines()
@@ -28,13 +37,23 @@ fn serve(lab: &Lab, database: &str, name: &str) -> Served {
             if line.starts_with("database = ") {
                 format!("database = \"{database}\"")
             } else {
-                // Steps that take 2 s: room to kill the instance while hosts are in them.
                 line.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
-                    .replace("run = \"bash ", "run = \"sleep 2 && bash ")
+                    .replace(
+                        "run = \"bash ",
+                        &format!(
+                            "run = \"echo {name} start $(date +%s%N) >> {probe} && sleep 2 && \
+                             echo {name} change $(date +%s%N) >> {probe} && bash "
+                        ),
+                    )
+                    .replace(
+                        "{version}\", timeout",
+                        &format!("{{version}} && echo {name} end $(date +%s%N) >> {probe}\", timeout"),
+                    )
             }
         })
         .collect::<Vec<_>>()
         .join("\n");
+    assert!(text.contains(" change $(date") && text.contains(" end $(date"), "the step probe is in:\n{text}");
     let text = format!("{text}\n\n[cluster]\ninstance = \"{name}\"\nlease = \"{}s\"\n", LEASE.as_secs());
     let server_config = lab.dir().join(format!("vesemir-server-{name}.toml"));
     std::fs::write(&server_config, text).expect("server config");
@@ -52,30 +71,67 @@ fn serve(lab: &Lab, database: &str, name: &str) -> Served {
     Served::listening(child, port)
 }
 
-fn client(lab: &Lab, served: &Served) -> Command {
+/// An HAProxy in front of the instances' API: health checks on `/readyz` every 200 ms, one
+/// failure marks a server down; `balance first` sends everything to the first one up (so the
+/// deployment is admitted, and run, by `a`); a request that finds its server gone is sent to the
+/// other one.
+fn api_proxy(instances: &[(&str, &Served)]) -> HaproxyInstance {
+    let servers: String = instances
+        .iter()
+        .map(|(name, served)| {
+            let address = served.url.trim_start_matches("http://");
+            format!("    server {name} {address} check inter 200 fall 1 rise 2\n")
+        })
+        .collect();
+    HaproxyInstance::start(
+        "be_api",
+        &format!(
+            "backend be_api\n    balance first\n    option httpchk GET /readyz\n    retries 3\n    option redispatch 1\n{servers}"
+        ),
+    )
+}
+
+/// `show stat` of `haproxy`'s runtime API: the status column of server `server` of `be_api`.
+fn api_server_status(haproxy: &HaproxyInstance, server: &str) -> String {
+    let vesemir_core::ports::LbEndpoint::Tcp { address, port } = haproxy.tcp_endpoint() else {
+        panic!("a TCP runtime API expected")
+    };
+    let mut stream = TcpStream::connect((address.as_str(), port)).expect("the API HAProxy's runtime API");
+    stream.write_all(b"show stat\n").expect("show stat");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("show stat reply");
+    reply
+        .lines()
+        .find(|l| l.starts_with(&format!("be_api,{server},")))
+        .and_then(|l| l.split(',').nth(17))
+        .unwrap_or("absent")
+        .to_owned()
+}
+
+fn client(lab: &Lab, url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vesemir"));
     command
         .current_dir(lab.dir())
-        .env("VESEMIR_SERVER", &served.url)
+        .env("VESEMIR_SERVER", url)
         .env("VESEMIR_TOKEN", TOKEN)
         .env_remove("VESEMIR_CONFIG");
     command
 }
 
-fn run(lab: &Lab, served: &Served, args: &[&str]) -> Output {
-    client(lab, served).args(args).output().expect("runs vesemir")
+fn run(lab: &Lab, url: &str, args: &[&str]) -> Output {
+    client(lab, url).args(args).output().expect("runs vesemir")
 }
 
-/// Deployment 1 as `served` shows it.
-fn status(lab: &Lab, served: &Served) -> serde_json::Value {
-    let output = run(lab, served, &["status", "1", "-o", "json"]);
+/// Deployment 1 as the server at `url` shows it (null when the request failed).
+fn status(lab: &Lab, url: &str) -> serde_json::Value {
+    let output = run(lab, url, &["status", "1", "-o", "json"]);
     let reply: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
     reply["deployment"].clone()
 }
 
-/// Deployment 1's events so far, as `served` shows them.
-fn events(lab: &Lab, served: &Served) -> Vec<serde_json::Value> {
-    let output = run(lab, served, &["logs", "1", "-o", "json"]);
+/// Deployment 1's events so far, as the server at `url` shows them.
+fn events(lab: &Lab, url: &str) -> Vec<serde_json::Value> {
+    let output = run(lab, url, &["logs", "1", "-o", "json"]);
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -83,67 +139,65 @@ fn events(lab: &Lab, served: &Served) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn killing_the_instance_running_a_deployment_lets_the_other_finish_it_under_load() {
-    let cluster = Postgres::start();
-    let database = cluster.database();
-    let lab =
-        Lab::start(LabOptions { hosts: 6, concurrency: 2, ..LabOptions::default() }).expect("the lab starts");
-    let mut a = serve(&lab, &database, "a");
-    let b = serve(&lab, &database, "b");
-    let traffic = lab.start_load(LoadOptions {
-        rate: 100,
-        max_duration: Duration::from_secs(180),
-        ..LoadOptions::default()
-    });
-    std::thread::sleep(Duration::from_millis(500));
+/// Submits the lab's deployment through `url` (following it, in the background).
+fn submit(lab: &Lab, url: &str) -> std::process::Child {
     let deploy_file = lab.deploy_path().display().to_string();
-    let mut follower = client(&lab, &a)
+    client(lab, url)
         .args(["deploy", "-f", &deploy_file])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("deploy");
+        .expect("deploy")
+}
 
-    // Killed while a host of the first batch is in its steps (mid-batch).
+/// Waits until a host of deployment 1 is in its steps (mid-batch).
+fn wait_in_steps(lab: &Lab, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let d = status(&lab, &b);
+        let d = status(lab, url);
         let in_steps = d["hosts"].as_array().is_some_and(|hosts| {
             hosts.iter().any(|h| h["phase"].as_str().is_some_and(|p| p.starts_with("step")))
         });
         if in_steps {
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "no host reached its steps: {d}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    a.kill();
-    let killed = Instant::now();
-    let _ = follower.kill();
-    let _ = follower.wait();
+}
 
-    // B takes it over within the lease (and its sweep), and finishes it.
-    let taken = loop {
-        if events(&lab, &b).iter().any(|e| e["type"] == "handover") {
-            break killed.elapsed();
+/// Waits for the handover in deployment 1's events: how long after `since` it was seen.
+fn wait_handover(lab: &Lab, url: &str, since: Instant) -> Duration {
+    loop {
+        if events(lab, url).iter().any(|e| e["type"] == "handover") {
+            return since.elapsed();
         }
-        assert!(killed.elapsed() < LEASE * 5, "no handover {:?} after the kill", killed.elapsed());
+        assert!(
+            since.elapsed() < LEASE * 5,
+            "no handover {:?} after the loss: {}",
+            since.elapsed(),
+            status(lab, url)
+        );
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+}
+
+/// Waits until deployment 1 ended.
+fn wait_end(lab: &Lab, url: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let d = loop {
-        let d = status(&lab, &b);
+    loop {
+        let d = status(lab, url);
         if d["status"] != "running" && d["status"] != "queued" && !d["status"].is_null() {
-            break d;
+            return d;
         }
         assert!(Instant::now() < deadline, "never ended: {d}");
         std::thread::sleep(Duration::from_millis(200));
-    };
-    std::thread::sleep(Duration::from_millis(500));
-    let report = traffic.finish().expect("the load generator reports");
-    eprintln!("taken over {taken:?} after kill -9 (lease {LEASE:?}); load: {report}");
+    }
+}
 
+/// The end state every run must reach: succeeded, every host on 2.0.0 and up at full weight on
+/// every lab HAProxy, one handover from `a` to `b` in the record.
+fn assert_finished_by_b(lab: &Lab, d: &serde_json::Value, events: &[serde_json::Value]) {
     assert_eq!(d["status"], "succeeded", "{d}");
     for host in lab.hosts() {
         assert_eq!(lab.served_version(&host.name).ok().as_deref(), Some("2.0.0"), "{}", host.name);
@@ -154,11 +208,47 @@ fn killing_the_instance_running_a_deployment_lets_the_other_finish_it_under_load
             host.name
         );
     }
-    assert_eq!(report.failed, 0, "{report}");
-    let events = events(&lab, &b);
     let handovers: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "handover").collect();
     assert_eq!(handovers.len(), 1, "{events:?}");
     assert!(handovers[0]["from"].as_str().is_some_and(|f| f.starts_with("a/")), "{}", handovers[0]);
     assert!(handovers[0]["to"].as_str().is_some_and(|t| t.starts_with("b/")), "{}", handovers[0]);
     assert_eq!(d["totals"]["succeeded"], 6, "{d}");
+}
+
+#[test]
+fn killing_the_instance_running_a_deployment_lets_the_other_finish_it_under_load() {
+    let cluster = Postgres::start();
+    let database = cluster.database();
+    let lab =
+        Lab::start(LabOptions { hosts: 6, concurrency: 2, ..LabOptions::default() }).expect("the lab starts");
+    let mut a = serve(&lab, &database, "a");
+    let b = serve(&lab, &database, "b");
+    let api = api_proxy(&[("a", &a), ("b", &b)]);
+    let url = format!("http://{}", api.frontend());
+    let traffic = lab.start_load(LoadOptions {
+        rate: 100,
+        max_duration: Duration::from_secs(180),
+        ..LoadOptions::default()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut follower = submit(&lab, &url);
+
+    // Killed while a host of the first batch is in its steps (mid-batch).
+    wait_in_steps(&lab, &url);
+    a.kill();
+    let killed = Instant::now();
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // B takes it over within the lease (and its sweep), and finishes it; the client reads
+    // through the API HAProxy all along, which marked A down.
+    let taken = wait_handover(&lab, &url, killed);
+    assert_eq!(api_server_status(&api, "a"), "DOWN", "the API HAProxy marked the dead instance down");
+    assert_eq!(api_server_status(&api, "b"), "UP");
+    let d = wait_end(&lab, &url);
+    std::thread::sleep(Duration::from_millis(500));
+    let report = traffic.finish().expect("the load generator reports");
+    eprintln!("taken over {taken:?} after kill -9 (lease {LEASE:?}); load: {report}");
+    assert_finished_by_b(&lab, &d, &events(&lab, &url));
+    assert_eq!(report.failed, 0, "{report}");
 }
