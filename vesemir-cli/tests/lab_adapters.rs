@@ -10,7 +10,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,18 +171,7 @@ fn sixteen_deployments_at_once_never_open_more_than_the_cap_to_one_runtime_api()
     let port = free_port();
     let ports: Vec<u16> = proxies.iter().map(|(p, _)| *p).collect();
     let server_config = server_config(&lab, port, &ports);
-    let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
-        .arg("--config")
-        .arg(lab.config_path())
-        .arg("serve")
-        .arg("--server-config")
-        .arg(&server_config)
-        .current_dir(lab.dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts vesemir serve");
-    let served = Served::listening(child, port);
+    let served = Served::start(lab.config_path(), lab.dir(), &server_config, port);
 
     let started = Instant::now();
     let posts: Vec<std::thread::JoinHandle<(u16, String)>> = (1..=DEPLOYMENTS)

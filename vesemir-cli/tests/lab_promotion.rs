@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Served;
@@ -59,18 +58,7 @@ fn serve(lab: &Lab) -> Served {
     let production = unit("production", hosts(2..lab.hosts().len()), "");
     let server_config = lab.dir().join("vesemir-server-promotion.toml");
     std::fs::write(&server_config, format!("{head}{staging}{production}")).expect("server config");
-    let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
-        .arg("--config")
-        .arg(lab.config_path())
-        .arg("serve")
-        .arg("--server-config")
-        .arg(&server_config)
-        .current_dir(lab.dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts vesemir serve");
-    Served::listening(child, port)
+    Served::start(lab.config_path(), lab.dir(), &server_config, port)
 }
 
 /// One HTTP/1.1 exchange: (status, JSON body).

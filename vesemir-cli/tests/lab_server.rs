@@ -22,18 +22,7 @@ fn serve(lab: &Lab) -> Served {
     std::fs::write(&server_config, text.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")))
         .expect("server config");
 
-    let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
-        .arg("--config")
-        .arg(lab.config_path())
-        .arg("serve")
-        .arg("--server-config")
-        .arg(&server_config)
-        .current_dir(lab.dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts vesemir serve");
-    Served::listening(child, port)
+    Served::start(lab.config_path(), lab.dir(), &server_config, port)
 }
 
 fn client(lab: &Lab, served: &Served, args: &[&str]) -> Output {

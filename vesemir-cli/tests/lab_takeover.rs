@@ -61,18 +61,7 @@ fn serve(lab: &Lab, database: &str, name: &str) -> Served {
     let text = format!("{text}\n\n[cluster]\ninstance = \"{name}\"\nlease = \"{}s\"\n", LEASE.as_secs());
     let server_config = lab.dir().join(format!("vesemir-server-{name}.toml"));
     std::fs::write(&server_config, text).expect("server config");
-    let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
-        .arg("--config")
-        .arg(lab.config_path())
-        .arg("serve")
-        .arg("--server-config")
-        .arg(&server_config)
-        .current_dir(lab.dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts vesemir serve");
-    Served::listening(child, port)
+    Served::start(lab.config_path(), lab.dir(), &server_config, port)
 }
 
 /// An HAProxy in front of the instances' API: health checks on `/readyz` every 200 ms, one

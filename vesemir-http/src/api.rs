@@ -28,7 +28,7 @@ use crate::journal::{RecoverError, Recoveries};
 use crate::metrics::Metrics;
 use crate::ports::PortsFactory;
 use crate::runner::{ResumeRefused, Runner, SubmitError, Submitted};
-use crate::store::{DeploymentRecord, ListFilter, NewDeployment, Status, Store, StoreError};
+use crate::store::{DeploymentRecord, ListFilter, Status, Store, StoreError};
 use crate::wire::{Accepted, Deployment, DeploymentList, ErrorBody, Health, Problem, RecoveryReport};
 use vesemir_core::journal::RecoveryConfig;
 
@@ -360,22 +360,12 @@ pub async fn create(
     let admitted =
         state.catalog.admit(text, &principal, &state.playbooks).map_err(|e| ApiError::denied(&e))?;
     let key = idempotency_key(&headers)?;
+    let new = admitted.to_record(&principal.name, key, crate::auth::sha256_hex(&body)).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the request could not be encoded: {e}"))
+    })?;
     let (request, secrets) = (admitted.request, admitted.secrets);
     let ports = ports_for(&state, &request)?;
     state.runner.precheck(&request, &ports).await.map_err(|e| ApiError::refused(&e))?;
-    let new = NewDeployment {
-        application: request.application.to_string(),
-        environment: request.environment.to_string(),
-        team: request.team.to_string(),
-        version: request.version.to_string(),
-        requested_by: principal.name.clone(),
-        playbook: request.playbook.as_ref().map(ToString::to_string),
-        query: query_of(&request.targets),
-        request: serde_json::to_string(&admitted.stored).unwrap_or_default(),
-        idempotency_key: key,
-        body_sha256: crate::auth::sha256_hex(&body),
-        created_ms: now_ms(),
-    };
     // Admission runs in its own task: a request timeout or a dropped connection cannot cut it
     // between storing the deployment and starting it.
     let runner = state.runner.clone();

@@ -306,6 +306,32 @@ pub struct Admitted {
     pub secrets: Vec<String>,
 }
 
+impl Admitted {
+    /// The record the store keeps of this admitted request (secret variables as [`MASK`]),
+    /// asked by `requested_by`, with its idempotency key and the hash of the body it came from.
+    pub fn to_record(
+        &self,
+        requested_by: &str,
+        idempotency_key: Option<String>,
+        body_sha256: String,
+    ) -> Result<crate::store::NewDeployment, serde_json::Error> {
+        let request = &self.request;
+        Ok(crate::store::NewDeployment {
+            application: request.application.to_string(),
+            environment: request.environment.to_string(),
+            team: request.team.to_string(),
+            version: request.version.to_string(),
+            requested_by: requested_by.to_owned(),
+            playbook: request.playbook.as_ref().map(ToString::to_string),
+            query: crate::api::query_of(&request.targets),
+            request: serde_json::to_string(&self.stored)?,
+            idempotency_key,
+            body_sha256,
+            created_ms: crate::clock::now_ms(),
+        })
+    }
+}
+
 /// A validated unit.
 #[derive(Debug, Clone)]
 struct Unit {

@@ -52,7 +52,7 @@ use crate::auth::{Principal, PrincipalSource, Role};
 use crate::catalog::UnitConfig;
 use crate::clock::now_ms;
 use crate::runner::{SubmitError, Submitted};
-use crate::store::{HookRecorded, HookState, NewDeployment, NewHookDelivery, Status};
+use crate::store::{HookRecorded, HookState, NewHookDelivery, Status};
 use crate::wire::{Accepted, ErrorBody};
 
 /// The signature header when a hook names none: `sha256=` and the hex HMAC-SHA256 of the body.
@@ -619,22 +619,23 @@ async fn attempt(app: &App, name: &str, delivery_id: &str, version: &str, body_s
     if let Err(e) = app.runner.precheck(&admitted.request, &ports).await {
         return Attempt::Refused(ApiError::refused(&e));
     }
-    let request = admitted.request;
-    let new = NewDeployment {
-        application: request.application.to_string(),
-        environment: request.environment.to_string(),
-        team: request.team.to_string(),
-        version: request.version.to_string(),
-        requested_by: principal.name.clone(),
-        playbook: request.playbook.as_ref().map(ToString::to_string),
-        query: crate::api::query_of(&request.targets),
-        request: serde_json::to_string(&admitted.stored).unwrap_or_default(),
-        idempotency_key: Some(format!("delivery {delivery_id}")),
-        body_sha256: body_sha256.to_owned(),
-        created_ms: now_ms(),
+    let new = match admitted.to_record(
+        &principal.name,
+        Some(format!("delivery {delivery_id}")),
+        body_sha256.to_owned(),
+    ) {
+        Ok(new) => new,
+        Err(e) => {
+            return Attempt::Refused(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the request could not be encoded: {e}"),
+            ))
+        }
     };
-    let submitted =
-        app.runner.submit_with(request, ports, new, crate::store::Origin::default(), admitted.secrets).await;
+    let submitted = app
+        .runner
+        .submit_with(admitted.request, ports, new, crate::store::Origin::default(), admitted.secrets)
+        .await;
     let accepted = match submitted {
         Ok(Submitted::New(id)) => Accepted {
             id,

@@ -27,9 +27,8 @@ use vesemir_core::request::FieldError;
 use crate::api::App;
 use crate::auth::{Principal, PrincipalSource, Role};
 use crate::catalog::UnitConfig;
-use crate::clock::now_ms;
 use crate::runner::{SubmitError, Submitted};
-use crate::store::{NewDeployment, Status};
+use crate::store::Status;
 
 /// How often a promotion whose next unit is busy looks again.
 const BUSY_RETRY: Duration = Duration::from_secs(2);
@@ -174,23 +173,20 @@ async fn promote(app: &App, id: i64) -> Result<(), crate::store::StoreError> {
         if let Err(e) = app.runner.precheck(&admitted.request, &ports).await {
             return record_refusal(app, id, &refused(e.to_string())).await;
         }
-        let request = admitted.request;
-        let new = NewDeployment {
-            application: request.application.to_string(),
-            environment: request.environment.to_string(),
-            team: request.team.to_string(),
-            version: request.version.to_string(),
-            requested_by: principal.name.clone(),
-            playbook: request.playbook.as_ref().map(ToString::to_string),
-            query: crate::api::query_of(&request.targets),
-            request: serde_json::to_string(&admitted.stored).unwrap_or_default(),
-            idempotency_key: Some(format!("promotion of deployment {id}")),
-            body_sha256: crate::auth::sha256_hex(body.as_bytes()),
-            created_ms: now_ms(),
+        let new = match admitted.to_record(
+            &principal.name,
+            Some(format!("promotion of deployment {id}")),
+            crate::auth::sha256_hex(body.as_bytes()),
+        ) {
+            Ok(new) => new,
+            Err(e) => {
+                return record_refusal(app, id, &refused(format!("the request could not be encoded: {e}")))
+                    .await
+            }
         };
         let submitted = app
             .runner
-            .submit_with(request, ports, new, crate::store::Origin::default(), admitted.secrets)
+            .submit_with(admitted.request, ports, new, crate::store::Origin::default(), admitted.secrets)
             .await;
         let promoted = match submitted {
             Ok(Submitted::New(promoted)) => promoted,

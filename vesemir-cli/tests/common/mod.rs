@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use vesemir_core::name::{BackendName, ServerName};
@@ -165,6 +165,23 @@ pub struct Served {
 }
 
 impl Served {
+    /// Starts `vesemir --config CONFIG serve --server-config SERVER_CONFIG` in `dir` (output
+    /// discarded) and waits until it listens on `port`.
+    pub fn start(config: &Path, dir: &Path, server_config: &Path, port: u16) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .arg("--server-config")
+            .arg(server_config)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts vesemir serve");
+        Self::listening(child, port)
+    }
+
     /// Waits until the server started as `child` listens on `port` of 127.0.0.1.
     pub fn listening(child: Child, port: u16) -> Self {
         let served = Served { child, url: format!("http://127.0.0.1:{port}") };
