@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{json, Value};
 use support::*;
 use vesemir_http::hooks::sign;
@@ -74,43 +74,8 @@ async fn start(fleet: Fleet) -> Lab {
 }
 
 /// One HTTP/1.1 POST over a fresh connection, with `headers`.
-async fn post(address: std::net::SocketAddr, path: &str, body: &str, headers: &[(&str, String)]) -> Reply {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut request = format!("POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request
-        .push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects");
-    stream.write_all(request.as_bytes()).await.expect("writes");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
-        .await
-        .expect("an answer within 20 s")
-        .expect("reads");
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, text) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse::<u16>().ok())
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .unwrap_or_else(|| panic!("no status line in {answer}"));
-    let mut map = HeaderMap::new();
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            if let (Ok(n), Ok(v)) = (
-                axum::http::HeaderName::from_bytes(name.trim().as_bytes()),
-                axum::http::HeaderValue::from_str(value.trim()),
-            ) {
-                map.append(n, v);
-            }
-        }
-    }
-    let json = serde_json::from_str(text).unwrap_or(Value::Null);
-    Reply { status, headers: map, text: text.to_owned(), json }
+async fn post(loopback: &Loopback, path: &str, body: &str, headers: &[(&str, String)]) -> Reply {
+    loopback.call_with_headers("POST", path, headers, Some(body)).await
 }
 
 fn now_s() -> i64 {
@@ -124,7 +89,7 @@ async fn deliver(lab: &Lab, delivery: &str, body: &Value, key: &str) -> Reply {
         ("X-Vesemir-Signature", sign(key.as_bytes(), text.as_bytes())),
         ("X-Vesemir-Delivery", delivery.to_owned()),
     ];
-    post(lab.loopback.address, "/v1/hooks/shop-ci", &text, &headers).await
+    post(&lab.loopback, "/v1/hooks/shop-ci", &text, &headers).await
 }
 
 fn release(version: &str, sent_at: i64) -> Value {
@@ -183,10 +148,10 @@ async fn a_signed_delivery_deploys_its_unit_once_and_bad_ones_are_refused() {
     assert_eq!(forged.headers["content-type"], "application/problem+json");
     let text = release("6.6.6", now_s()).to_string();
     let unsigned =
-        post(lab.loopback.address, "/v1/hooks/shop-ci", &text, &[("X-Vesemir-Delivery", "d-3".into())]).await;
+        post(&lab.loopback, "/v1/hooks/shop-ci", &text, &[("X-Vesemir-Delivery", "d-3".into())]).await;
     assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED, "{}", unsigned.text);
     let garbled = post(
-        lab.loopback.address,
+        &lab.loopback,
         "/v1/hooks/shop-ci",
         &text,
         &[("X-Vesemir-Signature", "sha256=zz".into()), ("X-Vesemir-Delivery", "d-4".into())],
@@ -197,7 +162,7 @@ async fn a_signed_delivery_deploys_its_unit_once_and_bad_ones_are_refused() {
     let signature = sign(SECRET.as_bytes(), text.as_bytes());
     let tampered = text.replace("6.6.6", "6.6.7");
     let changed = post(
-        lab.loopback.address,
+        &lab.loopback,
         "/v1/hooks/shop-ci",
         &tampered,
         &[("X-Vesemir-Signature", signature), ("X-Vesemir-Delivery", "d-5".into())],
@@ -211,7 +176,7 @@ async fn a_signed_delivery_deploys_its_unit_once_and_bad_ones_are_refused() {
             ("X-Vesemir-Signature", sign(key.as_bytes(), text.as_bytes())),
             ("X-Vesemir-Delivery", "d-6".to_owned()),
         ];
-        let unknown = post(lab.loopback.address, path, &text, &headers).await;
+        let unknown = post(&lab.loopback, path, &text, &headers).await;
         assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{path}: {}", unknown.text);
     }
 
@@ -237,7 +202,7 @@ async fn a_signed_delivery_deploys_its_unit_once_and_bad_ones_are_refused() {
         ("X-Vesemir-Signature", sign(SECRET.as_bytes(), not_json.as_bytes())),
         ("X-Vesemir-Delivery", "d-7".into()),
     ];
-    let malformed = post(lab.loopback.address, "/v1/hooks/shop-ci", not_json, &headers).await;
+    let malformed = post(&lab.loopback, "/v1/hooks/shop-ci", not_json, &headers).await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{}", malformed.text);
     let missing = deliver(&lab, "d-8", &json!({ "release": {}, "sent_at": now_s() }), SECRET).await;
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", missing.text);
@@ -247,7 +212,7 @@ async fn a_signed_delivery_deploys_its_unit_once_and_bad_ones_are_refused() {
     assert!(bad.text.contains("^[0-9A-Za-z._+-]{1,64}$"), "the pattern is named: {}", bad.text);
     let text = release("2.3.0", now_s()).to_string();
     let anonymous = post(
-        lab.loopback.address,
+        &lab.loopback,
         "/v1/hooks/shop-ci",
         &text,
         &[("X-Vesemir-Signature", sign(SECRET.as_bytes(), text.as_bytes()))],
@@ -342,12 +307,12 @@ async fn a_busy_unit_queues_or_refuses_deliveries_as_the_hook_says() {
         ("X-Hub-Signature-256", sign(SECRET.as_bytes(), text.as_bytes())),
         ("X-GitHub-Delivery", "gh-1".to_owned()),
     ];
-    let refused = post(lab.loopback.address, "/v1/hooks/shop-staging", &text, &headers).await;
+    let refused = post(&lab.loopback, "/v1/hooks/shop-staging", &text, &headers).await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
     assert!(refused.text.contains("busy"), "{}", refused.text);
     wait_finished(&lab, running.json["id"].as_i64().expect("an id")).await;
     // Sent again once the unit is free, the same delivery starts.
-    let accepted = post(lab.loopback.address, "/v1/hooks/shop-staging", &text, &headers).await;
+    let accepted = post(&lab.loopback, "/v1/hooks/shop-staging", &text, &headers).await;
     assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
     assert_eq!(accepted.json["state"], "started", "{}", accepted.text);
     let done = wait_finished(&lab, accepted.json["deployment"]["id"].as_i64().expect("an id")).await;

@@ -536,17 +536,25 @@ enum Order {
 }
 
 impl Order {
+    const ALL: [Self; 7] =
+        [Self::Cancel, Self::Pause, Self::Resume, Self::Confirm, Self::Retry, Self::Restore, Self::Rollback];
+
+    /// The order named by the last segment of its path.
     fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "cancel" => Self::Cancel,
-            "pause" => Self::Pause,
-            "resume" => Self::Resume,
-            "confirm" => Self::Confirm,
-            "retry" => Self::Retry,
-            "restore" => Self::Restore,
-            "rollback" => Self::Rollback,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|order| order.path() == text)
+    }
+
+    /// The last segment of its path: `/deployments/{id}/{path}`, as the API names it.
+    fn path(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancel",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Confirm => "confirm",
+            Self::Retry => "retry",
+            Self::Restore => "restore",
+            Self::Rollback => "rollback",
+        }
     }
 
     /// Whether it asks "are you sure?" first.
@@ -602,23 +610,11 @@ pub(super) async fn confirm_order(
          <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"confirmed\" value=\"yes\">\
          <button type=\"submit\" class=\"danger\">{}</button><a href=\"/deployments/{id}\">Back</a></form>",
         escape(order.question()),
-        order_path(order),
+        order.path(),
         escape(&session.csrf),
         escape(order.label()),
     );
     page(StatusCode::OK, &format!("{} · Vesemir", order.label()), Some(&session), &body)
-}
-
-fn order_path(order: Order) -> &'static str {
-    match order {
-        Order::Cancel => "cancel",
-        Order::Pause => "pause",
-        Order::Resume => "resume",
-        Order::Confirm => "confirm",
-        Order::Retry => "retry",
-        Order::Restore => "restore",
-        Order::Rollback => "rollback",
-    }
 }
 
 /// `POST /deployments/{id}/{order}`: same origin, the session's CSRF token, `confirmed=yes`
@@ -646,7 +642,7 @@ pub(super) async fn give_order(
     };
     let confirmed = form_urlencoded::parse(&body).any(|(k, v)| k == "confirmed" && v == "yes");
     if order.destructive() && !confirmed {
-        return super::see_other_to(&format!("/deployments/{id}/{}", order_path(order)));
+        return super::see_other_to(&format!("/deployments/{id}/{}", order.path()));
     }
     let app = State(state.app.clone());
     let empty = || Ok(Bytes::new());

@@ -302,10 +302,23 @@ impl Loopback {
 
     /// One HTTP/1.1 exchange over a fresh connection.
     pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+        let authorization: Vec<(&str, String)> =
+            token.map(|token| ("Authorization", format!("Bearer {token}"))).into_iter().collect();
+        self.call_with_headers(method, path, &authorization, body).await
+    }
+
+    /// One HTTP/1.1 exchange over a fresh connection, with `headers`.
+    pub async fn call_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<&str>,
+    ) -> Reply {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-        if let Some(token) = token {
-            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
         }
         let body = body.unwrap_or("");
         request.push_str(&format!(
