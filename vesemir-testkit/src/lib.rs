@@ -4,6 +4,8 @@
 //!   dir, on a free port, stopped when the guard drops, also on panic.
 //! - [`haproxy`]: a real haproxy with a generated config and admin runtime API sockets.
 //! - [`goiardi`]: a real Chef server (goiardi) with authentication on.
+//! - [`chromium`]: chromedriver and a headless Chromium (a WebDriver session) for the web
+//!   page's browser tests; every process it started is killed on drop, also on panic.
 //! - [`conformance`]: one suite per port, run against the core's fake and against the real
 //!   adapter, so the fake cannot drift from reality.
 //! - [`postgres`]: a real PostgreSQL cluster (`initdb` + `postgres`, as `nobody` when run as
@@ -14,6 +16,7 @@
 //! - [`sshd`]: a real OpenSSH sshd with generated host and client keys, and an ssh-agent.
 #![warn(missing_docs)]
 
+pub mod chromium;
 pub mod conformance;
 pub mod goiardi;
 pub mod haproxy;

@@ -95,6 +95,11 @@ impl ServerProcess {
         self.dir.path()
     }
 
+    /// The server's pid while it runs (not yet reaped), from its own child handle.
+    pub fn pid(&mut self) -> Option<u32> {
+        matches!(self.child.try_wait(), Ok(None)).then(|| self.child.id())
+    }
+
     /// What the server wrote so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
