@@ -35,6 +35,19 @@
     if (el && el.textContent !== text) el.textContent = text;
   }
 
+  // A time the view has (RFC 3339), shown in the viewer's zone; "not yet" stays until then.
+  function setTime(scope, name, iso) {
+    const el = scope.querySelector(`[data-field="${name}"]`);
+    if (!el || !iso) return;
+    const shown = el.querySelector("time");
+    if (shown && shown.getAttribute("datetime") === iso) return;
+    const t = document.createElement("time");
+    t.setAttribute("datetime", iso);
+    t.textContent = iso;
+    el.replaceChildren(t);
+    localTimes(el);
+  }
+
   // Fetches the view at most every 150 ms while events arrive, and once after the last.
   function refresher(id, apply) {
     let pending = false, again = false;
@@ -65,7 +78,7 @@
     const rows = Array.from(document.querySelectorAll("tr[data-live]")).slice(0, 20);
     for (const row of rows) {
       const id = row.dataset.live;
-      const refresh = refresher(id, (view) => {
+    const refresh = refresher(id, (view) => {
         setField(row, "status", statusText(view));
         setField(row, "totals", totalsText(view));
       });
@@ -99,11 +112,17 @@
     const pendingLines = [];
     let framed = false;
     // The orders that apply change with the deployment: take them from a fresh copy of the page.
+    let streamEnded = false, settling = 0, ordersFor = null;
+    // Only the newest copy asked for counts: an older one may arrive after it.
+    let ordersAsked = 0;
     async function orders() {
+      const asked = ++ordersAsked;
       try {
         const reply = await fetch(location.pathname, { credentials: "same-origin", cache: "no-store" });
         if (!reply.ok) return;
-        const fresh = new DOMParser().parseFromString(await reply.text(), "text/html").querySelector(".orders");
+        const text = await reply.text();
+        if (asked !== ordersAsked) return;
+        const fresh = new DOMParser().parseFromString(text, "text/html").querySelector(".orders");
         const current = root.querySelector(".orders");
         if (fresh && current) current.replaceWith(document.importNode(fresh, true));
       } catch (_) { /* the buttons stay as they were */ }
@@ -112,6 +131,8 @@
       setField(root, "status", statusText(view));
       setField(root, "totals", totalsText(view));
       setField(root, "error", view.error || "");
+      setTime(root, "started", view.timings && view.timings.started_at);
+      setTime(root, "finished", view.timings && view.timings.finished_at);
       for (const host of view.hosts) {
         const row = root.querySelector(`tr[data-host="${CSS.escape(host.name)}"]`) || newRow(host.name);
         if (!row) continue;
@@ -131,7 +152,21 @@
           return li;
         }));
       }
-      if (view.status !== "queued" && view.status !== "running") root.dataset.finished = "true";
+      const finished = view.status !== "queued" && view.status !== "running";
+      if (finished) root.dataset.finished = "true";
+      // The stream's end can arrive before the server has recorded it, and a retry or a
+      // rollback puts back the servers its parent left out after its end, with no event: look
+      // again (a bounded number of times) until the view has settled.
+      const out = view.hosts.some((h) => h.rotation === "out_of_rotation");
+      if (streamEnded && (!finished || out) && settling < 40) {
+        settling += 1;
+        setTimeout(refresh, finished ? 1000 : 200);
+      }
+      // The orders that apply follow the deployment's state: fresh ones when it changes (once
+      // it has ended, with whether servers are still out: "restore" applies to those).
+      const state = finished ? `${view.status} ${out}` : `${view.status} ${view.paused}`;
+      if (state !== ordersFor && (ordersFor !== null || finished)) orders();
+      ordersFor = state;
     });
     follow(id, last, (kind, e) => {
       const seq = Number(e.lastEventId);
@@ -158,14 +193,13 @@
           });
         }
       }
-      if (kind === "paused" || kind === "resumed") orders();
       if (kind === "host_finished" && data.host) {
         const row = root.querySelector(`tr[data-host="${CSS.escape(data.host)}"]`);
         if (row && data.out_of_rotation_ms != null) setField(row, "out", `${(data.out_of_rotation_ms / 1000).toFixed(1)} s`);
         if (row) { setField(row, "rotation", words(data.rotation)); setField(row, "outcome", words(data.outcome)); }
       }
       refresh();
-    }, () => { refresh(); orders(); });
+    }, () => { streamEnded = true; refresh(); });
   }
 
   function start() {

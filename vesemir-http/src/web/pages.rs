@@ -323,7 +323,7 @@ pub(super) async fn deployment(
     let _ = write!(
         body,
         "<h2>Request</h2><dl class=\"facts\"><dt>Team</dt><dd>{}</dd><dt>Asked by</dt><dd>{}</dd><dt>Playbook</dt><dd>{}</dd>\
-         <dt>Targets</dt><dd><code>{}</code></dd><dt>Created</dt><dd>{}</dd><dt>Started</dt><dd>{}</dd><dt>Finished</dt><dd data-field=\"finished\">{}</dd></dl>",
+         <dt>Targets</dt><dd><code>{}</code></dd><dt>Created</dt><dd>{}</dd><dt>Started</dt><dd data-field=\"started\">{}</dd><dt>Finished</dt><dd data-field=\"finished\">{}</dd></dl>",
         escape(&view.team),
         escape(&view.requested_by),
         escape(view.playbook.as_deref().unwrap_or("none")),
