@@ -166,7 +166,10 @@ async fn flow(lab: &Lab, served: &Served) {
     assert_ne!(failing, first);
     browser.execute(RECORD_ROWS, vec![]).await;
     let status = ended(&browser).await;
-    assert!(status.starts_with("stopped") || status.starts_with("completed with failures"), "{status}");
+    // All three ran in one batch; the failure stopped the deployment (no failure tolerated).
+    assert_eq!(status, "stopped");
+    let totals = browser.text("[data-field=totals]").await.unwrap_or_default();
+    assert!(totals.starts_with("2 succeeded, 1 failed"), "{totals}");
     assert_eq!(browser.text(&cell("web-02", "outcome")).await.as_deref(), Some("failed"));
     let phase = browser.text(&cell("web-02", "phase")).await.unwrap_or_default();
     let why = browser.text(&cell("web-02", "why")).await.unwrap_or_default();
