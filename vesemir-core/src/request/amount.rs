@@ -125,6 +125,7 @@ impl utoipa::ToSchema for Amount {}
 /// An amount as [`Amount`] reads it from a string: a percentage (a whole number from 0 to 100
 /// and `%`), or a count (0 to `u32::MAX`) written as a string; white space around both, a `+`
 /// and leading zeros allowed, as Rust's integer parsing allows them.
+#[cfg(feature = "openapi")]
 pub const PERCENT: &str = concat!(
     "^\\s*\\+?0*(",
     // A count from 0 to 4294967295 (u32::MAX).
