@@ -178,7 +178,7 @@ pub async fn run(
                             on_event(event);
                         }
                         if abandon_on_cancel {
-                            break ActionResult::failed(PortError::rejected("provisioning", "cancelled"));
+                            break ActionResult::failed(PortError::rejected("provisioning", "abandoned: the operator cancelled"));
                         }
                     }
                 }
