@@ -2,7 +2,7 @@
 //! and destroyed leaving the fakes empty, the bootstrap's output as events of its step in
 //! order, a call that hangs past its bound undone as if done (`partial`), a cancel while waiting
 //! for SSH that ends at once and undoes everything, and the verify step asking Chef search again
-//! until the node is indexed.
+//! until the node is indexed, an address already in DNS skipped.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
@@ -296,4 +296,13 @@ async fn verify_asks_chef_search_again_until_the_node_is_indexed() {
     };
     assert!(reason.contains("Chef search"), "{reason}");
     assert_empty(&world, &reservations).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_address_found_in_dns_is_skipped() {
+    let (world, ports, config, _) = setup(World::default());
+    world.records.lock().unwrap().insert("someone-else.lab.test".to_owned(), Ipv4Addr::new(10, 0, 0, 10));
+    let (outcome, events) = drive(create(), &ports, &config, &ProvisionControl::new()).await;
+    let ProvisionOutcome::Ready { record } = outcome else { panic!("{outcome:?}\n{events:#?}") };
+    assert_eq!(record.placement.address, Ipv4Addr::new(10, 0, 0, 11));
 }

@@ -391,11 +391,15 @@ impl Performer<'_> {
                 Ok(names) if names.is_empty() => return ActionResult::Reserved(reservation.placement),
                 Ok(_) => taken.insert(address),
                 Err(error) => {
-                    let _ = self.ports.reservations.release(&vm).await;
-                    return ActionResult::failed(error);
+                    // Given back; if even that fails, the step counts as done partway so that
+                    // its undo gives it back again.
+                    return match self.release(&vm).await {
+                        Ok(()) => ActionResult::failed(error),
+                        Err(_) => ActionResult::failed_partway(error),
+                    };
                 }
             };
-            if let Err(error) = self.ports.reservations.release(&vm).await {
+            if let Err(error) = self.release(&vm).await {
                 return ActionResult::failed_partway(error);
             }
         }
@@ -407,6 +411,10 @@ impl Performer<'_> {
                 self.config.range.last()
             ),
         ))
+    }
+
+    async fn release(&self, vm: &VmName) -> Result<(), PortError> {
+        self.bounded(|| format!("releasing {vm}"), self.ports.reservations.release(vm)).await
     }
 
     async fn wait_for_ssh(
