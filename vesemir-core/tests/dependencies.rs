@@ -41,17 +41,12 @@ fn the_core_does_no_network_ssh_or_database_io() {
 #[test]
 fn adapters_never_depend_on_each_other_or_on_front_ends() {
     let adapters = ["vesemir-chef", "vesemir-haproxy", "vesemir-ssh", "vesemir-probe", "vesemir-provision"];
-    // The one edge allowed: provisioning registers nodes through the Chef adapter's signed
-    // client (issue 19) rather than a second Mixlib signer.
-    let allowed = [("vesemir-provision", "vesemir-chef")];
     for adapter in adapters {
         let deps = normal_dependencies(adapter);
         let found: Vec<&String> = deps
             .iter()
             .filter(|d| {
-                d.as_str() != adapter
-                    && !allowed.contains(&(adapter, d.as_str()))
-                    && (adapters.contains(&d.as_str()) || d.as_str() == "vesemir-http")
+                d.as_str() != adapter && (adapters.contains(&d.as_str()) || d.as_str() == "vesemir-http")
             })
             .collect();
         assert!(found.is_empty(), "{adapter} depends on {found:?}: adapters depend on the core only");

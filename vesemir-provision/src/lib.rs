@@ -6,9 +6,6 @@
 //! - [`libvirt`]: [`VirshHypervisor`], the `HypervisorPort` through `virsh -c URI`: guests and
 //!   their sizes, disks cloned from a template volume in a storage pool, domains from the
 //!   operator's XML template, the host key a guest printed on its console.
-//! - [`chef`]: [`ChefNodes`], the `ChefRegistry` port over `vesemir-chef`'s signed client: a
-//!   VM's node and API client registered all or nothing, unregistered idempotently, found by
-//!   search in its environment.
 //! - [`ssh`]: [`OpensshGuest`], the `GuestSsh` port through OpenSSH's `ssh`: the presented host
 //!   key, and logins that trust only the recorded key: the first bootstrap (client key,
 //!   `client.rb`, `first-boot.json`, the operator's bootstrap command, its output streamed) and
@@ -21,14 +18,12 @@
 //! each call is short next to a VM's boot.
 #![warn(missing_docs)]
 
-pub mod chef;
 pub mod command;
 pub mod dns;
 pub mod libvirt;
 pub mod ssh;
 pub mod ssh_probe;
 
-pub use chef::ChefNodes;
 pub use dns::{DnsConfig, NsupdateDns};
 pub use libvirt::{LibvirtConfig, VirshHypervisor};
 pub use ssh::{GuestSshConfig, OpensshGuest};

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vesemir_chef::{ChefClient, ChefConfig, ClientKey, ServerFlavor};
+use vesemir_chef::{ChefClient, ChefConfig, ChefNodes, ClientKey, ServerFlavor};
 use vesemir_core::name::{EnvironmentName, HostName};
 use vesemir_core::provision::driver::{run, ProvisionControl, ProvisionDriverConfig, ProvisionPorts};
 use vesemir_core::provision::{
@@ -31,7 +31,7 @@ use vesemir_core::provision::{
     VmName, VmRecord,
 };
 use vesemir_provision::{
-    ChefNodes, DnsConfig, GuestSshConfig, LibvirtConfig, NsupdateDns, OpensshGuest, VirshHypervisor,
+    DnsConfig, GuestSshConfig, LibvirtConfig, NsupdateDns, OpensshGuest, VirshHypervisor,
 };
 use vesemir_testkit::goiardi::Goiardi;
 use vesemir_testkit::libvirt::{LibvirtLab, POOL, TEMPLATE_VOLUME};

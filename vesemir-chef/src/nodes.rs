@@ -1,8 +1,8 @@
-//! The `ChefRegistry` port over `vesemir-chef`'s signed [`ChefClient`]: a new VM's API client
+//! The provisioning workflow's `ChefRegistry` port over the signed [`ChefClient`]: a new VM's API client
 //! (the server makes its key pair) and node (environment, run list, address), registered all or
 //! nothing, unregistered idempotently, and found by search in its environment.
 
-use vesemir_chef::{ChefClient, NodeSpec, RegistryError, RunListItem};
+use crate::{ChefClient, NodeSpec, RegistryError, RunListItem};
 use vesemir_core::name::{EnvironmentName, HostName};
 use vesemir_core::provision::{ChefClientKey, ChefNode, ChefRegistry, Fqdn};
 use vesemir_core::PortError;
