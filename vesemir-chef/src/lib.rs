@@ -7,7 +7,8 @@
 //!
 //! For provisioning, [`ChefClient`] also writes: API clients (with the key the server makes) and
 //! nodes (environment, run list, automatic attributes), with typed [`RegistryError`]s and
-//! deletes that tolerate what is already gone.
+//! deletes that tolerate what is already gone; [`ChefNodes`] is the provisioning workflow's
+//! `ChefRegistry` port over them.
 #![warn(missing_docs)]
 
 mod client;
@@ -15,6 +16,7 @@ mod config;
 mod error;
 mod inventory;
 mod key;
+mod nodes;
 pub mod query;
 mod registry;
 mod search;
@@ -24,6 +26,7 @@ pub use client::ChefClient;
 pub use config::{ChefConfig, ConfigError, ServerFlavor};
 pub use inventory::ChefInventory;
 pub use key::{ClientKey, KeyError};
+pub use nodes::ChefNodes;
 pub use registry::{
     Deleted, NewClient, NodeSpec, ObjectKind, PrivateKeyPem, RegistryError, RunListError, RunListItem,
 };

@@ -4,7 +4,7 @@
 //! retried like a search ([`ChefClient`]); failures are [`RegistryError`]s a saga can act on
 //! (a name that exists, credentials refused, the server out of reach), and a delete of
 //! something already gone is [`Deleted::AlreadyGone`], not an error, so that an undo may run
-//! twice.
+//! twice. [`ChefClient::find_node`] is the search that proves a node is in its environment.
 
 use std::fmt;
 
@@ -278,6 +278,34 @@ impl ChefClient {
     /// Deletes node `name`; one that is not there is [`Deleted::AlreadyGone`].
     pub async fn delete_node(&self, name: &HostName) -> Result<Deleted, RegistryError> {
         self.delete(ObjectKind::Node, &format!("/nodes/{name}"), name).await
+    }
+
+    /// Whether Chef search finds node `name` in `environment`: one partial search for both
+    /// terms, every row checked exactly on this side (goiardi parses only part of Lucene's
+    /// syntax). The server indexes asynchronously: a node made a moment ago may not be found
+    /// yet, so a caller that just made it asks again for a while.
+    pub async fn find_node(
+        &self,
+        name: &HostName,
+        environment: &EnvironmentName,
+    ) -> Result<bool, RegistryError> {
+        let query = format!(
+            "name:{} AND chef_environment:{}",
+            crate::query::escape(name.as_str()),
+            crate::query::escape(environment.as_str())
+        );
+        let keys = json!({ "name": ["name"], "chef_environment": ["chef_environment"] });
+        let answer = self
+            .call(Method::POST, "/search/node", &[("q", query.as_str()), ("rows", "1000")], Some(&keys))
+            .await
+            .map_err(|e| RegistryError::from_chef(e, ObjectKind::Node, name.as_str()))?;
+        let rows = answer.get("rows").and_then(Value::as_array).ok_or_else(|| {
+            RegistryError::Other(format!("the search for node {name} answered no rows: {answer}"))
+        })?;
+        Ok(rows.iter().filter_map(|row| row.get("data")).any(|data| {
+            data.get("name").and_then(Value::as_str) == Some(name.as_str())
+                && data.get("chef_environment").and_then(Value::as_str) == Some(environment.as_str())
+        }))
     }
 
     async fn delete(

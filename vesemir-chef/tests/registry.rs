@@ -2,7 +2,7 @@
 //! made with the key the server answers (and that key signs), a node registered with its
 //! environment, run list and automatic attributes and found by the inventory's search in that
 //! environment, updated, and everything deleted twice (the second time already gone); a name
-//! taken and a wrong key are typed errors; goiardi does not check a node's environment.
+//! taken and a wrong key are typed errors; `find_node` finds it by name in its environment only; goiardi does not check a node's environment.
 
 mod common;
 
@@ -70,6 +70,14 @@ async fn a_client_and_a_node_are_registered_found_in_their_environment_and_delet
     assert_eq!(hosts[0].address, "127.0.9.21");
     let elsewhere = as_client.discover(&selector(&["vm"], &[], &[], Some("staging"))).await;
     assert!(elsewhere.is_err(), "not in staging: {elsewhere:?}");
+
+    // find_node: found in production only (the search is indexed by now: the inventory saw it).
+    let production = EnvironmentName::new("production").expect("an environment");
+    let staging = EnvironmentName::new("staging").expect("an environment");
+    assert!(admin.find_node(&name, &production).await.expect("a search"));
+    assert!(!admin.find_node(&name, &staging).await.expect("a search"));
+    let other = HostName::new("vm-alice-10").expect("a name");
+    assert!(!admin.find_node(&other, &production).await.expect("a search"), "names match exactly");
 
     // Updated in place (a new address), then gone; deleting twice is fine.
     let moved = NodeSpec { ipaddress: "127.0.9.22".into(), ..node.clone() };

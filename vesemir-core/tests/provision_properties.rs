@@ -13,13 +13,13 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use vesemir_core::name::{ChefTerm, EnvironmentName};
+use vesemir_core::name::EnvironmentName;
 use vesemir_core::provision::{
-    choose_hypervisor, free_address, Action, ActionResult, AddressRange, Catalog, DnsZone, Flavor,
-    FlavorName, Guest, HostKeyPolicy, Hypervisor, HypervisorLoad, HypervisorName, MemoryReservations,
+    choose_hypervisor, free_address, Action, ActionResult, AddressRange, Catalog, ChefClientKey, DnsZone,
+    Flavor, FlavorName, Guest, HostKeyPolicy, Hypervisor, HypervisorLoad, HypervisorName, MemoryReservations,
     Placement, PlacementError, Provision, ProvisionConfig, ProvisionEvent, ProvisionEventKind,
-    ProvisionOutcome, ReservationRequest, Reservations, ReserveError, Size, SshHostKey, Step, Verification,
-    VmName, VmRecord,
+    ProvisionOutcome, ReservationRequest, Reservations, ReserveError, RunListEntry, Size, SshHostKey, Step,
+    Verification, VmName, VmRecord,
 };
 use vesemir_core::PortError;
 
@@ -79,7 +79,7 @@ fn config(strict: bool, undo_attempts: u32) -> ProvisionConfig {
     ProvisionConfig {
         zone: DnsZone::new("lab.test").unwrap(),
         environment: EnvironmentName::new("production").unwrap(),
-        run_list: vec![ChefTerm::new("role[base]").unwrap()],
+        run_list: vec![RunListEntry::parse("role[base]").unwrap()],
         host_key: if strict { HostKeyPolicy::Strict } else { HostKeyPolicy::RecordFirst },
         ssh_timeout: Duration::from_secs(60),
         bootstrap_timeout: Duration::from_secs(600),
@@ -207,6 +207,9 @@ fn drive(s: &Scenario, mut machine: Provision, start: Instant) -> (Vec<Action>, 
     (actions, events)
 }
 
+/// The client key the fake Chef answers: it must never show in an event.
+const SECRET: &str = "-----BEGIN RSA PRIVATE KEY-----\nsecret-of-the-node";
+
 fn answer(action: &Action, end: StepEnd) -> ActionResult {
     match (action, end) {
         (_, StepEnd::Fail) => ActionResult::failed(error()),
@@ -234,6 +237,11 @@ fn answer(action: &Action, end: StepEnd) -> ActionResult {
         }),
         (_, StepEnd::FailByAnswer) => ActionResult::failed(error()),
         (Action::Reserve { .. }, _) => ActionResult::Reserved(placement()),
+        (Action::RegisterChef { .. }, _) => ActionResult::ChefRegistered(ChefClientKey::new(SECRET)),
+        (Action::Bootstrap { spec, .. }, _) => {
+            assert_eq!(spec.client_key.expose(), SECRET, "the bootstrap gets the key Chef made");
+            ActionResult::Done
+        }
         _ => ActionResult::Done,
     }
 }
@@ -244,6 +252,8 @@ fn check_events(events: &[ProvisionEvent]) {
         let json = serde_json::to_string(event).unwrap();
         let back: ProvisionEvent = serde_json::from_str(&json).unwrap();
         assert_eq!(&back, event, "events round-trip through JSON");
+        assert!(!json.contains("secret-of-the-node"), "no event carries the client key: {json}");
+        assert!(!format!("{event:?}").contains("secret-of-the-node"), "nor its Debug: {event:?}");
     }
     let finished = events.iter().filter(|e| matches!(e.kind, ProvisionEventKind::Finished { .. })).count();
     assert_eq!(finished, 1, "exactly one Finished event");

@@ -33,6 +33,32 @@ pub const HOST_KEY_BEGIN: &str = "-----BEGIN SSH HOST KEY KEYS-----";
 /// See [`HOST_KEY_BEGIN`].
 pub const HOST_KEY_END: &str = "-----END SSH HOST KEY KEYS-----";
 
+/// The guest's `/bin/chef-client`: a busybox script standing in for chef-client (the guest has
+/// no Ruby and no Chef). It checks what a first chef-client run reads, the client key and
+/// `client.rb` in `/etc/chef` and the `-j` JSON, says what it found (node name, environment,
+/// run list) and exits 0, or 1 naming what is missing. What it proves is the bootstrap's
+/// transport: the host key checked, the files written, the output streamed, the exit status.
+pub const CHEF_CLIENT_STAND_IN: &str = r#"#!/bin/sh
+# Stand-in for chef-client in Vesemir's test guest: no Chef run happens here.
+json=
+while [ $# -gt 0 ]; do
+  case "$1" in -j) json="$2"; shift ;; esac
+  shift
+done
+conf=/etc/chef/client.rb
+[ -r "$conf" ] || { echo "stand-in chef-client: no $conf" >&2; exit 1; }
+key=$(sed -n 's/^client_key "\(.*\)"$/\1/p' "$conf")
+grep -q 'BEGIN .*PRIVATE KEY' "$key" 2>/dev/null || { echo "stand-in chef-client: no client key at $key" >&2; exit 1; }
+mode=$(stat -c %a "$key")
+[ "$mode" = 600 ] || { echo "stand-in chef-client: $key has mode $mode, not 600" >&2; exit 1; }
+echo "stand-in chef-client (no Chef in this guest): first run"
+echo "node_name $(sed -n 's/^node_name "\(.*\)"$/\1/p' "$conf")"
+echo "environment $(sed -n 's/^environment "\(.*\)"$/\1/p' "$conf")"
+echo "chef_server_url $(sed -n 's/^chef_server_url "\(.*\)"$/\1/p' "$conf")"
+[ -n "$json" ] && echo "first boot $(cat "$json")"
+echo "stand-in chef-client: done"
+"#;
+
 /// The modules the guest loads, in order (virtio-net is a module in Debian's cloud kernel).
 const MODULES: [&str; 8] = [
     "virtio_ring",
@@ -329,6 +355,8 @@ fn build_guest(root: &Path) {
          while true; do sleep 3600; done\n",
         modules = MODULES.join(" ")
     );
+    write(&initrd.join("bin/chef-client"), CHEF_CLIENT_STAND_IN);
+    set_executable(&initrd.join("bin/chef-client"));
     write(&initrd.join("init"), &init);
     set_executable(&initrd.join("init"));
     // cpio -H newc of the tree, uncompressed (the kernel takes it as is).

@@ -6,10 +6,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::input::Step;
-use super::names::{Fqdn, SshHostKey, VmName};
+use super::names::{Fqdn, RunListEntry, SshHostKey, VmName};
 use super::placement::Flavor;
 use super::reservations::Placement;
-use crate::name::{ChefTerm, EnvironmentName};
+use crate::name::EnvironmentName;
+use crate::ports::OutputStream;
 
 /// One thing that happened, numbered from 1 without gaps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +67,15 @@ pub enum ProvisionEventKind {
         key: SshHostKey,
         /// Whether the guest's console showed the same key.
         confirmed_by_console: bool,
+    },
+    /// A line the step's command printed (the bootstrap's output, as it comes).
+    Output {
+        /// The step whose command printed it.
+        step: Step,
+        /// Standard output or error.
+        stream: OutputStream,
+        /// The line, without its ending.
+        text: String,
     },
     /// A step succeeded.
     StepDone {
@@ -127,7 +137,7 @@ pub struct VmRecord {
     /// Its Chef environment.
     pub environment: EnvironmentName,
     /// Its Chef run list.
-    pub run_list: Vec<ChefTerm>,
+    pub run_list: Vec<RunListEntry>,
 }
 
 /// How a provisioning ended.

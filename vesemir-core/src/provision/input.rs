@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::names::{Fqdn, HypervisorName, SshHostKey, VmName};
+use super::names::{ChefClientKey, Fqdn, HypervisorName, SshHostKey, VmName};
 use super::placement::Flavor;
+use super::ports::{BootstrapSpec, ChefNode};
 use super::reservations::Placement;
 use crate::error::PortError;
-use crate::name::{ChefTerm, EnvironmentName};
+use crate::name::EnvironmentName;
 
 /// A step of the saga, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -137,23 +138,18 @@ pub enum Action {
         /// Whether to read the host key from the console too (strict mode).
         console_key: bool,
     },
-    /// Create the Chef node and client.
+    /// Create the Chef node and its client (all or nothing). Result:
+    /// [`ActionResult::ChefRegistered`] with the client's key.
     RegisterChef {
-        /// The node's name.
-        fqdn: Fqdn,
-        /// Its environment.
-        environment: EnvironmentName,
-        /// Its run list.
-        run_list: Vec<ChefTerm>,
+        /// The node: name, address, environment, run list.
+        node: ChefNode,
     },
-    /// Run the first bootstrap over SSH, trusting only `host_key`.
+    /// Run the first bootstrap over SSH, trusting only the recorded host key: the client's key
+    /// and its config written to the VM, then the bootstrap command; its output is reported
+    /// with [`Provision::handle_output`](super::Provision::handle_output) as it comes.
     Bootstrap {
-        /// The node's name.
-        fqdn: Fqdn,
-        /// Where SSH answers.
-        address: Ipv4Addr,
-        /// The only host key to trust.
-        host_key: SshHostKey,
+        /// What to write and run, and the only host key to trust.
+        spec: BootstrapSpec,
         /// How long the run may take.
         timeout: Duration,
     },
@@ -254,6 +250,9 @@ pub enum ActionResult {
     Reserved(Placement),
     /// The action succeeded (any action without a result of its own).
     Done,
+    /// [`Action::RegisterChef`] succeeded: the key the Chef server made for the node's client
+    /// (kept by the machine for the bootstrap only; never in an event).
+    ChefRegistered(ChefClientKey),
     /// [`Action::WaitForSsh`] succeeded: the key SSH presented, and the key read from the
     /// console when asked for (`None` when it was not found there).
     SshReady {

@@ -32,6 +32,7 @@
 //!   1, 2, 3... without gaps.
 
 mod address;
+pub mod driver;
 mod event;
 mod input;
 mod names;
@@ -47,16 +48,20 @@ use serde::{Deserialize, Serialize};
 pub use address::{free_address, AddressRange, EmptyRange};
 pub use event::{Mode, ProvisionEvent, ProvisionEventKind, ProvisionOutcome, VmRecord};
 pub use input::{Action, ActionResult, Step, Verification};
-pub use names::{DnsZone, FlavorName, Fqdn, HypervisorName, ProvisionNameError, SshHostKey, VmName};
+pub use names::{
+    ChefClientKey, DnsZone, FlavorName, Fqdn, HypervisorName, ProvisionNameError, RunListEntry, SshHostKey,
+    VmName,
+};
 pub use placement::{
     choose_hypervisor, Catalog, Flavor, Guest, Hypervisor, HypervisorLoad, PlacementError, Size,
 };
-pub use ports::{Dns, HypervisorPort};
+pub use ports::{BootstrapSpec, ChefNode, ChefRegistry, Dns, GuestSsh, HypervisorPort};
 pub use reservations::{
     choose, MemoryReservations, Placement, Reservation, ReservationRequest, Reservations, ReserveError,
 };
 
-use crate::name::{ChefTerm, EnvironmentName};
+use crate::name::EnvironmentName;
+use crate::ports::OutputLine;
 
 /// How far a guest's SSH host key is trusted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +84,7 @@ pub struct ProvisionConfig {
     /// The Chef environment new nodes join.
     pub environment: EnvironmentName,
     /// The run list new nodes get.
-    pub run_list: Vec<ChefTerm>,
+    pub run_list: Vec<RunListEntry>,
     /// How the host key is trusted.
     pub host_key: HostKeyPolicy,
     /// How long to wait for SSH to answer.
@@ -108,6 +113,8 @@ pub struct Provision {
     start: Instant,
     placement: Option<Placement>,
     host_key: Option<SshHostKey>,
+    /// The node's Chef client key, from registration until the bootstrap is done.
+    client_key: Option<ChefClientKey>,
     /// The step whose action is in flight, when walking forward.
     current: Option<Step>,
     /// The undo in flight: its step and attempt.
@@ -160,6 +167,7 @@ impl Provision {
             start: now,
             placement: None,
             host_key: None,
+            client_key: None,
             current: None,
             undoing: None,
             done: Vec::new(),
@@ -207,6 +215,18 @@ impl Provision {
             self.undo_result(step, attempt, result, now);
         } else if let Some(step) = self.current.take() {
             self.step_result(step, result, now);
+        }
+    }
+
+    /// A line of output of the action in flight (the bootstrap's): reported as an
+    /// [`ProvisionEventKind::Output`] event of its step. A line when no step is in flight is
+    /// ignored.
+    pub fn handle_output(&mut self, line: OutputLine, now: Instant) {
+        if !self.awaiting || self.outcome.is_some() || self.undoing.is_some() {
+            return;
+        }
+        if let Some(step) = self.current {
+            self.emit(now, ProvisionEventKind::Output { step, stream: line.stream, text: line.text });
         }
     }
 
@@ -288,15 +308,13 @@ impl Provision {
                     console_key: self.config.host_key == HostKeyPolicy::Strict,
                 }
             }
-            Step::Chef => Action::RegisterChef {
-                fqdn,
-                environment: self.config.environment.clone(),
-                run_list: self.config.run_list.clone(),
-            },
+            Step::Chef => Action::RegisterChef { node: self.node(placement?.address) },
             Step::Bootstrap => Action::Bootstrap {
-                fqdn,
-                address: placement?.address,
-                host_key: self.host_key.clone()?,
+                spec: BootstrapSpec {
+                    node: self.node(placement?.address),
+                    host_key: self.host_key.clone()?,
+                    client_key: self.client_key.clone()?,
+                },
                 timeout: self.config.bootstrap_timeout,
             },
             Step::Verify => Action::Verify {
@@ -306,6 +324,15 @@ impl Provision {
                 environment: self.config.environment.clone(),
             },
         })
+    }
+
+    fn node(&self, address: std::net::Ipv4Addr) -> ChefNode {
+        ChefNode {
+            fqdn: self.fqdn.clone(),
+            address,
+            environment: self.config.environment.clone(),
+            run_list: self.config.run_list.clone(),
+        }
     }
 
     fn undo_action(&self, step: Step) -> Option<Action> {
@@ -331,6 +358,15 @@ impl Provision {
                 self.emit(now, ProvisionEventKind::Placed { placement });
                 Ok(())
             }
+            (Step::Chef, ActionResult::ChefRegistered(key)) => {
+                self.client_key = Some(key);
+                Ok(())
+            }
+            (Step::Bootstrap, ActionResult::Done) => {
+                // The key is on the VM now; the machine keeps no copy longer than it needs.
+                self.client_key = None;
+                Ok(())
+            }
             (Step::WaitSsh, ActionResult::SshReady { presented, console }) => {
                 self.check_host_key(presented, console, now)
             }
@@ -341,9 +377,7 @@ impl Provision {
                     Err((failed_checks(checks), false))
                 }
             }
-            (Step::Dns | Step::Disk | Step::Domain | Step::Chef | Step::Bootstrap, ActionResult::Done) => {
-                Ok(())
-            }
+            (Step::Dns | Step::Disk | Step::Domain, ActionResult::Done) => Ok(()),
             (step, other) => {
                 Err((format!("unexpected answer {other:?} to {step} (a bug: please report)"), true))
             }
@@ -408,6 +442,7 @@ impl Provision {
 
     fn unwind(&mut self, cause: Cause, now: Instant) {
         self.cause = Some(cause);
+        self.client_key = None;
         self.next_undo(now);
     }
 

@@ -1,5 +1,6 @@
 //! The validated values a provisioning reaches protocols with: a VM's name (a DNS label), a DNS
-//! zone and a fully qualified name, hypervisor and flavor names, an SSH host key.
+//! zone and a fully qualified name, hypervisor and flavor names, an SSH host key, a Chef run
+//! list entry; and the one secret the saga carries, a Chef client's key.
 
 use std::fmt;
 use std::sync::Arc;
@@ -224,6 +225,104 @@ impl<'de> Deserialize<'de> for SshHostKey {
     }
 }
 
+/// One entry of a Chef run list: `role[NAME]` or `recipe[NAME]` (a recipe may be
+/// `cookbook::recipe`). NAME: 1 to 255 letters, digits, `_`, `-`, `.`, `:`. On the wire, the
+/// entry as text (`role[web]`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RunListEntry {
+    /// `role[NAME]`.
+    Role(Arc<str>),
+    /// `recipe[NAME]`.
+    Recipe(Arc<str>),
+}
+
+impl RunListEntry {
+    /// Parses `role[web]` or `recipe[nginx::default]`.
+    pub fn parse(text: &str) -> Result<Self, ProvisionNameError> {
+        let refuse = || ProvisionNameError {
+            kind: "run list entry",
+            value: text.to_owned(),
+            rule: "write role[NAME] or recipe[NAME] (NAME: letters, digits, '_', '-', '.', ':')",
+        };
+        let (kind, rest) = text.split_once('[').ok_or_else(refuse)?;
+        let name = rest.strip_suffix(']').ok_or_else(refuse)?;
+        let valid = !name.is_empty()
+            && name.len() <= 255
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
+        match (kind, valid) {
+            ("role", true) => Ok(Self::Role(Arc::from(name))),
+            ("recipe", true) => Ok(Self::Recipe(Arc::from(name))),
+            _ => Err(refuse()),
+        }
+    }
+
+    /// The role's or recipe's name, without its kind.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Role(name) | Self::Recipe(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for RunListEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Role(name) => write!(f, "role[{name}]"),
+            Self::Recipe(name) => write!(f, "recipe[{name}]"),
+        }
+    }
+}
+
+impl fmt::Debug for RunListEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
+    }
+}
+
+impl std::str::FromStr for RunListEntry {
+    type Err = ProvisionNameError;
+    fn from_str(value: &str) -> Result<Self, ProvisionNameError> {
+        Self::parse(value)
+    }
+}
+
+impl Serialize for RunListEntry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunListEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Chef API client's private key (PEM), as the Chef server made it when the client was
+/// registered: it goes to the VM (`/etc/chef/client.pem`) and nowhere else. Never in `Debug`,
+/// never serialized, never in an event.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChefClientKey(Arc<str>);
+
+impl ChefClientKey {
+    /// Wraps the PEM text.
+    pub fn new(pem: impl Into<Arc<str>>) -> Self {
+        Self(pem.into())
+    }
+
+    /// The PEM text, for writing it to the VM and nowhere else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ChefClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChefClientKey(***)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -251,5 +350,21 @@ mod tests {
         assert!(SshHostKey::parse("ssh-ed25519").is_err());
         assert!(SshHostKey::parse("ssh-dss AAAAC3NzaC1lZDI1NTE5AAAAIHLx").is_err());
         assert!(SshHostKey::parse("ssh-ed25519 AAAA;rm -rf /AAAAAAAAAAA").is_err());
+    }
+
+    #[test]
+    fn run_list_entries_parse_and_print_back() {
+        for text in ["role[web]", "recipe[nginx::default]", "recipe[app-1.2]"] {
+            assert_eq!(RunListEntry::parse(text).unwrap().to_string(), text);
+        }
+        for text in ["web", "role[]", "role[a b]", "cookbook[x]", "role[x];rm", "recipe[x"] {
+            assert!(RunListEntry::parse(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_client_key_never_shows_in_debug() {
+        let key = ChefClientKey::new("-----BEGIN RSA PRIVATE KEY-----\nsecret");
+        assert_eq!(format!("{key:?}"), "ChefClientKey(***)");
     }
 }

@@ -1,5 +1,6 @@
-//! The ports a provisioning's driver calls (adapters in `vesemir-provision`): DNS records and a
-//! hypervisor's disks and domains. Like the deployment's ports: async-trait, dyn-compatible,
+//! The ports a provisioning's driver calls (adapters in `vesemir-provision`): DNS records, a
+//! hypervisor's disks and domains, the Chef server's nodes and clients, and SSH to the new
+//! guest (its presented host key, the bootstrap, a login). Like the deployment's ports: async-trait, dyn-compatible,
 //! `Send + Sync + Debug`, answering the core's [`PortError`]. The `Reservations` port is in
 //! [`reservations`](super::reservations).
 
@@ -8,9 +9,11 @@ use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
 
-use super::names::{Fqdn, SshHostKey, VmName};
+use super::names::{ChefClientKey, Fqdn, RunListEntry, SshHostKey, VmName};
 use super::placement::{Guest, Size};
 use crate::error::PortError;
+use crate::name::EnvironmentName;
+use crate::ports::OutputSink;
 
 /// A DNS server that takes dynamic updates for the VMs' forward and reverse zones.
 #[async_trait]
@@ -42,4 +45,58 @@ pub trait HypervisorPort: Send + Sync + Debug {
     async fn destroy_domain(&self, vm: &VmName) -> Result<(), PortError>;
     /// The SSH host key `vm` printed on its console, if it did yet.
     async fn console_host_key(&self, vm: &VmName) -> Result<Option<SshHostKey>, PortError>;
+}
+
+/// A node as provisioning registers it in Chef: what its first chef-client run would save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChefNode {
+    /// The node's (and its client's) name: the VM's DNS name.
+    pub fqdn: Fqdn,
+    /// Its address (the `ipaddress` automatic attribute the inventory reads).
+    pub address: Ipv4Addr,
+    /// Its Chef environment.
+    pub environment: EnvironmentName,
+    /// Its run list, in order.
+    pub run_list: Vec<RunListEntry>,
+}
+
+/// The Chef server's registry of nodes and API clients.
+#[async_trait]
+pub trait ChefRegistry: Send + Sync + Debug {
+    /// Makes `node.fqdn`'s API client (the server makes its key pair) and its node with
+    /// environment, run list and address; answers the client's private key. All or nothing: a
+    /// name already taken (client or node) is refused (`Rejected`) and changes nothing, and a
+    /// node that cannot be made takes its client away again.
+    async fn register(&self, node: &ChefNode) -> Result<ChefClientKey, PortError>;
+    /// Deletes `fqdn`'s node and client; either already gone is no error.
+    async fn unregister(&self, fqdn: &Fqdn) -> Result<(), PortError>;
+    /// Whether Chef search finds node `fqdn` in `environment` (one search: the server indexes
+    /// asynchronously, so the caller asks again for a while).
+    async fn find(&self, fqdn: &Fqdn, environment: &EnvironmentName) -> Result<bool, PortError>;
+}
+
+/// What the first bootstrap writes and runs on a new VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapSpec {
+    /// The node, as registered in Chef.
+    pub node: ChefNode,
+    /// The only host key to trust (recorded by `wait_ssh`).
+    pub host_key: SshHostKey,
+    /// The node's client key, written to the VM.
+    pub client_key: ChefClientKey,
+}
+
+/// SSH to a new guest, as root with the operator's key.
+#[async_trait]
+pub trait GuestSsh: Send + Sync + Debug {
+    /// The host key SSH presents at `address`, read without logging in; `None` when nothing
+    /// answers there yet.
+    async fn presented_host_key(&self, address: Ipv4Addr) -> Result<Option<SshHostKey>, PortError>;
+    /// Logs in trusting only `spec.host_key` (any other key is refused before anything is
+    /// sent), writes the client key and the client's config, runs the bootstrap command and
+    /// sends its output to `output` line by line as it comes. A non-zero exit is `Rejected`
+    /// with its status.
+    async fn bootstrap(&self, spec: &BootstrapSpec, output: OutputSink) -> Result<(), PortError>;
+    /// Logs in trusting only `host_key` and runs nothing but `true`: SSH answers as the VM.
+    async fn login(&self, address: Ipv4Addr, host_key: &SshHostKey) -> Result<(), PortError>;
 }
