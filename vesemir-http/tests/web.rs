@@ -142,7 +142,12 @@ async fn send_with(
     }
     let mut request = request.body(Body::from(form.unwrap_or_default().to_owned())).expect("request");
     request.extensions_mut().insert(ConnectInfo(SocketAddr::from((peer, 40000))));
-    let response = web.server.router.clone().oneshot(request).await.expect("infallible");
+    answer(&web.server.router, request).await
+}
+
+/// `request`'s answer from `router`.
+async fn answer(router: &axum::Router, request: Request<Body>) -> Answer {
+    let response = router.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
     let text =
@@ -273,6 +278,66 @@ async fn failed_sign_ins_are_limited_per_user_and_per_address() {
         send(&web, Method::POST, "/sign-in", None, Some("username=bob&password=bob-pw"), HERE, [10, 0, 0, 2])
             .await;
     assert_eq!(elsewhere.status, StatusCode::SEE_OTHER, "{}", elsewhere.text);
+}
+
+/// A sign-in form posted to `router` from `peer`.
+async fn sign_in_at(router: &axum::Router, user: &str, password: &str, peer: [u8; 4]) -> Answer {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri("/sign-in")
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, "http://deploy.test")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("username={user}&password={password}")))
+        .expect("request");
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from((peer, 40000))));
+    answer(router, request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_database_count_failed_sign_ins_together() {
+    let cluster =
+        tokio::task::spawn_blocking(vesemir_testkit::postgres::Postgres::start).await.expect("starts");
+    let url = vesemir_http::PostgresUrl::parse(&cluster.database()).expect("a postgres url");
+    let slapd = tokio::task::spawn_blocking(|| Slapd::start(&people())).await.expect("starts");
+    let secret = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(secret.path(), Slapd::SERVICE_PASSWORD).expect("writes");
+    let limits = "max_failures_per_user = 4\nmax_failures_per_address = 6\nfailure_window = \"10m\"";
+    let mut instances = Vec::new();
+    for name in ["instance-a", "instance-b"] {
+        let (url, ldap) = (url.clone(), ldap_section(&slapd, secret.path(), limits));
+        instances.push(
+            TestServer::start_with(Fleet::new(1), move |config| {
+                config.database = vesemir_http::Database::Postgres(url);
+                config.cluster.instance = Some(name.into());
+                config.ldap = Some(ldap);
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&instances[0].router, &instances[1].router);
+    // Four wrong passwords for alice, two on each instance: the limit, reached together.
+    for router in [a, b, a, b] {
+        assert_eq!(sign_in_at(router, "alice", "nope", PEER).await.status, StatusCode::UNAUTHORIZED);
+    }
+    for router in [a, b] {
+        let limited = sign_in_at(router, "alice", "alice-pw", [10, 0, 0, 9]).await;
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
+    }
+    // Per address: two more failures from PEER (one on each: six in all), then bob is refused
+    // there on both instances, and not from elsewhere.
+    assert_eq!(sign_in_at(a, "x1", "nope", PEER).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in_at(b, "x2", "nope", PEER).await.status, StatusCode::UNAUTHORIZED);
+    for router in [a, b] {
+        assert_eq!(sign_in_at(router, "bob", "bob-pw", PEER).await.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let elsewhere = sign_in_at(b, "bob", "bob-pw", [10, 0, 0, 2]).await;
+    assert_eq!(elsewhere.status, StatusCode::SEE_OTHER, "{}", elsewhere.text);
+    // A success forgets the user's failures on every instance (bob had one counted: none now).
+    assert_eq!(sign_in_at(a, "bob", "nope", [10, 0, 0, 3]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in_at(b, "bob", "bob-pw", [10, 0, 0, 3]).await.status, StatusCode::SEE_OTHER);
+    drop(instances);
+    drop(cluster);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
