@@ -469,6 +469,17 @@ async fn start_from_the_catalog_follow_the_page_and_retry_the_failed_host() {
     let plan = post(&web, &alice, "/start", &format!("{fields}&action=plan")).await;
     assert_eq!(plan.status, StatusCode::OK, "{}", plan.text);
     assert!(plan.text.contains("<h2>Plan</h2>") && plan.text.contains("2.0.0"), "{}", plan.text);
+    // The hosts it would touch, found through the inventory, in the order they would start.
+    let at: Vec<usize> = ["web-01", "web-02", "web-03"]
+        .iter()
+        .map(|host| {
+            plan.text
+                .find(&format!("data-planned-host=\"{host}\""))
+                .unwrap_or_else(|| panic!("{host} missing from the plan: {}", plan.text))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "hosts out of order: {}", plan.text);
+    assert!(plan.text.contains("3 hosts, at most 1 out of rotation at once"), "{}", plan.text);
     assert_eq!(web.server.get(ADMIN, "/v1/deployments").await.json["deployments"], serde_json::json!([]));
     let invalid = post(&web, &alice, "/start", &format!("{SHOP}&version=bad%20version&action=plan")).await;
     assert!(
