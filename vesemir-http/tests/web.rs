@@ -333,9 +333,25 @@ async fn instances_on_one_database_count_failed_sign_ins_together() {
     }
     let elsewhere = sign_in_at(b, "bob", "bob-pw", [10, 0, 0, 2]).await;
     assert_eq!(elsewhere.status, StatusCode::SEE_OTHER, "{}", elsewhere.text);
-    // A success forgets the user's failures on every instance (bob had one counted: none now).
-    assert_eq!(sign_in_at(a, "bob", "nope", [10, 0, 0, 3]).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(sign_in_at(b, "bob", "bob-pw", [10, 0, 0, 3]).await.status, StatusCode::SEE_OTHER);
+    // A success forgets the user's failures on every instance: three wrong passwords for bob
+    // on A, his right one on B, then three more wrong ones still leave him room (four).
+    for round in 0..2 {
+        for _ in 0..3 {
+            let wrong = sign_in_at(a, "bob", "nope", [10, 0, 0, 3]).await;
+            assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "round {round}: {}", wrong.text);
+        }
+        let right = sign_in_at(b, "bob", "bob-pw", [10, 0, 0, 4]).await;
+        assert_eq!(right.status, StatusCode::SEE_OTHER, "round {round}: {}", right.text);
+    }
+    // Racing wrong passwords on both instances (from many addresses): four are tried, the
+    // rest refused before the directory is asked.
+    let race = (0u8..10).map(|i| sign_in_at(if i % 2 == 0 { a } else { b }, "dave", "nope", [10, 1, 0, i]));
+    let mut statuses: Vec<StatusCode> =
+        futures_util::future::join_all(race).await.into_iter().map(|answer| answer.status).collect();
+    statuses.sort();
+    let expected: Vec<StatusCode> =
+        [StatusCode::UNAUTHORIZED; 4].into_iter().chain([StatusCode::TOO_MANY_REQUESTS; 6]).collect();
+    assert_eq!(statuses, expected);
     drop(instances);
     drop(cluster);
 }

@@ -658,10 +658,26 @@ pub trait Store: Send + Sync + fmt::Debug {
     // ---- Failed sign-ins (issue 17: attempt limits shared by every instance on one database).
     // One row per failure and key; stores that keep none (test doubles) refuse them. ----
 
-    /// Counts one failed sign-in at `at_ms` under each of `keys` (the username and the address).
-    async fn record_sign_in_failure(&self, keys: &[SignInKey], at_ms: i64) -> Result<(), StoreError> {
-        let _ = (keys, at_ms);
-        Err(StoreError::new("counting a failed sign-in", "this store keeps no sign-in failures"))
+    /// Takes one sign-in attempt at `at_ms`: if every key of `limits` has fewer failures than
+    /// its limit counted at or after `since_ms`, counts the attempt as a failure under each key
+    /// (until [`forgive_sign_in_attempt`](Store::forgive_sign_in_attempt) takes it back) and
+    /// answers its rows; else counts nothing and answers the failures of the keys at their
+    /// limit. One transaction per call, serialized per key across instances, so racing
+    /// attempts never pass a limit together.
+    async fn take_sign_in_attempt(
+        &self,
+        limits: &[(SignInKey, u32)],
+        since_ms: i64,
+        at_ms: i64,
+    ) -> Result<SignInAttempt, StoreError> {
+        let _ = (limits, since_ms, at_ms);
+        Err(StoreError::new("counting a sign-in attempt", "this store keeps no sign-in failures"))
+    }
+    /// Takes back an attempt that was no failure (the person signed in, or the directory could
+    /// not be asked): deletes its rows.
+    async fn forgive_sign_in_attempt(&self, rows: &[i64]) -> Result<(), StoreError> {
+        let _ = rows;
+        Err(StoreError::new("forgiving a sign-in attempt", "this store keeps no sign-in failures"))
     }
     /// The failures counted under `key` at or after `since_ms`: how many, and the oldest.
     async fn sign_in_failures(&self, key: &SignInKey, since_ms: i64) -> Result<SignInFailures, StoreError> {
@@ -816,6 +832,15 @@ impl SignInKey {
             Self::Address(address) => format!("address:{address}"),
         }
     }
+}
+
+/// What [`Store::take_sign_in_attempt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignInAttempt {
+    /// Counted, as these rows (one per key), a failure until forgiven.
+    Taken(Vec<i64>),
+    /// Not counted: these keys' failures reached their limits.
+    Limited(Vec<SignInFailures>),
 }
 
 /// The failed sign-ins counted under one key within a window.

@@ -27,7 +27,8 @@ use super::codec::{
 };
 use super::{
     DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
-    Origin, Renewal, SignInFailures, SignInKey, Status, Store, StoreError, StoreOptions, WebSession,
+    Origin, Renewal, SignInAttempt, SignInFailures, SignInKey, Status, Store, StoreError, StoreOptions,
+    WebSession,
 };
 use super::{HookDelivery, HookRecorded, HookState, NewHookDelivery, NotificationAttempt};
 
@@ -178,6 +179,7 @@ CREATE INDEX notification_deliveries_deployment ON notification_deliveries (depl
         r#"
 -- Failed sign-ins (issue 17: attempt limits shared by every instance on one database).
 CREATE TABLE sign_in_failures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     subject TEXT NOT NULL,
     at_ms BIGINT NOT NULL
 );
@@ -872,17 +874,58 @@ impl Store for SqliteStore {
 
     // ---- Failed sign-ins (issue 17: attempt limits shared by every instance) ----
 
-    async fn record_sign_in_failure(&self, keys: &[SignInKey], at_ms: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err("counting a failed sign-in"))?;
-        for key in keys {
-            sqlx::query("INSERT INTO sign_in_failures (subject, at_ms) VALUES (?, ?)")
-                .bind(key.as_column())
-                .bind(at_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(err("counting a failed sign-in"))?;
+    async fn take_sign_in_attempt(
+        &self,
+        limits: &[(SignInKey, u32)],
+        since_ms: i64,
+        at_ms: i64,
+    ) -> Result<SignInAttempt, StoreError> {
+        let context = "counting a sign-in attempt";
+        // The database's write lock at once: no other attempt counts between the counts and
+        // the inserts.
+        let mut tx = self.write().await.map_err(err(context))?;
+        let mut limited = Vec::new();
+        for (key, limit) in limits {
+            let (count, oldest_ms): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), MIN(at_ms) FROM sign_in_failures WHERE subject = ? AND at_ms >= ?",
+            )
+            .bind(key.as_column())
+            .bind(since_ms)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(context))?;
+            let failures = SignInFailures { count: u64::try_from(count).unwrap_or(0), oldest_ms };
+            if failures.count >= u64::from(*limit) {
+                limited.push(failures);
+            }
         }
-        tx.commit().await.map_err(err("counting a failed sign-in"))?;
+        if !limited.is_empty() {
+            return Ok(SignInAttempt::Limited(limited));
+        }
+        let mut rows = Vec::new();
+        for (key, _) in limits {
+            let row: i64 = sqlx::query_scalar(
+                "INSERT INTO sign_in_failures (subject, at_ms) VALUES (?, ?) RETURNING id",
+            )
+            .bind(key.as_column())
+            .bind(at_ms)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(context))?;
+            rows.push(row);
+        }
+        tx.commit().await.map_err(err(context))?;
+        Ok(SignInAttempt::Taken(rows))
+    }
+
+    async fn forgive_sign_in_attempt(&self, rows: &[i64]) -> Result<(), StoreError> {
+        for row in rows {
+            sqlx::query("DELETE FROM sign_in_failures WHERE id = ?")
+                .bind(row)
+                .execute(&self.pool)
+                .await
+                .map_err(err("forgiving a sign-in attempt"))?;
+        }
         Ok(())
     }
 

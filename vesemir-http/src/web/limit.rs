@@ -4,14 +4,22 @@
 //! The counts live in the [`Store`] (`sign_in_failures`: one row per failure and key), so
 //! every instance on one database counts together: an attacker cannot multiply the limits by
 //! the number of instances. No copy is kept in memory: a cached "not limited" would miss the
-//! failures other instances count. A check and the failure it may lead to are not one
-//! transaction: sign-ins racing each other past the check can overshoot a limit by how many
-//! run at once, never more.
+//! failures other instances count. Nor can racing sign-ins: each attempt is counted as a
+//! failure before the directory is asked, in one transaction with the check
+//! ([`Store::take_sign_in_attempt`]), and forgiven when it was none (a success, or a directory
+//! that could not be asked).
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::store::{SignInFailures, SignInKey, Store, StoreError};
+use crate::store::{SignInAttempt, SignInFailures, SignInKey, Store, StoreError};
+
+/// A sign-in attempt counted as a failure (its rows in the store) until forgiven.
+#[derive(Debug)]
+#[must_use = "an attempt that was no failure must be forgiven"]
+pub struct Attempt {
+    rows: Vec<i64>,
+}
 
 /// The limits, and the store calls that apply them.
 #[derive(Debug, Clone)]
@@ -32,36 +40,34 @@ impl Limiter {
         self.window
     }
 
-    /// `Ok(Some(wait))` when `user` or `address` reached its limit: the time until the oldest
-    /// failure counted leaves the window.
-    pub async fn check(
+    /// Takes one attempt of `user` from `address`, counted as a failure until
+    /// [`forgive`](Self::forgive)n: `Ok(Err(wait))` when either reached its limit (nothing is
+    /// counted then), the wait being until the oldest failure counted leaves the window.
+    pub async fn take(
         &self,
         store: &dyn Store,
         user: &str,
         address: Option<IpAddr>,
         now_ms: i64,
-    ) -> Result<Option<Duration>, StoreError> {
+    ) -> Result<Result<Attempt, Duration>, StoreError> {
         let since_ms = now_ms.saturating_sub(self.window_ms());
-        let mut wait: Option<Duration> = None;
-        for (key, limit) in self.keys(user, address) {
-            let failures = store.sign_in_failures(&key, since_ms).await?;
-            if let Some(until) = wait_for(failures, limit, self.window, now_ms) {
-                wait = Some(wait.map_or(until, |w| w.max(until)));
+        let limits = self.keys(user, address);
+        match store.take_sign_in_attempt(&limits, since_ms, now_ms).await? {
+            SignInAttempt::Taken(rows) => Ok(Ok(Attempt { rows })),
+            SignInAttempt::Limited(keys) => {
+                let wait = keys
+                    .into_iter()
+                    .map(|failures| until_oldest_leaves(failures, self.window, now_ms))
+                    .max()
+                    .unwrap_or(Duration::from_millis(1));
+                Ok(Err(wait))
             }
         }
-        Ok(wait)
     }
 
-    /// Counts a failed sign-in of `user` from `address`.
-    pub async fn record_failure(
-        &self,
-        store: &dyn Store,
-        user: &str,
-        address: Option<IpAddr>,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let keys: Vec<SignInKey> = self.keys(user, address).into_iter().map(|(key, _)| key).collect();
-        store.record_sign_in_failure(&keys, now_ms).await
+    /// Takes back an attempt that was no failure.
+    pub async fn forgive(&self, store: &dyn Store, attempt: Attempt) -> Result<(), StoreError> {
+        store.forgive_sign_in_attempt(&attempt.rows).await
     }
 
     /// Forgets `user`'s failures (after a successful sign-in); the address's stay.
@@ -82,16 +88,12 @@ impl Limiter {
     }
 }
 
-/// The wait before one more attempt of a key with `failures` in the window may be made, if it
-/// reached `limit`: until its oldest failure leaves the window (at least a millisecond).
-fn wait_for(failures: SignInFailures, limit: u32, window: Duration, now_ms: i64) -> Option<Duration> {
-    if failures.count < u64::from(limit) {
-        return None;
-    }
+/// How long a key at its limit waits: until its oldest failure counted leaves the window (at
+/// least a millisecond).
+fn until_oldest_leaves(failures: SignInFailures, window: Duration, now_ms: i64) -> Duration {
     let oldest = failures.oldest_ms.unwrap_or(now_ms);
     let leaves_ms = oldest.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-    let wait_ms = u64::try_from(leaves_ms.saturating_sub(now_ms)).unwrap_or(0).max(1);
-    Some(Duration::from_millis(wait_ms))
+    Duration::from_millis(u64::try_from(leaves_ms.saturating_sub(now_ms)).unwrap_or(0).max(1))
 }
 
 #[cfg(test)]
@@ -101,14 +103,11 @@ mod tests {
     #[test]
     fn a_key_at_its_limit_waits_until_its_oldest_failure_leaves_the_window() {
         let window = Duration::from_secs(60);
-        let failures = |count, oldest_ms| SignInFailures { count, oldest_ms: Some(oldest_ms) };
-        assert_eq!(wait_for(SignInFailures::default(), 1, window, 0), None);
-        assert_eq!(wait_for(failures(1, 0), 2, window, 10_000), None);
-        assert_eq!(wait_for(failures(2, 0), 2, window, 10_000), Some(Duration::from_secs(50)));
-        // Racing sign-ins may overshoot: still limited, same wait.
-        assert_eq!(wait_for(failures(3, 0), 2, window, 10_000), Some(Duration::from_secs(50)));
+        let failures = |oldest_ms| SignInFailures { count: 2, oldest_ms: Some(oldest_ms) };
+        assert_eq!(until_oldest_leaves(failures(0), window, 10_000), Duration::from_secs(50));
         // At the window's edge, still a wait (the store counts `at_ms >= since`).
-        assert_eq!(wait_for(failures(2, 0), 2, window, 60_000), Some(Duration::from_millis(1)));
+        assert_eq!(until_oldest_leaves(failures(0), window, 60_000), Duration::from_millis(1));
+        assert_eq!(until_oldest_leaves(SignInFailures::default(), window, 5), Duration::from_secs(60));
     }
 
     #[test]

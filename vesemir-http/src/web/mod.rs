@@ -224,10 +224,22 @@ async fn sign_in(State(state): State<WebState>, request: Request) -> Response {
     }
     let web = &state.web;
     let store = &*state.app.store;
-    let limited = match web.limiter.check(store, &username, address, crate::clock::now_ms()).await {
-        Ok(limited) => limited,
+    let attempt = match web.limiter.take(store, &username, address, crate::clock::now_ms()).await {
+        Ok(Ok(attempt)) => attempt,
+        Ok(Err(wait)) => {
+            let minutes = wait.as_secs().div_ceil(60).max(1);
+            let text = format!(
+                "Too many failed sign-ins. Try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            );
+            let mut response = sign_in_page(StatusCode::TOO_MANY_REQUESTS, Some(&text), &username);
+            if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
         Err(e) => {
-            tracing::error!(error = %e, "sign-in: reading the failed sign-ins");
+            tracing::error!(error = %e, "sign-in: counting the attempt");
             return sign_in_page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some("The server's database cannot be reached; try again in a minute."),
@@ -235,26 +247,16 @@ async fn sign_in(State(state): State<WebState>, request: Request) -> Response {
             );
         }
     };
-    if let Some(wait) = limited {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        let text = format!(
-            "Too many failed sign-ins. Try again in {minutes} minute{}.",
-            if minutes == 1 { "" } else { "s" }
-        );
-        let mut response = sign_in_page(StatusCode::TOO_MANY_REQUESTS, Some(&text), &username);
-        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+    // Counted as a failure already; anything but a wrong password or an unknown user forgives it.
+    let result = web.directory.authenticate(&username, &Secret::new(password)).await;
+    if !matches!(result, Err(DirectoryError::InvalidCredentials)) {
+        if let Err(e) = web.limiter.forgive(store, attempt).await {
+            tracing::warn!(error = %e, "sign-in: forgiving an attempt that was no failure");
         }
-        return response;
     }
-    let user = match web.directory.authenticate(&username, &Secret::new(password)).await {
+    let user = match result {
         Ok(user) => user,
         Err(DirectoryError::InvalidCredentials) => {
-            if let Err(e) =
-                web.limiter.record_failure(store, &username, address, crate::clock::now_ms()).await
-            {
-                tracing::error!(error = %e, "sign-in: counting a failed sign-in");
-            }
             return sign_in_page(StatusCode::UNAUTHORIZED, Some("Wrong username or password."), &username);
         }
         Err(DirectoryError::Unavailable { reason }) => {
