@@ -1,10 +1,11 @@
 //! The web page (issue 17) against a real OpenLDAP slapd. Sign-in and sessions: the same
 //! message for a wrong password and an unknown user, a user in no mapped group, a directory
-//! that is down, rate limits, CSRF and cross-site posts refused, no session fixation, expired
-//! and revoked sessions refused, tokens still working for the API. Pages: start from the
-//! catalog (plan, then deploy), the list and a deployment's page, another team's pages 404,
-//! orders behind CSRF and a confirmation (retry failed hosts, cancel), the event stream behind
-//! the session resumed by Last-Event-ID.
+//! that is down, rate limits (shared by two instances on one PostgreSQL, and holding under
+//! racing attempts), sign-in over LDAPS and StartTLS, CSRF and cross-site posts refused, no
+//! session fixation, expired and revoked sessions refused, tokens still working for the API.
+//! Pages: start from the catalog (plan with the hosts in start order, then deploy), the list
+//! and a deployment's page, another team's pages 404, orders behind CSRF and a confirmation
+//! (retry failed hosts, cancel), the event stream behind the session resumed by Last-Event-ID.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -354,6 +355,25 @@ async fn instances_on_one_database_count_failed_sign_ins_together() {
     assert_eq!(statuses, expected);
     drop(instances);
     drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_sign_in_over_ldaps_and_starttls_with_the_sections_ca_file() {
+    let slapd = tokio::task::spawn_blocking(|| Slapd::start_tls(&people())).await.expect("starts");
+    let secret = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(secret.path(), Slapd::SERVICE_PASSWORD).expect("writes");
+    for (url, starttls) in [(slapd.ldaps_url(), false), (slapd.url(), true)] {
+        let mut ldap = ldap_section(&slapd, secret.path(), "");
+        (ldap.url, ldap.starttls, ldap.ca_file) = (url.clone(), starttls, Some(slapd.ca_file()));
+        let server = TestServer::start_with(Fleet::new(1), move |config| config.ldap = Some(ldap)).await;
+        let signed = sign_in_at(&server.router, "alice", "alice-pw", PEER).await;
+        assert_eq!(signed.status, StatusCode::SEE_OTHER, "{url} starttls={starttls}: {}", signed.text);
+        assert!(signed.session().is_some());
+    }
+    // Every bind slapd saw came over TLS.
+    let log = slapd.server.log();
+    assert!(log.lines().filter(|l| l.contains("mech=SIMPLE")).all(|l| !l.ends_with(" ssf=0")), "{log}");
+    assert!(log.contains("TLS established"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
