@@ -859,7 +859,10 @@ pub(super) async fn start(State(state): State<WebState>, headers: HeaderMap, bod
                 let hosts = match api::ports_for(&state.app, &admitted.request) {
                     Ok(ports) => match state.app.runner.preview(&admitted.request, &ports).await {
                         Ok(prepared) => planned_hosts(&prepared),
-                        Err(reason) => message(&format!("The hosts could not be planned now: {reason}")),
+                        Err(reason) => message(&format!(
+                            "The hosts could not be planned now: {}",
+                            crate::server_paths::hide(&reason)
+                        )),
                     },
                     Err(error) => message(&format!("The hosts could not be planned now: {}", error.detail())),
                 };
@@ -952,7 +955,7 @@ fn planned_hosts(prepared: &vesemir_core::Prepared) -> String {
         let _ = write!(html, "<p>Skipped (not in rotation, left as found): {}</p>", skipped.join(", "));
     }
     for warning in &prepared.warnings {
-        html.push_str(&message(warning));
+        html.push_str(&message(&crate::server_paths::hide(warning)));
     }
     html
 }
