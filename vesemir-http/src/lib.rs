@@ -194,8 +194,8 @@ impl Server {
         let lease = store.lease();
         metrics.instance(store.instance().as_str());
         tokio::spawn(retention::keep(Arc::downgrade(&store), config.limits.event_retention, metrics.clone()));
-        if web.is_some() {
-            tokio::spawn(web::prune_sessions(Arc::downgrade(&store)));
+        if let Some(web) = &web {
+            tokio::spawn(web::prune_sessions(Arc::downgrade(&store), web.clone()));
         }
         let app = Arc::new(api::App {
             store,

@@ -339,6 +339,28 @@ impl Runner {
         self.precheck_hosts(request, ports, None).await
     }
 
+    /// The plan a deployment of `request` would run now (issue 17, the web page's preview):
+    /// its hosts found through the inventory, their servers and states read, the batches or
+    /// window planned, as `prepare` does when it starts; no host lock is taken and nothing is
+    /// changed. In a task of its own (a port that panics is a refusal here), bounded like
+    /// [`precheck`](Self::precheck).
+    pub async fn preview(&self, request: &DeploymentRequest, ports: &Ports) -> Result<Prepared, String> {
+        let bound = self.driver.call_timeout.saturating_mul(3);
+        let driver = DriverConfig { locks: None, only_hosts: None, ..self.driver.clone() };
+        let (request, ports) = (Arc::new(request.clone()), ports.clone());
+        let preview = tokio::spawn(async move {
+            tokio::time::timeout(bound, vesemir_core::prepare(request, &ports, &driver)).await
+        });
+        match preview.await {
+            Ok(Ok(Ok(prepared))) => Ok(prepared),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(_)) => {
+                Err(format!("finding the hosts took longer than {}", humantime::format_duration(bound)))
+            }
+            Err(e) => Err(format!("finding the hosts failed unexpectedly: {e}")),
+        }
+    }
+
     /// [`precheck`](Self::precheck) of a follow-up limited to `only_hosts`.
     pub async fn precheck_hosts(
         &self,

@@ -11,7 +11,8 @@ use vesemir_core::journal::{Finished, JournalEntry};
 use vesemir_core::name::HostName;
 use vesemir_core::{Event, HostProgress};
 use vesemir_http::store::{
-    Finish, HostRecord, Inserted, ListFilter, NewDeployment, Renewal, Status, Store, StoreOptions, WebSession,
+    Finish, HostRecord, Inserted, ListFilter, NewDeployment, Renewal, SignInAttempt, SignInFailures,
+    SignInKey, Status, Store, StoreOptions, WebSession,
 };
 use vesemir_http::Role;
 use vesemir_http::{InstanceId, PostgresStore, PostgresUrl, SqliteStore};
@@ -435,6 +436,64 @@ async fn web_sessions_are_shared_expire_and_revoke(db: &dyn Database) {
     assert!(a.session(&"1".repeat(64), 6_000).await.unwrap().is_some());
 }
 
+/// Failed sign-ins (issue 17): an attempt is counted under every key at once, unless a key
+/// reached its limit within the window asked (from `since`, inclusive); every instance counts
+/// together; a forgiven attempt and a user's failures are gone everywhere; pruning deletes
+/// only those counted before the cutoff.
+async fn failed_sign_ins_are_counted_by_every_instance(db: &dyn Database) {
+    let a = db.open("a", LONG).await;
+    let b = db.open("b", LONG).await;
+    let (alice, bob) = (SignInKey::user("Alice"), SignInKey::user("bob"));
+    let here = SignInKey::Address([10, 0, 0, 1].into());
+    let counted = |count, oldest_ms| SignInFailures { count, oldest_ms: Some(oldest_ms) };
+    let taken = |attempt: SignInAttempt| match attempt {
+        SignInAttempt::Taken(rows) => rows,
+        other => panic!("expected a counted attempt, got {other:?}"),
+    };
+    assert_eq!(a.sign_in_failures(&alice, 0).await.unwrap(), SignInFailures::default());
+    let limits = |user: &SignInKey| [(user.clone(), 2), (here.clone(), 3)];
+    taken(a.take_sign_in_attempt(&limits(&alice), 0, 1_000).await.unwrap());
+    taken(b.take_sign_in_attempt(&limits(&SignInKey::user(" alice")), 0, 2_000).await.unwrap());
+    // alice is at her limit (2): counted nowhere, and the address keeps its two.
+    assert_eq!(
+        b.take_sign_in_attempt(&limits(&alice), 0, 2_500).await.unwrap(),
+        SignInAttempt::Limited(vec![counted(2, 1_000)])
+    );
+    // From 1 500 on, only one of hers is in the window: counted.
+    let forgiven = taken(a.take_sign_in_attempt(&limits(&alice), 1_500, 2_600).await.unwrap());
+    assert_eq!(a.sign_in_failures(&here, 0).await.unwrap(), counted(3, 1_000));
+    b.forgive_sign_in_attempt(&forgiven).await.unwrap();
+    assert_eq!(a.sign_in_failures(&alice, 0).await.unwrap(), counted(2, 1_000), "forgiven");
+    taken(b.take_sign_in_attempt(&limits(&bob), 0, 3_000).await.unwrap());
+    // The address is at its limit (3) for everyone now.
+    assert_eq!(
+        a.take_sign_in_attempt(&limits(&SignInKey::user("carol")), 0, 3_500).await.unwrap(),
+        SignInAttempt::Limited(vec![counted(3, 1_000)])
+    );
+    assert_eq!(a.sign_in_failures(&alice, 1_500).await.unwrap(), counted(1, 2_000));
+    assert_eq!(a.sign_in_failures(&alice, 2_000).await.unwrap(), counted(1, 2_000), "inclusive");
+    assert_eq!(a.sign_in_failures(&alice, 2_001).await.unwrap(), SignInFailures::default());
+    b.clear_sign_in_failures(&alice).await.unwrap();
+    assert_eq!(a.sign_in_failures(&alice, 0).await.unwrap(), SignInFailures::default());
+    assert_eq!(a.sign_in_failures(&here, 0).await.unwrap(), counted(3, 1_000), "the address's stay");
+    // Before 2 500: the address's first two (alice's were forgotten already).
+    assert_eq!(a.prune_sign_in_failures(2_500).await.unwrap(), 2);
+    assert_eq!(b.sign_in_failures(&here, 0).await.unwrap(), counted(1, 3_000));
+    assert_eq!(b.sign_in_failures(&bob, 0).await.unwrap(), counted(1, 3_000));
+
+    // Racing attempts on two instances never pass a limit together.
+    let mallory = SignInKey::user("mallory");
+    let race = (0..12).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let limits = [(mallory.clone(), 5)];
+        async move { store.take_sign_in_attempt(&limits, 0, 10_000).await.unwrap() }
+    });
+    let attempts = futures_util::future::join_all(race).await;
+    let counted_now = attempts.iter().filter(|a| matches!(a, SignInAttempt::Taken(_))).count();
+    assert_eq!(counted_now, 5, "{attempts:?}");
+    assert_eq!(a.sign_in_failures(&mallory, 0).await.unwrap().count, 5);
+}
+
 // ---- Issue 18: CI hooks and promotion ----
 
 fn hook_delivery(id: &str, body: &str) -> vesemir_http::store::NewHookDelivery {
@@ -535,6 +594,7 @@ async fn run_all(engine: &dyn Engine) {
     another_instances_live_lease(&*engine.fresh().await).await;
     events_of_deployments_ended_before_the_cutoff_are_pruned(&*engine.fresh().await).await;
     web_sessions_are_shared_expire_and_revoke(&*engine.fresh().await).await;
+    failed_sign_ins_are_counted_by_every_instance(&*engine.fresh().await).await;
     hook_deliveries_are_unique_by_id_and_by_body(&*engine.fresh().await).await;
     promotions_link_deployments(&*engine.fresh().await).await;
     notification_attempts_are_logged_in_order(&*engine.fresh().await).await;
@@ -570,7 +630,7 @@ async fn postgres_refuses_a_newer_schema_and_migrates_once_when_instances_start_
         sqlx::PgPool::connect(&cluster.url(url.to_string().rsplit('/').next().unwrap())).await.unwrap();
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&pool).await.unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5], "each applied once");
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each applied once");
     sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES (99, 0)")
         .execute(&pool)
         .await

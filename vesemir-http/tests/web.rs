@@ -1,10 +1,11 @@
 //! The web page (issue 17) against a real OpenLDAP slapd. Sign-in and sessions: the same
 //! message for a wrong password and an unknown user, a user in no mapped group, a directory
-//! that is down, rate limits, CSRF and cross-site posts refused, no session fixation, expired
-//! and revoked sessions refused, tokens still working for the API. Pages: start from the
-//! catalog (plan, then deploy), the list and a deployment's page, another team's pages 404,
-//! orders behind CSRF and a confirmation (retry failed hosts, cancel), the event stream behind
-//! the session resumed by Last-Event-ID.
+//! that is down, rate limits (shared by two instances on one PostgreSQL, and holding under
+//! racing attempts), sign-in over LDAPS and StartTLS, CSRF and cross-site posts refused, no
+//! session fixation, expired and revoked sessions refused, tokens still working for the API.
+//! Pages: start from the catalog (plan with the hosts in start order, then deploy), the list
+//! and a deployment's page, another team's pages 404, orders behind CSRF and a confirmation
+//! (retry failed hosts, cancel), the event stream behind the session resumed by Last-Event-ID.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -142,7 +143,12 @@ async fn send_with(
     }
     let mut request = request.body(Body::from(form.unwrap_or_default().to_owned())).expect("request");
     request.extensions_mut().insert(ConnectInfo(SocketAddr::from((peer, 40000))));
-    let response = web.server.router.clone().oneshot(request).await.expect("infallible");
+    answer(&web.server.router, request).await
+}
+
+/// `request`'s answer from `router`.
+async fn answer(router: &axum::Router, request: Request<Body>) -> Answer {
+    let response = router.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
     let text =
@@ -275,6 +281,101 @@ async fn failed_sign_ins_are_limited_per_user_and_per_address() {
     assert_eq!(elsewhere.status, StatusCode::SEE_OTHER, "{}", elsewhere.text);
 }
 
+/// A sign-in form posted to `router` from `peer`.
+async fn sign_in_at(router: &axum::Router, user: &str, password: &str, peer: [u8; 4]) -> Answer {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri("/sign-in")
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, "http://deploy.test")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("username={user}&password={password}")))
+        .expect("request");
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from((peer, 40000))));
+    answer(router, request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_database_count_failed_sign_ins_together() {
+    let cluster =
+        tokio::task::spawn_blocking(vesemir_testkit::postgres::Postgres::start).await.expect("starts");
+    let url = vesemir_http::PostgresUrl::parse(&cluster.database()).expect("a postgres url");
+    let slapd = tokio::task::spawn_blocking(|| Slapd::start(&people())).await.expect("starts");
+    let secret = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(secret.path(), Slapd::SERVICE_PASSWORD).expect("writes");
+    let limits = "max_failures_per_user = 4\nmax_failures_per_address = 6\nfailure_window = \"10m\"";
+    let mut instances = Vec::new();
+    for name in ["instance-a", "instance-b"] {
+        let (url, ldap) = (url.clone(), ldap_section(&slapd, secret.path(), limits));
+        instances.push(
+            TestServer::start_with(Fleet::new(1), move |config| {
+                config.database = vesemir_http::Database::Postgres(url);
+                config.cluster.instance = Some(name.into());
+                config.ldap = Some(ldap);
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&instances[0].router, &instances[1].router);
+    // Four wrong passwords for alice, two on each instance: the limit, reached together.
+    for router in [a, b, a, b] {
+        assert_eq!(sign_in_at(router, "alice", "nope", PEER).await.status, StatusCode::UNAUTHORIZED);
+    }
+    for router in [a, b] {
+        let limited = sign_in_at(router, "alice", "alice-pw", [10, 0, 0, 9]).await;
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
+    }
+    // Per address: two more failures from PEER (one on each: six in all), then bob is refused
+    // there on both instances, and not from elsewhere.
+    assert_eq!(sign_in_at(a, "x1", "nope", PEER).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in_at(b, "x2", "nope", PEER).await.status, StatusCode::UNAUTHORIZED);
+    for router in [a, b] {
+        assert_eq!(sign_in_at(router, "bob", "bob-pw", PEER).await.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let elsewhere = sign_in_at(b, "bob", "bob-pw", [10, 0, 0, 2]).await;
+    assert_eq!(elsewhere.status, StatusCode::SEE_OTHER, "{}", elsewhere.text);
+    // A success forgets the user's failures on every instance: three wrong passwords for bob
+    // on A, his right one on B, then three more wrong ones still leave him room (four).
+    for round in 0..2 {
+        for _ in 0..3 {
+            let wrong = sign_in_at(a, "bob", "nope", [10, 0, 0, 3]).await;
+            assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "round {round}: {}", wrong.text);
+        }
+        let right = sign_in_at(b, "bob", "bob-pw", [10, 0, 0, 4]).await;
+        assert_eq!(right.status, StatusCode::SEE_OTHER, "round {round}: {}", right.text);
+    }
+    // Racing wrong passwords on both instances (from many addresses): four are tried, the
+    // rest refused before the directory is asked.
+    let race = (0u8..10).map(|i| sign_in_at(if i % 2 == 0 { a } else { b }, "dave", "nope", [10, 1, 0, i]));
+    let mut statuses: Vec<StatusCode> =
+        futures_util::future::join_all(race).await.into_iter().map(|answer| answer.status).collect();
+    statuses.sort();
+    let expected: Vec<StatusCode> =
+        [StatusCode::UNAUTHORIZED; 4].into_iter().chain([StatusCode::TOO_MANY_REQUESTS; 6]).collect();
+    assert_eq!(statuses, expected);
+    drop(instances);
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_sign_in_over_ldaps_and_starttls_with_the_sections_ca_file() {
+    let slapd = tokio::task::spawn_blocking(|| Slapd::start_tls(&people())).await.expect("starts");
+    let secret = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(secret.path(), Slapd::SERVICE_PASSWORD).expect("writes");
+    for (url, starttls) in [(slapd.ldaps_url(), false), (slapd.url(), true)] {
+        let mut ldap = ldap_section(&slapd, secret.path(), "");
+        (ldap.url, ldap.starttls, ldap.ca_file) = (url.clone(), starttls, Some(slapd.ca_file()));
+        let server = TestServer::start_with(Fleet::new(1), move |config| config.ldap = Some(ldap)).await;
+        let signed = sign_in_at(&server.router, "alice", "alice-pw", PEER).await;
+        assert_eq!(signed.status, StatusCode::SEE_OTHER, "{url} starttls={starttls}: {}", signed.text);
+        assert!(signed.session().is_some());
+    }
+    // Every bind slapd saw came over TLS.
+    let log = slapd.server.log();
+    assert!(log.lines().filter(|l| l.contains("mech=SIMPLE")).all(|l| !l.ends_with(" ssf=0")), "{log}");
+    assert!(log.contains("TLS established"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_posts_and_posts_without_the_csrf_token_are_refused() {
     let web = start("").await;
@@ -404,6 +505,17 @@ async fn start_from_the_catalog_follow_the_page_and_retry_the_failed_host() {
     let plan = post(&web, &alice, "/start", &format!("{fields}&action=plan")).await;
     assert_eq!(plan.status, StatusCode::OK, "{}", plan.text);
     assert!(plan.text.contains("<h2>Plan</h2>") && plan.text.contains("2.0.0"), "{}", plan.text);
+    // The hosts it would touch, found through the inventory, in the order they would start.
+    let at: Vec<usize> = ["web-01", "web-02", "web-03"]
+        .iter()
+        .map(|host| {
+            plan.text
+                .find(&format!("data-planned-host=\"{host}\""))
+                .unwrap_or_else(|| panic!("{host} missing from the plan: {}", plan.text))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "hosts out of order: {}", plan.text);
+    assert!(plan.text.contains("3 hosts, at most 1 out of rotation at once"), "{}", plan.text);
     assert_eq!(web.server.get(ADMIN, "/v1/deployments").await.json["deployments"], serde_json::json!([]));
     let invalid = post(&web, &alice, "/start", &format!("{SHOP}&version=bad%20version&action=plan")).await;
     assert!(

@@ -15,9 +15,11 @@
 //!
 //! Errors are typed ([`DirectoryError`]): a wrong password, an unknown user or an ambiguous
 //! one are all [`DirectoryError::InvalidCredentials`], so a caller cannot reveal which;
-//! a directory that cannot be reached or does not answer in time is
-//! [`DirectoryError::Unavailable`]; a directory that refuses the service account or the
-//! search is [`DirectoryError::Refused`] (an operator's problem, not the person's).
+//! a directory that cannot be reached, does not answer in time or whose certificate is not
+//! trusted is [`DirectoryError::Unavailable`]; a directory that refuses StartTLS, the service
+//! account or the search is [`DirectoryError::Refused`] (an operator's problem, not the
+//! person's). TLS never falls back to plain: a failed handshake or a refused StartTLS ends the
+//! attempt before anything else is sent.
 //!
 //! [`Directory::lookup`] answers whether a person exists (for provisioning), with the service
 //! account, without binding as them.
@@ -155,7 +157,7 @@ pub enum DirectoryError {
         /// What failed (connection refused, timeout, TLS).
         reason: String,
     },
-    /// The directory answered but refused the service account or a search.
+    /// The directory answered but refused StartTLS, the service account or a search.
     #[error("the directory refused the request (code {code}): {message}")]
     Refused {
         /// The LDAP result code.
@@ -351,8 +353,9 @@ impl Directory {
         if let Some(connector) = &self.connector {
             settings = settings.set_connector(connector.clone());
         }
-        let (connection, mut ldap) =
-            LdapConnAsync::with_settings(settings, &self.config.url).await.map_err(from_ldap)?;
+        let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
+            .await
+            .map_err(|e| connect_error(self.transport, e))?;
         ldap3::drive!(connection);
         if let (Some(dn), Some(password)) = (&self.config.bind_dn, &self.config.bind_password) {
             let bind = ldap.with_timeout(self.config.timeout).simple_bind(dn, password.expose()).await;
@@ -406,6 +409,26 @@ fn plausible_username(username: &str) -> bool {
 
 fn unavailable(reason: &str) -> DirectoryError {
     DirectoryError::Unavailable { reason: reason.to_owned() }
+}
+
+/// Sorts the errors of opening a connection. TLS never falls back to plain: a handshake that
+/// fails (a certificate no configured CA signed, a name that does not match) means the
+/// directory cannot be reached safely, and a StartTLS the directory refuses is its
+/// operator's problem; both say TLS.
+fn connect_error(transport: Transport, error: LdapError) -> DirectoryError {
+    match error {
+        LdapError::NativeTLS { source } => DirectoryError::Unavailable {
+            reason: format!("TLS handshake failed (nothing was sent in plain): {source}"),
+        },
+        LdapError::LdapResult { result } if transport == Transport::StartTls => DirectoryError::Refused {
+            code: result.rc,
+            message: format!(
+                "the directory refused StartTLS (nothing was sent in plain): {}",
+                if result.text.is_empty() { "no reason given" } else { result.text.as_str() }
+            ),
+        },
+        other => from_ldap(other),
+    }
 }
 
 /// Sorts ldap3's errors: result codes are the directory's answer, everything else (I/O,

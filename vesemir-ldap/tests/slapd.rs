@@ -1,8 +1,11 @@
-//! The directory adapter against a real OpenLDAP slapd (Debian's `slapd`), started by the test.
+//! The directory adapter against a real OpenLDAP slapd (Debian's `slapd`), started by the test:
+//! sign-in, groups, filter escaping, errors; and over TLS (a CA made by the test): LDAPS and
+//! StartTLS with the CA file, a certificate from another CA refused, StartTLS against a
+//! directory without TLS refused, never falling back to plain.
 
 use std::time::{Duration, Instant};
 
-use vesemir_ldap::{Directory, DirectoryConfig, DirectoryError, Secret};
+use vesemir_ldap::{Directory, DirectoryConfig, DirectoryError, Secret, Transport};
 use vesemir_testkit::slapd::{Slapd, SlapdUser};
 
 fn people() -> Vec<SlapdUser> {
@@ -103,4 +106,78 @@ async fn a_directory_that_is_down_says_so_promptly() {
     let error = directory.lookup("alice").await.expect_err("down");
     assert!(matches!(error, DirectoryError::Unavailable { .. }), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+/// `config(slapd)` over `url`, StartTLS as given, trusting `ca_file`.
+fn tls_config(slapd: &Slapd, url: String, starttls: bool, ca_file: std::path::PathBuf) -> DirectoryConfig {
+    DirectoryConfig { url, starttls, ca_file: Some(ca_file), ..config(slapd) }
+}
+
+/// Panics unless the directory's `stats` log shows connections (`ACCEPT`) but no bind and no
+/// search: nothing a client sends once the connection is set up reached it.
+fn assert_connected_but_nothing_sent(slapd: &Slapd) {
+    let log = slapd.server.log();
+    assert!(log.contains(" ACCEPT from "), "no connection reached the directory:\n{log}");
+    assert!(!log.contains(" BIND ") && !log.contains(" SRCH "), "sent without TLS:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_over_ldaps_and_over_starttls_with_the_ca_file() {
+    let slapd = tokio::task::spawn_blocking(|| Slapd::start_tls(&people())).await.expect("starts");
+    for (url, starttls, transport) in
+        [(slapd.ldaps_url(), false, Transport::Ldaps), (slapd.url(), true, Transport::StartTls)]
+    {
+        let directory =
+            Directory::new(tls_config(&slapd, url.clone(), starttls, slapd.ca_file())).expect("valid");
+        assert_eq!(directory.transport(), transport);
+        let alice = directory.authenticate("alice", &Secret::new("alice-pw")).await.unwrap_or_else(|e| {
+            panic!("alice signs in over {transport:?} ({url}): {e}\n{}", slapd.server.log())
+        });
+        assert_eq!(alice.groups, vec!["everyone".to_owned(), "team-a-deployers".to_owned()]);
+        let wrong =
+            directory.authenticate("alice", &Secret::new("bob-pw")).await.expect_err("wrong password");
+        assert!(matches!(wrong, DirectoryError::InvalidCredentials), "{transport:?}: {wrong:?}");
+        assert!(directory.lookup("bob").await.expect("answers"), "{transport:?}");
+    }
+    // slapd's `stats` log: every bind (service account and people) came over TLS.
+    let log = slapd.server.log();
+    let binds: Vec<&str> = log.lines().filter(|l| l.contains("mech=SIMPLE")).collect();
+    assert!(binds.len() >= 4, "{log}");
+    assert!(binds.iter().all(|l| !l.ends_with(" ssf=0")), "a bind without TLS:\n{log}");
+    assert!(log.contains("TLS established"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_no_configured_ca_signed_is_refused_before_anything_is_sent() {
+    let slapd = tokio::task::spawn_blocking(|| Slapd::start_tls(&people())).await.expect("starts");
+    let unrelated = slapd.write_unrelated_ca();
+    for (url, starttls) in [(slapd.ldaps_url(), false), (slapd.url(), true)] {
+        let directory =
+            Directory::new(tls_config(&slapd, url.clone(), starttls, unrelated.clone())).expect("valid");
+        let error = directory.authenticate("alice", &Secret::new("alice-pw")).await.expect_err("refused");
+        match &error {
+            DirectoryError::Unavailable { reason } => assert!(reason.contains("TLS"), "{url}: {reason}"),
+            other => panic!("{url} starttls={starttls}: {other:?}"),
+        }
+        let error = directory.lookup("alice").await.expect_err("refused");
+        assert!(matches!(error, DirectoryError::Unavailable { .. }), "{url}: {error:?}");
+    }
+    // Neither the service account's password nor alice's reached the directory.
+    assert_connected_but_nothing_sent(&slapd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_against_a_directory_without_tls_is_refused_not_sent_in_plain() {
+    let slapd = tokio::task::spawn_blocking(|| Slapd::start(&people())).await.expect("starts");
+    let ca_file = slapd.write_unrelated_ca();
+    let directory = Directory::new(tls_config(&slapd, slapd.url(), true, ca_file)).expect("valid");
+    let error = directory.authenticate("alice", &Secret::new("alice-pw")).await.expect_err("refused");
+    match &error {
+        DirectoryError::Refused { message, .. } => assert!(message.contains("StartTLS"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(error.to_string().contains("StartTLS"), "{error}");
+    // StartTLS was asked (its extended operation), then nothing: no fall back to plain.
+    assert!(slapd.server.log().contains("EXT oid=1.3.6.1.4.1.1466.20037"), "{}", slapd.server.log());
+    assert_connected_but_nothing_sent(&slapd);
 }

@@ -10,11 +10,20 @@
 //!
 //! Run as root (CI machines, containers), `slapadd` and `slapd` run as `nobody` through
 //! `setpriv`, the way the PostgreSQL harness does.
+//!
+//! [`Slapd::start_tls`] adds TLS: a throwaway CA and a server certificate for `127.0.0.1` and
+//! `localhost` made by the test (rcgen), given to slapd (`TLSCACertificateFile`,
+//! `TLSCertificateFile`, `TLSCertificateKeyFile`; the key is `nobody`'s, mode 0600), an
+//! `ldaps://` listener on a second port, and StartTLS on the plain one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
 use crate::postgres::{as_user, run_as_nobody};
 use crate::process::{free_port, require_binary, wait_for_tcp, ServerProcess};
@@ -51,6 +60,17 @@ pub struct Slapd {
     pub server: ServerProcess,
     /// The port it listens on at 127.0.0.1.
     pub port: u16,
+    /// TLS, when started by [`Slapd::start_tls`].
+    tls: Option<SlapdTls>,
+}
+
+/// The TLS side of a directory started by [`Slapd::start_tls`].
+#[derive(Debug, Clone)]
+struct SlapdTls {
+    /// The `ldaps://` port at 127.0.0.1.
+    ldaps_port: u16,
+    /// The PEM certificate of the CA that signed the server's certificate.
+    ca_file: PathBuf,
 }
 
 impl Slapd {
@@ -69,6 +89,17 @@ impl Slapd {
     /// starts slapd; panics naming the Debian package when it is missing, or with the log when
     /// it does not start.
     pub fn start(users: &[SlapdUser]) -> Self {
+        Self::start_with(users, false)
+    }
+
+    /// [`start`](Self::start) with TLS: StartTLS on [`url`](Self::url) and LDAP over TLS on
+    /// [`ldaps_url`](Self::ldaps_url), with a server certificate for `127.0.0.1` and `localhost`
+    /// signed by a CA made here ([`ca_file`](Self::ca_file)).
+    pub fn start_tls(users: &[SlapdUser]) -> Self {
+        Self::start_with(users, true)
+    }
+
+    fn start_with(users: &[SlapdUser], with_tls: bool) -> Self {
         let slapd = require_binary("slapd", PACKAGE);
         let slapadd = require_binary("slapadd", PACKAGE);
         let dir = ServerProcess::temp_dir("slapd");
@@ -79,8 +110,9 @@ impl Slapd {
             std::os::unix::fs::chown(&data, Some(uid), None)
                 .unwrap_or_else(|e| panic!("cannot give {} to nobody: {e}", data.display()));
         }
+        let tls_files = with_tls.then(|| write_tls_files(dir.path(), run_as));
         let config = dir.path().join("slapd.conf");
-        write(&config, &slapd_conf(dir.path(), &data));
+        write(&config, &slapd_conf(dir.path(), &data, tls_files.is_some()));
         let ldif = dir.path().join("tree.ldif");
         write(&ldif, &tree_ldif(users));
 
@@ -97,16 +129,49 @@ impl Slapd {
         }
 
         let port = free_port();
+        let tls = tls_files.map(|ca_file| SlapdTls { ldaps_port: free_port(), ca_file });
+        let mut listeners = format!("ldap://127.0.0.1:{port}/");
+        if let Some(tls) = &tls {
+            listeners.push_str(&format!(" ldaps://127.0.0.1:{}/", tls.ldaps_port));
+        }
         let mut command = as_user(run_as, &slapd);
-        command.arg("-d").arg("0").arg("-h").arg(format!("ldap://127.0.0.1:{port}/")).arg("-f").arg(&config);
+        command.arg("-d").arg("stats").arg("-h").arg(listeners).arg("-f").arg(&config);
         let mut server = ServerProcess::start("slapd", command, dir);
-        wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(20), &mut server);
-        Self { server, port }
+        for port in std::iter::once(port).chain(tls.as_ref().map(|t| t.ldaps_port)) {
+            wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(20), &mut server);
+        }
+        Self { server, port, tls }
     }
 
     /// The `ldap://` URL of this directory.
     pub fn url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    /// The `ldaps://` URL of this directory; panics unless it was started by
+    /// [`start_tls`](Self::start_tls).
+    pub fn ldaps_url(&self) -> String {
+        format!("ldaps://127.0.0.1:{}", self.tls().ldaps_port)
+    }
+
+    /// The PEM file of the CA that signed this directory's certificate (a client's CA file);
+    /// panics unless it was started by [`start_tls`](Self::start_tls).
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls().ca_file.clone()
+    }
+
+    /// Writes the certificate of a CA made now, which signed nothing this directory holds (a
+    /// client that trusts only it must refuse the directory), and answers its path.
+    pub fn write_unrelated_ca(&self) -> PathBuf {
+        let path = self.server.dir().join("unrelated-ca.pem");
+        write(&path, &new_ca("unrelated").pem());
+        path
+    }
+
+    fn tls(&self) -> &SlapdTls {
+        self.tls
+            .as_ref()
+            .unwrap_or_else(|| panic!("this slapd was started without TLS: use Slapd::start_tls"))
     }
 
     /// The DN of person `uid`.
@@ -120,18 +185,66 @@ impl Slapd {
     }
 }
 
-/// The generated `slapd.conf`: schemas, MDB in `data`, ACLs (see the module doc).
-fn slapd_conf(dir: &std::path::Path, data: &std::path::Path) -> String {
+/// A self-signed CA named `name`, for key and certificate signing only.
+fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("CA params: {e}"));
+    params.distinguished_name.push(DnType::CommonName, format!("Vesemir test CA {name}"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let key = KeyPair::generate().unwrap_or_else(|e| panic!("CA key: {e}"));
+    CertifiedIssuer::self_signed(params, key).unwrap_or_else(|e| panic!("self-signing the CA: {e}"))
+}
+
+/// Makes a CA and a server certificate for `127.0.0.1` and `localhost` signed by it, writes
+/// `ca.pem`, `server.pem` and `server.key` (0600, owned by `run_as` when given, since slapd
+/// reads it as that user) into `dir`, and answers the CA file.
+fn write_tls_files(dir: &Path, run_as: Option<u32>) -> PathBuf {
+    let ca = new_ca("slapd");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap_or_else(|e| panic!("server certificate params: {e}"));
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate().unwrap_or_else(|e| panic!("server key: {e}"));
+    let certificate =
+        params.signed_by(&key, &ca).unwrap_or_else(|e| panic!("signing the server certificate: {e}"));
+    let ca_file = dir.join("ca.pem");
+    write(&ca_file, &ca.pem());
+    write(&dir.join("server.pem"), &certificate.pem());
+    let key_file = dir.join("server.key");
+    std::fs::write(&key_file, key.serialize_pem())
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", key_file.display()));
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", key_file.display()));
+    if let Some(uid) = run_as {
+        std::os::unix::fs::chown(&key_file, Some(uid), None)
+            .unwrap_or_else(|e| panic!("cannot give {} to nobody: {e}", key_file.display()));
+    }
+    ca_file
+}
+
+/// The generated `slapd.conf`: schemas, TLS files when `tls`, MDB in `data`, ACLs (see the
+/// module doc).
+fn slapd_conf(dir: &Path, data: &Path, tls: bool) -> String {
     let base = Slapd::BASE;
     let service = Slapd::SERVICE_DN;
     let dir = dir.display();
     let data = data.display();
+    let tls = if tls {
+        format!(
+            "TLSCACertificateFile {dir}/ca.pem\n\
+             TLSCertificateFile {dir}/server.pem\n\
+             TLSCertificateKeyFile {dir}/server.key\n"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "include /etc/ldap/schema/core.schema\n\
          include /etc/ldap/schema/cosine.schema\n\
          include /etc/ldap/schema/inetorgperson.schema\n\
          pidfile {dir}/slapd.pid\n\
          argsfile {dir}/slapd.args\n\
+         {tls}\
          modulepath /usr/lib/ldap\n\
          moduleload back_mdb\n\
          loglevel stats\n\
@@ -219,7 +332,7 @@ fn base64(value: &str) -> String {
     out
 }
 
-fn write(path: &std::path::Path, text: &str) {
+fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     // Readable by `nobody` when the server runs as it.
     let _ = Command::new("chmod").arg("a+r").arg(path).status();

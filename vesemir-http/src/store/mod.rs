@@ -655,6 +655,45 @@ pub trait Store: Send + Sync + fmt::Debug {
         let _ = before_ms;
         Err(StoreError::new("pruning sessions", "this store keeps no sessions"))
     }
+    // ---- Failed sign-ins (issue 17: attempt limits shared by every instance on one database).
+    // One row per failure and key; stores that keep none (test doubles) refuse them. ----
+
+    /// Takes one sign-in attempt at `at_ms`: if every key of `limits` has fewer failures than
+    /// its limit counted at or after `since_ms`, counts the attempt as a failure under each key
+    /// (until [`forgive_sign_in_attempt`](Store::forgive_sign_in_attempt) takes it back) and
+    /// answers its rows; else counts nothing and answers the failures of the keys at their
+    /// limit. One transaction per call, serialized per key across instances, so racing
+    /// attempts never pass a limit together.
+    async fn take_sign_in_attempt(
+        &self,
+        limits: &[(SignInKey, u32)],
+        since_ms: i64,
+        at_ms: i64,
+    ) -> Result<SignInAttempt, StoreError> {
+        let _ = (limits, since_ms, at_ms);
+        Err(StoreError::new("counting a sign-in attempt", "this store keeps no sign-in failures"))
+    }
+    /// Takes back an attempt that was no failure (the person signed in, or the directory could
+    /// not be asked): deletes its rows.
+    async fn forgive_sign_in_attempt(&self, rows: &[i64]) -> Result<(), StoreError> {
+        let _ = rows;
+        Err(StoreError::new("forgiving a sign-in attempt", "this store keeps no sign-in failures"))
+    }
+    /// The failures counted under `key` at or after `since_ms`: how many, and the oldest.
+    async fn sign_in_failures(&self, key: &SignInKey, since_ms: i64) -> Result<SignInFailures, StoreError> {
+        let _ = (key, since_ms);
+        Err(StoreError::new("reading failed sign-ins", "this store keeps no sign-in failures"))
+    }
+    /// Forgets every failure counted under `key` (a successful sign-in forgets its user's).
+    async fn clear_sign_in_failures(&self, key: &SignInKey) -> Result<(), StoreError> {
+        let _ = key;
+        Err(StoreError::new("forgetting failed sign-ins", "this store keeps no sign-in failures"))
+    }
+    /// Deletes the failures counted before `before_ms` (out of every window); how many.
+    async fn prune_sign_in_failures(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let _ = before_ms;
+        Err(StoreError::new("pruning failed sign-ins", "this store keeps no sign-in failures"))
+    }
     // ---- Issue 18: CI hooks and promotion ----
 
     /// Records a CI hook's delivery as waiting, unless a delivery of the same hook with the
@@ -768,6 +807,49 @@ impl fmt::Debug for WebSession {
             .field("expires_ms", &self.expires_ms)
             .finish_non_exhaustive()
     }
+}
+
+/// What failed sign-ins are counted under (issue 17): a username (as directories compare
+/// them: trimmed, lower case) or a client address. Stored as `user:NAME` / `address:IP`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SignInKey {
+    /// A username, normalized by [`SignInKey::user`].
+    User(String),
+    /// The address a sign-in came from (the connection's, never a header's).
+    Address(std::net::IpAddr),
+}
+
+impl SignInKey {
+    /// The key of `name`: usernames differing only in case or surrounding spaces are one.
+    pub fn user(name: &str) -> Self {
+        Self::User(name.trim().to_lowercase())
+    }
+
+    /// The key's column text.
+    pub fn as_column(&self) -> String {
+        match self {
+            Self::User(name) => format!("user:{name}"),
+            Self::Address(address) => format!("address:{address}"),
+        }
+    }
+}
+
+/// What [`Store::take_sign_in_attempt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignInAttempt {
+    /// Counted, as these rows (one per key), a failure until forgiven.
+    Taken(Vec<i64>),
+    /// Not counted: these keys' failures reached their limits.
+    Limited(Vec<SignInFailures>),
+}
+
+/// The failed sign-ins counted under one key within a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SignInFailures {
+    /// How many.
+    pub count: u64,
+    /// When the oldest of them was counted, Unix ms (`None` when there is none).
+    pub oldest_ms: Option<i64>,
 }
 
 /// The columns of `web_sessions`, in [`WebSession`]'s order, with the teams and roles as JSON.

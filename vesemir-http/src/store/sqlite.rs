@@ -27,7 +27,8 @@ use super::codec::{
 };
 use super::{
     DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
-    Origin, Renewal, Status, Store, StoreError, StoreOptions, WebSession,
+    Origin, Renewal, SignInAttempt, SignInFailures, SignInKey, Status, Store, StoreError, StoreOptions,
+    WebSession,
 };
 use super::{HookDelivery, HookRecorded, HookState, NewHookDelivery, NotificationAttempt};
 
@@ -171,6 +172,19 @@ CREATE TABLE notification_deliveries (
     at_ms INTEGER NOT NULL
 );
 CREATE INDEX notification_deliveries_deployment ON notification_deliveries (deployment_id, seq);
+"#,
+    ),
+    (
+        7,
+        r#"
+-- Failed sign-ins (issue 17: attempt limits shared by every instance on one database).
+CREATE TABLE sign_in_failures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX sign_in_failures_key ON sign_in_failures (subject, at_ms);
+CREATE INDEX sign_in_failures_at ON sign_in_failures (at_ms);
 "#,
     ),
 ];
@@ -855,6 +869,93 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(err("pruning sessions"))?;
+        Ok(done.rows_affected())
+    }
+
+    // ---- Failed sign-ins (issue 17: attempt limits shared by every instance) ----
+
+    async fn take_sign_in_attempt(
+        &self,
+        limits: &[(SignInKey, u32)],
+        since_ms: i64,
+        at_ms: i64,
+    ) -> Result<SignInAttempt, StoreError> {
+        let context = "counting a sign-in attempt";
+        // The database's write lock at once: no other attempt counts between the counts and
+        // the inserts.
+        let mut tx = self.write().await.map_err(err(context))?;
+        let mut limited = Vec::new();
+        for (key, limit) in limits {
+            let (count, oldest_ms): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), MIN(at_ms) FROM sign_in_failures WHERE subject = ? AND at_ms >= ?",
+            )
+            .bind(key.as_column())
+            .bind(since_ms)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(context))?;
+            let failures = SignInFailures { count: u64::try_from(count).unwrap_or(0), oldest_ms };
+            if failures.count >= u64::from(*limit) {
+                limited.push(failures);
+            }
+        }
+        if !limited.is_empty() {
+            return Ok(SignInAttempt::Limited(limited));
+        }
+        let mut rows = Vec::new();
+        for (key, _) in limits {
+            let row: i64 = sqlx::query_scalar(
+                "INSERT INTO sign_in_failures (subject, at_ms) VALUES (?, ?) RETURNING id",
+            )
+            .bind(key.as_column())
+            .bind(at_ms)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(context))?;
+            rows.push(row);
+        }
+        tx.commit().await.map_err(err(context))?;
+        Ok(SignInAttempt::Taken(rows))
+    }
+
+    async fn forgive_sign_in_attempt(&self, rows: &[i64]) -> Result<(), StoreError> {
+        for row in rows {
+            sqlx::query("DELETE FROM sign_in_failures WHERE id = ?")
+                .bind(row)
+                .execute(&self.pool)
+                .await
+                .map_err(err("forgiving a sign-in attempt"))?;
+        }
+        Ok(())
+    }
+
+    async fn sign_in_failures(&self, key: &SignInKey, since_ms: i64) -> Result<SignInFailures, StoreError> {
+        let (count, oldest_ms): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(at_ms) FROM sign_in_failures WHERE subject = ? AND at_ms >= ?",
+        )
+        .bind(key.as_column())
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err("reading failed sign-ins"))?;
+        Ok(SignInFailures { count: u64::try_from(count).unwrap_or(0), oldest_ms })
+    }
+
+    async fn clear_sign_in_failures(&self, key: &SignInKey) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sign_in_failures WHERE subject = ?")
+            .bind(key.as_column())
+            .execute(&self.pool)
+            .await
+            .map_err(err("forgetting failed sign-ins"))?;
+        Ok(())
+    }
+
+    async fn prune_sign_in_failures(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sign_in_failures WHERE at_ms < ?")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(err("pruning failed sign-ins"))?;
         Ok(done.rows_affected())
     }
 

@@ -31,7 +31,6 @@ pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -99,19 +98,27 @@ impl Web {
     }
 }
 
-/// How often expired and revoked sessions are deleted.
+/// How often expired and revoked sessions and old failed sign-ins are deleted.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Deletes expired and revoked sessions every hour while the store lives.
-pub async fn prune_sessions(store: std::sync::Weak<dyn crate::store::Store>) {
+/// Deletes expired and revoked sessions, and failed sign-ins older than `web`'s window, every
+/// hour while the store lives.
+pub async fn prune_sessions(store: std::sync::Weak<dyn crate::store::Store>, web: Arc<Web>) {
+    let window_ms = i64::try_from(web.limiter.window().as_millis()).unwrap_or(i64::MAX);
     let mut every = tokio::time::interval(PRUNE_EVERY);
     loop {
         every.tick().await;
         let Some(store) = store.upgrade() else { return };
-        match store.prune_sessions(crate::clock::now_ms()).await {
+        let now = crate::clock::now_ms();
+        match store.prune_sessions(now).await {
             Ok(0) => {}
             Ok(pruned) => tracing::debug!(pruned, "deleted expired and revoked sessions"),
             Err(e) => tracing::warn!(error = %e, "deleting expired sessions"),
+        }
+        match store.prune_sign_in_failures(now.saturating_sub(window_ms)).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "deleted failed sign-ins out of the window"),
+            Err(e) => tracing::warn!(error = %e, "deleting old failed sign-ins"),
         }
     }
 }
@@ -216,22 +223,40 @@ async fn sign_in(State(state): State<WebState>, request: Request) -> Response {
         }
     }
     let web = &state.web;
-    if let Err(wait) = web.limiter.check(&username, address, Instant::now()) {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        let text = format!(
-            "Too many failed sign-ins. Try again in {minutes} minute{}.",
-            if minutes == 1 { "" } else { "s" }
-        );
-        let mut response = sign_in_page(StatusCode::TOO_MANY_REQUESTS, Some(&text), &username);
-        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+    let store = &*state.app.store;
+    let attempt = match web.limiter.take(store, &username, address, crate::clock::now_ms()).await {
+        Ok(Ok(attempt)) => attempt,
+        Ok(Err(wait)) => {
+            let minutes = wait.as_secs().div_ceil(60).max(1);
+            let text = format!(
+                "Too many failed sign-ins. Try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            );
+            let mut response = sign_in_page(StatusCode::TOO_MANY_REQUESTS, Some(&text), &username);
+            if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
         }
-        return response;
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in: counting the attempt");
+            return sign_in_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("The server's database cannot be reached; try again in a minute."),
+                &username,
+            );
+        }
+    };
+    // Counted as a failure already; anything but a wrong password or an unknown user forgives it.
+    let result = web.directory.authenticate(&username, &Secret::new(password)).await;
+    if !matches!(result, Err(DirectoryError::InvalidCredentials)) {
+        if let Err(e) = web.limiter.forgive(store, attempt).await {
+            tracing::warn!(error = %e, "sign-in: forgiving an attempt that was no failure");
+        }
     }
-    let user = match web.directory.authenticate(&username, &Secret::new(password)).await {
+    let user = match result {
         Ok(user) => user,
         Err(DirectoryError::InvalidCredentials) => {
-            web.limiter.record_failure(&username, address, Instant::now());
             return sign_in_page(StatusCode::UNAUTHORIZED, Some("Wrong username or password."), &username);
         }
         Err(DirectoryError::Unavailable { reason }) => {
@@ -259,7 +284,9 @@ async fn sign_in(State(state): State<WebState>, request: Request) -> Response {
             &username,
         );
     };
-    web.limiter.clear_user(&username);
+    if let Err(e) = web.limiter.clear_user(store, &username).await {
+        tracing::warn!(error = %e, "sign-in: forgetting the user's failed sign-ins");
+    }
     let (Ok(id), Ok(csrf)) = (session::random_token(), session::random_token()) else {
         return page(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -856,8 +856,18 @@ pub(super) async fn start(State(state): State<WebState>, headers: HeaderMap, bod
         let notice = match state.app.catalog.admit(&text, &principal, &state.app.playbooks) {
             Ok(admitted) => {
                 let stored = serde_json::to_string_pretty(&admitted.stored).unwrap_or_default();
+                let hosts = match api::ports_for(&state.app, &admitted.request) {
+                    Ok(ports) => match state.app.runner.preview(&admitted.request, &ports).await {
+                        Ok(prepared) => planned_hosts(&prepared),
+                        Err(reason) => message(&format!(
+                            "The hosts could not be planned now: {}",
+                            crate::server_paths::hide(&reason)
+                        )),
+                    },
+                    Err(error) => message(&format!("The hosts could not be planned now: {}", error.detail())),
+                };
                 format!(
-                    "<section class=\"preview\"><h2>Plan</h2><p>This is the request as it will run (secret variables as ***). Press Deploy to start it.</p><pre>{}</pre></section>",
+                    "<section class=\"preview\"><h2>Plan</h2><p>This is the request as it will run (secret variables as ***). Press Deploy to start it.</p>{hosts}<pre>{}</pre></section>",
                     escape(&stored)
                 )
             }
@@ -906,6 +916,48 @@ pub(super) async fn start(State(state): State<WebState>, headers: HeaderMap, bod
             response
         }
     }
+}
+
+/// The hosts a prepared deployment would touch, batch by batch (or the canary, then the
+/// sliding window) in the order they start, with their servers; skipped hosts after.
+fn planned_hosts(prepared: &vesemir_core::Prepared) -> String {
+    let plan = &prepared.plan;
+    let sliding = prepared.request.strategy.window == vesemir_core::request::Window::Sliding;
+    let mut html = format!(
+        "<p>{} hosts, at most {} out of rotation at once, {}.</p><ol class=\"plan\" data-field=\"plan\">",
+        plan.hosts.len(),
+        plan.concurrency,
+        if sliding { "in a sliding window".to_owned() } else { format!("in {} batches", plan.batches.len()) },
+    );
+    for (number, batch) in plan.batches.iter().enumerate() {
+        let label = if number == 0 && plan.canary {
+            "Canary".to_owned()
+        } else if sliding {
+            "Window".to_owned()
+        } else {
+            format!("Batch {}", number + 1)
+        };
+        let _ = write!(html, "<li data-batch=\"{}\"><strong>{label}</strong><ul>", number + 1);
+        for planned in plan.hosts.get(batch.clone()).unwrap_or_default() {
+            let _ = write!(
+                html,
+                "<li data-planned-host=\"{name}\">{name} <small>(server {})</small></li>",
+                escape(planned.server.as_str()),
+                name = escape(planned.host.name.as_str()),
+            );
+        }
+        html.push_str("</ul></li>");
+    }
+    html.push_str("</ol>");
+    let skipped: Vec<String> =
+        plan.hosts.iter().filter(|h| h.skip).map(|h| escape(h.host.name.as_str())).collect();
+    if !skipped.is_empty() {
+        let _ = write!(html, "<p>Skipped (not in rotation, left as found): {}</p>", skipped.join(", "));
+    }
+    for warning in &prepared.warnings {
+        html.push_str(&message(&crate::server_paths::hide(warning)));
+    }
+    html
 }
 
 fn problem_list(problems: &[(String, String)]) -> String {
