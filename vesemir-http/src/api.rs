@@ -535,7 +535,7 @@ pub async fn get_one(
     let id = parse_id(id)?;
     let record = load(&state, &principal, id, Access::Read).await?;
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.live_state(id));
+    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
     Ok(tagged(&headers, &view))
 }
 
@@ -673,7 +673,7 @@ pub async fn list(
     };
     let deployments = records
         .iter()
-        .map(|r| Deployment::from_record(r, &[], now).with_live(state.runner.live_state(r.id)))
+        .map(|r| Deployment::from_record(r, &[], now).with_live(state.runner.view_state(r)))
         .collect();
     Ok(Json(DeploymentList { deployments, next }))
 }
@@ -1191,7 +1191,7 @@ pub async fn resume(
 async fn accepted_view(state: &App, id: i64, record: DeploymentRecord) -> Result<Response, ApiError> {
     let record = state.store.get(id).await.map_err(|e| ApiError::store(&e))?.unwrap_or(record);
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.live_state(id));
+    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/deployments/{id}")) {
         response.headers_mut().insert(LOCATION, location);

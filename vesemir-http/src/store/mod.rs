@@ -291,6 +291,10 @@ pub struct DeploymentRecord {
     pub finished_ms: Option<i64>,
     /// The server instance that holds (or last held) its lease: the one that runs or ran it.
     pub instance: Option<String>,
+    /// Whether the last pause or resume given for it, on any instance, was a pause: the wanted
+    /// state recorded for the instance that runs it ([`Store::order`]), which every instance
+    /// reads. Always false in a store that is one server's (SQLite): its runner knows it live.
+    pub pause_requested: bool,
 }
 
 /// One host's result, as stored: where it sits in the plan and what the core's fold of its

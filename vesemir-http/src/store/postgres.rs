@@ -180,7 +180,7 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 const COLUMNS: &str = "id, application, environment, team, version, requested_by, playbook, query, request, \
      status, error, host_count, totals, out_of_rotation, cancel_requested, idempotency_key, body_sha256, \
-     created_ms, started_ms, finished_ms, lease_owner";
+     created_ms, started_ms, finished_ms, lease_owner, pause_requested";
 
 /// A `postgres://` (or `postgresql://`) connection URL. Its password never shows in `Debug` or
 /// `Display`.
@@ -500,6 +500,7 @@ fn deployment(row: &PgRow) -> Result<DeploymentRecord, StoreError> {
         started_ms: row.try_get("started_ms").map_err(get)?,
         finished_ms: row.try_get("finished_ms").map_err(get)?,
         instance: row.try_get("lease_owner").map_err(get)?,
+        pause_requested: row.try_get::<Option<bool>, _>("pause_requested").map_err(get)? == Some(true),
     })
 }
 
