@@ -177,6 +177,17 @@ impl ApiError {
 
     pub(crate) fn store(error: &StoreError) -> Self {
         tracing::error!(error = %error, "database failure");
+        if error.is_unavailable() {
+            // This instance cannot reach the database now (a split, a database that stalls):
+            // answered at once, never after a hang; another instance may well answer.
+            return Self {
+                retry_after: Some(DATABASE_RETRY_AFTER),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database does not answer this server now (it cannot be reached, or did not answer in time): retry later, or through another server",
+                )
+            };
+        }
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the database failed: retry later, and tell the operators if it lasts",
@@ -215,6 +226,9 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The `Retry-After` of a 503 for a database this server cannot reach ([`ApiError::store`]).
+const DATABASE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The media type of every error answer (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";

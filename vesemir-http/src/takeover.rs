@@ -637,10 +637,11 @@ impl Runner {
         let hold_until = match gate {
             Some(PendingGate::Hold { duration, since }) => {
                 let left = match since {
-                    Some(since) => (since + duration).saturating_sub(elapsed_since(r.started_ms)),
+                    Some(since) => since.saturating_add(duration).saturating_sub(elapsed_since(r.started_ms)),
                     None => duration,
                 };
-                Some(tokio::time::Instant::now() + left)
+                // A hold past the clock's range (not from a validated request) never ends.
+                Some(tokio::time::Instant::now().checked_add(left))
             }
             _ => None,
         };
@@ -668,7 +669,7 @@ impl Runner {
             }
             was_paused = paused;
             let waiting = active.waiting_for_confirmation.load(Ordering::SeqCst);
-            let holding = hold_until.is_some_and(|at| tokio::time::Instant::now() < at);
+            let holding = hold_until.is_some_and(|at| at.is_none_or(|at| tokio::time::Instant::now() < at));
             if !paused && !waiting && !holding {
                 return Ok(BeforeRest::Go(r));
             }

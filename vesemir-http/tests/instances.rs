@@ -1,8 +1,10 @@
 //! Several servers on one PostgreSQL database (a real cluster this test starts), in one test
 //! process over one fake fleet: admission across instances, a cancel through another
 //! instance, an instance that dies mid-rollout (another takes its deployment over once its
-//! lease expires: resumes it, or restores it), and fencing (an instance whose lease was taken,
-//! or that lost the database, stops acting before another drives its hosts).
+//! lease expires: resumes it, or restores it, keeping what the rollout had used up or passed:
+//! its failures, its canary's confirmation, a pause), fencing (an instance whose lease was
+//! taken, or that lost the database, stops acting before another drives its hosts), and reads
+//! on an instance whose database stalls (503 within a bound).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -380,36 +382,74 @@ async fn a_follower_on_another_instance_gets_the_events_live_and_resumes_from_la
 }
 
 /// A TCP proxy to `target` on a free loopback port; `cut` closes every connection and stops
-/// accepting (a network split between an instance and the database).
+/// accepting (a network split between an instance and the database); `stall` keeps every
+/// connection open and accepts new ones, but forwards nothing more (a split that drops packets:
+/// nothing is refused, nothing answers).
 struct Proxy {
     port: u16,
     tasks: tokio::task::JoinSet<()>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
     async fn start(target: u16) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         let connections = Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
         let held = connections.clone();
+        let stall = stalled.clone();
         tasks.spawn(async move {
             let _held = held;
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
+                let Ok((client, _)) = listener.accept().await else { return };
+                let stall = stall.clone();
                 connections.lock().unwrap().spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::join!(
+                            pump(client_read, server_write, stall.clone()),
+                            pump(server_read, client_write, stall)
+                        );
                     }
                 });
             }
         });
-        Self { port, tasks }
+        Self { port, tasks, stalled }
     }
 
     /// Stops accepting and drops every connection (the connection tasks go with the acceptor).
     fn cut(&mut self) {
         self.tasks.abort_all();
+    }
+
+    /// Forwards nothing more, in either direction, on any connection; drops none.
+    fn stall(&self) {
+        self.stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes; bytes read while `stalled` are held, never sent.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -782,4 +822,39 @@ async fn a_pause_shows_on_every_instance_and_holds_across_a_takeover_until_resum
     let kinds: Vec<String> = events(&router_b, id).await.into_iter().map(|e| e.event).collect();
     let handover = kinds.iter().position(|k| k == "handover").unwrap();
     assert!(kinds[handover..].contains(&"resumed".to_owned()), "the resume after the handover: {kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_an_instance_whose_database_stalls_answer_503_within_a_bound() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let proxy = Proxy::start(cluster.port).await;
+    let url_a = url.replace(&format!(":{}/", cluster.port), &format!(":{}/", proxy.port));
+    let fleet = Fleet::new(2);
+    let (_a, router_a) = open(&url_a, "instance-a", &fleet).await;
+    let (_b, router_b) = open(&url, "instance-b", &fleet).await;
+    let (status, reply) = post(&router_b, &fleet.body("shop", "production", "payments")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    let id = reply["id"].as_i64().unwrap();
+    wait_for(&router_a, id, "succeeded", |d| d["status"] == "succeeded").await;
+
+    // A's database stops answering (nothing refused): its reads answer 503 at once, not hang.
+    proxy.stall();
+    for path in [
+        format!("/v1/deployments/{id}"),
+        "/v1/deployments".to_owned(),
+        format!("/v1/deployments/{id}/events"),
+    ] {
+        let started = tokio::time::Instant::now();
+        let reply = call(&router_a, Method::GET, &path, Some(ADMIN), None, &[]).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(8), "{path} took {took:?}");
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {}", reply.text);
+        assert_eq!(reply.headers["content-type"], "application/problem+json", "{path}");
+        assert!(reply.headers.contains_key("retry-after"), "{path}: {:?}", reply.headers);
+        let detail = reply.json["detail"].as_str().unwrap();
+        assert!(detail.contains("database") && detail.contains("another server"), "{path}: {detail}");
+    }
+    // B, on the database directly, still answers.
+    assert_eq!(get(&router_b, id).await["status"], "succeeded");
 }
