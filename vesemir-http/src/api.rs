@@ -177,6 +177,17 @@ impl ApiError {
 
     pub(crate) fn store(error: &StoreError) -> Self {
         tracing::error!(error = %error, "database failure");
+        if error.is_unavailable() {
+            // This instance cannot reach the database now (a split, a database that stalls):
+            // answered at once, never after a hang; another instance may well answer.
+            return Self {
+                retry_after: Some(DATABASE_RETRY_AFTER),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database does not answer this server now (it cannot be reached, or did not answer in time): retry later, or through another server",
+                )
+            };
+        }
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the database failed: retry later, and tell the operators if it lasts",
@@ -215,6 +226,9 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The `Retry-After` of a 503 for a database this server cannot reach ([`ApiError::store`]).
+const DATABASE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The media type of every error answer (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -535,7 +549,7 @@ pub async fn get_one(
     let id = parse_id(id)?;
     let record = load(&state, &principal, id, Access::Read).await?;
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.live_state(id));
+    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
     Ok(tagged(&headers, &view))
 }
 
@@ -673,7 +687,7 @@ pub async fn list(
     };
     let deployments = records
         .iter()
-        .map(|r| Deployment::from_record(r, &[], now).with_live(state.runner.live_state(r.id)))
+        .map(|r| Deployment::from_record(r, &[], now).with_live(state.runner.view_state(r)))
         .collect();
     Ok(Json(DeploymentList { deployments, next }))
 }
@@ -1191,7 +1205,7 @@ pub async fn resume(
 async fn accepted_view(state: &App, id: i64, record: DeploymentRecord) -> Result<Response, ApiError> {
     let record = state.store.get(id).await.map_err(|e| ApiError::store(&e))?.unwrap_or(record);
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.live_state(id));
+    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/deployments/{id}")) {
         response.headers_mut().insert(LOCATION, location);

@@ -4,7 +4,7 @@
 //! handlers' `#[utoipa::path]` attributes as the routes are registered (`routes.rs`), so routes
 //! and description have one source. `finish` then adds what holds for every operation alike:
 //! problem details as `application/problem+json`, the statuses every `/v1` call can answer
-//! (401, 408, 500), `Location` on 202, and the links from a created deployment to every
+//! (401, 408, 500, 503), `Location` on 202, and the links from a created deployment to every
 //! operation on it.
 
 use utoipa::openapi::header::HeaderBuilder;
@@ -107,6 +107,12 @@ pub(crate) fn finish(document: &mut Document, unbounded: &[String]) {
                 responses
                     .entry("500".into())
                     .or_insert_with(|| problem("The server's database failed: retry later"));
+                responses.entry("503".into()).or_insert_with(|| {
+                    problem(
+                        "This server cannot reach its database now (it cannot connect, or the database did not \
+                         answer within 5 s), or it is stopping (`Retry-After`): retry later, or through another server",
+                    )
+                });
             }
             for (status, response) in responses.iter_mut() {
                 let RefOr::T(response) = response else { continue };

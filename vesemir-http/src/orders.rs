@@ -5,12 +5,26 @@
 //! state, so the last one given wins wherever it was given; a confirmation is taken once. With
 //! one server per database (SQLite) the order goes to this runner only, as before.
 
+use std::sync::atomic::Ordering;
+
 use tracing::info;
 
-use super::{ResumeRefused, Runner};
-use crate::store::{Order, OrderTaken, Orders, StoreError};
+use super::{LiveState, ResumeRefused, Runner};
+use crate::store::{DeploymentRecord, Order, OrderTaken, Orders, StoreError};
 
 impl Runner {
+    /// What a view of `record` shows beyond the record: this instance's live state when it runs
+    /// the deployment; else, while another instance holds it queued or running, the pause last
+    /// ordered on any instance, so every instance shows it paused (a canary waiting is known
+    /// only where it runs). `None` once it has ended.
+    pub fn view_state(&self, record: &DeploymentRecord) -> Option<LiveState> {
+        self.live_state(record.id).or_else(|| {
+            let elsewhere = record.instance.as_deref().is_some_and(|i| i != self.store.instance().as_str());
+            (elsewhere && !record.status.is_finished())
+                .then_some(LiveState { paused: record.pause_requested, waiting_for_confirmation: false })
+        })
+    }
+
     /// Pauses deployment `id` wherever it runs. False if it is not queued or running.
     pub async fn pause_anywhere(&self, id: i64) -> Result<bool, StoreError> {
         let here = self.pause(id);
@@ -57,6 +71,8 @@ impl Runner {
             if order.confirm {
                 info!(deployment = order.id, "confirmed on another instance: confirming");
                 active.control.confirm();
+                // A rollout taken over while its canary waited waits on this flag.
+                active.waiting_for_confirmation.store(false, Ordering::SeqCst);
             }
         }
         drop(set);

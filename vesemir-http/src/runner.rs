@@ -561,6 +561,9 @@ impl Runner {
         match active {
             Some(active) => {
                 active.control.confirm();
+                // A rollout taken over while its canary waited waits on this flag
+                // (`takeover.rs`); a running one clears it at its next batch anyway.
+                active.waiting_for_confirmation.store(false, Ordering::SeqCst);
                 true
             }
             None => false,

@@ -14,6 +14,13 @@
 //!    not started and those in flight that went back (the dead instance may have stopped in
 //!    their steps): the same record, events numbered on, one journal. With `"restore"` no other
 //!    host starts and the deployment ends `interrupted`, with the hosts left out.
+//! 4. The rest keeps what the rollout had used up or passed (the core's
+//!    [`plan_resumption`](vesemir_core::journal::takeover::plan_resumption) over its events):
+//!    it tolerates only the failures left of the whole deployment's `max_failures` (none left:
+//!    it starts no host and ends `stopped`, as the rollout would have); a canary confirmed is not
+//!    asked for again, one waiting keeps waiting (a confirmation given to any instance opens it),
+//!    a canary batch in flight stays the canary; a pause ordered on any instance holds until a
+//!    resume; a cancel asked before ends it `cancelled`. Nothing starts before those gates open.
 //!
 //! The resumed rollout runs like any deployment of this instance: pause, resume, confirm,
 //! cancel and live events reach it, and the lease keeper fences it. A deployment taken over
@@ -27,8 +34,13 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, Notify};
 use tracing::{error, info, info_span, warn, Instrument, Span};
-use vesemir_core::event::{DeploymentOutcome, EventKind, HostOutcome, Phase, Rotation, Totals};
-use vesemir_core::journal::takeover::{plan_takeover, RecordedHost, TakeoverPlan};
+use vesemir_core::event::{
+    DeploymentOutcome, EventKind, HostOutcome, Phase, Rotation, StopReason, Totals, WaitReason,
+};
+use vesemir_core::journal::takeover::{
+    plan_resumption, plan_takeover, rollout_so_far, CanaryProgress, PendingGate, RecordedHost, RolloutSoFar,
+    TakeoverPlan,
+};
 use vesemir_core::journal::{RecoveryConfig, RecoveryOutcome, Unfinished};
 use vesemir_core::name::{HostName, ServerName};
 use vesemir_core::request::spec::RequestSpec;
@@ -117,6 +129,7 @@ async fn take_over_inner(app: &AppState, t: &TakenOver) -> Result<(), StoreError
     };
     let on_takeover = if no_resume.is_some() { OnTakeover::Restore } else { request.strategy.on_takeover };
     let events = store.events_after(id, 0, i64::MAX).await?;
+    let so_far = rollout_so_far(&events, request.strategy.canary.is_some());
     let last = events.last().map_or(0, |e| e.seq);
     let started_ms = record.started_ms.unwrap_or(record.created_ms);
     let offset = elapsed_since(started_ms);
@@ -140,9 +153,16 @@ async fn take_over_inner(app: &AppState, t: &TakenOver) -> Result<(), StoreError
     store.append_events(id, &notes, &[]).await?;
     let runner = app.runner.clone();
     let request = Arc::new(request);
+    // Orders given on any instance hold across the takeover: a pause, a cancel, a canary
+    // waiting for its confirmation.
+    let adopted = Adopted {
+        paused: record.pause_requested,
+        cancelled: record.cancel_requested,
+        waiting_for_confirmation: waited_for_confirmation(&so_far),
+    };
     if t.status == Status::Queued {
         info!("it had not started: starting it here");
-        runner.start_taken_over(id, request, ports);
+        runner.start_taken_over(id, request, ports, adopted);
         return Ok(());
     }
     let resumed = Resumed {
@@ -151,8 +171,14 @@ async fn take_over_inner(app: &AppState, t: &TakenOver) -> Result<(), StoreError
         on_takeover,
         seq: last + u64::try_from(notes.len()).unwrap_or_default(),
         started_ms,
+        so_far,
     };
-    runner.resume_taken_over(resumed, request, ports).await
+    runner.resume_taken_over(resumed, request, ports, adopted).await
+}
+
+/// Whether the canary waited for its confirmation when the deployment was taken over.
+fn waited_for_confirmation(so_far: &RolloutSoFar) -> bool {
+    matches!(so_far.canary, CanaryProgress::Gated { reason: WaitReason::CanaryConfirmation, .. })
 }
 
 /// Ends a deployment taken over that cannot be run here (`why`), as `interrupted`, with the
@@ -197,18 +223,86 @@ struct Resumed {
     /// The last event number stored.
     seq: u64,
     started_ms: i64,
+    /// What its events say the rollout had used up or passed.
+    so_far: RolloutSoFar,
+}
+
+/// What a deployment taken over carries from its record into this instance's active set.
+#[derive(Debug, Clone, Copy)]
+struct Adopted {
+    /// A pause was the last pause or resume ordered.
+    paused: bool,
+    /// Someone asked to cancel it.
+    cancelled: bool,
+    /// Its canary waited for confirmation.
+    waiting_for_confirmation: bool,
+}
+
+/// How often the wait before the rest of a rollout taken over looks at its orders.
+const GATE_POLL: Duration = Duration::from_millis(50);
+
+/// Why the rest of a rollout taken over starts no host (`None`: it goes on).
+#[derive(Debug, Clone, Copy)]
+enum Halt {
+    /// `strategy.on_takeover = "restore"`.
+    Restore,
+    /// The rollout had stopped starting hosts, or its failures are past `max_failures`.
+    Stopped(StopReason),
+    /// Someone asked to cancel it.
+    Cancelled,
+}
+
+impl Halt {
+    /// How a host it leaves unstarted ends.
+    fn not_started(self) -> HostOutcome {
+        match self {
+            Halt::Restore | Halt::Cancelled => HostOutcome::Cancelled,
+            Halt::Stopped(_) => HostOutcome::Skipped,
+        }
+    }
+
+    /// Why a host was not deployed, for its record.
+    fn why(self) -> String {
+        match self {
+            Halt::Restore => "on_takeover = restore".to_owned(),
+            Halt::Stopped(reason) => format!("the rollout stopped: {reason}"),
+            Halt::Cancelled => "the deployment was cancelled".to_owned(),
+        }
+    }
+}
+
+/// How the wait before the rest of a rollout taken over ended, with the record's place.
+enum BeforeRest {
+    /// The rest starts.
+    Go(Resumed),
+    /// Someone cancelled it.
+    Cancelled(Resumed),
+    /// It was aborted (its lease lost, or the server stopping).
+    Aborted(Resumed),
+}
+
+/// What the rest of a rollout taken over carries from before it, for its events.
+#[derive(Debug, Clone, Copy)]
+struct Carried {
+    /// How the hosts that ended before it ended (the takeover's checks included).
+    before: Totals,
+    /// Of those, the hosts that failed or were unreachable.
+    failed: usize,
+    /// The failures the whole deployment tolerates.
+    max_failures: usize,
 }
 
 /// Renumbers the resumed rollout's events after the record's (`seq`), counts their time from
 /// the deployment's start (`offset`), drops its `deployment_started` (the `handover` says what
-/// goes on), and makes its `deployment_finished` count every host of the deployment.
+/// goes on), and makes its `deployment_finished` count every host of the deployment and its
+/// stop on failures count the whole deployment's failures against its whole `max_failures`.
 struct Continued<S> {
     inner: S,
     seq: u64,
     /// Time from the deployment's start to the resumed rollout's.
     offset: Duration,
-    /// The hosts that ended before the resumed rollout began (with the takeover's checks).
-    before: Totals,
+    /// What it carries from before it: the hosts that ended, the failure budget.
+    carried: Carried,
     dropped: std::sync::atomic::AtomicU64,
 }
 
@@ -220,8 +314,15 @@ impl<S: EventSink> EventSink for Continued<S> {
                 return;
             }
             EventKind::DeploymentFinished { outcome, totals } => {
-                let totals = add(*totals, self.before);
+                let totals = add(*totals, self.carried.before);
                 EventKind::DeploymentFinished { outcome: merged_outcome(*outcome, &totals), totals }
+            }
+            // The whole deployment's failures against its whole budget, as without a takeover.
+            EventKind::Stopping { cause: Some(StopReason::TooManyFailures { failed, .. }), .. } => {
+                EventKind::stopping(StopReason::TooManyFailures {
+                    failed: failed + self.carried.failed,
+                    max_failures: self.carried.max_failures,
+                })
             }
             other => other.clone(),
         };
@@ -270,12 +371,20 @@ fn totals_of(hosts: &[HostRecord]) -> Totals {
 
 impl Runner {
     /// Registers deployment `id` (taken over) in the active set, so pause, resume, confirm,
-    /// cancel, live events and the lease keeper reach it. `None` when it is active here already.
-    fn adopt(&self, id: i64, request: &DeploymentRequest) -> Option<Active> {
+    /// cancel, live events and the lease keeper reach it, with the orders its record carries.
+    /// `None` when it is active here already.
+    fn adopt(&self, id: i64, request: &DeploymentRequest, adopted: Adopted) -> Option<Active> {
         let target = (request.application.to_string(), request.environment.to_string());
+        let control = Control::new();
+        if adopted.paused {
+            control.pause();
+        }
+        if adopted.cancelled {
+            control.cancel();
+        }
         let active = Active {
-            control: Control::new(),
-            waiting_for_confirmation: Arc::new(AtomicBool::new(false)),
+            control,
+            waiting_for_confirmation: Arc::new(AtomicBool::new(adopted.waiting_for_confirmation)),
             cancel: Arc::new(Notify::new()),
             events: broadcast::channel(LIVE_CAPACITY).0,
             target: target.clone(),
@@ -289,12 +398,20 @@ impl Runner {
         }
         set.by_id.insert(id, active.clone());
         set.by_target.insert(target, id);
+        drop(set);
+        self.count_paused();
         Some(active)
     }
 
     /// Starts deployment `id`, taken over while still queued, like a new one.
-    fn start_taken_over(self: &Arc<Self>, id: i64, request: Arc<DeploymentRequest>, ports: Ports) {
-        let Some(active) = self.adopt(id, &request) else { return };
+    fn start_taken_over(
+        self: &Arc<Self>,
+        id: i64,
+        request: Arc<DeploymentRequest>,
+        ports: Ports,
+        adopted: Adopted,
+    ) {
+        let Some(active) = self.adopt(id, &request, adopted) else { return };
         self.queued.fetch_add(1, Ordering::SeqCst);
         self.metrics.queued(1.0);
         tokio::spawn(self.clone().drive(id, request, ports, active));
@@ -306,9 +423,10 @@ impl Runner {
         resumed: Resumed,
         request: Arc<DeploymentRequest>,
         ports: Ports,
+        adopted: Adopted,
     ) -> Result<(), StoreError> {
         let id = resumed.id;
-        let Some(active) = self.adopt(id, &request) else { return Ok(()) };
+        let Some(active) = self.adopt(id, &request, adopted) else { return Ok(()) };
         let guard = ActiveGuard { runner: self.clone(), id };
         let labels =
             labels(request.application.as_str(), request.environment.as_str(), request.team.as_str());
@@ -377,8 +495,23 @@ impl Runner {
         let (put_back, left_out) = self.check_in_flight(id, request, ports, &plan).await?;
         self.take_over_host_locks(id, ports, &records).await;
 
-        // Hosts in flight as the checks leave them; hosts not deployed when restoring.
-        let deploy = plan.to_deploy(r.on_takeover, &put_back);
+        // What the rest keeps of the rollout so far: its failures, its canary, its stop.
+        let candidates = plan.to_deploy(r.on_takeover, &put_back);
+        let before = totals_before(&plan, &left_out);
+        let failed = before.failed + before.unreachable;
+        let (halt, resumption) = match r.on_takeover {
+            OnTakeover::Restore => (Some(Halt::Restore), None),
+            OnTakeover::Resume if active.control.is_cancelled() => (Some(Halt::Cancelled), None),
+            OnTakeover::Resume => {
+                match plan_resumption(&r.so_far, &request.strategy, records.len(), failed, &candidates) {
+                    Ok(resumption) => (None, Some(resumption)),
+                    Err(StopReason::Cancelled) => (Some(Halt::Cancelled), None),
+                    Err(reason) => (Some(Halt::Stopped(reason)), None),
+                }
+            }
+        };
+        let deploy = if halt.is_some() { BTreeSet::new() } else { candidates };
+        // Hosts in flight as the checks leave them; hosts not deployed when halting.
         let mut changed = Vec::new();
         let mut notes = Vec::new();
         for record in &mut records {
@@ -397,18 +530,19 @@ impl Runner {
                 });
             } else if deploy.contains(name) {
                 record.state = vesemir_core::HostProgress::pending(name.clone());
-            } else if record.state.outcome.is_none() {
+            } else if let (None, Some(halt)) = (record.state.outcome, &halt) {
                 let was_in_flight = put_back.contains(name);
-                record.state.outcome = Some(HostOutcome::Cancelled);
+                record.state.outcome = Some(halt.not_started());
                 record.state.rotation = Rotation::InRotation;
                 record.state.phase = if was_in_flight { Phase::Restoring } else { Phase::Pending };
                 record.state.error = Some(if was_in_flight {
                     format!(
-                        "in flight when instance {} stopped renewing its lease; put back at its original state on takeover, not deployed (on_takeover = restore)",
-                        r.from
+                        "in flight when instance {} stopped renewing its lease; put back at its original state on takeover, not deployed ({})",
+                        r.from,
+                        halt.why()
                     )
                 } else {
-                    "not started: on_takeover = restore".to_owned()
+                    format!("not started: {}", halt.why())
                 });
             }
             if record.state != before {
@@ -418,36 +552,137 @@ impl Runner {
         for warning in &plan.warnings {
             notes.push(EventKind::Warning { host: None, message: warning.clone() });
         }
+        match &halt {
+            Some(Halt::Stopped(reason)) => notes.push(EventKind::stopping(*reason)),
+            Some(Halt::Cancelled) => notes.push(EventKind::stopping(StopReason::Cancelled)),
+            _ => {}
+        }
         let mut seq = r.seq;
+        self.append_notes(r, active, &mut seq, notes, &changed).await?;
+
+        let Some(resumption) = resumption.filter(|_| !deploy.is_empty()) else {
+            return self.end_without_rollout(r, labels, &records, &left_out, halt.as_ref()).await;
+        };
+        let resumed = Resumed { seq, ..r.clone() };
+        let resumed = match self.wait_before_rest(&resumed, active, resumption.gate).await? {
+            BeforeRest::Go(resumed) => resumed,
+            BeforeRest::Cancelled(resumed) => {
+                return self
+                    .end_unresumed(
+                        &resumed,
+                        labels,
+                        &records,
+                        "it was cancelled before its rest started",
+                        Status::Cancelled,
+                    )
+                    .await
+            }
+            BeforeRest::Aborted(resumed) => {
+                return self
+                    .end_unresumed(
+                        &resumed,
+                        labels,
+                        &records,
+                        "it was stopped before its rest started",
+                        Status::Stopped,
+                    )
+                    .await
+            }
+        };
+        info!(hosts = ?deploy, max_failures = ?resumption.strategy.max_failures, canary = ?resumption.strategy.canary, "resuming the rollout");
+        let rest = Arc::new(DeploymentRequest { strategy: resumption.strategy, ..(**request).clone() });
+        let carried = Carried { before, failed, max_failures: resumption.max_failures };
+        self.run_rest(&resumed, &rest, ports, active, labels, records, deploy, carried).await
+    }
+
+    /// Stores `notes` as the deployment's next events (after `seq`, which moves on) with the
+    /// hosts `changed`, and sends them live.
+    async fn append_notes(
+        &self,
+        r: &Resumed,
+        active: &Active,
+        seq: &mut u64,
+        notes: Vec<EventKind>,
+        changed: &[HostRecord],
+    ) -> Result<(), StoreError> {
         let elapsed = elapsed_since(r.started_ms);
         let events: Vec<Event> = notes
             .into_iter()
             .map(|kind| {
-                seq += 1;
-                Event { seq, elapsed, kind }
+                *seq += 1;
+                Event { seq: *seq, elapsed, kind }
             })
             .collect();
-        self.store.append_events(id, &events, &changed).await?;
+        if events.is_empty() && changed.is_empty() {
+            return Ok(());
+        }
+        self.store.append_events(r.id, &events, changed).await?;
         for e in &events {
             let _ = active.events.send(Arc::new(e.clone()));
         }
+        Ok(())
+    }
 
-        if deploy.is_empty() || active.control.is_cancelled() {
-            return self.end_without_rollout(r, labels, &records, &left_out).await;
+    /// Holds the rest of a rollout taken over, before any host starts, while it is paused (a
+    /// pause ordered on any instance holds across the takeover) and until the canary's pending
+    /// `gate` opens: a confirmation given to any instance, or the end of the hold. A cancel
+    /// or an abort (the lease lost, the server stopping) ends the wait.
+    async fn wait_before_rest(
+        &self,
+        r: &Resumed,
+        active: &Active,
+        gate: Option<PendingGate>,
+    ) -> Result<BeforeRest, StoreError> {
+        let mut r = r.clone();
+        let hold_until = match gate {
+            Some(PendingGate::Hold { duration, since }) => {
+                let left = match since {
+                    Some(since) => since.saturating_add(duration).saturating_sub(elapsed_since(r.started_ms)),
+                    None => duration,
+                };
+                // A hold past the clock's range (not from a validated request) never ends.
+                Some(tokio::time::Instant::now().checked_add(left))
+            }
+            _ => None,
+        };
+        if gate == Some(PendingGate::Confirm) {
+            // A canary that waited already was adopted waiting (`Adopted`), so a confirmation
+            // that came since is not lost here; one whose batch ended at the takeover waits now.
+            if !waited_for_confirmation(&r.so_far) {
+                active.waiting_for_confirmation.store(true, Ordering::SeqCst);
+            }
+            info!("its canary waits for confirmation: the rest waits for it (given to any instance)");
         }
-        info!(hosts = ?deploy, "resuming the rollout");
-        let resumed = Resumed { seq, ..r.clone() };
-        self.run_rest(
-            &resumed,
-            request,
-            ports,
-            active,
-            labels,
-            records,
-            deploy,
-            totals_before(&plan, &left_out),
-        )
-        .await
+        let mut was_paused = false;
+        loop {
+            if active.control.is_cancelled() {
+                return Ok(BeforeRest::Cancelled(r));
+            }
+            let paused = active.control.is_paused();
+            if was_paused && !paused {
+                info!("resumed: the rest goes on");
+                let mut seq = r.seq;
+                self.append_notes(&r, active, &mut seq, vec![EventKind::Resumed], &[]).await?;
+                r.seq = seq;
+            } else if paused && !was_paused {
+                info!("paused before the takeover: the rest waits for a resume (given to any instance)");
+            }
+            was_paused = paused;
+            let waiting = active.waiting_for_confirmation.load(Ordering::SeqCst);
+            let holding = hold_until.is_some_and(|at| at.is_none_or(|at| tokio::time::Instant::now() < at));
+            if !paused && !waiting && !holding {
+                return Ok(BeforeRest::Go(r));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(GATE_POLL) => {}
+                () = active.cancel.notified() => {
+                    if !active.control.is_cancelled() {
+                        active.waiting_for_confirmation.store(false, Ordering::SeqCst);
+                        return Ok(BeforeRest::Aborted(r));
+                    }
+                }
+            }
+        }
     }
 
     /// Checks the hosts in flight: health gate, then their original state on every instance
@@ -547,18 +782,19 @@ impl Runner {
         }
     }
 
-    /// Ends a deployment taken over with no host left to deploy.
+    /// Ends a deployment taken over with no host left to deploy, or none to start (`halt`).
     async fn end_without_rollout(
         &self,
         r: &Resumed,
         labels: &[(&'static str, String)],
         records: &[HostRecord],
         left_out: &[(HostName, String)],
+        halt: Option<&Halt>,
     ) -> Result<(), StoreError> {
         let totals = totals_of(records);
         let out: Vec<String> = left_out.iter().map(|(h, _)| h.to_string()).collect();
-        let (status, error) = match r.on_takeover {
-            OnTakeover::Restore => (
+        let (status, error) = match halt {
+            Some(Halt::Restore) => (
                 Status::Interrupted,
                 Some(format!(
                     "instance {} stopped renewing its lease; {} took it over and restored it (on_takeover = restore): hosts in flight checked, no other host started{}",
@@ -567,7 +803,16 @@ impl Runner {
                     if out.is_empty() { String::new() } else { format!("; left out of rotation: {}", out.join(", ")) }
                 )),
             ),
-            OnTakeover::Resume => {
+            Some(Halt::Stopped(reason)) => (
+                Status::Stopped,
+                Some(format!(
+                    "instance {} stopped renewing its lease; {} took it over, checked the hosts in flight and started no other host: {reason}",
+                    r.from,
+                    self.store.instance(),
+                )),
+            ),
+            Some(Halt::Cancelled) => (Status::Cancelled, None),
+            None => {
                 let outcome = merged_outcome(DeploymentOutcome::Succeeded, &totals);
                 (status_of(outcome), None)
             }
@@ -595,7 +840,7 @@ impl Runner {
         labels: &[(&'static str, String)],
         records: Vec<HostRecord>,
         deploy: BTreeSet<HostName>,
-        before: Totals,
+        carried: Carried,
     ) -> Result<(), StoreError> {
         let id = r.id;
         let driver = DriverConfig {
@@ -612,7 +857,9 @@ impl Runner {
             match prepared {
                 Ok(Ok(prepared)) => prepared,
                 Ok(Err(e)) => {
-                    return self.end_unresumed(r, labels, &records, &format!("could not go on: {e}")).await
+                    return self
+                        .end_unresumed(r, labels, &records, &format!("could not go on: {e}"), Status::Stopped)
+                        .await
                 }
                 Err(_) => return self
                     .end_unresumed(
@@ -620,6 +867,7 @@ impl Runner {
                         labels,
                         &records,
                         "could not go on: finding and planning the hosts took longer than deployment_timeout",
+                        Status::Stopped,
                     )
                     .await,
             };
@@ -631,7 +879,9 @@ impl Runner {
         let journal =
             match DeploymentJournal::start(self.store.clone(), id, &prepared, ports, &active.control).await {
                 Ok(journal) => journal,
-                Err(message) => return self.end_unresumed(r, labels, &records, &message).await,
+                Err(message) => {
+                    return self.end_unresumed(r, labels, &records, &message, Status::Stopped).await
+                }
             };
         let (sender, receiver) = mpsc::unbounded_channel();
         let writer = EventWriter {
@@ -647,7 +897,7 @@ impl Runner {
             inner: ChannelSink(sender, active.waiting_for_confirmation.clone(), active.secrets.clone()),
             seq: r.seq,
             offset: elapsed_since(r.started_ms),
-            before,
+            carried,
             dropped: std::sync::atomic::AtomicU64::new(0),
         };
         let sink = journal.sink(continued);
@@ -712,6 +962,7 @@ impl Runner {
         labels: &[(&'static str, String)],
         records: &[HostRecord],
         why: &str,
+        status: Status,
     ) -> Result<(), StoreError> {
         warn!(reason = %why, "the rest of the deployment taken over could not start");
         let mut hosts = records.to_vec();
@@ -726,7 +977,7 @@ impl Runner {
             .map(|h| h.state.name.to_string())
             .collect();
         let finish = Finish {
-            status: Status::Stopped,
+            status,
             error: Some(format!(
                 "instance {} stopped renewing its lease; {} took it over and {why}; hosts not deployed were not started",
                 r.from,

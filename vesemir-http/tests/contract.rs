@@ -85,7 +85,8 @@ async fn every_route_is_documented_and_every_documented_route_is_served() {
     }
 }
 
-/// A store that works, answers slowly (past the request timeout) or fails, as the test says.
+/// A store that works, answers slowly (past the request timeout), fails, or cannot be reached
+/// (a database this server lost), as the test says.
 #[derive(Debug)]
 struct Switch {
     inner: SqliteStore,
@@ -95,6 +96,7 @@ struct Switch {
 const WORKS: u8 = 0;
 const SLOW: u8 = 1;
 const FAILS: u8 = 2;
+const UNREACHABLE: u8 = 3;
 
 impl Switch {
     async fn gate(&self) -> Result<(), StoreError> {
@@ -104,6 +106,7 @@ impl Switch {
                 Ok(())
             }
             FAILS => Err(StoreError::new("reading", "disk I/O error (injected)")),
+            UNREACHABLE => Err(StoreError::unavailable("reading", "no answer within 5s (injected)")),
             _ => Ok(()),
         }
     }
@@ -594,6 +597,20 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     ];
     cases.extend(ORDERS.map(|path| case(post.clone(), path, 408, Some(ADMIN), id)));
     cases.push(hook_case("shop-ci", 408, r#"{"version": "1.0.2"}"#, "s-1"));
+    run(&router, &cases, &mut answered).await;
+
+    // 503 with Retry-After on the /v1 calls not answered 503 above, while the database cannot
+    // be reached.
+    store.mode.store(UNREACHABLE, Ordering::SeqCst);
+    let mut cases = vec![
+        case(get.clone(), "/v1/deployments", 503, Some(ADMIN), id),
+        case(get.clone(), "/v1/deployments/{id}", 503, Some(ADMIN), id),
+        case(get.clone(), "/v1/deployments/{id}/events", 503, Some(ADMIN), id),
+        case(get.clone(), HISTORY, 503, Some(ADMIN), id)
+            .at("/v1/applications/shop/environments/production/history"),
+    ];
+    cases.extend(ORDERS.map(|path| case(post.clone(), path, 503, Some(ADMIN), id)));
+    cases.push(hook_case("shop-ci", 503, r#"{"version": "1.0.4"}"#, "u-1"));
     run(&router, &cases, &mut answered).await;
 
     // 500 on every /v1 call and 503 on /readyz, while the store fails.

@@ -1,8 +1,10 @@
 //! Several servers on one PostgreSQL database (a real cluster this test starts), in one test
 //! process over one fake fleet: admission across instances, a cancel through another
 //! instance, an instance that dies mid-rollout (another takes its deployment over once its
-//! lease expires: resumes it, or restores it), and fencing (an instance whose lease was taken,
-//! or that lost the database, stops acting before another drives its hosts).
+//! lease expires: resumes it, or restores it, keeping what the rollout had used up or passed:
+//! its failures, its canary's confirmation, a pause), fencing (an instance whose lease was
+//! taken, or that lost the database, stops acting before another drives its hosts), and reads
+//! on an instance whose database stalls (503 within a bound).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -114,20 +116,34 @@ async fn fifty_admissions_over_three_instances_admit_exactly_one_and_a_cancel_re
 /// Starts instance `name` on `url` in its own runtime, starts a deployment of `body` and kills
 /// the instance (its runtime dies) once the first host is in its steps. Returns the id.
 fn start_and_kill(url: &str, name: &str, fleet: &Fleet, body: &Value) -> i64 {
-    let (url, name, fleet, body) = (url.to_owned(), name.to_owned(), fleet.clone(), body.clone());
+    let body = body.clone();
+    run_and_kill(url, name, fleet, move |router| async move {
+        let (status, reply) = post(&router, &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        let id = reply["id"].as_i64().unwrap();
+        wait_for(&router, id, "its first host in its steps", |d| in_steps(d, 0)).await;
+        id
+    })
+}
+
+/// Starts instance `name` on `url` in its own runtime, runs `script` against its router, then
+/// kills the instance (its runtime dies). Returns what `script` returned.
+fn run_and_kill<T, F, Fut>(url: &str, name: &str, fleet: &Fleet, script: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(Router) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let (url, name, fleet) = (url.to_owned(), name.to_owned(), fleet.clone());
     std::thread::spawn(move || {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let id = runtime.block_on(async {
+        let out = runtime.block_on(async {
             let (_server, router) = open(&url, &name, &fleet).await;
-            let (status, reply) = post(&router, &body).await;
-            assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
-            let id = reply["id"].as_i64().unwrap();
-            wait_for(&router, id, "its first host in its steps", |d| in_steps(d, 0)).await;
-            id
+            script(router).await
         });
         runtime.shutdown_timeout(Duration::from_millis(100));
-        id
+        out
     })
     .join()
     .unwrap()
@@ -366,36 +382,74 @@ async fn a_follower_on_another_instance_gets_the_events_live_and_resumes_from_la
 }
 
 /// A TCP proxy to `target` on a free loopback port; `cut` closes every connection and stops
-/// accepting (a network split between an instance and the database).
+/// accepting (a network split between an instance and the database); `stall` keeps every
+/// connection open and accepts new ones, but forwards nothing more (a split that drops packets:
+/// nothing is refused, nothing answers).
 struct Proxy {
     port: u16,
     tasks: tokio::task::JoinSet<()>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
     async fn start(target: u16) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         let connections = Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
         let held = connections.clone();
+        let stall = stalled.clone();
         tasks.spawn(async move {
             let _held = held;
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
+                let Ok((client, _)) = listener.accept().await else { return };
+                let stall = stall.clone();
                 connections.lock().unwrap().spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::join!(
+                            pump(client_read, server_write, stall.clone()),
+                            pump(server_read, client_write, stall)
+                        );
                     }
                 });
             }
         });
-        Self { port, tasks }
+        Self { port, tasks, stalled }
     }
 
     /// Stops accepting and drops every connection (the connection tasks go with the acceptor).
     fn cut(&mut self) {
         self.tasks.abort_all();
+    }
+
+    /// Forwards nothing more, in either direction, on any connection; drops none.
+    fn stall(&self) {
+        self.stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes; bytes read while `stalled` are held, never sent.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -547,4 +601,260 @@ async fn pause_resume_and_confirm_sent_to_another_instance_reach_the_one_running
     assert!(kinds.contains(&"paused".to_owned()) && kinds.contains(&"resumed".to_owned()), "{kinds:?}");
     let ended = order(&router_b, id, "pause").await;
     assert_eq!(ended.status, StatusCode::CONFLICT, "{}", ended.text);
+}
+
+fn host(name: &str) -> vesemir_core::name::HostName {
+    vesemir_core::name::HostName::new(name).unwrap()
+}
+
+/// Deployment `id`'s events of type `kind`, through `router`'s stream.
+async fn events_of(router: &Router, id: i64, kind: &str) -> Vec<Sse> {
+    events(router, id).await.into_iter().filter(|e| e.event == kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_failures_counts_the_hosts_that_failed_before_the_takeover() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let fleet = Fleet::new(4);
+    fleet.executor.set_latency(Duration::from_secs(50));
+    let (_b, router) = open(&url, "instance-b", &fleet).await;
+    let mut body = fleet.body("shop", "production", "payments");
+    body["strategy"] = serde_json::json!({ "concurrency": 1, "max_failures": 1 });
+    // web-01 fails (unreachable, left in rotation) on A, within the budget: web-02 goes on.
+    fleet.executor.set_unreachable(&host("web-01"));
+    let id = run_and_kill(&url, "instance-a", &fleet, move |router| async move {
+        let (status, reply) = post(&router, &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        let id = reply["id"].as_i64().unwrap();
+        wait_for(&router, id, "web-01 failed, web-02 in its steps", |d| {
+            d["hosts"][0]["outcome"] == "unreachable" && in_steps(d, 1)
+        })
+        .await;
+        id
+    });
+    fleet.executor.set_latency(Duration::from_millis(100));
+    // After the takeover web-03 fails too: two failures, more than max_failures = 1.
+    fleet.executor.set_unreachable(&host("web-03"));
+
+    let d = wait_for(&router, id, "ended", |d| d["status"] != "running").await;
+    assert_eq!(d["status"], "stopped", "stopped as it would have without a takeover: {d}");
+    let outcomes: Vec<&str> =
+        d["hosts"].as_array().unwrap().iter().map(|h| h["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["unreachable", "succeeded", "unreachable", "skipped"], "{d}");
+    assert!(fleet.executor.commands(&host("web-04")).is_empty(), "web-04 never started");
+    let stopping = events_of(&router, id, "stopping").await;
+    assert_eq!(stopping.len(), 1, "{stopping:?}");
+    assert_eq!(
+        stopping[0].data["cause"],
+        serde_json::json!({ "kind": "too_many_failures", "failed": 2, "max_failures": 1 }),
+        "the whole deployment's failures against its whole budget"
+    );
+    let finished = events_of(&router, id, "deployment_finished").await;
+    assert_eq!(finished[0].data["outcome"], "stopped", "{:?}", finished[0].data);
+    assert!(fleet.lb.out_of_rotation().is_empty(), "every server back");
+}
+
+/// Runs a canary deployment of `body` on instance `name` (killed at the end): waits for its
+/// canary to wait, confirms it there when `confirm`, then waits until `until` holds.
+fn canary_then_kill(
+    url: &str,
+    name: &str,
+    fleet: &Fleet,
+    body: &Value,
+    confirm: bool,
+    until: fn(&Value) -> bool,
+) -> i64 {
+    let (body, latency, database) = (body.clone(), fleet.executor.clone(), url.to_owned());
+    run_and_kill(url, name, fleet, move |router| async move {
+        let (status, reply) = post(&router, &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        let id = reply["id"].as_i64().unwrap();
+        wait_for(&router, id, "its canary waiting", |d| d["links"]["confirm"].is_string()).await;
+        // Killed only once the wait is stored: events not stored yet die with the instance.
+        wait_for_stored(&database, id, "canary_confirmation").await;
+        // From now on every host is slow: the kill finds what `until` waits for.
+        latency.set_latency(Duration::from_secs(50));
+        if confirm {
+            let confirmed = order(&router, id, "confirm").await;
+            assert_eq!(confirmed.status, StatusCode::ACCEPTED, "{}", confirmed.text);
+        }
+        wait_for(&router, id, "the state to kill it in", until).await;
+        id
+    })
+}
+
+/// Polls the database until one of deployment `id`'s stored events contains `text`, for at
+/// most 20 s.
+async fn wait_for_stored(url: &str, id: i64, text: &str) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let pattern = format!("%{text}%");
+    loop {
+        let found: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE deployment_id = $1 AND body LIKE $2")
+                .bind(id)
+                .bind(&pattern)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if found > 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "deployment {id} never stored an event with {text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn canary_body(fleet: &Fleet) -> Value {
+    let mut body = fleet.body("shop", "production", "payments");
+    body["strategy"]["canary"] = serde_json::json!({ "hosts": 1, "confirm": true });
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_confirmed_before_the_takeover_is_not_asked_for_again() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let fleet = Fleet::new(3);
+    fleet.executor.set_latency(Duration::from_millis(100));
+    let (_b, router) = open(&url, "instance-b", &fleet).await;
+    let id = canary_then_kill(&url, "instance-a", &fleet, &canary_body(&fleet), true, |d| in_steps(d, 1));
+    fleet.executor.set_latency(Duration::from_millis(100));
+
+    // B puts web-02 back, deploys it and web-03, and never waits for a confirmation again.
+    let d = wait_for(&router, id, "succeeded", |d| {
+        assert!(d["links"]["confirm"].is_null(), "asked for a confirmation again: {d}");
+        d["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(d["totals"]["succeeded"], 3, "{d}");
+    let waits: Vec<Sse> = events_of(&router, id, "waiting").await;
+    let canary_waits = waits.iter().filter(|e| e.data["reason"]["for"] == "canary_confirmation").count();
+    assert_eq!(canary_waits, 1, "one wait for the canary, before the takeover: {waits:?}");
+    assert_eq!(events_of(&router, id, "handover").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_waiting_at_the_takeover_keeps_waiting_for_a_confirmation_from_any_instance() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let fleet = Fleet::new(3);
+    let (b, router_b) = open(&url, "instance-b", &fleet).await;
+    let (c, router_c) = open(&url, "instance-c", &fleet).await;
+    let installs = |name: &str| {
+        fleet.executor.commands(&host(name)).iter().filter(|c| c.script.contains("install-app")).count()
+    };
+    // Confirmed once through the instance that took it over, once through the other one.
+    for (round, through_taker) in [("a1", true), ("a2", false)] {
+        let (web01, web02) = (installs("web-01"), installs("web-02"));
+        fleet.executor.set_latency(Duration::from_millis(100));
+        let id = canary_then_kill(&url, round, &fleet, &canary_body(&fleet), false, |_| true);
+        fleet.executor.set_latency(Duration::from_millis(100));
+        wait_for_epoch(&url, id, 2).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while b.active_deployments() + c.active_deployments() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "{round}: no instance runs it");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (taker, other) =
+            if b.active_deployments() == 1 { (&router_b, &router_c) } else { (&router_c, &router_b) };
+        // It still waits, and says so; no other host starts.
+        wait_for(taker, id, "its confirm link", |d| d["links"]["confirm"].is_string()).await;
+        tokio::time::sleep(LEASE * 2).await;
+        let d = get(taker, id).await;
+        assert_eq!(d["status"], "running", "{d}");
+        assert_eq!(d["hosts"][1]["phase"], "pending", "{round}: no host starts before the confirmation: {d}");
+        assert_eq!(installs("web-02"), web02, "{round}: web-02 started unconfirmed");
+
+        let confirmer = if through_taker { taker } else { other };
+        let confirmed = order(confirmer, id, "confirm").await;
+        assert_eq!(confirmed.status, StatusCode::ACCEPTED, "{}", confirmed.text);
+        let d = wait_for(confirmer, id, "succeeded", |d| d["status"] == "succeeded").await;
+        assert_eq!(d["totals"]["succeeded"], 3, "{d}");
+        assert_eq!(installs("web-01"), web01 + 1, "{round}: the canary is not deployed again");
+        assert_eq!(events_of(taker, id, "handover").await.len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_shows_on_every_instance_and_holds_across_a_takeover_until_resumed() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let fleet = Fleet::new(3);
+    fleet.executor.set_latency(Duration::from_millis(300));
+    let (_b, router_b) = open(&url, "instance-b", &fleet).await;
+    let body = fleet.body("shop", "production", "payments");
+    let reader = router_b.clone();
+    let id = run_and_kill(&url, "instance-a", &fleet, move |router| async move {
+        let (status, reply) = post(&router, &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        let id = reply["id"].as_i64().unwrap();
+        wait_for(&router, id, "its first host in its steps", |d| in_steps(d, 0)).await;
+        let paused = order(&router, id, "pause").await;
+        assert_eq!(paused.status, StatusCode::ACCEPTED, "{}", paused.text);
+        // B reads it paused while A runs it: the view and the list.
+        let d = get(&reader, id).await;
+        assert_eq!(d["paused"], true, "B shows A's pause: {d}");
+        assert_eq!(d["links"]["resume"], format!("/v1/deployments/{id}/resume"), "{d}");
+        assert!(d["links"]["pause"].is_null(), "{d}");
+        let list = call(&reader, Method::GET, "/v1/deployments", Some(ADMIN), None, &[]).await;
+        assert_eq!(list.json["deployments"][0]["paused"], true, "{}", list.text);
+        // web-01 (in flight) finishes; nothing else starts.
+        wait_for(&router, id, "web-01 ended", |d| d["hosts"][0]["outcome"] == "succeeded").await;
+        id
+    });
+    fleet.executor.set_latency(Duration::from_millis(100));
+    wait_for_epoch(&url, id, 2).await;
+
+    // B holds it paused: no host starts for two lease times.
+    tokio::time::sleep(LEASE * 2).await;
+    let d = get(&router_b, id).await;
+    assert_eq!(d["paused"], true, "{d}");
+    assert_eq!(d["status"], "running", "{d}");
+    assert!(fleet.executor.commands(&host("web-02")).is_empty(), "web-02 started while paused: {d}");
+
+    let resumed = order(&router_b, id, "resume").await;
+    assert_eq!(resumed.status, StatusCode::ACCEPTED, "{}", resumed.text);
+    let d = wait_for(&router_b, id, "succeeded", |d| d["status"] == "succeeded").await;
+    assert_eq!(d["totals"]["succeeded"], 3, "{d}");
+    assert_eq!(d["paused"], false, "{d}");
+    let kinds: Vec<String> = events(&router_b, id).await.into_iter().map(|e| e.event).collect();
+    let handover = kinds.iter().position(|k| k == "handover").unwrap();
+    assert!(kinds[handover..].contains(&"resumed".to_owned()), "the resume after the handover: {kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_an_instance_whose_database_stalls_answer_503_within_a_bound() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let url = cluster.database();
+    let proxy = Proxy::start(cluster.port).await;
+    let url_a = url.replace(&format!(":{}/", cluster.port), &format!(":{}/", proxy.port));
+    let fleet = Fleet::new(2);
+    let (_a, router_a) = open(&url_a, "instance-a", &fleet).await;
+    let (_b, router_b) = open(&url, "instance-b", &fleet).await;
+    let (status, reply) = post(&router_b, &fleet.body("shop", "production", "payments")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    let id = reply["id"].as_i64().unwrap();
+    wait_for(&router_a, id, "succeeded", |d| d["status"] == "succeeded").await;
+
+    // A's database stops answering (nothing refused): its reads answer 503 at once, not hang.
+    proxy.stall();
+    for path in [
+        format!("/v1/deployments/{id}"),
+        "/v1/deployments".to_owned(),
+        format!("/v1/deployments/{id}/events"),
+    ] {
+        let started = tokio::time::Instant::now();
+        let reply = call(&router_a, Method::GET, &path, Some(ADMIN), None, &[]).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(8), "{path} took {took:?}");
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {}", reply.text);
+        assert_eq!(reply.headers["content-type"], "application/problem+json", "{path}");
+        assert!(reply.headers.contains_key("retry-after"), "{path}: {:?}", reply.headers);
+        let detail = reply.json["detail"].as_str().unwrap();
+        assert!(detail.contains("database") && detail.contains("another server"), "{path}: {detail}");
+    }
+    // B, on the database directly, still answers.
+    assert_eq!(get(&router_b, id).await["status"], "succeeded");
 }

@@ -47,6 +47,7 @@ pub struct StoreError {
     #[source]
     source: Box<dyn std::error::Error + Send + Sync>,
     lease_lost: bool,
+    unavailable: bool,
 }
 
 impl StoreError {
@@ -55,7 +56,22 @@ impl StoreError {
         context: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        Self { context: context.into(), source: source.into(), lease_lost: false }
+        Self { context: context.into(), source: source.into(), lease_lost: false, unavailable: false }
+    }
+
+    /// The database could not be reached, or did not answer in time, while doing `context`:
+    /// this instance cannot use it now (another instance may).
+    pub fn unavailable(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self { unavailable: true, ..Self::new(context, source) }
+    }
+
+    /// Whether the database could not be reached or did not answer in time
+    /// ([`unavailable`](Self::unavailable)), rather than refusing or failing the statement.
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
     }
 
     /// A write about deployment `id` refused because this instance no longer holds its lease
@@ -69,6 +85,7 @@ impl StoreError {
             )
             .into(),
             lease_lost: true,
+            unavailable: false,
         }
     }
 
@@ -291,6 +308,10 @@ pub struct DeploymentRecord {
     pub finished_ms: Option<i64>,
     /// The server instance that holds (or last held) its lease: the one that runs or ran it.
     pub instance: Option<String>,
+    /// Whether the last pause or resume given for it, on any instance, was a pause: the wanted
+    /// state recorded for the instance that runs it ([`Store::order`]), which every instance
+    /// reads. Always false in a store that is one server's (SQLite): its runner knows it live.
+    pub pause_requested: bool,
 }
 
 /// One host's result, as stored: where it sits in the plan and what the core's fold of its

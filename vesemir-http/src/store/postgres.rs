@@ -198,7 +198,7 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 const COLUMNS: &str = "id, application, environment, team, version, requested_by, playbook, query, request, \
      status, error, host_count, totals, out_of_rotation, cancel_requested, idempotency_key, body_sha256, \
-     created_ms, started_ms, finished_ms, lease_owner";
+     created_ms, started_ms, finished_ms, lease_owner, pause_requested";
 
 /// A `postgres://` (or `postgresql://`) connection URL. Its password never shows in `Debug` or
 /// `Display`.
@@ -313,8 +313,33 @@ async fn listen_until_error(pool: &PgPool, sender: &broadcast::Sender<i64>) -> s
     }
 }
 
+/// A statement's failure while doing `context`; a lost or unreachable connection is the
+/// database being unavailable ([`StoreError::is_unavailable`]).
 fn err(context: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
-    move |e| StoreError::new(context, e)
+    move |e| match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            StoreError::unavailable(context, e)
+        }
+        e => StoreError::new(context, e),
+    }
+}
+
+/// How long a read may take, a connection's acquisition included, before it fails as the
+/// database not answering: reads answer the API, and an instance split from the database
+/// (packets dropped, nothing refused) must answer them with an error, not stall.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `read`, failing as the database being unavailable past [`READ_TIMEOUT`].
+async fn bounded<T>(
+    context: &str,
+    read: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(result) => result,
+        Err(_) => {
+            Err(StoreError::unavailable(context, format!("no answer within {}s", READ_TIMEOUT.as_secs())))
+        }
+    }
 }
 
 impl PostgresStore {
@@ -518,6 +543,7 @@ fn deployment(row: &PgRow) -> Result<DeploymentRecord, StoreError> {
         started_ms: row.try_get("started_ms").map_err(get)?,
         finished_ms: row.try_get("finished_ms").map_err(get)?,
         instance: row.try_get("lease_owner").map_err(get)?,
+        pause_requested: row.try_get::<Option<bool>, _>("pause_requested").map_err(get)? == Some(true),
     })
 }
 
@@ -581,12 +607,15 @@ impl Store for PostgresStore {
     }
 
     async fn get(&self, id: i64) -> Result<Option<DeploymentRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM deployments WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err("reading a deployment"))?;
-        row.as_ref().map(deployment).transpose()
+        bounded("reading a deployment", async {
+            let row = sqlx::query(&format!("SELECT {COLUMNS} FROM deployments WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err("reading a deployment"))?;
+            row.as_ref().map(deployment).transpose()
+        })
+        .await
     }
 
     async fn by_idempotency_key(
@@ -594,60 +623,69 @@ impl Store for PostgresStore {
         requested_by: &str,
         key: &str,
     ) -> Result<Option<DeploymentRecord>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM deployments WHERE requested_by = $1 AND idempotency_key = $2"
-        ))
-        .bind(requested_by)
-        .bind(key)
-        .fetch_optional(&self.pool)
+        bounded("looking up an idempotency key", async {
+            let row = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM deployments WHERE requested_by = $1 AND idempotency_key = $2"
+            ))
+            .bind(requested_by)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err("looking up an idempotency key"))?;
+            row.as_ref().map(deployment).transpose()
+        })
         .await
-        .map_err(err("looking up an idempotency key"))?;
-        row.as_ref().map(deployment).transpose()
     }
 
     async fn hosts(&self, id: i64) -> Result<Vec<HostRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT position, name, address, server, outcome, phase, error, rotation, started_ms, finished_ms \
-             FROM deployment_hosts WHERE deployment_id = $1 ORDER BY position",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
+        bounded("reading hosts", async {
+            let rows = sqlx::query(
+                "SELECT position, name, address, server, outcome, phase, error, rotation, started_ms, finished_ms \
+                 FROM deployment_hosts WHERE deployment_id = $1 ORDER BY position",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("reading hosts"))?;
+            rows.iter().map(host).collect()
+        })
         .await
-        .map_err(err("reading hosts"))?;
-        rows.iter().map(host).collect()
     }
 
     async fn list(&self, f: &ListFilter) -> Result<Vec<DeploymentRecord>, StoreError> {
-        let mut sql = format!("SELECT {COLUMNS} FROM deployments WHERE 1 = 1");
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            n
-        };
-        for (set, column) in [
-            (f.application.is_some(), "application ="),
-            (f.environment.is_some(), "environment ="),
-            (f.team.is_some(), "team ="),
-            (f.status.is_some(), "status ="),
-            (f.before.is_some(), "id <"),
-        ] {
-            if set {
-                sql.push_str(&format!(" AND {column} ${}", next()));
+        bounded("listing deployments", async {
+            let mut sql = format!("SELECT {COLUMNS} FROM deployments WHERE 1 = 1");
+            let mut n = 0;
+            let mut next = || {
+                n += 1;
+                n
+            };
+            for (set, column) in [
+                (f.application.is_some(), "application ="),
+                (f.environment.is_some(), "environment ="),
+                (f.team.is_some(), "team ="),
+                (f.status.is_some(), "status ="),
+                (f.before.is_some(), "id <"),
+            ] {
+                if set {
+                    sql.push_str(&format!(" AND {column} ${}", next()));
+                }
             }
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next()));
-        let mut query = sqlx::query(&sql);
-        for value in [&f.application, &f.environment, &f.team].into_iter().flatten() {
-            query = query.bind(value);
-        }
-        if let Some(status) = f.status {
-            query = query.bind(status.as_str());
-        }
-        if let Some(before) = f.before {
-            query = query.bind(before);
-        }
-        let rows = query.bind(f.limit).fetch_all(&self.pool).await.map_err(err("listing deployments"))?;
-        rows.iter().map(deployment).collect()
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next()));
+            let mut query = sqlx::query(&sql);
+            for value in [&f.application, &f.environment, &f.team].into_iter().flatten() {
+                query = query.bind(value);
+            }
+            if let Some(status) = f.status {
+                query = query.bind(status.as_str());
+            }
+            if let Some(before) = f.before {
+                query = query.bind(before);
+            }
+            let rows = query.bind(f.limit).fetch_all(&self.pool).await.map_err(err("listing deployments"))?;
+            rows.iter().map(deployment).collect()
+        })
+        .await
     }
 
     async fn mark_running(&self, id: i64, started_ms: i64) -> Result<(), StoreError> {
@@ -744,18 +782,23 @@ impl Store for PostgresStore {
     }
 
     async fn events_after(&self, id: i64, after: u64, limit: i64) -> Result<Vec<Event>, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM events WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(id)
-        .bind(i64::try_from(after).unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.pool)
+        bounded("reading events", async {
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT body FROM events WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(id)
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err("reading events"))?;
+            rows.iter()
+                .map(|body| {
+                    serde_json::from_str(body).map_err(|e| StoreError::new("decoding a stored event", e))
+                })
+                .collect()
+        })
         .await
-        .map_err(err("reading events"))?;
-        rows.iter()
-            .map(|body| serde_json::from_str(body).map_err(|e| StoreError::new("decoding a stored event", e)))
-            .collect()
     }
 
     async fn finish(&self, id: i64, f: &Finish) -> Result<(), StoreError> {
@@ -932,12 +975,15 @@ impl Store for PostgresStore {
     }
 
     async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM deployments GROUP BY status")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(err("counting deployments"))?;
-        Ok(super::counts_from(rows))
+        bounded("counting deployments", async {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, COUNT(*) FROM deployments GROUP BY status")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(err("counting deployments"))?;
+            Ok(super::counts_from(rows))
+        })
+        .await
     }
 
     // ---- Web sessions (issue 17: directory sign-in) ----
@@ -1102,8 +1148,11 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err("ping"))?;
-        Ok(())
+        bounded("ping", async {
+            sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err("ping"))?;
+            Ok(())
+        })
+        .await
     }
 
     fn instance(&self) -> &InstanceId {

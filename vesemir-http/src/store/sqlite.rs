@@ -404,6 +404,7 @@ fn deployment(row: &SqliteRow) -> Result<DeploymentRecord, StoreError> {
         started_ms: row.try_get("started_ms").map_err(get)?,
         finished_ms: row.try_get("finished_ms").map_err(get)?,
         instance: row.try_get("lease_owner").map_err(get)?,
+        pause_requested: false,
     })
 }
 
