@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod crash;
+pub mod debian_version;
 pub mod driver;
 pub mod error;
 pub mod fake;
@@ -35,6 +36,7 @@ mod time;
 
 pub use backoff::Backoff;
 pub use crash::{run_catching_panics, Crash};
+pub use debian_version::DebianVersion;
 pub use driver::{prepare, run, Control, DriverConfig, Ports, PrepareError, Prepared};
 pub use event::{Event, EventKind, EventSink};
 pub use plan::Plan;

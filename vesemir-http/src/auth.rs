@@ -36,6 +36,8 @@ pub enum PrincipalSource {
     /// A promotion from the unit before (`promote_to`): named after who requested the first
     /// deployment of the chain.
     Promotion,
+    /// A unit's watched package source (`source = { apt = ... }`): deploys its unit only.
+    Source,
 }
 
 /// Who is asking: an authenticated identity, its teams and roles.

@@ -87,6 +87,10 @@ pub struct UnitConfig {
     /// ([`crate::notify`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<crate::notify::NotifyConfig>,
+    /// A package repository whose newer versions of a package are deployed to it
+    /// ([`crate::source`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::source::SourceConfig>,
 }
 
 fn default_version_pattern() -> String {

@@ -434,6 +434,7 @@ impl ServerConfig {
         problems.extend(crate::hooks::check(&self.units));
         problems.extend(crate::promotion::check(&self.units));
         problems.extend(crate::notify::check(&self.units));
+        problems.extend(crate::source::check(&self.units));
         let mut names = std::collections::BTreeSet::new();
         for (i, token) in self.tokens.iter().enumerate() {
             let field = format!("tokens[{i}]");

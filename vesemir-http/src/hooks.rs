@@ -179,32 +179,46 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// What starts deployments of a unit through the deliveries' path: each delivery recorded in
+/// the store first (unique per trigger by id and by body, on every instance sharing the
+/// database), admitted like any request of its principal, and queued while the unit is busy
+/// (or refused, as `when_busy` says). A CI hook is one; a unit's watched package source
+/// ([`crate::source`]) is another.
+#[derive(Debug, Clone)]
+pub(crate) struct Trigger {
+    /// Its name among the stored deliveries: the hook's name, or `source:TEAM/APPLICATION/ENVIRONMENT`
+    /// (a hook's name holds no `:`).
+    pub(crate) name: String,
+    /// The unit's team.
+    pub(crate) team: String,
+    /// The unit's application.
+    pub(crate) application: String,
+    /// The unit's environment.
+    pub(crate) environment: String,
+    /// Who its deployments are requested by (`requested_by` in the history).
+    pub(crate) principal: Principal,
+    /// What a delivery does while the unit deploys.
+    pub(crate) when_busy: WhenBusy,
+    /// The field a delivery id reused with another deployment is reported against.
+    pub(crate) id_field: String,
+    /// Put before the delivery id to make the deployment's idempotency key.
+    pub(crate) key_prefix: String,
+}
+
 /// A hook ready to check deliveries.
 #[derive(Debug)]
 struct Hook {
     config: HookConfig,
-    team: String,
-    application: String,
-    environment: String,
+    trigger: Trigger,
     secret: Secret,
-}
-
-impl Hook {
-    /// Who its deliveries' deployments are requested by.
-    fn principal(&self) -> Principal {
-        Principal {
-            name: format!("hook:{}", self.config.name),
-            source: PrincipalSource::Hook,
-            teams: [self.team.clone()].into(),
-            roles: [Role::Deploy].into(),
-        }
-    }
 }
 
 /// The catalog's hooks, with their secrets read.
 #[derive(Debug)]
 pub struct Hooks {
     by_name: HashMap<String, Hook>,
+    /// The units' watched package sources, which start deployments through the same path.
+    sources: Vec<Trigger>,
     /// The key an unknown hook's delivery is checked against, so that it costs the same.
     decoy: Secret,
     /// Wakes the dispatcher of waiting deliveries (a deployment ended).
@@ -213,7 +227,12 @@ pub struct Hooks {
 
 impl Default for Hooks {
     fn default() -> Self {
-        Self { by_name: HashMap::new(), decoy: Secret(decoy_key()), wake: tokio::sync::Notify::new() }
+        Self {
+            by_name: HashMap::new(),
+            sources: Vec::new(),
+            decoy: Secret(decoy_key()),
+            wake: tokio::sync::Notify::new(),
+        }
     }
 }
 
@@ -239,9 +258,21 @@ impl Hooks {
                             config.name.clone(),
                             Hook {
                                 config: config.clone(),
-                                team: unit.team.clone(),
-                                application: unit.application.clone(),
-                                environment: unit.environment.clone(),
+                                trigger: Trigger {
+                                    name: config.name.clone(),
+                                    team: unit.team.clone(),
+                                    application: unit.application.clone(),
+                                    environment: unit.environment.clone(),
+                                    principal: Principal {
+                                        name: format!("hook:{}", config.name),
+                                        source: PrincipalSource::Hook,
+                                        teams: [unit.team.clone()].into(),
+                                        roles: [Role::Deploy].into(),
+                                    },
+                                    when_busy: config.when_busy,
+                                    id_field: config.delivery_header.clone(),
+                                    key_prefix: "delivery ".to_owned(),
+                                },
                                 secret,
                             },
                         );
@@ -249,6 +280,7 @@ impl Hooks {
                     Err(message) => problems.push(FieldError::new(field, message)),
                 }
             }
+            hooks.sources.extend(crate::source::trigger(unit));
         }
         if problems.is_empty() {
             Ok(hooks)
@@ -257,9 +289,9 @@ impl Hooks {
         }
     }
 
-    /// Whether any hook is declared.
+    /// Whether any hook (or watched source) is declared.
     pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+        self.by_name.is_empty() && self.sources.is_empty()
     }
 
     /// Looks at waiting deliveries now (a deployment ended).
@@ -398,8 +430,12 @@ pub async fn receive(
     check_fresh(hook, &document, now_ms())?;
     let delivery_id = delivery_id(hook, &headers)?;
     let version = version_of(hook, &document)?;
-    let unit_version_ok =
-        state.catalog.version_matches(&hook.team, &hook.application, &hook.environment, &version);
+    let unit_version_ok = state.catalog.version_matches(
+        &hook.trigger.team,
+        &hook.trigger.application,
+        &hook.trigger.environment,
+        &version,
+    );
     if let Some(pattern) = unit_version_ok.err() {
         return Err(ApiError::field(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -445,13 +481,14 @@ pub async fn receive(
         },
     };
     let app = state.clone();
-    let name = hook.config.name.clone();
+    let trigger = hook.trigger.clone();
     let body_sha = body_sha256.clone();
     let (id, ver) = (delivery_id.clone(), version.clone());
     // In a task of its own: a request timeout or a dropped connection cannot cut it between
     // storing the deployment and recording it on the delivery.
-    let attempt =
-        tokio::spawn(async move { attempt(&app, &name, &id, &ver, &body_sha).await }).await.map_err(|e| {
+    let attempt = tokio::spawn(async move { attempt(&app, &trigger, &id, &ver, &body_sha).await })
+        .await
+        .map_err(|e| {
             tracing::error!(error = %e, "a hook delivery's admission task failed");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -483,7 +520,7 @@ pub async fn receive(
                 StatusCode::CONFLICT,
                 format!(
                     "{} in {} is busy: another deployment is queued or running, and this hook refuses deliveries meanwhile; send it again when it ends",
-                    hook.application, hook.environment
+                    hook.trigger.application, hook.trigger.environment
                 ),
             );
             refuse(&state, &hook.config.name, &delivery_id, &error).await;
@@ -589,23 +626,23 @@ enum Attempt {
     Refused(ApiError),
 }
 
-/// Tries to start the deployment of delivery `delivery_id` of hook `name`, and records the
+/// Tries to start the deployment of delivery `delivery_id` of `trigger`, and records the
 /// outcome on the delivery (started or left waiting; a refusal is the caller's to record). The
 /// deployment's idempotency key is the delivery id, so two attempts at once (a repeated
 /// delivery, the dispatcher) start one deployment.
-async fn attempt(app: &App, name: &str, delivery_id: &str, version: &str, body_sha256: &str) -> Attempt {
-    let Some(hook) = app.hooks.by_name.get(name) else {
-        return Attempt::Refused(ApiError::field(
-            StatusCode::NOT_FOUND,
-            "name",
-            "is not a hook of this server's catalog",
-        ));
-    };
-    let principal = hook.principal();
+async fn attempt(
+    app: &App,
+    trigger: &Trigger,
+    delivery_id: &str,
+    version: &str,
+    body_sha256: &str,
+) -> Attempt {
+    let name = trigger.name.as_str();
+    let principal = trigger.principal.clone();
     let request = serde_json::json!({
-        "team": hook.team,
-        "application": hook.application,
-        "environment": hook.environment,
+        "team": trigger.team,
+        "application": trigger.application,
+        "environment": trigger.environment,
         "version": version,
     });
     let admitted = match app.catalog.admit(&request.to_string(), &principal, &app.playbooks) {
@@ -621,7 +658,7 @@ async fn attempt(app: &App, name: &str, delivery_id: &str, version: &str, body_s
     }
     let new = match admitted.to_record(
         &principal.name,
-        Some(format!("delivery {delivery_id}")),
+        Some(format!("{}{delivery_id}", trigger.key_prefix)),
         body_sha256.to_owned(),
     ) {
         Ok(new) => new,
@@ -648,7 +685,7 @@ async fn attempt(app: &App, name: &str, delivery_id: &str, version: &str, body_s
         Err(e @ SubmitError::KeyReused(_)) => {
             return Attempt::Refused(ApiError::field(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &hook.config.delivery_header,
+                &trigger.id_field,
                 e.to_string(),
             ))
         }
@@ -692,14 +729,17 @@ pub async fn dispatch(app: Weak<App>) {
 
 /// One pass over every queueing hook's waiting deliveries.
 async fn dispatch_once(app: &Arc<App>) {
-    let names: Vec<String> = app
+    let triggers: Vec<Trigger> = app
         .hooks
         .by_name
         .values()
-        .filter(|h| h.config.when_busy == WhenBusy::Queue)
-        .map(|h| h.config.name.clone())
+        .map(|h| &h.trigger)
+        .chain(&app.hooks.sources)
+        .filter(|t| t.when_busy == WhenBusy::Queue)
+        .cloned()
         .collect();
-    for name in names {
+    for trigger in triggers {
+        let name = trigger.name.clone();
         let waiting = match app.store.waiting_hook_deliveries(&name).await {
             Ok(waiting) => waiting,
             Err(e) => {
@@ -708,7 +748,9 @@ async fn dispatch_once(app: &Arc<App>) {
             }
         };
         for delivery in waiting {
-            match attempt(app, &name, &delivery.delivery_id, &delivery.version, &delivery.body_sha256).await {
+            match attempt(app, &trigger, &delivery.delivery_id, &delivery.version, &delivery.body_sha256)
+                .await
+            {
                 Attempt::Started(accepted) => {
                     tracing::info!(hook = %name, delivery = %delivery.delivery_id, deployment = accepted.id, "a waiting hook delivery started");
                     // One at a time per unit: the next waits for this one.
@@ -723,4 +765,64 @@ async fn dispatch_once(app: &Arc<App>) {
             }
         }
     }
+}
+
+/// What handing a delivery to the deliveries' path gave ([`deliver`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    /// Its deployment was admitted: this one.
+    Started(i64),
+    /// It waits for the unit (busy, or the server stopping): it starts once the unit is free,
+    /// on any instance.
+    Waiting,
+    /// Refused, and recorded so: why.
+    Refused(String),
+    /// The same delivery was recorded before (here, or by another instance): nothing done.
+    Before,
+}
+
+/// Records delivery `delivery_id` of `trigger` (version `version`, `body_sha256` naming what
+/// it carries) and tries to start its deployment, as a CI hook's delivery is; a delivery
+/// recorded before (on any instance sharing the database) does nothing, so one delivery starts
+/// at most one deployment. Errors are the store's.
+pub(crate) async fn deliver(
+    app: &App,
+    trigger: &Trigger,
+    delivery_id: &str,
+    version: &str,
+    body_sha256: &str,
+) -> Result<Delivered, crate::store::StoreError> {
+    let new = NewHookDelivery {
+        hook: trigger.name.clone(),
+        delivery_id: delivery_id.to_owned(),
+        body_sha256: body_sha256.to_owned(),
+        version: version.to_owned(),
+        received_ms: now_ms(),
+    };
+    if let HookRecorded::Existing(_) = app.store.record_hook_delivery(&new).await? {
+        return Ok(Delivered::Before);
+    }
+    Ok(match attempt(app, trigger, delivery_id, version, body_sha256).await {
+        Attempt::Started(accepted) => Delivered::Started(accepted.id),
+        Attempt::Busy if trigger.when_busy == WhenBusy::Queue => Delivered::Waiting,
+        // Left waiting: the dispatcher tries it again (a store error, or a server stopping).
+        Attempt::Refused(error)
+            if matches!(
+                error.status(),
+                StatusCode::INTERNAL_SERVER_ERROR | StatusCode::SERVICE_UNAVAILABLE
+            ) && trigger.when_busy == WhenBusy::Queue =>
+        {
+            Delivered::Waiting
+        }
+        Attempt::Busy => {
+            let why = format!("{} in {} is busy", trigger.application, trigger.environment);
+            let error = ApiError::new(StatusCode::CONFLICT, why.clone());
+            refuse(app, &trigger.name, delivery_id, &error).await;
+            Delivered::Refused(why)
+        }
+        Attempt::Refused(error) => {
+            refuse(app, &trigger.name, delivery_id, &error).await;
+            Delivered::Refused(error.detail().to_owned())
+        }
+    })
 }

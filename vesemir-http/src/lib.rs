@@ -19,6 +19,7 @@
 //! POST /v1/deployments/{id}/restore  (the same, for some hosts: { "hosts": [...] })
 //! POST /v1/deployments/{id}/retry    (a new deployment of the hosts it did not finish)
 //! POST /v1/hooks/{name}             (a CI hook's signed delivery: deploys its unit)
+//!                                    (and a unit's `source`: its APT repository is watched, [`source`])
 //! GET  /v1/applications/{app}/environments/{env}/history
 //! POST /v1/applications/{app}/environments/{env}/rollback  ({ "to": VERSION } optional)
 //! GET  /healthz /readyz /metrics /openapi.json /docs
@@ -91,6 +92,7 @@ mod routes;
 pub mod runner;
 pub mod server_paths;
 pub mod shutdown;
+pub mod source;
 pub mod sse;
 pub mod store;
 pub mod telemetry;
@@ -236,6 +238,8 @@ impl Server {
         tokio::spawn(lease::keep(Arc::downgrade(&app), lease));
         // CI hooks' deliveries that wait for their unit start once it is free.
         tokio::spawn(hooks::dispatch(Arc::downgrade(&app)));
+        // Units' package sources: each newer version is deployed through the same path.
+        source::watch_all(&app, &config.units);
         Ok(Self { app, web })
     }
 

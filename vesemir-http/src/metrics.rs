@@ -108,6 +108,14 @@ impl Metrics {
                 "vesemir_events_pruned_total",
                 "Events deleted by the retention task (limits.event_retention)."
             );
+            metrics::describe_counter!(
+                "vesemir_source_polls_total",
+                "Polls of units' package sources by this instance, by unit and outcome (read, not_modified, error)."
+            );
+            metrics::describe_gauge!(
+                "vesemir_source_up",
+                "Whether the last poll of a unit's package source could read it (1) or not (0)."
+            );
             counter!("vesemir_events_pruned_total").increment(0);
             gauge!("vesemir_event_streams_open").set(0.0);
             gauge!("vesemir_deployments_in_flight").set(0.0);
@@ -215,6 +223,20 @@ impl Metrics {
                 let n = n as f64;
                 gauge!("vesemir_database_deployments", "status" => status.as_str()).set(n);
             }
+        });
+    }
+
+    /// One poll of unit `unit`'s package source ended with `outcome` (`read`, `not_modified`,
+    /// `error`): counted, and `vesemir_source_up` set to 0 on an error, 1 otherwise.
+    pub fn source_polled(&self, unit: &str, outcome: &'static str) {
+        self.with(|| {
+            counter!("vesemir_source_polls_total", "unit" => unit.to_owned(), "outcome" => outcome)
+                .increment(1);
+            gauge!("vesemir_source_up", "unit" => unit.to_owned()).set(if outcome == "error" {
+                0.0
+            } else {
+                1.0
+            });
         });
     }
 

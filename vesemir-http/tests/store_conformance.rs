@@ -582,6 +582,37 @@ async fn notification_attempts_are_logged_in_order(db: &dyn Database) {
     assert!(other.notifications(id + 1).await.unwrap().is_empty());
 }
 
+// ---- Issue 18: package repository sources ----
+
+async fn source_states_are_shared_and_replaced(db: &dyn Database) {
+    use vesemir_http::store::SourceState;
+    let a = db.open("a", LONG).await;
+    let b = db.open("b", LONG).await;
+    assert_eq!(a.source_state("lab/shop/production").await.unwrap(), None);
+    let first = SourceState {
+        unit: "lab/shop/production".into(),
+        index_url: "http://127.0.0.1:1/dists/stable/main/binary-amd64/Packages".into(),
+        package: "shop".into(),
+        seen_version: Some("1:1.0~rc1-1".into()),
+        etag: Some("\"abc\"".into()),
+        last_modified: Some("Tue, 01 Dec 2026 00:00:00 GMT".into()),
+        checked_ms: 1_700_000_000_000,
+        error: None,
+    };
+    a.set_source_state(&first).await.unwrap();
+    assert_eq!(b.source_state("lab/shop/production").await.unwrap().as_ref(), Some(&first));
+    let second = SourceState {
+        seen_version: Some("1.1".into()),
+        etag: None,
+        error: Some("the index answered 404 Not Found".into()),
+        checked_ms: first.checked_ms + 1,
+        ..first.clone()
+    };
+    b.set_source_state(&second).await.unwrap();
+    assert_eq!(a.source_state("lab/shop/production").await.unwrap(), Some(second));
+    assert_eq!(a.source_state("lab/shop/staging").await.unwrap(), None);
+}
+
 /// Runs every check, each on a fresh database.
 async fn run_all(engine: &dyn Engine) {
     deployments_are_stored_read_and_listed(&*engine.fresh().await).await;
@@ -598,6 +629,7 @@ async fn run_all(engine: &dyn Engine) {
     hook_deliveries_are_unique_by_id_and_by_body(&*engine.fresh().await).await;
     promotions_link_deployments(&*engine.fresh().await).await;
     notification_attempts_are_logged_in_order(&*engine.fresh().await).await;
+    source_states_are_shared_and_replaced(&*engine.fresh().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,7 +662,7 @@ async fn postgres_refuses_a_newer_schema_and_migrates_once_when_instances_start_
         sqlx::PgPool::connect(&cluster.url(url.to_string().rsplit('/').next().unwrap())).await.unwrap();
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&pool).await.unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each applied once");
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7], "each applied once");
     sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES (99, 0)")
         .execute(&pool)
         .await

@@ -537,6 +537,30 @@ pub struct NotificationAttempt {
     pub at_ms: i64,
 }
 
+// ---- Issue 18: package repository sources (own block, for merges) ----
+
+/// What the watcher of a unit's package source last found ([`crate::source`]), kept so that a
+/// restart neither refetches an unchanged index nor deploys a version again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceState {
+    /// The unit, as `TEAM/APPLICATION/ENVIRONMENT`.
+    pub unit: String,
+    /// The index it was read from (the validators belong to it).
+    pub index_url: String,
+    /// The package watched.
+    pub package: String,
+    /// The newest version seen (and deployed, or handed to the deliveries' path).
+    pub seen_version: Option<String>,
+    /// The index's `ETag`, sent back as `If-None-Match`.
+    pub etag: Option<String>,
+    /// The index's `Last-Modified`, sent back as `If-Modified-Since`.
+    pub last_modified: Option<String>,
+    /// When it was last polled, Unix ms.
+    pub checked_ms: i64,
+    /// What went wrong at the last poll, if anything.
+    pub error: Option<String>,
+}
+
 /// Where deployments, host results and events are kept.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -743,6 +767,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn record_notification(&self, attempt: &NotificationAttempt) -> Result<(), StoreError>;
     /// Deployment `id`'s notification attempts, in the order made.
     async fn notifications(&self, id: i64) -> Result<Vec<NotificationAttempt>, StoreError>;
+
+    // ---- Issue 18: package repository sources ----
+
+    /// What the watcher of `unit` (`TEAM/APPLICATION/ENVIRONMENT`) last found.
+    async fn source_state(&self, unit: &str) -> Result<Option<SourceState>, StoreError> {
+        let _ = unit;
+        Err(StoreError::new("reading a source's state", "this store keeps no sources"))
+    }
+    /// Records what the watcher of `state.unit` found (replacing what it found before).
+    async fn set_source_state(&self, state: &SourceState) -> Result<(), StoreError> {
+        let _ = state;
+        Err(StoreError::new("recording a source's state", "this store keeps no sources"))
+    }
 }
 
 /// Reads `(status, count)` rows of a `GROUP BY status` query.

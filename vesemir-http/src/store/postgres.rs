@@ -29,7 +29,7 @@ use super::{
     Origin, Renewal, SignInAttempt, SignInFailures, SignInKey, Status, Store, StoreError, StoreOptions,
     WebSession,
 };
-use super::{HookDelivery, HookRecorded, HookState, NewHookDelivery, NotificationAttempt};
+use super::{HookDelivery, HookRecorded, HookState, NewHookDelivery, NotificationAttempt, SourceState};
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
 /// Never edit a shipped entry: add a new one.
@@ -182,6 +182,22 @@ CREATE TABLE sign_in_failures (
 );
 CREATE INDEX sign_in_failures_key ON sign_in_failures (subject, at_ms);
 CREATE INDEX sign_in_failures_at ON sign_in_failures (at_ms);
+"#,
+    ),
+    (
+        7,
+        r#"
+-- Issue 18: what each unit's package source watcher last found (vesemir-http/src/source.rs).
+CREATE TABLE source_state (
+    unit TEXT PRIMARY KEY,
+    index_url TEXT NOT NULL,
+    package TEXT NOT NULL,
+    seen_version TEXT,
+    etag TEXT,
+    last_modified TEXT,
+    checked_ms BIGINT NOT NULL,
+    error TEXT
+);
 "#,
     ),
 ];
@@ -1448,6 +1464,52 @@ impl Store for PostgresStore {
                 }
             })
             .collect())
+    }
+
+    // ---- Issue 18: package repository sources ----
+
+    async fn source_state(&self, unit: &str) -> Result<Option<SourceState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT unit, index_url, package, seen_version, etag, last_modified, checked_ms, error \
+             FROM source_state WHERE unit = $1",
+        )
+        .bind(unit)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("reading a source's state"))?;
+        let Some(row) = row else { return Ok(None) };
+        let read = |e| StoreError::new("reading a source's state", e);
+        Ok(Some(SourceState {
+            unit: row.try_get("unit").map_err(read)?,
+            index_url: row.try_get("index_url").map_err(read)?,
+            package: row.try_get("package").map_err(read)?,
+            seen_version: row.try_get("seen_version").map_err(read)?,
+            etag: row.try_get("etag").map_err(read)?,
+            last_modified: row.try_get("last_modified").map_err(read)?,
+            checked_ms: row.try_get("checked_ms").map_err(read)?,
+            error: row.try_get("error").map_err(read)?,
+        }))
+    }
+
+    async fn set_source_state(&self, state: &SourceState) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO source_state (unit, index_url, package, seen_version, etag, last_modified, checked_ms, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (unit) DO UPDATE SET index_url = excluded.index_url, \
+             package = excluded.package, seen_version = excluded.seen_version, etag = excluded.etag, \
+             last_modified = excluded.last_modified, checked_ms = excluded.checked_ms, error = excluded.error",
+        )
+        .bind(&state.unit)
+        .bind(&state.index_url)
+        .bind(&state.package)
+        .bind(&state.seen_version)
+        .bind(&state.etag)
+        .bind(&state.last_modified)
+        .bind(state.checked_ms)
+        .bind(&state.error)
+        .execute(&self.pool)
+        .await
+        .map_err(err("recording a source's state"))?;
+        Ok(())
     }
 }
 
