@@ -18,7 +18,7 @@
 //! - noahead (only with `--who`): vesemir sliding with `DriverConfig::connect_ahead` off.
 //!
 //! Each size runs twice by default: with **varied** restart times (each host's app down for a
-//! time drawn from a seeded log-normal, median 1.3 s, tail to 3 s: `RestartTimes::Varied`, the
+//! time drawn from a seeded log-normal, median 1.4 s, tail to 3 s: `RestartTimes::Varied`, the
 //! same for the floor and every variant) and with the **fixed** 1 s restart.
 //!
 //! Each line: wall time (best of `--rounds`, default 1), the rollout alone for Vesemir (its
@@ -31,7 +31,7 @@
 //! `--big` adds 200 hosts at concurrency 20; `--only HOSTSxC` runs one size; `--restarts
 //! varied|fixed|both` (default both) and `--seed N` (default 15) choose the restart times;
 //! `--who floor,sliding,batches,checks,noahead` the variants (default the first four; floor
-//! always); `--phases` prints, for each Vesemir run, each phase's time per host (median/max,
+//! always); `--poll-ms N` the HAProxy adapter's `poll_interval` for Vesemir; `--phases` prints, for each Vesemir run, each phase's time per host (median/max,
 //! from the events).
 
 use std::process::ExitCode;
@@ -245,6 +245,14 @@ fn request(lab: &Lab, concurrency: usize, window: &str, version: &str) -> Result
     DeploymentRequest::from_toml(&text, &RequestPolicy::permissive()).map_err(|e| e.to_string())
 }
 
+/// The HAProxy adapter's configuration for Vesemir's runs: the default, with `--poll-ms N` as
+/// its `poll_interval` (how often `wait_drained` and `wait_up` read the server's row).
+fn haproxy_config() -> HaproxyConfig {
+    let default = HaproxyConfig::default();
+    let poll = arg("--poll-ms", default.poll_interval.as_millis() as usize);
+    HaproxyConfig { poll_interval: Duration::from_millis(poll as u64), ..default }
+}
+
 /// Vesemir through the library: the whole time, the rollout alone, and the report.
 async fn vesemir(
     lab: &Lab,
@@ -257,7 +265,7 @@ async fn vesemir(
     chef.flavor = vesemir_chef::ServerFlavor::Goiardi;
     let ports = Ports {
         inventory: Arc::new(vesemir_chef::ChefInventory::new(chef).map_err(|e| e.to_string())?),
-        load_balancer: Arc::new(HaproxyLoadBalancer::new(HaproxyConfig::default())),
+        load_balancer: Arc::new(HaproxyLoadBalancer::new(haproxy_config())),
         executor: Arc::new(executor(lab)),
     };
     let probe: Arc<dyn HealthProbe> = Arc::new(HttpProbe::new().map_err(|e| e.to_string())?);
