@@ -184,7 +184,14 @@ async fn connect_ahead_opens_the_next_hosts_session_while_the_one_before_works()
                     i
                 );
             } else {
-                assert!(opened(i) >= turn(i), "web-0{} opened before its turn without connect ahead", i + 1);
+                // At its own turn: after the host before it connected (0.5 s) and worked
+                // (0.6 s). (Its own turn's event and its connect race by a few ms.)
+                assert!(
+                    opened(i) > turn(i - 1) + Duration::from_millis(900),
+                    "web-0{} opened while web-0{} worked, without connect ahead",
+                    i + 1,
+                    i
+                );
             }
         }
     }
