@@ -28,6 +28,7 @@ mod chef;
 mod error;
 mod load;
 mod net;
+mod restart;
 mod servers;
 
 use std::future::Future;
@@ -44,6 +45,7 @@ pub use app::{BROKEN_RELEASE_MARKER, RESTART_DOWNTIME};
 pub use chef::{ENVIRONMENT, HAPROXY_TAG, WEB_TAG};
 pub use error::{LabError, LabResult};
 pub use load::{LoadOptions, LoadReport, LoadRun};
+pub use restart::{RestartTimes, VARIED_MAX, VARIED_MEDIAN, VARIED_MIN, VARIED_SIGMA};
 pub use servers::BACKEND;
 
 use error::Context;
@@ -73,11 +75,20 @@ pub struct LabOptions {
     pub deploy_version: String,
     /// `strategy.concurrency` of the generated deployment file.
     pub concurrency: usize,
+    /// How long each host's app is down when it restarts (fixed by default); can be changed on
+    /// a running lab with [`Lab::set_restart_times`].
+    pub restart_times: RestartTimes,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        Self { hosts: 6, initial_version: "1.0.0".into(), deploy_version: "2.0.0".into(), concurrency: 2 }
+        Self {
+            hosts: 6,
+            initial_version: "1.0.0".into(),
+            deploy_version: "2.0.0".into(),
+            concurrency: 2,
+            restart_times: RestartTimes::default(),
+        }
     }
 }
 
@@ -284,6 +295,7 @@ impl Lab {
         write(&lab.config_path, &lab.config_text())?;
         write(&lab.deploy_path, &lab.deploy_text(&options))?;
         write(&lab.server_config_path(), &lab.server_config_text())?;
+        lab.set_restart_times(options.restart_times)?;
         lab.wait_all_up(Duration::from_secs(30))?;
         Ok(lab)
     }
@@ -468,6 +480,15 @@ impl Lab {
                 return Err(LabError::new(format!("{host}'s app did not restart within 10 s")));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Sets how long each host's app is down at its next restarts: host `i` (in name order)
+    /// gets `times.time(i)`.
+    pub fn set_restart_times(&self, times: RestartTimes) -> LabResult<()> {
+        for (i, host) in self.hosts.iter().enumerate() {
+            write(&host.dir.join(app::RESTART_TIME_FILE), &times.time(i).as_millis().to_string())?;
         }
         Ok(())
     }

@@ -209,5 +209,8 @@ pub fn driver_config(config: &Config) -> DriverConfig {
     if let Some(timeout) = config.driver.call_timeout {
         driver.call_timeout = timeout;
     }
+    if let Some(on) = config.driver.checks_while_out {
+        driver.checks_while_out = on;
+    }
     driver
 }

@@ -73,6 +73,14 @@ pub struct DriverSection {
     /// Bound on one quick call (connect, a load balancer change).
     #[serde(default, with = "humantime_serde")]
     pub call_timeout: Option<Duration>,
+    /// Keep HAProxy's health checks running while a host is out (drained, not in maintenance,
+    /// during its changeset; marked DOWN after it unless the checks saw the restart): a faster
+    /// UP gate for playbooks with `load_balancer_up`, **only** for backends without
+    /// persistence (cookies, stick tables, `use-server`), whose pinned requests would reach a
+    /// drained server while it restarts. [`vesemir_core::DriverConfig::checks_while_out`];
+    /// default `false`.
+    #[serde(default)]
+    pub checks_while_out: Option<bool>,
 }
 
 /// `[locks]`: the host locks every deployment takes (one rollout per server, across processes
@@ -429,6 +437,21 @@ steps = []
         );
         let rendered = errors.to_string();
         assert!(rendered.contains("vesemir.toml: 6 problems"), "{rendered}");
+    }
+
+    #[test]
+    fn checks_while_out_reaches_the_driver_and_a_non_boolean_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_key(&dir.path().join("id_ed25519"), 0o600);
+        let ssh = "[ssh]\nuser = \"deploy\"\nkey = \"id_ed25519\"\n";
+        let off = load(ssh, dir.path()).expect("valid");
+        assert!(!crate::compose::driver_config(&off).checks_while_out, "off by default");
+        let on = load(&format!("{ssh}[driver]\nchecks_while_out = true\n"), dir.path()).expect("valid");
+        assert!(crate::compose::driver_config(&on).checks_while_out);
+        let errors = load(&format!("{ssh}[driver]\nchecks_while_out = \"yes\"\n"), dir.path())
+            .expect_err("a string is no boolean");
+        let keys: Vec<&str> = errors.errors.errors().iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(keys, ["driver.checks_while_out"], "{errors}");
     }
 
     #[test]

@@ -50,6 +50,10 @@ use crate::{reply, transport};
 pub struct HaproxyLoadBalancer {
     config: HaproxyConfig,
     server_ids: Arc<Mutex<HashMap<ServerKey, u32>>>,
+    /// Per server and instance, its checks' UP-to-DOWN count (`chkdown`) when `wait_drained`
+    /// last saw it drained, forgotten at its next state change and used up by `mark_down`:
+    /// a count grown since then is a DOWN HAProxy's checks saw during the changeset.
+    drained_marks: Arc<Mutex<HashMap<ServerKey, u64>>>,
 }
 
 /// A server on one instance: its id there can change when the instance reloads.
@@ -58,7 +62,21 @@ type ServerKey = (LbEndpoint, BackendName, ServerName);
 impl HaproxyLoadBalancer {
     /// An adapter with these timeouts.
     pub fn new(config: HaproxyConfig) -> Self {
-        Self { config, server_ids: Arc::default() }
+        Self { config, server_ids: Arc::default(), drained_marks: Arc::default() }
+    }
+
+    /// The `chkdown` counts recorded by `wait_drained`. Plain numbers, each read or replaced
+    /// whole: a poisoned lock is taken over.
+    fn marks(&self) -> MutexGuard<'_, HashMap<ServerKey, u64>> {
+        self.drained_marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets the counts recorded for `server` on every instance of `backend`.
+    fn forget_marks(&self, backend: &Backend, server: &ServerName) {
+        let mut marks = self.marks();
+        for instance in &backend.instances {
+            marks.remove(&(instance.clone(), backend.name.clone(), server.clone()));
+        }
     }
 
     /// Sends one command to `instance`, waiting for a free connection slot there first (the
@@ -268,7 +286,7 @@ impl HaproxyLoadBalancer {
         timeout: Duration,
         done: impl Fn(&StatRow) -> bool + Send + Sync,
         describe: impl Fn(&LbEndpoint, &StatRow) -> String + Send + Sync,
-    ) -> Result<Result<(), String>, PortError> {
+    ) -> Result<Result<Vec<StatRow>, String>, PortError> {
         let instances = instances(backend)?;
         let mut waiting_for = String::from("no answer from the instances yet");
         let polling = async {
@@ -282,7 +300,7 @@ impl HaproxyLoadBalancer {
                     .map(|(instance, row)| describe(instance, row))
                     .collect();
                 if missing.is_empty() {
-                    return Ok::<(), HaproxyError>(());
+                    return Ok::<Vec<StatRow>, HaproxyError>(rows);
                 }
                 waiting_for = missing.join(", ");
                 tokio::time::sleep(self.config.poll_interval).await;
@@ -415,6 +433,7 @@ impl LoadBalancer for HaproxyLoadBalancer {
         server: &ServerName,
         state: AdminState,
     ) -> Result<(), PortError> {
+        self.forget_marks(backend, server);
         let command = Command::SetState(backend.name.clone(), server.clone(), state);
         let undo = |row: &ServerRow| {
             Some(Command::SetState(backend.name.clone(), server.clone(), row.admin_state()))
@@ -453,6 +472,12 @@ impl LoadBalancer for HaproxyLoadBalancer {
     /// `set server <b>/<s> health down` on every instance, after checking that each instance
     /// runs health checks on the server (a `check_status` in its `show stat` row): on a server
     /// without checks nothing would ever bring it back, so that is refused before any change.
+    ///
+    /// An instance whose own checks already took the server DOWN since `wait_drained` last saw
+    /// it drained (its `chkdown` grew since then, and no state change came between) is left as
+    /// it is: HAProxy saw the restart, so the server is either still DOWN or back UP by checks
+    /// made after that DOWN, which is what marking it would prove; marking it again would only
+    /// make it wait for the next scheduled check (up to `inter`). Each mark is used once.
     /// Nothing is undone when an instance fails: a server marked DOWN on some instances comes
     /// back by its own checks there.
     async fn mark_down(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
@@ -468,8 +493,35 @@ impl LoadBalancer for HaproxyLoadBalancer {
                 ),
             ));
         }
+        let to_mark: Vec<LbEndpoint> = {
+            let mut marks = self.marks();
+            backend
+                .instances
+                .iter()
+                .zip(&rows)
+                .filter(|(instance, row)| {
+                    let key = ((*instance).clone(), backend.name.clone(), server.clone());
+                    let seen_down =
+                        matches!((marks.remove(&key), row.chkdown), (Some(then), Some(now)) if now > then);
+                    !seen_down
+                })
+                .map(|(instance, _)| instance.clone())
+                .collect()
+        };
+        if to_mark.len() < backend.instances.len() {
+            tracing::debug!(
+                backend = %backend.name,
+                %server,
+                left = backend.instances.len() - to_mark.len(),
+                "checks already saw the server DOWN since it was drained: not marked there"
+            );
+        }
+        if to_mark.is_empty() {
+            return Ok(());
+        }
+        let marked = Backend { name: backend.name.clone(), instances: to_mark };
         let command = Command::HealthDown(backend.name.clone(), server.clone());
-        Ok(self.change_everywhere(backend, server, command, |_| None).await?)
+        Ok(self.change_everywhere(&marked, server, command, |_| None).await?)
     }
 
     async fn shutdown_sessions(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
@@ -512,6 +564,7 @@ impl LoadBalancer for HaproxyLoadBalancer {
         to: &[InstanceState],
     ) -> Result<(), PortError> {
         check_restore(backend, server, to)?;
+        self.forget_marks(backend, server);
         if to.is_empty() {
             return Ok(());
         }
@@ -553,7 +606,8 @@ impl LoadBalancer for HaproxyLoadBalancer {
         }
     }
 
-    /// Polls only the server's `show stat` row (one round trip per instance) until `scur` is 0 on every instance.
+    /// Polls only the server's `show stat` row (one round trip per instance) until `scur` is 0
+    /// on every instance. Then records each instance's `chkdown` for `mark_down`.
     async fn wait_drained(
         &self,
         backend: &Backend,
@@ -569,9 +623,18 @@ impl LoadBalancer for HaproxyLoadBalancer {
                 |instance, row| format!("{} sessions on {instance}", row.sessions),
             )
             .await?;
-        outcome.map_err(|left| {
+        let rows = outcome.map_err(|left| {
             PortError::timeout(format!("drain of {}/{server} ({left} left)", backend.name), timeout)
-        })
+        })?;
+        let mut marks = self.marks();
+        for (instance, row) in backend.instances.iter().zip(rows) {
+            let key = (instance.clone(), backend.name.clone(), server.clone());
+            match row.chkdown {
+                Some(count) => marks.insert(key, count),
+                None => marks.remove(&key),
+            };
+        }
+        Ok(())
     }
 
     /// Polls the server's `show stat` row until every instance reports plain `UP` (or `no check`). HAProxy puts
@@ -592,7 +655,7 @@ impl LoadBalancer for HaproxyLoadBalancer {
                 |instance, row| format!("{} on {instance}", row.status.raw),
             )
             .await?;
-        outcome.map_err(|left| {
+        outcome.map(drop).map_err(|left| {
             PortError::timeout(format!("wait for {}/{server} to be UP (still {left})", backend.name), timeout)
         })
     }

@@ -24,6 +24,9 @@ pub(crate) struct StatRow {
     /// HAProxy puts before it while a check runs; `None` when checks are off or paused, or the
     /// column is missing.
     pub(crate) check: Option<String>,
+    /// `chkdown`: how many times the server's checks took it from UP to DOWN since the
+    /// instance started; `None` when the column is missing or empty.
+    pub(crate) chkdown: Option<u64>,
 }
 
 /// What `show stat` could not read.
@@ -45,6 +48,7 @@ pub(crate) fn parse(reply: &str) -> Result<Vec<StatRow>, StatError> {
         (column("pxname")?, column("svname")?, column("scur")?, column("status")?, column("weight")?);
     let sid = columns.get("sid").copied();
     let check_status = columns.get("check_status").copied();
+    let chkdown = columns.get("chkdown").copied();
     let mut rows = Vec::new();
     for line in lines {
         let fields = split_csv(line);
@@ -72,6 +76,7 @@ pub(crate) fn parse(reply: &str) -> Result<Vec<StatRow>, StatError> {
                 .map(|i| field(i).trim_start_matches("* ").trim())
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned),
+            chkdown: chkdown.and_then(|i| field(i).parse().ok()),
         });
     }
     Ok(rows)
@@ -210,6 +215,8 @@ be,BACKEND,0,0,3,0,999,0,0,0,0,0,,0,0,0,0,UP,20,1,0,,0,0,0,,1,3,0,,0,,1,0,,0,,,,
         assert_eq!(rows[2].sid, Some(2));
         assert_eq!(rows[0].check.as_deref(), Some("L4CON"));
         assert_eq!(rows[1].check, None, "paused in maintenance");
+        assert_eq!(rows[0].chkdown, Some(1), "taken DOWN by its checks once");
+        assert_eq!(rows[2].chkdown, None, "no checks, no count");
     }
 
     #[test]
@@ -230,6 +237,7 @@ be,BACKEND,0,0,3,0,999,0,0,0,0,0,,0,0,0,0,UP,20,1,0,,0,0,0,,1,3,0,,0,,1,0,,0,,,,
         assert_eq!(rows[0].status.status(), ServerStatus::Drain);
         assert_eq!(rows[0].sid, None);
         assert_eq!(rows[0].check, None, "no check_status column");
+        assert_eq!(rows[0].chkdown, None, "no chkdown column");
     }
 
     #[test]

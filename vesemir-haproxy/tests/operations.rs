@@ -447,6 +447,70 @@ async fn marked_down_a_drained_server_stays_down_until_checks_made_after_pass() 
     assert_eq!(pinned_to_web0(&lab, 4).await, 4);
 }
 
+/// Waits until every box reports `web0` with `status` (its checks at work), at most 5 s.
+async fn wait_status(lb: &HaproxyLoadBalancer, backend: &vesemir_core::ports::Backend, status: ServerStatus) {
+    let web0 = server_name("web0");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let states = lb.status(backend, &web0).await.expect("status");
+        if states.iter().all(|s| s.status == status) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {status:?} on every box: {states:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_server_whose_checks_saw_the_restart_is_not_marked_down_again() {
+    let lab = Lab::start(2).await;
+    let lb = lb();
+    let backend = lab.mixed_backend();
+    let web0 = server_name("web0");
+    lb.set_state(&backend, &web0, AdminState::Drain).await.expect("drain");
+    lb.wait_drained(&backend, &web0, Duration::from_secs(2)).await.expect("drained");
+    // The changeset restarts the app: both boxes' checks see it DOWN, then UP again (drained).
+    lab.servers[0].set_healthy(false);
+    wait_status(&lb, &backend, ServerStatus::Down).await;
+    lab.servers[0].set_healthy(true);
+    wait_status(&lb, &backend, ServerStatus::Drain).await;
+    tokio::time::sleep(Duration::from_millis(400)).await; // to full health: plain UP later
+
+    lb.mark_down(&backend, &web0).await.expect("mark down");
+    for state in lb.status(&backend, &web0).await.expect("status") {
+        assert_eq!(state.status, ServerStatus::Drain, "checks after the restart passed: left UP: {state:?}");
+    }
+    lb.set_weight(&backend, &web0, Weight::ZERO).await.expect("weight 0");
+    lb.set_state(&backend, &web0, AdminState::Ready).await.expect("ready");
+    let started = tokio::time::Instant::now();
+    lb.wait_up(&backend, &web0, Duration::from_secs(5)).await.expect("UP");
+    assert!(
+        started.elapsed() < Duration::from_millis(90),
+        "no new check to wait for: {:?}",
+        started.elapsed()
+    );
+
+    // The next changeset is too quick for the checks to see: marked DOWN as before. The DOWN
+    // seen during the last one counts no more (the drain forgot it).
+    lb.set_state(&backend, &web0, AdminState::Drain).await.expect("drain");
+    lb.wait_drained(&backend, &web0, Duration::from_secs(2)).await.expect("drained");
+    lb.mark_down(&backend, &web0).await.expect("mark down");
+    for state in lb.status(&backend, &web0).await.expect("status") {
+        assert_eq!(state.status, ServerStatus::Down, "marked DOWN on every box: {state:?}");
+    }
+    // A mark is used once; without wait_drained there is none: marked DOWN again.
+    lb.set_state(&backend, &web0, AdminState::Ready).await.expect("ready");
+    lb.wait_up(&backend, &web0, Duration::from_secs(5)).await.expect("UP after new checks");
+    lb.set_state(&backend, &web0, AdminState::Drain).await.expect("drain");
+    lb.mark_down(&backend, &web0).await.expect("mark down");
+    for state in lb.status(&backend, &web0).await.expect("status") {
+        assert_eq!(state.status, ServerStatus::Down, "no mark: marked DOWN: {state:?}");
+    }
+    lb.set_state(&backend, &web0, AdminState::Ready).await.expect("ready");
+    lb.wait_up(&backend, &web0, Duration::from_secs(5)).await.expect("UP after new checks");
+    lb.set_weight(&backend, &web0, Weight::FULL).await.expect("100%");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marking_down_a_server_without_checks_is_refused_and_changes_nothing() {
     let lab = Lab::start(2).await;

@@ -54,6 +54,9 @@
 //! instance = "deploy-vm-1"    # default: the host name (the pid and start time are added)
 //! lease = "10s"               # a deployment's lease, renewed every third of it
 //!
+//! [driver]
+//! checks_while_out = false    # true: faster UP gate, only for backends without persistence
+//!
 //! [ldap]                      # the web page's directory sign-in: see `crate::web::config`
 //! url = "ldaps://ldap.internal"
 //! user_base = "ou=people,dc=example,dc=com"
@@ -122,6 +125,22 @@ pub struct ServerConfig {
     /// without it.
     #[serde(default)]
     pub ldap: Option<crate::web::LdapConfig>,
+    /// How deployments drive the load balancers (`[driver]`).
+    #[serde(default)]
+    pub driver: DriverOptions,
+}
+
+/// `[driver]`: the operator's choices for every deployment this server runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriverOptions {
+    /// Keep HAProxy's health checks running while a host is out (drained, not in maintenance,
+    /// during its changeset; marked DOWN after it unless the checks saw the restart), so the
+    /// UP gate of playbooks with `load_balancer_up` passes sooner
+    /// ([`vesemir_core::DriverConfig::checks_while_out`]). **Only** when no backend of the
+    /// catalog uses persistence (cookies, stick tables, `use-server`): a drained server still
+    /// takes requests pinned to it, also while it restarts. Default `false`.
+    pub checks_while_out: bool,
 }
 
 /// Where deployments are kept.
@@ -545,10 +564,11 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
     let log = take("log").map_or(Some(LogConfig::default()), |v| read(v, "log", problems));
     let cluster = take("cluster").map_or(Some(ClusterConfig::default()), |v| read(v, "cluster", problems));
     let ldap = take("ldap").map_or(Some(None), |v| read(v, "ldap", problems).map(Some));
+    let driver = take("driver").map_or(Some(DriverOptions::default()), |v| read(v, "driver", problems));
     for key in table.keys() {
         problems.push(FieldError::new(
             key.as_str(),
-            "is not a field: expected listen, tls, allow_plain_http, metrics_listen, database, tokens, units, playbooks, limits, log, cluster or ldap",
+            "is not a field: expected listen, tls, allow_plain_http, metrics_listen, database, tokens, units, playbooks, limits, log, cluster, ldap or driver",
         ));
     }
     Some(ServerConfig {
@@ -564,6 +584,7 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
         log: log?,
         cluster: cluster?,
         ldap: ldap?,
+        driver: driver?,
     })
 }
 

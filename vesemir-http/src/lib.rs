@@ -106,7 +106,7 @@ use axum::Router;
 
 pub use auth::{Principal, PrincipalSource, Role, Tokens};
 pub use catalog::{Catalog, UnitConfig, UnitRequest};
-pub use config::{ClusterConfig, Database, Limits, LogConfig, ServerConfig, TokenConfig};
+pub use config::{ClusterConfig, Database, DriverOptions, Limits, LogConfig, ServerConfig, TokenConfig};
 pub use ports::{FixedPorts, LockSettings, PortsError, PortsFactory};
 pub use reload::{Reload, Reloads};
 pub use store::{
@@ -190,7 +190,8 @@ impl Server {
         let runner = Arc::new(
             runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone())
                 .with_locks(factory.locks())
-                .with_health_probe(factory.health_probe()),
+                .with_health_probe(factory.health_probe())
+                .with_checks_while_out(config.driver.checks_while_out),
         );
         runner.set_on_admitted(Arc::new(move |id, events| notifier.watch(id, events)));
         let lease = store.lease();

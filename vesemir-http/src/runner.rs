@@ -296,6 +296,14 @@ impl Runner {
         self
     }
 
+    /// Deployments keep HAProxy's checks running while their hosts are out (the operator's
+    /// `[driver] checks_while_out`: [`DriverConfig::checks_while_out`]).
+    #[must_use]
+    pub fn with_checks_while_out(mut self, on: bool) -> Self {
+        self.driver.checks_while_out = on;
+        self
+    }
+
     /// The store deployments are kept in.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

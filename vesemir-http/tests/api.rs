@@ -512,3 +512,29 @@ async fn a_canary_waiting_for_confirmation_goes_on_when_confirmed() {
     let late = t.call(Method::POST, &format!("/v1/deployments/{id}/confirm"), Some(PAYMENTS), None).await;
     assert_eq!(late.status, StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn the_servers_driver_checks_while_out_reaches_its_deployments() {
+    let text = format!(
+        "database = \"unused\"\n[driver]\nchecks_while_out = true\n{}{PLAYBOOK}load_balancer_up = true\n",
+        units_toml()
+    );
+    let read = vesemir_http::ServerConfig::from_toml(&text).expect("valid config");
+    assert!(read.driver.checks_while_out);
+    let t = TestServer::start_with(Fleet::new(2), |config| {
+        config.driver = read.driver.clone();
+        config.playbooks = read.playbooks.clone();
+    })
+    .await;
+    let id = id_of(&t.post(PAYMENTS, &t.fleet.body("shop", "production", "payments")).await);
+    assert_eq!(t.wait_finished(id).await["status"], "succeeded");
+    let marked: Vec<String> =
+        t.fleet.lb.rotation_log().marked_down.iter().map(|(server, _)| server.to_string()).collect();
+    assert_eq!(marked.len(), 2, "each host marked DOWN after its changeset, checks kept running: {marked:?}");
+
+    let wrong =
+        vesemir_http::ServerConfig::from_toml("database = \"x\"\n[driver]\nchecks_while_out = \"yes\"\n")
+            .expect_err("not a boolean");
+    let fields: Vec<String> = wrong.errors().iter().map(|p| p.field.clone()).collect();
+    assert_eq!(fields, ["driver.checks_while_out"], "{wrong}");
+}

@@ -3,17 +3,23 @@
 //! steady load, at several fleet sizes and concurrencies in one run.
 //!
 //! - floor: what a careful shell script does, in strict batches of `concurrency` hosts at once:
-//!   SSH connect, drain on both boxes, wait drained, the step over SSH (restarts the app, ~1 s),
+//!   SSH connect, drain on both boxes, wait drained, the step over SSH (restarts the app),
 //!   poll `GET /health` over HTTP every 20 ms until 200, ready + weight 100%, close. No
 //!   maintenance, no wait for HAProxy's own check, no budget read, no locks.
-//! - vesemir checks: the default with the operator's `checks_while_out` (drained, not in
-//!   maintenance, during the changeset; marked DOWN after the step; waits until both boxes'
-//!   checks see it UP again, made after the step; the lab's backend has no persistence).
 //! - vesemir sliding (the default) and vesemir batches (`window = "batches"`): the library's
 //!   `prepare` + `run` over the real adapters (Chef search, HAProxy, SSH, the HTTP probe), with
 //!   every gate on: the backend budget read before each take-out, drain, wait drained,
 //!   maintenance, the step, `health.http` every 20 ms, weight 0 + ready, wait until HAProxy's
 //!   own check sees it UP on both boxes, then its weight.
+//! - vesemir checks: the default with the operator's `checks_while_out` (drained, not in
+//!   maintenance, during the changeset; after the step marked DOWN unless both boxes' checks
+//!   already saw it DOWN since it was drained; waits until both boxes' checks see it UP again;
+//!   the lab's backend has no persistence).
+//! - noahead (only with `--who`): vesemir sliding with `DriverConfig::connect_ahead` off.
+//!
+//! Each size runs twice by default: with **varied** restart times (each host's app down for a
+//! time drawn from a seeded log-normal, median 1.4 s, tail to 3 s: `RestartTimes::Varied`, the
+//! same for the floor and every variant) and with the **fixed** 1 s restart.
 //!
 //! Each line: wall time (best of `--rounds`, default 1), the rollout alone for Vesemir (its
 //! prepare's Chef search and server lookups apart), requests failed under 200 requests/s (must be
@@ -22,8 +28,11 @@
 //! ```sh
 //! cargo run --release -p vesemir-examples --bin lab-bench -- [--rounds 1] [--big]
 //! ```
-//! `--big` adds 200 hosts at concurrency 20; `--only HOSTSxC` runs one size; `--phases` prints,
-//! for each Vesemir run, each phase's time per host (median/max, from the events).
+//! `--big` adds 200 hosts at concurrency 20; `--only HOSTSxC` runs one size; `--restarts
+//! varied|fixed|both` (default both) and `--seed N` (default 15) choose the restart times;
+//! `--who floor,sliding,batches,checks,noahead` the variants (default the first four; floor
+//! always); `--poll-ms N` the HAProxy adapter's `poll_interval` for Vesemir; `--phases` prints, for each Vesemir run, each phase's time per host (median/max,
+//! from the events).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,7 +48,7 @@ use vesemir_core::ports::{
 };
 use vesemir_core::request::{DeploymentRequest, RequestPolicy};
 use vesemir_core::{Control, DriverConfig, Host, Ports};
-use vesemir_examples::lab::{Lab, LabOptions, LoadOptions};
+use vesemir_examples::lab::{Lab, LabOptions, LoadOptions, RestartTimes};
 use vesemir_haproxy::{HaproxyConfig, HaproxyLoadBalancer};
 use vesemir_probe::HttpProbe;
 use vesemir_ssh::{SshAuth, SshConfig, SshExecutor};
@@ -49,6 +58,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(8);
 const HEALTH_INTERVAL: Duration = Duration::from_millis(20);
 const LOAD_RATE: u32 = 200;
+/// The seed of the varied restart times unless `--seed` says otherwise.
+const DEFAULT_SEED: u64 = 15;
 
 /// Where Vesemir's time goes: each host's phases (from its `host_phase` events), timed until
 /// its next phase or its end.
@@ -234,11 +245,19 @@ fn request(lab: &Lab, concurrency: usize, window: &str, version: &str) -> Result
     DeploymentRequest::from_toml(&text, &RequestPolicy::permissive()).map_err(|e| e.to_string())
 }
 
+/// The HAProxy adapter's configuration for Vesemir's runs: the default, with `--poll-ms N` as
+/// its `poll_interval` (how often `wait_drained` and `wait_up` read the server's row).
+fn haproxy_config() -> HaproxyConfig {
+    let default = HaproxyConfig::default();
+    let poll = arg("--poll-ms", default.poll_interval.as_millis() as usize);
+    HaproxyConfig { poll_interval: Duration::from_millis(poll as u64), ..default }
+}
+
 /// Vesemir through the library: the whole time, the rollout alone, and the report.
 async fn vesemir(
     lab: &Lab,
     concurrency: usize,
-    window: &str,
+    who: &str,
     version: &str,
 ) -> Result<(Duration, Duration, vesemir_core::report::DeploymentReport), String> {
     let key = ClientKey::from_file(lab.chef_key_path()).map_err(|e| e.to_string())?;
@@ -246,13 +265,21 @@ async fn vesemir(
     chef.flavor = vesemir_chef::ServerFlavor::Goiardi;
     let ports = Ports {
         inventory: Arc::new(vesemir_chef::ChefInventory::new(chef).map_err(|e| e.to_string())?),
-        load_balancer: Arc::new(HaproxyLoadBalancer::new(HaproxyConfig::default())),
+        load_balancer: Arc::new(HaproxyLoadBalancer::new(haproxy_config())),
         executor: Arc::new(executor(lab)),
     };
     let probe: Arc<dyn HealthProbe> = Arc::new(HttpProbe::new().map_err(|e| e.to_string())?);
-    let (who, checks_while_out) = (window, window == "checks");
-    let window = if checks_while_out { "sliding" } else { window };
-    let config = DriverConfig { health_probe: Some(probe), checks_while_out, ..DriverConfig::default() };
+    let (window, checks_while_out, connect_ahead) = match who {
+        "checks" => ("sliding", true, true),
+        "noahead" => ("sliding", false, false),
+        window => (window, false, true),
+    };
+    let config = DriverConfig {
+        health_probe: Some(probe),
+        checks_while_out,
+        connect_ahead,
+        ..DriverConfig::default()
+    };
     let started = Instant::now();
     let request = request(lab, concurrency, window, version)?;
     let prepared =
@@ -284,7 +311,7 @@ fn measured(lab: &Lab, what: &str, concurrency: usize, version: &str) -> Result<
     let load = lab.start_load(LoadOptions { rate: LOAD_RATE, ..LoadOptions::default() });
     let result = match what {
         "floor" => lab.block_on(floor(lab, concurrency, version)).map(|(wall, outs)| (wall, None, outs)),
-        window => lab.block_on(vesemir(lab, concurrency, window, version)).map(|(wall, rollout, report)| {
+        who => lab.block_on(vesemir(lab, concurrency, who, version)).map(|(wall, rollout, report)| {
             let outs = report.hosts.iter().filter_map(|h| h.out_of_rotation).collect();
             (wall, Some(rollout), outs)
         }),
@@ -318,14 +345,31 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The value after `name`, if given.
+fn text_arg(name: &str) -> Option<String> {
+    let args = args();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn label(who: &str) -> &'static str {
+    match who {
+        "floor" => "floor (no gates)",
+        "sliding" => "vesemir sliding",
+        "checks" => "vesemir checks",
+        "noahead" => "sliding, no ahead",
+        _ => "vesemir batches",
+    }
+}
+
 fn main() -> ExitCode {
     let rounds = arg("--rounds", 1).max(1);
+    let seed = arg("--seed", DEFAULT_SEED as usize) as u64;
     let all = args();
     let mut sizes: Vec<(usize, usize)> = vec![(10, 1), (10, 5), (40, 10)];
     if all.iter().any(|a| a == "--big") {
         sizes.push((200, 20));
     }
-    if let Some(only) = all.iter().position(|a| a == "--only").and_then(|i| all.get(i + 1)) {
+    if let Some(only) = text_arg("--only") {
         let parsed = only.split_once('x').and_then(|(h, c)| Some((h.parse().ok()?, c.parse().ok()?)));
         match parsed {
             Some(size) => sizes = vec![size],
@@ -335,14 +379,38 @@ fn main() -> ExitCode {
             }
         }
     }
+    let restarts: Vec<RestartTimes> = match text_arg("--restarts").as_deref().unwrap_or("both") {
+        "both" => vec![RestartTimes::Varied { seed }, RestartTimes::default()],
+        "varied" => vec![RestartTimes::Varied { seed }],
+        "fixed" => vec![RestartTimes::default()],
+        other => {
+            eprintln!("lab-bench: --restarts takes varied, fixed or both, not {other:?}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let who_text = text_arg("--who").unwrap_or_else(|| "floor,sliding,batches,checks".to_owned());
+    let variants: Vec<&str> = who_text.split(',').map(str::trim).collect();
+    if let Some(bad) =
+        variants.iter().find(|w| !["floor", "sliding", "batches", "checks", "noahead"].contains(w))
+    {
+        eprintln!("lab-bench: --who takes floor, sliding, batches, checks, noahead; not {bad:?}");
+        return ExitCode::FAILURE;
+    }
+    if !variants.contains(&"floor") {
+        eprintln!("lab-bench: --who must include floor (the ratios are to it)");
+        return ExitCode::FAILURE;
+    }
     println!(
         "lab-bench: {} round(s) each, {LOAD_RATE} requests/s through both HAProxy boxes, health polled every {} ms",
         rounds,
         HEALTH_INTERVAL.as_millis()
     );
+    for restart in &restarts {
+        println!("restarts {}: {restart}", restart_label(restart));
+    }
     println!(
-        "{:<8} {:<18} {:>9} {:>9} {:>7} {:>8} {:>9} {:>9}",
-        "size", "who", "wall s", "rollout s", "ratio", "failed", "out p50", "out p99"
+        "{:<8} {:<8} {:<18} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9}",
+        "size", "restarts", "who", "wall s", "rollout s", "ratio", "failed", "out p50", "out p99"
     );
     let mut lab: Option<Lab> = None;
     let mut version = 1;
@@ -362,53 +430,70 @@ fn main() -> ExitCode {
             }
         }
         let Some(lab) = lab.as_ref() else { return ExitCode::FAILURE };
-        let mut best: Vec<(&str, Measure)> = Vec::new();
-        for _ in 0..rounds {
-            for who in ["floor", "sliding", "batches", "checks"] {
-                version += 1;
-                let m = match measured(lab, who, concurrency, &format!("{version}.0.0")) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        eprintln!("lab-bench: {hosts}x{concurrency} {who}: {e}");
-                        return ExitCode::FAILURE;
+        for restart in &restarts {
+            if let Err(e) = lab.set_restart_times(*restart) {
+                eprintln!("lab-bench: {e}");
+                return ExitCode::FAILURE;
+            }
+            let mut times: Vec<Duration> = (0..hosts).map(|i| restart.time(i)).collect();
+            times.sort();
+            eprintln!(
+                "{hosts}x{concurrency}, restarts {}: downtime per host median {} ms, max {} ms",
+                restart_label(restart),
+                times.get(hosts / 2).map_or(0, Duration::as_millis),
+                times.last().map_or(0, Duration::as_millis),
+            );
+            let mut best: Vec<(&str, Measure)> = Vec::new();
+            for _ in 0..rounds {
+                for &who in &variants {
+                    version += 1;
+                    let m = match measured(lab, who, concurrency, &format!("{version}.0.0")) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            eprintln!("lab-bench: {hosts}x{concurrency} {who}: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    };
+                    match best.iter_mut().find(|(w, _)| *w == who) {
+                        Some((_, b)) if b.wall <= m.wall => {
+                            b.failed_requests += m.failed_requests;
+                            b.served_requests += m.served_requests;
+                        }
+                        Some((_, b)) => {
+                            let (failed, served) = (b.failed_requests, b.served_requests);
+                            *b = m;
+                            b.failed_requests += failed;
+                            b.served_requests += served;
+                        }
+                        None => best.push((who, m)),
                     }
-                };
-                match best.iter_mut().find(|(w, _)| *w == who) {
-                    Some((_, b)) if b.wall <= m.wall => {
-                        b.failed_requests += m.failed_requests;
-                        b.served_requests += m.served_requests;
-                    }
-                    Some((_, b)) => {
-                        let (failed, served) = (b.failed_requests, b.served_requests);
-                        *b = m;
-                        b.failed_requests += failed;
-                        b.served_requests += served;
-                    }
-                    None => best.push((who, m)),
                 }
             }
-        }
-        let floor = best.iter().find(|(w, _)| *w == "floor").map_or(Duration::ZERO, |(_, m)| m.wall);
-        for (who, m) in &best {
-            let label = match *who {
-                "floor" => "floor (no gates)",
-                "sliding" => "vesemir sliding",
-                "checks" => "vesemir checks",
-                _ => "vesemir batches",
-            };
-            let rollout = m.rollout.map_or_else(|| "-".to_owned(), |r| format!("{:.2}", r.as_secs_f64()));
-            println!(
-                "{:<8} {:<18} {:>9.2} {:>9} {:>7.3} {:>8} {:>8.2}s {:>8.2}s",
-                format!("{hosts}x{concurrency}"),
-                label,
-                m.wall.as_secs_f64(),
-                rollout,
-                m.rollout.unwrap_or(m.wall).as_secs_f64() / floor.as_secs_f64().max(1e-9),
-                format!("{}/{}", m.failed_requests, m.failed_requests + m.served_requests),
-                m.out_p50.as_secs_f64(),
-                m.out_p99.as_secs_f64(),
-            );
+            let floor = best.iter().find(|(w, _)| *w == "floor").map_or(Duration::ZERO, |(_, m)| m.wall);
+            for (who, m) in &best {
+                let rollout = m.rollout.map_or_else(|| "-".to_owned(), |r| format!("{:.2}", r.as_secs_f64()));
+                println!(
+                    "{:<8} {:<8} {:<18} {:>9.2} {:>9} {:>7.3} {:>10} {:>8.2}s {:>8.2}s",
+                    format!("{hosts}x{concurrency}"),
+                    restart_label(restart),
+                    label(who),
+                    m.wall.as_secs_f64(),
+                    rollout,
+                    m.rollout.unwrap_or(m.wall).as_secs_f64() / floor.as_secs_f64().max(1e-9),
+                    format!("{}/{}", m.failed_requests, m.failed_requests + m.served_requests),
+                    m.out_p50.as_secs_f64(),
+                    m.out_p99.as_secs_f64(),
+                );
+            }
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `varied` or `fixed`, for the table.
+fn restart_label(restart: &RestartTimes) -> &'static str {
+    match restart {
+        RestartTimes::Varied { .. } => "varied",
+        RestartTimes::Fixed(_) => "fixed",
+    }
 }

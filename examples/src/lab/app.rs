@@ -1,7 +1,7 @@
 //! The fake application each lab host runs: `GET /` answers its version, `GET /health` 200 (or
 //! 500 when its release is broken). It restarts like a real service: the deploy step writes the
 //! new version and a `restart` marker; the app stops listening and drops its connections, is
-//! down for about a second, comes back with the new version, and removes the marker (the step
+//! down for about a second (or its host's own time: [`RESTART_TIME_FILE`]), comes back with the new version, and removes the marker (the step
 //! waits for that). It runs in the lab's own process, on the lab's runtime, so that every user of
 //! the lab (tests of any crate, the demo, the benchmark) has it without building a binary.
 
@@ -23,8 +23,11 @@ pub const RESTART_MARKER: &str = "restart";
 /// When this file exists as the app starts, its `/health` answers 500 (a broken release): every
 /// release when it is empty, only the version it names otherwise.
 pub const BROKEN_RELEASE_MARKER: &str = "broken-release";
-/// How long the app is down while it restarts.
+/// How long the app is down while it restarts, unless [`RESTART_TIME_FILE`] says otherwise.
 pub const RESTART_DOWNTIME: Duration = Duration::from_secs(1);
+/// The file holding this host's downtime per restart in milliseconds (read at each restart;
+/// written by [`crate::lab::Lab::set_restart_times`]).
+pub const RESTART_TIME_FILE: &str = "restart-ms";
 
 /// Runs the app of the host whose files are in `dir`, listening at `address`, until `shutdown`
 /// turns true.
@@ -56,8 +59,11 @@ pub async fn supervise(address: SocketAddr, dir: PathBuf, mut shutdown: watch::R
         // Stop like a process that exits: no listener, every connection closed.
         drop(listener);
         connections.abort_all();
+        let downtime = read_trimmed(&dir.join(RESTART_TIME_FILE))
+            .and_then(|ms| ms.parse().ok())
+            .map_or(RESTART_DOWNTIME, Duration::from_millis);
         tokio::select! {
-            _ = tokio::time::sleep(RESTART_DOWNTIME) => {}
+            _ = tokio::time::sleep(downtime) => {}
             _ = shutdown.changed() => return,
         }
         if let Some(next) = read_trimmed(&dir.join(NEXT_VERSION_FILE)) {

@@ -365,8 +365,11 @@ pub trait LoadBalancer: Send + Sync + Debug {
     /// Marks the server DOWN on every instance without stopping its health checks, so that
     /// it stays out of rotation until checks made from now on pass (HAProxy: `set server
     /// <b>/<s> health down`, whose health then needs `rise` passing checks, and `rise + fall
-    /// - 1` to read plain `UP` again). For the rollout's `checks_while_out`; the default
-    /// refuses, so a load balancer without it is never silently trusted.
+    /// - 1` to read plain `UP` again). An instance whose own checks already took the server
+    /// DOWN after it was drained and waited for (so during the changeset) may be left as it
+    /// is: only checks made after that DOWN bring it back, which proves the same thing sooner.
+    /// For the rollout's `checks_while_out`; the default refuses, so a load balancer without
+    /// it is never silently trusted.
     async fn mark_down(&self, backend: &Backend, server: &ServerName) -> Result<(), PortError> {
         Err(PortError::rejected(
             format!("backend {}/{server}", backend.name),
