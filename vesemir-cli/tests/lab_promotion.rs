@@ -179,6 +179,13 @@ fn a_ci_hook_deploys_staging_and_a_confirmed_promotion_deploys_production_on_its
     );
     assert_eq!(status, 200, "{history}");
     assert_eq!(history["deployments"][0]["promoted_from"], id.to_string(), "{history}");
+    let (code, chain) = vesemir(&served, &["history", "shop", "staging"]);
+    assert_eq!(code, Some(0), "{chain}");
+    let promoted = production["id"].as_i64().expect("an id");
+    assert!(
+        chain.contains(&format!("promotion to shop/production: started (deployment {promoted})")),
+        "{chain}"
+    );
     for host in lab.hosts() {
         assert_eq!(lab.served_version(&host.name).ok().as_deref(), Some("2.0.0"), "{}", host.name);
         let states = lab.lb_status(&host.name).expect("HAProxy answers");

@@ -1069,8 +1069,18 @@ pub async fn history(
         .map_err(|e| ApiError::store(&e))?;
     // Another team's deployments are left out, as if they did not exist.
     history.retain(|(record, _)| principal.may_read(&record.team));
+    let mut promotions = std::collections::BTreeMap::new();
+    for (record, _) in history.iter().filter(|(record, _)| record.status == Status::Succeeded) {
+        if let Some(promotion) =
+            crate::promotion::view(&state, record).await.map_err(|e| ApiError::store(&e))?
+        {
+            promotions.insert(record.id.to_string(), promotion);
+        }
+    }
     let records = history.into_iter().map(|(_, r)| r).collect();
-    Ok(Json(crate::wire::History::of(&application, &environment, records).without_server_paths()))
+    let mut view = crate::wire::History::of(&application, &environment, records).without_server_paths();
+    view.promotions = promotions;
+    Ok(Json(view))
 }
 
 /// Deploys the previous version of an application in an environment: the newest one before the

@@ -567,6 +567,10 @@ pub struct History {
     /// Each host's last successful version: `{ "web-01": { "version": "2.0.0", "deployment": "12" } }`.
     #[schema(value_type = Object)]
     pub hosts: BTreeMap<String, vesemir_core::history::HostVersion>,
+    /// The promotions of its deployments to the next unit, by deployment id (issue 18): where
+    /// each stands (`waiting_confirmation`, `started`...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub promotions: BTreeMap<String, Promotion>,
 }
 
 impl History {
@@ -580,7 +584,13 @@ impl History {
             .into_iter()
             .map(|(h, v)| (h.to_string(), v))
             .collect();
-        Self { application: application.into(), environment: environment.into(), deployments: records, hosts }
+        Self {
+            application: application.into(),
+            environment: environment.into(),
+            deployments: records,
+            hosts,
+            promotions: BTreeMap::new(),
+        }
     }
 
     /// The history as API callers see it: deployments' and hosts' errors without server file

@@ -178,6 +178,9 @@ async fn a_promotion_waits_for_a_person_across_a_restart_and_starts_when_confirm
     tokio::time::sleep(Duration::from_millis(300)).await;
     let list = t.get(ADMIN, "/v1/deployments?application=shop&environment=production").await;
     assert_eq!(list.json["deployments"], json!([]), "promoted without a confirmation: {}", list.text);
+    let history = t.get(PAYMENTS, "/v1/applications/shop/environments/staging/history").await;
+    let waits = &history.json["promotions"][staging.to_string()];
+    assert_eq!(waits["status"], "waiting_confirmation", "{}", history.text);
 
     // The waiting promotion is in the database: a restarted server still has it.
     t.server.shutdown().await;
@@ -208,6 +211,12 @@ async fn a_promotion_waits_for_a_person_across_a_restart_and_starts_when_confirm
     );
     let history = t.get(PAYMENTS, "/v1/applications/shop/environments/production/history").await;
     assert_eq!(history.json["deployments"][0]["promoted_from"], staging.to_string(), "{}", history.text);
+    let history = t.get(PAYMENTS, "/v1/applications/shop/environments/staging/history").await;
+    let started = &history.json["promotions"][staging.to_string()];
+    assert_eq!(
+        (started["status"].clone(), started["deployment"].clone()),
+        (json!("started"), json!(production))
+    );
     // Decided once.
     let again = t.call(Method::POST, &path, Some(PAYMENTS), None).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
