@@ -420,7 +420,8 @@ pub async fn promote(command: &crate::cli::PromoteCommand) -> Result<Exit, Failu
             if args.output == OutputFormat::Json {
                 println!("{}", serde_json::json!({ "deployment": source }));
             } else {
-                println!("deployment {}: promotion to {to} {decision}d", args.id);
+                let done = if decision == "confirm" { "confirmed" } else { "declined" };
+                println!("deployment {}: promotion to {to} {done}", args.id);
             }
             Ok(Exit::Success)
         }
