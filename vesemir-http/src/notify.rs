@@ -1,7 +1,10 @@
 //! Notifications: outgoing webhooks per unit when a deployment starts, waits for confirmation,
 //! is paused, succeeds, fails or is cancelled. JSON (or a Slack-compatible `{ "text" }`),
 //! signed with HMAC-SHA256 when the target has a secret, retried with backoff, every attempt
-//! recorded in the store ([`Store::record_notification`]).
+//! recorded in the store ([`Store::record_notification`]) and listed by `GET
+//! /v1/deployments/{id}/notifications` (target names, never URLs). A promotion that waits for a
+//! person ([`crate::promotion`]) is `waiting_for_confirmation` too, told to the targets of both
+//! units with a `promotion` member ([`Notifier::promotion_waiting`]).
 //!
 //! ```toml
 //! [[units.notify]]
