@@ -42,11 +42,11 @@ use vesemir_core::ports::{Backend, InstanceState, LbEndpoint, LoadBalancer, Serv
 use vesemir_haproxy::{HaproxyConfig, HaproxyLoadBalancer};
 
 pub use app::{BROKEN_RELEASE_MARKER, RESTART_DOWNTIME};
-pub use chef::{ENVIRONMENT, HAPROXY_TAG, WEB_TAG};
+pub use chef::{ENVIRONMENT, HAPROXY_TAG, SECOND_WEB_TAG, WEB_TAG};
 pub use error::{LabError, LabResult};
 pub use load::{LoadOptions, LoadReport, LoadRun};
 pub use restart::{RestartTimes, VARIED_MAX, VARIED_MEDIAN, VARIED_MIN, VARIED_SIGMA};
-pub use servers::BACKEND;
+pub use servers::{BACKEND, SECOND_BACKEND};
 
 use error::Context;
 use vesemir_testkit::goiardi::Goiardi;
@@ -78,6 +78,10 @@ pub struct LabOptions {
     /// How long each host's app is down when it restarts (fixed by default); can be changed on
     /// a running lab with [`Lab::set_restart_times`].
     pub restart_times: RestartTimes,
+    /// How many of the last hosts form a second backend ([`SECOND_BACKEND`], tagged
+    /// [`SECOND_WEB_TAG`], with a frontend of its own on each HAProxy box): a second
+    /// environment, e.g. production beside staging. 0 (the default): one backend.
+    pub second_backend: usize,
 }
 
 impl Default for LabOptions {
@@ -88,6 +92,7 @@ impl Default for LabOptions {
             deploy_version: "2.0.0".into(),
             concurrency: 2,
             restart_times: RestartTimes::default(),
+            second_backend: 0,
         }
     }
 }
@@ -103,6 +108,8 @@ pub struct LabHost {
     pub app: SocketAddr,
     /// Its files (the app's version, markers).
     pub dir: PathBuf,
+    /// The HAProxy backend its server is in ([`BACKEND`] or [`SECOND_BACKEND`]).
+    pub backend: &'static str,
 }
 
 /// One HAProxy box.
@@ -112,6 +119,8 @@ pub struct LabHaproxy {
     pub address: Ipv4Addr,
     /// Where its frontend listens.
     pub frontend: SocketAddr,
+    /// Where the frontend of the second backend listens, when the lab has one.
+    pub second_frontend: Option<SocketAddr>,
     /// Its runtime API (TCP, level admin).
     pub endpoint: LbEndpoint,
     process: ServerProcess,
@@ -177,6 +186,12 @@ impl Lab {
         if !(1..=240).contains(&options.hosts) {
             return Err(LabError::new(format!("a lab has 1 to 240 hosts, not {}", options.hosts)));
         }
+        if options.second_backend >= options.hosts {
+            return Err(LabError::new(format!(
+                "a second backend of {} hosts leaves none of the lab's {} to the first",
+                options.second_backend, options.hosts
+            )));
+        }
         for (binary, package) in BINARIES {
             if find_binary(binary).is_none() {
                 return Err(LabError::new(format!(
@@ -216,6 +231,11 @@ impl Lab {
         let app_port = subnet.free_port_on(&host_addresses)?;
         let api_port = subnet.free_port_on(&lb_addresses)?;
         let frontend_port = subnet.free_port_on(&lb_addresses)?;
+        let mut frontends = vec![(BACKEND, frontend_port)];
+        if options.second_backend > 0 {
+            frontends.push((SECOND_BACKEND, subnet.free_port_on(&lb_addresses)?));
+        }
+        let first_backend_hosts = options.hosts - options.second_backend;
 
         // The hosts: files, app, sshd.
         let width = options.hosts.to_string().len().max(2);
@@ -228,7 +248,8 @@ impl Lab {
             write(&host_dir.join(app::VERSION_FILE), &options.initial_version)?;
             write(&host_dir.join("app-address"), &app.to_string())?;
             runtime.spawn(app::supervise(app, host_dir.clone(), shutdown_rx.clone()));
-            hosts.push(LabHost { name, address: *address, app, dir: host_dir });
+            let backend = if i < first_backend_hosts { BACKEND } else { SECOND_BACKEND };
+            hosts.push(LabHost { name, address: *address, app, dir: host_dir, backend });
         }
         let mut sshd = Vec::with_capacity(hosts.len());
         for host in &hosts {
@@ -245,19 +266,22 @@ impl Lab {
         write(&keys.join("known_hosts"), &known_hosts)?;
 
         // The HAProxy boxes.
-        let backend_servers: Vec<servers::BackendServer> =
-            hosts.iter().map(|h| servers::BackendServer { name: h.name.clone(), app: h.app }).collect();
+        let backend_servers: Vec<servers::BackendServer> = hosts
+            .iter()
+            .map(|h| servers::BackendServer { backend: h.backend, name: h.name.clone(), app: h.app })
+            .collect();
         let mut haproxy = Vec::with_capacity(lb_addresses.len());
         for (i, address) in lb_addresses.iter().enumerate() {
             haproxy.push(LabHaproxy {
                 address: *address,
                 frontend: SocketAddr::from((*address, frontend_port)),
+                second_frontend: frontends.get(1).map(|(_, port)| SocketAddr::from((*address, *port))),
                 endpoint: LbEndpoint::Tcp { address: address.to_string(), port: api_port },
                 process: servers::start_haproxy(
                     &format!("haproxy-{}", i + 1),
                     *address,
                     api_port,
-                    frontend_port,
+                    &frontends,
                     &backend_servers,
                 )?,
             });
@@ -265,8 +289,13 @@ impl Lab {
 
         // The Chef server, with every node registered.
         let goiardi = Goiardi::start();
-        let mut nodes: Vec<(String, String, &'static str)> =
-            hosts.iter().map(|h| (h.name.clone(), h.address.to_string(), WEB_TAG)).collect();
+        let mut nodes: Vec<(String, String, &'static str)> = hosts
+            .iter()
+            .map(|h| {
+                let tag = if h.backend == BACKEND { WEB_TAG } else { SECOND_WEB_TAG };
+                (h.name.clone(), h.address.to_string(), tag)
+            })
+            .collect();
         nodes.extend(
             haproxy
                 .iter()
@@ -378,15 +407,21 @@ impl Lab {
         &self.haproxy
     }
 
-    /// Where the HAProxy frontends listen.
+    /// Where the HAProxy frontends listen (of both backends, when the lab has two).
     pub fn frontends(&self) -> Vec<SocketAddr> {
-        self.haproxy.iter().map(|h| h.frontend).collect()
+        let first = self.haproxy.iter().map(|h| h.frontend);
+        first.chain(self.haproxy.iter().filter_map(|h| h.second_frontend)).collect()
     }
 
     /// The lab backend on every HAProxy box.
     pub fn backend(&self) -> LabResult<Backend> {
+        self.backend_named(BACKEND)
+    }
+
+    /// Backend `name` ([`BACKEND`] or [`SECOND_BACKEND`]) on every HAProxy box.
+    fn backend_named(&self, name: &str) -> LabResult<Backend> {
         Ok(Backend {
-            name: BackendName::new(BACKEND).context(|| format!("backend name {BACKEND}"))?,
+            name: BackendName::new(name).context(|| format!("backend name {name}"))?,
             instances: self.haproxy.iter().map(|h| h.endpoint.clone()).collect(),
         })
     }
@@ -553,7 +588,7 @@ impl Lab {
 
     /// What every HAProxy box says of `host`'s server.
     pub fn lb_status(&self, host: &str) -> LabResult<Vec<InstanceState>> {
-        let backend = self.backend()?;
+        let backend = self.backend_named(self.host(host)?.backend)?;
         let server = ServerName::new(host).context(|| format!("server name {host}"))?;
         self.block_on(async move {
             HaproxyLoadBalancer::new(HaproxyConfig::default())

@@ -148,6 +148,14 @@ pub enum Command {
     /// Confirm a canary that waits for confirmation (`canary = { confirm = true }`): the rest of
     /// the hosts start. RUN-ID as for `cancel`.
     Confirm(ControlArgs),
+    /// Confirm or decline a promotion that waits for a person (a unit with `promote_confirm =
+    /// true`): its version, successful on every host, goes to the next unit only once confirmed.
+    #[command(after_help = crate::exit::FOLLOW_UP_EXIT_CODES_HELP)]
+    Promote {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: PromoteCommand,
+    },
     /// Run the HTTP server: deployments go through the adapters of --config.
     Serve {
         /// The server's own configuration: listen address, database, tokens, playbooks, limits.
@@ -172,6 +180,31 @@ pub enum Command {
         /// Where to write them (created if missing).
         dir: PathBuf,
     },
+}
+
+/// `vesemir promote ...` (issue 18: promotion by confirmation).
+#[derive(Debug, Subcommand)]
+pub enum PromoteCommand {
+    /// Confirm deployment ID's waiting promotion: the next unit's deployment starts at once,
+    /// asked by you, and is followed to its end. When the next unit is busy or refuses the
+    /// version, nothing starts and the promotion keeps waiting.
+    Confirm(PromoteArgs),
+    /// Decline deployment ID's waiting promotion: the chain stops there.
+    Decline(PromoteArgs),
+}
+
+/// Which deployment's promotion, on which server.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// The deployment whose success waits to be promoted (`vesemir status` shows it).
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// `text` or `json`.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// `vesemir config ...`.

@@ -272,6 +272,14 @@ impl Client {
         self.send(builder).await?.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
     }
 
+    /// Confirms or declines (`decision`) deployment `id`'s waiting promotion: the deployment as
+    /// the server answers it (its `promotion` names the next unit's deployment once started).
+    pub async fn promotion(&self, id: i64, decision: &str) -> Result<Deployment, Failure> {
+        let path = format!("/deployments/{id}/promotion/{decision}");
+        let response = self.send(self.request(reqwest::Method::POST, &path)).await?;
+        response.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
+    }
+
     /// Asks the server to cancel a deployment.
     pub async fn cancel(&self, id: i64) -> Result<(), Failure> {
         self.order(id, "cancel").await
@@ -384,6 +392,42 @@ pub async fn follow(client: &Client, accepted: &Accepted, output: OutputFormat) 
     Ok(exit_for(deployment.status))
 }
 
+/// `vesemir promote confirm|decline ID --server URL`: a confirmed promotion's deployment is
+/// followed to its end, like a retry's.
+pub async fn promote(command: &crate::cli::PromoteCommand) -> Result<Exit, Failure> {
+    use crate::cli::PromoteCommand;
+    let (args, decision) = match command {
+        PromoteCommand::Confirm(args) => (args, "confirm"),
+        PromoteCommand::Decline(args) => (args, "decline"),
+    };
+    let client = Client::new(&args.server.server)?;
+    let source = client.promotion(args.id, decision).await?;
+    let to = source.promotion.as_ref().map_or("the next unit", |p| p.to.as_str());
+    let promoted = source.promotion.as_ref().and_then(|p| p.deployment);
+    match promoted.filter(|_| decision == "confirm") {
+        Some(promoted) => {
+            eprintln!("vesemir: deployment {}: promotion to {to} confirmed", args.id);
+            let started = client.get(promoted).await?;
+            let accepted = Accepted {
+                id: started.id,
+                status: started.status,
+                requested_by: started.requested_by,
+                links: started.links,
+            };
+            follow(&client, &accepted, args.output).await
+        }
+        None => {
+            if args.output == OutputFormat::Json {
+                println!("{}", serde_json::json!({ "deployment": source }));
+            } else {
+                let done = if decision == "confirm" { "confirmed" } else { "declined" };
+                println!("deployment {}: promotion to {to} {done}", args.id);
+            }
+            Ok(Exit::Success)
+        }
+    }
+}
+
 /// `vesemir retry --server URL ID`.
 pub async fn retry_remote(args: &crate::followup::RetryArgs, server: &str) -> Result<Exit, Failure> {
     if !args.sets.iter().all(|s| s.starts_with("variables.")) {
@@ -465,6 +509,17 @@ pub fn describe(d: &Deployment) -> String {
             "  the canary waits for confirmation: `vesemir confirm --server URL {}`\n",
             d.id
         ));
+    }
+    if let Some(promotion) = &d.promotion {
+        let status = serde_json::to_value(promotion.status).ok().and_then(|v| v.as_str().map(str::to_owned));
+        out.push_str(&format!("  promotion to {}: {}", promotion.to, status.unwrap_or_default()));
+        if let Some(promoted) = promotion.deployment {
+            out.push_str(&format!(", deployment {promoted}"));
+        }
+        if promotion.confirm.is_some() {
+            out.push_str(&format!(" (`vesemir promote confirm --server URL {}`, or decline)", d.id));
+        }
+        out.push('\n');
     }
     if let Some(error) = &d.error {
         out.push_str(&format!("  why: {error}\n"));

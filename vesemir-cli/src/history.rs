@@ -218,9 +218,10 @@ pub fn describe(view: &History) -> String {
     }
     let _ = writeln!(text, "{} in {}, newest first:", view.application, view.environment);
     for d in &view.deployments {
-        let link = match (&d.retry_of, &d.rollback_of) {
-            (Some(parent), _) => format!("  (retry of {parent})"),
-            (_, Some(parent)) => format!("  (rollback of {parent})"),
+        let link = match (&d.retry_of, &d.rollback_of, &d.promoted_from) {
+            (Some(parent), _, _) => format!("  (retry of {parent})"),
+            (_, Some(parent), _) => format!("  (rollback of {parent})"),
+            (_, _, Some(parent)) => format!("  (promoted from {parent})"),
             _ => String::new(),
         };
         let _ = writeln!(
@@ -234,6 +235,12 @@ pub fn describe(view: &History) -> String {
         );
         if let Some(error) = &d.error {
             let _ = writeln!(text, "      {error}");
+        }
+        if let Some(promotion) = view.promotions.get(&d.id) {
+            let status = serde_json::to_value(promotion.status).ok();
+            let status = status.as_ref().and_then(|v| v.as_str()).unwrap_or_default();
+            let deployment = promotion.deployment.map(|n| format!(" (deployment {n})")).unwrap_or_default();
+            let _ = writeln!(text, "      promotion to {}: {status}{deployment}", promotion.to);
         }
         for h in d.hosts.iter().filter(|h| h.outcome != Some(HostOutcome::Succeeded)) {
             let outcome = h.outcome.map_or_else(|| "not ended".to_owned(), |o| o.to_string());

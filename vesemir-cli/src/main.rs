@@ -145,6 +145,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Pause(args) => control(args, control_socket::Order::Pause).await,
         Command::Resume(args) => control(args, control_socket::Order::Resume).await,
         Command::Confirm(args) => control(args, control_socket::Order::Confirm).await,
+        Command::Promote { command } => client::promote(command).await,
         Command::Serve { server_config } => serve(&cli, server_config).await,
         Command::Recover(args @ recover::RecoverArgs { server: Some(server), .. }) => {
             recover::recover_remote(args, server).await

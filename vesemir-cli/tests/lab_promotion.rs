@@ -1,7 +1,9 @@
-//! CI to production on the local lab, under steady load: a signed CI hook delivery deploys a
-//! version to `staging` (the lab's first two hosts), whose success promotes it to `production`
-//! (the other four), all through `vesemir serve` over the real adapters (haproxy, sshd, goiardi),
-//! and not one request fails.
+//! CI to production on the local lab, under steady load through both backends' frontends: a
+//! signed CI hook delivery deploys a version to `staging` (the lab's first two hosts, HAProxy
+//! backend `be_lab`), whose success waits for a person's confirmation; `vesemir promote confirm`
+//! deploys it to `production` (the other four, backend `be_lab_2` on the same HAProxy boxes),
+//! all through `vesemir serve` over the real adapters (haproxy, sshd, goiardi), and not one
+//! request fails.
 
 mod common;
 
@@ -12,14 +14,15 @@ use std::time::{Duration, Instant};
 use common::Served;
 use serde_json::Value;
 use vesemir_core::ports::ServerStatus;
-use vesemir_examples::lab::{Lab, LabOptions, LoadOptions, BACKEND, HAPROXY_TAG};
+use vesemir_examples::lab::{Lab, LabOptions, LoadOptions, BACKEND, HAPROXY_TAG, SECOND_BACKEND};
 use vesemir_testkit::process::free_port;
 
 const SECRET: &str = "lab-hook-secret-0123456789abcdef";
 const ADMIN: &str = "lab-admin-demo-token";
 
 /// The lab's generated server configuration with its units replaced by `staging` (the first two
-/// hosts, hook `shop-ci`, promoting to `production`) and `production` (the others).
+/// hosts, behind [`BACKEND`], hook `shop-ci`, promoting to `production` once confirmed) and
+/// `production` (the others, behind [`SECOND_BACKEND`]).
 fn serve(lab: &Lab) -> Served {
     let port = free_port();
     let text = std::fs::read_to_string(lab.server_config_path()).expect("the lab's server config");
@@ -38,11 +41,11 @@ fn serve(lab: &Lab) -> Served {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let unit = |environment: &str, hosts: String, extra: &str| {
+    let unit = |environment: &str, hosts: String, backend: &str, extra: &str| {
         format!(
             "[[units]]\nteam = \"lab\"\napplication = \"shop\"\nenvironment = \"{environment}\"\nplaybooks = [\"lab\"]\n\
              targets = {{ hosts = [{hosts}] }}\n\
-             load_balancer = {{ backend = \"{BACKEND}\", discover = {{ tags = [\"{HAPROXY_TAG}\"], port = {api} }}, drain_timeout = \"10s\" }}\n\
+             load_balancer = {{ backend = \"{backend}\", discover = {{ tags = [\"{HAPROXY_TAG}\"], port = {api} }}, drain_timeout = \"10s\" }}\n\
              strategy = {{ max_concurrency = 1, concurrency = 1 }}\n{extra}\n",
             api = lab.api_port(),
         )
@@ -50,12 +53,13 @@ fn serve(lab: &Lab) -> Served {
     let staging = unit(
         "staging",
         hosts(0..2),
+        BACKEND,
         &format!(
-            "promote_to = \"production\"\npromote_hold = \"1s\"\n[[units.hooks]]\nname = \"shop-ci\"\nsecret_file = \"{}\"\nversion = \"/version\"\n",
+            "promote_to = \"production\"\npromote_confirm = true\n[[units.hooks]]\nname = \"shop-ci\"\nsecret_file = \"{}\"\nversion = \"/version\"\n",
             secret.display()
         ),
     );
-    let production = unit("production", hosts(2..lab.hosts().len()), "");
+    let production = unit("production", hosts(2..lab.hosts().len()), SECOND_BACKEND, "");
     let server_config = lab.dir().join("vesemir-server-promotion.toml");
     std::fs::write(&server_config, format!("{head}{staging}{production}")).expect("server config");
     Served::start(lab.config_path(), lab.dir(), &server_config, port)
@@ -101,10 +105,31 @@ fn ended(served: &Served, environment: &str) -> Value {
     }
 }
 
+/// Runs the `vesemir` binary against the server with the lab's admin token: (exit code, all
+/// output).
+fn vesemir(served: &Served, args: &[&str]) -> (Option<i32>, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .args(args)
+        .env("VESEMIR_SERVER", &served.url)
+        .env("VESEMIR_TOKEN", ADMIN)
+        .env_remove("VESEMIR_CONFIG")
+        .output()
+        .expect("runs vesemir");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code(), text)
+}
+
 #[test]
-fn a_ci_hook_deploys_staging_and_its_success_is_promoted_to_production_without_a_failed_request() {
-    let lab = Lab::start(LabOptions { hosts: 6, ..LabOptions::default() }).expect("the lab starts");
+fn a_ci_hook_deploys_staging_and_a_confirmed_promotion_deploys_production_on_its_own_backend_without_a_failed_request(
+) {
+    let lab = Lab::start(LabOptions { hosts: 6, second_backend: 4, ..LabOptions::default() })
+        .expect("the lab starts");
+    assert!(lab.hosts()[..2].iter().all(|h| h.backend == BACKEND));
+    assert!(lab.hosts()[2..].iter().all(|h| h.backend == SECOND_BACKEND));
     let served = serve(&lab);
+    // Through all four frontends: both boxes, both backends.
+    assert_eq!(lab.frontends().len(), 4);
     let traffic = lab.start_load(LoadOptions {
         rate: 100,
         max_duration: Duration::from_secs(180),
@@ -123,12 +148,28 @@ fn a_ci_hook_deploys_staging_and_its_success_is_promoted_to_production_without_a
     let staging = ended(&served, "staging");
     assert_eq!(staging["status"], "succeeded", "{staging}");
     assert_eq!(staging["requested_by"], "hook:shop-ci", "{staging}");
+    let id = staging["id"].as_i64().expect("an id");
+
+    // The success waits for a person: production untouched, on the old version.
+    let (code, status) = vesemir(&served, &["status", &id.to_string()]);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(status.contains("promotion to shop/production: waiting_confirmation"), "{status}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(deployments(&served, "production").is_empty());
+    for host in &lab.hosts()[2..] {
+        assert_eq!(lab.served_version(&host.name).ok().as_deref(), Some("1.0.0"), "{}", host.name);
+    }
+
+    // Confirmed from the command line: it deploys production and follows it to its end.
+    let (code, confirmed) = vesemir(&served, &["promote", "confirm", &id.to_string()]);
+    assert_eq!(code, Some(0), "{confirmed}");
+    assert!(confirmed.contains("promotion to shop/production confirmed"), "{confirmed}");
     let production = ended(&served, "production");
     std::thread::sleep(Duration::from_millis(500));
     let report = traffic.finish().expect("the load generator reports");
     assert_eq!(production["status"], "succeeded", "{production}");
     assert_eq!(production["version"], "2.0.0", "{production}");
-    assert_eq!(production["requested_by"], "hook:shop-ci", "{production}");
+    assert_eq!(production["requested_by"], "lab-oncall", "{production}");
     let (status, history) = http(
         &served,
         "GET",
@@ -137,7 +178,14 @@ fn a_ci_hook_deploys_staging_and_its_success_is_promoted_to_production_without_a
         "",
     );
     assert_eq!(status, 200, "{history}");
-    assert_eq!(history["deployments"][0]["promoted_from"], staging["id"].to_string(), "{history}");
+    assert_eq!(history["deployments"][0]["promoted_from"], id.to_string(), "{history}");
+    let (code, chain) = vesemir(&served, &["history", "shop", "staging"]);
+    assert_eq!(code, Some(0), "{chain}");
+    let promoted = production["id"].as_i64().expect("an id");
+    assert!(
+        chain.contains(&format!("promotion to shop/production: started (deployment {promoted})")),
+        "{chain}"
+    );
     for host in lab.hosts() {
         assert_eq!(lab.served_version(&host.name).ok().as_deref(), Some("2.0.0"), "{}", host.name);
         let states = lab.lb_status(&host.name).expect("HAProxy answers");
@@ -145,9 +193,12 @@ fn a_ci_hook_deploys_staging_and_its_success_is_promoted_to_production_without_a
     }
     assert_eq!(report.failed, 0, "{report}");
     assert!(report.by_version.get("2.0.0").is_some_and(|n| *n > 0), "{report}");
-    // The same delivery again starts nothing new.
+    // The same delivery again starts nothing new, and the promotion is decided once.
     let (status, again) = http(&served, "POST", "/v1/hooks/shop-ci", &headers, body);
     assert_eq!(status, 200, "{again}");
+    let (code, twice) = vesemir(&served, &["promote", "confirm", &id.to_string()]);
+    assert_ne!(code, Some(0), "{twice}");
+    assert!(twice.contains("is started"), "{twice}");
     assert_eq!(deployments(&served, "staging").len(), 1);
     assert_eq!(deployments(&served, "production").len(), 1);
 }

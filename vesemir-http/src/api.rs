@@ -60,6 +60,8 @@ pub struct App {
     pub hooks: Arc<crate::hooks::Hooks>,
     /// Where each unit's successful versions go next (issue 18).
     pub promotions: Arc<crate::promotion::Promotions>,
+    /// The units' outgoing webhooks (issue 18): a promotion waiting for a person is told here.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl std::fmt::Debug for App {
@@ -549,7 +551,8 @@ pub async fn get_one(
     let id = parse_id(id)?;
     let record = load(&state, &principal, id, Access::Read).await?;
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
+    let mut view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
+    view.promotion = crate::promotion::view(&state, &record).await.map_err(|e| ApiError::store(&e))?;
     Ok(tagged(&headers, &view))
 }
 
@@ -1080,8 +1083,18 @@ pub async fn history(
         .map_err(|e| ApiError::store(&e))?;
     // Another team's deployments are left out, as if they did not exist.
     history.retain(|(record, _)| principal.may_read(&record.team));
+    let mut promotions = std::collections::BTreeMap::new();
+    for (record, _) in history.iter().filter(|(record, _)| record.status == Status::Succeeded) {
+        if let Some(promotion) =
+            crate::promotion::view(&state, record).await.map_err(|e| ApiError::store(&e))?
+        {
+            promotions.insert(record.id.to_string(), promotion);
+        }
+    }
     let records = history.into_iter().map(|(_, r)| r).collect();
-    Ok(Json(crate::wire::History::of(&application, &environment, records).without_server_paths()))
+    let mut view = crate::wire::History::of(&application, &environment, records).without_server_paths();
+    view.promotions = promotions;
+    Ok(Json(view))
 }
 
 /// Deploys the previous version of an application in an environment: the newest one before the
@@ -1205,7 +1218,8 @@ pub async fn resume(
 async fn accepted_view(state: &App, id: i64, record: DeploymentRecord) -> Result<Response, ApiError> {
     let record = state.store.get(id).await.map_err(|e| ApiError::store(&e))?.unwrap_or(record);
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    let view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
+    let mut view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
+    view.promotion = crate::promotion::view(state, &record).await.map_err(|e| ApiError::store(&e))?;
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/deployments/{id}")) {
         response.headers_mut().insert(LOCATION, location);
@@ -1296,4 +1310,103 @@ pub async fn timeout_body(response: Response) -> Response {
 /// Any other path.
 pub async fn fallback() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such path: see /openapi.json")
+}
+
+// ---- Issue 18: promotion by confirmation, and the notification delivery log ----
+
+/// Confirms a deployment's promotion that waits for a person (`promote_confirm`): its version is
+/// deployed to the next unit at once, requested by the caller. When the next unit is busy or
+/// refuses it, nothing starts and the promotion keeps waiting.
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/promotion/confirm", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment whose success waits to be promoted")),
+    responses(
+        (status = 202, description = "Confirmed: `promotion.deployment` is the next unit's deployment", body = Deployment),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
+        (status = 408, description = "The request took longer than the request timeout", body = ErrorBody),
+        (status = 409, description = "No promotion waits (none, decided, superseded or expired), or the next unit is busy (it still waits)", body = ErrorBody),
+        (status = 422, description = "The next unit refuses the version, or its fleet's real state refuses the deployment (it still waits)", body = ErrorBody),
+        (status = 500, description = "The database failed", body = ErrorBody),
+        (status = 503, description = "The server is shutting down: nothing is admitted; retry after `Retry-After` seconds", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn confirm_promotion(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    ApiError::unless_closing(&state)?;
+    let id = parse_id(id)?;
+    let record = load(&state, &principal, id, Access::Order).await?;
+    crate::promotion::confirm(&state, &record, &principal.name).await.map_err(ApiError::decision)?;
+    accepted_view(&state, id, record).await
+}
+
+/// Declines a deployment's promotion that waits for a person: the chain stops there.
+#[utoipa::path(
+    post, path = "/v1/deployments/{id}/promotion/decline", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment whose success waits to be promoted")),
+    responses(
+        (status = 202, description = "Declined", body = Deployment),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 403, description = "A deployment the token may only read (no deploy role)", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
+        (status = 408, description = "The request took longer than the request timeout", body = ErrorBody),
+        (status = 409, description = "No promotion waits (none, decided, superseded or expired)", body = ErrorBody),
+        (status = 500, description = "The database failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn decline_promotion(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    let record = load(&state, &principal, id, Access::Order).await?;
+    crate::promotion::decline(&state, &record, &principal.name).await.map_err(ApiError::decision)?;
+    accepted_view(&state, id, record).await
+}
+
+/// The delivery log of a deployment's notifications (`[[units.notify]]`): every attempt, in
+/// order, with the target's name (never its URL or secret), the event, the try, and the
+/// receiver's status or what went wrong.
+#[utoipa::path(
+    get, path = "/v1/deployments/{id}/notifications", tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment's id")),
+    responses(
+        (status = 200, description = "Every delivery attempt, in the order made", body = crate::wire::NotificationLog),
+        (status = 401, description = "No token, or an unknown one", body = ErrorBody),
+        (status = 404, description = "No such deployment, or another team's (as if it did not exist)", body = ErrorBody),
+        (status = 408, description = "The request took longer than the request timeout", body = ErrorBody),
+        (status = 500, description = "The database failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn notifications(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<crate::wire::NotificationLog>, ApiError> {
+    let id = parse_id(id)?;
+    load(&state, &principal, id, Access::Read).await?;
+    let attempts = state.store.notifications(id).await.map_err(|e| ApiError::store(&e))?;
+    Ok(Json(crate::wire::NotificationLog::of(id, &attempts)))
+}
+
+impl ApiError {
+    /// The answer to a promotion that could not be confirmed or declined.
+    fn decision(error: crate::promotion::DecisionError) -> Self {
+        use crate::promotion::DecisionError;
+        match &error {
+            DecisionError::NoneWaiting(_) | DecisionError::NotWaiting { .. } | DecisionError::Busy(_) => {
+                Self::new(StatusCode::CONFLICT, error.to_string())
+            }
+            DecisionError::Refused(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string()),
+            DecisionError::Store(e) => Self::store(e),
+        }
+    }
 }

@@ -83,6 +83,14 @@ pub struct UnitConfig {
     /// How long to wait after the success before promoting.
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub promote_hold: Option<std::time::Duration>,
+    /// Whether the promotion waits for a person of the team to confirm it (`vesemir promote
+    /// confirm`, the API, the web page) instead of starting by itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote_confirm: bool,
+    /// How long a promotion waits for that confirmation before it expires (default 7 days, the
+    /// most).
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub promote_confirm_within: Option<std::time::Duration>,
     /// Outgoing webhooks told when its deployments start, wait, pause and end
     /// ([`crate::notify`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

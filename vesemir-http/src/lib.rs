@@ -193,7 +193,8 @@ impl Server {
                 .with_health_probe(factory.health_probe())
                 .with_checks_while_out(config.driver.checks_while_out),
         );
-        runner.set_on_admitted(Arc::new(move |id, events| notifier.watch(id, events)));
+        let watcher = notifier.clone();
+        runner.set_on_admitted(Arc::new(move |id, events| watcher.watch(id, events)));
         let lease = store.lease();
         metrics.instance(store.instance().as_str());
         tokio::spawn(retention::keep(Arc::downgrade(&store), config.limits.event_retention, metrics.clone()));
@@ -214,6 +215,7 @@ impl Server {
             streams: Arc::new(limits::EventStreams::new(metrics.clone())),
             hooks,
             promotions: Arc::new(promotion::Promotions::from_units(&config.units)),
+            notifier,
         });
         // on_failure = "rollback": once a deployment has ended, its follow-up (if any) is
         // submitted like any other deployment.

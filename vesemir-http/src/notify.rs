@@ -1,7 +1,10 @@
 //! Notifications: outgoing webhooks per unit when a deployment starts, waits for confirmation,
 //! is paused, succeeds, fails or is cancelled. JSON (or a Slack-compatible `{ "text" }`),
 //! signed with HMAC-SHA256 when the target has a secret, retried with backoff, every attempt
-//! recorded in the store ([`Store::record_notification`]).
+//! recorded in the store ([`Store::record_notification`]) and listed by `GET
+//! /v1/deployments/{id}/notifications` (target names, never URLs). A promotion that waits for a
+//! person ([`crate::promotion`]) is `waiting_for_confirmation` too, told to the targets of both
+//! units with a `promotion` member ([`Notifier::promotion_waiting`]).
 //!
 //! ```toml
 //! [[units.notify]]
@@ -33,6 +36,7 @@ use vesemir_core::Backoff;
 
 use crate::catalog::UnitConfig;
 use crate::clock::now_ms;
+use crate::promotion::UnitKey;
 use crate::runner::LiveEvents;
 use crate::store::{NotificationAttempt, Status, Store};
 
@@ -187,13 +191,12 @@ struct Target {
 /// One notification to deliver.
 struct Job {
     deployment: i64,
+    /// `X-Vesemir-Delivery`: unique per deployment and notification.
+    delivery: String,
     event: NotifyEvent,
     target: Arc<Target>,
     body: String,
 }
-
-/// The unit key: (team, application, environment).
-type UnitKey = (String, String, String);
 
 /// The units' notification targets and the delivery queue.
 pub struct Notifier {
@@ -291,10 +294,36 @@ impl Notifier {
     }
 
     async fn enqueue(&self, targets: &[Arc<Target>], id: i64, event: NotifyEvent) {
+        self.enqueue_about(targets, id, event, None).await;
+    }
+
+    /// Tells the targets of deployment `id`'s unit (`unit`) and of the next unit (`to`) that its
+    /// promotion waits for a person's confirmation: event `waiting_for_confirmation`, with a
+    /// `promotion` member (JSON) or sentence (Slack) naming the next unit and how to confirm.
+    pub async fn promotion_waiting(&self, id: i64, unit: &UnitKey, to: &UnitKey) {
+        let targets: Vec<Arc<Target>> =
+            [unit, to].into_iter().filter_map(|key| self.targets.get(key)).flatten().cloned().collect();
+        let next = format!("{}/{}", to.1, to.2);
+        self.enqueue_about(&targets, id, NotifyEvent::WaitingForConfirmation, Some(&next)).await;
+    }
+
+    /// Queues `event` about deployment `id` for each of `targets` that wants it; `promotion`
+    /// names the next unit when the event is about a promotion.
+    async fn enqueue_about(
+        &self,
+        targets: &[Arc<Target>],
+        id: i64,
+        event: NotifyEvent,
+        promotion: Option<&str>,
+    ) {
         let Ok(Some(record)) = self.store.get(id).await else { return };
+        let delivery = match promotion {
+            Some(_) => format!("{id}-promotion-{}", event.as_str()),
+            None => format!("{id}-{}", event.as_str()),
+        };
         for target in targets.iter().filter(|t| t.config.events.contains(&event)) {
-            let body = body(target.config.format, event, &record);
-            let job = Job { deployment: id, event, target: target.clone(), body };
+            let body = body(target.config.format, event, &record, promotion);
+            let job = Job { deployment: id, delivery: delivery.clone(), event, target: target.clone(), body };
             if self.queue.try_send(job).is_err() {
                 tracing::warn!(deployment = id, target = %target.config.name, event = event.as_str(), "the notification queue is full: notification dropped");
             }
@@ -302,25 +331,27 @@ impl Notifier {
     }
 }
 
-/// The body of `event` about `record`, in `format`.
-fn body(format: NotifyFormat, event: NotifyEvent, record: &crate::store::DeploymentRecord) -> String {
+/// The body of `event` about `record`, in `format`; `promotion` names the next unit of a
+/// promotion that waits for a person.
+fn body(
+    format: NotifyFormat,
+    event: NotifyEvent,
+    record: &crate::store::DeploymentRecord,
+    promotion: Option<&str>,
+) -> String {
     match format {
-        NotifyFormat::Json => serde_json::json!({
-            "event": event.as_str(),
-            "deployment": {
-                "id": record.id,
-                "team": record.team,
-                "application": record.application,
-                "environment": record.environment,
-                "version": record.version,
-                "status": record.status,
-                "requested_by": record.requested_by,
-                "error": record.error,
-            },
-            "at_ms": now_ms(),
-            "link": format!("/v1/deployments/{}", record.id),
-        })
-        .to_string(),
+        NotifyFormat::Json => {
+            let mut body = json_body(event, record);
+            if let Some(to) = promotion {
+                body["promotion"] = serde_json::json!({
+                    "to": to,
+                    "status": "waiting_confirmation",
+                    "confirm": format!("/v1/deployments/{}/promotion/confirm", record.id),
+                    "decline": format!("/v1/deployments/{}/promotion/decline", record.id),
+                });
+            }
+            body.to_string()
+        }
         NotifyFormat::Slack => {
             let what = event.as_str().replace('_', " ");
             let mut text = format!(
@@ -335,9 +366,34 @@ fn body(format: NotifyFormat, event: NotifyEvent, record: &crate::store::Deploym
             if let (NotifyEvent::Failed, Some(error)) = (event, &record.error) {
                 text.push_str(&format!(": {error}"));
             }
+            if let Some(to) = promotion {
+                text = format!(
+                    "{} {} to {} (team {}) succeeded, deployment {}: its promotion to {to} is {what} (`vesemir promote confirm {}`)",
+                    record.application, record.version, record.environment, record.team, record.id, record.id
+                );
+            }
             serde_json::json!({ "text": text }).to_string()
         }
     }
+}
+
+/// The JSON body of `event` about `record`.
+fn json_body(event: NotifyEvent, record: &crate::store::DeploymentRecord) -> serde_json::Value {
+    serde_json::json!({
+        "event": event.as_str(),
+        "deployment": {
+            "id": record.id,
+            "team": record.team,
+            "application": record.application,
+            "environment": record.environment,
+            "version": record.version,
+            "status": record.status,
+            "requested_by": record.requested_by,
+            "error": record.error,
+        },
+        "at_ms": now_ms(),
+        "link": format!("/v1/deployments/{}", record.id),
+    })
 }
 
 /// Delivers queued notifications, each in its own task, at most [`MAX_IN_FLIGHT`] at once, one
@@ -381,7 +437,7 @@ async fn deliver(client: &reqwest::Client, store: &dyn Store, job: Job) {
             .post(&config.url)
             .header("content-type", "application/json")
             .header("x-vesemir-event", job.event.as_str())
-            .header("x-vesemir-delivery", format!("{}-{}", job.deployment, job.event.as_str()))
+            .header("x-vesemir-delivery", &job.delivery)
             .body(job.body.clone());
         if let Some(secret) = &job.target.secret {
             request = request.header("x-vesemir-signature", crate::hooks::sign(secret, job.body.as_bytes()));

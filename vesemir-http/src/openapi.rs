@@ -33,7 +33,9 @@ use crate::wire::{
     ),
     components(schemas(
         Accepted, Deployment, DeploymentList, ErrorBody, Health, HostResult, Links, Problem, Timings, Totals,
-        UnitRequest, UnitStrategy, crate::store::Status, RecoveryReport, RecoveryResult, ServerRecoveryResult
+        UnitRequest, UnitStrategy, crate::store::Status, RecoveryReport, RecoveryResult, ServerRecoveryResult,
+        crate::wire::Promotion, crate::store::PromotionStatus, crate::wire::NotificationLog,
+        crate::wire::NotificationDelivery
     )),
     modifiers(&Bearer)
 )]

@@ -209,6 +209,10 @@ pub struct Deployment {
     pub hosts: Vec<HostResult>,
     /// Where to read, follow and cancel it.
     pub links: Links,
+    /// Its promotion to the next unit (`promote_to`), once it has one: in a single
+    /// deployment's answer, not in lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
 }
 
 /// A page of deployments, newest first.
@@ -297,7 +301,8 @@ pub struct Health {
     pub status: String,
 }
 
-fn rfc3339(ms: i64) -> String {
+/// Unix milliseconds as RFC 3339 (UTC, milliseconds).
+pub(crate) fn rfc3339(ms: i64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(at).to_string()
 }
@@ -345,6 +350,7 @@ impl Deployment {
             },
             hosts: hosts.iter().map(HostResult::from_record).collect(),
             links: Links::of(d.id).with_follow_ups(d, hosts),
+            promotion: None,
         }
     }
 
@@ -561,6 +567,10 @@ pub struct History {
     /// Each host's last successful version: `{ "web-01": { "version": "2.0.0", "deployment": "12" } }`.
     #[schema(value_type = Object)]
     pub hosts: BTreeMap<String, vesemir_core::history::HostVersion>,
+    /// The promotions of its deployments to the next unit, by deployment id (issue 18): where
+    /// each stands (`waiting_confirmation`, `started`...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub promotions: BTreeMap<String, Promotion>,
 }
 
 impl History {
@@ -574,7 +584,13 @@ impl History {
             .into_iter()
             .map(|(h, v)| (h.to_string(), v))
             .collect();
-        Self { application: application.into(), environment: environment.into(), deployments: records, hosts }
+        Self {
+            application: application.into(),
+            environment: environment.into(),
+            deployments: records,
+            hosts,
+            promotions: BTreeMap::new(),
+        }
     }
 
     /// The history as API callers see it: deployments' and hosts' errors without server file
@@ -649,4 +665,86 @@ pub struct StreamEvent {
     pub event: String,
     /// The event as JSON (its `type`, `seq`, `elapsed` and the type's own fields).
     pub data: String,
+}
+
+// ---- Issue 18: promotion by confirmation and the notification delivery log (own block) ----
+
+/// Where a deployment's promotion to the next unit stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Promotion {
+    /// The next unit: `APPLICATION/ENVIRONMENT`.
+    pub to: String,
+    /// `waiting_confirmation` (a person of the team may confirm or decline it), `confirmed`
+    /// (its deployment is being started), `started`, `declined`, `expired` or `superseded`
+    /// (a newer success of the unit waits in its place).
+    pub status: crate::store::PromotionStatus,
+    /// The deployment of the next unit it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<i64>,
+    /// While it waits: until when it may be confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Who confirmed or declined it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// When it was confirmed, declined, superseded or found expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    /// While it waits: where to POST to confirm it (its deployment starts at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
+    /// While it waits: where to POST to decline it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decline: Option<String>,
+}
+
+/// One attempt to deliver a notification about a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationDelivery {
+    /// The target's name in its unit's `notify` list (its URL and secret are never shown).
+    pub target: String,
+    /// The event: `started`, `waiting_for_confirmation`, `paused`, `succeeded`, `failed`,
+    /// `cancelled`.
+    pub event: String,
+    /// Which try, from 1.
+    pub attempt: i64,
+    /// Whether the receiver answered 2xx.
+    pub delivered: bool,
+    /// The receiver's HTTP status, when it answered.
+    pub http_status: Option<i64>,
+    /// What went wrong, when it was not delivered.
+    pub error: Option<String>,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+}
+
+/// Answer to `GET /v1/deployments/{id}/notifications`: the delivery log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationLog {
+    /// The deployment.
+    pub id: i64,
+    /// Every attempt, in the order made.
+    pub deliveries: Vec<NotificationDelivery>,
+}
+
+impl NotificationLog {
+    /// The wire form of deployment `id`'s stored attempts.
+    pub fn of(id: i64, attempts: &[crate::store::NotificationAttempt]) -> Self {
+        let deliveries = attempts
+            .iter()
+            .map(|a| NotificationDelivery {
+                target: a.target.clone(),
+                event: a.event.clone(),
+                attempt: a.attempt,
+                delivered: a.delivered,
+                http_status: a.http_status,
+                error: a.error.as_deref().map(crate::server_paths::hidden),
+                at: rfc3339(a.at_ms),
+            })
+            .collect();
+        Self { id, deliveries }
+    }
 }

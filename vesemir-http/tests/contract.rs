@@ -242,6 +242,28 @@ impl Store for Switch {
     ) -> Result<Vec<vesemir_http::store::NotificationAttempt>, StoreError> {
         self.inner.notifications(id).await
     }
+    async fn record_promotion_wait(
+        &self,
+        wait: &vesemir_http::store::PromotionWait,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_promotion_wait(wait).await
+    }
+    async fn promotion_wait(
+        &self,
+        id: i64,
+    ) -> Result<Option<vesemir_http::store::PromotionWait>, StoreError> {
+        self.inner.promotion_wait(id).await
+    }
+    async fn set_promotion_status(
+        &self,
+        id: i64,
+        from: vesemir_http::store::PromotionStatus,
+        to: vesemir_http::store::PromotionStatus,
+        by: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_promotion_status(id, from, to, by, at_ms).await
+    }
 }
 
 /// One call of the table: the operation, the status it must answer, and how to call it.
@@ -339,6 +361,11 @@ const ORDERS: [&str; 4] = [
     "/v1/deployments/{id}/resume",
 ];
 
+/// Promotion by confirmation, and the delivery log of notifications.
+const CONFIRM_PROMOTION: &str = "/v1/deployments/{id}/promotion/confirm";
+const DECLINE_PROMOTION: &str = "/v1/deployments/{id}/promotion/decline";
+const NOTIFICATIONS: &str = "/v1/deployments/{id}/notifications";
+
 /// The CI hook route.
 const HOOK: &str = "/v1/hooks/{name}";
 /// The secret of the test's hooks.
@@ -423,6 +450,9 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         (post.clone(), "/v1/deployments/{id}/recover"),
         (post.clone(), "/v1/deployments/{id}/restore"),
         (post.clone(), "/v1/deployments/{id}/retry"),
+        (post.clone(), CONFIRM_PROMOTION),
+        (post.clone(), DECLINE_PROMOTION),
+        (get.clone(), NOTIFICATIONS),
     ]
     .into_iter()
     .chain(ORDERS.map(|path| (post.clone(), path)));
@@ -481,7 +511,24 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         }
     }
     cases.extend(ORDERS.map(|path| case(post.clone(), path, 409, Some(ADMIN), id)));
+    // No promotion waits for the failed deployment.
+    cases.push(case(post.clone(), CONFIRM_PROMOTION, 409, Some(ADMIN), id));
+    cases.push(case(post.clone(), DECLINE_PROMOTION, 409, Some(ADMIN), id));
     run(&router, &cases, &mut answered).await;
+    // A promotion waiting to go to a unit the catalog does not have: confirming it is refused
+    // (and it still waits).
+    let wait = vesemir_http::store::PromotionWait {
+        deployment_id: id,
+        to_application: "nowhere".into(),
+        to_environment: "production".into(),
+        status: vesemir_http::store::PromotionStatus::WaitingConfirmation,
+        created_ms: 0,
+        expires_ms: i64::MAX,
+        decided_by: None,
+        decided_ms: None,
+    };
+    assert!(store.inner.record_promotion_wait(&wait).await.expect("records"));
+    run(&router, &[case(post.clone(), CONFIRM_PROMOTION, 422, Some(ADMIN), id)], &mut answered).await;
 
     // 409 and 429 on creation: one deployment runs (slowly), one waits, the queue holds one.
     let busy = Fleet::new(1);
@@ -557,6 +604,7 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         case(post.clone(), "/v1/deployments/{id}/restore", 503, Some(PAYMENTS), id),
         case(post.clone(), "/v1/deployments/{id}/retry", 503, Some(PAYMENTS), id),
         case(post.clone(), ROLLBACK, 503, Some(PAYMENTS), id).at(broken_rollback),
+        case(post.clone(), CONFIRM_PROMOTION, 503, Some(PAYMENTS), id),
     ];
     run(&stopping.router, &cases, &mut answered).await;
 
@@ -594,6 +642,9 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         case(get.clone(), HISTORY, 408, Some(ADMIN), id)
             .at("/v1/applications/shop/environments/production/history"),
         case(post.clone(), ROLLBACK, 408, Some(ADMIN), id).at(broken_rollback),
+        case(post.clone(), CONFIRM_PROMOTION, 408, Some(ADMIN), id),
+        case(post.clone(), DECLINE_PROMOTION, 408, Some(ADMIN), id),
+        case(get.clone(), NOTIFICATIONS, 408, Some(ADMIN), id),
     ];
     cases.extend(ORDERS.map(|path| case(post.clone(), path, 408, Some(ADMIN), id)));
     cases.push(hook_case("shop-ci", 408, r#"{"version": "1.0.2"}"#, "s-1"));
@@ -627,6 +678,9 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         case(get.clone(), HISTORY, 500, Some(ADMIN), id)
             .at("/v1/applications/shop/environments/production/history"),
         case(post.clone(), ROLLBACK, 500, Some(ADMIN), id).at(broken_rollback),
+        case(post.clone(), CONFIRM_PROMOTION, 500, Some(ADMIN), id),
+        case(post.clone(), DECLINE_PROMOTION, 500, Some(ADMIN), id),
+        case(get.clone(), NOTIFICATIONS, 500, Some(ADMIN), id),
     ];
     cases.extend(ORDERS.map(|path| case(post.clone(), path, 500, Some(ADMIN), id)));
     cases.push(hook_case("shop-ci", 500, r#"{"version": "1.0.3"}"#, "f-1"));

@@ -168,6 +168,97 @@ async fn receivers_get_signed_notifications_and_a_dead_or_hanging_one_slows_noth
         assert!(Instant::now() < deadline, "the delivery log never had every attempt: {log:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The delivery log through the API: the dead receiver's three attempts per event, by name
+    // only; another team's deployment is not found.
+    let path = format!("/v1/deployments/{id}/notifications");
+    let log = t.get(PAYMENTS, &path).await;
+    assert_eq!(log.status, axum::http::StatusCode::OK, "{}", log.text);
+    assert_eq!(log.json["id"], id);
+    let deliveries = log.json["deliveries"].as_array().expect("deliveries");
+    let dead: Vec<(String, i64)> = deliveries
+        .iter()
+        .filter(|d| d["target"] == "down")
+        .map(|d| (d["event"].as_str().unwrap_or("").to_owned(), d["attempt"].as_i64().unwrap_or(0)))
+        .collect();
+    let expected: Vec<(String, i64)> =
+        ["started", "succeeded"].iter().flat_map(|e| (1..=3).map(move |n| ((*e).to_owned(), n))).collect();
+    assert_eq!(dead, expected, "{}", log.text);
+    for d in deliveries.iter().filter(|d| d["target"] == "down") {
+        assert_eq!(d["delivered"], false, "{d}");
+        assert!(
+            d["http_status"].is_null() && d["error"].as_str().is_some_and(|e| e.contains("connect")),
+            "{d}"
+        );
+        assert!(d["at"].as_str().is_some_and(|a| a.ends_with('Z')), "{d}");
+    }
+    assert!(deliveries
+        .iter()
+        .any(|d| d["target"] == "ci" && d["delivered"] == true && d["http_status"] == 200));
+    for hidden in [SECRET, "127.0.0.1", "/hook", "http://"] {
+        assert!(!log.text.contains(hidden), "the log shows {hidden}: {}", log.text);
+    }
+    let other = t.get(SEARCH, &path).await;
+    assert_eq!(other.status, axum::http::StatusCode::NOT_FOUND, "{}", other.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_waiting_for_confirmation_is_notified_to_both_units() {
+    let (staging_port, staging_seen) = receiver(false).await;
+    let (production_port, production_seen) = receiver(false).await;
+    let t = TestServer::start_with(Fleet::new(1), move |config| {
+        for unit in &mut config.units {
+            match (unit.application.as_str(), unit.environment.as_str()) {
+                ("shop", "staging") => {
+                    unit.promote_to = Some("production".into());
+                    unit.promote_confirm = true;
+                    let mut chat = target("chat", staging_port, None, 1);
+                    chat.events = vec![vesemir_http::notify::NotifyEvent::WaitingForConfirmation];
+                    unit.notify = vec![chat];
+                }
+                ("shop", "production") => {
+                    let mut chat = target("prod-chat", production_port, None, 1);
+                    chat.format = vesemir_http::notify::NotifyFormat::Slack;
+                    chat.events = vec![vesemir_http::notify::NotifyEvent::WaitingForConfirmation];
+                    unit.notify = vec![chat];
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    let id = id_of(&t.post(PAYMENTS, &t.fleet.body("shop", "staging", "payments")).await);
+    let done = t.wait_finished(id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while staging_seen.lock().expect("lock").is_empty() || production_seen.lock().expect("lock").is_empty() {
+        assert!(Instant::now() < deadline, "the waiting promotion was not notified to both units");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = staging_seen.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (head, body) = &got[0];
+    assert!(head.contains(&format!("x-vesemir-delivery: {id}-promotion-waiting_for_confirmation")), "{head}");
+    let body: Value = serde_json::from_str(body).expect("json");
+    assert_eq!(body["event"], "waiting_for_confirmation", "{body}");
+    assert_eq!(body["deployment"]["status"], "succeeded", "{body}");
+    assert_eq!(body["promotion"]["to"], "shop/production", "{body}");
+    assert_eq!(body["promotion"]["confirm"], format!("/v1/deployments/{id}/promotion/confirm"), "{body}");
+    let slack = production_seen.lock().expect("lock").clone();
+    let text: Value = serde_json::from_str(&slack[0].1).expect("json");
+    assert!(
+        text["text"].as_str().is_some_and(|t| t.contains("promotion to shop/production")
+            && t.contains(&format!("vesemir promote confirm {id}"))),
+        "{text}"
+    );
+    let log = t.get(PAYMENTS, &format!("/v1/deployments/{id}/notifications")).await;
+    let events: Vec<&str> = log.json["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .filter_map(|d| d["event"].as_str())
+        .collect();
+    assert_eq!(events, ["waiting_for_confirmation", "waiting_for_confirmation"], "{}", log.text);
 }
 
 #[test]

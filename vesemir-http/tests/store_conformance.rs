@@ -613,6 +613,52 @@ async fn source_states_are_shared_and_replaced(db: &dyn Database) {
     assert_eq!(a.source_state("lab/shop/staging").await.unwrap(), None);
 }
 
+async fn promotions_wait_for_a_person_once_and_newer_ones_supersede(db: &dyn Database) {
+    use vesemir_http::store::{PromotionStatus, PromotionWait};
+    let store = db.open("a", LONG).await;
+    let wait = |id: i64| PromotionWait {
+        deployment_id: id,
+        to_application: "shop".into(),
+        to_environment: "production".into(),
+        status: PromotionStatus::WaitingConfirmation,
+        created_ms: 1_700_000_000_000 + id,
+        expires_ms: 1_700_000_100_000,
+        decided_by: None,
+        decided_ms: None,
+    };
+    let first = inserted(&*store, &new("shop", "staging", None)).await;
+    store.finish(first, &finish(Status::Succeeded)).await.unwrap();
+    let elsewhere = inserted(&*store, &new("till", "staging", None)).await;
+    store.finish(elsewhere, &finish(Status::Succeeded)).await.unwrap();
+    assert_eq!(store.promotion_wait(first).await.unwrap(), None);
+    assert!(store.record_promotion_wait(&wait(first)).await.unwrap());
+    assert!(store.record_promotion_wait(&wait(elsewhere)).await.unwrap());
+    assert!(!store.record_promotion_wait(&wait(first)).await.unwrap(), "recorded once");
+    let other = db.open("b", LONG).await;
+    assert_eq!(other.promotion_wait(first).await.unwrap(), Some(wait(first)));
+    // A newer success of shop/staging waits in its place; till's is another unit's.
+    let second = inserted(&*store, &new("shop", "staging", None)).await;
+    store.finish(second, &finish(Status::Succeeded)).await.unwrap();
+    assert!(other.record_promotion_wait(&wait(second)).await.unwrap());
+    let superseded = store.promotion_wait(first).await.unwrap().unwrap();
+    assert_eq!(superseded.status, PromotionStatus::Superseded);
+    assert_eq!(superseded.decided_ms, Some(wait(second).created_ms));
+    let till = store.promotion_wait(elsewhere).await.unwrap().unwrap();
+    assert_eq!(till.status, PromotionStatus::WaitingConfirmation);
+    assert_eq!(till.status_at(till.expires_ms + 1), PromotionStatus::Expired);
+    // One decision wins, on any instance.
+    let (w, c) = (PromotionStatus::WaitingConfirmation, PromotionStatus::Confirmed);
+    assert!(store.set_promotion_status(second, w, c, Some("alice"), 5).await.unwrap());
+    assert!(!other.set_promotion_status(second, w, PromotionStatus::Declined, Some("bob"), 6).await.unwrap());
+    assert!(other.set_promotion_status(second, c, PromotionStatus::Started, None, 7).await.unwrap());
+    let started = other.promotion_wait(second).await.unwrap().unwrap();
+    assert_eq!(
+        (started.status, started.decided_by.as_deref(), started.decided_ms),
+        (PromotionStatus::Started, Some("alice"), Some(7))
+    );
+    assert!(!store.set_promotion_status(first, w, c, Some("alice"), 8).await.unwrap(), "superseded");
+}
+
 /// Runs every check, each on a fresh database.
 async fn run_all(engine: &dyn Engine) {
     deployments_are_stored_read_and_listed(&*engine.fresh().await).await;
@@ -630,6 +676,7 @@ async fn run_all(engine: &dyn Engine) {
     promotions_link_deployments(&*engine.fresh().await).await;
     notification_attempts_are_logged_in_order(&*engine.fresh().await).await;
     source_states_are_shared_and_replaced(&*engine.fresh().await).await;
+    promotions_wait_for_a_person_once_and_newer_ones_supersede(&*engine.fresh().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,7 +709,7 @@ async fn postgres_refuses_a_newer_schema_and_migrates_once_when_instances_start_
         sqlx::PgPool::connect(&cluster.url(url.to_string().rsplit('/').next().unwrap())).await.unwrap();
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&pool).await.unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7], "each applied once");
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8], "each applied once");
     sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES (99, 0)")
         .execute(&pool)
         .await

@@ -679,3 +679,60 @@ async fn pause_resume_and_cancel_which_asks_first() {
     let view = get(&web, &alice, &format!("/deployments/{id}/view.json")).await;
     assert!(view.text.contains("\"status\":\"cancelled\""), "{}", view.text);
 }
+
+/// Issue 18: a web page over a catalog whose shop/staging promotes to shop/production once a
+/// person confirms it.
+async fn start_promoting() -> Web {
+    let slapd = tokio::task::spawn_blocking(|| Slapd::start(&people())).await.expect("starts");
+    let secret = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(secret.path(), format!("{}\n", Slapd::SERVICE_PASSWORD)).expect("writes");
+    let ldap = ldap_section(&slapd, secret.path(), "");
+    let server = TestServer::start_with(Fleet::new(3), move |config| {
+        config.ldap = Some(ldap);
+        for unit in &mut config.units {
+            if unit.application == "shop" && unit.environment == "staging" {
+                unit.promote_to = Some("production".into());
+                unit.promote_confirm = true;
+            }
+        }
+    })
+    .await;
+    Web { slapd, server }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_promotion_is_confirmed_from_the_deployment_page_with_the_token() {
+    let web = start_promoting().await;
+    let alice = person(&web, "alice", "alice-pw").await;
+    let fields = "team=payments&application=shop&environment=staging&version=2.0.0&var.channel=stable&concurrency=1&key=k3";
+    let id = deployment_of(&post(&web, &alice, "/start", &format!("{fields}&action=deploy")).await);
+    web.server
+        .wait_for(id, "a waiting promotion", |d| d["promotion"]["status"] == "waiting_confirmation")
+        .await;
+    let page = get(&web, &alice, &format!("/deployments/{id}")).await;
+    assert!(page.text.contains(&format!("action=\"/deployments/{id}/promotion-confirm\"")), "{}", page.text);
+    assert!(page.text.contains("Promote to shop/production"), "{}", page.text);
+    assert!(page.text.contains(&format!("href=\"/deployments/{id}/promotion-decline\"")), "{}", page.text);
+    let forged = send(
+        &web,
+        Method::POST,
+        &format!("/deployments/{id}/promotion-confirm"),
+        Some(&alice.id),
+        Some(""),
+        HERE,
+        PEER,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let confirmed = post(&web, &alice, &format!("/deployments/{id}/promotion-confirm"), "").await;
+    let promoted = deployment_of(&confirmed);
+    assert_ne!(promoted, id, "the page goes to the promoted deployment");
+    let done = web.server.wait_finished(promoted).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        (done["environment"].clone(), done["requested_by"].clone()),
+        (serde_json::json!("production"), serde_json::json!("alice"))
+    );
+    let page = get(&web, &alice, &format!("/deployments/{id}")).await;
+    assert!(!page.text.contains("promotion-confirm"), "{}", page.text);
+}

@@ -15,6 +15,10 @@ use super::error::{Context, LabError, LabResult};
 
 /// The tag of the lab's hosts.
 pub const WEB_TAG: &str = "lab-web";
+
+/// The tag of the hosts of the lab's second backend, when it has one
+/// (`LabOptions::second_backend`): a search for [`WEB_TAG`] does not find them.
+pub const SECOND_WEB_TAG: &str = "lab-web-2";
 /// The tag of the lab's HAProxy boxes.
 pub const HAPROXY_TAG: &str = "lab-haproxy";
 /// The Chef environment of every lab node (and the deployments' `environment`).

@@ -561,6 +561,114 @@ pub struct SourceState {
     pub error: Option<String>,
 }
 
+// ---- Issue 18: promotion by confirmation (own block, for merges) ----
+
+/// Where a promotion that waits for a person (`promote_confirm`) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionStatus {
+    /// The source deployment succeeded on every host; the next unit waits for a person.
+    WaitingConfirmation,
+    /// A person confirmed it and its deployment is being started (a server killed at that
+    /// moment leaves it here).
+    Confirmed,
+    /// Its deployment of the next unit was started (`promoted_to`).
+    Started,
+    /// A person declined it: the chain stops here.
+    Declined,
+    /// No one confirmed it in time.
+    Expired,
+    /// A newer success of the same unit waits in its place.
+    Superseded,
+}
+
+impl PromotionStatus {
+    /// Every status.
+    pub const ALL: [PromotionStatus; 6] = [
+        PromotionStatus::WaitingConfirmation,
+        PromotionStatus::Confirmed,
+        PromotionStatus::Started,
+        PromotionStatus::Declined,
+        PromotionStatus::Expired,
+        PromotionStatus::Superseded,
+    ];
+
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromotionStatus::WaitingConfirmation => "waiting_confirmation",
+            PromotionStatus::Confirmed => "confirmed",
+            PromotionStatus::Started => "started",
+            PromotionStatus::Declined => "declined",
+            PromotionStatus::Expired => "expired",
+            PromotionStatus::Superseded => "superseded",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A deployment's promotion that waits, or waited, for a person's confirmation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionWait {
+    /// The deployment whose success is to be promoted.
+    pub deployment_id: i64,
+    /// The next unit's application.
+    pub to_application: String,
+    /// The next unit's environment.
+    pub to_environment: String,
+    /// Where it stands (as stored: a `waiting_confirmation` past `expires_ms` has expired).
+    pub status: PromotionStatus,
+    /// When it began to wait, Unix ms.
+    pub created_ms: i64,
+    /// Until when a person may confirm it, Unix ms.
+    pub expires_ms: i64,
+    /// Who confirmed or declined it.
+    pub decided_by: Option<String>,
+    /// When it was confirmed, declined, superseded or found expired, Unix ms.
+    pub decided_ms: Option<i64>,
+}
+
+impl PromotionWait {
+    /// Its status at `now_ms`: a waiting one past its deadline has expired.
+    pub fn status_at(&self, now_ms: i64) -> PromotionStatus {
+        match self.status {
+            PromotionStatus::WaitingConfirmation if now_ms > self.expires_ms => PromotionStatus::Expired,
+            status => status,
+        }
+    }
+}
+
+/// A promotion wait from its columns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn promotion_wait_from_columns(
+    deployment_id: i64,
+    to_application: String,
+    to_environment: String,
+    status: &str,
+    created_ms: i64,
+    expires_ms: i64,
+    decided_by: Option<String>,
+    decided_ms: Option<i64>,
+) -> Result<PromotionWait, StoreError> {
+    let status = PromotionStatus::parse(status).ok_or_else(|| {
+        StoreError::new("reading a promotion", format!("unknown promotion status {status:?}"))
+    })?;
+    Ok(PromotionWait {
+        deployment_id,
+        to_application,
+        to_environment,
+        status,
+        created_ms,
+        expires_ms,
+        decided_by,
+        decided_ms,
+    })
+}
+
 /// Where deployments, host results and events are kept.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -779,6 +887,34 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn set_source_state(&self, state: &SourceState) -> Result<(), StoreError> {
         let _ = state;
         Err(StoreError::new("recording a source's state", "this store keeps no sources"))
+    }
+
+    // ---- Issue 18: promotion by confirmation (stores without it refuse) ----
+
+    /// Records that deployment `wait.deployment_id`'s promotion waits for a person, unless one
+    /// was recorded for it before (then nothing changes: false). Older promotions of the same
+    /// application and environment still waiting become `superseded`, in the same transaction.
+    async fn record_promotion_wait(&self, wait: &PromotionWait) -> Result<bool, StoreError> {
+        let _ = wait;
+        Err(StoreError::new("recording a promotion", "this store keeps no promotions"))
+    }
+    /// Deployment `id`'s promotion that waits or waited for a person, if it has one.
+    async fn promotion_wait(&self, id: i64) -> Result<Option<PromotionWait>, StoreError> {
+        let _ = id;
+        Ok(None)
+    }
+    /// Moves deployment `id`'s promotion from `from` to `to`, decided by `by` at `at_ms`, only
+    /// if it is still `from` (on any instance): whether it moved.
+    async fn set_promotion_status(
+        &self,
+        id: i64,
+        from: PromotionStatus,
+        to: PromotionStatus,
+        by: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let _ = (id, from, to, by, at_ms);
+        Err(StoreError::new("deciding a promotion", "this store keeps no promotions"))
     }
 }
 

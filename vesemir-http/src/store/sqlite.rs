@@ -31,6 +31,7 @@ use super::{
     WebSession,
 };
 use super::{HookDelivery, HookRecorded, HookState, NewHookDelivery, NotificationAttempt, SourceState};
+use super::{PromotionStatus, PromotionWait};
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
 /// Never edit a shipped entry: add a new one.
@@ -201,6 +202,23 @@ CREATE TABLE source_state (
     checked_ms INTEGER NOT NULL,
     error TEXT
 );
+"#,
+    ),
+    (
+        9,
+        r#"
+-- Issue 18: promotions that wait for a person's confirmation (promote_confirm).
+CREATE TABLE promotion_waits (
+    deployment_id INTEGER PRIMARY KEY REFERENCES deployments (id),
+    to_application TEXT NOT NULL,
+    to_environment TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    decided_by TEXT,
+    decided_ms INTEGER
+);
+CREATE INDEX promotion_waits_status ON promotion_waits (status, deployment_id);
 "#,
     ),
 ];
@@ -1220,6 +1238,90 @@ impl Store for SqliteStore {
         .await
         .map_err(err("recording a source's state"))?;
         Ok(())
+    }
+
+    // ---- Issue 18: promotion by confirmation ----
+
+    async fn record_promotion_wait(&self, wait: &PromotionWait) -> Result<bool, StoreError> {
+        let mut tx = self.write().await.map_err(err("recording a promotion"))?;
+        let inserted = sqlx::query(
+            "INSERT INTO promotion_waits (deployment_id, to_application, to_environment, status, created_ms, expires_ms) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(wait.deployment_id)
+        .bind(&wait.to_application)
+        .bind(&wait.to_environment)
+        .bind(wait.status.as_str())
+        .bind(wait.created_ms)
+        .bind(wait.expires_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("recording a promotion"))?;
+        if inserted.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE promotion_waits SET status = 'superseded', decided_ms = ? \
+             WHERE status = 'waiting_confirmation' AND deployment_id < ? AND deployment_id IN ( \
+               SELECT d.id FROM deployments d JOIN deployments s ON s.id = ? \
+               WHERE d.application = s.application AND d.environment = s.environment)",
+        )
+        .bind(wait.created_ms)
+        .bind(wait.deployment_id)
+        .bind(wait.deployment_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("superseding older promotions"))?;
+        tx.commit().await.map_err(err("recording a promotion"))?;
+        Ok(true)
+    }
+
+    async fn promotion_wait(&self, id: i64) -> Result<Option<PromotionWait>, StoreError> {
+        type Row = (i64, String, String, String, i64, i64, Option<String>, Option<i64>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT deployment_id, to_application, to_environment, status, created_ms, expires_ms, decided_by, decided_ms \
+             FROM promotion_waits WHERE deployment_id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("reading a promotion"))?;
+        row.map(|(id, application, environment, status, created, expires, by, decided)| {
+            super::promotion_wait_from_columns(
+                id,
+                application,
+                environment,
+                &status,
+                created,
+                expires,
+                by,
+                decided,
+            )
+        })
+        .transpose()
+    }
+
+    async fn set_promotion_status(
+        &self,
+        id: i64,
+        from: PromotionStatus,
+        to: PromotionStatus,
+        by: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let moved = sqlx::query(
+            "UPDATE promotion_waits SET status = ?, decided_by = COALESCE(?, decided_by), decided_ms = ? \
+             WHERE deployment_id = ? AND status = ?",
+        )
+        .bind(to.as_str())
+        .bind(by)
+        .bind(at_ms)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(err("deciding a promotion"))?;
+        Ok(moved.rows_affected() == 1)
     }
 }
 

@@ -504,6 +504,11 @@ fn orders(view: &Deployment, session: &WebSession, principal: &Principal) -> Str
     if view.links.confirm.is_some() {
         direct(&mut html, "confirm", "Confirm canary");
     }
+    // Issue 18: a promotion waiting for a person.
+    let promotion = view.promotion.as_ref().filter(|p| p.confirm.is_some());
+    if let Some(promotion) = promotion {
+        direct(&mut html, "promotion-confirm", &format!("Promote to {}", escape(&promotion.to)));
+    }
     let link = |html: &mut String, order: &str, label: &str| {
         let _ = write!(html, "<a class=\"button danger\" href=\"/deployments/{id}/{order}\">{label}</a>");
     };
@@ -519,6 +524,9 @@ fn orders(view: &Deployment, session: &WebSession, principal: &Principal) -> Str
     if view.links.rollback.is_some() {
         link(&mut html, "rollback", "Roll back…");
     }
+    if promotion.is_some() {
+        link(&mut html, "promotion-decline", "Decline the promotion…");
+    }
     html.push_str("</div>");
     html
 }
@@ -533,11 +541,22 @@ enum Order {
     Retry,
     Restore,
     Rollback,
+    ConfirmPromotion,
+    DeclinePromotion,
 }
 
 impl Order {
-    const ALL: [Self; 7] =
-        [Self::Cancel, Self::Pause, Self::Resume, Self::Confirm, Self::Retry, Self::Restore, Self::Rollback];
+    const ALL: [Self; 9] = [
+        Self::Cancel,
+        Self::Pause,
+        Self::Resume,
+        Self::Confirm,
+        Self::Retry,
+        Self::Restore,
+        Self::Rollback,
+        Self::ConfirmPromotion,
+        Self::DeclinePromotion,
+    ];
 
     /// The order named by the last segment of its path.
     fn parse(text: &str) -> Option<Self> {
@@ -554,12 +573,14 @@ impl Order {
             Self::Retry => "retry",
             Self::Restore => "restore",
             Self::Rollback => "rollback",
+            Self::ConfirmPromotion => "promotion-confirm",
+            Self::DeclinePromotion => "promotion-decline",
         }
     }
 
     /// Whether it asks "are you sure?" first.
     fn destructive(self) -> bool {
-        matches!(self, Self::Cancel | Self::Retry | Self::Restore | Self::Rollback)
+        matches!(self, Self::Cancel | Self::Retry | Self::Restore | Self::Rollback | Self::DeclinePromotion)
     }
 
     fn question(self) -> &'static str {
@@ -568,7 +589,8 @@ impl Order {
             Self::Retry => "Start a new deployment of the hosts this one did not finish?",
             Self::Restore => "Put the servers this deployment left out of rotation back (health gate first)?",
             Self::Rollback => "Deploy the previous version that succeeded on every host of this application and environment?",
-            Self::Pause | Self::Resume | Self::Confirm => "",
+            Self::DeclinePromotion => "Decline promoting this version to the next unit? The chain stops here.",
+            Self::Pause | Self::Resume | Self::Confirm | Self::ConfirmPromotion => "",
         }
     }
 
@@ -581,6 +603,8 @@ impl Order {
             Self::Pause => "Pause",
             Self::Resume => "Resume",
             Self::Confirm => "Confirm canary",
+            Self::ConfirmPromotion => "Promote",
+            Self::DeclinePromotion => "Decline the promotion",
         }
     }
 }
@@ -651,6 +675,8 @@ pub(super) async fn give_order(
         Order::Pause => api::pause(app, principal, Ok(Path(id))).await,
         Order::Resume => api::resume(app, principal, Ok(Path(id))).await,
         Order::Confirm => api::confirm(app, principal, Ok(Path(id))).await,
+        Order::ConfirmPromotion => api::confirm_promotion(app, principal, Ok(Path(id))).await,
+        Order::DeclinePromotion => api::decline_promotion(app, principal, Ok(Path(id))).await,
         Order::Retry => api::retry(app, principal, Ok(Path(id)), empty()).await,
         Order::Restore => {
             api::restore(app, principal, Ok(Path(id)), empty()).await.map(IntoResponse::into_response)
@@ -679,6 +705,7 @@ pub(super) async fn give_order(
         Ok(json) => {
             let target = match order {
                 Order::Retry | Order::Rollback => json["id"].as_i64().unwrap_or(id),
+                Order::ConfirmPromotion => json["promotion"]["deployment"].as_i64().unwrap_or(id),
                 _ => id,
             };
             super::see_other_to(&format!("/deployments/{target}"))
