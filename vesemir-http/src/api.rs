@@ -551,7 +551,8 @@ pub async fn get_one(
     let id = parse_id(id)?;
     let record = load(&state, &principal, id, Access::Read).await?;
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    let mut view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
+    let mut view =
+        Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
     view.promotion = crate::promotion::view(&state, &record).await.map_err(|e| ApiError::store(&e))?;
     Ok(tagged(&headers, &view))
 }
@@ -1218,7 +1219,8 @@ pub async fn resume(
 async fn accepted_view(state: &App, id: i64, record: DeploymentRecord) -> Result<Response, ApiError> {
     let record = state.store.get(id).await.map_err(|e| ApiError::store(&e))?.unwrap_or(record);
     let hosts = state.store.hosts(id).await.map_err(|e| ApiError::store(&e))?;
-    let mut view = Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
+    let mut view =
+        Deployment::from_record(&record, &hosts, now_ms()).with_live(state.runner.view_state(&record));
     view.promotion = crate::promotion::view(state, &record).await.map_err(|e| ApiError::store(&e))?;
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/deployments/{id}")) {
