@@ -659,6 +659,8 @@ async fn each_documented_error_status_is_answered_by_its_route() {
         case(get.clone(), "/v1/deployments/{id}/events", 503, Some(ADMIN), id),
         case(get.clone(), HISTORY, 503, Some(ADMIN), id)
             .at("/v1/applications/shop/environments/production/history"),
+        case(post.clone(), DECLINE_PROMOTION, 503, Some(ADMIN), id),
+        case(get.clone(), NOTIFICATIONS, 503, Some(ADMIN), id),
     ];
     cases.extend(ORDERS.map(|path| case(post.clone(), path, 503, Some(ADMIN), id)));
     cases.push(hook_case("shop-ci", 503, r#"{"version": "1.0.4"}"#, "u-1"));
