@@ -23,7 +23,7 @@ pub const RESTART_MARKER: &str = "restart";
 /// When this file exists as the app starts, its `/health` answers 500 (a broken release): every
 /// release when it is empty, only the version it names otherwise.
 pub const BROKEN_RELEASE_MARKER: &str = "broken-release";
-/// How long the app is down while it restarts, unless [`RESTART_TIME_FILE`] says otherwise.
+/// How long the app is down while it restarts, unless the host's `restart-ms` file says otherwise.
 pub const RESTART_DOWNTIME: Duration = Duration::from_secs(1);
 /// The file holding this host's downtime per restart in milliseconds (read at each restart;
 /// written by [`crate::lab::Lab::set_restart_times`]).
