@@ -70,6 +70,25 @@ async fn answer(result: Result<Response, api::ApiError>) -> Result<serde_json::V
     })
 }
 
+/// Reads an API handler's answer as a `T` for a page: the failure's page when the API refused,
+/// or a 500 page naming `what` when its JSON is not a `T`.
+async fn read_answer<T: serde::de::DeserializeOwned>(
+    result: Result<Response, api::ApiError>,
+    what: &str,
+    session: &WebSession,
+) -> Result<T, Response> {
+    match answer(result).await.map(serde_json::from_value) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error",
+            Some(session),
+            &message(&format!("{what} could not be read.")),
+        )),
+        Err(failure) => Err(failure_page(&failure, session)),
+    }
+}
+
 fn failure_page(failure: &Failure, session: &WebSession) -> Response {
     let status = failure.status;
     if status == StatusCode::NOT_FOUND {
@@ -180,17 +199,9 @@ pub(super) async fn list(
     let result = api::list(State(state.app.clone()), principal, Ok(Query(params)))
         .await
         .map(IntoResponse::into_response);
-    let list: DeploymentList = match answer(result).await.map(serde_json::from_value) {
-        Ok(Ok(list)) => list,
-        Ok(Err(_)) => {
-            return page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Error",
-                Some(&session),
-                &message("The list could not be read."),
-            )
-        }
-        Err(failure) => return failure_page(&failure, &session),
+    let list: DeploymentList = match read_answer(result, "The list", &session).await {
+        Ok(value) => value,
+        Err(refused) => return refused,
     };
     let mut body =
         String::from("<h1>Deployments</h1><p><a href=\"/start\" class=\"button\">Start a deployment</a></p>");
@@ -268,17 +279,9 @@ pub(super) async fn deployment(
     let (principal, session) = signed_or_return!(state, headers);
     let result =
         api::get_one(State(state.app.clone()), principal.clone(), Ok(Path(id)), HeaderMap::new()).await;
-    let view: Deployment = match answer(result).await.map(serde_json::from_value) {
-        Ok(Ok(view)) => view,
-        Ok(Err(_)) => {
-            return page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Error",
-                Some(&session),
-                &message("The deployment could not be read."),
-            )
-        }
-        Err(failure) => return failure_page(&failure, &session),
+    let view: Deployment = match read_answer(result, "The deployment", &session).await {
+        Ok(value) => value,
+        Err(refused) => return refused,
     };
     // Authorized above: the API answered this principal.
     let events = state.app.store.events_after(id, 0, EVENTS_ON_PAGE).await.unwrap_or_default();
@@ -686,17 +689,9 @@ pub(super) async fn give_order(
             let result =
                 api::get_one(State(state.app.clone()), principal.clone(), Ok(Path(id)), HeaderMap::new())
                     .await;
-            let view: Deployment = match answer(result).await.map(serde_json::from_value) {
-                Ok(Ok(view)) => view,
-                Ok(Err(_)) => {
-                    return page(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Error",
-                        Some(&session),
-                        &message("The deployment could not be read."),
-                    )
-                }
-                Err(failure) => return failure_page(&failure, &session),
+            let view: Deployment = match read_answer(result, "The deployment", &session).await {
+                Ok(value) => value,
+                Err(refused) => return refused,
             };
             api::rollback(app, principal, Path((view.application, view.environment)), empty()).await
         }
