@@ -128,6 +128,45 @@ pub struct ServerConfig {
     /// How deployments drive the load balancers (`[driver]`).
     #[serde(default)]
     pub driver: DriverOptions,
+    /// Who may create which VMs (`[vms]`, issue 19); no VM is created without it.
+    #[serde(default)]
+    pub vms: Option<VmRules>,
+}
+
+/// `[vms]`: the operator's catalog for VMs. What the VMs are built with (flavor sizes,
+/// hypervisors, addresses, DNS, Chef) is the front end's `[provision]` section; this says who
+/// may ask. Owners must exist in the directory (`[ldap]` is required with it).
+///
+/// ```toml
+/// [vms]
+/// max_per_owner = 2
+///
+/// [[vms.allow]]
+/// team = "web"
+/// flavors = ["small", "medium"]
+/// max_per_owner = 1        # optional: tighter for this team's requests
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VmRules {
+    /// How many VMs one owner may hold at most (creating, ready, destroying or interrupted).
+    pub max_per_owner: u32,
+    /// Which teams may create which flavors. A team not listed may create none.
+    #[serde(default)]
+    pub allow: Vec<VmAllow>,
+}
+
+/// One `[[vms.allow]]` entry: a team and the flavors it may create.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VmAllow {
+    /// The team (of the token or the signed-in user's groups).
+    pub team: String,
+    /// The flavors (names of the `[provision]` flavors) it may create.
+    pub flavors: Vec<String>,
+    /// A tighter per-owner limit for this team's requests.
+    #[serde(default)]
+    pub max_per_owner: Option<u32>,
 }
 
 /// `[driver]`: the operator's choices for every deployment this server runs.
@@ -565,10 +604,11 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
     let cluster = take("cluster").map_or(Some(ClusterConfig::default()), |v| read(v, "cluster", problems));
     let ldap = take("ldap").map_or(Some(None), |v| read(v, "ldap", problems).map(Some));
     let driver = take("driver").map_or(Some(DriverOptions::default()), |v| read(v, "driver", problems));
+    let vms = take("vms").map_or(Some(None), |v| read(v, "vms", problems).map(Some));
     for key in table.keys() {
         problems.push(FieldError::new(
             key.as_str(),
-            "is not a field: expected listen, tls, allow_plain_http, metrics_listen, database, tokens, units, playbooks, limits, log, cluster, ldap or driver",
+            "is not a field: expected listen, tls, allow_plain_http, metrics_listen, database, tokens, units, playbooks, limits, log, cluster, ldap, driver or vms",
         ));
     }
     Some(ServerConfig {
@@ -585,6 +625,7 @@ fn read_fields(mut table: toml::Table, problems: &mut Vec<FieldError>) -> Option
         cluster: cluster?,
         ldap: ldap?,
         driver: driver?,
+        vms: vms?,
     })
 }
 

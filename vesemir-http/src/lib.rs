@@ -97,6 +97,7 @@ pub mod sse;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod vm_wire;
 pub mod web;
 pub mod wire;
 
@@ -106,8 +107,10 @@ use axum::Router;
 
 pub use auth::{Principal, PrincipalSource, Role, Tokens};
 pub use catalog::{Catalog, UnitConfig, UnitRequest};
-pub use config::{ClusterConfig, Database, DriverOptions, Limits, LogConfig, ServerConfig, TokenConfig};
-pub use ports::{FixedPorts, LockSettings, PortsError, PortsFactory};
+pub use config::{
+    ClusterConfig, Database, DriverOptions, Limits, LogConfig, ServerConfig, TokenConfig, VmAllow, VmRules,
+};
+pub use ports::{FixedPorts, LockSettings, PortsError, PortsFactory, Provisioning};
 pub use reload::{Reload, Reloads};
 pub use store::{
     InstanceId, PostgresStore, PostgresUrl, SqliteStore, Status, Store, StoreError, StoreOptions, WebSession,

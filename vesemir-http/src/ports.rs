@@ -50,6 +50,13 @@ pub trait PortsFactory: Send + Sync {
     fn health_probe(&self) -> Option<std::sync::Arc<dyn vesemir_core::ports::HealthProbe>> {
         None
     }
+
+    /// What VMs are provisioned with (`[provision]` of the front end's configuration);
+    /// `None`, the default, when it configures none: the server then answers the VM routes
+    /// with a problem saying so. An error is a `[provision]` section that does not compose.
+    fn provisioning(&self) -> Result<Option<Provisioning>, PortsError> {
+        Ok(None)
+    }
 }
 
 /// The host locks of the server's deployments. Each deployment's holder is its id, its
@@ -73,5 +80,57 @@ pub struct FixedPorts(pub Ports);
 impl PortsFactory for FixedPorts {
     fn ports(&self, _request: &DeploymentRequest) -> Result<Ports, PortsError> {
         Ok(self.0.clone())
+    }
+}
+
+/// What the server provisions VMs with (issue 19), composed by the front end from its
+/// `[provision]` configuration: the machine's and the driver's settings, and every adapter but
+/// the reservations (those are the server's store, shared by its instances).
+#[derive(Clone)]
+pub struct Provisioning {
+    /// The zone, Chef environment and run list, host key policy and step bounds.
+    pub config: vesemir_core::provision::ProvisionConfig,
+    /// The hypervisors and flavors, the address range, call bounds.
+    pub driver: vesemir_core::provision::driver::ProvisionDriverConfig,
+    /// The DNS server taking the VMs' records.
+    pub dns: std::sync::Arc<dyn vesemir_core::provision::Dns>,
+    /// One port per hypervisor of the catalog, by name.
+    pub hypervisors: std::collections::BTreeMap<
+        vesemir_core::provision::HypervisorName,
+        std::sync::Arc<dyn vesemir_core::provision::HypervisorPort>,
+    >,
+    /// The Chef server's nodes and clients.
+    pub chef: std::sync::Arc<dyn vesemir_core::provision::ChefRegistry>,
+    /// SSH to the new guests.
+    pub ssh: std::sync::Arc<dyn vesemir_core::provision::GuestSsh>,
+    /// The user name shown in "how to log in" (`ssh OWNER@FQDN` when `None`: the owner's own
+    /// directory account).
+    pub login_user: Option<String>,
+}
+
+impl Provisioning {
+    /// The driver's ports, with `reservations` (the server's store).
+    pub fn ports(
+        &self,
+        reservations: std::sync::Arc<dyn vesemir_core::provision::Reservations>,
+    ) -> vesemir_core::provision::driver::ProvisionPorts {
+        vesemir_core::provision::driver::ProvisionPorts {
+            reservations,
+            dns: self.dns.clone(),
+            hypervisors: self.hypervisors.clone(),
+            chef: self.chef.clone(),
+            ssh: self.ssh.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Provisioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioning")
+            .field("config", &self.config)
+            .field("driver", &self.driver)
+            .field("hypervisors", &self.hypervisors.keys().collect::<Vec<_>>())
+            .field("login_user", &self.login_user)
+            .finish_non_exhaustive()
     }
 }

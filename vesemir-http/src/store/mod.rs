@@ -20,6 +20,7 @@
 mod codec;
 mod postgres;
 mod sqlite;
+pub mod vms;
 
 use std::fmt;
 use std::time::Duration;
@@ -915,6 +916,84 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<bool, StoreError> {
         let _ = (id, from, to, by, at_ms);
         Err(StoreError::new("deciding a promotion", "this store keeps no promotions"))
+    }
+
+    // ---- VMs (issue 19: provisioning). Stores that keep none (test doubles) refuse them;
+    // SQLite and PostgreSQL keep them. See [`vms`]. ----
+
+    /// Records a new VM as `creating`, held by this instance, unless another VM holding
+    /// resources has its name or its owner already holds `max_per_owner` such VMs (checked in
+    /// the same transaction, so concurrent requests on any instances cannot pass the limit).
+    async fn insert_vm(
+        &self,
+        vm: &vms::NewVm,
+        max_per_owner: Option<u32>,
+    ) -> Result<vms::VmInserted, StoreError> {
+        let _ = (vm, max_per_owner);
+        Err(vms::keeps_no_vms("recording a VM"))
+    }
+    /// The VM named `name`: the one holding resources if there is one, else the newest.
+    async fn vm(&self, name: &vesemir_core::provision::VmName) -> Result<Option<vms::VmRow>, StoreError> {
+        let _ = name;
+        Err(vms::keeps_no_vms("reading a VM"))
+    }
+    /// The VMs `filter` selects, newest first.
+    async fn list_vms(&self, filter: &vms::VmFilter) -> Result<Vec<vms::VmRow>, StoreError> {
+        let _ = filter;
+        Err(vms::keeps_no_vms("listing VMs"))
+    }
+    /// Changes VM `id`'s row as `update` says and makes this instance its holder.
+    async fn update_vm(&self, id: i64, update: &vms::VmUpdate) -> Result<(), StoreError> {
+        let _ = (id, update);
+        Err(vms::keeps_no_vms("updating a VM"))
+    }
+    /// Appends events to VM `id`'s stream; their `seq` is kept as given (the server numbers a
+    /// destroy's events after its create's). A `seq` already stored is an error.
+    async fn append_vm_events(
+        &self,
+        id: i64,
+        events: &[vesemir_core::provision::ProvisionEvent],
+    ) -> Result<(), StoreError> {
+        let _ = (id, events);
+        Err(vms::keeps_no_vms("recording a VM's events"))
+    }
+    /// VM `id`'s events with `seq` above `after`, oldest first, at most `limit`.
+    async fn vm_events_after(
+        &self,
+        id: i64,
+        after: u64,
+        limit: i64,
+    ) -> Result<Vec<vesemir_core::provision::ProvisionEvent>, StoreError> {
+        let _ = (id, after, limit);
+        Err(vms::keeps_no_vms("reading a VM's events"))
+    }
+    /// Marks `interrupted` every `creating` or `destroying` VM whose holder is gone: on SQLite
+    /// (one server per file) every one, on PostgreSQL those held by an instance with no live
+    /// lease row and by this instance's earlier lives. Answers the VMs it marked.
+    async fn interrupt_unfinished_vms(&self, now_ms: i64) -> Result<Vec<vms::VmRow>, StoreError> {
+        let _ = now_ms;
+        Ok(Vec::new())
+    }
+    /// Chooses and records a reservation with the core's `choose` over `request` and every
+    /// reservation held, in one transaction that serialises reservers across instances.
+    async fn reserve_vm(
+        &self,
+        request: &vesemir_core::provision::ReservationRequest,
+    ) -> Result<vesemir_core::provision::Reservation, vesemir_core::provision::ReserveError> {
+        let _ = request;
+        Err(vesemir_core::provision::ReserveError::Store(vesemir_core::error::PortError::Adapter {
+            adapter: "store",
+            source: Box::new(vms::keeps_no_vms("reserving an address")),
+        }))
+    }
+    /// Gives back `vm`'s reservation; one not held is no error.
+    async fn release_vm(&self, vm: &vesemir_core::provision::VmName) -> Result<(), StoreError> {
+        let _ = vm;
+        Err(vms::keeps_no_vms("releasing an address"))
+    }
+    /// Every reservation held.
+    async fn vm_reservations(&self) -> Result<Vec<vesemir_core::provision::Reservation>, StoreError> {
+        Err(vms::keeps_no_vms("reading the reservations"))
     }
 }
 
