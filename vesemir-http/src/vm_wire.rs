@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `POST /v1/vms` with [`VmCreateRequest`] | `202` + `Location`, [`VmView`] (`creating`) |
 //! | `GET /v1/vms?owner=&team=&status=&limit=` | [`VmList`], newest first |
+//! | `GET /v1/vm-flavors` | [`VmFlavorList`]: the flavors the requester's team may create |
 //! | `GET /v1/vms/{name}` | [`VmView`] |
 //! | `GET /v1/vms/{name}/events` (`Accept: text/event-stream`, `Last-Event-ID`) | one SSE `provision` event per core event (`id` = its `seq`), until a `finished` event with nothing running |
 //! | `POST /v1/vms/{name}/cancel` | `202`, [`VmView`] |
@@ -110,4 +111,26 @@ pub struct VmLinks {
 pub struct VmList {
     /// The VMs, newest first.
     pub vms: Vec<VmView>,
+}
+
+/// One flavor a team may create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmFlavorView {
+    /// Its name, as `flavor` of [`VmCreateRequest`].
+    pub name: String,
+    /// Virtual CPUs.
+    pub cores: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disk in GiB.
+    pub disk_gib: u64,
+}
+
+/// `GET /v1/vm-flavors`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmFlavorList {
+    /// The flavors the requester's team may create, by name.
+    pub flavors: Vec<VmFlavorView>,
+    /// How many VMs one owner may hold for this team's requests.
+    pub max_per_owner: u32,
 }
