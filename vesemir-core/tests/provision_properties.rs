@@ -164,12 +164,13 @@ fn model(s: &Scenario) -> Expected {
             left_behind.push(step);
         }
     }
+    // A cancel wins over the failure of the step it found in flight.
     let outcome = if all_passed {
         "ready"
-    } else if failed_step.is_some() {
-        "failed"
-    } else {
+    } else if cancelled {
         "cancelled"
+    } else {
+        "failed"
     };
     Expected { undo_attempts, left_behind, outcome, failed_step }
 }

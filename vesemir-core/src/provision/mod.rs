@@ -27,7 +27,9 @@
 //!   once, in the reverse order of the steps; an undo that fails is tried again up to
 //!   [`ProvisionConfig::undo_attempts`] times, then named in the outcome's `left_behind`.
 //! - Nothing is undone that was not done (or attempted `partial`).
-//! - A failure names its step and reason; a cancel starts no new step.
+//! - A failure names its step and reason; a cancel starts no new step, and once cancelled the
+//!   outcome is `Cancelled` even when the step in flight then fails (abandoned or on its own:
+//!   its `StepFailed` event says why).
 //! - The machine always ends, with exactly one `Finished` event, the last; events are numbered
 //!   1, 2, 3... without gaps.
 
@@ -437,7 +439,11 @@ impl Provision {
             self.done.push(step);
         }
         self.emit(now, ProvisionEventKind::StepFailed { step, reason: reason.clone(), partial });
-        self.unwind(Cause::Failed { step, reason }, now);
+        // Once the operator cancelled, the provisioning ends cancelled whatever the step in
+        // flight answered (the driver abandons a wait; a step may also fail on its own): the
+        // operator asked for it to stop, and the step's failure is in its event.
+        let cause = if self.cancel { Cause::Cancelled } else { Cause::Failed { step, reason } };
+        self.unwind(cause, now);
     }
 
     fn unwind(&mut self, cause: Cause, now: Instant) {
