@@ -2,6 +2,9 @@
 //! (the server makes its key pair) and node (environment, run list, address), registered all or
 //! nothing, unregistered idempotently, and found by search in its environment.
 
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
 use crate::{ChefClient, NodeSpec, RegistryError, RunListItem};
 use vesemir_core::name::{EnvironmentName, HostName};
 use vesemir_core::provision::{ChefClientKey, ChefNode, ChefRegistry, Fqdn};
@@ -88,5 +91,9 @@ impl ChefRegistry for ChefNodes {
     async fn find(&self, fqdn: &Fqdn, environment: &EnvironmentName) -> Result<bool, PortError> {
         let name = node_name(fqdn)?;
         self.client.find_node(&name, environment).await.map_err(port_error)
+    }
+
+    async fn addresses(&self) -> Result<BTreeSet<Ipv4Addr>, PortError> {
+        self.client.node_addresses().await.map_err(port_error)
     }
 }

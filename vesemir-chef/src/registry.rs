@@ -6,13 +6,18 @@
 //! something already gone is [`Deleted::AlreadyGone`], not an error, so that an undo may run
 //! twice. [`ChefClient::find_node`] is the search that proves a node is in its environment.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::net::Ipv4Addr;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 use vesemir_core::name::{EnvironmentName, HostName};
 
 use crate::client::ChefClient;
+
+/// Rows per page when a Chef Infra Server is searched for every node's address.
+const NODE_PAGE: usize = 1000;
 use crate::error::ChefError;
 use crate::key::ClientKey;
 
@@ -306,6 +311,22 @@ impl ChefClient {
             data.get("name").and_then(Value::as_str) == Some(name.as_str())
                 && data.get("chef_environment").and_then(Value::as_str) == Some(environment.as_str())
         }))
+    }
+
+    /// The IPv4 addresses every node reports as `ipaddress`, in every environment (one partial
+    /// search of all nodes, paged as the server needs); values that are not IPv4 addresses are
+    /// left out. Provisioning never hands out an address a node already has.
+    pub async fn node_addresses(&self) -> Result<BTreeSet<Ipv4Addr>, RegistryError> {
+        let flavor = self.detect_flavor().await.map_err(|e| RegistryError::Unavailable(e.chain()))?;
+        let keys = json!({ "name": ["name"], "ipaddress": ["ipaddress"] });
+        let rows = crate::search::search_nodes(self, flavor, NODE_PAGE, "*:*", &keys)
+            .await
+            .map_err(|e| RegistryError::from_chef(e, ObjectKind::Node, "*"))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| row.data.get("ipaddress").and_then(Value::as_str))
+            .filter_map(|text| text.parse::<Ipv4Addr>().ok())
+            .collect())
     }
 
     async fn delete(

@@ -79,6 +79,10 @@ async fn a_client_and_a_node_are_registered_found_in_their_environment_and_delet
     let other = HostName::new("vm-alice-10").expect("a name");
     assert!(!admin.find_node(&other, &production).await.expect("a search"), "names match exactly");
 
+    // Every node's address, whatever its environment (what provisioning never hands out).
+    let addresses = admin.node_addresses().await.expect("the addresses");
+    assert!(addresses.contains(&"127.0.9.21".parse().expect("an address")), "{addresses:?}");
+
     // Updated in place (a new address), then gone; deleting twice is fine.
     let moved = NodeSpec { ipaddress: "127.0.9.22".into(), ..node.clone() };
     admin.update_node(&moved).await.expect("node updated");

@@ -2,7 +2,7 @@
 //! and destroyed leaving the fakes empty, the bootstrap's output as events of its step in
 //! order, a call that hangs past its bound undone as if done (`partial`), a cancel while waiting
 //! for SSH that ends at once and undoes everything, and the verify step asking Chef search again
-//! until the node is indexed, an address already in DNS skipped.
+//! until the node is indexed, an address already in DNS or used by a Chef node skipped.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
@@ -33,6 +33,8 @@ struct World {
     disks: Mutex<BTreeSet<String>>,
     domains: Mutex<BTreeSet<String>>,
     nodes: Mutex<BTreeSet<String>>,
+    /// Addresses of Chef nodes that are not this test's VMs (hosts Chef knows).
+    chef_addresses: Mutex<BTreeSet<Ipv4Addr>>,
     /// create_disk makes the disk, then hangs (past any bound).
     hang_disk: bool,
     /// SSH never answers.
@@ -115,6 +117,9 @@ impl ChefRegistry for FakeChef {
     async fn find(&self, fqdn: &Fqdn, _: &EnvironmentName) -> Result<bool, PortError> {
         let call = self.0.searches.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(call >= self.0.found_from_call && self.0.nodes.lock().unwrap().contains(&fqdn.to_string()))
+    }
+    async fn addresses(&self) -> Result<BTreeSet<Ipv4Addr>, PortError> {
+        Ok(self.0.chef_addresses.lock().unwrap().clone())
     }
 }
 
@@ -307,4 +312,14 @@ async fn an_address_found_in_dns_is_skipped() {
     let (outcome, events) = drive(create(), &ports, &config, &ProvisionControl::new()).await;
     let ProvisionOutcome::Ready { record } = outcome else { panic!("{outcome:?}\n{events:#?}") };
     assert_eq!(record.placement.address, Ipv4Addr::new(10, 0, 0, 11));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_address_a_chef_node_uses_is_skipped_though_dns_does_not_know_it() {
+    let (world, ports, config, _) = setup(World::default());
+    world.chef_addresses.lock().unwrap().extend([Ipv4Addr::new(10, 0, 0, 10), Ipv4Addr::new(10, 0, 0, 11)]);
+    world.records.lock().unwrap().insert("someone-else.lab.test".to_owned(), Ipv4Addr::new(10, 0, 0, 12));
+    let (outcome, events) = drive(create(), &ports, &config, &ProvisionControl::new()).await;
+    let ProvisionOutcome::Ready { record } = outcome else { panic!("{outcome:?}\n{events:#?}") };
+    assert_eq!(record.placement.address, Ipv4Addr::new(10, 0, 0, 13));
 }

@@ -9,7 +9,7 @@
 //!
 //! | action | port calls |
 //! |---|---|
-//! | `Reserve` | `HypervisorPort::guests` of every hypervisor of the catalog (one that cannot be read fails the step: its load would count as empty), then `Reservations::reserve`; an address that already has a PTR record in DNS is given back and the next one taken |
+//! | `Reserve` | `HypervisorPort::guests` of every hypervisor of the catalog (one that cannot be read fails the step: its load would count as empty) and `ChefRegistry::addresses` (taken), then `Reservations::reserve`; an address that already has a PTR record in DNS is given back and the next one taken |
 //! | `AddDnsRecords` / `RemoveDnsRecords` | `Dns::add_records` / `remove_records` |
 //! | `CreateDisk` / `DeleteDisk`, `StartDomain` / `DestroyDomain` | the placement's `HypervisorPort` |
 //! | `WaitForSsh` | every `poll_interval` until its timeout: `GuestSsh::presented_host_key` and (strict) `HypervisorPort::console_host_key` |
@@ -23,7 +23,7 @@
 //! action in flight that only waits or reads (`WaitForSsh`, `Bootstrap`, `Verify`) is abandoned,
 //! any other is let finish (it is bounded) so that its undo knows what it did.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -357,7 +357,15 @@ impl Performer<'_> {
                 Err(error) => return ActionResult::failed(error),
             }
         }
-        let mut taken = BTreeSet::new();
+        // Addresses Chef's nodes use are taken, whatever DNS says; Chef that cannot be read
+        // fails the step (an address in use could be handed out).
+        let mut taken = match self
+            .bounded(|| "reading the addresses of Chef's nodes".to_owned(), self.ports.chef.addresses())
+            .await
+        {
+            Ok(addresses) => addresses,
+            Err(error) => return ActionResult::failed(error),
+        };
         // Each address found in DNS is skipped and the choice made again: at most the range.
         for _ in 0..=self.config.range.len().min(1024) {
             let request = ReservationRequest {

@@ -4,6 +4,7 @@
 //! `Send + Sync + Debug`, answering the core's [`PortError`]. The `Reservations` port is in
 //! [`reservations`](super::reservations).
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::net::Ipv4Addr;
 
@@ -73,6 +74,10 @@ pub trait ChefRegistry: Send + Sync + Debug {
     /// Whether Chef search finds node `fqdn` in `environment` (one search: the server indexes
     /// asynchronously, so the caller asks again for a while).
     async fn find(&self, fqdn: &Fqdn, environment: &EnvironmentName) -> Result<bool, PortError>;
+    /// The IPv4 addresses Chef's nodes report (their `ipaddress`), in every environment:
+    /// reserving skips them, so an address a host Chef knows already uses is never handed out
+    /// (a host whose DNS records were forgotten still has its node).
+    async fn addresses(&self) -> Result<BTreeSet<Ipv4Addr>, PortError>;
 }
 
 /// What the first bootstrap writes and runs on a new VM.
