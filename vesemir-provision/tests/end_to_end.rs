@@ -10,7 +10,7 @@
 //! answers SSH with its recorded key (and refuses a login that trusts another key), is found by
 //! Chef search in its environment; then both are destroyed and every record is gone. A failure
 //! injected at each step leaves nothing behind: no free address (the only one has a PTR record
-//! already), DNS refused (bad TSIG key), hypervisor full, domain fails to start, SSH never
+//! already, or is a Chef node's), DNS refused (bad TSIG key), hypervisor full, domain fails to start, SSH never
 //! answers, Chef refuses (the node's name is taken). Prints each step's time (BENCHMARKS.md).
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
@@ -284,6 +284,31 @@ async fn vms_are_created_verified_and_destroyed_and_every_failure_leaves_nothing
     lab.assert_nothing_left("no-address").await;
     assert_eq!(lab.dns.resolve(&squatter).await.unwrap(), vec![only], "the other name is untouched");
     lab.dns.remove_records(&squatter, Some(only)).await.unwrap();
+
+    // No free address either when the only one is a Chef node's, though DNS does not know it.
+    let known = Ipv4Addr::new(127, 55, 0, 41);
+    let node = HostName::new("forgotten.lab.test").unwrap();
+    lab.admin
+        .post(
+            "/nodes",
+            &[],
+            &json!({ "name": node.as_str(), "chef_type": "node", "json_class": "Chef::Node",
+            "chef_environment": "production", "run_list": [], "default": {}, "override": {}, "normal": {},
+            "automatic": { "ipaddress": known.to_string() } }),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.chef.addresses().await.unwrap().contains(&known) {
+        assert!(Instant::now() < deadline, "goiardi never indexed the node's address");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (outcome, events) = lab.create("chef-address", &ports, &lab.driver_config(4, 41, 41), ssh_wait).await;
+    let (step, reason) = failed_at(&outcome, &events);
+    assert_eq!(step, Step::Reserve, "{reason}");
+    assert!(reason.contains("no free address"), "{reason}");
+    lab.assert_nothing_left("chef-address").await;
+    lab.admin.delete_node(&node).await.unwrap();
 
     // DNS refused: updates signed with a key the server does not know.
     let bad_key = lab.named.dir().join("bad.key");
