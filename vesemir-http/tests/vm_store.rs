@@ -349,7 +349,7 @@ async fn an_update_keeps_what_it_does_not_set_and_names_its_instance(db: &dyn Da
 }
 
 async fn unfinished_vms_are_interrupted(db: &dyn Database) {
-    let short = Duration::from_millis(700);
+    let short = Duration::from_millis(1000);
     let old = db.open("a", short).await;
     let creating = inserted(&*old, &new_vm("creating", "alice"), None).await;
     let destroying = inserted(&*old, &new_vm("destroying", "alice"), None).await;
@@ -359,12 +359,13 @@ async fn unfinished_vms_are_interrupted(db: &dyn Database) {
     let failed = inserted(&*old, &new_vm("failed", "alice"), None).await;
     old.update_vm(failed.id, &update(VmStatus::Failed)).await.unwrap();
     if !db.single_server() {
-        // A live instance's creates and destroys are its own: another instance leaves them.
+        // A live instance's creates and destroys are its own: another instance leaves them, for
+        // longer than a lease while it renews.
         let other = db.open("b", LONG).await;
-        for _ in 0..4 {
+        for _ in 0..5 {
             old.renew_leases().await.unwrap();
             assert_eq!(other.interrupt_unfinished_vms(7).await.unwrap(), [], "renewed: alive");
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         // Its lease runs out when it stops renewing.
         tokio::time::sleep(short).await;
@@ -563,7 +564,6 @@ async fn an_earlier_life_s_vms_are_interrupted_at_once(cluster: &Postgres) {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
     let restarted = db.open("a", LONG).await;
     let marked = restarted.interrupt_unfinished_vms(9).await.unwrap();
     assert_eq!(
