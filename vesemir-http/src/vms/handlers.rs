@@ -32,7 +32,7 @@ fn tokio_now() -> std::time::Instant {
 
 /// Creates a VM for a directory user: recorded as `creating` and built in the background.
 #[utoipa::path(
-    post, path = "/v1/vms", tag = "vms",
+    post, path = "/v1/vms", tag = "vms", operation_id = "create_vm",
     request_body(content = VmCreateRequest, content_type = "application/json",
         description = "The owner (a directory user), a flavor the requester's team may create (`GET /v1/vm-flavors`), and optionally the VM's name (a DNS label; default `OWNER-N`, the lowest free N)."),
     responses(
@@ -230,7 +230,7 @@ pub struct VmListParams {
 
 /// VMs, newest first: a team's own, every team's for an admin.
 #[utoipa::path(
-    get, path = "/v1/vms", tag = "vms",
+    get, path = "/v1/vms", tag = "vms", operation_id = "list_vms",
     params(VmListParams),
     responses(
         (status = 200, description = "The VMs, newest first", body = VmList),
@@ -287,7 +287,7 @@ pub async fn list(
 
 /// The flavors the requester's team may create, and the owner limit of its creates.
 #[utoipa::path(
-    get, path = "/v1/vm-flavors", tag = "vms",
+    get, path = "/v1/vm-flavors", tag = "vms", operation_id = "vm_flavors",
     responses(
         (status = 200, description = "The flavors the requester's teams may create (none for a token that may create none)", body = VmFlavorList),
         (status = 404, description = "This server creates no VMs: `[vms]` is not configured", body = ErrorBody),
@@ -351,7 +351,7 @@ async fn load(
 /// One VM: where it stands, its DNS name and how to log in once ready, why it failed, what to
 /// do next.
 #[utoipa::path(
-    get, path = "/v1/vms/{name}", tag = "vms",
+    get, path = "/v1/vms/{name}", tag = "vms", operation_id = "get_vm",
     params(("name" = String, Path, description = "The VM's name")),
     responses(
         (status = 200, description = "The VM", body = VmView),
@@ -373,7 +373,7 @@ pub async fn get_one(
 /// JSON): the stored ones after `Last-Event-ID`, then live ones until its create or destroy
 /// has ended. A destroy's events follow its create's on the same stream.
 #[utoipa::path(
-    get, path = "/v1/vms/{name}/events", tag = "vms",
+    get, path = "/v1/vms/{name}/events", tag = "vms", operation_id = "vm_events",
     params(
         ("name" = String, Path, description = "The VM's name"),
         ("Last-Event-ID" = Option<u64>, Header, minimum = 0, maximum = 9223372036854775807_i64, description = "Replay only events after this number"),
@@ -430,7 +430,7 @@ pub async fn events(
 
 /// Cancels a VM's create: the step in flight ends, then every step done is undone.
 #[utoipa::path(
-    post, path = "/v1/vms/{name}/cancel", tag = "vms",
+    post, path = "/v1/vms/{name}/cancel", tag = "vms", operation_id = "cancel_vm",
     params(("name" = String, Path, description = "The VM's name")),
     responses(
         (status = 202, description = "Cancel asked: the create undoes what it did and ends `cancelled`", body = VmView),
@@ -473,7 +473,7 @@ pub async fn cancel(
 /// Destroys a VM: every part taken down (domain, disk, Chef node and client, DNS records, the
 /// address), its events following its create's on the same stream.
 #[utoipa::path(
-    delete, path = "/v1/vms/{name}", tag = "vms",
+    delete, path = "/v1/vms/{name}", tag = "vms", operation_id = "destroy_vm",
     params(("name" = String, Path, description = "The VM's name")),
     responses(
         (status = 202, description = "Accepted: the VM is `destroying`; follow its events", body = VmView),
