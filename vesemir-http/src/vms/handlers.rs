@@ -84,32 +84,52 @@ pub async fn create(
     let allowed = rules::allow(&setup.rules, &principal, &flavor.name)
         .map_err(|rules::Refused(message)| ApiError::field(StatusCode::FORBIDDEN, "flavor", message))?;
     check_owner(setup, owner).await?;
-    let new = |name: VmName| NewVm {
-        name,
-        owner: owner.to_owned(),
-        team: allowed.team.clone(),
-        flavor: flavor.name.clone(),
-        requested_by: principal.name.clone(),
-        created_ms: now_ms(),
+    let owner = owner.to_owned();
+    let new = {
+        let (owner, team, flavor, requested_by) =
+            (owner.clone(), allowed.team.clone(), flavor.name.clone(), principal.name.clone());
+        let created_ms = now_ms();
+        move |name: VmName| NewVm {
+            name,
+            owner: owner.clone(),
+            team: team.clone(),
+            flavor: flavor.clone(),
+            requested_by: requested_by.clone(),
+            created_ms,
+        }
     };
+    // Recording and starting run in a task of their own: a request timeout or a dropped
+    // connection cannot cut them apart (a VM recorded `creating` that nothing builds).
+    let admitted = state.clone();
     let limit = allowed.max_per_owner;
-    let row = match name {
-        Some(name) => inserted(state.store.insert_vm(&new(name), Some(limit)).await, owner, limit)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "another VM has this name: choose another, or leave `name` out",
-                )
-            })?,
-        None => default_named(&state, owner, limit, new).await?,
-    };
-    let machine = Provision::create(row.name.clone(), flavor, setup.provisioning.config.clone(), tokio_now());
-    run::spawn(
-        &state.vms,
-        setup,
-        &state.store,
-        Start { row: row.clone(), machine, mode: VmStatus::Creating, offset: 0 },
-    );
+    let row = tokio::spawn(async move {
+        let state = admitted;
+        let row = match name {
+            Some(name) => inserted(state.store.insert_vm(&new(name), Some(limit)).await, &owner, limit)?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::CONFLICT,
+                        "another VM has this name: choose another, or leave `name` out",
+                    )
+                })?,
+            None => default_named(&state, &owner, limit, new).await?,
+        };
+        let setup = configured(&state.vms)?;
+        let machine =
+            Provision::create(row.name.clone(), flavor, setup.provisioning.config.clone(), tokio_now());
+        run::spawn(
+            &state.vms,
+            setup,
+            &state.store,
+            Start { row: row.clone(), machine, mode: VmStatus::Creating, offset: 0 },
+        );
+        Ok::<_, ApiError>(row)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "recording a VM failed unexpectedly");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "recording the VM failed unexpectedly: retry")
+    })??;
     Ok(accepted(setup, &row))
 }
 
@@ -512,23 +532,36 @@ pub async fn destroy(
             return conflict(format!("VM {} ({status}) has nothing built to take down: {next}", row.name));
         }
     };
-    let offset = last_seq(&state, row.id).await?;
-    let update = VmUpdate {
-        status: VmStatus::Destroying,
-        placement: None,
-        record: None,
-        outcome: None,
-        finished_ms: None,
-    };
-    state.store.update_vm(row.id, &update).await.map_err(|e| ApiError::store(&e))?;
-    let row = VmRow { status: VmStatus::Destroying, instance: state.store.instance().to_string(), ..row };
-    let machine = Provision::destroy(record, setup.provisioning.config.clone(), tokio_now());
-    run::spawn(
-        &state.vms,
-        setup,
-        &state.store,
-        Start { row: row.clone(), machine, mode: VmStatus::Destroying, offset },
-    );
+    // Recording and starting run in a task of their own: a request timeout or a dropped
+    // connection cannot cut them apart (a VM recorded `destroying` that nothing destroys).
+    let ordered = state.clone();
+    let row = tokio::spawn(async move {
+        let state = ordered;
+        let offset = last_seq(&state, row.id).await?;
+        let update = VmUpdate {
+            status: VmStatus::Destroying,
+            placement: None,
+            record: None,
+            outcome: None,
+            finished_ms: None,
+        };
+        state.store.update_vm(row.id, &update).await.map_err(|e| ApiError::store(&e))?;
+        let row = VmRow { status: VmStatus::Destroying, instance: state.store.instance().to_string(), ..row };
+        let setup = configured(&state.vms)?;
+        let machine = Provision::destroy(record, setup.provisioning.config.clone(), tokio_now());
+        run::spawn(
+            &state.vms,
+            setup,
+            &state.store,
+            Start { row: row.clone(), machine, mode: VmStatus::Destroying, offset },
+        );
+        Ok::<_, ApiError>(row)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "starting a VM's destroy failed unexpectedly");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "starting the destroy failed unexpectedly: retry")
+    })??;
     Ok(accepted(setup, &row))
 }
 
