@@ -312,8 +312,16 @@ impl Server {
     /// aborts the rest (each ends `interrupted`, naming the servers that may be out of
     /// rotation) and waits for their records.
     pub async fn shutdown(&self) -> shutdown::ShutdownOutcome {
+        // VM creates running here are undone (cancelled) while the deployments drain; what
+        // still runs after the grace ends `interrupted`.
+        let grace_end = tokio::time::Instant::now().checked_add(self.app.limits.shutdown_grace);
+        let vm_runs = self.app.vms.cancel_creates();
         let outcome = shutdown::drain(&self.app).await;
-        // VM creates and destroys still running here end `interrupted`.
+        if vm_runs > 0 {
+            if let Some(end) = grace_end {
+                self.app.vms.wait_idle(end).await;
+            }
+        }
         let aborted = self.app.vms.abort_all(&self.app.store).await;
         if aborted > 0 {
             tracing::warn!(aborted, "VM creates and destroys were running at shutdown: they are interrupted");

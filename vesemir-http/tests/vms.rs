@@ -6,7 +6,8 @@
 //! while waiting for SSH, a destroy whose events follow the create's, a destroy while creating
 //! refused, a restart with a create running that shows it interrupted; and two instances on
 //! one PostgreSQL: the limit holds across them, a VM created on one is followed live on the
-//! other, whose cancel is refused naming the instance that runs it.
+//! other, whose cancel is refused naming the instance that runs it; a stop cancels the creates
+//! running there.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/provision_fakes.rs"]
@@ -399,8 +400,16 @@ async fn two_instances_on_postgresql_share_the_limit_and_follow_each_others_vms(
     assert_eq!(events[events.len() - 1].data["type"], "finished", "{}", followed.text);
     let cancelled = call(&b, Method::GET, "/v1/vms/dave-1", Some(ADMIN), None, &[]).await;
     assert_eq!(cancelled.json["status"], "cancelled", "{}", cancelled.text);
-    a.world.set_deaf(false);
     for name in ["bob-1", "bob-2"] {
         assert_eq!(a.wait_ended(name).await["status"], "ready");
     }
+
+    // a stops while a create runs there: it is cancelled, and nothing of it is left.
+    let last = a.post(PAYMENTS, json!({ "owner": "dave", "flavor": "small" })).await;
+    assert_eq!(last.json["name"], "dave-1", "{}", last.text);
+    a.wait("dave-1", "placed", |v| v["address"].is_string()).await;
+    a.server.shutdown().await;
+    let after = call(&b, Method::GET, "/v1/vms/dave-1", Some(ADMIN), None, &[]).await;
+    assert_eq!(after.json["status"], "cancelled", "{}", after.text);
+    assert!(!a.world.has("dave-1"), "{}", a.world.describe());
 }

@@ -13,7 +13,9 @@
 //!   the create's), then announced to this instance's live followers ([`stream`]); the row
 //!   follows the machine (placement once reserved, the end and its outcome).
 //! - **Restarts**: at start, VMs whose create or destroy no live instance runs are marked
-//!   `interrupted` (logged); at shutdown the runs of this instance are aborted and marked so.
+//!   `interrupted` (logged). At shutdown the creates running here are cancelled (undone) and
+//!   the runs get `limits.shutdown_grace` to end; those still running are aborted and marked
+//!   `interrupted`.
 //!
 //! [`Provision`]: vesemir_core::provision::Provision
 
@@ -139,7 +141,25 @@ impl Vms {
         Ok(interrupted.len())
     }
 
-    /// At shutdown: aborts every run of this instance and marks its VM `interrupted`.
+    /// At shutdown, first: cancels every create running here (each undoes what it did and
+    /// ends `cancelled`); destroys go on. Answers how many runs there are.
+    pub fn cancel_creates(&self) -> usize {
+        let runs = self.lock();
+        for running in runs.values().filter(|r| r.mode() == crate::store::vms::VmStatus::Creating) {
+            running.cancel();
+        }
+        runs.len()
+    }
+
+    /// Waits until no run is left here, or `deadline`.
+    pub async fn wait_idle(&self, deadline: tokio::time::Instant) {
+        while !self.lock().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// At shutdown, last: aborts every run of this instance still going and marks its VM
+    /// `interrupted`.
     pub async fn abort_all(&self, store: &Arc<dyn Store>) -> usize {
         let runs: Vec<(i64, Running)> = self.lock().drain().collect();
         for (id, running) in &runs {
