@@ -4,7 +4,8 @@
 //! owner's limit under 8 concurrent creates, owners not in the directory and teams not allowed
 //! refused before anything is recorded, a failing step undone with its reservation, a cancel
 //! while waiting for SSH, a destroy whose events follow the create's, a destroy while creating
-//! refused, a restart with a create running that shows it interrupted; and two instances on
+//! refused, a restart with a create running that shows it interrupted (then destroyed from
+//! what its events say was built); and two instances on
 //! one PostgreSQL: the limit holds across them, a VM created on one is followed live on the
 //! other, whose cancel is refused naming the instance that runs it; a stop cancels the creates
 //! running there.
@@ -333,14 +334,36 @@ async fn failures_and_cancels_leave_nothing_and_a_restart_shows_a_running_create
     let again = lab.order(Method::POST, "/v1/vms/carol-1/cancel").await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
 
-    // A restart while a create runs: the new server shows it interrupted, and what to do.
+    // A restart while a create runs (its bootstrap): the new server shows it interrupted, and
+    // destroys what its events say was built.
+    lab.world.set_deaf(false);
+    lab.world.stuck_bootstrap.store(true, std::sync::atomic::Ordering::SeqCst);
     let running = lab.post(PAYMENTS, json!({ "owner": "dave", "flavor": "small" })).await;
     assert_eq!(running.status, StatusCode::ACCEPTED, "{}", running.text);
-    lab.wait("dave-1", "placed", |v| v["address"].is_string()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !lab.world.nodes.lock().unwrap().contains("dave-1.lab.test") {
+        assert!(tokio::time::Instant::now() < deadline, "dave-1 never reached its bootstrap");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let restarted = Server::open(&lab.config, lab.factory.clone()).await.expect("reopens");
-    let view = call(&restarted.router(), Method::GET, "/v1/vms/dave-1", Some(ADMIN), None, &[]).await;
+    let router = restarted.router();
+    let view = call(&router, Method::GET, "/v1/vms/dave-1", Some(ADMIN), None, &[]).await;
     assert_eq!(view.json["status"], "interrupted", "{}", view.text);
-    assert!(view.json["next"].as_str().unwrap().contains("stopped"), "{}", view.text);
+    assert!(view.json["next"].as_str().unwrap().contains("vesemir vm destroy dave-1"), "{}", view.text);
+    let destroying = call(&router, Method::DELETE, "/v1/vms/dave-1", Some(PAYMENTS), None, &[]).await;
+    assert_eq!(destroying.status, StatusCode::ACCEPTED, "{}", destroying.text);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = call(&router, Method::GET, "/v1/vms/dave-1", Some(ADMIN), None, &[]).await;
+        if view.json["status"] == "destroyed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "dave-1 never destroyed: {}", view.text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!lab.world.has("dave-1"), "{}", lab.world.describe());
+    assert_eq!(lab.reservations().await, 0);
+    lab.world.stuck_bootstrap.store(false, std::sync::atomic::Ordering::SeqCst);
     lab.server.shutdown().await;
 }
 

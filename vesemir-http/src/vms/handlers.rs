@@ -528,8 +528,29 @@ pub async fn destroy(
         (VmStatus::Destroyed, _) => return conflict(format!("VM {} is destroyed already", row.name)),
         (_, Some(record)) => record.clone(),
         (status, None) => {
-            let next = view_of(setup, &row).next.unwrap_or_default();
-            return conflict(format!("VM {} ({status}) has nothing built to take down: {next}", row.name));
+            let parts_left = row.outcome.as_ref().is_some_and(|o| !o.left_behind().is_empty());
+            let rebuilt = if status == VmStatus::Interrupted || parts_left {
+                record_from_events(&state, setup, &row).await?
+            } else {
+                None
+            };
+            match rebuilt {
+                Some(record) => record,
+                None if status == VmStatus::Interrupted => {
+                    return conflict(format!(
+                        "VM {} was interrupted before SSH answered, so its events name no host key to destroy it with: an operator removes what is left ({})",
+                        row.name,
+                        row.placement.as_ref().map_or_else(
+                            || "no placement was recorded".to_owned(),
+                            |p| format!("DNS records, disk and domain on {} at {}, and its reservation", p.hypervisor, p.address)
+                        )
+                    ))
+                }
+                None => {
+                    let next = view_of(setup, &row).next.unwrap_or_default();
+                    return conflict(format!("VM {} ({status}) has nothing built to take down: {next}", row.name));
+                }
+            }
         }
     };
     // Recording and starting run in a task of their own: a request timeout or a dropped
@@ -563,6 +584,53 @@ pub async fn destroy(
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "starting the destroy failed unexpectedly: retry")
     })??;
     Ok(accepted(setup, &row))
+}
+
+/// What a destroy needs, as the VM's create events say it was built: its name, DNS name and
+/// flavor (`started`), its placement (the row's, else `placed`, else the reservation held), its
+/// host key (`host_key_recorded`), the Chef environment and run list of the configuration.
+/// `None` without a host key or a placement.
+async fn record_from_events(
+    state: &AppState,
+    setup: &Setup,
+    row: &VmRow,
+) -> Result<Option<vesemir_core::provision::VmRecord>, ApiError> {
+    use vesemir_core::provision::{ProvisionEventKind, VmRecord};
+    let (mut started, mut placement, mut host_key) = (None, row.placement.clone(), None);
+    let mut last = 0;
+    loop {
+        let page = state.store.vm_events_after(row.id, last, 1000).await.map_err(|e| ApiError::store(&e))?;
+        let Some(end) = page.last() else { break };
+        last = end.seq;
+        for event in page {
+            match event.kind {
+                ProvisionEventKind::Started { fqdn, flavor, .. } if started.is_none() => {
+                    started = Some((fqdn, flavor))
+                }
+                ProvisionEventKind::Placed { placement: placed } if placement.is_none() => {
+                    placement = Some(placed)
+                }
+                ProvisionEventKind::HostKeyRecorded { key, .. } => host_key = Some(key),
+                _ => {}
+            }
+        }
+    }
+    if placement.is_none() {
+        let held = state.store.vm_reservations().await.map_err(|e| ApiError::store(&e))?;
+        placement = held.into_iter().find(|r| r.vm == row.name).map(|r| r.placement);
+    }
+    let (Some((fqdn, flavor)), Some(placement), Some(host_key)) = (started, placement, host_key) else {
+        return Ok(None);
+    };
+    Ok(Some(VmRecord {
+        vm: row.name.clone(),
+        fqdn,
+        flavor,
+        placement,
+        host_key,
+        environment: setup.provisioning.config.environment.clone(),
+        run_list: setup.provisioning.config.run_list.clone(),
+    }))
 }
 
 /// The number of VM row `id`'s last stored event (0 when none).

@@ -62,8 +62,8 @@ fn next(row: &VmRow, left_behind: &[Step]) -> Option<String> {
             "its server stopped while it ran: take down what was built with `vesemir vm destroy {name}`"
         )),
         VmStatus::Interrupted => Some(format!(
-            "its server stopped while it was being created: parts may be left on {}; an operator removes them (DNS records, disk, domain, Chef node and the address's reservation of {name})",
-            row.placement.as_ref().map_or_else(|| "no hypervisor yet".to_owned(), |p| format!("{} at {}", p.hypervisor, p.address))
+            "its server stopped while it was being created: `vesemir vm destroy {name}` takes down what its events say was built once SSH had answered; before that, an operator removes what is left ({})",
+            row.placement.as_ref().map_or_else(|| "no placement recorded".to_owned(), |p| format!("on {} at {}", p.hypervisor, p.address))
         )),
         VmStatus::Ready => Some(format!("take it down when done with `vesemir vm destroy {name}`")),
         _ if !left_behind.is_empty() => Some(format!(

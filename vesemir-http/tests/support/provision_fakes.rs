@@ -55,6 +55,8 @@ pub struct World {
     pub fail: Mutex<Option<Fail>>,
     /// SSH never answers (the guest never comes up).
     pub deaf: AtomicBool,
+    /// The bootstrap never ends (until cancelled).
+    pub stuck_bootstrap: AtomicBool,
 }
 
 impl World {
@@ -184,6 +186,9 @@ impl GuestSsh for FakeSsh {
     async fn bootstrap(&self, _: &BootstrapSpec, output: OutputSink) -> Result<(), PortError> {
         output.send(OutputStream::Stdout, "Starting Chef Infra Client");
         self.0.refuses(Fail::Bootstrap)?;
+        while self.0.stuck_bootstrap.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         output.send(OutputStream::Stdout, "Chef Infra Client finished");
         Ok(())
     }
