@@ -75,7 +75,8 @@ impl Lab {
         let tsig_key = private_copy(&named.key_file(), dir.path(), "tsig.key");
         let guest_key = private_copy(&libvirt.client_key(), dir.path(), "guest_key");
 
-        let mut chef = ChefConfig::new(goiardi.url.clone(), "admin", ClientKey::from_file(&chef_key).unwrap());
+        let mut chef =
+            ChefConfig::new(goiardi.url.clone(), "admin", ClientKey::from_file(&chef_key).unwrap());
         chef.flavor = ServerFlavor::Goiardi;
         let admin = ChefClient::new(&chef).unwrap();
         admin
@@ -261,7 +262,16 @@ fn ssh(lab: &Lab, address: &str, alias: &str, known_hosts: &str) -> Output {
     let file = lab.dir.path().join("known_hosts.test");
     std::fs::write(&file, format!("{known_hosts}\n")).unwrap();
     Command::new("ssh")
-        .args(["-F", "none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5"])
+        .args([
+            "-F",
+            "none",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=5",
+        ])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", file.display()))
         .arg("-o")
@@ -297,10 +307,7 @@ async fn a_vm_for_a_directory_user_in_one_command_through_the_server() {
     assert_eq!(field(&out, "log in:"), format!("ssh alice@{name}"), "{out}");
     assert!(out.contains("bootstrap | node_name alice-1.lab.test"), "the bootstrap's output: {out}");
     assert!(out.contains("(the console showed the same key)"), "{out}");
-    eprintln!("vm create: ready after {wall:?} (the command's wall time)");
-    for line in out.lines().filter(|l| l.contains("is ready in") || l.trim_start().starts_with("steps:")) {
-        eprintln!("  {}", line.trim());
-    }
+    eprintln!("vm create: ready after {wall:?} (the command's wall time); its output:\n{out}");
     let address = field(&out, "address:").split_whitespace().next().unwrap().to_owned();
     let known_hosts = field(&out, "known_hosts:");
     let host_key = known_hosts.split_once(' ').unwrap().1.to_owned();
@@ -316,7 +323,8 @@ async fn a_vm_for_a_directory_user_in_one_command_through_the_server() {
     let login = ssh(&lab, &address, &name, &known_hosts);
     assert!(login.status.success(), "ssh with the recorded key: {}", text(&login));
     assert_eq!(String::from_utf8_lossy(&login.stdout).trim(), "logged-in");
-    let other = format!("{name},{address} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKey00");
+    let other =
+        format!("{name},{address} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKey00");
     let refused = ssh(&lab, &address, &name, &other);
     assert_eq!(refused.status.code(), Some(255), "another key is refused: {}", text(&refused));
     assert!(text(&refused).contains("Host key verification failed"), "{}", text(&refused));
