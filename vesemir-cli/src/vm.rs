@@ -344,19 +344,22 @@ fn parts(view: &VmView) -> String {
 
 /// Asks on the terminal; true for `y`/`yes`.
 fn confirm(view: &VmView) -> Result<bool, Failure> {
-    eprint!(
+    confirm_with(view, &mut std::io::stdin().lock(), &mut std::io::stderr())
+}
+
+/// Writes the question naming what will be removed to `out`, reads the answer from `input`.
+fn confirm_with(view: &VmView, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<bool, Failure> {
+    let _ = write!(
+        out,
         "destroy VM {} of {} ({}): {} will be removed. Destroy it? [y/N] ",
         view.name,
         view.owner,
         view.status,
         parts(view)
     );
-    let _ = std::io::stderr().flush();
+    let _ = out.flush();
     let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| Failure::input(format!("cannot read the answer: {e}")))?;
+    input.read_line(&mut answer).map_err(|e| Failure::input(format!("cannot read the answer: {e}")))?;
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
@@ -680,6 +683,20 @@ mod tests {
         assert!(describe(&view(VmStatus::Interrupted)).contains("next:        vesemir vm destroy alice-1"));
         assert_eq!(show_exit(&view(VmStatus::Ready)), Exit::Success);
         assert_eq!(end_exit(&view(VmStatus::Cancelled), Wanted::Cancelled), Exit::Success);
+    }
+
+    #[test]
+    fn destroy_asks_naming_what_goes_and_only_yes_destroys() {
+        for (answer, yes) in [("y\n", true), ("YES\n", true), ("\n", false), ("n\n", false), ("", false)] {
+            let mut out = Vec::new();
+            let said = confirm_with(&view(VmStatus::Ready), &mut answer.as_bytes(), &mut out).unwrap();
+            assert_eq!(said, yes, "{answer:?}");
+            let question = String::from_utf8(out).unwrap();
+            assert_eq!(
+                question,
+                "destroy VM alice-1 of alice (ready): its DNS records (alice-1.lab.test → 10.0.0.12), its domain and disk on hv-1, its Chef node and client, and its address reservation will be removed. Destroy it? [y/N] "
+            );
+        }
     }
 
     #[test]
