@@ -172,22 +172,45 @@ impl Progress {
 }
 
 /// Follows VM `name`'s events after stream id `after` until its create or destroy ends, then
-/// reads the VM (the record can lag the last event by a moment: read again while it runs, at
-/// most 30 s, reconnecting to the events when they went quiet).
+/// reads the VM. The record can lag the last event by a moment: after the `finished` event it
+/// is read again while it runs, at most 30 s. A stream that ends before that event (a restart,
+/// a proxy's idle timeout) is followed again, from the last event read, while the server says
+/// the VM's run goes on. Ctrl-C stops following (the server goes on) and says how to go on.
 async fn follow(client: &Client, name: &VmName, after: u64, progress: &Progress) -> Result<VmView, Failure> {
-    let mut last = client.vm_events(name, after, true, &mut |event| progress.event(event)).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let view = client.vm(name).await?;
-        if !view.status.is_running() || tokio::time::Instant::now() >= deadline {
-            return Ok(view);
+    let following = async {
+        let mut last = after;
+        let mut ended_at = None;
+        loop {
+            let finished = progress.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).finished;
+            if !finished {
+                let before = last;
+                last = client.vm_events(name, last, true, &mut |event| progress.event(event)).await?;
+                if last == before {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            let view = client.vm(name).await?;
+            let finished = progress.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).finished;
+            if !view.status.is_running() {
+                return Ok(view);
+            }
+            if finished {
+                let since = *ended_at.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= Duration::from_secs(30) {
+                    return Ok(view);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        let finished = progress.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).finished;
-        if finished {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        } else {
-            last = client.vm_events(name, last, true, &mut |event| progress.event(event)).await?;
-        }
+    };
+    tokio::select! {
+        view = following => view,
+        _ = tokio::signal::ctrl_c() => Err(Failure {
+            exit: Exit::DeploymentFailed,
+            message: format!(
+                "stopped following VM {name}: the server goes on with it; `vesemir vm show {name}` tells how it went, `vesemir vm cancel {name}` stops a create"
+            ),
+        }),
     }
 }
 

@@ -335,3 +335,43 @@ fn list_and_show_print_the_api_bodies_as_json_and_exit_by_status() {
         .unwrap();
     assert_eq!(output.status.code(), Some(3), "unreachable: {}", text(&output));
 }
+
+#[test]
+fn ctrl_c_stops_following_and_says_how_to_go_on() {
+    // The server's run goes on: its stream ends without a `finished` event, the VM is creating.
+    let stub = Stub::start(|request, _| match (request.method.as_str(), request.path.as_str()) {
+        ("POST", "/v1/vms") => (202, JSON, view("creating").to_string()),
+        ("GET", "/v1/vms/alice-1/events") if request.last_event_id.is_none() => {
+            (200, EVENTS, sse(&create_events()[..2], 1))
+        }
+        ("GET", "/v1/vms/alice-1/events") => (200, EVENTS, String::new()),
+        ("GET", "/v1/vms/alice-1") => (200, JSON, view("creating").to_string()),
+        _ => (404, JSON, "{}".into()),
+    });
+    let child = Command::new(env!("CARGO_BIN_EXE_vesemir"))
+        .args(["vm", "create", "--owner", "alice", "--flavor", "small"])
+        .env("VESEMIR_SERVER", &stub.url)
+        .env_remove("VESEMIR_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !stub.seen().iter().any(|s| s.last_event_id.as_deref() == Some("2")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "it follows again after the stream ended: {:?}",
+            stub.seen()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let killed = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("reserve: reserving an address"), "{out}");
+    assert!(out.contains("stopped following VM alice-1: the server goes on with it"), "{out}");
+    assert!(out.contains("vesemir vm cancel alice-1"), "{out}");
+}
