@@ -156,6 +156,16 @@ pub enum Command {
         #[command(subcommand)]
         command: PromoteCommand,
     },
+    /// Virtual machines on the server (`--server`, token from `VESEMIR_TOKEN`): a new VM for a
+    /// directory user in one command (an address, DNS records, a disk and domain on a
+    /// hypervisor, SSH with its host key recorded, Chef registration and first bootstrap), the
+    /// list, one VM, cancel, destroy.
+    #[command(after_help = crate::exit::VM_EXIT_CODES_HELP)]
+    Vm {
+        /// What to do.
+        #[command(subcommand)]
+        command: VmCommand,
+    },
     /// Run the HTTP server: deployments go through the adapters of --config.
     Serve {
         /// The server's own configuration: listen address, database, tokens, playbooks, limits.
@@ -180,6 +190,106 @@ pub enum Command {
         /// Where to write them (created if missing).
         dir: PathBuf,
     },
+}
+
+/// `vesemir vm ...` (issue 19): VMs built by the server's `[provision]` configuration.
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Ask for a new VM for OWNER (a user of the directory) and follow it step by step until it
+    /// is ready: its DNS name, address, how to log in and the host key line for known_hosts
+    /// are printed at the end. A step that fails undoes the steps done and names the step and
+    /// why. With `-o json` the progress goes to stderr and stdout gets the VM as the API shows
+    /// it.
+    #[command(after_help = crate::exit::VM_EXIT_CODES_HELP)]
+    Create(VmCreateArgs),
+    /// List the VMs on the server, newest first.
+    #[command(after_help = crate::exit::VM_EXIT_CODES_HELP)]
+    List {
+        /// Only this directory user's VMs.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only VMs in this status (creating, ready, failed, cancelled, destroying, destroyed,
+        /// interrupted).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// `text` or `json` (the list as the API shows it).
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: OutputFormat,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show one VM: its status, DNS name, address, hypervisor, host key, how to log in, and
+    /// why it failed or what is left behind.
+    #[command(after_help = crate::exit::VM_EXIT_CODES_HELP)]
+    Show {
+        /// The VM's name.
+        name: String,
+        /// `text` or `json` (the VM as the API shows it).
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: OutputFormat,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Cancel a VM being created: the step in flight ends, then every step done is undone
+    /// (followed until it has).
+    #[command(after_help = crate::exit::VM_EXIT_CODES_HELP)]
+    Cancel {
+        /// The VM's name.
+        name: String,
+        /// `text` or `json` (the VM as the API shows it at the end).
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: OutputFormat,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Take a VM down: its domain and disk, its DNS records, its Chef node and client, and its
+    /// address reservation, followed until every part is gone. On a terminal it asks first;
+    /// elsewhere it needs --yes.
+    #[command(after_help = crate::exit::VM_EXIT_CODES_HELP)]
+    Destroy {
+        /// The VM's name.
+        name: String,
+        /// Destroy without asking (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// `text` or `json` (the VM as the API shows it at the end).
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: OutputFormat,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// The arguments of `vesemir vm create`.
+#[derive(Debug, clap::Args)]
+pub struct VmCreateArgs {
+    /// The directory user the VM is for: who logs in to it. Must exist in the directory.
+    #[arg(long)]
+    pub owner: String,
+    /// A flavor of the server's configuration your team may create (cores, memory, disk).
+    #[arg(long)]
+    pub flavor: String,
+    /// The VM's name (a DNS label: lowercase letters, digits, '-'); the default is the owner's
+    /// name and the lowest free number (`alice-1`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Do not follow: print the VM as accepted (`creating`) and exit 0; `vesemir vm show NAME`
+    /// tells how it went.
+    #[arg(long)]
+    pub detach: bool,
+    /// `text` (steps as they happen) or `json` (the VM as the API shows it; progress on stderr).
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// `vesemir promote ...` (issue 18: promotion by confirmation).

@@ -9,7 +9,9 @@ use reqwest::StatusCode;
 use vesemir_core::backoff::Backoff;
 use vesemir_core::event::{Event, HostOutcome, Rotation};
 use vesemir_core::progress::Progress;
+use vesemir_core::provision::{ProvisionEvent, ProvisionEventKind, VmName};
 use vesemir_http::catalog::UnitRequest;
+use vesemir_http::vm_wire::{VmCreateRequest, VmList, VmView};
 use vesemir_http::wire::{
     Accepted, Deployment, DeploymentList, ErrorBody, History, RecoveryReport, RestoreBody, RetryBody,
     RollbackBody,
@@ -317,6 +319,141 @@ impl Client {
                 Some(delay) => tokio::time::sleep(delay).await,
                 None => return Err(broke),
             }
+        }
+    }
+}
+
+/// `GET /v1/vms` filters of `vesemir vm list`; `None` is not sent.
+#[derive(Debug, Default)]
+pub struct VmFilter {
+    /// `owner=`: only this directory user's VMs.
+    pub owner: Option<String>,
+    /// `status=`: only VMs in this status (`creating`, `ready`...).
+    pub status: Option<String>,
+    /// `limit=`: at most this many, newest first.
+    pub limit: Option<u32>,
+}
+
+/// The VM calls (issue 19, `vesemir vm`). A conflict (a name in use, a VM busy) changed
+/// nothing, so it is bad input here (exit 2), not a failed run.
+impl Client {
+    async fn send_vm(&self, builder: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        self.send(builder).await.map_err(|failure| match failure.exit {
+            Exit::DeploymentFailed => Failure::input(failure.message),
+            _ => failure,
+        })
+    }
+
+    async fn vm_answer(&self, builder: reqwest::RequestBuilder) -> Result<VmView, Failure> {
+        let response = self.send_vm(builder).await?;
+        response.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
+    }
+
+    /// `POST /v1/vms`: asks for a new VM; the server answers it `creating`.
+    pub async fn create_vm(&self, body: &VmCreateRequest) -> Result<VmView, Failure> {
+        self.vm_answer(self.request(reqwest::Method::POST, "/vms").json(body)).await
+    }
+
+    /// `GET /v1/vms/{name}`.
+    pub async fn vm(&self, name: &VmName) -> Result<VmView, Failure> {
+        self.vm_answer(self.request(reqwest::Method::GET, &format!("/vms/{name}"))).await
+    }
+
+    /// `GET /v1/vms`, newest first.
+    pub async fn vms(&self, filter: &VmFilter) -> Result<VmList, Failure> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        for (key, value) in [("owner", &filter.owner), ("status", &filter.status)] {
+            if let Some(value) = value {
+                query.push((key, value.clone()));
+            }
+        }
+        if let Some(limit) = filter.limit {
+            query.push(("limit", limit.to_string()));
+        }
+        let response = self.send_vm(self.request(reqwest::Method::GET, "/vms").query(&query)).await?;
+        response.json().await.map_err(|e| Failure::input(format!("unexpected answer: {e}")))
+    }
+
+    /// `POST /v1/vms/{name}/cancel`: the create stops and undoes its steps.
+    pub async fn cancel_vm(&self, name: &VmName) -> Result<VmView, Failure> {
+        self.vm_answer(self.request(reqwest::Method::POST, &format!("/vms/{name}/cancel"))).await
+    }
+
+    /// `DELETE /v1/vms/{name}`: the VM is taken down.
+    pub async fn destroy_vm(&self, name: &VmName) -> Result<VmView, Failure> {
+        self.vm_answer(self.request(reqwest::Method::DELETE, &format!("/vms/{name}"))).await
+    }
+
+    /// Reads VM `name`'s events after stream id `after` (0: from the first), giving each to
+    /// `on_event`, and answers the last id read. With `until_finished` it follows until a
+    /// `finished` event or the server ends the stream (nothing running); without, it stops once
+    /// the stored events are read (the stream ends, or stays quiet for a moment). A broken
+    /// stream is resumed after the last id read, waiting as [`FOLLOW_BACKOFF`] says.
+    pub async fn vm_events(
+        &self,
+        name: &VmName,
+        after: u64,
+        until_finished: bool,
+        on_event: &mut (dyn FnMut(&ProvisionEvent) + Send),
+    ) -> Result<u64, Failure> {
+        let mut last = after;
+        let mut retries = FOLLOW_BACKOFF.retries(jitter_seed());
+        loop {
+            let mut builder = self
+                .request(reqwest::Method::GET, &format!("/vms/{name}/events"))
+                .header(reqwest::header::ACCEPT, "text/event-stream");
+            if last > 0 {
+                builder = builder.header("Last-Event-ID", last.to_string());
+            }
+            let broke = match self.send_vm(builder).await {
+                Ok(response) => match forward_vm(response, &mut last, on_event, until_finished).await {
+                    Followed::Ended => return Ok(last),
+                    Followed::Broke => Failure::unreachable(format!(
+                        "the event stream of VM {name} broke six times: see `vesemir vm show {name}`"
+                    )),
+                },
+                Err(e) if e.exit == Exit::Unreachable && last > after => e,
+                Err(e) => return Err(e),
+            };
+            match retries.after_failure() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(broke),
+            }
+        }
+    }
+}
+
+/// Shows the VM events of one connection; `last` is the stream id of the last one shown.
+async fn forward_vm(
+    response: reqwest::Response,
+    last: &mut u64,
+    on_event: &mut (dyn FnMut(&ProvisionEvent) + Send),
+    until_finished: bool,
+) -> Followed {
+    let mut stream = response.bytes_stream().eventsource();
+    loop {
+        let next = if until_finished {
+            stream.next().await
+        } else {
+            match tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+                Ok(next) => next,
+                Err(_) => return Followed::Ended,
+            }
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(_)) => return Followed::Broke,
+            None => return Followed::Ended,
+        };
+        let Ok(event) = serde_json::from_str::<ProvisionEvent>(&message.data) else { continue };
+        let id = message.id.parse::<u64>().unwrap_or(event.seq);
+        if id <= *last {
+            continue;
+        }
+        *last = id;
+        on_event(&event);
+        if until_finished && matches!(event.kind, ProvisionEventKind::Finished { .. }) {
+            return Followed::Ended;
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct ConfiguredPorts {
     /// The inventory (Chef, with its key loaded, or the inventory file as read), replaced whole
     /// by a reload; `None` when neither is configured.
     inventory: std::sync::RwLock<Option<Arc<dyn Inventory>>>,
+    /// The VMs' adapters (`[provision]`), built once at start; `None` when not configured.
+    provisioning: Option<vesemir_http::Provisioning>,
 }
 
 impl ConfiguredPorts {
@@ -116,10 +118,12 @@ impl ConfiguredPorts {
         let executor = executor(&config);
         executor.load_key().map_err(|e| Failure::input(format!("{}: ssh: {e}", config.path.display())))?;
         let inventory = shared_inventory(&config)?;
+        let provisioning = provisioning(&config)?;
         Ok(Self {
             load_balancer: Arc::new(HaproxyLoadBalancer::new(config.haproxy.clone())),
             executor: Arc::new(executor),
             inventory: std::sync::RwLock::new(inventory),
+            provisioning,
             config,
         })
     }
@@ -194,6 +198,47 @@ impl vesemir_http::PortsFactory for ConfiguredPorts {
     fn health_probe(&self) -> Option<Arc<dyn vesemir_core::ports::HealthProbe>> {
         health_probe()
     }
+
+    fn provisioning(&self) -> Result<Option<vesemir_http::Provisioning>, vesemir_http::PortsError> {
+        Ok(self.provisioning.clone())
+    }
+}
+
+/// The VMs' adapters of `[provision]`: DNS by nsupdate, one virsh adapter per hypervisor, SSH
+/// to the guests by OpenSSH, and Chef nodes and clients through the `[chef]` section's client
+/// (its key read now). `None` without `[provision]`.
+pub fn provisioning(config: &Config) -> Result<Option<vesemir_http::Provisioning>, Failure> {
+    use vesemir_core::provision::{HypervisorName, HypervisorPort};
+    let Some(settings) = &config.provision else { return Ok(None) };
+    let path = config.path.display();
+    let chef = config
+        .chef
+        .clone()
+        .ok_or_else(|| {
+            Failure::input(format!("{path}: provision: needs [chef] (VMs are registered through it)"))
+        })?
+        .load_key()
+        .map_err(|e| Failure::input(format!("{path}: chef: {e}")))?;
+    let client =
+        vesemir_chef::ChefClient::new(&chef).map_err(|e| Failure::input(format!("{path}: chef: {e}")))?;
+    let hypervisors: std::collections::BTreeMap<HypervisorName, Arc<dyn HypervisorPort>> = settings
+        .libvirt
+        .iter()
+        .map(|(name, libvirt)| {
+            let port: Arc<dyn HypervisorPort> =
+                Arc::new(vesemir_provision::VirshHypervisor::new(libvirt.clone()));
+            (name.clone(), port)
+        })
+        .collect();
+    Ok(Some(vesemir_http::Provisioning {
+        config: settings.config.clone(),
+        driver: settings.driver.clone(),
+        dns: Arc::new(vesemir_provision::NsupdateDns::new(settings.dns.clone())),
+        hypervisors,
+        chef: Arc::new(vesemir_chef::ChefNodes::new(client)),
+        ssh: Arc::new(vesemir_provision::OpensshGuest::new(settings.ssh.clone())),
+        login_user: settings.login_user.clone(),
+    }))
 }
 
 /// The orchestrator's HTTP health probe (`vesemir-probe`), for requests with `health.http`;

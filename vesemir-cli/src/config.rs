@@ -19,6 +19,7 @@ use vesemir_haproxy::HaproxyConfig;
 use vesemir_ssh::{HostKeyMode, Passphrase, SshAuth, SshConfig};
 
 use crate::overrides;
+use crate::provision_config::{self, ProvisionSection, ProvisionSettings};
 
 /// The passphrase of an encrypted SSH key comes from this variable, never from a file.
 pub const PASSPHRASE_VARIABLE: &str = "VESEMIR_SSH_PASSPHRASE";
@@ -44,6 +45,8 @@ pub struct Config {
     pub locks: LocksSection,
     /// `[playbooks.NAME]`, validated by the core.
     pub playbooks: Playbooks,
+    /// `[provision]`: what `vesemir serve` builds VMs with (issue 19), checked.
+    pub provision: Option<ProvisionSettings>,
 }
 
 /// `vesemir.toml` as written: each section optional here, required ones checked after.
@@ -64,6 +67,8 @@ struct ConfigFile {
     locks: LocksSection,
     #[serde(default)]
     playbooks: BTreeMap<String, ChangesetSpec>,
+    #[serde(default)]
+    provision: Option<ProvisionSection>,
 }
 
 /// `[driver]`. Unset values take [`vesemir_core::DriverConfig`]'s defaults.
@@ -186,6 +191,11 @@ impl Config {
         if let Some(chef) = &mut file.chef {
             check_chef(chef, base, &mut checks);
         }
+        let chef_configured = file.chef.is_some();
+        let provision = file
+            .provision
+            .as_mut()
+            .and_then(|section| provision_config::check(section, base, chef_configured, &mut checks));
         let inventory_file = file.inventory.as_ref().map(|i| resolve(base, &i.file));
         if let Some(file) = &inventory_file {
             if let Err(e) = crate::inventory_file::read(file) {
@@ -223,6 +233,7 @@ impl Config {
                 driver: file.driver,
                 locks: file.locks,
                 playbooks,
+                provision,
             }),
             _ => Err(ConfigErrors::new(path, problems)),
         }
@@ -316,7 +327,8 @@ fn check_bounds(file: &ConfigFile, problems: &mut Vec<FieldError>) {
         .extend(check_count("haproxy.max_connections_per_instance", connections, 0, MAX_CONNECTIONS).err());
 }
 
-fn resolve(base: &Path, path: &Path) -> PathBuf {
+/// `path` with `~` expanded, relative to `base` unless absolute.
+pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
     let expanded = match path.strip_prefix("~") {
         Ok(rest) => {
             std::env::var_os("HOME").map_or_else(|| path.to_owned(), |home| PathBuf::from(home).join(rest))
@@ -331,7 +343,7 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
 }
 
 /// A private key file: readable, and by nobody else (the core's rule, with ssh's words).
-fn check_private_key(problems: &mut Vec<FieldError>, key: &str, path: &Path) {
+pub(crate) fn check_private_key(problems: &mut Vec<FieldError>, key: &str, path: &Path) {
     use std::os::unix::fs::MetadataExt;
     match std::fs::File::open(path).and_then(|file| file.metadata()) {
         Err(e) => problems.push(FieldError::new(key, format!("cannot read {}: {e}", path.display()))),

@@ -67,3 +67,13 @@ pub const FOLLOW_UP_EXIT_CODES_HELP: &str = "Exit codes:
   2  bad input, nothing to act on (unknown run, no previous version), or hosts locked by another
      deployment: nothing was changed
   3  infrastructure unreachable before anything changed (Chef, HAProxy, SSH, the server)";
+
+/// What the help of `vesemir vm ...` says about exit codes.
+pub const VM_EXIT_CODES_HELP: &str = "Exit codes:
+  0  done: the VM is ready (create, show), destroyed with nothing left (destroy), its create
+     cancelled with nothing left (cancel); list and show answered
+  1  the create failed or was cancelled, the server was interrupted, or parts are left behind
+     (named, with the command to go on, e.g. `vesemir vm destroy NAME`)
+  2  bad input, refused by the server (an unknown owner or flavor, a name in use, a limit: the
+     field is named), or destroy without --yes off a terminal: nothing was changed
+  3  the server unreachable";

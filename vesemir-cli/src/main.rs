@@ -15,8 +15,10 @@ mod locks;
 mod manpages;
 mod output;
 mod overrides;
+mod provision_config;
 mod recover;
 mod request;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -146,6 +148,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Resume(args) => control(args, control_socket::Order::Resume).await,
         Command::Confirm(args) => control(args, control_socket::Order::Confirm).await,
         Command::Promote { command } => client::promote(command).await,
+        Command::Vm { command } => vm::run(command).await,
         Command::Serve { server_config } => serve(&cli, server_config).await,
         Command::Recover(args @ recover::RecoverArgs { server: Some(server), .. }) => {
             recover::recover_remote(args, server).await
@@ -217,6 +220,9 @@ fn config_check(cli: &Cli, server_config: Option<&std::path::Path>) -> Result<Ex
         },
         config.ssh.user
     );
+    if let Some(provision) = &config.provision {
+        println!("{}", provision.summary());
+    }
     Ok(Exit::Success)
 }
 

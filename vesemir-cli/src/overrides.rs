@@ -5,7 +5,7 @@
 use vesemir_core::request::FieldError;
 
 /// Configuration sections that environment variables may override.
-const SECTIONS: [&str; 5] = ["chef", "inventory", "ssh", "haproxy", "driver"];
+const SECTIONS: [&str; 6] = ["chef", "inventory", "ssh", "haproxy", "driver", "provision"];
 
 /// Variables that look like overrides but are not.
 const NOT_OVERRIDES: [&str; 3] = ["VESEMIR_SSH_PASSPHRASE", "VESEMIR_CONFIG", "VESEMIR_TOKEN"];
@@ -104,6 +104,7 @@ mod tests {
             ("VESEMIR_SSH_PORT".to_owned(), "2222".to_owned()),
             ("VESEMIR_SSH_PASSPHRASE".to_owned(), "secret".to_owned()),
             ("VESEMIR_HAPROXY_READ_TIMEOUT".to_owned(), "9s".to_owned()),
+            ("VESEMIR_PROVISION_SSH_TIMEOUT".to_owned(), "3m".to_owned()),
             ("OTHER".to_owned(), "x".to_owned()),
         ];
         let problems = apply_env(&mut document, vars.into_iter());
@@ -113,5 +114,10 @@ mod tests {
         assert_eq!(ssh["port"].as_integer(), Some(2222));
         assert!(!ssh.contains_key("passphrase"), "the passphrase is not a config key");
         assert_eq!(document["haproxy"]["read_timeout"].as_str(), Some("9s"));
+        assert_eq!(
+            document["provision"]["ssh_timeout"].as_str(),
+            Some("3m"),
+            "a top-level key of [provision]"
+        );
     }
 }
