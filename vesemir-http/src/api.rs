@@ -62,6 +62,8 @@ pub struct App {
     pub promotions: Arc<crate::promotion::Promotions>,
     /// The units' outgoing webhooks (issue 18): a promotion waiting for a person is told here.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// The VMs this server provisions (issue 19), and their runs on this instance.
+    pub vms: Arc<crate::vms::Vms>,
 }
 
 impl std::fmt::Debug for App {
@@ -400,7 +402,7 @@ pub async fn create(
 }
 
 /// 415 unless the body is said to be JSON (`application/json`, or any `+json` type).
-fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let media = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -98,6 +98,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod vm_wire;
+pub mod vms;
 pub mod web;
 pub mod wire;
 
@@ -191,6 +192,17 @@ impl Server {
                 ))
             })
         })?;
+        let provisioning = factory.provisioning().map_err(|e| {
+            vesemir_core::request::ValidationErrors::one(vesemir_core::request::FieldError::new(
+                "provision",
+                e.to_string(),
+            ))
+        })?;
+        let vms = Arc::new(vms::Vms::open(
+            config.vms.as_ref(),
+            provisioning,
+            web.as_ref().map(|web| web.directory()),
+        )?);
         let metrics = Arc::new(metrics::Metrics::new());
         let runner = Arc::new(
             runner::Runner::new(store.clone(), metrics.clone(), config.limits.clone())
@@ -221,6 +233,7 @@ impl Server {
             hooks,
             promotions: Arc::new(promotion::Promotions::from_units(&config.units)),
             notifier,
+            vms,
         });
         // on_failure = "rollback": once a deployment has ended, its follow-up (if any) is
         // submitted like any other deployment.
@@ -243,6 +256,8 @@ impl Server {
                 "deployments of instances that stopped renewing their leases were taken over"
             );
         }
+        // VMs whose create or destroy no live instance runs.
+        vms::Vms::interrupt_unfinished(&app.store).await?;
         tokio::spawn(lease::keep(Arc::downgrade(&app), lease));
         // CI hooks' deliveries that wait for their unit start once it is free.
         tokio::spawn(hooks::dispatch(Arc::downgrade(&app)));
@@ -299,7 +314,13 @@ impl Server {
     /// aborts the rest (each ends `interrupted`, naming the servers that may be out of
     /// rotation) and waits for their records.
     pub async fn shutdown(&self) -> shutdown::ShutdownOutcome {
-        shutdown::drain(&self.app).await
+        let outcome = shutdown::drain(&self.app).await;
+        // VM creates and destroys still running here end `interrupted`.
+        let aborted = self.app.vms.abort_all(&self.app.store).await;
+        if aborted > 0 {
+            tracing::warn!(aborted, "VM creates and destroys were running at shutdown: they are interrupted");
+        }
+        outcome
     }
 }
 

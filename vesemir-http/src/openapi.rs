@@ -35,7 +35,10 @@ use crate::wire::{
         Accepted, Deployment, DeploymentList, ErrorBody, Health, HostResult, Links, Problem, Timings, Totals,
         UnitRequest, UnitStrategy, crate::store::Status, RecoveryReport, RecoveryResult, ServerRecoveryResult,
         crate::wire::Promotion, crate::store::PromotionStatus, crate::wire::NotificationLog,
-        crate::wire::NotificationDelivery
+        crate::wire::NotificationDelivery,
+        crate::vm_wire::VmCreateRequest, crate::vm_wire::VmView, crate::vm_wire::VmFailure,
+        crate::vm_wire::VmLinks, crate::vm_wire::VmList, crate::vm_wire::VmFlavorView,
+        crate::vm_wire::VmFlavorList, crate::store::vms::VmStatus
     )),
     modifiers(&Bearer)
 )]

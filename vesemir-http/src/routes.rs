@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use crate::api::{self, AppState};
 use crate::config::Limits;
 use crate::openapi::ApiDoc;
+use crate::vms::handlers as vms;
 
 /// Routes bounded by the request timeout: all but the event stream.
 fn bounded() -> OpenApiRouter<AppState> {
@@ -30,6 +31,10 @@ fn bounded() -> OpenApiRouter<AppState> {
         .routes(routes!(api::decline_promotion))
         .routes(routes!(api::notifications))
         .routes(routes!(crate::hooks::receive))
+        .routes(routes!(vms::create, vms::list))
+        .routes(routes!(vms::flavors))
+        .routes(routes!(vms::get_one, vms::destroy))
+        .routes(routes!(vms::cancel))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
         .routes(routes!(api::metrics))
@@ -42,6 +47,7 @@ fn bounded() -> OpenApiRouter<AppState> {
 fn streams() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(api::events))
+        .routes(routes!(vms::events))
         .routes(routes!(api::recover))
         .routes(routes!(api::restore))
 }

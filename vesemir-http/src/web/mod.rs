@@ -111,6 +111,13 @@ impl Web {
     }
 }
 
+impl Web {
+    /// The directory people sign in against (VM owners are looked up in it too).
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+}
+
 /// How often expired and revoked sessions and old failed sign-ins are deleted.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
