@@ -16,7 +16,8 @@
 //! POST /deployments/{id}/{order}     csrf (+ confirmed=yes): the API's handler for it
 //! GET  /start[?team=&application=&environment=]   the units, or one unit's form
 //! POST /start       csrf + the form + action=plan|deploy
-//! GET  /web/style.css /web/page.js
+//! GET  /vms, /vms/{name}...   the VM pages (issue 19; see the vms module)
+//! GET  /web/style.css /web/page.js /web/vms.js
 //! ```
 //!
 //! Sessions live in the [`Store`](crate::store::Store), so every instance on one database
@@ -24,12 +25,22 @@
 //! rate limits. Messages: a wrong password and an unknown user get the same text; a directory
 //! that cannot be reached says so.
 
+/// The signed-in person of a page's request, or the answer to give instead (a redirect to the
+/// sign-in form). Defined before the page modules, which use it.
+macro_rules! signed_or_return {
+    ($state:expr, $headers:expr) => {
+        match super::signed_in(&$state, &$headers).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return super::see_other("/sign-in"),
+            Err(response) => return response,
+        }
+    };
+}
+
 pub mod config;
 pub mod limit;
 mod pages;
 pub mod session;
-// The VM pages' rendering is used by their routes once the VM API is merged (issue 19).
-#[cfg_attr(not(test), allow(dead_code))]
 mod vms;
 
 use std::net::SocketAddr;
@@ -178,6 +189,11 @@ pub fn router(app: AppState, web: Arc<Web>) -> Router {
         .route("/deployments/{id}/events", get(pages::events))
         .route("/deployments/{id}/{order}", get(pages::confirm_order).post(pages::give_order))
         .route("/start", get(pages::start_form).post(pages::start))
+        .route("/vms", get(vms::list).post(vms::create))
+        .route("/vms/{name}", get(vms::vm))
+        .route("/vms/{name}/events", get(vms::events))
+        .route("/vms/{name}/cancel", post(vms::cancel))
+        .route("/vms/{name}/destroy", get(vms::confirm_destroy).post(vms::destroy))
         .layer(axum::middleware::from_fn(move |request: Request, next: axum::middleware::Next| {
             NAV.scope(nav, next.run(request))
         }))

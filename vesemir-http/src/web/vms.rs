@@ -22,12 +22,23 @@
 
 use std::fmt::Write as _;
 
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use vesemir_core::provision::ProvisionEvent;
+use vesemir_core::provision::{ProvisionEvent, VmName};
 
-use super::{escape, WebSession};
+use super::pages::{answer, failure_page, read_answer, signed, After};
+use super::{escape, message, page, session, WebSession, WebState};
 use crate::store::vms::VmStatus;
-use crate::vm_wire::{VmFlavorList, VmFlavorView, VmList, VmView};
+use crate::vm_wire::{VmCreateRequest, VmFlavorList, VmFlavorView, VmList, VmView};
+use crate::vms::handlers::{self, VmListParams};
+
+/// VMs listed on `/vms`, newest first.
+const LIST_SIZE: i64 = 100;
+/// Events rendered on a VM's page (the rest arrive live).
+const EVENTS_ON_PAGE: i64 = 5_000;
 
 /// The live log's script, served at `/web/vms.js`.
 pub(super) const SCRIPT: &str = include_str!("vms.js");
@@ -56,6 +67,222 @@ const FIELDS: [(&str, &str, &str); 2] = [
     ("owner", "Username", "Who the VM is for and who logs in to it: a user of the directory."),
     ("flavor", "Flavor", "The VM's size."),
 ];
+
+/// `GET /vms`: the team's VMs and the form.
+pub(super) async fn list(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let (principal, session) = signed_or_return!(state, headers);
+    list_page(&state, &principal, &session, StatusCode::OK, &VmForm::default(), None).await
+}
+
+/// The VMs page, with the form filled with `values` and the API's `refusal` next to its fields.
+async fn list_page(
+    state: &WebState,
+    principal: &crate::auth::Principal,
+    session: &WebSession,
+    status: StatusCode,
+    values: &VmForm,
+    refusal: Option<&Refusal>,
+) -> Response {
+    let app = State(state.app.clone());
+    let params = VmListParams { owner: None, team: None, status: None, limit: Some(LIST_SIZE) };
+    let result = handlers::list(app.clone(), principal.clone(), Ok(Query(params)))
+        .await
+        .map(IntoResponse::into_response);
+    let list: VmList = match read_answer(result, "The VMs", session).await {
+        Ok(list) => list,
+        Err(refused) => return refused,
+    };
+    let result = handlers::flavors(app, principal.clone()).await.map(IntoResponse::into_response);
+    let flavors: VmFlavorList = match read_answer(result, "The flavors", session).await {
+        Ok(flavors) => flavors,
+        Err(refused) => return refused,
+    };
+    let mut body = String::from("<h1>VMs</h1>");
+    body.push_str(&create_form(&flavors, session, values, refusal));
+    body.push_str("<h2>Your team's VMs</h2>");
+    body.push_str(&list_table(&list));
+    let title = if refusal.is_some() { "New VM refused · Vesemir" } else { "VMs · Vesemir" };
+    page(status, title, Some(session), &body)
+}
+
+/// `POST /vms`: same origin, the session's token, then `POST /v1/vms` as the signed-in person;
+/// 303 to the VM's page, or the form again with the API's problems and the values typed.
+pub(super) async fn create(State(state): State<WebState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !session::same_origin(&headers) {
+        return super::cross_site();
+    }
+    let (principal, session) = signed_or_return!(state, headers);
+    if !super::form_csrf_ok(&body, &session) {
+        return super::cross_site();
+    }
+    let mut values = VmForm::default();
+    for (name, value) in form_urlencoded::parse(&body) {
+        match name.as_ref() {
+            "owner" => values.owner = value.trim().to_owned(),
+            "flavor" => values.flavor = value.trim().to_owned(),
+            _ => {}
+        }
+    }
+    let request = VmCreateRequest { owner: values.owner.clone(), flavor: values.flavor.clone(), name: None };
+    let Ok(json) = serde_json::to_vec(&request) else {
+        return page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error",
+            Some(&session),
+            &message("The request could not be written."),
+        );
+    };
+    let mut api_headers = HeaderMap::new();
+    api_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let result =
+        handlers::create(State(state.app.clone()), principal.clone(), api_headers, Ok(Bytes::from(json)))
+            .await;
+    match answer(result).await.map(serde_json::from_value::<VmView>) {
+        Ok(Ok(vm)) => super::see_other_to(&format!("/vms/{}", vm.name)),
+        Ok(Err(_)) => page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error",
+            Some(&session),
+            &message("The server did not say which VM it is building: see the list."),
+        ),
+        // No VM pages on this server: the same page as any unknown one.
+        Err(failure) if failure.status == StatusCode::NOT_FOUND => failure_page(&failure, &session),
+        Err(failure) => {
+            let refusal = Refusal { detail: failure.detail, problems: failure.problems };
+            list_page(&state, &principal, &session, failure.status, &values, Some(&refusal)).await
+        }
+    }
+}
+
+/// `GET /vms/{name}`: the VM's status, how to log in once ready, why it failed, its orders and
+/// its log (rendered here; the script follows the rest live).
+pub(super) async fn vm(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (principal, session) = signed_or_return!(state, headers);
+    let result = handlers::get_one(State(state.app.clone()), principal.clone(), Ok(Path(name)))
+        .await
+        .map(IntoResponse::into_response);
+    let vm: VmView = match read_answer(result, "The VM", &session).await {
+        Ok(vm) => vm,
+        Err(refused) => return refused,
+    };
+    // Authorized above: the API answered this principal.
+    let events = match VmName::new(&vm.name) {
+        Ok(name) => match state.app.store.vm(&name).await {
+            Ok(Some(row)) => {
+                state.app.store.vm_events_after(row.id, 0, EVENTS_ON_PAGE).await.unwrap_or_default()
+            }
+            _ => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    };
+    let may_order = principal.may_deploy_for(&vm.team);
+    page(
+        StatusCode::OK,
+        &format!("VM {} · Vesemir", vm.name),
+        Some(&session),
+        &vm_page(&vm, &events, &session, may_order),
+    )
+}
+
+/// `GET /vms/{name}/events`: the API's event stream behind the session; the first connection
+/// says where the page's log ends with `?after=`, a reconnection sends `Last-Event-ID`.
+pub(super) async fn events(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+    Query(after): Query<After>,
+    mut headers: HeaderMap,
+) -> Response {
+    let Some((principal, _)) = signed(&state, &headers).await else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    if !headers.contains_key("last-event-id") {
+        if let Some(after) = after.after.and_then(|a| HeaderValue::from_str(&a.to_string()).ok()) {
+            headers.insert("last-event-id", after);
+        }
+    }
+    match handlers::events(State(state.app.clone()), principal, Ok(Path(name)), headers).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /vms/{name}/cancel`: same origin and the session's token, then the API's cancel.
+pub(super) async fn cancel(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !session::same_origin(&headers) {
+        return super::cross_site();
+    }
+    let (principal, session) = signed_or_return!(state, headers);
+    if !super::form_csrf_ok(&body, &session) {
+        return super::cross_site();
+    }
+    let result = handlers::cancel(State(state.app.clone()), principal, Ok(Path(name.clone()))).await;
+    match answer(result).await {
+        Ok(_) => super::see_other_to(&format!("/vms/{}", path_segment(&name))),
+        Err(failure) => failure_page(&failure, &session),
+    }
+}
+
+/// `GET /vms/{name}/destroy`: "are you sure?", naming what goes.
+pub(super) async fn confirm_destroy(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (principal, session) = signed_or_return!(state, headers);
+    let result = handlers::get_one(State(state.app.clone()), principal, Ok(Path(name)))
+        .await
+        .map(IntoResponse::into_response);
+    let vm: VmView = match read_answer(result, "The VM", &session).await {
+        Ok(vm) => vm,
+        Err(refused) => return refused,
+    };
+    page(
+        StatusCode::OK,
+        &format!("Destroy {} · Vesemir", vm.name),
+        Some(&session),
+        &destroy_confirmation(&vm, &session),
+    )
+}
+
+/// `POST /vms/{name}/destroy`: same origin, the session's token and `confirmed=yes` (else the
+/// confirmation), then the API's destroy; 303 to the VM's page, whose log follows it.
+pub(super) async fn destroy(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !session::same_origin(&headers) {
+        return super::cross_site();
+    }
+    let (principal, session) = signed_or_return!(state, headers);
+    if !super::form_csrf_ok(&body, &session) {
+        return super::cross_site();
+    }
+    let segment = path_segment(&name);
+    if !form_urlencoded::parse(&body).any(|(k, v)| k == "confirmed" && v == "yes") {
+        return super::see_other_to(&format!("/vms/{segment}/destroy"));
+    }
+    let result = handlers::destroy(State(state.app.clone()), principal, Ok(Path(name))).await;
+    match answer(result).await {
+        Ok(_) => super::see_other_to(&format!("/vms/{segment}")),
+        Err(failure) => failure_page(&failure, &session),
+    }
+}
+
+/// A name from a URL, safe to put back in one (a real VM name is a DNS label and unchanged).
+fn path_segment(name: &str) -> String {
+    form_urlencoded::byte_serialize(name.as_bytes()).collect()
+}
 
 /// `flavor`'s size in words: `2 cores, 5 GiB memory, 40 GiB disk`.
 pub(super) fn size_text(flavor: &VmFlavorView) -> String {
