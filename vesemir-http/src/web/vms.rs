@@ -321,9 +321,15 @@ pub(super) fn create_form(
         })
     };
     if let Some(refusal) = refusal {
-        let _ = write!(html, "<p role=\"alert\" class=\"refused\">{}</p>", escape(&refusal.detail));
         let others: Vec<&(String, String)> =
             refusal.problems.iter().filter(|(f, _)| !FIELDS.iter().any(|(name, ..)| name == f)).collect();
+        // Problems that all belong to a field are told there; the detail would repeat them.
+        let summary = if !refusal.problems.is_empty() && others.is_empty() {
+            "The VM was not created: see the problem below."
+        } else {
+            refusal.detail.as_str()
+        };
+        let _ = write!(html, "<p role=\"alert\" class=\"refused\">{}</p>", escape(summary));
         if !others.is_empty() {
             html.push_str("<ul class=\"problems\">");
             for (field, text) in others {
@@ -845,6 +851,12 @@ mod tests {
         let html = create_form(&flavors(), &session(), &values, Some(&refusal));
         assert!(html.contains("<option value=\"huge\" selected>huge</option>"), "{html}");
         assert!(html.contains("data-problem=\"flavor\">your team may not create huge</p>"), "{html}");
+        assert!(
+            html.contains(
+                "<p role=\"alert\" class=\"refused\">The VM was not created: see the problem below.</p>"
+            ),
+            "the detail is not repeated above: {html}"
+        );
     }
 
     #[test]
