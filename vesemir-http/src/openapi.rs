@@ -72,6 +72,10 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut O
     .filter_map(|(method, operation)| operation.map(|o| (method, o)))
 }
 
+/// `/v1` paths answered from the configuration alone: no database read, no wait, so neither
+/// 408 nor 500/503 (issue 19's flavors).
+const STORELESS: [&str; 1] = ["/v1/vm-flavors"];
+
 /// A problem-details answer of `description`.
 fn problem(description: &str) -> RefOr<Response> {
     ResponseBuilder::new()
@@ -98,26 +102,29 @@ pub(crate) fn finish(document: &mut Document, unbounded: &[String]) {
             }
             let responses = &mut operation.responses.responses;
             if api {
+                let storeless = STORELESS.contains(&path.as_str());
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
                 if secured {
                     responses.entry("401".into()).or_insert_with(|| {
                         problem("No token, or an unknown one (`WWW-Authenticate: Bearer`)")
                     });
                 }
-                if !unbounded.contains(path) {
+                if !unbounded.contains(path) && !storeless {
                     responses.entry("408".into()).or_insert_with(|| {
                         problem("The call took longer than the server's request timeout: retry")
                     });
                 }
-                responses
-                    .entry("500".into())
-                    .or_insert_with(|| problem("The server's database failed: retry later"));
-                responses.entry("503".into()).or_insert_with(|| {
-                    problem(
-                        "This server cannot reach its database now (it cannot connect, or the database did not \
-                         answer within 5 s), or it is stopping (`Retry-After`): retry later, or through another server",
-                    )
-                });
+                if !storeless {
+                    responses
+                        .entry("500".into())
+                        .or_insert_with(|| problem("The server's database failed: retry later"));
+                    responses.entry("503".into()).or_insert_with(|| {
+                        problem(
+                            "This server cannot reach its database now (it cannot connect, or the database did not \
+                             answer within 5 s), or it is stopping (`Retry-After`): retry later, or through another server",
+                        )
+                    });
+                }
             }
             for (status, response) in responses.iter_mut() {
                 let RefOr::T(response) = response else { continue };

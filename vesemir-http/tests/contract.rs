@@ -2,6 +2,8 @@
 //! route is documented; every error status an operation documents is answered by it for some
 //! input (a table of inputs, which must cover exactly the documented statuses).
 
+#[path = "support/provision_fakes.rs"]
+mod provision_fakes;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +15,9 @@ use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::*;
 use vesemir_core::journal::JournalEntry;
+use vesemir_core::provision::{ProvisionEvent, Reservation, ReservationRequest, ReserveError, VmName};
 use vesemir_core::Event;
+use vesemir_http::store::vms::{NewVm, VmFilter, VmInserted, VmRow, VmUpdate};
 use vesemir_http::store::{
     DeploymentRecord, Finish, HostRecord, Inserted, Interrupted, ListFilter, NewDeployment, SqliteStore,
     Store, StoreError,
@@ -263,6 +267,46 @@ impl Store for Switch {
         at_ms: i64,
     ) -> Result<bool, StoreError> {
         self.inner.set_promotion_status(id, from, to, by, at_ms).await
+    }
+    // Issue 19: VMs.
+    async fn insert_vm(&self, vm: &NewVm, max_per_owner: Option<u32>) -> Result<VmInserted, StoreError> {
+        self.gate().await?;
+        self.inner.insert_vm(vm, max_per_owner).await
+    }
+    async fn vm(&self, name: &VmName) -> Result<Option<VmRow>, StoreError> {
+        self.gate().await?;
+        self.inner.vm(name).await
+    }
+    async fn list_vms(&self, filter: &VmFilter) -> Result<Vec<VmRow>, StoreError> {
+        self.gate().await?;
+        self.inner.list_vms(filter).await
+    }
+    async fn update_vm(&self, id: i64, update: &VmUpdate) -> Result<(), StoreError> {
+        self.inner.update_vm(id, update).await
+    }
+    async fn append_vm_events(&self, id: i64, events: &[ProvisionEvent]) -> Result<(), StoreError> {
+        self.inner.append_vm_events(id, events).await
+    }
+    async fn vm_events_after(
+        &self,
+        id: i64,
+        after: u64,
+        limit: i64,
+    ) -> Result<Vec<ProvisionEvent>, StoreError> {
+        self.gate().await?;
+        self.inner.vm_events_after(id, after, limit).await
+    }
+    async fn interrupt_unfinished_vms(&self, now_ms: i64) -> Result<Vec<VmRow>, StoreError> {
+        self.inner.interrupt_unfinished_vms(now_ms).await
+    }
+    async fn reserve_vm(&self, request: &ReservationRequest) -> Result<Reservation, ReserveError> {
+        self.inner.reserve_vm(request).await
+    }
+    async fn release_vm(&self, vm: &VmName) -> Result<(), StoreError> {
+        self.inner.release_vm(vm).await
+    }
+    async fn vm_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        self.inner.vm_reservations().await
     }
 }
 
@@ -700,6 +744,8 @@ async fn each_documented_error_status_is_answered_by_its_route() {
     let doc = call(&router, get, "/openapi.json", None, None, &[]).await.json;
     let documented: BTreeSet<(String, String, u16)> = operations(&doc)
         .into_iter()
+        // The VM routes have a test of their own.
+        .filter(|((_, path), _)| !is_vm(path))
         .flat_map(|((method, path), statuses)| {
             statuses.into_iter().filter(|s| *s >= 400).map(move |s| (method.clone(), path.clone(), s))
         })
@@ -761,4 +807,190 @@ async fn the_reference_page_is_served_whole_with_no_external_asset() {
     for external in ["http://", "https://", "//cdn", "<link ", " src="] {
         assert!(!page.text.contains(external), "the page refers to something outside it: {external}");
     }
+}
+
+/// Whether `path` is one of the VM routes (issue 19), checked by
+/// [`each_documented_vm_error_status_is_answered_by_its_route`].
+fn is_vm(path: &str) -> bool {
+    path.starts_with("/v1/vms") || path.starts_with("/v1/vm-flavors")
+}
+
+const VMS: &str = "/v1/vms";
+const VM_FLAVORS: &str = "/v1/vm-flavors";
+const VM: &str = "/v1/vms/{name}";
+const VM_EVENTS: &str = "/v1/vms/{name}/events";
+const VM_CANCEL: &str = "/v1/vms/{name}/cancel";
+
+/// The `[ldap]` section for `slapd`, its service password in `password_file`.
+fn vm_directory(
+    slapd: &vesemir_testkit::slapd::Slapd,
+    password_file: &std::path::Path,
+) -> vesemir_http::web::LdapConfig {
+    use vesemir_testkit::slapd::Slapd;
+    let text = format!(
+        "url = \"{}\"\nbind_dn = \"{}\"\nbind_password_file = \"{}\"\nuser_base = \"{}\"\ngroup_base = \"{}\"\ntimeout = \"2s\"\n[[groups]]\ngroup = \"everyone\"\nteams = [\"payments\"]\nroles = [\"read\"]\n",
+        slapd.url(),
+        Slapd::SERVICE_DN,
+        password_file.display(),
+        Slapd::PEOPLE,
+        Slapd::GROUPS
+    );
+    toml::from_str(&text).expect("a valid [ldap] section")
+}
+
+/// Polls VM `path` on `router` until its status is `status`, for at most 20 s.
+async fn wait_vm(router: &axum::Router, path: &str, status: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = call(router, Method::GET, path, Some(ADMIN), None, &[]).await;
+        if reply.json["status"] == status {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{path} never got {status}: {}", reply.text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_documented_vm_error_status_is_answered_by_its_route() {
+    use vesemir_testkit::slapd::{Slapd, SlapdUser};
+    let mut answered = BTreeSet::new();
+    let slapd = tokio::task::spawn_blocking(|| {
+        Slapd::start(&[
+            SlapdUser::new("alice", "pw", &["everyone"]),
+            SlapdUser::new("bob", "pw", &["everyone"]),
+        ])
+    })
+    .await
+    .expect("starts");
+    let secret = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(secret.path(), Slapd::SERVICE_PASSWORD).expect("writes");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("v.db");
+    let mut settings = config(&database);
+    settings.limits.request_timeout = Duration::from_secs(1);
+    settings.limits.max_body_bytes = 4096;
+    settings.limits.max_event_streams_per_token = 0;
+    settings.tokens.push(vesemir_http::TokenConfig {
+        roles: vec![vesemir_http::Role::Read],
+        ..token("payments-reader", READER, Some("payments"))
+    });
+    settings.ldap = Some(vm_directory(&slapd, secret.path()));
+    settings.vms = Some(vesemir_http::VmRules {
+        max_per_owner: 1,
+        allow: vec![vesemir_http::VmAllow {
+            team: "payments".into(),
+            flavors: vec!["small".into()],
+            max_per_owner: None,
+        }],
+    });
+    let store = Arc::new(Switch {
+        inner: SqliteStore::open(&database).await.expect("opens"),
+        mode: AtomicU8::new(WORKS),
+    });
+    let world = Arc::new(provision_fakes::World::default());
+    let factory = provision_fakes::VmPorts::new(
+        Fleet::new(1).ports(),
+        provision_fakes::provisioning(&world, Duration::from_secs(20)),
+    );
+    let server = Server::with_store(&settings, Arc::new(factory), store.clone()).await.expect("opens");
+    let router = server.router();
+    let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+    let body = |owner: &str| json!({ "owner": owner, "flavor": "small" }).to_string();
+
+    // alice-1 is ready; bob-1 failed (Chef refused it): nothing to destroy.
+    let created = call(&router, post.clone(), VMS, Some(PAYMENTS), Some(&body("alice")), &[]).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.text);
+    wait_vm(&router, "/v1/vms/alice-1", "ready").await;
+    world.fail(Some(provision_fakes::Fail::Chef));
+    let failing = call(&router, post.clone(), VMS, Some(PAYMENTS), Some(&body("bob")), &[]).await;
+    assert_eq!(failing.status, StatusCode::ACCEPTED, "{}", failing.text);
+    wait_vm(&router, "/v1/vms/bob-1", "failed").await;
+    world.fail(None);
+
+    let (alice, bob) = ("/v1/vms/alice-1", "/v1/vms/bob-1");
+    let events = "/v1/vms/alice-1/events";
+    let cancel = "/v1/vms/alice-1/cancel";
+    let vm_case =
+        |method: &Method, path: &'static str, status: u16, token: Option<&'static str>, at: &str| {
+            case(method.clone(), path, status, token, 0).at(at)
+        };
+    let mut cases = vec![
+        vm_case(&post, VMS, 400, Some(PAYMENTS), VMS).body("{", "application/json"),
+        vm_case(&post, VMS, 401, None, VMS).body(body("alice"), "application/json"),
+        vm_case(&post, VMS, 403, Some(SEARCH), VMS).body(body("alice"), "application/json"),
+        // alice holds one VM, the most allowed.
+        vm_case(&post, VMS, 409, Some(PAYMENTS), VMS).body(body("alice"), "application/json"),
+        vm_case(&post, VMS, 413, Some(PAYMENTS), VMS)
+            .body(format!("{{\"owner\": \"{}\"}}", "a".repeat(5000)), "application/json"),
+        vm_case(&post, VMS, 415, Some(PAYMENTS), VMS).body(body("alice"), "text/plain"),
+        vm_case(&post, VMS, 422, Some(PAYMENTS), VMS)
+            .body(json!({ "owner": "bob", "flavor": "huge" }).to_string(), "application/json"),
+        vm_case(&get, VMS, 400, Some(ADMIN), "/v1/vms?status=nope"),
+        vm_case(&get, VMS, 401, None, VMS),
+        vm_case(&get, VMS, 403, Some(SEARCH), "/v1/vms?team=payments"),
+        vm_case(&get, VM_FLAVORS, 401, None, VM_FLAVORS),
+        vm_case(&get, VM, 401, None, alice),
+        vm_case(&get, VM, 404, Some(SEARCH), alice),
+        vm_case(&get, VM, 404, Some(ADMIN), "/v1/vms/nope"),
+        vm_case(&get, VM_EVENTS, 400, Some(ADMIN), events).header("last-event-id", "x"),
+        vm_case(&get, VM_EVENTS, 401, None, events),
+        vm_case(&get, VM_EVENTS, 404, Some(SEARCH), events),
+        // The cap of event streams per token is 0 here.
+        vm_case(&get, VM_EVENTS, 429, Some(PAYMENTS), events),
+        vm_case(&post, VM_CANCEL, 401, None, cancel),
+        vm_case(&post, VM_CANCEL, 403, Some(READER), cancel),
+        vm_case(&post, VM_CANCEL, 404, Some(SEARCH), cancel),
+        // Ready: no create to cancel.
+        vm_case(&post, VM_CANCEL, 409, Some(PAYMENTS), cancel),
+        vm_case(&delete, VM, 401, None, alice),
+        vm_case(&delete, VM, 403, Some(READER), alice),
+        vm_case(&delete, VM, 404, Some(SEARCH), alice),
+        // Failed: nothing built to take down.
+        vm_case(&delete, VM, 409, Some(PAYMENTS), bob),
+    ];
+
+    // Every VM route answers 404 on a server without [vms].
+    let plain = TestServer::start(Fleet::new(1)).await;
+    let unconfigured = [
+        vm_case(&post, VMS, 404, Some(PAYMENTS), VMS).body(body("alice"), "application/json"),
+        vm_case(&get, VMS, 404, Some(ADMIN), VMS),
+        vm_case(&get, VM_FLAVORS, 404, Some(ADMIN), VM_FLAVORS),
+        vm_case(&get, VM, 404, Some(ADMIN), alice),
+        vm_case(&get, VM_EVENTS, 404, Some(ADMIN), events),
+        vm_case(&post, VM_CANCEL, 404, Some(ADMIN), cancel),
+        vm_case(&delete, VM, 404, Some(ADMIN), alice),
+    ];
+    run(&plain.router, &unconfigured, &mut answered).await;
+    run(&router, &cases, &mut answered).await;
+
+    // 408, 503 and 500 while the database answers late, cannot be reached, fails.
+    for (mode, status) in [(SLOW, 408), (UNREACHABLE, 503), (FAILS, 500)] {
+        store.mode.store(mode, Ordering::SeqCst);
+        cases = vec![
+            vm_case(&post, VMS, status, Some(PAYMENTS), VMS).body(body("bob"), "application/json"),
+            vm_case(&get, VMS, status, Some(ADMIN), VMS),
+            vm_case(&get, VM, status, Some(ADMIN), alice),
+            vm_case(&post, VM_CANCEL, status, Some(PAYMENTS), cancel),
+            vm_case(&delete, VM, status, Some(PAYMENTS), alice),
+        ];
+        if status != 408 {
+            cases.push(vm_case(&get, VM_EVENTS, status, Some(ADMIN), events));
+        }
+        run(&router, &cases, &mut answered).await;
+    }
+    store.mode.store(WORKS, Ordering::SeqCst);
+
+    let doc = call(&router, get, "/openapi.json", None, None, &[]).await.json;
+    let documented: BTreeSet<(String, String, u16)> = operations(&doc)
+        .into_iter()
+        .filter(|((_, path), _)| is_vm(path))
+        .flat_map(|((method, path), statuses)| {
+            statuses.into_iter().filter(|s| *s >= 400).map(move |s| (method.clone(), path.clone(), s))
+        })
+        .collect();
+    let never: Vec<_> = documented.difference(&answered).collect();
+    assert!(never.is_empty(), "documented but never answered by this test: {never:?}");
+    let undocumented: Vec<_> = answered.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "answered but not documented: {undocumented:?}");
 }

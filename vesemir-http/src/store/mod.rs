@@ -20,6 +20,7 @@
 mod codec;
 mod postgres;
 mod sqlite;
+mod vm_codec;
 pub mod vms;
 
 use std::fmt;

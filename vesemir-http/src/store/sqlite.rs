@@ -25,6 +25,11 @@ use super::codec::{
     decode_hosts, encode_hosts, from_millis, from_text, hosts_left_by_journal, hosts_out_of_rotation,
     lost_leases, millis, to_text, STOPPED,
 };
+use super::vm_codec::{
+    from_json, list_limit, reservation, reserve_error, to_json, to_json_opt, vm_row, ReservationColumns,
+    VmColumns, HOLDING, RESERVATION_COLUMNS, RUNNING, VM_COLUMNS,
+};
+use super::vms::{NewVm, VmFilter, VmInserted, VmRow, VmUpdate};
 use super::{
     DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
     Origin, Renewal, SignInAttempt, SignInFailures, SignInKey, Status, Store, StoreError, StoreOptions,
@@ -32,6 +37,7 @@ use super::{
 };
 use super::{HookDelivery, HookRecorded, HookState, NewHookDelivery, NotificationAttempt, SourceState};
 use super::{PromotionStatus, PromotionWait};
+use vesemir_core::provision::{ProvisionEvent, Reservation, ReservationRequest, ReserveError, VmName};
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
 /// Never edit a shipped entry: add a new one.
@@ -219,6 +225,47 @@ CREATE TABLE promotion_waits (
     decided_ms INTEGER
 );
 CREATE INDEX promotion_waits_status ON promotion_waits (status, deployment_id);
+"#,
+    ),
+    (
+        10,
+        r#"
+-- Issue 19: the VMs the server provisions (store/vms.rs), their events, and the addresses and
+-- hypervisor slots reserved for them.
+CREATE TABLE vms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    team TEXT NOT NULL,
+    flavor TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    placement TEXT,
+    record TEXT,
+    outcome TEXT,
+    instance TEXT NOT NULL
+);
+CREATE UNIQUE INDEX vms_one_holding_name ON vms (name)
+    WHERE status IN ('creating', 'ready', 'destroying', 'interrupted');
+CREATE INDEX vms_name ON vms (name, id);
+CREATE INDEX vms_owner ON vms (owner, id);
+CREATE INDEX vms_team ON vms (team, id);
+CREATE INDEX vms_status ON vms (status, id);
+CREATE TABLE vm_events (
+    vm_id INTEGER NOT NULL REFERENCES vms (id),
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (vm_id, seq)
+);
+CREATE TABLE vm_reservations (
+    vm TEXT PRIMARY KEY,
+    hypervisor TEXT NOT NULL,
+    address TEXT NOT NULL UNIQUE,
+    size TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
 "#,
     ),
 ];
@@ -1322,6 +1369,208 @@ impl Store for SqliteStore {
         .await
         .map_err(err("deciding a promotion"))?;
         Ok(moved.rows_affected() == 1)
+    }
+
+    // ---- VMs (issue 19: provisioning) ----
+
+    async fn insert_vm(&self, vm: &NewVm, max_per_owner: Option<u32>) -> Result<VmInserted, StoreError> {
+        let context = "recording a VM";
+        // The write lock at once: no other insert (one server per file, but many requests)
+        // counts or inserts between this one's checks and its insert.
+        let mut tx = self.write().await.map_err(err(context))?;
+        let holding: Option<VmColumns> =
+            sqlx::query_as(&format!("SELECT {VM_COLUMNS} FROM vms WHERE name = ? AND status IN {HOLDING}"))
+                .bind(vm.name.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err(context))?;
+        if let Some(existing) = holding {
+            return Ok(VmInserted::NameInUse(vm_row(existing)?));
+        }
+        if let Some(limit) = max_per_owner {
+            let held: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM vms WHERE owner = ? AND status IN {HOLDING}"
+            ))
+            .bind(&vm.owner)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(context))?;
+            let held = u32::try_from(held).unwrap_or(u32::MAX);
+            if held >= limit {
+                return Ok(VmInserted::OwnerAtLimit { held });
+            }
+        }
+        let row: VmColumns = sqlx::query_as(&format!(
+            "INSERT INTO vms (name, owner, team, flavor, requested_by, status, created_ms, instance) \
+             VALUES (?, ?, ?, ?, ?, 'creating', ?, ?) RETURNING {VM_COLUMNS}"
+        ))
+        .bind(vm.name.as_str())
+        .bind(&vm.owner)
+        .bind(&vm.team)
+        .bind(vm.flavor.as_str())
+        .bind(&vm.requested_by)
+        .bind(vm.created_ms)
+        .bind(self.options.instance.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(context))?;
+        tx.commit().await.map_err(err(context))?;
+        Ok(VmInserted::Inserted(vm_row(row)?))
+    }
+
+    async fn vm(&self, name: &VmName) -> Result<Option<VmRow>, StoreError> {
+        let row: Option<VmColumns> = sqlx::query_as(&format!(
+            "SELECT {VM_COLUMNS} FROM vms WHERE name = ? \
+             ORDER BY CASE WHEN status IN {HOLDING} THEN 0 ELSE 1 END, id DESC LIMIT 1"
+        ))
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err("reading a VM"))?;
+        row.map(vm_row).transpose()
+    }
+
+    async fn list_vms(&self, filter: &VmFilter) -> Result<Vec<VmRow>, StoreError> {
+        let mut sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE 1 = 1");
+        for (set, condition) in [
+            (filter.owner.is_some(), " AND owner = ?"),
+            (filter.team.is_some(), " AND team = ?"),
+            (filter.status.is_some(), " AND status = ?"),
+        ] {
+            if set {
+                sql.push_str(condition);
+            }
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        let mut query = sqlx::query_as::<_, VmColumns>(&sql);
+        for value in [&filter.owner, &filter.team].into_iter().flatten() {
+            query = query.bind(value);
+        }
+        if let Some(status) = filter.status {
+            query = query.bind(status.as_str());
+        }
+        let rows =
+            query.bind(list_limit(filter.limit)).fetch_all(&self.pool).await.map_err(err("listing VMs"))?;
+        rows.into_iter().map(vm_row).collect()
+    }
+
+    async fn update_vm(&self, id: i64, update: &VmUpdate) -> Result<(), StoreError> {
+        let context = "updating a VM";
+        let done = sqlx::query(
+            "UPDATE vms SET status = ?, placement = COALESCE(?, placement), record = COALESCE(?, record), \
+             outcome = COALESCE(?, outcome), finished_ms = COALESCE(?, finished_ms), instance = ? WHERE id = ?",
+        )
+        .bind(update.status.as_str())
+        .bind(to_json_opt(update.placement.as_ref(), context)?)
+        .bind(to_json_opt(update.record.as_ref(), context)?)
+        .bind(to_json_opt(update.outcome.as_ref(), context)?)
+        .bind(update.finished_ms)
+        .bind(self.options.instance.as_str())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err(context))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::new(context, format!("no VM {id}")));
+        }
+        Ok(())
+    }
+
+    async fn append_vm_events(&self, id: i64, events: &[ProvisionEvent]) -> Result<(), StoreError> {
+        let context = "recording a VM's events";
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(err(context))?;
+        for event in events {
+            sqlx::query("INSERT INTO vm_events (vm_id, seq, body) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(i64::try_from(event.seq).unwrap_or(i64::MAX))
+                .bind(to_json(event, context)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(err(context))?;
+        }
+        tx.commit().await.map_err(err(context))
+    }
+
+    async fn vm_events_after(
+        &self,
+        id: i64,
+        after: u64,
+        limit: i64,
+    ) -> Result<Vec<ProvisionEvent>, StoreError> {
+        let context = "reading a VM's events";
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM vm_events WHERE vm_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+                .bind(id)
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(limit.max(0))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err(context))?;
+        bodies.iter().map(|body| from_json(body, context)).collect()
+    }
+
+    async fn interrupt_unfinished_vms(&self, now_ms: i64) -> Result<Vec<VmRow>, StoreError> {
+        // One server per file: a create or destroy still marked running was this server's
+        // earlier life's, which ended without writing its end.
+        let rows: Vec<VmColumns> = sqlx::query_as(&format!(
+            "UPDATE vms SET status = 'interrupted', finished_ms = ? WHERE status IN {RUNNING} RETURNING {VM_COLUMNS}"
+        ))
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("marking VMs interrupted"))?;
+        let mut marked = rows.into_iter().map(vm_row).collect::<Result<Vec<_>, _>>()?;
+        marked.sort_by_key(|vm| vm.id);
+        Ok(marked)
+    }
+
+    async fn reserve_vm(&self, request: &ReservationRequest) -> Result<Reservation, ReserveError> {
+        let context = "reserving an address";
+        let store = |e| reserve_error(StoreError::new(context, e));
+        // The write lock before the read: reservers take turns, so each chooses from every
+        // reservation committed before it.
+        let mut tx = self.write().await.map_err(store)?;
+        let rows: Vec<ReservationColumns> =
+            sqlx::query_as(&format!("SELECT {RESERVATION_COLUMNS} FROM vm_reservations ORDER BY vm"))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store)?;
+        let held = rows.into_iter().map(reservation).collect::<Result<Vec<_>, _>>().map_err(reserve_error)?;
+        let chosen = vesemir_core::provision::choose(request, &held)?;
+        sqlx::query(
+            "INSERT INTO vm_reservations (vm, hypervisor, address, size, created_ms) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(chosen.vm.as_str())
+        .bind(chosen.placement.hypervisor.as_str())
+        .bind(chosen.placement.address.to_string())
+        .bind(to_json(&chosen.size, context).map_err(reserve_error)?)
+        .bind(crate::clock::now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(store)?;
+        tx.commit().await.map_err(store)?;
+        Ok(chosen)
+    }
+
+    async fn release_vm(&self, vm: &VmName) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM vm_reservations WHERE vm = ?")
+            .bind(vm.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(err("releasing an address"))?;
+        Ok(())
+    }
+
+    async fn vm_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        let rows: Vec<ReservationColumns> =
+            sqlx::query_as(&format!("SELECT {RESERVATION_COLUMNS} FROM vm_reservations ORDER BY vm"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err("reading the reservations"))?;
+        rows.into_iter().map(reservation).collect()
     }
 }
 
