@@ -381,3 +381,25 @@ async fn a_failed_step_and_a_cancel_show_what_happened_and_what_to_do() {
     let missing = send(&web, Method::GET, "/vms/nobody-9", Some(&bob), None).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_vms_the_pages_are_missing_and_not_linked() {
+    let web = VmWeb::start_with(None).await;
+    let alice = sign_in(&web, "alice").await;
+    let home = send(&web, Method::GET, "/", Some(&alice), None).await;
+    assert!(home.text.contains("<nav aria-label=\"Main\">"), "{}", home.text);
+    assert!(!home.text.contains("href=\"/vms\""), "{}", home.text);
+    let list = send(&web, Method::GET, "/vms", Some(&alice), None).await;
+    assert_eq!(list.status, StatusCode::NOT_FOUND, "{}", list.text);
+    let csrf = home.csrf();
+    let create = send(
+        &web,
+        Method::POST,
+        "/vms",
+        Some(&alice),
+        Some(&format!("owner=alice&flavor=small&csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(create.status, StatusCode::NOT_FOUND, "{}", create.text);
+    assert!(!create.text.contains("<form method=\"post\" action=\"/vms\""), "{}", create.text);
+}

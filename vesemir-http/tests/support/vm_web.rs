@@ -87,20 +87,26 @@ roles = ["read"]
 impl VmWeb {
     /// Starts slapd and the server: `payments` may create `small` VMs, `max_per_owner` each.
     pub async fn start(max_per_owner: u32) -> Self {
-        let slapd = tokio::task::spawn_blocking(|| Slapd::start(&people())).await.expect("slapd starts");
-        let secret = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(secret.path(), Slapd::SERVICE_PASSWORD).expect("writes");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = support::config(&dir.path().join("vesemir.db"));
-        config.ldap = Some(ldap_section(&slapd, secret.path()));
-        config.vms = Some(VmRules {
+        Self::start_with(Some(VmRules {
             max_per_owner,
             allow: vec![VmAllow {
                 team: "payments".into(),
                 flavors: vec!["small".into()],
                 max_per_owner: None,
             }],
-        });
+        }))
+        .await
+    }
+
+    /// Starts slapd and the server with `[vms]` as `rules` says (`None`: no VM pages).
+    pub async fn start_with(rules: Option<VmRules>) -> Self {
+        let slapd = tokio::task::spawn_blocking(|| Slapd::start(&people())).await.expect("slapd starts");
+        let secret = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(secret.path(), Slapd::SERVICE_PASSWORD).expect("writes");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = support::config(&dir.path().join("vesemir.db"));
+        config.ldap = Some(ldap_section(&slapd, secret.path()));
+        config.vms = rules;
         let world = Arc::new(World::default());
         let factory = VmPorts {
             fleet: support::Fleet::new(1).ports(),
