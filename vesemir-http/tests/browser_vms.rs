@@ -37,6 +37,7 @@ async fn the_form_creates_a_vm_whose_page_follows_its_log_live_until_the_login_l
     browser.fill("#owner", "alice").await;
     let flavor = browser.execute("return document.querySelector('#flavor').value;", vec![]).await;
     assert_eq!(flavor, "small", "the only flavor the team may create is chosen");
+    browser.screenshot("vm-form.png").await;
     browser.click("form.vm-form button[type=submit]").await;
     browser
         .wait_until("the VM's page", Duration::from_secs(10), || async {

@@ -340,7 +340,7 @@ pub(super) fn create_form(
     }
     let _ = write!(
         html,
-        "<p>The VM gets its name from the username (<code>alice-1</code>, <code>alice-2</code>…) and its own DNS name; at most {} per person.</p>\
+        "<p>The VM is named after the username (for <code>alice</code>: <code>alice-1</code>, then <code>alice-2</code>…) and gets its own DNS name; at most {} per person.</p>\
          <form method=\"post\" action=\"/vms\" class=\"start vm-form\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         flavors.max_per_owner,
