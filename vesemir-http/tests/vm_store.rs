@@ -17,7 +17,8 @@ use vesemir_core::provision::{
 };
 use vesemir_http::store::vms::{NewVm, StoreReservations, VmFilter, VmInserted, VmRow, VmStatus, VmUpdate};
 use vesemir_http::store::{Store, StoreOptions};
-use vesemir_http::{InstanceId, SqliteStore};
+use vesemir_http::{InstanceId, PostgresStore, PostgresUrl, SqliteStore};
+use vesemir_testkit::postgres::Postgres;
 
 /// A fresh database the checks open instances on.
 #[async_trait::async_trait(?Send)]
@@ -39,6 +40,20 @@ impl Database for SqliteFile {
 
     fn single_server(&self) -> bool {
         true
+    }
+}
+
+struct PgDatabase(PostgresUrl);
+
+#[async_trait::async_trait(?Send)]
+impl Database for PgDatabase {
+    async fn open(&self, name: &str, lease: Duration) -> Arc<dyn Store> {
+        let options = StoreOptions { instance: InstanceId::for_process(name), lease };
+        Arc::new(PostgresStore::open(&self.0, options).await.expect("opens"))
+    }
+
+    fn single_server(&self) -> bool {
+        false
     }
 }
 
@@ -427,10 +442,14 @@ async fn concurrent_reservations_never_share_an_address_or_overfill(db: &dyn Dat
     for i in 0..instances {
         stores.push(db.open(&format!("r{i}"), LONG).await);
     }
+    let start = Arc::new(tokio::sync::Barrier::new(40));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..40 {
-        let store = stores[i % instances].clone();
-        tasks.spawn(async move { store.reserve_vm(&request(&format!("vm{i}"), 5, 30)).await });
+        let (store, start) = (stores[i % instances].clone(), start.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            store.reserve_vm(&request(&format!("vm{i}"), 5, 30)).await
+        });
     }
     let mut reserved: Vec<Reservation> = Vec::new();
     let mut full = 0;
@@ -462,10 +481,14 @@ async fn concurrent_inserts_stay_within_the_owner_limit(db: &dyn Database, insta
     for i in 0..instances {
         stores.push(db.open(&format!("i{i}"), LONG).await);
     }
+    let start = Arc::new(tokio::sync::Barrier::new(20));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..20 {
-        let store = stores[i % instances].clone();
-        tasks.spawn(async move { store.insert_vm(&new_vm(&format!("vm{i}"), "alice"), Some(3)).await });
+        let (store, start) = (stores[i % instances].clone(), start.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            store.insert_vm(&new_vm(&format!("vm{i}"), "alice"), Some(3)).await
+        });
     }
     let (mut recorded, mut refused) = (0, 0);
     while let Some(result) = tasks.join_next().await {
@@ -506,4 +529,47 @@ async fn sqlite_keeps_vms_and_reservations() {
     };
     // One server per file: one store, its requests at once.
     run_all(fresh, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_keeps_vms_and_reservations_for_every_instance() {
+    let cluster = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let fresh = || {
+        let url = PostgresUrl::parse(&cluster.database()).unwrap();
+        async move { PgDatabase(url) }
+    };
+    // Three instances on one database, their requests at once.
+    run_all(fresh, 3).await;
+    an_earlier_life_s_vms_are_interrupted_at_once(&cluster).await;
+}
+
+/// A VM whose holder is this instance's name in another process (an earlier start of this
+/// server) is interrupted at once, its lease notwithstanding; another name's, or another store
+/// of this process, keep theirs.
+async fn an_earlier_life_s_vms_are_interrupted_at_once(cluster: &Postgres) {
+    let url = cluster.database();
+    let db = PgDatabase(PostgresUrl::parse(&url).unwrap());
+    let store = db.open("a", LONG).await;
+    let mut ids = Vec::new();
+    for name in ["earlier", "other-name", "this-process"] {
+        ids.push(inserted(&*store, &new_vm(name, "alice"), None).await.id);
+    }
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    for (id, instance) in [(ids[0], "a/1-1"), (ids[1], "ab/1-1")] {
+        sqlx::query("UPDATE vms SET instance = $1 WHERE id = $2")
+            .bind(instance)
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let restarted = db.open("a", LONG).await;
+    let marked = restarted.interrupt_unfinished_vms(9).await.unwrap();
+    assert_eq!(
+        marked.iter().map(|vm| (vm.id, vm.status)).collect::<Vec<_>>(),
+        [(ids[0], VmStatus::Interrupted)]
+    );
+    let creating = VmFilter { status: Some(VmStatus::Creating), limit: 10, ..VmFilter::default() };
+    assert_eq!(restarted.list_vms(&creating).await.unwrap().len(), 2);
 }

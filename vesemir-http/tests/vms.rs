@@ -4,7 +4,9 @@
 //! owner's limit under 8 concurrent creates, owners not in the directory and teams not allowed
 //! refused before anything is recorded, a failing step undone with its reservation, a cancel
 //! while waiting for SSH, a destroy whose events follow the create's, a destroy while creating
-//! refused, and a restart with a create running that shows it interrupted.
+//! refused, a restart with a create running that shows it interrupted; and two instances on
+//! one PostgreSQL: the limit holds across them, a VM created on one is followed live on the
+//! other, whose cancel is refused naming the instance that runs it.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/provision_fakes.rs"]
@@ -22,7 +24,8 @@ use serde_json::{json, Value};
 use support::{call, parse_sse, Reply, Sse, ADMIN, PAYMENTS, SEARCH};
 use vesemir_http::store::Store;
 use vesemir_http::web::LdapConfig;
-use vesemir_http::{Server, ServerConfig, SqliteStore, VmAllow, VmRules};
+use vesemir_http::{Database, PostgresUrl, Server, ServerConfig, SqliteStore, VmAllow, VmRules};
+use vesemir_testkit::postgres::Postgres;
 use vesemir_testkit::slapd::{Slapd, SlapdUser};
 
 fn people() -> Vec<SlapdUser> {
@@ -67,6 +70,11 @@ impl Lab {
     /// slapd with alice, bob, carol and dave; a server whose team payments may create `small`
     /// VMs, at most 2 per owner; SSH waited for `ssh_timeout`.
     async fn start(ssh_timeout: Duration) -> Self {
+        Self::start_on(ssh_timeout, |_| {}).await
+    }
+
+    /// [`Lab::start`], the server's configuration changed by `change` (its database...).
+    async fn start_on(ssh_timeout: Duration, change: impl FnOnce(&mut ServerConfig)) -> Self {
         let slapd = tokio::task::spawn_blocking(|| Slapd::start(&people())).await.expect("starts");
         let secret = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(secret.path(), format!("{}\n", Slapd::SERVICE_PASSWORD)).expect("writes");
@@ -81,6 +89,7 @@ impl Lab {
                 max_per_owner: None,
             }],
         });
+        change(&mut config);
         let world = Arc::new(World::default());
         let fleet = support::Fleet::new(1);
         let factory =
@@ -88,6 +97,15 @@ impl Lab {
         let server = Server::open(&config, factory.clone()).await.expect("the server opens");
         let router = server.router();
         Self { _slapd: slapd, _secret: secret, dir, world, config, factory, server, router }
+    }
+
+    /// Another server on the same configuration, directory and fakes, changed by `change`.
+    async fn another(&self, change: impl FnOnce(&mut ServerConfig)) -> (Server, Router) {
+        let mut config = self.config.clone();
+        change(&mut config);
+        let server = Server::open(&config, self.factory.clone()).await.expect("the server opens");
+        let router = server.router();
+        (server, router)
     }
 
     fn database(&self) -> PathBuf {
@@ -323,4 +341,66 @@ async fn failures_and_cancels_leave_nothing_and_a_restart_shows_a_running_create
     assert_eq!(view.json["status"], "interrupted", "{}", view.text);
     assert!(view.json["next"].as_str().unwrap().contains("stopped"), "{}", view.text);
     lab.server.shutdown().await;
+}
+
+/// Server instance `instance` on the PostgreSQL database `url`.
+fn on_postgres(url: &str, instance: &str) -> impl FnOnce(&mut ServerConfig) {
+    let (url, instance) = (url.to_owned(), instance.to_owned());
+    move |config| {
+        config.database = Database::Postgres(PostgresUrl::parse(&url).unwrap());
+        config.cluster.instance = Some(instance);
+        config.cluster.lease = Duration::from_secs(1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgresql_share_the_limit_and_follow_each_others_vms() {
+    let cluster = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = cluster.database();
+    let a = Lab::start_on(Duration::from_secs(60), on_postgres(&url, "a")).await;
+    let (_b, b) = a.another(on_postgres(&url, "b")).await;
+
+    // Eight concurrent creates for one owner over both instances: exactly two are accepted.
+    let body = json!({ "owner": "bob", "flavor": "small" }).to_string();
+    let creates = (0..8).map(|i| {
+        let router = if i % 2 == 0 { a.router.clone() } else { b.clone() };
+        let body = body.clone();
+        async move { call(&router, Method::POST, "/v1/vms", Some(PAYMENTS), Some(&body), &[]).await }
+    });
+    let replies = futures_util::future::join_all(creates).await;
+    let statuses: Vec<StatusCode> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 2, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 6, "{statuses:?}");
+
+    // A create on a, waiting for SSH: b shows it, follows its events, refuses to cancel it.
+    a.world.set_deaf(true);
+    let created = a.post(PAYMENTS, json!({ "owner": "dave", "flavor": "small" })).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.text);
+    a.wait("dave-1", "placed", |v| v["address"].is_string()).await;
+    let on_b = call(&b, Method::GET, "/v1/vms/dave-1", Some(ADMIN), None, &[]).await;
+    assert_eq!(on_b.json["status"], "creating", "{}", on_b.text);
+    let refused = call(&b, Method::POST, "/v1/vms/dave-1/cancel", Some(PAYMENTS), None, &[]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+    assert!(refused.json["detail"].as_str().unwrap().contains("instance a/"), "{}", refused.text);
+    let follower = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            call(&b, Method::GET, "/v1/vms/dave-1/events", Some(PAYMENTS), None, &[]).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancel = a.order(Method::POST, "/v1/vms/dave-1/cancel").await;
+    assert_eq!(cancel.status, StatusCode::ACCEPTED, "{}", cancel.text);
+    let followed = follower.await.unwrap();
+    let events = parse_sse(&followed.text);
+    let n = u64::try_from(events.len()).unwrap();
+    assert_eq!(ids(&events), (1..=n).collect::<Vec<_>>(), "{}", followed.text);
+    assert!(events.iter().any(|e| e.data["type"] == "cancel_requested"), "{}", followed.text);
+    assert_eq!(events[events.len() - 1].data["type"], "finished", "{}", followed.text);
+    let cancelled = call(&b, Method::GET, "/v1/vms/dave-1", Some(ADMIN), None, &[]).await;
+    assert_eq!(cancelled.json["status"], "cancelled", "{}", cancelled.text);
+    a.world.set_deaf(false);
+    for name in ["bob-1", "bob-2"] {
+        assert_eq!(a.wait_ended(name).await["status"], "ready");
+    }
 }

@@ -6,6 +6,12 @@
 //! Commits are durable (`synchronous_commit` as the server has it, `on` by default). Stored
 //! events are announced with `NOTIFY` (the deployment's id) and each store `LISTEN`s, so a
 //! follower on any instance sees another instance's events live.
+//!
+//! VMs (issue 19): a running create or destroy is leased to its instance like a deployment
+//! (`vms.lease_expires_ms`, renewed by [`Store::renew_leases`]), so another instance interrupts
+//! it only once the lease ran out, or at once when its holder is an earlier life of this
+//! instance ([`Store::interrupt_unfinished_vms`]). VM inserts take turns under an advisory lock
+//! and reservations under a table lock, each until its commit.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,6 +30,11 @@ use super::codec::{
     decode_hosts, encode_hosts, from_millis, from_text, hosts_left_by_journal, hosts_out_of_rotation,
     lease_expired, lost_leases, millis, to_text, STOPPED,
 };
+use super::vm_codec::{
+    from_json, list_limit, reservation, reserve_error, to_json, to_json_opt, vm_row, ReservationColumns,
+    VmColumns, HOLDING, RESERVATION_COLUMNS, RUNNING, VM_COLUMNS,
+};
+use super::vms::{NewVm, VmFilter, VmInserted, VmRow, VmUpdate};
 use super::{
     DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
     Origin, Renewal, SignInAttempt, SignInFailures, SignInKey, Status, Store, StoreError, StoreOptions,
@@ -31,6 +42,7 @@ use super::{
 };
 use super::{HookDelivery, HookRecorded, HookState, NewHookDelivery, NotificationAttempt, SourceState};
 use super::{PromotionStatus, PromotionWait};
+use vesemir_core::provision::{ProvisionEvent, Reservation, ReservationRequest, ReserveError, VmName};
 
 /// The schema, one migration per entry, applied in order and recorded in `schema_migrations`.
 /// Never edit a shipped entry: add a new one.
@@ -218,6 +230,50 @@ CREATE TABLE promotion_waits (
 CREATE INDEX promotion_waits_status ON promotion_waits (status, deployment_id);
 "#,
     ),
+    (
+        9,
+        r#"
+-- Issue 19: the VMs the server provisions (store/vms.rs), their events, and the addresses and
+-- hypervisor slots reserved for them. A running create or destroy is leased to its instance
+-- (lease_expires_ms, renewed with the deployments' leases).
+CREATE TABLE vms (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    team TEXT NOT NULL,
+    flavor TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    finished_ms BIGINT,
+    placement TEXT,
+    record TEXT,
+    outcome TEXT,
+    instance TEXT NOT NULL,
+    lease_expires_ms BIGINT
+);
+CREATE UNIQUE INDEX vms_one_holding_name ON vms (name)
+    WHERE status IN ('creating', 'ready', 'destroying', 'interrupted');
+CREATE INDEX vms_name ON vms (name, id);
+CREATE INDEX vms_owner ON vms (owner, id);
+CREATE INDEX vms_team ON vms (team, id);
+CREATE INDEX vms_status ON vms (status, id);
+CREATE INDEX vms_running ON vms (instance) WHERE status IN ('creating', 'destroying');
+CREATE TABLE vm_events (
+    vm_id BIGINT NOT NULL REFERENCES vms (id),
+    seq BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (vm_id, seq)
+);
+CREATE TABLE vm_reservations (
+    vm TEXT PRIMARY KEY,
+    hypervisor TEXT NOT NULL,
+    address TEXT NOT NULL UNIQUE,
+    size TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 /// The first key of the advisory locks that serialize sign-in attempts per key (`sign` in
@@ -226,6 +282,9 @@ const SIGN_IN_LOCK_SPACE: i32 = 0x7369_676e;
 
 /// The advisory lock key the migrations run under (`vesemir` in ASCII).
 const MIGRATION_LOCK: i64 = 0x0076_6573_656d_6972;
+
+/// The advisory lock key VM inserts take turns under, until their commit (`vms_ins` in ASCII).
+const VM_INSERT_LOCK: i64 = 0x0076_6d73_5f69_6e73;
 
 /// The database's clock, Unix milliseconds: lease times are read and written by it only.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -1300,6 +1359,16 @@ impl Store for PostgresStore {
     }
 
     async fn renew_leases(&self) -> Result<Renewal, StoreError> {
+        // The VMs this instance creates or destroys (issue 19): their leases tell other
+        // instances it is alive ([`Store::interrupt_unfinished_vms`]).
+        sqlx::query(&format!(
+            "UPDATE vms SET lease_expires_ms = {NOW_MS} + $1 WHERE instance = $2 AND status IN {RUNNING}"
+        ))
+        .bind(self.lease_ms())
+        .bind(self.options.instance.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(err("renewing VM leases"))?;
         let held: Vec<(i64, i64)> = self.held().iter().map(|(id, epoch)| (*id, *epoch)).collect();
         if held.is_empty() {
             return Ok(Renewal::default());
@@ -1613,6 +1682,268 @@ impl Store for PostgresStore {
         .map_err(err("deciding a promotion"))?;
         Ok(moved.rows_affected() == 1)
     }
+
+    // ---- VMs (issue 19: provisioning) ----
+
+    async fn insert_vm(&self, vm: &NewVm, max_per_owner: Option<u32>) -> Result<VmInserted, StoreError> {
+        let context = "recording a VM";
+        let mut tx = self.pool.begin().await.map_err(err(context))?;
+        // Inserters on every instance take turns until the commit: each one's name check and
+        // count see every VM recorded before it.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(VM_INSERT_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(err(context))?;
+        let holding: Option<VmColumns> =
+            sqlx::query_as(&format!("SELECT {VM_COLUMNS} FROM vms WHERE name = $1 AND status IN {HOLDING}"))
+                .bind(vm.name.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err(context))?;
+        if let Some(existing) = holding {
+            return Ok(VmInserted::NameInUse(vm_row(existing)?));
+        }
+        if let Some(limit) = max_per_owner {
+            let held: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM vms WHERE owner = $1 AND status IN {HOLDING}"
+            ))
+            .bind(&vm.owner)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err(context))?;
+            let held = u32::try_from(held).unwrap_or(u32::MAX);
+            if held >= limit {
+                return Ok(VmInserted::OwnerAtLimit { held });
+            }
+        }
+        let row: VmColumns = sqlx::query_as(&format!(
+            "INSERT INTO vms (name, owner, team, flavor, requested_by, status, created_ms, instance, lease_expires_ms) \
+             VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, {NOW_MS} + $8) RETURNING {VM_COLUMNS}"
+        ))
+        .bind(vm.name.as_str())
+        .bind(&vm.owner)
+        .bind(&vm.team)
+        .bind(vm.flavor.as_str())
+        .bind(&vm.requested_by)
+        .bind(vm.created_ms)
+        .bind(self.options.instance.as_str())
+        .bind(self.lease_ms())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err(context))?;
+        tx.commit().await.map_err(err(context))?;
+        Ok(VmInserted::Inserted(vm_row(row)?))
+    }
+
+    async fn vm(&self, name: &VmName) -> Result<Option<VmRow>, StoreError> {
+        bounded("reading a VM", async {
+            let row: Option<VmColumns> = sqlx::query_as(&format!(
+                "SELECT {VM_COLUMNS} FROM vms WHERE name = $1 \
+                 ORDER BY CASE WHEN status IN {HOLDING} THEN 0 ELSE 1 END, id DESC LIMIT 1"
+            ))
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err("reading a VM"))?;
+            row.map(vm_row).transpose()
+        })
+        .await
+    }
+
+    async fn list_vms(&self, filter: &VmFilter) -> Result<Vec<VmRow>, StoreError> {
+        bounded("listing VMs", async {
+            let mut sql = format!("SELECT {VM_COLUMNS} FROM vms WHERE 1 = 1");
+            let mut n = 0;
+            for (set, column) in [
+                (filter.owner.is_some(), "owner"),
+                (filter.team.is_some(), "team"),
+                (filter.status.is_some(), "status"),
+            ] {
+                if set {
+                    n += 1;
+                    sql.push_str(&format!(" AND {column} = ${n}"));
+                }
+            }
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
+            let mut query = sqlx::query_as::<_, VmColumns>(&sql);
+            for value in [&filter.owner, &filter.team].into_iter().flatten() {
+                query = query.bind(value);
+            }
+            if let Some(status) = filter.status {
+                query = query.bind(status.as_str());
+            }
+            let rows = query
+                .bind(list_limit(filter.limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err("listing VMs"))?;
+            rows.into_iter().map(vm_row).collect()
+        })
+        .await
+    }
+
+    async fn update_vm(&self, id: i64, update: &VmUpdate) -> Result<(), StoreError> {
+        let context = "updating a VM";
+        // A create or destroy that runs is leased to this instance, renewed with its
+        // deployments' leases ([`Store::renew_leases`]); an ended one holds no lease.
+        let done = sqlx::query(&format!(
+            "UPDATE vms SET status = $1, placement = COALESCE($2, placement), record = COALESCE($3, record), \
+             outcome = COALESCE($4, outcome), finished_ms = COALESCE($5, finished_ms), instance = $6, \
+             lease_expires_ms = CASE WHEN $1 IN {RUNNING} THEN {NOW_MS} + $7 END WHERE id = $8"
+        ))
+        .bind(update.status.as_str())
+        .bind(to_json_opt(update.placement.as_ref(), context)?)
+        .bind(to_json_opt(update.record.as_ref(), context)?)
+        .bind(to_json_opt(update.outcome.as_ref(), context)?)
+        .bind(update.finished_ms)
+        .bind(self.options.instance.as_str())
+        .bind(self.lease_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err(context))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::new(context, format!("no VM {id}")));
+        }
+        Ok(())
+    }
+
+    async fn append_vm_events(&self, id: i64, events: &[ProvisionEvent]) -> Result<(), StoreError> {
+        let context = "recording a VM's events";
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut seqs = Vec::with_capacity(events.len());
+        let mut bodies = Vec::with_capacity(events.len());
+        for event in events {
+            seqs.push(i64::try_from(event.seq).unwrap_or(i64::MAX));
+            bodies.push(to_json(event, context)?);
+        }
+        // One statement: all of the batch or none of it.
+        sqlx::query(
+            "INSERT INTO vm_events (vm_id, seq, body) SELECT $1, seq, body \
+             FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS batch (seq, body)",
+        )
+        .bind(id)
+        .bind(&seqs)
+        .bind(&bodies)
+        .execute(&self.pool)
+        .await
+        .map_err(err(context))?;
+        Ok(())
+    }
+
+    async fn vm_events_after(
+        &self,
+        id: i64,
+        after: u64,
+        limit: i64,
+    ) -> Result<Vec<ProvisionEvent>, StoreError> {
+        let context = "reading a VM's events";
+        bounded(context, async {
+            let bodies: Vec<String> = sqlx::query_scalar(
+                "SELECT body FROM vm_events WHERE vm_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(id)
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err(context))?;
+            bodies.iter().map(|body| from_json(body, context)).collect()
+        })
+        .await
+    }
+
+    async fn interrupt_unfinished_vms(&self, now_ms: i64) -> Result<Vec<VmRow>, StoreError> {
+        // Held by no live instance: a lease its holder stopped renewing (as for deployments),
+        // or the holder is an earlier life of this instance (same name, another process: see
+        // `earlier_lives`), which ended without writing the end.
+        let (earlier, this_process) = earlier_lives(&self.options.instance);
+        let rows: Vec<VmColumns> = sqlx::query_as(&format!(
+            "UPDATE vms SET status = 'interrupted', finished_ms = $1, lease_expires_ms = NULL \
+             WHERE status IN {RUNNING} AND (COALESCE(lease_expires_ms, 0) <= {NOW_MS} \
+             OR ($2::TEXT IS NOT NULL AND starts_with(instance, $2) AND NOT starts_with(instance, $3))) \
+             RETURNING {VM_COLUMNS}"
+        ))
+        .bind(now_ms)
+        .bind(earlier)
+        .bind(this_process)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err("marking VMs interrupted"))?;
+        let mut marked = rows.into_iter().map(vm_row).collect::<Result<Vec<_>, _>>()?;
+        marked.sort_by_key(|vm| vm.id);
+        Ok(marked)
+    }
+
+    async fn reserve_vm(&self, request: &ReservationRequest) -> Result<Reservation, ReserveError> {
+        let context = "reserving an address";
+        let store = |e| reserve_error(err(context)(e));
+        let mut tx = self.pool.begin().await.map_err(store)?;
+        // Reservers on every instance take turns until the commit (the mode conflicts with
+        // itself and with writes, not with plain reads): each chooses from every reservation
+        // committed before it.
+        sqlx::query("LOCK TABLE vm_reservations IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(store)?;
+        let rows: Vec<ReservationColumns> =
+            sqlx::query_as(&format!("SELECT {RESERVATION_COLUMNS} FROM vm_reservations ORDER BY vm"))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store)?;
+        let held = rows.into_iter().map(reservation).collect::<Result<Vec<_>, _>>().map_err(reserve_error)?;
+        let chosen = vesemir_core::provision::choose(request, &held)?;
+        sqlx::query(&format!(
+            "INSERT INTO vm_reservations (vm, hypervisor, address, size, created_ms) \
+             VALUES ($1, $2, $3, $4, {NOW_MS})"
+        ))
+        .bind(chosen.vm.as_str())
+        .bind(chosen.placement.hypervisor.as_str())
+        .bind(chosen.placement.address.to_string())
+        .bind(to_json(&chosen.size, context).map_err(reserve_error)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(store)?;
+        tx.commit().await.map_err(store)?;
+        Ok(chosen)
+    }
+
+    async fn release_vm(&self, vm: &VmName) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM vm_reservations WHERE vm = $1")
+            .bind(vm.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(err("releasing an address"))?;
+        Ok(())
+    }
+
+    async fn vm_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        bounded("reading the reservations", async {
+            let rows: Vec<ReservationColumns> =
+                sqlx::query_as(&format!("SELECT {RESERVATION_COLUMNS} FROM vm_reservations ORDER BY vm"))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(err("reading the reservations"))?;
+            rows.into_iter().map(reservation).collect()
+        })
+        .await
+    }
+}
+
+/// The prefixes that tell `instance`'s earlier lives (`(earlier, this_process)`): an id that
+/// starts with `earlier` (`<name>/`) but not with `this_process` (`<name>/<pid>-`) is this
+/// instance's name in another process, taken for a previous start of this server whose running
+/// VMs ended with it. Instance names must therefore differ among the servers sharing a
+/// database (`[cluster] instance`; the default, the host name, differs per machine). Two stores
+/// of one process (tests) are not each other's earlier lives. `(None, None)` for an id not of
+/// the form `<name>/<pid>-<start>`.
+fn earlier_lives(instance: &InstanceId) -> (Option<String>, Option<String>) {
+    let Some((name, rest)) = instance.as_str().split_once('/') else { return (None, None) };
+    let Some((pid, _start)) = rest.split_once('-') else { return (None, None) };
+    (Some(format!("{name}/")), Some(format!("{name}/{pid}-")))
 }
 
 /// The columns [`hook_delivery`] reads.

@@ -7,8 +7,8 @@
 //! [`VmStatus::Destroyed`] keeps its row and events for the record and frees its name.
 //!
 //! **Reservations** are the store's implementation of the core's
-//! [`Reservations`](vesemir_core::provision::Reservations) port ([`StoreReservations`]):
-//! [`Store::reserve_vm`](super::Store::reserve_vm) reads every reservation held and chooses
+//! [`Reservations`] port ([`StoreReservations`]):
+//! [`Store::reserve_vm`] reads every reservation held and chooses
 //! with the core's pure [`choose`](vesemir_core::provision::choose) in one transaction that serialises reservers (SQLite:
 //! `BEGIN IMMEDIATE`; PostgreSQL: a table lock), so two requests on any instances never get
 //! the same address or overfill a hypervisor; the unique address column is the last guard.
@@ -141,7 +141,7 @@ pub struct VmRow {
     pub instance: String,
 }
 
-/// What [`Store::insert_vm`](super::Store::insert_vm) did.
+/// What [`Store::insert_vm`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmInserted {
     /// Recorded as [`VmStatus::Creating`], held by this instance.

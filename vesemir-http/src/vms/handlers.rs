@@ -32,7 +32,7 @@ fn tokio_now() -> std::time::Instant {
 
 /// Creates a VM for a directory user: recorded as `creating` and built in the background.
 #[utoipa::path(
-    post, path = "/v1/vms", tag = "vms",
+    post, path = "/v1/vms", tag = "vms", operation_id = "create_vm",
     request_body(content = VmCreateRequest, content_type = "application/json",
         description = "The owner (a directory user), a flavor the requester's team may create (`GET /v1/vm-flavors`), and optionally the VM's name (a DNS label; default `OWNER-N`, the lowest free N)."),
     responses(
@@ -84,32 +84,52 @@ pub async fn create(
     let allowed = rules::allow(&setup.rules, &principal, &flavor.name)
         .map_err(|rules::Refused(message)| ApiError::field(StatusCode::FORBIDDEN, "flavor", message))?;
     check_owner(setup, owner).await?;
-    let new = |name: VmName| NewVm {
-        name,
-        owner: owner.to_owned(),
-        team: allowed.team.clone(),
-        flavor: flavor.name.clone(),
-        requested_by: principal.name.clone(),
-        created_ms: now_ms(),
+    let owner = owner.to_owned();
+    let new = {
+        let (owner, team, flavor, requested_by) =
+            (owner.clone(), allowed.team.clone(), flavor.name.clone(), principal.name.clone());
+        let created_ms = now_ms();
+        move |name: VmName| NewVm {
+            name,
+            owner: owner.clone(),
+            team: team.clone(),
+            flavor: flavor.clone(),
+            requested_by: requested_by.clone(),
+            created_ms,
+        }
     };
+    // Recording and starting run in a task of their own: a request timeout or a dropped
+    // connection cannot cut them apart (a VM recorded `creating` that nothing builds).
+    let admitted = state.clone();
     let limit = allowed.max_per_owner;
-    let row = match name {
-        Some(name) => inserted(state.store.insert_vm(&new(name), Some(limit)).await, owner, limit)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "another VM has this name: choose another, or leave `name` out",
-                )
-            })?,
-        None => default_named(&state, owner, limit, new).await?,
-    };
-    let machine = Provision::create(row.name.clone(), flavor, setup.provisioning.config.clone(), tokio_now());
-    run::spawn(
-        &state.vms,
-        setup,
-        &state.store,
-        Start { row: row.clone(), machine, mode: VmStatus::Creating, offset: 0 },
-    );
+    let row = tokio::spawn(async move {
+        let state = admitted;
+        let row = match name {
+            Some(name) => inserted(state.store.insert_vm(&new(name), Some(limit)).await, &owner, limit)?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::CONFLICT,
+                        "another VM has this name: choose another, or leave `name` out",
+                    )
+                })?,
+            None => default_named(&state, &owner, limit, new).await?,
+        };
+        let setup = configured(&state.vms)?;
+        let machine =
+            Provision::create(row.name.clone(), flavor, setup.provisioning.config.clone(), tokio_now());
+        run::spawn(
+            &state.vms,
+            setup,
+            &state.store,
+            Start { row: row.clone(), machine, mode: VmStatus::Creating, offset: 0 },
+        );
+        Ok::<_, ApiError>(row)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "recording a VM failed unexpectedly");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "recording the VM failed unexpectedly: retry")
+    })??;
     Ok(accepted(setup, &row))
 }
 
@@ -230,7 +250,7 @@ pub struct VmListParams {
 
 /// VMs, newest first: a team's own, every team's for an admin.
 #[utoipa::path(
-    get, path = "/v1/vms", tag = "vms",
+    get, path = "/v1/vms", tag = "vms", operation_id = "list_vms",
     params(VmListParams),
     responses(
         (status = 200, description = "The VMs, newest first", body = VmList),
@@ -287,7 +307,7 @@ pub async fn list(
 
 /// The flavors the requester's team may create, and the owner limit of its creates.
 #[utoipa::path(
-    get, path = "/v1/vm-flavors", tag = "vms",
+    get, path = "/v1/vm-flavors", tag = "vms", operation_id = "vm_flavors",
     responses(
         (status = 200, description = "The flavors the requester's teams may create (none for a token that may create none)", body = VmFlavorList),
         (status = 404, description = "This server creates no VMs: `[vms]` is not configured", body = ErrorBody),
@@ -351,7 +371,7 @@ async fn load(
 /// One VM: where it stands, its DNS name and how to log in once ready, why it failed, what to
 /// do next.
 #[utoipa::path(
-    get, path = "/v1/vms/{name}", tag = "vms",
+    get, path = "/v1/vms/{name}", tag = "vms", operation_id = "get_vm",
     params(("name" = String, Path, description = "The VM's name")),
     responses(
         (status = 200, description = "The VM", body = VmView),
@@ -373,7 +393,7 @@ pub async fn get_one(
 /// JSON): the stored ones after `Last-Event-ID`, then live ones until its create or destroy
 /// has ended. A destroy's events follow its create's on the same stream.
 #[utoipa::path(
-    get, path = "/v1/vms/{name}/events", tag = "vms",
+    get, path = "/v1/vms/{name}/events", tag = "vms", operation_id = "vm_events",
     params(
         ("name" = String, Path, description = "The VM's name"),
         ("Last-Event-ID" = Option<u64>, Header, minimum = 0, maximum = 9223372036854775807_i64, description = "Replay only events after this number"),
@@ -430,7 +450,7 @@ pub async fn events(
 
 /// Cancels a VM's create: the step in flight ends, then every step done is undone.
 #[utoipa::path(
-    post, path = "/v1/vms/{name}/cancel", tag = "vms",
+    post, path = "/v1/vms/{name}/cancel", tag = "vms", operation_id = "cancel_vm",
     params(("name" = String, Path, description = "The VM's name")),
     responses(
         (status = 202, description = "Cancel asked: the create undoes what it did and ends `cancelled`", body = VmView),
@@ -473,7 +493,7 @@ pub async fn cancel(
 /// Destroys a VM: every part taken down (domain, disk, Chef node and client, DNS records, the
 /// address), its events following its create's on the same stream.
 #[utoipa::path(
-    delete, path = "/v1/vms/{name}", tag = "vms",
+    delete, path = "/v1/vms/{name}", tag = "vms", operation_id = "destroy_vm",
     params(("name" = String, Path, description = "The VM's name")),
     responses(
         (status = 202, description = "Accepted: the VM is `destroying`; follow its events", body = VmView),
@@ -512,23 +532,36 @@ pub async fn destroy(
             return conflict(format!("VM {} ({status}) has nothing built to take down: {next}", row.name));
         }
     };
-    let offset = last_seq(&state, row.id).await?;
-    let update = VmUpdate {
-        status: VmStatus::Destroying,
-        placement: None,
-        record: None,
-        outcome: None,
-        finished_ms: None,
-    };
-    state.store.update_vm(row.id, &update).await.map_err(|e| ApiError::store(&e))?;
-    let row = VmRow { status: VmStatus::Destroying, instance: state.store.instance().to_string(), ..row };
-    let machine = Provision::destroy(record, setup.provisioning.config.clone(), tokio_now());
-    run::spawn(
-        &state.vms,
-        setup,
-        &state.store,
-        Start { row: row.clone(), machine, mode: VmStatus::Destroying, offset },
-    );
+    // Recording and starting run in a task of their own: a request timeout or a dropped
+    // connection cannot cut them apart (a VM recorded `destroying` that nothing destroys).
+    let ordered = state.clone();
+    let row = tokio::spawn(async move {
+        let state = ordered;
+        let offset = last_seq(&state, row.id).await?;
+        let update = VmUpdate {
+            status: VmStatus::Destroying,
+            placement: None,
+            record: None,
+            outcome: None,
+            finished_ms: None,
+        };
+        state.store.update_vm(row.id, &update).await.map_err(|e| ApiError::store(&e))?;
+        let row = VmRow { status: VmStatus::Destroying, instance: state.store.instance().to_string(), ..row };
+        let setup = configured(&state.vms)?;
+        let machine = Provision::destroy(record, setup.provisioning.config.clone(), tokio_now());
+        run::spawn(
+            &state.vms,
+            setup,
+            &state.store,
+            Start { row: row.clone(), machine, mode: VmStatus::Destroying, offset },
+        );
+        Ok::<_, ApiError>(row)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "starting a VM's destroy failed unexpectedly");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "starting the destroy failed unexpectedly: retry")
+    })??;
     Ok(accepted(setup, &row))
 }
 

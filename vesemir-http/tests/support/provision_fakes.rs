@@ -2,7 +2,7 @@
 //! SSH) sharing one [`World`], controllable while a test runs: a step that fails, SSH that
 //! never answers. [`provisioning`] composes them as the front end's `[provision]` would.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test fakes: a failed unwrap is a failed test
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
