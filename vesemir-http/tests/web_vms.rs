@@ -370,6 +370,7 @@ async fn a_failed_step_and_a_cancel_show_what_happened_and_what_to_do() {
         send(&web, Method::POST, &format!("{page}/cancel"), Some(&bob), Some(&format!("csrf={csrf}"))).await;
     assert_eq!(cancelled.location.as_deref(), Some(page.as_str()), "{}", cancelled.text);
     let ended = web.wait_ended(&name).await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
     let shown = send(&web, Method::GET, &page, Some(&bob), None).await;
     assert_eq!(after(&shown.text, "<strong data-field=\"status\">"), ended["status"].as_str().unwrap());
     assert!(shown.text.contains("cancel requested</span>"), "{}", shown.text);
