@@ -171,7 +171,9 @@ impl Server {
     ) -> Result<Self, ServeError> {
         let config::Validated { playbooks, catalog } = config.validate()?;
         let web = match &config.ldap {
-            Some(ldap) => Some(Arc::new(web::Web::new(ldap, config.listen, &config.units)?)),
+            Some(ldap) => Some(Arc::new(
+                web::Web::new(ldap, config.listen, &config.units)?.with_vms(config.vms.is_some()),
+            )),
             None => None,
         };
         let hooks = Arc::new(hooks::Hooks::load(&config.units).map_err(|problems| {

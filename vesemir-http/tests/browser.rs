@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +20,6 @@ use vesemir_http::web::LdapConfig;
 use vesemir_http::{FixedPorts, Server};
 use vesemir_testkit::chromium::Browser;
 use vesemir_testkit::slapd::{Slapd, SlapdUser};
-
-/// Where screenshots go: `target/browser-artifacts/` of the workspace (CI keeps the folder).
-fn artifacts() -> PathBuf {
-    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().unwrap_or(tmp).join("browser-artifacts")
-}
 
 fn ldap_section(slapd: &Slapd, password_file: &std::path::Path) -> LdapConfig {
     let text = format!(
@@ -95,7 +88,8 @@ async fn the_live_page_of_a_100_host_deployment_shows_its_end_within_a_second() 
     let server = Server::open(&config, Arc::new(FixedPorts(fleet.ports()))).await.expect("opens");
     let router = server.router();
     let loopback = Loopback::serve(&server).await;
-    let browser = Browser::start(&format!("http://{}", loopback.address), &artifacts()).await;
+    let browser =
+        Browser::start(&format!("http://{}", loopback.address), &support::browser_artifacts()).await;
 
     browser.goto("/sign-in").await;
     browser.fill("#username", "alice").await;

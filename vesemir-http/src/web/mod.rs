@@ -16,7 +16,8 @@
 //! POST /deployments/{id}/{order}     csrf (+ confirmed=yes): the API's handler for it
 //! GET  /start[?team=&application=&environment=]   the units, or one unit's form
 //! POST /start       csrf + the form + action=plan|deploy
-//! GET  /web/style.css /web/page.js
+//! GET  /vms, /vms/{name}...   the VM pages (issue 19; see the vms module)
+//! GET  /web/style.css /web/page.js /web/vms.js
 //! ```
 //!
 //! Sessions live in the [`Store`](crate::store::Store), so every instance on one database
@@ -24,10 +25,23 @@
 //! rate limits. Messages: a wrong password and an unknown user get the same text; a directory
 //! that cannot be reached says so.
 
+/// The signed-in person of a page's request, or the answer to give instead (a redirect to the
+/// sign-in form). Defined before the page modules, which use it.
+macro_rules! signed_or_return {
+    ($state:expr, $headers:expr) => {
+        match super::signed_in(&$state, &$headers).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return super::see_other("/sign-in"),
+            Err(response) => return response,
+        }
+    };
+}
+
 pub mod config;
 pub mod limit;
 mod pages;
 pub mod session;
+mod vms;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +73,8 @@ pub struct Web {
     limiter: limit::Limiter,
     /// The catalog's units, for the start form (admission is still the catalog's).
     units: Vec<crate::catalog::UnitConfig>,
+    /// Whether the server has `[vms]`: the VM pages and their link in the navigation.
+    vms: bool,
 }
 
 impl Web {
@@ -94,7 +110,15 @@ impl Web {
             ),
             config: config.clone(),
             units: units.to_vec(),
+            vms: false,
         })
+    }
+
+    /// With the VM pages (the server has `[vms]`, issue 19).
+    #[must_use]
+    pub fn with_vms(mut self, on: bool) -> Self {
+        self.vms = on;
+        self
     }
 }
 
@@ -136,20 +160,43 @@ struct WebState {
     web: Arc<Web>,
 }
 
+tokio::task_local! {
+    /// What the header's navigation of the request being answered shows: set by [`router`]'s
+    /// layer, read by [`page`] (a page made outside a request shows no VM link).
+    static NAV: Nav;
+}
+
+/// The server's optional pages, for the navigation.
+#[derive(Debug, Clone, Copy)]
+struct Nav {
+    /// The VM pages are on.
+    vms: bool,
+}
+
 /// The web page's routes.
 pub fn router(app: AppState, web: Arc<Web>) -> Router {
+    let nav = Nav { vms: web.vms };
     Router::new()
         .route("/", get(home))
         .route("/sign-in", get(sign_in_form).post(sign_in))
         .route("/sign-out", post(sign_out))
         .route("/web/style.css", get(style))
         .route("/web/page.js", get(script))
+        .route("/web/vms.js", get(vms_script))
         .route("/deployments", get(pages::list))
         .route("/deployments/{id}", get(pages::deployment))
         .route("/deployments/{id}/view.json", get(pages::view_json))
         .route("/deployments/{id}/events", get(pages::events))
         .route("/deployments/{id}/{order}", get(pages::confirm_order).post(pages::give_order))
         .route("/start", get(pages::start_form).post(pages::start))
+        .route("/vms", get(vms::list).post(vms::create))
+        .route("/vms/{name}", get(vms::vm))
+        .route("/vms/{name}/events", get(vms::events))
+        .route("/vms/{name}/cancel", post(vms::cancel))
+        .route("/vms/{name}/destroy", get(vms::confirm_destroy).post(vms::destroy))
+        .layer(axum::middleware::from_fn(move |request: Request, next: axum::middleware::Next| {
+            NAV.scope(nav, next.run(request))
+        }))
         .with_state(WebState { app, web })
 }
 
@@ -195,10 +242,11 @@ async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let roles: Vec<String> = principal.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
     let body = format!(
         "<p>Signed in as <strong>{}</strong>.</p><p>Teams: {}. Roles: {}.</p>\
-         <p><a href=\"/deployments\">Deployments</a> · <a href=\"/start\">Start a deployment</a></p>",
+         <p><a href=\"/deployments\">Deployments</a> · <a href=\"/start\">Start a deployment</a>{}</p>",
         escape(&principal.name),
         escape(&if teams.is_empty() { "none".to_owned() } else { teams.join(", ") }),
         escape(&roles.join(", ")),
+        if state.web.vms { " · <a href=\"/vms\">VMs</a>" } else { "" },
     );
     page(StatusCode::OK, "Vesemir", Some(&session), &body)
 }
@@ -410,6 +458,16 @@ async fn script() -> Response {
     response
 }
 
+/// `/web/vms.js`: the VM page's live log ([`vms`]).
+async fn vms_script() -> Response {
+    let mut response = vms::SCRIPT.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    response
+}
+
 /// The live parts: local times, the list's running rows, a deployment's hosts and event log.
 const SCRIPT: &str = include_str!("page.js");
 
@@ -435,6 +493,15 @@ fn sign_in_page(status: StatusCode, error: Option<&str>, username: &str) -> Resp
 /// A whole page: the layout around `body`, with a sign-out form when signed in, and the
 /// headers every page carries (no caching, no framing, no sniffing, a strict CSP).
 fn page(status: StatusCode, title: &str, session: Option<&WebSession>, body: &str) -> Response {
+    let vms = NAV.try_with(|nav| nav.vms).unwrap_or(false);
+    let nav = if session.is_some() {
+        format!(
+            "<nav aria-label=\"Main\"><a href=\"/deployments\">Deployments</a><a href=\"/start\">Start a deployment</a>{}</nav>",
+            if vms { "<a href=\"/vms\">VMs</a>" } else { "" }
+        )
+    } else {
+        String::new()
+    };
     let account = session.map_or_else(String::new, |s| {
         format!(
             "<form method=\"post\" action=\"/sign-out\" class=\"account\"><span>{}</span>\
@@ -448,7 +515,7 @@ fn page(status: StatusCode, title: &str, session: Option<&WebSession>, body: &st
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"color-scheme\" content=\"light dark\">\
          <title>{}</title><link rel=\"stylesheet\" href=\"/web/style.css\"><script src=\"/web/page.js\" defer></script></head>\
-         <body><header><a href=\"/\" class=\"brand\">Vesemir</a>{account}</header><main>{body}</main></body></html>",
+         <body><header><a href=\"/\" class=\"brand\">Vesemir</a>{nav}{account}</header><main>{body}</main></body></html>",
         escape(title)
     );
     let mut response = (status, html).into_response();
@@ -512,6 +579,14 @@ th, td { text-align: left; padding: .375rem .5rem; border-bottom: 1px solid var(
 .events .kind { font-weight: 600; }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 13px; }
 .problems { color: var(--bad); }
+header nav { display: flex; flex-wrap: wrap; gap: .25rem 1rem; margin-right: auto; }
+.help { color: var(--muted); }
+.problem { color: var(--bad); font-weight: 600; margin: 0; }
+[aria-invalid=true] { border-color: var(--bad); }
+.copy { display: flex; gap: .5rem; align-items: center; }
+.copyable { font: 14px/1.4 ui-monospace, monospace; max-width: 100%; }
+.vm-log .time { color: var(--muted); }
+.vm-log .bad, .refused { color: var(--bad); }
 "#;
 
 #[cfg(test)]

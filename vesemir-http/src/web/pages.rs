@@ -32,14 +32,14 @@ const OUTPUT_LINES: usize = 200;
 const EVENTS_ON_PAGE: i64 = 5_000;
 
 /// What the API answered, as JSON, or its problem.
-struct Failure {
-    status: StatusCode,
-    detail: String,
-    problems: Vec<(String, String)>,
+pub(super) struct Failure {
+    pub(super) status: StatusCode,
+    pub(super) detail: String,
+    pub(super) problems: Vec<(String, String)>,
 }
 
 /// Reads an API handler's answer: `Ok(json)` for 2xx, the problem's detail otherwise.
-async fn answer(result: Result<Response, api::ApiError>) -> Result<serde_json::Value, Failure> {
+pub(super) async fn answer(result: Result<Response, api::ApiError>) -> Result<serde_json::Value, Failure> {
     let response = match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -72,7 +72,7 @@ async fn answer(result: Result<Response, api::ApiError>) -> Result<serde_json::V
 
 /// Reads an API handler's answer as a `T` for a page: the failure's page when the API refused,
 /// or a 500 page naming `what` when its JSON is not a `T`.
-async fn read_answer<T: serde::de::DeserializeOwned>(
+pub(super) async fn read_answer<T: serde::de::DeserializeOwned>(
     result: Result<Response, api::ApiError>,
     what: &str,
     session: &WebSession,
@@ -89,7 +89,7 @@ async fn read_answer<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn failure_page(failure: &Failure, session: &WebSession) -> Response {
+pub(super) fn failure_page(failure: &Failure, session: &WebSession) -> Response {
     let status = failure.status;
     if status == StatusCode::NOT_FOUND {
         return page(
@@ -131,7 +131,7 @@ pub(super) async fn view_json(
 
 #[derive(Debug, Deserialize)]
 pub(super) struct After {
-    after: Option<u64>,
+    pub(super) after: Option<u64>,
 }
 
 /// `GET /deployments/{id}/events`: the API's event stream behind the session. A browser's
@@ -157,19 +157,8 @@ pub(super) async fn events(
     }
 }
 
-async fn signed(state: &WebState, headers: &HeaderMap) -> Option<(Principal, WebSession)> {
+pub(super) async fn signed(state: &WebState, headers: &HeaderMap) -> Option<(Principal, WebSession)> {
     super::signed_in(state, headers).await.ok().flatten()
-}
-
-/// The signed-in person, or the answer to give instead (a redirect to the form).
-macro_rules! signed_or_return {
-    ($state:expr, $headers:expr) => {
-        match super::signed_in(&$state, &$headers).await {
-            Ok(Some(found)) => found,
-            Ok(None) => return super::see_other("/sign-in"),
-            Err(response) => return response,
-        }
-    };
 }
 
 #[derive(Debug, Default, Deserialize)]

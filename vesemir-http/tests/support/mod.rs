@@ -367,3 +367,10 @@ impl Loopback {
         served.expect("task").expect("served");
     }
 }
+
+/// Where browser tests put screenshots: `target/browser-artifacts/` of the workspace (CI keeps
+/// the folder).
+pub fn browser_artifacts() -> std::path::PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).join("browser-artifacts")
+}
