@@ -113,14 +113,6 @@ async fn drive(
     if let Err(e) = writer.await {
         tracing::error!(vm = %row.name, error = %e, "the VM's event writer failed");
     }
-    // A cancel abandons a wait (SSH, bootstrap, verify), which the machine reports as that
-    // step failing: the VM was cancelled all the same.
-    let outcome = match outcome {
-        ProvisionOutcome::Failed { left_behind, .. } if running.control.is_cancelled() => {
-            ProvisionOutcome::Cancelled { left_behind }
-        }
-        other => other,
-    };
     let update = end_of(&outcome);
     match store.update_vm(row.id, &update).await {
         Ok(()) => tracing::info!(vm = %row.name, status = %update.status, "the VM's run ended"),

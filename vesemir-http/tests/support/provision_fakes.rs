@@ -176,6 +176,10 @@ impl ChefRegistry for FakeChef {
     async fn find(&self, fqdn: &Fqdn, _: &EnvironmentName) -> Result<bool, PortError> {
         Ok(self.0.nodes.lock().unwrap().contains(&fqdn.to_string()))
     }
+    async fn addresses(&self) -> Result<std::collections::BTreeSet<std::net::Ipv4Addr>, PortError> {
+        // The fake's Chef knows only the nodes it registered, whose addresses are reserved.
+        Ok(std::collections::BTreeSet::new())
+    }
 }
 
 #[async_trait]
