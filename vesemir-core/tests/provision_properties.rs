@@ -17,7 +17,7 @@ use vesemir_core::name::EnvironmentName;
 use vesemir_core::provision::{
     choose_hypervisor, free_address, Action, ActionResult, AddressRange, Catalog, ChefClientKey, DnsZone,
     Flavor, FlavorName, Guest, HostKeyPolicy, Hypervisor, HypervisorLoad, HypervisorName, MemoryReservations,
-    Placement, PlacementError, Provision, ProvisionConfig, ProvisionEvent, ProvisionEventKind,
+    PartsBuilt, Placement, PlacementError, Provision, ProvisionConfig, ProvisionEvent, ProvisionEventKind,
     ProvisionOutcome, ReservationRequest, Reservations, ReserveError, RunListEntry, Size, SshHostKey, Step,
     Verification, VmName, VmRecord,
 };
@@ -332,6 +332,41 @@ proptest! {
         check_events(&events);
         let expected: Vec<(Step, u32)> = [Step::Chef, Step::Domain, Step::Disk, Step::Dns, Step::Reserve]
             .into_iter()
+            .map(|step| (step, (failures[step as usize] + 1).min(attempts)))
+            .collect();
+        prop_assert_eq!(undo_attempts(&actions), expected);
+        prop_assert!(actions.iter().all(|a| a.is_undo()));
+        let destroyed = matches!(outcome_of(&events), ProvisionOutcome::Destroyed { .. });
+        prop_assert!(destroyed, "a destroy ends Destroyed");
+    }
+
+    #[test]
+    fn destroying_the_parts_of_an_unfinished_create_undoes_exactly_the_steps_that_started(
+        started_count in 0usize..=8,
+        placed in any::<bool>(),
+        failures in prop::collection::vec(0u32..4, 8),
+        attempts in 1u32..4,
+    ) {
+        let started: Vec<Step> = Step::ALL.into_iter().take(started_count).collect();
+        let parts = PartsBuilt {
+            vm: VmName::new("vm1").unwrap(),
+            fqdn: "vm1.lab.test".parse().unwrap(),
+            flavor: flavor(),
+            placement: placed.then(placement),
+            started: started.clone(),
+            environment: EnvironmentName::new("production").unwrap(),
+            run_list: vec![],
+        };
+        let s = Scenario { ends: vec![StepEnd::Ok; 8], cancel_at: None, undo_failures: failures.clone(), undo_attempts: attempts, strict: true };
+        let start = Instant::now();
+        let (actions, events) = drive(&s, Provision::destroy_parts(parts, config(true, attempts), start), start);
+        check_events(&events);
+        // The model: the started steps that have an undo, last first; disk and domain only
+        // where the hypervisor is known.
+        let expected: Vec<(Step, u32)> = [Step::Chef, Step::Domain, Step::Disk, Step::Dns, Step::Reserve]
+            .into_iter()
+            .filter(|step| started.contains(step))
+            .filter(|step| placed || !matches!(step, Step::Domain | Step::Disk))
             .map(|step| (step, (failures[step as usize] + 1).min(attempts)))
             .collect();
         prop_assert_eq!(undo_attempts(&actions), expected);

@@ -4,7 +4,7 @@
 //! owner's limit under 8 concurrent creates, owners not in the directory and teams not allowed
 //! refused before anything is recorded, a failing step undone with its reservation, a cancel
 //! while waiting for SSH, a destroy whose events follow the create's, a destroy while creating
-//! refused, a restart with a create running that shows it interrupted (then destroyed from
+//! refused, a restart with a create running (in its bootstrap, or before SSH answered) that shows it interrupted (then destroyed from
 //! what its events say was built); and two instances on
 //! one PostgreSQL: the limit holds across them, a VM created on one is followed live on the
 //! other, whose cancel is refused naming the instance that runs it; a stop cancels the creates
@@ -364,6 +364,37 @@ async fn failures_and_cancels_leave_nothing_and_a_restart_shows_a_running_create
     assert!(!lab.world.has("dave-1"), "{}", lab.world.describe());
     assert_eq!(lab.reservations().await, 0);
     lab.world.stuck_bootstrap.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // A restart before SSH ever answered (no host key recorded): the destroy takes down every
+    // step its events say started (reservation, DNS records, disk, domain) all the same.
+    lab.world.set_deaf(true);
+    let early = lab.post(PAYMENTS, json!({ "owner": "carol", "flavor": "small" })).await;
+    assert_eq!(early.status, StatusCode::ACCEPTED, "{}", early.text);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !lab.world.domains.lock().unwrap().contains("carol-1") {
+        assert!(tokio::time::Instant::now() < deadline, "carol-1's domain never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = Server::open(&lab.config, lab.factory.clone()).await.expect("reopens");
+    let router = again.router();
+    let view = call(&router, Method::GET, "/v1/vms/carol-1", Some(ADMIN), None, &[]).await;
+    assert_eq!(view.json["status"], "interrupted", "{}", view.text);
+    assert!(view.json.get("ssh_host_key").is_none(), "SSH never answered: {}", view.text);
+    let destroying = call(&router, Method::DELETE, "/v1/vms/carol-1", Some(PAYMENTS), None, &[]).await;
+    assert_eq!(destroying.status, StatusCode::ACCEPTED, "{}", destroying.text);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        let view = call(&router, Method::GET, "/v1/vms/carol-1", Some(ADMIN), None, &[]).await;
+        if view.json["status"] == "destroyed" {
+            break view;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "carol-1 never destroyed: {}", view.text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(ended.json.get("left_behind").is_none(), "{}", ended.text);
+    assert!(!lab.world.has("carol-1"), "{}", lab.world.describe());
+    assert_eq!(lab.reservations().await, 0);
+    lab.world.set_deaf(false);
     lab.server.shutdown().await;
 }
 

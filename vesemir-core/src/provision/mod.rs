@@ -97,6 +97,27 @@ pub struct ProvisionConfig {
     pub undo_attempts: u32,
 }
 
+/// What a create that never ended may have built, read from its events: enough to take it
+/// down with [`Provision::destroy_parts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartsBuilt {
+    /// The VM.
+    pub vm: VmName,
+    /// Its DNS name (the `started` event's).
+    pub fqdn: Fqdn,
+    /// Its flavor.
+    pub flavor: Flavor,
+    /// Its hypervisor and address, when the reservation is known (the `placed` event, or the
+    /// reservation still held).
+    pub placement: Option<Placement>,
+    /// The steps that started (their `step_started` events): only these are undone.
+    pub started: Vec<Step>,
+    /// The Chef environment it was registered in.
+    pub environment: EnvironmentName,
+    /// Its run list.
+    pub run_list: Vec<RunListEntry>,
+}
+
 /// Why the machine is unwinding.
 #[derive(Debug, Clone)]
 enum Cause {
@@ -154,6 +175,30 @@ impl Provision {
         machine.placement = Some(record.placement);
         machine.host_key = Some(record.host_key);
         machine.done = Step::ALL.into_iter().filter(|step| step.has_undo()).collect();
+        machine.emit_started(Mode::Destroy, now);
+        machine.unwind(Cause::Destroy, now);
+        machine
+    }
+
+    /// A machine that takes down what a create that never ended (its server was killed) may
+    /// have built, as its events say: only the steps that started are undone, last first; a
+    /// step needing the placement (disk, domain) is undone only when the placement is known.
+    /// Unlike [`Provision::destroy`] it needs no host key (SSH may never have answered).
+    pub fn destroy_parts(parts: PartsBuilt, config: ProvisionConfig, now: Instant) -> Self {
+        let config = ProvisionConfig {
+            zone: parts.fqdn.zone.clone(),
+            environment: parts.environment.clone(),
+            run_list: parts.run_list.clone(),
+            ..config
+        };
+        let mut machine = Self::blank(parts.vm.clone(), parts.flavor.clone(), config, now);
+        let placed = parts.placement.is_some();
+        machine.placement = parts.placement;
+        machine.done = Step::ALL
+            .into_iter()
+            .filter(|step| step.has_undo() && parts.started.contains(step))
+            .filter(|step| placed || !matches!(step, Step::Disk | Step::Domain))
+            .collect();
         machine.emit_started(Mode::Destroy, now);
         machine.unwind(Cause::Destroy, now);
         machine

@@ -517,7 +517,7 @@ pub async fn destroy(
     let _order = state.vms.orders.lock().await;
     let row = load(&state, &principal, name, Access::Order).await?;
     let conflict = |message: String| Err(ApiError::new(StatusCode::CONFLICT, message));
-    let record = match (row.status, &row.record) {
+    let machine = match (row.status, &row.record) {
         (VmStatus::Creating, _) => {
             return conflict(format!(
                 "VM {} is being created: cancel it first (POST /v1/vms/{}/cancel), then destroy what is left",
@@ -526,29 +526,29 @@ pub async fn destroy(
         }
         (VmStatus::Destroying, _) => return conflict(format!("VM {} is being destroyed already", row.name)),
         (VmStatus::Destroyed, _) => return conflict(format!("VM {} is destroyed already", row.name)),
-        (_, Some(record)) => record.clone(),
+        (_, Some(record)) => {
+            Provision::destroy(record.clone(), setup.provisioning.config.clone(), tokio_now())
+        }
         (status, None) => {
             let parts_left = row.outcome.as_ref().is_some_and(|o| !o.left_behind().is_empty());
-            let rebuilt = if status == VmStatus::Interrupted || parts_left {
-                record_from_events(&state, setup, &row).await?
+            let built = if status == VmStatus::Interrupted || parts_left {
+                built_from_events(&state, setup, &row).await?
             } else {
                 None
             };
-            match rebuilt {
-                Some(record) => record,
-                None if status == VmStatus::Interrupted => {
-                    return conflict(format!(
-                        "VM {} was interrupted before SSH answered, so its events name no host key to destroy it with: an operator removes what is left ({})",
-                        row.name,
-                        row.placement.as_ref().map_or_else(
-                            || "no placement was recorded".to_owned(),
-                            |p| format!("DNS records, disk and domain on {} at {}, and its reservation", p.hypervisor, p.address)
-                        )
-                    ))
+            match built {
+                Some(Built::Whole(record)) => {
+                    Provision::destroy(record, setup.provisioning.config.clone(), tokio_now())
+                }
+                Some(Built::Parts(parts)) => {
+                    Provision::destroy_parts(parts, setup.provisioning.config.clone(), tokio_now())
                 }
                 None => {
                     let next = view_of(setup, &row).next.unwrap_or_default();
-                    return conflict(format!("VM {} ({status}) has nothing built to take down: {next}", row.name));
+                    return conflict(format!(
+                        "VM {} ({status}) has nothing built to take down: {next}",
+                        row.name
+                    ));
                 }
             }
         }
@@ -569,7 +569,6 @@ pub async fn destroy(
         state.store.update_vm(row.id, &update).await.map_err(|e| ApiError::store(&e))?;
         let row = VmRow { status: VmStatus::Destroying, instance: state.store.instance().to_string(), ..row };
         let setup = configured(&state.vms)?;
-        let machine = Provision::destroy(record, setup.provisioning.config.clone(), tokio_now());
         run::spawn(
             &state.vms,
             setup,
@@ -586,17 +585,23 @@ pub async fn destroy(
     Ok(accepted(setup, &row))
 }
 
+/// What a destroy takes down, as a VM's create events say it was built.
+enum Built {
+    /// Everything a built VM has (SSH answered: its host key is known).
+    Whole(vesemir_core::provision::VmRecord),
+    /// What a create that never ended started (no host key: SSH never answered).
+    Parts(vesemir_core::provision::PartsBuilt),
+}
+
 /// What a destroy needs, as the VM's create events say it was built: its name, DNS name and
-/// flavor (`started`), its placement (the row's, else `placed`, else the reservation held), its
-/// host key (`host_key_recorded`), the Chef environment and run list of the configuration.
-/// `None` without a host key or a placement.
-async fn record_from_events(
-    state: &AppState,
-    setup: &Setup,
-    row: &VmRow,
-) -> Result<Option<vesemir_core::provision::VmRecord>, ApiError> {
-    use vesemir_core::provision::{ProvisionEventKind, VmRecord};
+/// flavor (`started`), its placement (the row's, else `placed`, else the reservation held),
+/// the steps that started, its host key (`host_key_recorded`), the Chef environment and run
+/// list of the configuration. `None` when no create event was stored and no reservation is
+/// held: nothing was built.
+async fn built_from_events(state: &AppState, setup: &Setup, row: &VmRow) -> Result<Option<Built>, ApiError> {
+    use vesemir_core::provision::{Fqdn, PartsBuilt, ProvisionEventKind, Step, VmRecord};
     let (mut started, mut placement, mut host_key) = (None, row.placement.clone(), None);
+    let mut steps: Vec<Step> = Vec::new();
     let mut last = 0;
     loop {
         let page = state.store.vm_events_after(row.id, last, 1000).await.map_err(|e| ApiError::store(&e))?;
@@ -607,6 +612,7 @@ async fn record_from_events(
                 ProvisionEventKind::Started { fqdn, flavor, .. } if started.is_none() => {
                     started = Some((fqdn, flavor))
                 }
+                ProvisionEventKind::StepStarted { step } if !steps.contains(&step) => steps.push(step),
                 ProvisionEventKind::Placed { placement: placed } if placement.is_none() => {
                     placement = Some(placed)
                 }
@@ -615,21 +621,47 @@ async fn record_from_events(
             }
         }
     }
-    if placement.is_none() {
-        let held = state.store.vm_reservations().await.map_err(|e| ApiError::store(&e))?;
-        placement = held.into_iter().find(|r| r.vm == row.name).map(|r| r.placement);
+    let held = state.store.vm_reservations().await.map_err(|e| ApiError::store(&e))?;
+    let reservation = held.into_iter().find(|r| r.vm == row.name);
+    if reservation.is_some() && !steps.contains(&Step::Reserve) {
+        // Reserved, though the event saying the step started was not stored before the stop.
+        steps.push(Step::Reserve);
     }
-    let (Some((fqdn, flavor)), Some(placement), Some(host_key)) = (started, placement, host_key) else {
-        return Ok(None);
+    if placement.is_none() {
+        placement = reservation.map(|r| r.placement);
+    }
+    let environment = setup.provisioning.config.environment.clone();
+    let run_list = setup.provisioning.config.run_list.clone();
+    let (fqdn, flavor) = match started {
+        Some(started) => started,
+        None if steps.is_empty() => return Ok(None),
+        // A reservation without any event: the VM's name and flavor are the row's.
+        None => {
+            let Some(flavor) = setup.provisioning.driver.catalog.flavors.get(&row.flavor).cloned() else {
+                return Ok(None);
+            };
+            (Fqdn::new(row.name.clone(), setup.provisioning.config.zone.clone()), flavor)
+        }
     };
-    Ok(Some(VmRecord {
-        vm: row.name.clone(),
-        fqdn,
-        flavor,
-        placement,
-        host_key,
-        environment: setup.provisioning.config.environment.clone(),
-        run_list: setup.provisioning.config.run_list.clone(),
+    Ok(Some(match (placement, host_key) {
+        (Some(placement), Some(host_key)) => Built::Whole(VmRecord {
+            vm: row.name.clone(),
+            fqdn,
+            flavor,
+            placement,
+            host_key,
+            environment,
+            run_list,
+        }),
+        (placement, _) => Built::Parts(PartsBuilt {
+            vm: row.name.clone(),
+            fqdn,
+            flavor,
+            placement,
+            started: steps,
+            environment,
+            run_list,
+        }),
     }))
 }
 

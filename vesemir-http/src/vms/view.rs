@@ -62,7 +62,7 @@ fn next(row: &VmRow, left_behind: &[Step]) -> Option<String> {
             "its server stopped while it ran: take down what was built with `vesemir vm destroy {name}`"
         )),
         VmStatus::Interrupted => Some(format!(
-            "its server stopped while it was being created: `vesemir vm destroy {name}` takes down what its events say was built once SSH had answered; before that, an operator removes what is left ({})",
+            "its server stopped while it was being created: `vesemir vm destroy {name}` takes down every step its events say started ({})",
             row.placement.as_ref().map_or_else(|| "no placement recorded".to_owned(), |p| format!("on {} at {}", p.hypervisor, p.address))
         )),
         VmStatus::Ready => Some(format!("take it down when done with `vesemir vm destroy {name}`")),
