@@ -5,7 +5,9 @@
 //! stops them all, before another instance may end them. Every lease time it also takes over
 //! the deployments no live instance holds (an instance that died, or lost the database), as the
 //! server does at startup (`runner::takeover`); a store that takes none over (SQLite)
-//! ends them `interrupted` ([`Runner::recover`]).
+//! ends them `interrupted` ([`Runner::recover`]). Then it marks `interrupted` the VMs whose
+//! instance died while creating or destroying them (`Store::interrupt_unfinished_vms`), so any
+//! instance can take down what was built.
 //!
 //! The fence itself is the store's: every write about a deployment checks the lease in the same
 //! transaction ([`crate::store`]), so an instance that lost a lease cannot journal (and so cannot
@@ -65,6 +67,14 @@ pub async fn keep(app: Weak<App>, lease: Duration) {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => warn!(error = %e, "looking for deployments of dead instances failed"),
                 Err(_) => warn!("looking for deployments of dead instances took longer than {lease:?}"),
+            }
+            // VMs whose instance died while creating or destroying them: `interrupted`, so
+            // that any instance destroys what was built (a restart of the dead one is not
+            // waited for).
+            match tokio::time::timeout(lease, crate::vms::Vms::interrupt_unfinished(&app.store)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(error = %e, "looking for VMs of dead instances failed"),
+                Err(_) => warn!("looking for VMs of dead instances took longer than {lease:?}"),
             }
         }
     }

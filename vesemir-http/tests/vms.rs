@@ -7,8 +7,9 @@
 //! refused, a restart with a create running (in its bootstrap, or before SSH answered) that shows it interrupted (then destroyed from
 //! what its events say was built); and two instances on
 //! one PostgreSQL: the limit holds across them, a VM created on one is followed live on the
-//! other, whose cancel is refused naming the instance that runs it; a stop cancels the creates
-//! running there.
+//! other, whose cancel is refused naming the instance that runs it, a VM of an instance that
+//! died shown interrupted by another (then destroyed there); a stop cancels the creates running
+//! there.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/provision_fakes.rs"]
@@ -457,6 +458,48 @@ async fn two_instances_on_postgresql_share_the_limit_and_follow_each_others_vms(
     for name in ["bob-1", "bob-2"] {
         assert_eq!(a.wait_ended(name).await["status"], "ready");
     }
+
+    // Instance c dies (it stops renewing its leases) while a create runs there: b marks the VM
+    // interrupted within a few lease times, without waiting for c to come back, and destroys
+    // what its events say was built (SSH never answered: no host key).
+    let (c_server, c) = a.another(on_postgres(&url, "c")).await;
+    let doomed = call(
+        &c,
+        Method::POST,
+        "/v1/vms",
+        Some(PAYMENTS),
+        Some(&json!({ "owner": "carol", "flavor": "small" }).to_string()),
+        &[],
+    )
+    .await;
+    assert_eq!(doomed.status, StatusCode::ACCEPTED, "{}", doomed.text);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !a.world.domains.lock().unwrap().contains("carol-1") {
+        assert!(tokio::time::Instant::now() < deadline, "carol-1's domain never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop((c_server, c));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let view = call(&b, Method::GET, "/v1/vms/carol-1", Some(ADMIN), None, &[]).await;
+        if view.json["status"] == "interrupted" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "b never saw c's VM interrupted: {}", view.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let destroying = call(&b, Method::DELETE, "/v1/vms/carol-1", Some(PAYMENTS), None, &[]).await;
+    assert_eq!(destroying.status, StatusCode::ACCEPTED, "{}", destroying.text);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = call(&b, Method::GET, "/v1/vms/carol-1", Some(ADMIN), None, &[]).await;
+        if view.json["status"] == "destroyed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "carol-1 never destroyed: {}", view.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!a.world.has("carol-1"), "{}", a.world.describe());
 
     // a stops while a create runs there: it is cancelled, and nothing of it is left.
     let last = a.post(PAYMENTS, json!({ "owner": "dave", "flavor": "small" })).await;

@@ -969,8 +969,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         Err(vms::keeps_no_vms("reading a VM's events"))
     }
     /// Marks `interrupted` every `creating` or `destroying` VM whose holder is gone: on SQLite
-    /// (one server per file) every one, on PostgreSQL those held by an instance with no live
-    /// lease row and by this instance's earlier lives. Answers the VMs it marked.
+    /// (one server per file) every one another process ran, on PostgreSQL those whose lease
+    /// lapsed and those of this instance's earlier lives. Never this process's own runs, so
+    /// the server calls it at start and then every lease time. Answers the VMs it marked.
     async fn interrupt_unfinished_vms(&self, now_ms: i64) -> Result<Vec<vms::VmRow>, StoreError> {
         let _ = now_ms;
         Ok(Vec::new())

@@ -1513,12 +1513,15 @@ impl Store for SqliteStore {
     }
 
     async fn interrupt_unfinished_vms(&self, now_ms: i64) -> Result<Vec<VmRow>, StoreError> {
-        // One server per file: a create or destroy still marked running was this server's
-        // earlier life's, which ended without writing its end.
+        // One server per file: a create or destroy still marked running by another process
+        // was this server's earlier life's, which ended without writing its end. This
+        // process's own runs are left alone, so the call may be repeated while it serves.
         let rows: Vec<VmColumns> = sqlx::query_as(&format!(
-            "UPDATE vms SET status = 'interrupted', finished_ms = ? WHERE status IN {RUNNING} RETURNING {VM_COLUMNS}"
+            "UPDATE vms SET status = 'interrupted', finished_ms = ? WHERE status IN {RUNNING} AND instance <> ? \
+             RETURNING {VM_COLUMNS}"
         ))
         .bind(now_ms)
+        .bind(self.options.instance.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(err("marking VMs interrupted"))?;
