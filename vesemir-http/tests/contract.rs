@@ -284,6 +284,14 @@ impl Store for Switch {
     async fn update_vm(&self, id: i64, update: &VmUpdate) -> Result<(), StoreError> {
         self.inner.update_vm(id, update).await
     }
+    async fn update_vm_from(
+        &self,
+        id: i64,
+        from: vesemir_http::store::vms::VmStatus,
+        update: &VmUpdate,
+    ) -> Result<bool, StoreError> {
+        self.inner.update_vm_from(id, from, update).await
+    }
     async fn append_vm_events(&self, id: i64, events: &[ProvisionEvent]) -> Result<(), StoreError> {
         self.inner.append_vm_events(id, events).await
     }

@@ -504,6 +504,34 @@ async fn concurrent_inserts_stay_within_the_owner_limit(db: &dyn Database, insta
     assert_eq!(stores[0].list_vms(&filter).await.unwrap().len(), 3);
 }
 
+/// Ten orders racing to move one ready VM to destroying, over every instance: one moves it.
+async fn a_change_from_a_status_is_made_once(db: &dyn Database, instances: usize) {
+    let mut stores = Vec::new();
+    for i in 0..instances {
+        stores.push(db.open(&format!("i{i}"), LONG).await);
+    }
+    let vm = inserted(&*stores[0], &new_vm("web1", "alice"), None).await;
+    stores[0].update_vm(vm.id, &update(VmStatus::Ready)).await.unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(10));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (store, start) = (stores[i % instances].clone(), start.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            store.update_vm_from(vm.id, VmStatus::Ready, &update(VmStatus::Destroying)).await
+        });
+    }
+    let mut moved = 0;
+    while let Some(result) = tasks.join_next().await {
+        moved += usize::from(result.unwrap().unwrap());
+    }
+    assert_eq!(moved, 1, "exactly one order moves it");
+    assert_eq!(stores[0].vm(&vm_name("web1")).await.unwrap().unwrap().status, VmStatus::Destroying);
+    let again = stores[0].update_vm_from(vm.id, VmStatus::Ready, &update(VmStatus::Destroying)).await;
+    assert!(!again.unwrap(), "no longer ready");
+    assert!(!stores[0].update_vm_from(i64::MAX, VmStatus::Ready, &update(VmStatus::Ready)).await.unwrap());
+}
+
 /// Runs every check, each on a fresh database from `fresh`; `instances`: how many instances
 /// the concurrency checks spread over.
 async fn run_all<D: Database, F: std::future::Future<Output = D>>(fresh: impl Fn() -> F, instances: usize) {
@@ -517,6 +545,7 @@ async fn run_all<D: Database, F: std::future::Future<Output = D>>(fresh: impl Fn
     reservations_are_taken_given_back_and_listed(&fresh().await).await;
     concurrent_reservations_never_share_an_address_or_overfill(&fresh().await, instances).await;
     concurrent_inserts_stay_within_the_owner_limit(&fresh().await, instances).await;
+    a_change_from_a_status_is_made_once(&fresh().await, instances).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,12 +4,12 @@
 //! owner's limit under 8 concurrent creates, owners not in the directory and teams not allowed
 //! refused before anything is recorded, a failing step undone with its reservation, a cancel
 //! while waiting for SSH, a destroy whose events follow the create's, a destroy while creating
-//! refused, a restart with a create running (in its bootstrap, or before SSH answered) that shows it interrupted (then destroyed from
-//! what its events say was built); and two instances on
+//! refused, a restart with a create running (in its bootstrap, or before SSH answered) that
+//! shows it interrupted (then destroyed from what its events say was built); and two instances on
 //! one PostgreSQL: the limit holds across them, a VM created on one is followed live on the
-//! other, whose cancel is refused naming the instance that runs it, a VM of an instance that
-//! died shown interrupted by another (then destroyed there); a stop cancels the creates running
-//! there.
+//! other, whose cancel is refused naming the instance that runs it, two destroys of one VM sent
+//! to both at once starting once, a VM of an instance that died shown interrupted by another
+//! (then destroyed there); a stop cancels the creates running there.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/provision_fakes.rs"]
@@ -458,6 +458,26 @@ async fn two_instances_on_postgresql_share_the_limit_and_follow_each_others_vms(
     for name in ["bob-1", "bob-2"] {
         assert_eq!(a.wait_ended(name).await["status"], "ready");
     }
+
+    // Two destroys of one VM sent to both instances at the same moment: one starts, the other
+    // is refused (the store moves the row only from the status it was read in).
+    let (on_a, on_b) = tokio::join!(
+        call(&a.router, Method::DELETE, "/v1/vms/bob-1", Some(PAYMENTS), None, &[]),
+        call(&b, Method::DELETE, "/v1/vms/bob-1", Some(PAYMENTS), None, &[]),
+    );
+    let mut statuses = [on_a.status, on_b.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::ACCEPTED, StatusCode::CONFLICT], "{}\n{}", on_a.text, on_b.text);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = call(&b, Method::GET, "/v1/vms/bob-1", Some(ADMIN), None, &[]).await;
+        if view.json["status"] == "destroyed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "bob-1 never destroyed: {}", view.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!a.world.has("bob-1"), "{}", a.world.describe());
 
     // Instance c dies (it stops renewing its leases) while a create runs there: b marks the VM
     // interrupted within a few lease times, without waiting for c to come back, and destroys

@@ -948,6 +948,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         let _ = (id, update);
         Err(vms::keeps_no_vms("updating a VM"))
     }
+    /// Like [`Store::update_vm`], only while VM `id` is still `from` (on any instance, in one
+    /// statement): whether it changed. Two orders racing for one VM (two destroys sent to two
+    /// instances) start one run.
+    async fn update_vm_from(&self, id: i64, from: vms::VmStatus, update: &vms::VmUpdate) -> Result<bool, StoreError> {
+        let _ = (id, from, update);
+        Err(vms::keeps_no_vms("updating a VM"))
+    }
     /// Appends events to VM `id`'s stream; their `seq` is kept as given (the server numbers a
     /// destroy's events after its create's). A `seq` already stored is an error.
     async fn append_vm_events(

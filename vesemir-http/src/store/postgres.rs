@@ -34,7 +34,7 @@ use super::vm_codec::{
     from_json, list_limit, reservation, reserve_error, to_json, to_json_opt, vm_row, ReservationColumns,
     VmColumns, HOLDING, RESERVATION_COLUMNS, RUNNING, VM_COLUMNS,
 };
-use super::vms::{NewVm, VmFilter, VmInserted, VmRow, VmUpdate};
+use super::vms::{NewVm, VmFilter, VmInserted, VmRow, VmStatus, VmUpdate};
 use super::{
     DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
     Origin, Renewal, SignInAttempt, SignInFailures, SignInKey, Status, Store, StoreError, StoreOptions,
@@ -432,6 +432,34 @@ async fn bounded<T>(
         Err(_) => {
             Err(StoreError::unavailable(context, format!("no answer within {}s", READ_TIMEOUT.as_secs())))
         }
+    }
+}
+
+impl PostgresStore {
+    /// Changes VM `id` as `update` says, only while its status is `from` when given: whether
+    /// a row changed. A create or destroy that runs is leased to this instance, renewed with
+    /// its deployments' leases ([`Store::renew_leases`]); an ended one holds no lease.
+    async fn update_vm_where(&self, id: i64, from: Option<VmStatus>, update: &VmUpdate) -> Result<bool, StoreError> {
+        let context = "updating a VM";
+        let done = sqlx::query(&format!(
+            "UPDATE vms SET status = $1, placement = COALESCE($2, placement), record = COALESCE($3, record), \
+             outcome = COALESCE($4, outcome), finished_ms = COALESCE($5, finished_ms), instance = $6, \
+             lease_expires_ms = CASE WHEN $1 IN {RUNNING} THEN {NOW_MS} + $7 END \
+             WHERE id = $8 AND ($9::TEXT IS NULL OR status = $9)"
+        ))
+        .bind(update.status.as_str())
+        .bind(to_json_opt(update.placement.as_ref(), context)?)
+        .bind(to_json_opt(update.record.as_ref(), context)?)
+        .bind(to_json_opt(update.outcome.as_ref(), context)?)
+        .bind(update.finished_ms)
+        .bind(self.options.instance.as_str())
+        .bind(self.lease_ms())
+        .bind(id)
+        .bind(from.map(VmStatus::as_str))
+        .execute(&self.pool)
+        .await
+        .map_err(err(context))?;
+        Ok(done.rows_affected() > 0)
     }
 }
 
@@ -1784,29 +1812,15 @@ impl Store for PostgresStore {
     }
 
     async fn update_vm(&self, id: i64, update: &VmUpdate) -> Result<(), StoreError> {
-        let context = "updating a VM";
-        // A create or destroy that runs is leased to this instance, renewed with its
-        // deployments' leases ([`Store::renew_leases`]); an ended one holds no lease.
-        let done = sqlx::query(&format!(
-            "UPDATE vms SET status = $1, placement = COALESCE($2, placement), record = COALESCE($3, record), \
-             outcome = COALESCE($4, outcome), finished_ms = COALESCE($5, finished_ms), instance = $6, \
-             lease_expires_ms = CASE WHEN $1 IN {RUNNING} THEN {NOW_MS} + $7 END WHERE id = $8"
-        ))
-        .bind(update.status.as_str())
-        .bind(to_json_opt(update.placement.as_ref(), context)?)
-        .bind(to_json_opt(update.record.as_ref(), context)?)
-        .bind(to_json_opt(update.outcome.as_ref(), context)?)
-        .bind(update.finished_ms)
-        .bind(self.options.instance.as_str())
-        .bind(self.lease_ms())
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(err(context))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::new(context, format!("no VM {id}")));
+        if self.update_vm_where(id, None, update).await? {
+            Ok(())
+        } else {
+            Err(StoreError::new("updating a VM", format!("no VM {id}")))
         }
-        Ok(())
+    }
+
+    async fn update_vm_from(&self, id: i64, from: VmStatus, update: &VmUpdate) -> Result<bool, StoreError> {
+        self.update_vm_where(id, Some(from), update).await
     }
 
     async fn append_vm_events(&self, id: i64, events: &[ProvisionEvent]) -> Result<(), StoreError> {

@@ -29,7 +29,7 @@ use super::vm_codec::{
     from_json, list_limit, reservation, reserve_error, to_json, to_json_opt, vm_row, ReservationColumns,
     VmColumns, HOLDING, RESERVATION_COLUMNS, RUNNING, VM_COLUMNS,
 };
-use super::vms::{NewVm, VmFilter, VmInserted, VmRow, VmUpdate};
+use super::vms::{NewVm, VmFilter, VmInserted, VmRow, VmStatus, VmUpdate};
 use super::{
     DeploymentRecord, Finish, HostRecord, Inserted, InstanceId, Interrupted, ListFilter, NewDeployment,
     Origin, Renewal, SignInAttempt, SignInFailures, SignInKey, Status, Store, StoreError, StoreOptions,
@@ -285,6 +285,32 @@ pub struct SqliteStore {
 
 fn err(context: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError::new(context, e)
+}
+
+impl SqliteStore {
+    /// Changes VM `id` as `update` says, only while its status is `from` when given: whether
+    /// a row changed.
+    async fn update_vm_where(&self, id: i64, from: Option<VmStatus>, update: &VmUpdate) -> Result<bool, StoreError> {
+        let context = "updating a VM";
+        let done = sqlx::query(
+            "UPDATE vms SET status = ?, placement = COALESCE(?, placement), record = COALESCE(?, record), \
+             outcome = COALESCE(?, outcome), finished_ms = COALESCE(?, finished_ms), instance = ? \
+             WHERE id = ? AND (? IS NULL OR status = ?)",
+        )
+        .bind(update.status.as_str())
+        .bind(to_json_opt(update.placement.as_ref(), context)?)
+        .bind(to_json_opt(update.record.as_ref(), context)?)
+        .bind(to_json_opt(update.outcome.as_ref(), context)?)
+        .bind(update.finished_ms)
+        .bind(self.options.instance.as_str())
+        .bind(id)
+        .bind(from.map(VmStatus::as_str))
+        .bind(from.map(VmStatus::as_str))
+        .execute(&self.pool)
+        .await
+        .map_err(err(context))?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 impl SqliteStore {
@@ -1455,25 +1481,15 @@ impl Store for SqliteStore {
     }
 
     async fn update_vm(&self, id: i64, update: &VmUpdate) -> Result<(), StoreError> {
-        let context = "updating a VM";
-        let done = sqlx::query(
-            "UPDATE vms SET status = ?, placement = COALESCE(?, placement), record = COALESCE(?, record), \
-             outcome = COALESCE(?, outcome), finished_ms = COALESCE(?, finished_ms), instance = ? WHERE id = ?",
-        )
-        .bind(update.status.as_str())
-        .bind(to_json_opt(update.placement.as_ref(), context)?)
-        .bind(to_json_opt(update.record.as_ref(), context)?)
-        .bind(to_json_opt(update.outcome.as_ref(), context)?)
-        .bind(update.finished_ms)
-        .bind(self.options.instance.as_str())
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(err(context))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::new(context, format!("no VM {id}")));
+        if self.update_vm_where(id, None, update).await? {
+            Ok(())
+        } else {
+            Err(StoreError::new("updating a VM", format!("no VM {id}")))
         }
-        Ok(())
+    }
+
+    async fn update_vm_from(&self, id: i64, from: VmStatus, update: &VmUpdate) -> Result<bool, StoreError> {
+        self.update_vm_where(id, Some(from), update).await
     }
 
     async fn append_vm_events(&self, id: i64, events: &[ProvisionEvent]) -> Result<(), StoreError> {

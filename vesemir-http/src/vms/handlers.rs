@@ -499,7 +499,7 @@ pub async fn cancel(
         (status = 202, description = "Accepted: the VM is `destroying`; follow its events", body = VmView),
         (status = 403, description = "A VM the token may only read (no deploy role)", body = ErrorBody),
         (status = 404, description = "No such VM, another team's (as if it did not exist), or `[vms]` is not configured", body = ErrorBody),
-        (status = 409, description = "The VM is being created (cancel it first), being destroyed, already destroyed, or has nothing built to take down", body = ErrorBody),
+        (status = 409, description = "The VM is being created (cancel it first), being destroyed, already destroyed, has nothing built to take down, or another order changed it first", body = ErrorBody),
         (status = 503, description = "The database cannot be reached, or the server is stopping: retry later", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -566,7 +566,15 @@ pub async fn destroy(
             outcome: None,
             finished_ms: None,
         };
-        state.store.update_vm(row.id, &update).await.map_err(|e| ApiError::store(&e))?;
+        // Only from the status it was read in: a destroy sent to another instance at the same
+        // moment starts once.
+        let moved = state.store.update_vm_from(row.id, row.status, &update).await.map_err(|e| ApiError::store(&e))?;
+        if !moved {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("VM {} changed while this destroy was ordered (another order came first): see GET /v1/vms/{}", row.name, row.name),
+            ));
+        }
         let row = VmRow { status: VmStatus::Destroying, instance: state.store.instance().to_string(), ..row };
         let setup = configured(&state.vms)?;
         run::spawn(
