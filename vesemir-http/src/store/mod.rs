@@ -951,7 +951,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Like [`Store::update_vm`], only while VM `id` is still `from` (on any instance, in one
     /// statement): whether it changed. Two orders racing for one VM (two destroys sent to two
     /// instances) start one run.
-    async fn update_vm_from(&self, id: i64, from: vms::VmStatus, update: &vms::VmUpdate) -> Result<bool, StoreError> {
+    async fn update_vm_from(
+        &self,
+        id: i64,
+        from: vms::VmStatus,
+        update: &vms::VmUpdate,
+    ) -> Result<bool, StoreError> {
         let _ = (id, from, update);
         Err(vms::keeps_no_vms("updating a VM"))
     }

@@ -439,7 +439,12 @@ impl PostgresStore {
     /// Changes VM `id` as `update` says, only while its status is `from` when given: whether
     /// a row changed. A create or destroy that runs is leased to this instance, renewed with
     /// its deployments' leases ([`Store::renew_leases`]); an ended one holds no lease.
-    async fn update_vm_where(&self, id: i64, from: Option<VmStatus>, update: &VmUpdate) -> Result<bool, StoreError> {
+    async fn update_vm_where(
+        &self,
+        id: i64,
+        from: Option<VmStatus>,
+        update: &VmUpdate,
+    ) -> Result<bool, StoreError> {
         let context = "updating a VM";
         let done = sqlx::query(&format!(
             "UPDATE vms SET status = $1, placement = COALESCE($2, placement), record = COALESCE($3, record), \

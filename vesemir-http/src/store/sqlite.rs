@@ -290,7 +290,12 @@ fn err(context: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
 impl SqliteStore {
     /// Changes VM `id` as `update` says, only while its status is `from` when given: whether
     /// a row changed.
-    async fn update_vm_where(&self, id: i64, from: Option<VmStatus>, update: &VmUpdate) -> Result<bool, StoreError> {
+    async fn update_vm_where(
+        &self,
+        id: i64,
+        from: Option<VmStatus>,
+        update: &VmUpdate,
+    ) -> Result<bool, StoreError> {
         let context = "updating a VM";
         let done = sqlx::query(
             "UPDATE vms SET status = ?, placement = COALESCE(?, placement), record = COALESCE(?, record), \
