@@ -23,7 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use vesemir_core::Event;
 
 use crate::runner::LiveEvents;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Events read from the database at once while replaying.
 const REPLAY_PAGE: i64 = 500;
@@ -32,17 +32,84 @@ const REPLAY_PAGE: i64 = 500;
 /// announcement woke it.
 pub const REMOTE_POLL: Duration = Duration::from_secs(1);
 
-struct Follow {
-    store: Arc<dyn Store>,
-    id: i64,
+/// One record's numbered events as a follower reads them: a deployment's here, a VM's in
+/// [`crate::vms::stream`]. Numbers start at 1 without gaps; every event is stored before it is
+/// announced live.
+#[async_trait::async_trait]
+pub(crate) trait Feed: Send + Sync + 'static {
+    /// The event type.
+    type Item: Clone + Send + Sync + 'static;
+    /// An event's number.
+    fn seq(item: &Self::Item) -> u64;
+    /// The stored events numbered above `last`, oldest first, at most `limit`.
+    async fn after(&self, last: u64, limit: i64) -> Result<Vec<Self::Item>, StoreError>;
+    /// Whether the record's run has not ended (asked when no live channel is here).
+    async fn running(&self) -> Result<bool, StoreError>;
+    /// The event as sent.
+    fn to_sse(item: &Self::Item) -> SseEvent;
+    /// The record, for logs: `deployment 12`, `VM alice-1`.
+    fn describe(&self) -> String;
+}
+
+/// What one stream follows: `feed`'s events above `last`.
+struct Follow<F: Feed> {
+    feed: F,
     last: u64,
-    pending: VecDeque<Event>,
+    pending: VecDeque<F::Item>,
     replay: bool,
-    live: Option<LiveEvents>,
-    /// The store's announcements, when there is no live channel.
-    announced: Option<broadcast::Receiver<i64>>,
+    live: Option<broadcast::Receiver<Arc<F::Item>>>,
+    /// The store's announcements of record `id`, when there is no live channel.
+    announced: Option<(broadcast::Receiver<i64>, i64)>,
     /// The record has ended: one last replay, then the stream ends.
     ending: bool,
+}
+
+/// The stream of `feed`'s events after `after`: `live` is its run's channel on this instance,
+/// subscribed before this call (`None` when it runs elsewhere or has ended); `announced`, the
+/// store's announcements and the record's id in them, wakes a follower without one.
+pub(crate) fn follow_feed<F: Feed>(
+    feed: F,
+    after: u64,
+    live: Option<broadcast::Receiver<Arc<F::Item>>>,
+    announced: Option<(broadcast::Receiver<i64>, i64)>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let state =
+        Follow { feed, last: after, pending: VecDeque::new(), replay: true, live, announced, ending: false };
+    futures_util::stream::unfold(state, |mut state| async move {
+        let event = state.next().await?;
+        Some((Ok(F::to_sse(&event)), state))
+    })
+}
+
+/// A deployment's events.
+struct Deployment {
+    store: Arc<dyn Store>,
+    id: i64,
+}
+
+#[async_trait::async_trait]
+impl Feed for Deployment {
+    type Item = Event;
+
+    fn seq(item: &Event) -> u64 {
+        item.seq
+    }
+
+    async fn after(&self, last: u64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        self.store.events_after(self.id, last, limit).await
+    }
+
+    async fn running(&self) -> Result<bool, StoreError> {
+        Ok(self.store.get(self.id).await?.is_some_and(|record| !record.status.is_finished()))
+    }
+
+    fn to_sse(item: &Event) -> SseEvent {
+        to_sse(item)
+    }
+
+    fn describe(&self) -> String {
+        format!("deployment {}", self.id)
+    }
 }
 
 /// The stream of deployment `id`'s events after `after`; `live` is its live channel, subscribed
@@ -53,40 +120,27 @@ pub fn follow(
     after: u64,
     live: Option<LiveEvents>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let announced = if live.is_none() { store.event_announcements() } else { None };
-    let state = Follow {
-        store,
-        id,
-        last: after,
-        pending: VecDeque::new(),
-        replay: true,
-        live,
-        announced,
-        ending: false,
-    };
-    futures_util::stream::unfold(state, |mut state| async move {
-        let event = state.next().await?;
-        Some((Ok(to_sse(&event)), state))
-    })
+    let announced = if live.is_none() { store.event_announcements().map(|a| (a, id)) } else { None };
+    follow_feed(Deployment { store, id }, after, live, announced)
 }
 
-impl Follow {
-    async fn next(&mut self) -> Option<Event> {
+impl<F: Feed> Follow<F> {
+    async fn next(&mut self) -> Option<F::Item> {
         loop {
             if let Some(event) = self.pending.pop_front() {
-                if event.seq <= self.last {
+                if F::seq(&event) <= self.last {
                     continue;
                 }
-                self.last = event.seq;
+                self.last = F::seq(&event);
                 return Some(event);
             }
             if self.replay {
-                match self.store.events_after(self.id, self.last, REPLAY_PAGE).await {
+                match self.feed.after(self.last, REPLAY_PAGE).await {
                     Ok(events) if !events.is_empty() => self.pending.extend(events),
                     Ok(_) if self.ending => return None,
                     Ok(_) => self.replay = false,
                     Err(e) => {
-                        tracing::warn!(deployment = self.id, error = %e, "replaying events failed: ending the stream");
+                        tracing::warn!(stream = %self.feed.describe(), error = %e, "replaying events failed: ending the stream");
                         return None;
                     }
                 }
@@ -97,8 +151,8 @@ impl Follow {
                 continue;
             };
             match live.recv().await {
-                Ok(event) if event.seq <= self.last => {}
-                Ok(event) if event.seq == self.last + 1 => self.pending.push_back((*event).clone()),
+                Ok(event) if F::seq(&event) <= self.last => {}
+                Ok(event) if F::seq(&event) == self.last + 1 => self.pending.push_back((*event).clone()),
                 // A gap: every broadcast event is stored first, so the database has it.
                 Ok(_) | Err(RecvError::Lagged(_)) => self.replay = true,
                 Err(RecvError::Closed) => {
@@ -108,29 +162,27 @@ impl Follow {
             }
         }
     }
-}
 
-impl Follow {
     /// With no live channel here: ends when the record has ended (after one last replay, since
-    /// every event is stored before the end), else waits for an announcement of this
-    /// deployment's events or [`REMOTE_POLL`], and replays. `None`: the stream ends.
+    /// every event is stored before the end), else waits for an announcement of this record's
+    /// events or [`REMOTE_POLL`], and replays. `None`: the stream ends.
     async fn follow_database(&mut self) -> Option<()> {
-        match self.store.get(self.id).await {
-            Ok(Some(record)) if !record.status.is_finished() => {}
-            Ok(_) => {
+        match self.feed.running().await {
+            Ok(true) => {}
+            Ok(false) => {
                 self.ending = true;
                 self.replay = true;
                 return Some(());
             }
             Err(e) => {
-                tracing::warn!(deployment = self.id, error = %e, "reading the deployment failed: ending the stream");
+                tracing::warn!(stream = %self.feed.describe(), error = %e, "reading the record failed: ending the stream");
                 return None;
             }
         }
-        let id = self.id;
         let poll = tokio::time::sleep(REMOTE_POLL);
         match self.announced.as_mut() {
-            Some(announced) => {
+            Some((announced, id)) => {
+                let id = *id;
                 tokio::select! {
                     () = poll => {}
                     () = announcement(announced, id) => {}
@@ -230,8 +282,7 @@ mod tests {
         sender.send(Arc::new(event(11))).expect("a receiver");
         drop(sender);
         let mut follow = Follow {
-            store,
-            id,
+            feed: Deployment { store, id },
             last: 3,
             pending: VecDeque::new(),
             replay: true,
@@ -256,8 +307,7 @@ mod tests {
         }
         drop(sender);
         let mut follow = Follow {
-            store: store.clone(),
-            id,
+            feed: Deployment { store: store.clone(), id },
             last: 0,
             pending: VecDeque::new(),
             replay: false,

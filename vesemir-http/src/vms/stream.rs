@@ -5,31 +5,50 @@
 //! in the store every [`REMOTE_POLL`](crate::sse::REMOTE_POLL) until its row has ended.
 //! Event name `provision`, id its `seq`, data the core's `ProvisionEvent` JSON.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::response::sse::Event as SseEvent;
 use futures_util::Stream;
-use tokio::sync::broadcast::error::RecvError;
 use vesemir_core::provision::{ProvisionEvent, VmName};
 
 use super::run::LiveVmEvents;
-use crate::store::Store;
+use crate::sse::{follow_feed, Feed};
+use crate::store::{Store, StoreError};
 
-/// Events read from the store at once while replaying.
-const REPLAY_PAGE: i64 = 500;
-
-struct Follow {
+/// VM row `id`'s events (`name` is the row's: a later VM of that name is another row).
+struct Vm {
     store: Arc<dyn Store>,
     id: i64,
     name: VmName,
-    last: u64,
-    pending: VecDeque<ProvisionEvent>,
-    replay: bool,
-    live: Option<LiveVmEvents>,
-    /// The row has ended: one last replay, then the stream ends.
-    ending: bool,
+}
+
+#[async_trait::async_trait]
+impl Feed for Vm {
+    type Item = ProvisionEvent;
+
+    fn seq(item: &ProvisionEvent) -> u64 {
+        item.seq
+    }
+
+    async fn after(&self, last: u64, limit: i64) -> Result<Vec<ProvisionEvent>, StoreError> {
+        self.store.vm_events_after(self.id, last, limit).await
+    }
+
+    async fn running(&self) -> Result<bool, StoreError> {
+        // Still this row, still creating or destroying.
+        Ok(self.store.vm(&self.name).await?.is_some_and(|row| row.id == self.id && row.status.is_running()))
+    }
+
+    fn to_sse(event: &ProvisionEvent) -> SseEvent {
+        let mut json = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
+        crate::server_paths::hide_json(&mut json);
+        SseEvent::default().id(event.seq.to_string()).event("provision").data(json.to_string())
+    }
+
+    fn describe(&self) -> String {
+        format!("VM {}", self.name)
+    }
 }
 
 /// The stream of VM row `id`'s events after `after`; `live` is its run's channel on this
@@ -41,77 +60,5 @@ pub fn follow(
     after: u64,
     live: Option<LiveVmEvents>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let state =
-        Follow { store, id, name, last: after, pending: VecDeque::new(), replay: true, live, ending: false };
-    futures_util::stream::unfold(state, |mut state| async move {
-        let event = state.next().await?;
-        Some((Ok(to_sse(&event)), state))
-    })
-}
-
-impl Follow {
-    async fn next(&mut self) -> Option<ProvisionEvent> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                if event.seq <= self.last {
-                    continue;
-                }
-                self.last = event.seq;
-                return Some(event);
-            }
-            if self.replay {
-                match self.store.vm_events_after(self.id, self.last, REPLAY_PAGE).await {
-                    Ok(events) if !events.is_empty() => self.pending.extend(events),
-                    Ok(_) if self.ending => return None,
-                    Ok(_) => self.replay = false,
-                    Err(e) => {
-                        tracing::warn!(vm = %self.name, error = %e, "replaying the VM's events failed: ending the stream");
-                        return None;
-                    }
-                }
-                continue;
-            }
-            let Some(live) = self.live.as_mut() else {
-                self.follow_store().await?;
-                continue;
-            };
-            match live.recv().await {
-                Ok(event) if event.seq <= self.last => {}
-                Ok(event) if event.seq == self.last + 1 => self.pending.push_back((*event).clone()),
-                // A gap: every announced event is stored first.
-                Ok(_) | Err(RecvError::Lagged(_)) => self.replay = true,
-                Err(RecvError::Closed) => {
-                    self.live = None;
-                    self.replay = true;
-                }
-            }
-        }
-    }
-
-    /// Without a live channel: ends once the row has ended (after one last replay), else waits
-    /// [`REMOTE_POLL`](crate::sse::REMOTE_POLL) and replays. `None`: the stream ends.
-    async fn follow_store(&mut self) -> Option<()> {
-        match self.store.vm(&self.name).await {
-            // Still this row, still running.
-            Ok(Some(row)) if row.id == self.id && row.status.is_running() => {}
-            Ok(_) => {
-                self.ending = true;
-                self.replay = true;
-                return Some(());
-            }
-            Err(e) => {
-                tracing::warn!(vm = %self.name, error = %e, "reading the VM failed: ending the stream");
-                return None;
-            }
-        }
-        tokio::time::sleep(crate::sse::REMOTE_POLL).await;
-        self.replay = true;
-        Some(())
-    }
-}
-
-fn to_sse(event: &ProvisionEvent) -> SseEvent {
-    let mut json = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
-    crate::server_paths::hide_json(&mut json);
-    SseEvent::default().id(event.seq.to_string()).event("provision").data(json.to_string())
+    follow_feed(Vm { store, id, name }, after, live, None)
 }

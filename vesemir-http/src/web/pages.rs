@@ -129,9 +129,23 @@ pub(super) async fn view_json(
     }
 }
 
+/// `?after=N`: where the page's server-rendered log ends.
 #[derive(Debug, Deserialize)]
 pub(super) struct After {
     pub(super) after: Option<u64>,
+}
+
+impl After {
+    /// A first connection resumes the API's stream after the page's log (as `Last-Event-ID`);
+    /// a browser's reconnection sends its own, which wins.
+    pub(super) fn resume(&self, headers: &mut HeaderMap) {
+        if headers.contains_key("last-event-id") {
+            return;
+        }
+        if let Some(after) = self.after.and_then(|a| HeaderValue::from_str(&a.to_string()).ok()) {
+            headers.insert("last-event-id", after);
+        }
+    }
 }
 
 /// `GET /deployments/{id}/events`: the API's event stream behind the session. A browser's
@@ -146,11 +160,7 @@ pub(super) async fn events(
     let Some((principal, _)) = signed(&state, &headers).await else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    if !headers.contains_key("last-event-id") {
-        if let Some(after) = after.after.and_then(|a| HeaderValue::from_str(&a.to_string()).ok()) {
-            headers.insert("last-event-id", after);
-        }
-    }
+    after.resume(&mut headers);
     match api::events(State(state.app.clone()), principal, Ok(Path(id)), headers).await {
         Ok(response) => response,
         Err(error) => error.into_response(),

@@ -199,11 +199,7 @@ pub(super) async fn events(
     let Some((principal, _)) = signed(&state, &headers).await else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    if !headers.contains_key("last-event-id") {
-        if let Some(after) = after.after.and_then(|a| HeaderValue::from_str(&a.to_string()).ok()) {
-            headers.insert("last-event-id", after);
-        }
-    }
+    after.resume(&mut headers);
     match handlers::events(State(state.app.clone()), principal, Ok(Path(name)), headers).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
