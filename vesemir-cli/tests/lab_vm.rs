@@ -213,7 +213,7 @@ impl Lab {
             .arg(&self.database)
             .arg("SELECT * FROM vm_reservations")
             .output()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("sqlite3 (Debian package sqlite3) does not run: {e}"));
         assert!(output.status.success(), "sqlite3: {}", text(&output));
         String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
     }
